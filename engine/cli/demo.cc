@@ -1,0 +1,222 @@
+// The demo: two dealerships publish the sample "new-lead" workflow with their own parameters,
+// leads come in, the engine scores them, drafts replies (AI, or the template fallback when no
+// model endpoint is configured), texts or emails the customer through the outbox, and waits
+// for the reply or follows up after a delay. Progress while it runs; timelines at the end.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/cli/cli.h"
+#include "processors/client.h"
+#include "processors/node.h"
+#include "replay/timeline.h"
+#include "workflows.h"
+
+namespace auterity {
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+struct dealership {
+  const char* tenant;
+  const char* params;
+};
+
+constexpr dealership dealerships[] = {
+    {"acme-motors",
+     R"({"dealer_name":"Acme Motors","reply_timeout_ms":3000,"followup_delay_ms":1500})"},
+    {"bayside-auto",
+     R"({"dealer_name":"Bayside Auto","reply_timeout_ms":2000,"followup_delay_ms":1000})"},
+};
+
+struct lead {
+  const char* name;
+  const char* vehicle;
+  int budget;
+  const char* timeline;
+  const char* source;
+  bool trade_in;
+  const char* preferred;
+  bool replies;
+};
+
+constexpr lead leads[] = {
+    {"Maria Lopez", "2024 RAV4 Hybrid", 42000, "this_week", "website", true, "sms", true},
+    {"James Chen", "F-150 Lariat", 61000, "this_month", "referral", false, "email", false},
+    {"Aisha Patel", "Civic Sport", 24000, "browsing", "website", false, "sms", false},
+    {"Tom Becker", "Model 3", 45000, "now", "walk_in", true, "email", true},
+    {"Lena Novak", "CX-5", 31000, "this_month", "referral", true, "sms", true},
+    {"Sam O'Neil", "Wrangler", 38000, "browsing", "facebook", false, "email", false},
+};
+
+json lead_input(const lead& l, uint32_t i) {
+  std::string slug = fmt::format("customer{}", i + 1);
+  json contact = {{"preferred", l.preferred}};
+  if (std::string_view(l.preferred) == "sms") {
+    contact["phone"] = fmt::format("+1555010{:04}", i + 1);
+  } else {
+    contact["email"] = slug + "@example.com";
+  }
+  return json{{"name", l.name},       {"vehicle", l.vehicle}, {"budget", l.budget},
+              {"timeline", l.timeline}, {"source", l.source}, {"trade_in", l.trade_in},
+              {"contact", contact}};
+}
+
+result<void> fresh_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return {};
+  if (!fs::exists(fs::path(dir) / "log" / "meta", ec) && !fs::is_empty(dir, ec)) {
+    return fail(errc::invalid, fmt::format("refusing to clear {}: it is not an auterity data "
+                                           "directory; pass --data with a new path",
+                                           dir));
+  }
+  fs::remove_all(dir, ec);
+  if (ec) return fail(errc::io, fmt::format("cannot clear {}: {}", dir, ec.message()));
+  return {};
+}
+
+struct started {
+  std::string tenant;
+  std::string id;
+  bool replies;
+};
+
+int64_t now_ms() {
+  static system_clock c;
+  return c.now_ms();
+}
+
+}  // namespace
+
+int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
+  if (auto r = fresh_dir(flags.data_dir); !r) {
+    fmt::print(stderr, "auterity demo: {}\n", r.error().message);
+    return 2;
+  }
+  system_clock clk;
+  node_options o;
+  o.data_dir = flags.data_dir;
+  o.partitions = flags.partitions;
+  o.fsync = flags.fsync;
+  auto opened = node::open(o, clk);
+  if (!opened) {
+    fmt::print(stderr, "auterity demo: {}\n", opened.error().message);
+    return 2;
+  }
+  node& n = **opened;
+  if (auto r = n.recover(); !r) {
+    fmt::print(stderr, "auterity demo: recovery failed: {}\n", r.error().message);
+    return 2;
+  }
+  n.start();
+  const int64_t t0 = now_ms();
+  fmt::print("auterity demo: {} partitions, embedded log in {}/\n", flags.partitions,
+             flags.data_dir);
+
+  for (const dealership& d : dealerships) {
+    auto r = n.submit(d.tenant, client::publish_definition({d.tenant, "", "publish-new-lead-v1",
+                                                            now_ms()},
+                                                           new_lead_workflow_json, d.params));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    fmt::print("  published new-lead v1 for {} with {}\n", d.tenant, d.params);
+  }
+  std::vector<started> runs;
+  for (uint32_t i = 0; i < flags.executions; ++i) {
+    const dealership& d = dealerships[i % std::size(dealerships)];
+    const lead& l = leads[i % std::size(leads)];
+    started s{d.tenant, fmt::format("lead-{:04}", i + 1), l.replies};
+    const std::string input = lead_input(l, i).dump();
+    auto r = n.submit(s.tenant, client::start_execution({s.tenant, s.id, "start-" + s.id, now_ms()},
+                                                        "new-lead", 0, input));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    runs.push_back(std::move(s));
+  }
+  fmt::print("  started {} executions; customers who reply will text back after ~0.8s\n",
+             runs.size());
+  // An upstream retry of a start is harmless: the same execution id is rejected, not re-run.
+  (void)n.submit(runs[0].tenant,
+                 client::start_execution({runs[0].tenant, runs[0].id, "start-retry", now_ms()},
+                                         "new-lead", 0, "{}"));
+
+  bool replies_sent = false;
+  std::string last_line;
+  const bool tty = isatty(STDOUT_FILENO);
+  while (!interrupted) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const int64_t elapsed = now_ms() - t0;
+    if (!replies_sent && elapsed >= 800) {
+      for (const started& s : runs) {
+        if (!s.replies) continue;
+        (void)n.submit(s.tenant, client::signal({s.tenant, s.id, "reply-" + s.id, now_ms()},
+                                                "customer_replied",
+                                                R"({"text":"Yes! Can I come in Saturday at 10?"})"));
+      }
+      replies_sent = true;
+    }
+    std::map<std::string, int> counts;
+    for (const started& s : runs) {
+      auto e = n.execution(s.tenant, s.id);
+      counts[e ? std::string(exec_status_name(e->status)) : "queued"]++;
+    }
+    std::string line = fmt::format("[{:5.1f}s]", elapsed / 1000.0);
+    for (const auto& [status, count] : counts) line += fmt::format("  {} {}", status, count);
+    if (line.substr(9) != last_line) {
+      if (tty) {
+        fmt::print("\r{:<80}", line);
+      } else {
+        fmt::print("{}\n", line);
+      }
+      std::fflush(stdout);
+      last_line = line.substr(9);
+    }
+    const int done = counts["succeeded"] + counts["failed"] + counts["cancelled"];
+    if (done == static_cast<int>(runs.size()) && n.summary().quiescent) break;
+    if (elapsed > flags.timeout_s * 1000) {
+      fmt::print(stderr, "\nauterity demo: executions still running after {}s\n",
+                 flags.timeout_s);
+      n.stop();
+      return 1;
+    }
+  }
+  if (tty) fmt::print("\n");
+  if (flags.serve && !interrupted) {
+    fmt::print("all executions finished; serving until Ctrl-C (--serve)\n");
+    while (!interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  n.stop();
+  if (interrupted) return 130;
+
+  if (!flags.quiet) {
+    for (const started& s : runs) {
+      const uint32_t p = tenant_partition(s.tenant, n.partitions());
+      auto e = n.execution(s.tenant, s.id);
+      auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), s.tenant, s.id);
+      fmt::print("\n== {} / {}: {} ({} events)\n", s.tenant, s.id,
+                 e ? exec_status_name(e->status) : "unknown",
+                 entries ? entries->size() : 0);
+      if (entries) fmt::print("{}", format_timeline(*entries));
+    }
+  }
+  node_summary sum = n.summary();
+  fmt::print("\nsummary: ");
+  for (const auto& [status, count] : sum.executions_by_status) {
+    fmt::print("{} {}  ", status, count);
+  }
+  fmt::print("| {} executions records, {} commands, {} rejections (the duplicate start), {} "
+             "deadletters\n",
+             sum.events, sum.commands, sum.rejections, sum.deadletters);
+  fmt::print("notifications written to {}/outbox/notifications.jsonl\n", flags.data_dir);
+  fmt::print("inspect: auterity timeline --data {} --tenant {} --id {}\n", flags.data_dir,
+             runs[0].tenant, runs[0].id);
+  return 0;
+}
+
+}  // namespace auterity

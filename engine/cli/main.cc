@@ -1,0 +1,275 @@
+// auterity: the engine's command-line program. See `auterity --help`.
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "engine/cli/cli.h"
+#include "engine/record.h"
+#include "processors/client.h"
+#include "processors/node.h"
+#include "replay/timeline.h"
+
+namespace auterity {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_signal(int) { g_interrupted = true; }
+
+int report(const error& e) {
+  fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
+  return 2;
+}
+
+struct common_flags {
+  std::string data_dir = "auterity-data";
+  uint32_t partitions = 4;
+  bool no_fsync = false;
+};
+
+void add_common(CLI::App* cmd, common_flags& f) {
+  cmd->add_option("--data", f.data_dir, "Data directory (embedded log + state)")
+      ->capture_default_str();
+  cmd->add_option("--partitions", f.partitions,
+                  "Partitions (fixed when the data directory is created)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_flag("--no-fsync", f.no_fsync,
+                "Do not fdatasync commits (faster, not durable against power loss)");
+}
+
+result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers) {
+  node_options o;
+  o.data_dir = f.data_dir;
+  o.partitions = f.partitions;
+  o.fsync = !f.no_fsync;
+  o.workers = workers;
+  return node::open(o, clk);
+}
+
+int64_t wall_ms() {
+  static system_clock c;
+  return c.now_ms();
+}
+
+int submit_one(const common_flags& f, std::string_view tenant, std::string bytes) {
+  system_clock clk;
+  auto n = open_node(f, clk, false);
+  if (!n) return report(n.error());
+  if (auto r = (*n)->submit(tenant, std::move(bytes)); !r) return report(r.error());
+  fmt::print("submitted to ingress partition {}\n",
+             tenant_partition(tenant, (*n)->partitions()));
+  return 0;
+}
+
+int cmd_run(const common_flags& f, bool until_quiet) {
+  system_clock clk;
+  auto n = open_node(f, clk, true);
+  if (!n) return report(n.error());
+  if (auto r = (*n)->recover(); !r) return report(r.error());
+  (*n)->start();
+  fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
+             f.partitions, f.data_dir);
+  int quiet_rounds = 0;
+  while (!g_interrupted) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!until_quiet) continue;
+    quiet_rounds = (*n)->summary().quiescent ? quiet_rounds + 1 : 0;
+    if (quiet_rounds >= 3) break;
+  }
+  (*n)->stop();
+  node_summary s = (*n)->summary();
+  for (const auto& [status, count] : s.executions_by_status) {
+    fmt::print("{:>10} {}\n", status, count);
+  }
+  return 0;
+}
+
+int cmd_timeline(const common_flags& f, const std::string& tenant, const std::string& id) {
+  system_clock clk;
+  auto n = open_node(f, clk, false);
+  if (!n) return report(n.error());
+  const uint32_t p = tenant_partition(tenant, (*n)->partitions());
+  auto entries = load_timeline((*n)->get_log(), p, (*n)->partition(p).store(), tenant, id);
+  if (!entries) return report(entries.error());
+  if (entries->empty()) {
+    fmt::print(stderr, "auterity: no events for execution '{}' of tenant '{}'\n", id, tenant);
+    return 1;
+  }
+  fmt::print("{}", format_timeline(*entries));
+  return 0;
+}
+
+int cmd_status(const common_flags& f) {
+  system_clock clk;
+  auto n = open_node(f, clk, false);
+  if (!n) return report(n.error());
+  (*n)->for_each_execution([](const execution_state& e) {
+    fmt::print("{:<16} {:<24} {:<12} {:<10} {}\n", e.tenant, e.id, e.workflow,
+               exec_status_name(e.status), e.result.substr(0, 80));
+  });
+  return 0;
+}
+
+int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition) {
+  auto s = stream_from_name(stream_arg);
+  if (!s) {
+    fmt::print(stderr, "auterity: unknown stream '{}' (ingress, executions, commands.step, "
+                       "commands.ai, commands.notify, acks, definitions, deadletter)\n",
+               stream_arg);
+    return 2;
+  }
+  system_clock clk;
+  auto n = open_node(f, clk, false);
+  if (!n) return report(n.error());
+  log& l = (*n)->get_log();
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    if (partition >= 0 && static_cast<uint32_t>(partition) != p) continue;
+    std::vector<record> recs;
+    for (uint64_t off = 0; off < l.end_offset(*s, p); off += recs.size()) {
+      recs.clear();
+      auto r = l.read(*s, p, off, 1024, 8 << 20, recs);
+      if (!r) return report(r.error());
+      for (const record& rec : recs) {
+        const fbs::Envelope* e = decode_envelope(rec.value);
+        fmt::print("{}/{}/{}\t{}\t{}\t{}\n", stream_arg, p, rec.offset,
+                   e ? payload_name(e->payload_type()) : "?", e ? sv(e->record_id()) : "",
+                   describe_record(rec.value));
+      }
+    }
+  }
+  return 0;
+}
+
+std::string read_file(const std::string& path, bool& ok) {
+  std::ifstream in(path, std::ios::binary);
+  ok = static_cast<bool>(in);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  CLI::App app{
+      "auterity: an event-sourced stream-processing engine for dealership workflow executions.\n"
+      "With no broker configured everything runs in one process on an embedded log in --data."};
+  app.require_subcommand(1);
+  common_flags f;
+
+  demo_flags demo;
+  common_flags demo_f;
+  demo_f.data_dir = "auterity-demo";
+  auto* demo_cmd = app.add_subcommand(
+      "demo", "Run the sample dealership workflow for two tenants end to end and print "
+              "each execution's timeline (the README's first command)");
+  add_common(demo_cmd, demo_f);
+  demo_cmd->add_option("--executions", demo.executions, "Executions to start (split over the tenants)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  demo_cmd->add_flag("--serve", demo.serve, "Keep serving after all executions finished");
+  demo_cmd->add_flag("--quiet", demo.quiet, "Print only the summary, not every timeline");
+  demo_cmd->add_option("--timeout-s", demo.timeout_s, "Give up (exit 1) after this long")
+      ->capture_default_str();
+
+  bool until_quiet = false;
+  auto* run_cmd = app.add_subcommand("run", "Serve the engine on a data directory until Ctrl-C");
+  add_common(run_cmd, f);
+  run_cmd->add_flag("--until-quiet", until_quiet,
+                    "Exit 0 once nothing is left to do (no input, command or timer pending)");
+
+  std::string tenant, execution, workflow, file, params, input = "{}", name, payload = "{}",
+                                                         reason = "cancelled by operator";
+  std::string request_id;
+  uint32_t version = 0;
+  auto* pub = app.add_subcommand("publish", "Publish a workflow definition (JSON file) for a tenant");
+  add_common(pub, f);
+  pub->add_option("--tenant", tenant, "Tenant id")->required();
+  pub->add_option("file", file, "Definition JSON file")->required()->check(CLI::ExistingFile);
+  pub->add_option("--params", params, "Parameter values (JSON object)");
+
+  auto* start = app.add_subcommand("start", "Start an execution of a published workflow");
+  add_common(start, f);
+  start->add_option("--tenant", tenant, "Tenant id")->required();
+  start->add_option("--workflow", workflow, "Workflow id")->required();
+  start->add_option("--version", version, "Workflow version (0 = latest)")->capture_default_str();
+  start->add_option("--id", execution, "Execution id (chosen by the caller; a retry with the "
+                                       "same id is rejected as a duplicate, never run twice)")
+      ->required();
+  start->add_option("--input", input, "Execution input (JSON object)")->capture_default_str();
+
+  auto* sig = app.add_subcommand("signal", "Deliver a signal to a running execution");
+  add_common(sig, f);
+  sig->add_option("--tenant", tenant, "Tenant id")->required();
+  sig->add_option("--id", execution, "Execution id")->required();
+  sig->add_option("--name", name, "Signal name, e.g. customer_replied")->required();
+  sig->add_option("--payload", payload, "Signal payload (JSON)")->capture_default_str();
+
+  auto* can = app.add_subcommand("cancel", "Cancel a running execution");
+  add_common(can, f);
+  can->add_option("--tenant", tenant, "Tenant id")->required();
+  can->add_option("--id", execution, "Execution id")->required();
+  can->add_option("--reason", reason, "Why")->capture_default_str();
+
+  auto* tl = app.add_subcommand("timeline", "Print an execution's timeline from the log");
+  add_common(tl, f);
+  tl->add_option("--tenant", tenant, "Tenant id")->required();
+  tl->add_option("--id", execution, "Execution id")->required();
+
+  auto* st = app.add_subcommand("status", "List executions and their status");
+  add_common(st, f);
+
+  std::string stream_arg;
+  int partition = -1;
+  auto* dump = app.add_subcommand("dump", "Print the records of a stream, one per line");
+  add_common(dump, f);
+  dump->add_option("stream", stream_arg, "Stream: ingress, executions, commands.step, "
+                                         "commands.ai, commands.notify, acks, definitions, "
+                                         "deadletter")
+      ->required();
+  dump->add_option("--partition", partition, "Only this partition");
+
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string rid = request_id.empty() ? fmt::format("cli-{}", wall_ms()) : request_id;
+  if (demo_cmd->parsed()) {
+    demo.data_dir = demo_f.data_dir;
+    demo.partitions = demo_f.partitions;
+    demo.fsync = !demo_f.no_fsync;
+    return run_demo(demo, g_interrupted);
+  }
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet);
+  if (pub->parsed()) {
+    bool ok = false;
+    std::string def = read_file(file, ok);
+    if (!ok) return report(error{errc::io, "cannot read " + file});
+    return submit_one(f, tenant,
+                      client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
+  }
+  if (start->parsed()) {
+    return submit_one(f, tenant, client::start_execution({tenant, execution, rid, wall_ms()},
+                                                         workflow, version, input));
+  }
+  if (sig->parsed()) {
+    return submit_one(f, tenant,
+                      client::signal({tenant, execution, rid, wall_ms()}, name, payload));
+  }
+  if (can->parsed()) {
+    return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));
+  }
+  if (tl->parsed()) return cmd_timeline(f, tenant, execution);
+  if (st->parsed()) return cmd_status(f);
+  if (dump->parsed()) return cmd_dump(f, stream_arg, partition);
+  return 0;
+}
+
+}  // namespace auterity
+
+int main(int argc, char** argv) { return auterity::main(argc, argv); }

@@ -1,0 +1,36 @@
+#include <array>
+
+#include "engine/log.h"
+#include "engine/result.h"
+
+namespace auterity {
+
+const char* errc_name(errc code) {
+  switch (code) {
+    case errc::io: return "io";
+    case errc::corrupt: return "corrupt";
+    case errc::locked: return "locked";
+    case errc::invalid: return "invalid";
+    case errc::too_large: return "too_large";
+    case errc::not_found: return "not_found";
+    case errc::rocksdb: return "rocksdb";
+  }
+  return "unknown";
+}
+
+namespace {
+constexpr std::array<std::string_view, stream_count> stream_names = {
+    "ingress", "executions",   "commands.step", "commands.ai",
+    "commands.notify", "acks", "definitions",   "deadletter"};
+}
+
+std::string_view stream_name(stream s) { return stream_names[static_cast<size_t>(s)]; }
+
+std::optional<stream> stream_from_name(std::string_view name) {
+  for (size_t i = 0; i < stream_names.size(); ++i) {
+    if (stream_names[i] == name) return static_cast<stream>(i);
+  }
+  return std::nullopt;
+}
+
+}  // namespace auterity

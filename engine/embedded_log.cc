@@ -1,0 +1,1034 @@
+// The embedded log: the log interface over one data directory.
+//
+// Layout of a data directory:
+//   <dir>/LOCK     flock(LOCK_EX | LOCK_NB), held while the log is open: one process per dir.
+//   <dir>/meta     text: "auterity-embedded-log 1\npartitions N\n". Written last at creation
+//                  (after the partition directories), so a crash while creating just retries.
+//   <dir>/pNNN/    one directory per partition: p000, p001, ...
+//   <dir>/pNNN/<20 digits>.seg
+//                  A partition is ONE append-only logical file holding the records of all
+//                  streams interleaved, cut into segment files. A segment is named by the
+//                  logical byte position where it starts, so the next segment's name is this
+//                  one's name + its size (recovery checks this). Rolling happens between
+//                  commits: a commit never spans two segments.
+//
+// Frames (integers little-endian, the host order; see the static_assert):
+//   header  u32 magic "AUTL" | u32 crc32c of bytes [8, 16 + body_len) of the frame
+//           | u32 body_len | u8 type | 3 zero bytes
+//   data    type 1: u8 stream | u64 offset | u32 key_len | key | value (the rest of the body)
+//   commit  type 2: u64 commit_start (logical position of the commit's first frame)
+//           | u32 data frames in the commit | u32 position count
+//           | count x (u8 stream | u64 next_offset | u16 group_len | group)
+// A commit is its data frames followed by one commit frame, written with one pwrite (and one
+// fdatasync if options.fsync). Readers see its records and positions only after that succeeded.
+//
+// Recovery (open): every segment is scanned in order. The committed end is the end of the last
+// valid commit frame; what follows (a torn write, half a commit) is cut off. A bad frame
+// followed by a later valid commit frame means committed data is damaged: errc::corrupt. One
+// exception: if that commit frame is the only one and belongs to the commit right after the
+// committed end, its pages reached the disk out of order before its fdatasync returned; it was
+// never acknowledged, so it is dropped like any torn tail. (With options.fsync off, a power loss
+// can tear several commits; that is reported as corrupt rather than guessed at.)
+//
+// Memory: each record costs 16 bytes of index (segment, frame size, position in the file), so
+// read() needs no scan; 10 million records in a partition cost 160 MB. Every segment file stays
+// open (one descriptor each); there is no retention yet.
+//
+// Threading, per partition: `write_mu` serializes commits and is held across write and
+// fdatasync; `index_mu` guards what readers see and a commit takes it exclusively once to
+// publish, so a reader sees all of a commit or none of it. Readers copy the index entries they
+// need under a shared lock and read the files without it. `wait_mu` + `wait_cv` carry the
+// generation.
+
+#include "engine/embedded_log.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <system_error>
+#include <utility>
+
+#include <fmt/core.h>
+
+#include "engine/assert.h"
+#include "engine/crc32c.h"
+
+// Returns the error of a failed result<...> from the enclosing function.
+#define ELOG_TRY(expr)                                                        \
+  do {                                                                        \
+    if (auto _elog_r = (expr); !_elog_r) {                                    \
+      return std::unexpected<error>(std::move(_elog_r.error()));              \
+    }                                                                         \
+  } while (0)
+
+namespace auterity {
+namespace {
+
+namespace fs = std::filesystem;
+
+static_assert(std::endian::native == std::endian::little, "frames are stored in host order");
+
+constexpr uint32_t frame_magic = 0x4c545541;  // the bytes "AUTL" on disk
+constexpr std::string_view frame_magic_bytes = "AUTL";
+constexpr size_t frame_header_bytes = 16;
+constexpr size_t frame_crc_from = 8;  // the crc covers the header after itself, then the body
+constexpr size_t data_fixed_bytes = 1 + 8 + 4;
+constexpr size_t commit_fixed_bytes = 8 + 4 + 4;
+constexpr size_t position_fixed_bytes = 1 + 8 + 2;
+constexpr size_t frame_body_bytes_max = UINT32_MAX;  // the body_len field
+constexpr size_t group_bytes_max = 1024;             // a consumer group's name
+constexpr uint32_t partitions_max = 1000;            // pNNN directory names
+constexpr size_t read_chunk_bytes_max = 4 << 20;     // one pread of adjacent frames
+constexpr std::string_view meta_magic = "auterity-embedded-log 1";
+
+enum class frame_type : uint8_t { data = 1, commit = 2 };
+
+size_t idx(stream s) { return static_cast<size_t>(s); }
+bool valid_stream(stream s) { return idx(s) < stream_count; }
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+template <typename T>
+void put(std::string& buf, T v) {
+  char bytes[sizeof(T)];
+  std::memcpy(bytes, &v, sizeof(T));
+  buf.append(bytes, sizeof(T));
+}
+
+template <typename T>
+T get(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// Starts a frame; finish_frame() fills in length and crc once the body is appended.
+size_t start_frame(std::string& buf, frame_type type) {
+  size_t at = buf.size();
+  put<uint32_t>(buf, frame_magic);
+  put<uint32_t>(buf, 0);  // crc
+  put<uint32_t>(buf, 0);  // body_len
+  put<uint8_t>(buf, static_cast<uint8_t>(type));
+  buf.append(3, '\0');
+  return at;
+}
+
+void finish_frame(std::string& buf, size_t at) {
+  auto body_len = static_cast<uint32_t>(buf.size() - at - frame_header_bytes);
+  std::memcpy(buf.data() + at + 8, &body_len, 4);
+  uint32_t crc = crc32c::value(buf.data() + at + frame_crc_from, buf.size() - at - frame_crc_from);
+  std::memcpy(buf.data() + at + 4, &crc, 4);
+}
+
+void append_data_frame(std::string& buf, const commit_batch::append& a, uint64_t offset) {
+  size_t at = start_frame(buf, frame_type::data);
+  put<uint8_t>(buf, static_cast<uint8_t>(a.s));
+  put<uint64_t>(buf, offset);
+  put<uint32_t>(buf, static_cast<uint32_t>(a.key.size()));
+  buf.append(a.key);
+  buf.append(a.value);
+  finish_frame(buf, at);
+}
+
+void append_commit_frame(std::string& buf, uint64_t commit_start, const commit_batch& batch) {
+  size_t at = start_frame(buf, frame_type::commit);
+  put<uint64_t>(buf, commit_start);
+  put<uint32_t>(buf, static_cast<uint32_t>(batch.appends.size()));
+  put<uint32_t>(buf, static_cast<uint32_t>(batch.positions.size()));
+  for (const auto& p : batch.positions) {
+    put<uint8_t>(buf, static_cast<uint8_t>(p.s));
+    put<uint64_t>(buf, p.next_offset);
+    put<uint16_t>(buf, static_cast<uint16_t>(p.group.size()));
+    buf.append(p.group);
+  }
+  finish_frame(buf, at);
+}
+
+size_t data_frame_bytes(const commit_batch::append& a) {
+  return frame_header_bytes + data_fixed_bytes + a.key.size() + a.value.size();
+}
+
+size_t commit_frame_body_bytes(const commit_batch& batch) {
+  size_t n = commit_fixed_bytes;
+  for (const auto& p : batch.positions) n += position_fixed_bytes + p.group.size();
+  return n;
+}
+
+size_t commit_bytes(const commit_batch& batch) {
+  size_t n = frame_header_bytes + commit_frame_body_bytes(batch);
+  for (const auto& a : batch.appends) n += data_frame_bytes(a);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding. Bytes come from disk, so every length is checked against what is there.
+
+// Reads fields off a frame body; ok() turns false for good once a field runs past the end.
+class body_reader {
+ public:
+  explicit body_reader(std::string_view body) : _rest(body) {}
+
+  template <typename T>
+  T num() {
+    if (_rest.size() < sizeof(T)) return fail_read<T>();
+    T v = get<T>(_rest.data());
+    _rest.remove_prefix(sizeof(T));
+    return v;
+  }
+
+  std::string_view bytes(size_t n) {
+    if (_rest.size() < n) return fail_read<std::string_view>();
+    std::string_view v = _rest.substr(0, n);
+    _rest.remove_prefix(n);
+    return v;
+  }
+
+  std::string_view rest() { return bytes(_rest.size()); }
+  bool ok() const { return _ok; }
+  bool done() const { return _rest.empty(); }
+
+ private:
+  template <typename T>
+  T fail_read() {
+    _ok = false;
+    _rest = {};
+    return T{};
+  }
+
+  std::string_view _rest;
+  bool _ok = true;
+};
+
+struct frame_view {
+  frame_type type;
+  std::string_view body;
+  size_t bytes;  // header + body
+};
+
+// A frame, or why the bytes at that position are not one (for error messages).
+struct frame_check {
+  std::optional<frame_view> frame;
+  const char* problem = nullptr;
+};
+
+// `buf` starts where the frame should be and runs to the end of what was read.
+frame_check check_frame(std::string_view buf) {
+  if (buf.size() < frame_header_bytes) return {std::nullopt, "truncated frame header"};
+  if (get<uint32_t>(buf.data()) != frame_magic) return {std::nullopt, "bad frame magic"};
+  uint32_t body_len = get<uint32_t>(buf.data() + 8);
+  if (buf.size() - frame_header_bytes < body_len) return {std::nullopt, "truncated frame body"};
+  size_t bytes = frame_header_bytes + body_len;
+  uint32_t crc = crc32c::value(buf.data() + frame_crc_from, bytes - frame_crc_from);
+  if (get<uint32_t>(buf.data() + 4) != crc) return {std::nullopt, "frame crc mismatch"};
+  auto type = static_cast<frame_type>(buf[12]);
+  if (type != frame_type::data && type != frame_type::commit) {
+    return {std::nullopt, "unknown frame type"};
+  }
+  return {frame_view{type, buf.substr(frame_header_bytes, body_len), bytes}};
+}
+
+struct data_frame {
+  stream s;
+  uint64_t offset;
+  std::string_view key;
+  std::string_view value;
+};
+
+std::optional<data_frame> decode_data(std::string_view body) {
+  body_reader r(body);
+  auto s = r.num<uint8_t>();
+  auto offset = r.num<uint64_t>();
+  auto key = r.bytes(r.num<uint32_t>());
+  if (!r.ok() || s >= stream_count) return std::nullopt;
+  return data_frame{static_cast<stream>(s), offset, key, r.rest()};
+}
+
+struct position_update {
+  stream s;
+  uint64_t next_offset;
+  std::string_view group;
+};
+
+struct commit_frame {
+  uint64_t commit_start = 0;
+  uint32_t data_frames = 0;
+  std::vector<position_update> positions;
+};
+
+std::optional<commit_frame> decode_commit(std::string_view body) {
+  body_reader r(body);
+  commit_frame c;
+  c.commit_start = r.num<uint64_t>();
+  c.data_frames = r.num<uint32_t>();
+  auto count = r.num<uint32_t>();
+  // No reserve(count): count is checked only by the body actually holding that many entries.
+  for (uint32_t i = 0; i < count && r.ok(); ++i) {
+    auto s = r.num<uint8_t>();
+    auto next_offset = r.num<uint64_t>();
+    auto group = r.bytes(r.num<uint16_t>());
+    if (s >= stream_count) return std::nullopt;
+    c.positions.push_back({static_cast<stream>(s), next_offset, group});
+  }
+  if (!r.ok() || !r.done()) return std::nullopt;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+std::unexpected<error> fail_io(std::string_view what, const std::string& path, int err = errno) {
+  return fail(errc::io, fmt::format("{} {}: {}", what, path, std::generic_category().message(err)));
+}
+
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) : _fd(fd) {}
+  unique_fd(unique_fd&& o) noexcept : _fd(std::exchange(o._fd, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      _fd = std::exchange(o._fd, -1);
+    }
+    return *this;
+  }
+  ~unique_fd() { reset(); }
+
+  int get() const { return _fd; }
+  void reset() {
+    if (_fd >= 0) ::close(_fd);
+    _fd = -1;
+  }
+
+ private:
+  int _fd = -1;
+};
+
+result<unique_fd> open_file(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0) return fail_io("open", path);
+  return unique_fd(fd);
+}
+
+result<void> pwrite_all(int fd, std::string_view buf, uint64_t pos, const std::string& path) {
+  while (!buf.empty()) {
+    ssize_t n = ::pwrite(fd, buf.data(), buf.size(), static_cast<off_t>(pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_io("write", path);
+    buf.remove_prefix(static_cast<size_t>(n));
+    pos += static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+// A file shorter than asked is corruption: the caller knows the bytes were written.
+result<void> pread_all(int fd, std::span<char> buf, uint64_t pos, const std::string& path) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(pos + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_io("read", path);
+    if (n == 0) {
+      return fail(errc::corrupt, fmt::format("{} ends at byte {}, {} bytes short", path,
+                                             pos + done, buf.size() - done));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+result<uint64_t> file_size(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return fail_io("stat", path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+result<std::string> read_whole_file(const std::string& path) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return std::unexpected(fd.error());
+  auto size = file_size(fd->get(), path);
+  if (!size) return std::unexpected(size.error());
+  std::string buf(*size, '\0');
+  ELOG_TRY(pread_all(fd->get(), buf, 0, path));
+  return buf;
+}
+
+result<void> sync_file(int fd, const std::string& path) {
+  if (::fdatasync(fd) < 0) return fail_io("fdatasync", path);
+  return {};
+}
+
+// Makes created, renamed and deleted names in `dir` durable.
+result<void> sync_dir(const std::string& dir) {
+  auto fd = open_file(dir, O_RDONLY | O_DIRECTORY);
+  if (!fd) return std::unexpected(fd.error());
+  if (::fsync(fd->get()) < 0) return fail_io("fsync", dir);
+  return {};
+}
+
+std::string partition_dir(const std::string& dir, uint32_t p) {
+  return fmt::format("{}/p{:03}", dir, p);
+}
+
+std::string segment_path(const std::string& pdir, uint64_t base) {
+  return fmt::format("{}/{:020}.seg", pdir, base);
+}
+
+std::optional<uint64_t> parse_segment_name(std::string_view name) {
+  constexpr size_t digits = 20;
+  if (name.size() != digits + 4 || !name.ends_with(".seg")) return std::nullopt;
+  uint64_t base = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + digits, base);
+  if (ec != std::errc{} || end != name.data() + digits) return std::nullopt;
+  return base;
+}
+
+struct segment_file {
+  uint64_t base;
+  std::string path;
+};
+
+// The partition's segment files, oldest first. Other files in the directory are ignored.
+result<std::vector<segment_file>> list_segments(const std::string& pdir) {
+  std::vector<segment_file> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(pdir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (auto base = parse_segment_name(it->path().filename().string())) {
+      files.push_back({*base, it->path().string()});
+    }
+  }
+  if (ec) return fail(errc::io, fmt::format("list {}: {}", pdir, ec.message()));
+  std::ranges::sort(files, {}, &segment_file::base);
+  return files;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data directory: lock and meta
+
+result<unique_fd> lock_dir(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  auto fd = open_file(path, O_RDWR | O_CREAT);
+  if (!fd) return fd;
+  if (::flock(fd->get(), LOCK_EX | LOCK_NB) == 0) return fd;
+  if (errno == EWOULDBLOCK) {
+    return fail(errc::locked,
+                fmt::format("data dir {} is in use by another auterity process (it holds {})",
+                            dir, path));
+  }
+  return fail_io("flock", path);
+}
+
+std::string meta_text(uint32_t partitions) {
+  return fmt::format("{}\npartitions {}\n", meta_magic, partitions);
+}
+
+// The partition count stored in <dir>/meta; nullopt if the directory is new.
+result<std::optional<uint32_t>> read_meta(const std::string& dir) {
+  std::string path = dir + "/meta";
+  std::error_code ec;
+  if (!fs::exists(path, ec) && !ec) return std::nullopt;
+  auto text = read_whole_file(path);
+  if (!text) return std::unexpected(text.error());
+  std::string_view t = *text;
+  std::string prefix = fmt::format("{}\npartitions ", meta_magic);
+  uint32_t partitions = 0;
+  const char* t_end = t.data() + t.size();
+  auto [end, parse_ec] =
+      std::from_chars(t.data() + std::min(prefix.size(), t.size()), t_end, partitions);
+  if (!t.starts_with(prefix) || parse_ec != std::errc{} ||
+      std::string_view(end, static_cast<size_t>(t_end - end)) != "\n" ||
+      partitions == 0 || partitions > partitions_max) {
+    return fail(errc::corrupt, fmt::format("{} is not an embedded log meta file", path));
+  }
+  return partitions;
+}
+
+// Written to a temporary name and renamed, so a crash leaves either no meta or a whole one.
+result<void> write_meta(const std::string& dir, uint32_t partitions) {
+  std::string tmp = dir + "/meta.tmp";
+  auto fd = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+  if (!fd) return std::unexpected(fd.error());
+  ELOG_TRY(pwrite_all(fd->get(), meta_text(partitions), 0, tmp));
+  ELOG_TRY(sync_file(fd->get(), tmp));
+  if (::rename(tmp.c_str(), (dir + "/meta").c_str()) < 0) return fail_io("rename", tmp);
+  return sync_dir(dir);
+}
+
+result<void> make_partition_dirs(const std::string& dir, uint32_t partitions) {
+  bool created = false;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    std::string pdir = partition_dir(dir, p);
+    if (::mkdir(pdir.c_str(), 0755) == 0) {
+      created = true;
+    } else if (errno != EEXIST) {
+      return fail_io("mkdir", pdir);
+    }
+  }
+  if (created) return sync_dir(dir);
+  return {};
+}
+
+result<void> prepare_layout(const std::string& dir, uint32_t partitions) {
+  auto stored = read_meta(dir);
+  if (!stored) return std::unexpected(stored.error());
+  if (*stored && **stored != partitions) {
+    return fail(errc::invalid,
+                fmt::format("data dir {} was created with {} partitions, asked for {}", dir,
+                            **stored, partitions));
+  }
+  ELOG_TRY(make_partition_dirs(dir, partitions));
+  if (!*stored) return write_meta(dir, partitions);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-memory state of a partition
+
+struct index_entry {
+  uint32_t segment;      // into partition_data::segments
+  uint32_t frame_bytes;  // header + body
+  uint64_t file_pos;     // of the frame in its segment file
+};
+static_assert(sizeof(index_entry) == 16, "the memory cost per record is documented as 16 bytes");
+
+using stream_index = std::array<std::vector<index_entry>, stream_count>;  // entry per offset
+using group_positions = std::map<std::string, std::array<uint64_t, stream_count>, std::less<>>;
+
+struct segment {
+  std::string path;
+  unique_fd fd;
+  uint64_t base = 0;  // logical position of its first byte in the partition
+  uint64_t size = 0;  // bytes of whole commits in it
+};
+
+struct partition_data {
+  std::vector<segment> segments;  // commits append to the last one
+  stream_index index;
+  group_positions positions;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Recovery of one partition (see the top of the file)
+
+class partition_recovery {
+ public:
+  explicit partition_recovery(std::string pdir) : _dir(std::move(pdir)) {}
+
+  result<partition_data> run() {
+    auto files = list_segments(_dir);
+    if (!files) return std::unexpected(files.error());
+    _files = std::move(*files);
+    for (uint32_t i = 0; i < _files.size() && !_bad; ++i) ELOG_TRY(scan_segment(i));
+    if (_bad) ELOG_TRY(check_damage_is_uncommitted());
+    ELOG_TRY(cut_tail());
+    return build();
+  }
+
+ private:
+  struct bad_frame {
+    uint32_t segment;
+    uint64_t file_pos;
+    const char* problem;
+  };
+
+  std::unexpected<error> corrupt(uint32_t seg, uint64_t file_pos, std::string_view why) const {
+    return fail(errc::corrupt, fmt::format("{} at byte {}: {}", _files[seg].path, file_pos, why));
+  }
+
+  result<void> scan_segment(uint32_t seg) {
+    if (_files[seg].base != _scanned_end) {
+      return corrupt(seg, 0, fmt::format("segment should start at logical byte {}", _scanned_end));
+    }
+    auto buf = read_whole_file(_files[seg].path);
+    if (!buf) return std::unexpected(buf.error());
+    std::string_view view = *buf;
+    for (uint64_t pos = 0; pos < view.size();) {
+      frame_check c = check_frame(view.substr(pos));
+      const char* problem = c.problem;
+      if (c.frame && c.frame->type == frame_type::data) {
+        problem = apply_data(*c.frame, seg, pos);
+      } else if (c.frame) {
+        ELOG_TRY(apply_commit(*c.frame, seg, pos));
+      }
+      if (problem) {
+        _bad = bad_frame{seg, pos, problem};
+        return {};
+      }
+      pos += c.frame->bytes;
+    }
+    _scanned_end += view.size();
+    return {};
+  }
+
+  // Data frames wait in `_pending` until their commit frame shows the commit is whole. A data
+  // frame that does not fit is treated like a torn one: only a commit frame after it would make
+  // it committed, and check_damage_is_uncommitted() looks for that. Returns the problem, if any.
+  const char* apply_data(const frame_view& f, uint32_t seg, uint64_t file_pos) {
+    auto d = decode_data(f.body);
+    if (!d || f.bytes > UINT32_MAX) return "undecodable data frame";
+    if (d->offset != _index[idx(d->s)].size() + _pending[idx(d->s)].size()) {
+      return "data frame out of offset order";
+    }
+    _pending[idx(d->s)].push_back({seg, static_cast<uint32_t>(f.bytes), file_pos});
+    ++_pending_frames;
+    return nullptr;
+  }
+
+  result<void> apply_commit(const frame_view& f, uint32_t seg, uint64_t file_pos) {
+    auto c = decode_commit(f.body);
+    if (!c) return corrupt(seg, file_pos, "undecodable commit frame");
+    if (c->commit_start != _committed_end || c->data_frames != _pending_frames) {
+      return corrupt(seg, file_pos, "commit frame does not match the frames before it");
+    }
+    for (size_t s = 0; s < stream_count; ++s) {
+      _index[s].insert(_index[s].end(), _pending[s].begin(), _pending[s].end());
+      _pending[s].clear();
+    }
+    _pending_frames = 0;
+    for (const auto& p : c->positions) {
+      auto it = _positions.try_emplace(std::string(p.group)).first;
+      it->second[idx(p.s)] = p.next_offset;  // the last commit frame wins
+    }
+    _committed_end = _files[seg].base + file_pos + f.bytes;
+    return {};
+  }
+
+  // After a bad frame, frames can only be found again by searching for the magic. A valid
+  // commit frame found that way means the damage is inside committed data.
+  result<void> check_damage_is_uncommitted() {
+    auto starts = commit_starts_after_bad();
+    if (!starts) return std::unexpected(starts.error());
+    if (starts->empty()) return {};
+    if (starts->size() == 1 && starts->front() == _committed_end) return {};  // unacknowledged
+    return corrupt(_bad->segment, _bad->file_pos,
+                   fmt::format("{}, and committed data follows it", _bad->problem));
+  }
+
+  // commit_start of every valid commit frame after the bad frame, in this and later segments.
+  result<std::vector<uint64_t>> commit_starts_after_bad() {
+    std::vector<uint64_t> starts;
+    for (uint32_t seg = _bad->segment; seg < _files.size(); ++seg) {
+      auto buf = read_whole_file(_files[seg].path);
+      if (!buf) return std::unexpected(buf.error());
+      size_t from = seg == _bad->segment ? _bad->file_pos + 1 : 0;
+      find_commit_frames(*buf, from, starts);
+    }
+    return starts;
+  }
+
+  static void find_commit_frames(std::string_view buf, size_t at, std::vector<uint64_t>& starts) {
+    while ((at = buf.find(frame_magic_bytes, at)) != std::string_view::npos) {
+      frame_check c = check_frame(buf.substr(at));
+      if (!c.frame) {
+        ++at;
+        continue;
+      }
+      if (c.frame->type == frame_type::commit) {
+        if (auto commit = decode_commit(c.frame->body)) starts.push_back(commit->commit_start);
+      }
+      at += c.frame->bytes;
+    }
+  }
+
+  // Drops everything after the committed end. Later segments go first, newest first, so a crash
+  // in the middle leaves contiguous segments and the next recovery gets the same result.
+  // Segments after a bad frame were never scanned frame by frame, but the search for commit
+  // frames found none in them: they go too.
+  result<void> cut_tail() {
+    size_t keep_max = _bad ? _bad->segment + 1 : _files.size();
+    bool removed = false;
+    while (_files.size() > 1 &&
+           (_files.size() > keep_max || _files.back().base > _committed_end)) {
+      if (::unlink(_files.back().path.c_str()) < 0) return fail_io("unlink", _files.back().path);
+      _files.pop_back();
+      removed = true;
+    }
+    if (removed) ELOG_TRY(sync_dir(_dir));
+    if (_files.empty()) return {};
+    vassert(_committed_end >= _files.back().base, "segment {} starts after the committed end {}",
+            _files.back().path, _committed_end);
+    return truncate_last(_committed_end - _files.back().base);
+  }
+
+  result<void> truncate_last(uint64_t keep) {
+    const std::string& path = _files.back().path;
+    auto fd = open_file(path, O_RDWR);
+    if (!fd) return std::unexpected(fd.error());
+    auto size = file_size(fd->get(), path);
+    if (!size) return std::unexpected(size.error());
+    if (*size == keep) return {};
+    if (::ftruncate(fd->get(), static_cast<off_t>(keep)) < 0) return fail_io("truncate", path);
+    return sync_file(fd->get(), path);
+  }
+
+  result<partition_data> build() {
+    partition_data d;
+    if (_files.empty()) {
+      _files.push_back({0, segment_path(_dir, 0)});
+      auto fd = open_file(_files[0].path, O_RDWR | O_CREAT);
+      if (!fd) return std::unexpected(fd.error());
+      ELOG_TRY(sync_dir(_dir));
+    }
+    for (const auto& f : _files) {
+      auto fd = open_file(f.path, O_RDWR);
+      if (!fd) return std::unexpected(fd.error());
+      auto size = file_size(fd->get(), f.path);
+      if (!size) return std::unexpected(size.error());
+      d.segments.push_back(segment{f.path, std::move(*fd), f.base, *size});
+    }
+    d.index = std::move(_index);
+    d.positions = std::move(_positions);
+    return d;
+  }
+
+  std::string _dir;
+  std::vector<segment_file> _files;
+  stream_index _index;
+  stream_index _pending;  // data frames after the last commit frame
+  uint32_t _pending_frames = 0;
+  group_positions _positions;
+  uint64_t _committed_end = 0;  // logical position after the last valid commit frame
+  uint64_t _scanned_end = 0;    // logical position after the last fully scanned segment
+  std::optional<bad_frame> _bad;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The log
+
+struct partition {
+  std::string dir;
+
+  std::mutex write_mu;
+  std::optional<std::string> broken;  // guarded by write_mu; why commits are refused
+
+  // segments, index and positions change only with write_mu held and index_mu exclusive, so a
+  // writer may read them holding write_mu alone.
+  std::shared_mutex index_mu;
+  partition_data data;
+
+  std::mutex wait_mu;
+  std::condition_variable wait_cv;
+  std::atomic<uint64_t> generation{0};  // changes with wait_mu held so no waiter misses it
+};
+
+// A commit encoded for the active segment, with the index entries it will publish.
+struct encoded_commit {
+  std::string bytes;
+  stream_index entries;
+};
+
+// Where a read finds one frame; copied out under the shared lock, read without it.
+struct frame_ref {
+  int fd;
+  uint64_t segment_base;
+  uint64_t file_pos;
+  uint32_t bytes;
+};
+
+class embedded_log final : public log {
+ public:
+  embedded_log(std::string dir, const embedded_log_options& options, unique_fd lock)
+      : _dir(std::move(dir)), _options(options), _lock(std::move(lock)) {}
+
+  result<void> recover() {
+    for (uint32_t p = 0; p < _options.partitions; ++p) {
+      auto part = std::make_unique<partition>();
+      part->dir = partition_dir(_dir, p);
+      auto data = partition_recovery(part->dir).run();
+      if (!data) return std::unexpected(data.error());
+      part->data = std::move(*data);
+      _parts.push_back(std::move(part));
+    }
+    return {};
+  }
+
+  uint32_t partition_count() const override { return _options.partitions; }
+
+  result<void> commit(uint32_t p, const commit_batch& batch) override {
+    ELOG_TRY(check_batch(p, batch));
+    if (batch.empty()) return {};  // nothing to make durable or visible
+    partition& part = *_parts[p];
+    std::lock_guard write_lock(part.write_mu);
+    if (part.broken) return fail(errc::io, *part.broken);
+    ELOG_TRY(roll_if_needed(part, commit_bytes(batch)));
+    encoded_commit c = encode(part.data, batch);
+    ELOG_TRY(write_commit(part, c.bytes));
+    publish(part, c, batch);
+    return {};
+  }
+
+  result<size_t> read(stream s, uint32_t p, uint64_t from, size_t max_records, size_t max_bytes,
+                      std::vector<record>& out) override {
+    if (p >= partition_count() || !valid_stream(s)) {
+      return fail(errc::invalid, fmt::format("read of stream {} partition {}; the log has {} "
+                                             "partitions",
+                                             idx(s), p, partition_count()));
+    }
+    auto refs = plan_read(*_parts[p], s, from, max_records, max_bytes);
+    if (!refs) return std::unexpected(refs.error());
+    size_t before = out.size();
+    auto n = read_frames(_parts[p]->dir, *refs, s, from, out);
+    if (!n) out.resize(before);  // no half answers
+    return n;
+  }
+
+  uint64_t end_offset(stream s, uint32_t p) override {
+    partition& part = checked(s, p);
+    std::shared_lock lock(part.index_mu);
+    return part.data.index[idx(s)].size();
+  }
+
+  uint64_t position(std::string_view group, stream s, uint32_t p) override {
+    partition& part = checked(s, p);
+    std::shared_lock lock(part.index_mu);
+    auto it = part.data.positions.find(group);
+    return it == part.data.positions.end() ? 0 : it->second[idx(s)];
+  }
+
+  void wait(uint32_t p, uint64_t seen_generation, std::chrono::milliseconds timeout) override {
+    partition& part = checked(p);
+    std::unique_lock lock(part.wait_mu);
+    part.wait_cv.wait_for(lock, timeout, [&] { return part.generation != seen_generation; });
+  }
+
+  uint64_t generation(uint32_t p) override { return checked(p).generation; }
+
+ private:
+  // For calls with no error channel: an out-of-range argument is a caller bug.
+  partition& checked(uint32_t p) {
+    vassert(p < partition_count(), "partition {} of a log with {} partitions", p,
+            partition_count());
+    return *_parts[p];
+  }
+
+  partition& checked(stream s, uint32_t p) {
+    vassert(valid_stream(s), "stream {}", idx(s));
+    return checked(p);
+  }
+
+  result<void> check_batch(uint32_t p, const commit_batch& batch) const {
+    if (p >= partition_count()) {
+      return fail(errc::invalid, fmt::format("commit to partition {}; the log has {} partitions",
+                                             p, partition_count()));
+    }
+    for (const auto& a : batch.appends) ELOG_TRY(check_append(a));
+    for (const auto& pos : batch.positions) ELOG_TRY(check_position(pos));
+    if (batch.appends.size() > UINT32_MAX ||
+        commit_frame_body_bytes(batch) > frame_body_bytes_max) {
+      return fail(errc::too_large, "commit batch too large for one commit frame");
+    }
+    return {};
+  }
+
+  static result<void> check_append(const commit_batch::append& a) {
+    if (!valid_stream(a.s)) {
+      return fail(errc::invalid, fmt::format("append to stream {}", idx(a.s)));
+    }
+    size_t bytes = a.key.size() + a.value.size();
+    if (bytes > record_bytes_max) {
+      return fail(errc::too_large,
+                  fmt::format("record of {} bytes (key {} + value {}) for stream {} exceeds "
+                              "record_bytes_max {}",
+                              bytes, a.key.size(), a.value.size(), idx(a.s), record_bytes_max));
+    }
+    return {};
+  }
+
+  static result<void> check_position(const commit_batch::position& pos) {
+    if (!valid_stream(pos.s)) {
+      return fail(errc::invalid, fmt::format("position of stream {}", idx(pos.s)));
+    }
+    if (pos.group.size() > group_bytes_max) {
+      return fail(errc::too_large, fmt::format("consumer group name of {} bytes exceeds "
+                                               "group_bytes_max {}",
+                                               pos.group.size(), group_bytes_max));
+    }
+    return {};
+  }
+
+  // Rolls before a commit that would take the active segment past segment_bytes_max. An empty
+  // segment takes any commit, so a commit larger than the limit gets a segment of its own.
+  result<void> roll_if_needed(partition& part, size_t bytes) {
+    const segment& active = part.data.segments.back();
+    if (active.size == 0 || active.size + bytes <= _options.segment_bytes_max) return {};
+    vassert(part.data.segments.size() < UINT32_MAX, "too many segments in {}", part.dir);
+    uint64_t base = active.base + active.size;
+    std::string path = segment_path(part.dir, base);
+    // O_TRUNC, not O_EXCL: a file left by a failed roll holds nothing committed.
+    auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC);
+    if (!fd) return std::unexpected(fd.error());
+    if (_options.fsync) ELOG_TRY(sync_dir(part.dir));  // the name must outlive a power loss too
+    std::unique_lock lock(part.index_mu);
+    part.data.segments.push_back(segment{std::move(path), std::move(*fd), base, 0});
+    return {};
+  }
+
+  static encoded_commit encode(const partition_data& d, const commit_batch& batch) {
+    const segment& active = d.segments.back();
+    auto seg = static_cast<uint32_t>(d.segments.size() - 1);
+    encoded_commit c;
+    c.bytes.reserve(commit_bytes(batch));
+    for (const auto& a : batch.appends) {
+      auto& entries = c.entries[idx(a.s)];
+      size_t at = c.bytes.size();
+      append_data_frame(c.bytes, a, d.index[idx(a.s)].size() + entries.size());
+      entries.push_back({seg, static_cast<uint32_t>(c.bytes.size() - at), active.size + at});
+    }
+    append_commit_frame(c.bytes, active.base + active.size, batch);
+    return c;
+  }
+
+  result<void> write_commit(partition& part, const std::string& bytes) {
+    segment& active = part.data.segments.back();
+    if (auto w = pwrite_all(active.fd.get(), bytes, active.size, active.path); !w) {
+      // Cut the partial frames so the next commit does not land behind garbage.
+      if (::ftruncate(active.fd.get(), static_cast<off_t>(active.size)) < 0) {
+        part.broken = fmt::format("{} (and cutting the partial write failed)", w.error().message);
+      }
+      return w;
+    }
+    if (!_options.fsync) return {};
+    auto synced = sync_file(active.fd.get(), active.path);
+    if (!synced) {
+      // After a failed fdatasync the page cache cannot be trusted (the kernel may have dropped
+      // the dirty pages): whether this commit survives is up to recovery on the next open.
+      part.broken = fmt::format("{}; commits are refused until the log is reopened",
+                                synced.error().message);
+    }
+    return synced;
+  }
+
+  static void publish(partition& part, encoded_commit& c, const commit_batch& batch) {
+    {
+      std::unique_lock lock(part.index_mu);
+      for (size_t s = 0; s < stream_count; ++s) {
+        auto& index = part.data.index[s];
+        index.insert(index.end(), c.entries[s].begin(), c.entries[s].end());
+      }
+      for (const auto& pos : batch.positions) {
+        part.data.positions[pos.group][idx(pos.s)] = pos.next_offset;
+      }
+      part.data.segments.back().size += c.bytes.size();
+    }
+    {
+      std::lock_guard lock(part.wait_mu);
+      ++part.generation;
+    }
+    part.wait_cv.notify_all();
+  }
+
+  static result<std::vector<frame_ref>> plan_read(partition& part, stream s, uint64_t from,
+                                                  size_t max_records, size_t max_bytes) {
+    std::shared_lock lock(part.index_mu);
+    const auto& index = part.data.index[idx(s)];
+    if (from > index.size()) {
+      return fail(errc::invalid,
+                  fmt::format("read from offset {} of stream {} in {}, whose end offset is {}",
+                              from, idx(s), part.dir, index.size()));
+    }
+    std::vector<frame_ref> refs;
+    size_t bytes = 0;
+    for (uint64_t o = from; o < index.size() && refs.size() < max_records; ++o) {
+      const index_entry& e = index[o];
+      size_t payload = e.frame_bytes - frame_header_bytes - data_fixed_bytes;  // key + value
+      if (!refs.empty() && bytes + payload > max_bytes) break;
+      bytes += payload;
+      const segment& seg = part.data.segments[e.segment];
+      refs.push_back({seg.fd.get(), seg.base, e.file_pos, e.frame_bytes});
+    }
+    return refs;
+  }
+
+  // End of the run of frames from refs[i] that sit back to back in one file: one pread.
+  static size_t run_end(const std::vector<frame_ref>& refs, size_t i) {
+    uint64_t bytes = refs[i].bytes;
+    size_t j = i + 1;
+    for (; j < refs.size(); ++j) {
+      const frame_ref& prev = refs[j - 1];
+      bool adjacent = refs[j].fd == prev.fd && refs[j].file_pos == prev.file_pos + prev.bytes;
+      if (!adjacent || bytes + refs[j].bytes > read_chunk_bytes_max) break;
+      bytes += refs[j].bytes;
+    }
+    return j;
+  }
+
+  static result<size_t> read_frames(const std::string& pdir, const std::vector<frame_ref>& refs,
+                                    stream s, uint64_t from, std::vector<record>& out) {
+    std::string buf;
+    for (size_t i = 0, j = 0; i < refs.size(); i = j) {
+      j = run_end(refs, i);
+      const frame_ref& first = refs[i];
+      std::string path = segment_path(pdir, first.segment_base);
+      buf.resize(refs[j - 1].file_pos + refs[j - 1].bytes - first.file_pos);
+      ELOG_TRY(pread_all(first.fd, buf, first.file_pos, path));
+      for (size_t k = i; k < j; ++k) {
+        std::string_view frame(buf.data() + (refs[k].file_pos - first.file_pos), refs[k].bytes);
+        ELOG_TRY(decode_record(frame, s, from + k, path, refs[k].file_pos, out));
+      }
+    }
+    return refs.size();
+  }
+
+  // Checks the crc again: bytes can rot on disk after recovery looked at them.
+  static result<void> decode_record(std::string_view frame, stream s, uint64_t offset,
+                                    const std::string& path, uint64_t file_pos,
+                                    std::vector<record>& out) {
+    frame_check c = check_frame(frame);
+    std::optional<data_frame> d;
+    if (c.frame && c.frame->type == frame_type::data) d = decode_data(c.frame->body);
+    if (!d || d->s != s || d->offset != offset) {
+      return fail(errc::corrupt, fmt::format("{} at byte {}: not record {} of stream {} ({})",
+                                             path, file_pos, offset, idx(s),
+                                             c.problem ? c.problem : "wrong frame"));
+    }
+    out.push_back(record{offset, std::string(d->key), std::string(d->value)});
+    return {};
+  }
+
+  std::string _dir;
+  embedded_log_options _options;
+  unique_fd _lock;  // declared before _parts: released after every segment file is closed
+  std::vector<std::unique_ptr<partition>> _parts;
+};
+
+result<void> check_options(const embedded_log_options& options) {
+  if (options.partitions == 0 || options.partitions > partitions_max) {
+    return fail(errc::invalid, fmt::format("partitions must be 1..{}, got {}", partitions_max,
+                                           options.partitions));
+  }
+  return {};
+}
+
+}  // namespace
+
+result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
+                                               const embedded_log_options& options) {
+  ELOG_TRY(check_options(options));
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return fail(errc::io, fmt::format("create {}: {}", dir, ec.message()));
+  auto lock = lock_dir(dir);
+  if (!lock) return std::unexpected(lock.error());
+  ELOG_TRY(prepare_layout(dir, options.partitions));
+  auto opened = std::make_unique<embedded_log>(dir, options, std::move(*lock));
+  ELOG_TRY(opened->recover());
+  return std::unique_ptr<log>(std::move(opened));
+}
+
+}  // namespace auterity

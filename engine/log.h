@@ -1,0 +1,109 @@
+#pragma once
+// The log: partitioned, durable, append-only streams with consumer positions and one atomic
+// commit per partition of (appends to several streams + consumer positions).
+//
+// Two backends implement this interface: the embedded log (engine/embedded_log.h, a data
+// directory, the default) and Kafka (a later issue). Semantics both keep:
+//   - offsets are dense per (stream, partition), starting at 0;
+//   - a reader sees only committed records, in offset order;
+//   - commit() is all-or-nothing: after a crash either every append and position of the
+//     commit is visible or none is;
+//   - all streams have the same partition count and are keyed by tenant (co-partitioned), so a
+//     commit never needs more than one partition.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/result.h"
+
+namespace auterity {
+
+enum class stream : uint8_t {
+  ingress = 0,
+  executions = 1,
+  commands_step = 2,
+  commands_ai = 3,
+  commands_notify = 4,
+  acks = 5,
+  definitions = 6,
+  deadletter = 7,
+};
+inline constexpr int stream_count = 8;
+
+// Kafka-style names: "ingress", "executions", "commands.step", ...
+std::string_view stream_name(stream s);
+std::optional<stream> stream_from_name(std::string_view name);
+
+struct record {
+  uint64_t offset = 0;
+  std::string key;
+  std::string value;
+};
+
+// What one commit writes. Appends of a stream get consecutive offsets in the order added.
+struct commit_batch {
+  struct append {
+    stream s;
+    std::string key;
+    std::string value;
+  };
+  struct position {
+    std::string group;  // consumer group, e.g. "orchestrator", "worker.step"
+    stream s;
+    uint64_t next_offset;
+  };
+  std::vector<append> appends;
+  std::vector<position> positions;
+
+  void add(stream s, std::string key, std::string value) {
+    appends.push_back({s, std::move(key), std::move(value)});
+  }
+  void set_position(std::string group, stream s, uint64_t next_offset) {
+    positions.push_back({std::move(group), s, next_offset});
+  }
+  bool empty() const { return appends.empty() && positions.empty(); }
+  void clear() {
+    appends.clear();
+    positions.clear();
+  }
+};
+
+// Limits of every backend, named with their unit.
+inline constexpr size_t record_bytes_max = 1 << 20;  // key + value of one record
+
+class log {
+ public:
+  virtual ~log() = default;
+
+  virtual uint32_t partition_count() const = 0;
+
+  // Atomically appends and moves positions. Fails with errc::too_large if a record exceeds
+  // record_bytes_max; nothing of the batch is then written.
+  virtual result<void> commit(uint32_t partition, const commit_batch& batch) = 0;
+
+  // Appends committed records of (s, partition) starting at `from` to `out`, at most
+  // `max_records` records and about `max_bytes` bytes (at least one record if any is there).
+  // Returns the number appended.
+  virtual result<size_t> read(stream s, uint32_t partition, uint64_t from, size_t max_records,
+                              size_t max_bytes, std::vector<record>& out) = 0;
+
+  // Next offset to be written (= number of records) of (s, partition).
+  virtual uint64_t end_offset(stream s, uint32_t partition) = 0;
+
+  // Committed next offset of a consumer group; 0 if the group never committed.
+  virtual uint64_t position(std::string_view group, stream s, uint32_t partition) = 0;
+
+  // Blocks until a commit touches `partition` after the call began or `timeout` passes.
+  // Spurious wake-ups are allowed; callers re-check.
+  virtual void wait(uint32_t partition, uint64_t seen_generation,
+                    std::chrono::milliseconds timeout) = 0;
+  // Increases with every commit to `partition`; read it before checking for work, pass it to
+  // wait() so a commit in between is not missed.
+  virtual uint64_t generation(uint32_t partition) = 0;
+};
+
+}  // namespace auterity

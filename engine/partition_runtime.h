@@ -1,0 +1,141 @@
+#pragma once
+// The partition runtime: one loop per partition that reads a batch of inputs (ingress, acks)
+// and due timers, lets a processor prefetch and then decide with no IO, commits the outputs
+// and input positions atomically to the log, and only then writes the state batch with the
+// executions offset it reflects (the checkpoint). Recovery replays executions from the
+// checkpoint through the processor's appliers.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "engine/clock.h"
+#include "engine/log.h"
+#include "engine/state_store.h"
+
+namespace auterity {
+
+struct input {
+  stream s;
+  uint32_t partition;
+  record rec;
+};
+
+// Handed to the processor while it decides one batch. It collects outputs; it never does IO.
+class batch_context {
+ public:
+  batch_context(int64_t now_ms, uint32_t partition, uint64_t next_event_offset,
+                commit_batch& out)
+      : _now_ms(now_ms), _partition(partition), _next_event_offset(next_event_offset), _out(out) {}
+
+  int64_t now_ms() const { return _now_ms; }
+  uint32_t partition() const { return _partition; }
+
+  // Appends to the executions stream; returns the offset the record will have once committed.
+  uint64_t append_event(std::string key, std::string bytes) {
+    _out.add(stream::executions, std::move(key), std::move(bytes));
+    return _next_event_offset++;
+  }
+  void append(stream s, std::string key, std::string bytes) {
+    if (s == stream::executions) {
+      append_event(std::move(key), std::move(bytes));
+      return;
+    }
+    _out.add(s, std::move(key), std::move(bytes));
+  }
+  uint64_t next_event_offset() const { return _next_event_offset; }
+
+ private:
+  int64_t _now_ms;
+  uint32_t _partition;
+  uint64_t _next_event_offset;
+  commit_batch& _out;
+};
+
+// The domain side of a partition: the orchestrator implements it (processors/).
+class partition_processor {
+ public:
+  virtual ~partition_processor() = default;
+
+  // Loads what the processor keeps in memory (e.g. its timer index) from the store.
+  virtual result<void> open(state_store& store, uint32_t partition) = 0;
+  // Applies one committed executions record through the appliers (recovery and replay).
+  virtual void replay(uint64_t offset, std::string_view bytes) = 0;
+  // Loads into memory the state the inputs will need: the only IO of a batch.
+  virtual void prefetch(std::span<const input> inputs) = 0;
+  // Decides one input: appends events (applied on the spot), commands, rejections.
+  virtual void process(const input& in, batch_context& ctx) = 0;
+  // Earliest due time of a timer, INT64_MAX if none.
+  virtual int64_t next_timer_ms() const = 0;
+  // Fires timers due at ctx.now_ms(), at most `max_timers`.
+  virtual void fire_timers(batch_context& ctx, size_t max_timers) = 0;
+  // Moves the batch's state changes into `out` (called after the log commit succeeded).
+  virtual void flush(state_batch& out) = 0;
+};
+
+struct partition_runtime_options {
+  size_t batch_records_max = 512;        // inputs per stream per batch
+  size_t batch_bytes_max = 4 << 20;      // bytes per stream per batch
+  size_t timers_per_batch_max = 1024;    // timers fired per batch
+  int64_t idle_wait_ms_max = 50;         // longest sleep when idle (timers are checked after)
+};
+
+// Counters a partition exposes (read from other threads; relaxed atomics).
+struct partition_probe {
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> inputs{0};
+  std::atomic<uint64_t> events{0};
+  std::atomic<uint64_t> records_out{0};
+  std::atomic<uint64_t> commit_us_total{0};
+  std::atomic<uint64_t> replayed{0};
+  std::atomic<uint64_t> restore_ms{0};
+};
+
+inline constexpr std::string_view orchestrator_group = "orchestrator";
+
+class partition_runtime {
+ public:
+  partition_runtime(log& l, uint32_t partition, std::unique_ptr<state_store> store,
+                    std::unique_ptr<partition_processor> processor, clock& clk,
+                    partition_runtime_options options = {});
+  ~partition_runtime();
+
+  // Recovery: replay executions[p] from the checkpoint to the end, then persist the state.
+  result<void> recover();
+  // Runs one batch if there is work; returns false if there was nothing to do.
+  result<bool> run_once();
+  // Runs batches on a thread of its own until stop().
+  void start();
+  void stop();
+
+  uint32_t partition() const { return _partition; }
+  const partition_probe& probe() const { return _probe; }
+  state_store& store() { return *_store; }
+  partition_processor& processor() { return *_processor; }
+
+ private:
+  void loop();
+  result<void> read_inputs(std::vector<input>& inputs);
+
+  log& _log;
+  uint32_t _partition;
+  std::unique_ptr<state_store> _store;
+  std::unique_ptr<partition_processor> _processor;
+  clock& _clock;
+  partition_runtime_options _options;
+  partition_probe _probe;
+  uint64_t _ingress_next = 0;
+  uint64_t _acks_next = 0;
+  uint64_t _events_next = 0;
+  std::vector<record> _scratch;
+  commit_batch _out;
+  state_batch _state_out;
+  std::atomic<bool> _stop{false};
+  std::thread _thread;
+};
+
+}  // namespace auterity

@@ -1,0 +1,85 @@
+#pragma once
+// Durable per-partition state in RocksDB (one database per partition, like a Kafka Streams
+// task), with the checkpoint — the executions-stream offset the state reflects — written in
+// the same atomic batch as the state.
+//
+// Key layout is the processors' business; the store only promises that keys sort bytewise, so
+// a tenant's keys under one prefix ("T<tenant>\0...") can be scanned and range-deleted.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "engine/result.h"
+
+namespace auterity {
+
+// Buffered puts and deletes, applied atomically by state_store::write.
+class state_batch {
+ public:
+  state_batch();
+  ~state_batch();
+  state_batch(state_batch&&) noexcept;
+  state_batch& operator=(state_batch&&) noexcept;
+
+  void put(std::string_view key, std::string_view value);
+  void del(std::string_view key);
+  void delete_range(std::string_view begin, std::string_view end);  // [begin, end)
+  size_t count() const;
+  size_t bytes() const;
+  void clear();
+
+  struct impl;
+  impl& get() { return *_impl; }
+
+ private:
+  std::unique_ptr<impl> _impl;
+};
+
+struct state_store_options {
+  bool create_if_missing = true;
+  size_t block_cache_bytes = 64ull << 20;
+};
+
+class state_store {
+ public:
+  static result<std::unique_ptr<state_store>> open(const std::string& dir,
+                                                   const state_store_options& options = {});
+  ~state_store();
+
+  result<std::optional<std::string>> get(std::string_view key) const;
+
+  // Calls fn for every key starting with `prefix`, in key order, until fn returns false.
+  result<void> scan_prefix(std::string_view prefix,
+                           const std::function<bool(std::string_view key,
+                                                    std::string_view value)>& fn) const;
+
+  // The executions offset the stored state reflects: the next executions record to apply.
+  uint64_t checkpoint() const { return _checkpoint; }
+
+  // Writes the batch and the new checkpoint atomically. Not fsynced: the log is the source of
+  // truth, and a lost tail is replayed from the older checkpoint it leaves behind.
+  result<void> write(state_batch& batch, uint64_t checkpoint);
+
+  // Deletes every key of [begin, end) (used to drop a tenant's prefix).
+  result<void> delete_range(std::string_view begin, std::string_view end);
+
+  // Every key and value except the checkpoint, in key order: used by the replay-equivalence
+  // test and by verification to compare two stores byte for byte.
+  result<void> scan_all(
+      const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+
+  // Key of the checkpoint; kept out of the processors' key space (processors use 'T'/'R').
+  static constexpr std::string_view checkpoint_key = std::string_view("\x00checkpoint", 11);
+
+ private:
+  struct impl;
+  explicit state_store(std::unique_ptr<impl> impl, uint64_t checkpoint);
+  std::unique_ptr<impl> _impl;
+  uint64_t _checkpoint = 0;
+};
+
+}  // namespace auterity

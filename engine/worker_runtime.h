@@ -1,0 +1,82 @@
+#pragma once
+// The worker runtime: consumes one command stream (commands.step, commands.ai or
+// commands.notify) on every partition, runs each command through a connector with the command
+// id as idempotency key, and commits the ack to acks[p] together with the consumer position in
+// one log commit — so a command is acknowledged once, and a worker killed before that commit
+// gets the command again (the connector's idempotency keeps the effect single).
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "engine/clock.h"
+#include "engine/log.h"
+#include "engine/record.h"
+
+namespace auterity {
+
+struct ack_result {
+  fbs::AckStatus status = fbs::AckStatus::Success;
+  std::string output_json;  // success: the step output (JSON)
+  std::string error;        // failures: why, readable
+  std::string model;        // AI usage, if any
+  uint32_t input_tokens = 0;
+  uint32_t output_tokens = 0;
+  int64_t cost_micros = 0;
+};
+
+class connector {
+ public:
+  virtual ~connector() = default;
+  // Does the command's work. `command` is a verified envelope of the stream's command type.
+  // Must be idempotent by command->record_id().
+  virtual ack_result execute(const fbs::Envelope& command) = 0;
+};
+
+struct worker_probe {
+  std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> succeeded{0};
+  std::atomic<uint64_t> failed{0};
+  std::atomic<uint64_t> deadletters{0};
+};
+
+struct worker_options {
+  size_t batch_records_max = 256;
+  int64_t idle_wait_ms_max = 20;
+};
+
+class worker_runtime {
+ public:
+  worker_runtime(log& l, stream commands, std::unique_ptr<connector> c, clock& clk,
+                 worker_options options = {});
+  ~worker_runtime();
+
+  // Processes what is waiting on every partition once; returns the number of commands done.
+  result<size_t> run_once();
+  void start();
+  void stop();
+
+  std::string group() const;  // "worker.<stream>"
+  const worker_probe& probe() const { return _probe; }
+
+ private:
+  result<size_t> run_partition(uint32_t p);
+  void loop();
+
+  log& _log;
+  stream _stream;
+  std::unique_ptr<connector> _connector;
+  clock& _clock;
+  worker_options _options;
+  worker_probe _probe;
+  std::vector<record> _scratch;
+  std::atomic<bool> _stop{false};
+  std::thread _thread;
+};
+
+// Builds the ack envelope for a command (exposed for workers written against the log directly).
+std::string make_ack(const fbs::Envelope& command, const ack_result& r, int64_t now_ms);
+
+}  // namespace auterity

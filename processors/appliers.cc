@@ -1,0 +1,224 @@
+// Appliers: the only code that changes orchestrator state. Keyed by (event type, schema
+// version); an old version's applier is never deleted, so an old history replays with the
+// logic that wrote it. The live path and replay both go through apply_record().
+
+#include <array>
+
+#include "engine/assert.h"
+#include "processors/orchestrator_state.h"
+
+namespace auterity {
+
+namespace {
+
+using applier = void (*)(orchestrator_state&, const fbs::Envelope&, execution_state*);
+
+int step_of(orchestrator_state& s, const execution_state& e, const flatbuffers::String* name) {
+  const definition* d = s.find_definition(e.tenant, e.workflow, e.version);
+  vassert(d != nullptr, "execution {} refers to missing definition {} v{}", e.id, e.workflow,
+          e.version);
+  int idx = d->step_index(sv(name));
+  vassert(idx >= 0, "event of execution {} names unknown step {}", e.id, sv(name));
+  return idx;
+}
+
+void definition_published_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_DefinitionPublished();
+  auto parsed = parse_definition(sv(p->definition_json()), "");
+  vassert(parsed.has_value(), "published definition does not parse: {}", parsed.error().reason);
+  s.put_definition(sv(env.tenant_id()), *parsed);
+}
+
+void execution_started_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_ExecutionStarted();
+  execution_state e;
+  e.tenant = sv(env.tenant_id());
+  e.id = sv(env.execution_id());
+  e.workflow = sv(p->workflow());
+  e.version = p->version();
+  e.input_json = sv(p->input_json());
+  e.started_ms = env.timestamp_ms();
+  const definition* d = s.find_definition(e.tenant, e.workflow, e.version);
+  vassert(d != nullptr, "ExecutionStarted for missing definition {} v{}", e.workflow, e.version);
+  e.steps.assign(d->steps.size(), step_state{});
+  s.create_execution(std::move(e));
+}
+
+void step_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_StepScheduled();
+  int idx = step_of(s, *e, p->step());
+  const definition* d = s.find_definition(e->tenant, e->workflow, e->version);
+  step_state& st = e->steps[idx];
+  st.attempt = p->attempt();
+  st.error.clear();
+  switch (d->steps[idx].kind) {
+    case step_kind::wait_signal: st.status = step_status::waiting; break;
+    case step_kind::delay: st.status = step_status::delaying; break;
+    default: st.status = step_status::running; break;
+  }
+  s.set_timer(*e, idx, p->timer_at_ms());
+}
+
+void step_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_StepSucceeded();
+  int idx = step_of(s, *e, p->step());
+  const definition* d = s.find_definition(e->tenant, e->workflow, e->version);
+  step_state& st = e->steps[idx];
+  st.status = step_status::succeeded;
+  st.output_json = sv(p->output_json());
+  st.error.clear();
+  s.set_timer(*e, idx, 0);
+  if (d->steps[idx].kind == step_kind::wait_signal) {
+    // A signal that arrived before the step started is consumed by it.
+    const std::string& name = d->steps[idx].signal;
+    for (auto it = e->signals.begin(); it != e->signals.end(); ++it) {
+      if (it->first == name) {
+        e->signals.erase(it);
+        break;
+      }
+    }
+  }
+}
+
+void step_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_StepFailed();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::failed;
+  e->steps[idx].error = sv(p->error());
+  s.set_timer(*e, idx, 0);
+}
+
+void step_retry_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env,
+                             execution_state* e) {
+  auto p = env.payload_as_StepRetryScheduled();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::retry_wait;
+  e->steps[idx].error = sv(p->error());
+  s.set_timer(*e, idx, p->retry_at_ms());
+}
+
+void step_timed_out_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_StepTimedOut();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::timed_out;
+  e->steps[idx].error = "timed out";
+  s.set_timer(*e, idx, 0);
+}
+
+void step_skipped_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_StepSkipped();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::skipped;
+  e->steps[idx].error = sv(p->reason());
+}
+
+void signal_received_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_SignalReceived();
+  const definition* d = s.find_definition(e->tenant, e->workflow, e->version);
+  for (size_t i = 0; i < d->steps.size(); ++i) {
+    if (e->steps[i].status == step_status::waiting && d->steps[i].signal == sv(p->name())) {
+      return;  // consumed by the waiting step (its StepSucceeded follows)
+    }
+  }
+  e->signals.emplace_back(sv(p->name()), sv(p->payload_json()));
+}
+
+void timer_fired_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_TimerFired();
+  s.set_timer(*e, step_of(s, *e, p->step()), 0);
+}
+
+void end_execution(orchestrator_state& s, const fbs::Envelope& env, execution_state* e,
+                   exec_status status, std::string_view result) {
+  e->status = status;
+  e->ended_ms = env.timestamp_ms();
+  e->result = result;
+  for (size_t i = 0; i < e->steps.size(); ++i) {
+    s.set_timer(*e, static_cast<uint16_t>(i), 0);
+    if (!step_resolved(e->steps[i].status)) e->steps[i].status = step_status::cancelled;
+  }
+  s.on_ended(*e);
+}
+
+void execution_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env,
+                            execution_state* e) {
+  end_execution(s, env, e, exec_status::succeeded,
+                sv(env.payload_as_ExecutionSucceeded()->output_json()));
+}
+
+void execution_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  end_execution(s, env, e, exec_status::failed, sv(env.payload_as_ExecutionFailed()->reason()));
+}
+
+void execution_cancelled_v1(orchestrator_state& s, const fbs::Envelope& env,
+                            execution_state* e) {
+  end_execution(s, env, e, exec_status::cancelled,
+                sv(env.payload_as_ExecutionCancelled()->reason()));
+}
+
+constexpr size_t payload_slots = static_cast<size_t>(fbs::Payload::MAX) + 1;
+constexpr size_t versions = schema_version_current + 1;
+
+// appliers[type][version]; a null entry is a type that is not an event (or not in that
+// version).
+constexpr std::array<std::array<applier, versions>, payload_slots> make_table() {
+  std::array<std::array<applier, versions>, payload_slots> t{};
+  auto set = [&](fbs::Payload type, uint16_t version, applier a) {
+    t[static_cast<size_t>(type)][version] = a;
+  };
+  set(fbs::Payload::DefinitionPublished, 1, definition_published_v1);
+  set(fbs::Payload::ExecutionStarted, 1, execution_started_v1);
+  set(fbs::Payload::ExecutionSucceeded, 1, execution_succeeded_v1);
+  set(fbs::Payload::ExecutionFailed, 1, execution_failed_v1);
+  set(fbs::Payload::ExecutionCancelled, 1, execution_cancelled_v1);
+  set(fbs::Payload::StepScheduled, 1, step_scheduled_v1);
+  set(fbs::Payload::StepSucceeded, 1, step_succeeded_v1);
+  set(fbs::Payload::StepFailed, 1, step_failed_v1);
+  set(fbs::Payload::StepRetryScheduled, 1, step_retry_scheduled_v1);
+  set(fbs::Payload::StepTimedOut, 1, step_timed_out_v1);
+  set(fbs::Payload::StepSkipped, 1, step_skipped_v1);
+  set(fbs::Payload::SignalReceived, 1, signal_received_v1);
+  set(fbs::Payload::TimerFired, 1, timer_fired_v1);
+  return t;
+}
+constexpr auto appliers = make_table();
+
+}  // namespace
+
+void apply_record(orchestrator_state& s, uint64_t offset, std::string_view bytes) {
+  std::string why;
+  const fbs::Envelope* env = decode_envelope(bytes, &why);
+  vassert(env != nullptr, "executions record at offset {} is not an envelope: {}", offset, why);
+  if (env->kind() != fbs::RecordKind::Event) return;  // rejections do not change state
+  const auto type = static_cast<size_t>(env->payload_type());
+  const uint16_t version = env->schema_version();
+  vassert(version < versions && appliers[type][version] != nullptr,
+          "no applier for event {} version {} at offset {}", payload_name(env->payload_type()),
+          version, offset);
+  const hash256 hash = sha256(bytes);
+  const std::string_view tenant = sv(env->tenant_id());
+  const std::string_view id = sv(env->execution_id());
+
+  if (id.empty()) {  // tenant-level event: chained per tenant
+    appliers[type][version](s, *env, nullptr);
+    tenant_chain& c = s.chain(tenant);
+    c.event_count++;
+    c.last_hash = hash;
+    s.mark_chain_dirty(tenant);
+    return;
+  }
+  execution_state* e = nullptr;
+  if (env->payload_type() != fbs::Payload::ExecutionStarted) {
+    e = s.find_execution(tenant, id);
+    vassert(e != nullptr, "event {} at offset {} for unknown execution {}",
+            payload_name(env->payload_type()), offset, id);
+  }
+  appliers[type][version](s, *env, e);
+  if (!e) e = s.find_execution(tenant, id);
+  s.index_event(*e, e->event_count, offset);
+  e->event_count++;
+  e->last_hash = hash;
+  s.mark_dirty(*e);
+}
+
+}  // namespace auterity

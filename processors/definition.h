@@ -1,0 +1,76 @@
+#pragma once
+// Workflow definitions as data: parsing, validation and parameter substitution of the JSON a
+// tenant publishes. The format is documented in processors/README.md.
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "processors/rejection.h"
+
+namespace auterity {
+
+enum class step_kind : uint8_t { task = 0, ai = 1, notify = 2, wait_signal = 3, delay = 4 };
+std::string_view step_kind_name(step_kind k);
+
+enum class failure_mode : uint8_t {
+  fail = 0,      // the execution fails (default)
+  continue_ = 1  // the step ends failed; dependents still run and may test its status
+};
+
+struct retry_policy {
+  uint32_t max_attempts = 1;  // 1 = no retry
+  uint64_t backoff_ms = 1000;
+  double backoff_multiplier = 2.0;
+  uint64_t backoff_max_ms = 300'000;
+
+  // Delay before attempt `failed_attempt + 1`: backoff_ms * multiplier^(failed_attempt-1),
+  // capped at backoff_max_ms.
+  uint64_t delay_after(uint32_t failed_attempt) const;
+};
+
+struct condition {
+  enum class op : uint8_t { equals, not_equals, exists, not_exists };
+  std::string path;        // e.g. "input.contact.preferred", "steps.draft.status"
+  op operation = op::equals;
+  std::string value_json;  // compared value as compact JSON (equals / not_equals)
+};
+
+struct step_def {
+  std::string id;
+  step_kind kind = step_kind::task;
+  std::vector<uint16_t> after;      // indexes into definition::steps
+  std::string action;               // task: connector action ("transform", "lead_score", ...)
+  std::string tier;                 // ai: required quality tier ("basic", "standard", "premium")
+  std::string input_template;       // compact JSON of the "input" object (may hold {{...}})
+  std::optional<condition> when;    // step runs only if true; otherwise skipped
+  retry_policy retry;
+  uint64_t timeout_ms = 0;          // task/ai/notify: per attempt; wait_signal: overall; 0 = none
+  uint64_t delay_ms = 0;            // delay steps
+  std::string signal;               // wait_signal steps: signal name
+  failure_mode on_failure = failure_mode::fail;
+};
+
+struct definition {
+  std::string workflow;
+  uint32_t version = 0;
+  std::vector<step_def> steps;
+  std::vector<uint16_t> topo_order;  // step indexes, dependencies first, stable by position
+  std::string normalized_json;       // parameters substituted, compact; what gets stored
+  int step_index(std::string_view id) const;  // -1 if absent
+};
+
+struct definition_error {
+  rejection_code code;
+  std::string reason;
+};
+
+// Parses `json`, substitutes "{{params.NAME}}" from `params_json` (or the declared defaults),
+// validates, and orders the steps. Never throws.
+std::expected<definition, definition_error> parse_definition(std::string_view json,
+                                                            std::string_view params_json);
+
+}  // namespace auterity

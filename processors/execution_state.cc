@@ -1,0 +1,263 @@
+#include "processors/execution_state.h"
+
+#include <cstring>
+
+namespace auterity {
+
+std::string_view exec_status_name(exec_status s) {
+  switch (s) {
+    case exec_status::running: return "running";
+    case exec_status::succeeded: return "succeeded";
+    case exec_status::failed: return "failed";
+    case exec_status::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::string_view step_status_name(step_status s) {
+  switch (s) {
+    case step_status::pending: return "pending";
+    case step_status::running: return "running";
+    case step_status::waiting: return "waiting";
+    case step_status::delaying: return "delaying";
+    case step_status::retry_wait: return "retry_wait";
+    case step_status::succeeded: return "succeeded";
+    case step_status::failed: return "failed";
+    case step_status::timed_out: return "timed_out";
+    case step_status::skipped: return "skipped";
+    case step_status::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+bool step_resolved(step_status s) {
+  return s == step_status::succeeded || s == step_status::failed ||
+         s == step_status::timed_out || s == step_status::skipped;
+}
+
+namespace {
+
+// A small deterministic binary codec: fixed-width little-endian integers and length-prefixed
+// strings. Deterministic bytes matter: replay equivalence compares stores byte for byte.
+class writer {
+ public:
+  explicit writer(std::string& out) : _out(out) {}
+  template <typename T>
+  void num(T v) {
+    char buf[sizeof(T)];
+    std::memcpy(buf, &v, sizeof(T));
+    _out.append(buf, sizeof(T));
+  }
+  void str(std::string_view s) {
+    num<uint32_t>(static_cast<uint32_t>(s.size()));
+    _out.append(s);
+  }
+  void bytes(const uint8_t* p, size_t n) { _out.append(reinterpret_cast<const char*>(p), n); }
+
+ private:
+  std::string& _out;
+};
+
+class reader {
+ public:
+  explicit reader(std::string_view in) : _in(in) {}
+  template <typename T>
+  bool num(T& v) {
+    if (_in.size() < sizeof(T)) return false;
+    std::memcpy(&v, _in.data(), sizeof(T));
+    _in.remove_prefix(sizeof(T));
+    return true;
+  }
+  bool str(std::string& s) {
+    uint32_t n = 0;
+    if (!num(n) || _in.size() < n) return false;
+    s.assign(_in.data(), n);
+    _in.remove_prefix(n);
+    return true;
+  }
+  bool bytes(uint8_t* p, size_t n) {
+    if (_in.size() < n) return false;
+    std::memcpy(p, _in.data(), n);
+    _in.remove_prefix(n);
+    return true;
+  }
+  bool done() const { return _in.empty(); }
+
+ private:
+  std::string_view _in;
+};
+
+constexpr uint8_t execution_format = 1;
+
+}  // namespace
+
+std::string encode_execution(const execution_state& e) {
+  std::string out;
+  out.reserve(256 + e.input_json.size() + e.steps.size() * 32);
+  writer w(out);
+  w.num<uint8_t>(execution_format);
+  w.str(e.tenant);
+  w.str(e.id);
+  w.str(e.workflow);
+  w.num(e.version);
+  w.num(static_cast<uint8_t>(e.status));
+  w.str(e.input_json);
+  w.num(e.event_count);
+  w.bytes(e.last_hash.data(), e.last_hash.size());
+  w.num(e.started_ms);
+  w.num(e.ended_ms);
+  w.str(e.result);
+  w.num(static_cast<uint16_t>(e.steps.size()));
+  for (const step_state& s : e.steps) {
+    w.num(static_cast<uint8_t>(s.status));
+    w.num(s.attempt);
+    w.num(s.timer_at_ms);
+    w.str(s.output_json);
+    w.str(s.error);
+  }
+  w.num(static_cast<uint32_t>(e.signals.size()));
+  for (const auto& [name, payload] : e.signals) {
+    w.str(name);
+    w.str(payload);
+  }
+  return out;
+}
+
+bool decode_execution(std::string_view bytes, execution_state& e) {
+  reader r(bytes);
+  uint8_t format = 0, status = 0;
+  uint16_t steps = 0;
+  uint32_t signals = 0;
+  if (!r.num(format) || format != execution_format) return false;
+  if (!r.str(e.tenant) || !r.str(e.id) || !r.str(e.workflow) || !r.num(e.version) ||
+      !r.num(status) || !r.str(e.input_json) || !r.num(e.event_count) ||
+      !r.bytes(e.last_hash.data(), e.last_hash.size()) || !r.num(e.started_ms) ||
+      !r.num(e.ended_ms) || !r.str(e.result) || !r.num(steps)) {
+    return false;
+  }
+  e.status = static_cast<exec_status>(status);
+  e.steps.assign(steps, step_state{});
+  for (step_state& s : e.steps) {
+    uint8_t st = 0;
+    if (!r.num(st) || !r.num(s.attempt) || !r.num(s.timer_at_ms) || !r.str(s.output_json) ||
+        !r.str(s.error)) {
+      return false;
+    }
+    s.status = static_cast<step_status>(st);
+  }
+  if (!r.num(signals)) return false;
+  e.signals.assign(signals, {});
+  for (auto& [name, payload] : e.signals) {
+    if (!r.str(name) || !r.str(payload)) return false;
+  }
+  return r.done();
+}
+
+std::string encode_chain(const tenant_chain& c) {
+  std::string out;
+  writer w(out);
+  w.num(c.event_count);
+  w.bytes(c.last_hash.data(), c.last_hash.size());
+  return out;
+}
+
+bool decode_chain(std::string_view bytes, tenant_chain& c) {
+  reader r(bytes);
+  return r.num(c.event_count) && r.bytes(c.last_hash.data(), c.last_hash.size()) && r.done();
+}
+
+namespace keys {
+
+void put_be32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+void put_be64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+uint32_t get_be32(std::string_view in) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+uint64_t get_be64(std::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+std::string tenant_registry(std::string_view tenant) {
+  std::string k = "R";
+  k.append(tenant);
+  return k;
+}
+std::string tenant_prefix(std::string_view tenant) {
+  std::string k = "T";
+  k.append(tenant);
+  k.push_back('\0');
+  return k;
+}
+namespace {
+std::string section(std::string_view tenant, char tag) {
+  std::string k = tenant_prefix(tenant);
+  k.push_back(tag);
+  return k;
+}
+}  // namespace
+std::string tenant_chain(std::string_view tenant) { return section(tenant, 'C'); }
+std::string definition(std::string_view tenant, std::string_view workflow, uint32_t version) {
+  std::string k = section(tenant, 'D');
+  k.append(workflow);
+  k.push_back('\0');
+  put_be32(k, version);
+  return k;
+}
+std::string latest(std::string_view tenant, std::string_view workflow) {
+  std::string k = section(tenant, 'L');
+  k.append(workflow);
+  return k;
+}
+std::string execution(std::string_view tenant, std::string_view execution) {
+  std::string k = section(tenant, 'E');
+  k.append(execution);
+  return k;
+}
+std::string event_index_prefix(std::string_view tenant, std::string_view execution) {
+  std::string k = section(tenant, 'H');
+  k.append(execution);
+  k.push_back('\0');
+  return k;
+}
+std::string event_index(std::string_view tenant, std::string_view execution, uint32_t seq) {
+  std::string k = event_index_prefix(tenant, execution);
+  put_be32(k, seq);
+  return k;
+}
+std::string timer_prefix(std::string_view tenant) { return section(tenant, 'M'); }
+std::string timer(std::string_view tenant, int64_t due_ms, std::string_view execution,
+                  uint16_t step) {
+  std::string k = timer_prefix(tenant);
+  put_be64(k, static_cast<uint64_t>(due_ms));
+  k.append(execution);
+  k.push_back('\0');
+  k.push_back(static_cast<char>(step >> 8));
+  k.push_back(static_cast<char>(step & 0xff));
+  return k;
+}
+bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms,
+                 std::string& execution, uint16_t& step) {
+  if (key.size() < 2 || key[0] != 'T') return false;
+  size_t nul = key.find('\0', 1);
+  if (nul == std::string_view::npos || nul + 1 >= key.size() || key[nul + 1] != 'M') return false;
+  tenant.assign(key.substr(1, nul - 1));
+  std::string_view rest = key.substr(nul + 2);
+  if (rest.size() < 8 + 1 + 2) return false;
+  due_ms = static_cast<int64_t>(get_be64(rest));
+  rest.remove_prefix(8);
+  execution.assign(rest.substr(0, rest.size() - 3));
+  step = static_cast<uint16_t>((static_cast<uint8_t>(rest[rest.size() - 2]) << 8) |
+                               static_cast<uint8_t>(rest[rest.size() - 1]));
+  return rest[rest.size() - 3] == '\0';
+}
+
+}  // namespace keys
+}  // namespace auterity

@@ -1,0 +1,98 @@
+#pragma once
+// The orchestrator's state: what it keeps per execution, per tenant and per timer, and where
+// each lives in the partition's RocksDB. Only the appliers (appliers.cc) change it.
+//
+// Keys (all of a tenant under one prefix, so a tenant scans and deletes as a range):
+//   R<tenant>                                  tenant registry (value empty)
+//   T<tenant>\0C                               tenant chain: event count + last hash
+//   T<tenant>\0D<workflow>\0<version:be32>     published definition (normalised JSON)
+//   T<tenant>\0L<workflow>                     latest version (be32)
+//   T<tenant>\0E<execution>                    execution state (encode_execution)
+//   T<tenant>\0H<execution>\0<seq:be32>        event index: executions offset (be64)
+//   T<tenant>\0M<due:be64><execution>\0<step:be16>  timer (value empty)
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/record.h"
+
+namespace auterity {
+
+enum class exec_status : uint8_t { running = 0, succeeded = 1, failed = 2, cancelled = 3 };
+std::string_view exec_status_name(exec_status s);
+
+enum class step_status : uint8_t {
+  pending = 0,
+  running = 1,     // a command is out; timer = attempt timeout
+  waiting = 2,     // wait_signal; timer = signal timeout
+  delaying = 3,    // delay; timer = end of delay
+  retry_wait = 4,  // timer = next attempt
+  succeeded = 5,
+  failed = 6,
+  timed_out = 7,
+  skipped = 8,
+  cancelled = 9,
+};
+std::string_view step_status_name(step_status s);
+// Succeeded, failed, timed out or skipped: dependents may proceed.
+bool step_resolved(step_status s);
+
+struct step_state {
+  step_status status = step_status::pending;
+  uint32_t attempt = 0;
+  int64_t timer_at_ms = 0;  // 0: no timer
+  std::string output_json;
+  std::string error;
+};
+
+struct execution_state {
+  std::string tenant;
+  std::string id;
+  std::string workflow;
+  uint32_t version = 0;
+  exec_status status = exec_status::running;
+  std::string input_json;
+  uint32_t event_count = 0;
+  hash256 last_hash{};
+  int64_t started_ms = 0;
+  int64_t ended_ms = 0;
+  std::string result;  // output JSON, failure or cancel reason
+  std::vector<step_state> steps;
+  std::vector<std::pair<std::string, std::string>> signals;  // received, not yet consumed
+};
+
+std::string encode_execution(const execution_state& e);
+bool decode_execution(std::string_view bytes, execution_state& out);
+
+struct tenant_chain {
+  uint32_t event_count = 0;
+  hash256 last_hash{};
+};
+std::string encode_chain(const tenant_chain& c);
+bool decode_chain(std::string_view bytes, tenant_chain& out);
+
+namespace keys {
+std::string tenant_registry(std::string_view tenant);
+std::string tenant_prefix(std::string_view tenant);  // T<tenant>\0
+std::string tenant_chain(std::string_view tenant);
+std::string definition(std::string_view tenant, std::string_view workflow, uint32_t version);
+std::string latest(std::string_view tenant, std::string_view workflow);
+std::string execution(std::string_view tenant, std::string_view execution);
+std::string event_index(std::string_view tenant, std::string_view execution, uint32_t seq);
+std::string event_index_prefix(std::string_view tenant, std::string_view execution);
+std::string timer(std::string_view tenant, int64_t due_ms, std::string_view execution,
+                  uint16_t step);
+std::string timer_prefix(std::string_view tenant);
+// Parses a timer key; false if it is not one.
+bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms,
+                 std::string& execution, uint16_t& step);
+void put_be32(std::string& out, uint32_t v);
+void put_be64(std::string& out, uint64_t v);
+uint32_t get_be32(std::string_view in);
+uint64_t get_be64(std::string_view in);
+}  // namespace keys
+
+}  // namespace auterity

@@ -1,0 +1,81 @@
+#pragma once
+// A node: one engine process on the embedded log — the log, one partition runtime (RocksDB +
+// orchestrator) per partition, and the in-process connector workers. The CLI, the tests and
+// the benchmarks all start the engine through this class.
+//
+// Data directory layout:
+//   <data>/log/        embedded log (engine/embedded_log.h)
+//   <data>/state/pNNN/ RocksDB of partition NNN
+//   <data>/outbox/     notifications written by the outbox connector
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/log.h"
+#include "engine/partition_runtime.h"
+#include "engine/worker_runtime.h"
+#include "processors/execution_state.h"
+#include "processors/orchestrator.h"
+
+namespace auterity {
+
+struct node_options {
+  std::string data_dir = "auterity-data";
+  uint32_t partitions = 4;
+  bool fsync = true;
+  bool workers = true;  // run the local connector workers in-process
+  partition_runtime_options runtime;
+};
+
+struct node_summary {
+  std::map<std::string, uint64_t> executions_by_status;  // "running", "succeeded", ...
+  uint64_t events = 0;       // records in executions (events and rejections)
+  uint64_t rejections = 0;
+  uint64_t deadletters = 0;
+  uint64_t stale_acks = 0;
+  uint64_t commands = 0;
+  bool quiescent = false;    // nothing left to read, no timer pending
+};
+
+class node {
+ public:
+  static result<std::unique_ptr<node>> open(const node_options& options, clock& clk);
+  ~node();
+
+  // Recovers every partition (replay from its checkpoint); then start() runs the threads.
+  result<void> recover();
+  void start();
+  void stop();
+  // Runs one round of every partition and worker on the calling thread; returns the work done.
+  // For tests and simulations that drive time themselves.
+  result<size_t> step();
+
+  log& get_log() { return *_log; }
+  uint32_t partitions() const { return _options.partitions; }
+  partition_runtime& partition(uint32_t p) { return *_partitions[p]; }
+  const orchestrator& orchestrator_of(uint32_t p) const { return *_orchestrators[p]; }
+
+  result<void> submit(std::string_view tenant, std::string bytes);
+  // Reads an execution's stored state (any thread). Reflects committed batches.
+  std::optional<execution_state> execution(std::string_view tenant, std::string_view id);
+  // Scans every partition's executions (slow on big stores; for status and demos).
+  void for_each_execution(const std::function<void(const execution_state&)>& fn);
+  node_summary summary();
+
+ private:
+  node(node_options options, clock& clk);
+  node_options _options;
+  clock& _clock;
+  std::unique_ptr<log> _log;
+  std::vector<orchestrator*> _orchestrators;
+  std::vector<std::unique_ptr<partition_runtime>> _partitions;
+  std::vector<std::unique_ptr<worker_runtime>> _workers;
+  bool _started = false;
+};
+
+}  // namespace auterity

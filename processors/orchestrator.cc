@@ -1,0 +1,743 @@
+// The orchestrator's decisions. Everything here reads state and returns records; state changes
+// only through apply_record() (appliers.cc), called on each event as it is emitted, so later
+// decisions of the same batch see it — and replay sees exactly the same.
+
+#include "processors/orchestrator.h"
+
+#include <limits>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/assert.h"
+#include "processors/limits.h"
+#include "processors/orchestrator_state.h"
+#include "processors/template.h"
+
+namespace auterity {
+
+using json = nlohmann::json;
+
+namespace {
+
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > limits::id_bytes_max) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string source_ref(const input& in) {
+  return fmt::format("{}/{}/{}", stream_name(in.s), in.partition, in.rec.offset);
+}
+
+fbs::TimerPurpose timer_purpose(step_status s) {
+  switch (s) {
+    case step_status::retry_wait: return fbs::TimerPurpose::Retry;
+    case step_status::delaying: return fbs::TimerPurpose::Delay;
+    case step_status::waiting: return fbs::TimerPurpose::SignalTimeout;
+    default: return fbs::TimerPurpose::StepTimeout;
+  }
+}
+
+}  // namespace
+
+// One decider per input: it carries the input's context (causation, time, outputs) so the
+// decision code reads as the workflow semantics.
+class orchestrator::decider {
+ public:
+  decider(orchestrator& o, batch_context& ctx, std::string causation)
+      : _o(o), _s(*o._state), _ctx(ctx), _causation(std::move(causation)) {}
+
+  void on_ingress(const input& in, const fbs::Envelope& env);
+  void on_ack(const input& in, const fbs::Envelope& env);
+  void on_timer(const timer_entry& t);
+
+  void reject(const input& in, const fbs::Envelope* env, rejection_code code,
+              std::string_view reason);
+
+ private:
+  void publish_definition(const input& in, const fbs::Envelope& env);
+  void start_execution(const input& in, const fbs::Envelope& env);
+  void signal(const input& in, const fbs::Envelope& env);
+  void cancel(const input& in, const fbs::Envelope& env);
+
+  void advance(execution_state& e);
+  void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
+  void step_failed(execution_state& e, uint16_t idx, uint32_t attempt, std::string_view error);
+  void after_failure(execution_state& e, uint16_t idx);
+  void retry_or_fail(execution_state& e, uint16_t idx, std::string_view error);
+  void succeed_step(execution_state& e, uint16_t idx, std::string_view output_json);
+  bool emit_command(execution_state& e, uint16_t idx, uint32_t attempt,
+                    const std::string& input_json, int64_t deadline);
+  std::string execution_output(const execution_state& e, const definition& d);
+  template_scope scope(const execution_state& e, const definition& d);
+
+  // Builds the event with `build(fbb)` returning the payload offset, appends and applies it.
+  // Returns false (and fails the execution instead) when events_per_execution_max is reached.
+  template <typename F>
+  bool emit(execution_state& e, fbs::Payload type, F&& build);
+  void append_event(execution_state& e, fbs::Payload type, flatbuffers::Offset<void> payload);
+  template <typename F>
+  void emit_tenant_event(std::string_view tenant, fbs::Payload type, F&& build);
+
+  const definition& def(const execution_state& e) {
+    const definition* d = _s.find_definition(e.tenant, e.workflow, e.version);
+    vassert(d != nullptr, "definition {} v{} vanished", e.workflow, e.version);
+    return *d;
+  }
+  flatbuffers::Offset<flatbuffers::String> str(std::string_view v) {
+    return _fbb.CreateString(v.data(), v.size());
+  }
+
+  orchestrator& _o;
+  orchestrator_state& _s;
+  batch_context& _ctx;
+  std::string _causation;
+  flatbuffers::FlatBufferBuilder _fbb{1024};
+};
+
+// ------------------------------------------------------------------------------------ emit
+
+template <typename F>
+bool orchestrator::decider::emit(execution_state& e, fbs::Payload type, F&& build) {
+  const bool terminal = type == fbs::Payload::ExecutionSucceeded ||
+                        type == fbs::Payload::ExecutionFailed ||
+                        type == fbs::Payload::ExecutionCancelled;
+  if (!terminal && e.event_count + 1 >= limits::events_per_execution_max) {
+    const std::string reason =
+        fmt::format("history limit reached: events_per_execution_max ({}) events",
+                    limits::events_per_execution_max);
+    append_event(e, fbs::Payload::ExecutionFailed,
+                 fbs::CreateExecutionFailed(_fbb, str(reason), str("")).Union());
+    return false;
+  }
+  append_event(e, type, build(_fbb));
+  return true;
+}
+
+void orchestrator::decider::append_event(execution_state& e, fbs::Payload type,
+                                         flatbuffers::Offset<void> payload) {
+  const std::string record_id = fmt::format("{}#{}", e.id, e.event_count);
+  envelope_header h;
+  h.kind = fbs::RecordKind::Event;
+  h.tenant_id = e.tenant;
+  h.execution_id = e.id;
+  h.record_id = record_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  h.prev_hash = e.event_count > 0 ? &e.last_hash : nullptr;
+  std::string bytes = finish_envelope(_fbb, h, type, payload);
+  const uint64_t offset = _ctx.append_event(e.tenant, bytes);
+  apply_record(_s, offset, bytes);
+}
+
+template <typename F>
+void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payload type,
+                                              F&& build) {
+  tenant_chain& c = _s.chain(tenant);
+  flatbuffers::Offset<void> payload = build(_fbb);
+  const std::string record_id = fmt::format("tenant:{}#{}", tenant, c.event_count);
+  envelope_header h;
+  h.kind = fbs::RecordKind::Event;
+  h.tenant_id = tenant;
+  h.record_id = record_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  h.prev_hash = c.event_count > 0 ? &c.last_hash : nullptr;
+  std::string bytes = finish_envelope(_fbb, h, type, payload);
+  const uint64_t offset = _ctx.append_event(std::string(tenant), bytes);
+  apply_record(_s, offset, bytes);
+  if (type == fbs::Payload::DefinitionPublished) {
+    auto p = decode_envelope(bytes)->payload_as_DefinitionPublished();
+    _ctx.append(stream::definitions,
+                fmt::format("{}/{}/{}", tenant, sv(p->workflow()), p->version()), bytes);
+  }
+}
+
+void orchestrator::decider::reject(const input& in, const fbs::Envelope* env,
+                                   rejection_code code, std::string_view reason) {
+  const std::string source = std::string(stream_name(in.s));
+  auto payload = fbs::CreateCommandRejected(_fbb, static_cast<uint16_t>(code), str(reason),
+                                            str(source), in.partition, in.rec.offset);
+  const std::string record_id = "rej/" + source_ref(in);
+  envelope_header h;
+  h.kind = fbs::RecordKind::Rejection;
+  h.tenant_id = env ? sv(env->tenant_id()) : std::string_view();
+  h.execution_id = env ? sv(env->execution_id()) : std::string_view();
+  h.record_id = record_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  std::string bytes = finish_envelope(_fbb, h, fbs::Payload::CommandRejected, payload.Union());
+  _ctx.append_event(std::string(h.tenant_id), std::move(bytes));
+  _o._probe.rejections.fetch_add(1, std::memory_order_relaxed);
+}
+
+// --------------------------------------------------------------------------------- ingress
+
+void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env) {
+  if (env.kind() != fbs::RecordKind::Command) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("ingress takes commands; got a {} record",
+                              fbs::EnumNameRecordKind(env.kind())));
+  }
+  const std::string_view tenant = sv(env.tenant_id());
+  if (!valid_id(tenant)) {
+    return reject(in, &env, rejection_code::missing_field,
+                  fmt::format("tenant id '{}' is empty, longer than {} bytes or not made of "
+                              "[A-Za-z0-9_.:-]",
+                              tenant, limits::id_bytes_max));
+  }
+  const uint32_t home = tenant_partition(tenant, _o._options.partitions);
+  if (home != in.partition) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home,
+                              in.partition));
+  }
+  switch (env.payload_type()) {
+    case fbs::Payload::PublishDefinition: return publish_definition(in, env);
+    case fbs::Payload::StartExecution: return start_execution(in, env);
+    case fbs::Payload::Signal: return signal(in, env);
+    case fbs::Payload::CancelExecution: return cancel(in, env);
+    default:
+      return reject(in, &env, rejection_code::wrong_record,
+                    fmt::format("{} is not an upstream command", payload_name(env.payload_type())));
+  }
+}
+
+void orchestrator::decider::publish_definition(const input& in, const fbs::Envelope& env) {
+  auto p = env.payload_as_PublishDefinition();
+  const std::string_view tenant = sv(env.tenant_id());
+  if (sv(p->params_json()).size() > limits::payload_bytes_max) {
+    return reject(in, &env, rejection_code::payload_too_large,
+                  fmt::format("params_json is {} bytes; payload_bytes_max is {}",
+                              sv(p->params_json()).size(), limits::payload_bytes_max));
+  }
+  auto parsed = parse_definition(sv(p->definition_json()), sv(p->params_json()));
+  if (!parsed) return reject(in, &env, parsed.error().code, parsed.error().reason);
+  const definition& d = *parsed;
+  if (const definition* existing = _s.find_definition(tenant, d.workflow, d.version)) {
+    return reject(in, &env, rejection_code::version_conflict,
+                  existing->normalized_json == d.normalized_json
+                      ? fmt::format("{} v{} is already published with this content", d.workflow,
+                                    d.version)
+                      : fmt::format("{} v{} is already published with other content; publish "
+                                    "a new version",
+                                    d.workflow, d.version));
+  }
+  emit_tenant_event(tenant, fbs::Payload::DefinitionPublished, [&](auto& b) {
+    return fbs::CreateDefinitionPublished(b, str(d.workflow), d.version, str(d.normalized_json),
+                                          static_cast<uint32_t>(d.steps.size()))
+        .Union();
+  });
+}
+
+void orchestrator::decider::start_execution(const input& in, const fbs::Envelope& env) {
+  auto p = env.payload_as_StartExecution();
+  const std::string_view tenant = sv(env.tenant_id());
+  const std::string_view id = sv(env.execution_id());
+  if (!valid_id(id)) {
+    return reject(in, &env, rejection_code::missing_field,
+                  fmt::format("execution id '{}' is empty, longer than {} bytes or not made of "
+                              "[A-Za-z0-9_.:-]",
+                              id, limits::id_bytes_max));
+  }
+  if (!_s.tenant_known(tenant)) {
+    return reject(in, &env, rejection_code::unknown_tenant,
+                  fmt::format("tenant '{}' has no published workflows", tenant));
+  }
+  const definition* d = _s.find_definition(tenant, sv(p->workflow()), p->version());
+  if (!d) {
+    return reject(in, &env, rejection_code::unknown_workflow,
+                  p->version() == 0
+                      ? fmt::format("workflow '{}' is not published for tenant '{}'",
+                                    sv(p->workflow()), tenant)
+                      : fmt::format("workflow '{}' v{} is not published for tenant '{}'",
+                                    sv(p->workflow()), p->version(), tenant));
+  }
+  if (_s.find_execution(tenant, id)) {
+    return reject(in, &env, rejection_code::duplicate_execution,
+                  fmt::format("execution '{}' already exists", id));
+  }
+  const std::string_view input_json = sv(p->input_json());
+  if (input_json.size() > limits::payload_bytes_max) {
+    return reject(in, &env, rejection_code::payload_too_large,
+                  fmt::format("input is {} bytes; payload_bytes_max is {}", input_json.size(),
+                              limits::payload_bytes_max));
+  }
+  json parsed = json::parse(input_json.empty() ? std::string_view("{}") : input_json, nullptr,
+                            false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return reject(in, &env, rejection_code::invalid_input,
+                  "input is not a JSON object");
+  }
+  const std::string normalized_input = parsed.dump();
+  execution_state probe_exec;
+  probe_exec.tenant = tenant;
+  probe_exec.id = id;
+  // ExecutionStarted's applier creates the execution; emit it through a temporary whose
+  // chain starts empty.
+  execution_state* e = &probe_exec;
+  emit(*e, fbs::Payload::ExecutionStarted, [&](auto& b) {
+    return fbs::CreateExecutionStarted(b, str(d->workflow), d->version, str(normalized_input))
+        .Union();
+  });
+  e = _s.find_execution(tenant, id);
+  vassert(e != nullptr, "ExecutionStarted did not create {}", id);
+  _o._probe.executions_started.fetch_add(1, std::memory_order_relaxed);
+  advance(*e);
+}
+
+void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
+  auto p = env.payload_as_Signal();
+  execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
+  if (!e) {
+    return reject(in, &env, rejection_code::unknown_execution,
+                  fmt::format("no execution '{}' for tenant '{}'", sv(env.execution_id()),
+                              sv(env.tenant_id())));
+  }
+  if (e->status != exec_status::running) {
+    return reject(in, &env, rejection_code::execution_finished,
+                  fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
+  }
+  const std::string_view payload = sv(p->payload_json());
+  if (payload.size() > limits::payload_bytes_max) {
+    return reject(in, &env, rejection_code::payload_too_large,
+                  fmt::format("signal payload is {} bytes; payload_bytes_max is {}",
+                              payload.size(), limits::payload_bytes_max));
+  }
+  json parsed = json::parse(payload.empty() ? std::string_view("{}") : payload, nullptr, false);
+  if (parsed.is_discarded()) {
+    return reject(in, &env, rejection_code::invalid_input, "signal payload is not JSON");
+  }
+  if (sv(p->name()).empty()) {
+    return reject(in, &env, rejection_code::missing_field, "signal has no name");
+  }
+  const std::string normalized = parsed.dump();
+  const std::string name(sv(p->name()));
+  if (!emit(*e, fbs::Payload::SignalReceived, [&](auto& b) {
+        return fbs::CreateSignalReceived(b, str(name), str(normalized)).Union();
+      })) {
+    return;
+  }
+  const definition& d = def(*e);
+  for (uint16_t i = 0; i < d.steps.size(); ++i) {
+    if (e->steps[i].status == step_status::waiting && d.steps[i].signal == name) {
+      succeed_step(*e, i, normalized);
+      return;
+    }
+  }
+}
+
+void orchestrator::decider::cancel(const input& in, const fbs::Envelope& env) {
+  execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
+  if (!e) {
+    return reject(in, &env, rejection_code::unknown_execution,
+                  fmt::format("no execution '{}' for tenant '{}'", sv(env.execution_id()),
+                              sv(env.tenant_id())));
+  }
+  if (e->status != exec_status::running) {
+    return reject(in, &env, rejection_code::execution_finished,
+                  fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
+  }
+  const std::string reason(sv(env.payload_as_CancelExecution()->reason()));
+  emit(*e, fbs::Payload::ExecutionCancelled, [&](auto& b) {
+    return fbs::CreateExecutionCancelled(b, str(reason)).Union();
+  });
+  _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ------------------------------------------------------------------------------------ acks
+
+void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
+  if (env.payload_type() != fbs::Payload::StepAck) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("acks takes StepAck records; got {}",
+                              payload_name(env.payload_type())));
+  }
+  auto ack = env.payload_as_StepAck();
+  execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
+  if (!e) {
+    return reject(in, &env, rejection_code::unknown_execution,
+                  fmt::format("ack for unknown execution '{}'", sv(env.execution_id())));
+  }
+  const definition& d = def(*e);
+  const int idx = d.step_index(sv(ack->step()));
+  if (idx < 0) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("ack names step '{}', which workflow {} v{} does not have",
+                              sv(ack->step()), d.workflow, d.version));
+  }
+  const step_state& st = e->steps[idx];
+  if (e->status != exec_status::running || st.status != step_status::running ||
+      st.attempt != ack->attempt()) {
+    // Duplicate (redelivered) or stale (old attempt, finished step): the first ack won.
+    _o._probe.stale_acks.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  const uint16_t i = static_cast<uint16_t>(idx);
+  const std::string_view output = sv(ack->output_json());
+  switch (ack->status()) {
+    case fbs::AckStatus::Success: {
+      if (output.size() > limits::payload_bytes_max) {
+        return step_failed(*e, i, st.attempt,
+                           fmt::format("output is {} bytes; payload_bytes_max is {}",
+                                       output.size(), limits::payload_bytes_max));
+      }
+      json parsed = json::parse(output.empty() ? std::string_view("{}") : output, nullptr, false);
+      if (parsed.is_discarded()) return step_failed(*e, i, st.attempt, "output is not JSON");
+      return succeed_step(*e, i, parsed.dump());
+    }
+    case fbs::AckStatus::RetryableFailure: return retry_or_fail(*e, i, sv(ack->error()));
+    case fbs::AckStatus::PermanentFailure:
+      return step_failed(*e, i, st.attempt, sv(ack->error()));
+  }
+}
+
+// ---------------------------------------------------------------------------------- timers
+
+void orchestrator::decider::on_timer(const timer_entry& t) {
+  execution_state* e = _s.find_execution(t.tenant, t.execution);
+  vassert(e != nullptr && e->status == exec_status::running,
+          "timer for execution {} that is not running", t.execution);
+  const definition& d = def(*e);
+  const uint16_t i = t.step;
+  const step_state& st = e->steps[i];
+  const step_status status = st.status;
+  const uint32_t attempt = st.attempt;
+  const std::string step_id = d.steps[i].id;
+  if (!emit(*e, fbs::Payload::TimerFired, [&](auto& b) {
+        return fbs::CreateTimerFired(b, str(step_id), attempt, timer_purpose(status)).Union();
+      })) {
+    return;
+  }
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  switch (status) {
+    case step_status::retry_wait: return schedule_attempt(*e, i, attempt + 1);
+    case step_status::delaying:
+      return succeed_step(*e, i, fmt::format("{{\"delayed_ms\":{}}}", d.steps[i].delay_ms));
+    case step_status::running:
+    case step_status::waiting:
+      if (!emit(*e, fbs::Payload::StepTimedOut, [&](auto& b) {
+            return fbs::CreateStepTimedOut(b, str(step_id), attempt).Union();
+          })) {
+        return;
+      }
+      if (status == step_status::running && attempt < d.steps[i].retry.max_attempts) {
+        return retry_or_fail(*e, i, "timed out");
+      }
+      return after_failure(*e, i);
+    default: vassert(false, "timer for step {} in state {}", step_id, step_status_name(status));
+  }
+}
+
+// ------------------------------------------------------------------------- step lifecycle
+
+template_scope orchestrator::decider::scope(const execution_state& e, const definition& d) {
+  template_scope sc;
+  sc.tenant_id = e.tenant;
+  sc.execution_id = e.id;
+  sc.workflow = e.workflow;
+  sc.input_json = e.input_json;
+  sc.step = [&e, &d](std::string_view id, std::string_view& status, std::string_view& output,
+                     std::string_view& error) {
+    const int idx = d.step_index(id);
+    if (idx < 0) return false;
+    const step_state& st = e.steps[idx];
+    status = step_status_name(st.status);
+    output = st.status == step_status::succeeded ? std::string_view(st.output_json) : "";
+    error = st.error;
+    return true;
+  };
+  return sc;
+}
+
+void orchestrator::decider::advance(execution_state& e) {
+  const definition& d = def(e);
+  bool progressed = true;
+  while (progressed && e.status == exec_status::running) {
+    progressed = false;
+    for (uint16_t idx : d.topo_order) {
+      if (e.status != exec_status::running) return;
+      if (e.steps[idx].status != step_status::pending) continue;
+      const step_def& sd = d.steps[idx];
+      bool ready = true;
+      for (uint16_t dep : sd.after) ready = ready && step_resolved(e.steps[dep].status);
+      if (!ready) continue;
+      progressed = true;
+      if (sd.when) {
+        auto holds = evaluate_condition(*sd.when, scope(e, d));
+        if (!holds) {
+          step_failed(e, idx, 0, holds.error());
+          continue;
+        }
+        if (!*holds) {
+          const std::string reason = fmt::format("condition on {} not met", sd.when->path);
+          emit(e, fbs::Payload::StepSkipped, [&](auto& b) {
+            return fbs::CreateStepSkipped(b, str(sd.id), str(reason)).Union();
+          });
+          continue;
+        }
+      }
+      schedule_attempt(e, idx, 1);
+    }
+  }
+  if (e.status != exec_status::running) return;
+  for (const step_state& st : e.steps) {
+    if (!step_resolved(st.status)) return;
+  }
+  const std::string output = execution_output(e, d);
+  emit(e, fbs::Payload::ExecutionSucceeded,
+       [&](auto& b) { return fbs::CreateExecutionSucceeded(b, str(output)).Union(); });
+  _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string orchestrator::decider::execution_output(const execution_state& e,
+                                                    const definition& d) {
+  // The outputs of the succeeded steps nothing depends on: the workflow's results.
+  std::vector<bool> has_dependent(d.steps.size(), false);
+  for (const step_def& s : d.steps) {
+    for (uint16_t dep : s.after) has_dependent[dep] = true;
+  }
+  json out = json::object();
+  for (size_t i = 0; i < d.steps.size(); ++i) {
+    if (has_dependent[i] || e.steps[i].status != step_status::succeeded) continue;
+    json v = json::parse(e.steps[i].output_json, nullptr, false);
+    out[d.steps[i].id] = v.is_discarded() ? json(e.steps[i].output_json) : v;
+  }
+  return out.dump();
+}
+
+void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx,
+                                             uint32_t attempt) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  auto rendered = render_template(sd.input_template, scope(e, d));
+  if (!rendered) return step_failed(e, idx, attempt, rendered.error());
+  const int64_t now = _ctx.now_ms();
+  int64_t timer_at = 0;
+  switch (sd.kind) {
+    case step_kind::delay: timer_at = now + static_cast<int64_t>(sd.delay_ms); break;
+    default: timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0; break;
+  }
+  const bool has_command = sd.kind == step_kind::task || sd.kind == step_kind::ai ||
+                           sd.kind == step_kind::notify;
+  const std::string command_id =
+      has_command ? fmt::format("{}/{}/{}", e.id, sd.id, attempt) : std::string();
+  if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
+        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(command_id), str(*rendered),
+                                        timer_at)
+            .Union();
+      })) {
+    return;
+  }
+  if (has_command) {
+    emit_command(e, idx, attempt, *rendered, timer_at);
+    return;
+  }
+  if (sd.kind == step_kind::wait_signal) {
+    for (const auto& [name, payload] : e.signals) {
+      if (name == sd.signal) {
+        const std::string consumed = payload;
+        return succeed_step(e, idx, consumed);
+      }
+    }
+  }
+}
+
+bool orchestrator::decider::emit_command(execution_state& e, uint16_t idx, uint32_t attempt,
+                                         const std::string& input_json, int64_t deadline) {
+  const step_def& sd = def(e).steps[idx];
+  const std::string command_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
+  flatbuffers::Offset<void> payload;
+  fbs::Payload type;
+  stream target;
+  switch (sd.kind) {
+    case step_kind::task:
+      type = fbs::Payload::RunStep;
+      target = stream::commands_step;
+      payload = fbs::CreateRunStep(_fbb, str(sd.id), attempt, str(sd.action), str(input_json),
+                                   str(command_id), deadline)
+                    .Union();
+      break;
+    case step_kind::ai:
+      type = fbs::Payload::CallAi;
+      target = stream::commands_ai;
+      payload = fbs::CreateCallAi(_fbb, str(sd.id), attempt, str(sd.tier), str(input_json),
+                                  str(command_id), deadline)
+                    .Union();
+      break;
+    default: {
+      type = fbs::Payload::SendNotification;
+      target = stream::commands_notify;
+      json in = json::parse(input_json, nullptr, false);
+      auto field = [&](const char* name) {
+        if (!in.is_object() || !in.contains(name)) return std::string();
+        const json& v = in[name];
+        return v.is_string() ? v.get<std::string>() : v.dump();
+      };
+      payload = fbs::CreateSendNotification(_fbb, str(sd.id), attempt, str(field("channel")),
+                                            str(field("to")), str(field("subject")),
+                                            str(field("body")), str(command_id), deadline)
+                    .Union();
+      break;
+    }
+  }
+  envelope_header h;
+  h.kind = fbs::RecordKind::Command;
+  h.tenant_id = e.tenant;
+  h.execution_id = e.id;
+  h.record_id = command_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
+  _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void orchestrator::decider::succeed_step(execution_state& e, uint16_t idx,
+                                         std::string_view output_json) {
+  const step_def& sd = def(e).steps[idx];
+  const uint32_t attempt = e.steps[idx].attempt;
+  if (!emit(e, fbs::Payload::StepSucceeded, [&](auto& b) {
+        return fbs::CreateStepSucceeded(b, str(sd.id), attempt, str(output_json)).Union();
+      })) {
+    return;
+  }
+  advance(e);
+}
+
+void orchestrator::decider::retry_or_fail(execution_state& e, uint16_t idx,
+                                          std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  const uint32_t attempt = e.steps[idx].attempt;
+  if (attempt >= sd.retry.max_attempts) {
+    return step_failed(e, idx, attempt,
+                       fmt::format("{} (after {} attempt{})", error, attempt,
+                                   attempt == 1 ? "" : "s"));
+  }
+  const int64_t retry_at = _ctx.now_ms() + static_cast<int64_t>(sd.retry.delay_after(attempt));
+  emit(e, fbs::Payload::StepRetryScheduled, [&](auto& b) {
+    return fbs::CreateStepRetryScheduled(b, str(sd.id), attempt, str(error), retry_at).Union();
+  });
+}
+
+void orchestrator::decider::step_failed(execution_state& e, uint16_t idx, uint32_t attempt,
+                                        std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  if (!emit(e, fbs::Payload::StepFailed, [&](auto& b) {
+        return fbs::CreateStepFailed(b, str(sd.id), attempt, str(error)).Union();
+      })) {
+    return;
+  }
+  after_failure(e, idx);
+}
+
+void orchestrator::decider::after_failure(execution_state& e, uint16_t idx) {
+  const step_def& sd = def(e).steps[idx];
+  if (sd.on_failure == failure_mode::continue_) return advance(e);
+  const std::string reason = fmt::format("step '{}' {}: {}", sd.id,
+                                         step_status_name(e.steps[idx].status),
+                                         e.steps[idx].error);
+  emit(e, fbs::Payload::ExecutionFailed, [&](auto& b) {
+    return fbs::CreateExecutionFailed(b, str(reason), str(sd.id)).Union();
+  });
+  _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ------------------------------------------------------------------------------ processor
+
+orchestrator::orchestrator(orchestrator_options options)
+    : _options(options), _state(std::make_unique<orchestrator_state>()) {}
+
+orchestrator::~orchestrator() = default;
+
+result<void> orchestrator::open(state_store& store, uint32_t) {
+  auto r = _state->open(store);
+  _published_next_timer.store(next_timer_ms());
+  return r;
+}
+
+void orchestrator::replay(uint64_t offset, std::string_view bytes) {
+  apply_record(*_state, offset, bytes);
+}
+
+void orchestrator::prefetch(std::span<const input> inputs) {
+  for (const input& in : inputs) {
+    const fbs::Envelope* env = decode_envelope(in.rec.value);
+    if (!env) continue;
+    const std::string_view tenant = sv(env->tenant_id());
+    const std::string_view id = sv(env->execution_id());
+    if (!valid_id(tenant)) continue;
+    if (!id.empty() && valid_id(id)) {
+      if (execution_state* e = _state->find_execution(tenant, id)) {
+        _state->find_definition(e->tenant, e->workflow, e->version);
+      }
+    }
+    if (env->payload_type() == fbs::Payload::StartExecution) {
+      auto p = env->payload_as_StartExecution();
+      _state->tenant_known(tenant);
+      _state->find_definition(tenant, sv(p->workflow()), p->version());
+    }
+  }
+}
+
+void orchestrator::process(const input& in, batch_context& ctx) {
+  std::string why;
+  const fbs::Envelope* env = decode_envelope(in.rec.value, &why);
+  if (!env) {
+    // Not decodable: keep the bytes with the reason where an operator will look.
+    flatbuffers::FlatBufferBuilder fbb(in.rec.value.size() + 256);
+    const std::string source(stream_name(in.s));
+    auto original = fbb.CreateVector(reinterpret_cast<const uint8_t*>(in.rec.value.data()),
+                                     in.rec.value.size());
+    auto payload = fbs::CreateDeadLetter(fbb, fbb.CreateString(why), fbb.CreateString(source),
+                                         in.partition, in.rec.offset, original);
+    const std::string record_id = "dlq/" + source_ref(in);
+    envelope_header h;
+    h.kind = fbs::RecordKind::Rejection;
+    h.record_id = record_id;
+    h.causation_id = record_id.substr(4);
+    h.timestamp_ms = ctx.now_ms();
+    ctx.append(stream::deadletter, in.rec.key,
+               finish_envelope(fbb, h, fbs::Payload::DeadLetter, payload.Union()));
+    _probe.deadletters.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const std::string_view record_id = sv(env->record_id());
+  decider d(*this, ctx, record_id.empty() ? source_ref(in) : std::string(record_id));
+  if (env->schema_version() > schema_version_current) {
+    return d.reject(in, env, rejection_code::unsupported_version,
+                    fmt::format("schema version {} is newer than this engine's {}",
+                                env->schema_version(), schema_version_current));
+  }
+  if (in.s == stream::acks) return d.on_ack(in, *env);
+  d.on_ingress(in, *env);
+}
+
+int64_t orchestrator::next_timer_ms() const {
+  const auto& timers = _state->timers();
+  return timers.empty() ? std::numeric_limits<int64_t>::max() : timers.begin()->due_ms;
+}
+
+void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
+  for (size_t fired = 0; fired < max_timers; ++fired) {
+    const auto& timers = _state->timers();
+    if (timers.empty() || timers.begin()->due_ms > ctx.now_ms()) return;
+    const timer_entry t = *timers.begin();
+    decider d(*this, ctx,
+              fmt::format("timer/{}/{}/{}", t.execution, t.step, t.due_ms));
+    d.on_timer(t);
+  }
+}
+
+void orchestrator::flush(state_batch& out) {
+  _state->flush(out);
+  _published_next_timer.store(next_timer_ms());
+}
+
+}  // namespace auterity

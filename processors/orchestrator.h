@@ -1,0 +1,55 @@
+#pragma once
+// The workflow orchestrator: the partition processor that turns upstream commands, acks and
+// due timers into events and outgoing commands. See processors/README.md.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "engine/partition_runtime.h"
+
+namespace auterity {
+
+class orchestrator_state;
+
+struct orchestrator_options {
+  uint32_t partitions = 1;  // total partitions, to check tenant placement
+};
+
+// Counters of one partition's orchestrator (relaxed atomics, read by other threads).
+struct orchestrator_probe {
+  std::atomic<uint64_t> rejections{0};
+  std::atomic<uint64_t> deadletters{0};
+  std::atomic<uint64_t> stale_acks{0};  // duplicate or for an old attempt / finished step
+  std::atomic<uint64_t> step_transitions{0};  // acks and timers that moved a step
+  std::atomic<uint64_t> commands_out{0};
+  std::atomic<uint64_t> executions_started{0};
+  std::atomic<uint64_t> executions_ended{0};
+};
+
+class orchestrator final : public partition_processor {
+ public:
+  explicit orchestrator(orchestrator_options options);
+  ~orchestrator() override;
+
+  result<void> open(state_store& store, uint32_t partition) override;
+  void replay(uint64_t offset, std::string_view bytes) override;
+  void prefetch(std::span<const input> inputs) override;
+  void process(const input& in, batch_context& ctx) override;
+  int64_t next_timer_ms() const override;
+  void fire_timers(batch_context& ctx, size_t max_timers) override;
+  void flush(state_batch& out) override;
+
+  const orchestrator_probe& probe() const { return _probe; }
+  // next_timer_ms() as of the last flush, safe to read from any thread.
+  int64_t published_next_timer_ms() const { return _published_next_timer.load(); }
+
+ private:
+  class decider;
+  orchestrator_options _options;
+  std::unique_ptr<orchestrator_state> _state;
+  orchestrator_probe _probe;
+  std::atomic<int64_t> _published_next_timer{INT64_MAX};
+};
+
+}  // namespace auterity

@@ -1,0 +1,176 @@
+#include "processors/orchestrator_state.h"
+
+#include "engine/assert.h"
+
+namespace auterity {
+
+namespace {
+std::string exec_key(std::string_view tenant, std::string_view id) {
+  return keys::execution(tenant, id);
+}
+}  // namespace
+
+result<void> orchestrator_state::open(state_store& store) {
+  _store = &store;
+  std::vector<std::string> tenants;
+  auto listed = store.scan_prefix("R", [&](std::string_view key, std::string_view) {
+    tenants.emplace_back(key.substr(1));
+    return true;
+  });
+  if (!listed) return listed;
+  for (const std::string& tenant : tenants) {
+    _tenants[tenant] = true;
+    auto scanned = store.scan_prefix(keys::timer_prefix(tenant), [&](std::string_view key,
+                                                                      std::string_view) {
+      timer_entry t;
+      vassert(keys::parse_timer(key, t.tenant, t.due_ms, t.execution, t.step),
+              "malformed timer key in state store");
+      _timers.insert(std::move(t));
+      return true;
+    });
+    if (!scanned) return scanned;
+  }
+  return {};
+}
+
+execution_state* orchestrator_state::find_execution(std::string_view tenant,
+                                                    std::string_view id) {
+  std::string key = exec_key(tenant, id);
+  if (auto it = _executions.find(key); it != _executions.end()) return it->second.get();
+  auto stored = _store->get(key);
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  if (!stored->has_value()) return nullptr;
+  auto e = std::make_unique<execution_state>();
+  vassert(decode_execution(**stored, *e), "undecodable execution state for {}", id);
+  execution_state* raw = e.get();
+  _executions.emplace(std::move(key), std::move(e));
+  return raw;
+}
+
+const definition* orchestrator_state::find_definition(std::string_view tenant,
+                                                      std::string_view workflow,
+                                                      uint32_t version) {
+  if (version == 0) {
+    std::string lk = keys::latest(tenant, workflow);
+    auto it = _latest.find(lk);
+    if (it == _latest.end()) {
+      auto stored = _store->get(lk);
+      vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+      uint32_t v = stored->has_value() ? keys::get_be32(**stored) : 0;
+      it = _latest.emplace(lk, v).first;
+    }
+    version = it->second;
+    if (version == 0) return nullptr;
+  }
+  std::string key = keys::definition(tenant, workflow, version);
+  if (auto it = _definitions.find(key); it != _definitions.end()) return it->second.get();
+  auto stored = _store->get(key);
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  if (!stored->has_value()) return nullptr;
+  auto parsed = parse_definition(**stored, "");
+  vassert(parsed.has_value(), "stored definition {} v{} no longer parses: {}", workflow, version,
+          parsed.error().reason);
+  auto d = std::make_shared<const definition>(std::move(*parsed));
+  return _definitions.emplace(std::move(key), std::move(d)).first->second.get();
+}
+
+bool orchestrator_state::tenant_known(std::string_view tenant) {
+  std::string t(tenant);
+  if (auto it = _tenants.find(t); it != _tenants.end()) return it->second;
+  auto stored = _store->get(keys::tenant_registry(tenant));
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  bool known = stored->has_value();
+  _tenants.emplace(std::move(t), known);
+  return known;
+}
+
+tenant_chain& orchestrator_state::chain(std::string_view tenant) {
+  std::string key = keys::tenant_chain(tenant);
+  if (auto it = _chains.find(key); it != _chains.end()) return it->second;
+  tenant_chain c;
+  auto stored = _store->get(key);
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  if (stored->has_value()) vassert(decode_chain(**stored, c), "undecodable tenant chain");
+  return _chains.emplace(std::move(key), c).first->second;
+}
+
+execution_state& orchestrator_state::create_execution(execution_state e) {
+  std::string key = exec_key(e.tenant, e.id);
+  auto owned = std::make_unique<execution_state>(std::move(e));
+  execution_state& ref = *owned;
+  _executions[key] = std::move(owned);
+  _dirty.insert(std::move(key));
+  return ref;
+}
+
+void orchestrator_state::mark_dirty(const execution_state& e) {
+  _dirty.insert(exec_key(e.tenant, e.id));
+}
+
+void orchestrator_state::mark_chain_dirty(std::string_view tenant) {
+  _dirty_chains.insert(keys::tenant_chain(tenant));
+}
+
+void orchestrator_state::set_timer(execution_state& e, uint16_t step, int64_t due_ms) {
+  step_state& s = e.steps[step];
+  if (s.timer_at_ms != 0) {
+    _timers.erase(timer_entry{s.timer_at_ms, e.tenant, e.id, step});
+    _pending.del(keys::timer(e.tenant, s.timer_at_ms, e.id, step));
+  }
+  s.timer_at_ms = due_ms;
+  if (due_ms != 0) {
+    _timers.insert(timer_entry{due_ms, e.tenant, e.id, step});
+    _pending.put(keys::timer(e.tenant, due_ms, e.id, step), "");
+  }
+}
+
+void orchestrator_state::put_definition(std::string_view tenant, const definition& d) {
+  std::string key = keys::definition(tenant, d.workflow, d.version);
+  _pending.put(key, d.normalized_json);
+  _definitions[key] = std::make_shared<const definition>(d);
+  std::string lk = keys::latest(tenant, d.workflow);
+  uint32_t& latest = _latest[lk];
+  if (latest == 0) {
+    auto stored = _store->get(lk);
+    vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+    if (stored->has_value()) latest = keys::get_be32(**stored);
+  }
+  if (d.version > latest) {
+    latest = d.version;
+    std::string v;
+    keys::put_be32(v, latest);
+    _pending.put(lk, v);
+  }
+  if (!tenant_known(tenant)) {
+    _tenants[std::string(tenant)] = true;
+    _pending.put(keys::tenant_registry(tenant), "");
+  }
+}
+
+void orchestrator_state::index_event(const execution_state& e, uint32_t seq, uint64_t offset) {
+  std::string v;
+  keys::put_be64(v, offset);
+  _pending.put(keys::event_index(e.tenant, e.id, seq), v);
+}
+
+void orchestrator_state::on_ended(const execution_state& e) {
+  _ended.insert(exec_key(e.tenant, e.id));
+}
+
+void orchestrator_state::flush(state_batch& out) {
+  for (const std::string& key : _dirty) {
+    auto it = _executions.find(key);
+    vassert(it != _executions.end(), "dirty execution missing from cache");
+    _pending.put(key, encode_execution(*it->second));
+  }
+  _dirty.clear();
+  for (const std::string& key : _dirty_chains) _pending.put(key, encode_chain(_chains.at(key)));
+  _dirty_chains.clear();
+  // Ended executions live on in the store only: the cache holds what can still change.
+  for (const std::string& key : _ended) _executions.erase(key);
+  _ended.clear();
+  out = std::move(_pending);
+  _pending = state_batch();
+}
+
+}  // namespace auterity

@@ -1,0 +1,70 @@
+#pragma once
+// Internal to processors/: the orchestrator's in-memory view of its partition's state — a
+// cache over the state store plus the changes of the current batch. Appliers change it; the
+// decider only reads it.
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/state_store.h"
+#include "processors/definition.h"
+#include "processors/execution_state.h"
+
+namespace auterity {
+
+struct timer_entry {
+  int64_t due_ms;
+  std::string tenant;
+  std::string execution;
+  uint16_t step;
+  auto operator<=>(const timer_entry&) const = default;
+};
+
+class orchestrator_state {
+ public:
+  result<void> open(state_store& store);
+
+  // Cached lookups; load from the store on a miss (prefetch makes misses rare in decide).
+  execution_state* find_execution(std::string_view tenant, std::string_view id);
+  const definition* find_definition(std::string_view tenant, std::string_view workflow,
+                                    uint32_t version);  // version 0: latest
+  bool tenant_known(std::string_view tenant);
+  tenant_chain& chain(std::string_view tenant);
+
+  // --- for appliers only ---
+  execution_state& create_execution(execution_state e);
+  void mark_dirty(const execution_state& e);
+  void mark_chain_dirty(std::string_view tenant);
+  void set_timer(execution_state& e, uint16_t step, int64_t due_ms);  // 0 clears
+  void put_definition(std::string_view tenant, const definition& d);
+  void index_event(const execution_state& e, uint32_t seq, uint64_t offset);
+  void on_ended(const execution_state& e);
+
+  const std::set<timer_entry>& timers() const { return _timers; }
+  void flush(state_batch& out);
+
+ private:
+  state_store* _store = nullptr;
+  std::unordered_map<std::string, std::unique_ptr<execution_state>> _executions;
+  std::unordered_set<std::string> _dirty;
+  std::unordered_set<std::string> _ended;  // evicted from the cache after the flush
+  std::unordered_map<std::string, std::shared_ptr<const definition>> _definitions;
+  std::unordered_map<std::string, uint32_t> _latest;
+  std::unordered_map<std::string, bool> _tenants;
+  std::unordered_map<std::string, tenant_chain> _chains;
+  std::unordered_set<std::string> _dirty_chains;
+  std::set<timer_entry> _timers;
+  state_batch _pending;
+};
+
+// Applies one committed executions record (events change state; rejections do not). The live
+// path and replay both call this, so they cannot disagree.
+void apply_record(orchestrator_state& state, uint64_t offset, std::string_view bytes);
+
+}  // namespace auterity

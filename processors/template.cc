@@ -1,0 +1,410 @@
+#include "processors/template.h"
+
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "processors/limits.h"
+
+namespace auterity {
+namespace {
+
+using json = nlohmann::json;
+
+// Nesting accepted in an input, output or template. Values are copied and dumped by
+// recursive code; no real payload comes near this.
+constexpr int json_depth_max = 128;
+// User text echoed in an error is cut to this many bytes.
+constexpr size_t echo_bytes_max = 64;
+
+std::string echo(std::string_view s) {
+  if (s.size() <= echo_bytes_max) return std::string(s);
+  size_t n = echo_bytes_max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return std::string(s.substr(0, n)) + "...";
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// nlohmann's messages start with "[json.exception.parse_error.101] " and may quote the
+// offending bytes, which need not be UTF-8.
+std::string plain_error(const char* what) {
+  std::string_view text(what);
+  if (const size_t end = text.find("] "); end != std::string_view::npos) text.remove_prefix(end + 2);
+  std::string out(text);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+  }
+  return out;
+}
+
+std::expected<json, std::string> parse_limited(std::string_view text) {
+  bool too_deep = false;
+  json::parser_callback_t check = [&too_deep](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start ||
+         event == json::parse_event_t::array_start) &&
+        depth >= json_depth_max) {
+      too_deep = true;
+    }
+    return true;
+  };
+  try {
+    json doc = json::parse(text.begin(), text.end(), check);
+    if (too_deep) return std::unexpected(fmt::format("nested deeper than {} levels", json_depth_max));
+    return doc;
+  } catch (const json::parse_error& e) {
+    return std::unexpected(plain_error(e.what()));
+  }
+}
+
+// ---- paths -------------------------------------------------------------------------------
+
+enum class source : uint8_t {
+  input,
+  step_output,
+  step_status,
+  step_error,
+  execution_id,
+  execution_tenant,
+  execution_workflow,
+};
+
+struct path {
+  source from = source::input;
+  std::string step_id;
+  std::vector<std::string> below;  // keys or array indexes under the input or a step's output
+};
+
+constexpr std::string_view path_grammar =
+    "a path is input.<field>..., steps.<id>.output..., steps.<id>.status, steps.<id>.error, "
+    "execution.id, execution.tenant or execution.workflow";
+
+bool ends_step_id(std::string_view part) {
+  return part == "output" || part == "status" || part == "error";
+}
+
+std::expected<path, std::string> parse_path(std::string_view text) {
+  auto malformed = [text](std::string_view why) {
+    return std::unexpected(fmt::format("malformed path '{}': {}", echo(text), why));
+  };
+  std::vector<std::string_view> parts;
+  for (size_t begin = 0;;) {
+    const size_t dot = text.find('.', begin);
+    const std::string_view part =
+        text.substr(begin, dot == std::string_view::npos ? dot : dot - begin);
+    if (part.empty()) return malformed("empty part");
+    for (char c : part) {
+      if (is_space(c) || c == '{' || c == '}') return malformed("unexpected character");
+    }
+    parts.push_back(part);
+    if (dot == std::string_view::npos) break;
+    begin = dot + 1;
+  }
+
+  path p;
+  if (parts[0] == "input") {
+    p.from = source::input;
+    p.below.assign(parts.begin() + 1, parts.end());
+    return p;
+  }
+  if (parts[0] == "execution") {
+    if (parts.size() == 2 && parts[1] == "id") p.from = source::execution_id;
+    else if (parts.size() == 2 && parts[1] == "tenant") p.from = source::execution_tenant;
+    else if (parts.size() == 2 && parts[1] == "workflow") p.from = source::execution_workflow;
+    else return malformed("execution has id, tenant and workflow");
+    return p;
+  }
+  if (parts[0] == "steps") {
+    // Step ids may hold dots; the first output/status/error part ends the id (definitions
+    // reject ids that contain such a part).
+    size_t field = 2;
+    while (field < parts.size() && !ends_step_id(parts[field])) ++field;
+    if (field >= parts.size()) return malformed("expected steps.<id>.output, .status or .error");
+    for (size_t i = 1; i < field; ++i) {
+      if (i > 1) p.step_id += '.';
+      p.step_id += parts[i];
+    }
+    if (parts[field] == "output") {
+      p.from = source::step_output;
+      p.below.assign(parts.begin() + static_cast<ptrdiff_t>(field) + 1, parts.end());
+      return p;
+    }
+    if (field + 1 != parts.size()) {
+      return malformed(fmt::format("steps.<id>.{} has no fields", parts[field]));
+    }
+    p.from = parts[field] == "status" ? source::step_status : source::step_error;
+    return p;
+  }
+  return malformed(path_grammar);
+}
+
+// Missing keys, indexes past the end and fields of scalars all mean "not there".
+const json* descend(const json* v, const std::vector<std::string>& below) {
+  for (const std::string& part : below) {
+    if (v->is_object()) {
+      const auto it = v->find(part);
+      if (it == v->end()) return nullptr;
+      v = &*it;
+    } else if (v->is_array()) {
+      // Nine digits are more elements than a 64 KiB payload can hold.
+      if (part.size() > 9 || part.find_first_not_of("0123456789") != std::string::npos) {
+        return nullptr;
+      }
+      const size_t index = std::stoul(part);
+      if (index >= v->size()) return nullptr;
+      v = &(*v)[index];
+    } else {
+      return nullptr;
+    }
+  }
+  return v;
+}
+
+// Looks paths up in one scope. Parses the input once and each step's output at most once.
+class resolver {
+ public:
+  explicit resolver(const template_scope& scope)
+      : _scope(scope),
+        _execution_id(std::string(scope.execution_id)),
+        _execution_tenant(std::string(scope.tenant_id)),
+        _execution_workflow(std::string(scope.workflow)) {}
+
+  // The value at `p`, or nullptr if there is none.
+  std::expected<const json*, std::string> find(const path& p) {
+    switch (p.from) {
+      case source::input: {
+        auto doc = input();
+        if (!doc) return doc;
+        return descend(*doc, p.below);
+      }
+      case source::execution_id: return &_execution_id;
+      case source::execution_tenant: return &_execution_tenant;
+      case source::execution_workflow: return &_execution_workflow;
+      case source::step_status:
+      case source::step_error:
+      case source::step_output: break;
+    }
+    step_view& s = step(p.step_id);
+    if (!s.exists) return nullptr;
+    if (p.from == source::step_status) return &s.status;
+    if (p.from == source::step_error) return s.error ? &*s.error : nullptr;
+    if (!s.output_text) return nullptr;
+    if (!s.output) {
+      auto doc = parse_limited(*s.output_text);
+      if (!doc) {
+        return std::unexpected(
+            fmt::format("output of step '{}' is not valid JSON: {}", p.step_id, doc.error()));
+      }
+      s.output = std::move(*doc);
+    }
+    return descend(&*s.output, p.below);
+  }
+
+ private:
+  struct step_view {
+    bool exists = false;
+    json status;
+    std::optional<json> error;               // absent when the step has none
+    std::optional<std::string> output_text;  // only for succeeded steps with output
+    std::optional<json> output;              // parsed on first use
+  };
+
+  std::expected<const json*, std::string> input() {
+    if (!_input) {
+      if (trim(_scope.input_json).empty()) {
+        _input = json::object();
+      } else {
+        auto doc = parse_limited(_scope.input_json);
+        if (!doc) {
+          return std::unexpected(
+              fmt::format("execution input is not valid JSON: {}", doc.error()));
+        }
+        _input = std::move(*doc);
+      }
+    }
+    return &*_input;
+  }
+
+  step_view& step(const std::string& id) {
+    const auto known = _steps.find(id);
+    if (known != _steps.end()) return known->second;
+    step_view& s = _steps[id];
+    std::string_view status, output, error;
+    s.exists = _scope.step && _scope.step(id, status, output, error);
+    if (s.exists) {
+      // Copied: the scope promises nothing about how long its views stay valid.
+      s.status = std::string(status);
+      if (!error.empty()) s.error = json(std::string(error));
+      if (status == "succeeded" && !output.empty()) s.output_text = std::string(output);
+    }
+    return s;
+  }
+
+  const template_scope& _scope;
+  json _execution_id;
+  json _execution_tenant;
+  json _execution_workflow;
+  std::optional<json> _input;
+  std::map<std::string, step_view, std::less<>> _steps;
+};
+
+// ---- rendering ---------------------------------------------------------------------------
+
+class renderer {
+ public:
+  explicit renderer(const template_scope& scope) : _resolver(scope) {}
+
+  std::expected<void, std::string> render(json& node) {
+    if (node.is_string()) return render_string(node);
+    if (node.is_structured()) {
+      for (auto& item : node) {  // object keys are literal
+        auto done = render(item);
+        if (!done) return done;
+      }
+    }
+    return {};
+  }
+
+ private:
+  std::expected<void, std::string> render_string(json& node) {
+    const std::string& s = node.get_ref<const std::string&>();
+    std::string text;
+    size_t copied = 0;
+    for (size_t open = s.find("{{"); open != std::string::npos; open = s.find("{{", copied)) {
+      const size_t close = s.find("}}", open + 2);
+      if (close == std::string::npos) {
+        return std::unexpected(fmt::format("template: unclosed '{{{{' in \"{}\"", echo(s)));
+      }
+      auto value = evaluate(std::string_view(s).substr(open, close + 2 - open));
+      if (!value) return std::unexpected(value.error());
+      const json& found = **value;
+      if (open == 0 && close + 2 == s.size()) {
+        auto charged = charge(found.is_string() ? found.get_ref<const std::string&>().size()
+                                                : found.dump().size());
+        if (!charged) return charged;
+        node = found;  // `found` lives in the resolver, not in `node`
+        return {};
+      }
+      text.append(s, copied, open - copied);
+      const size_t before = text.size();
+      if (found.is_string()) {
+        text += found.get_ref<const std::string&>();
+      } else {
+        text += found.dump();
+      }
+      auto charged = charge(text.size() - before);
+      if (!charged) return charged;
+      copied = close + 2;
+    }
+    if (copied == 0) return {};
+    text.append(s, copied);
+    node = std::move(text);
+    return {};
+  }
+
+  // `expression` includes its braces. Every alternative must parse, even when an earlier one
+  // is found, so a typo cannot hide behind data that happens to be present.
+  std::expected<const json*, std::string> evaluate(std::string_view expression) {
+    std::vector<path> alternatives;
+    std::vector<std::string_view> texts;
+    std::string_view rest = expression.substr(2, expression.size() - 4);
+    while (true) {
+      const size_t split = rest.find("??");
+      const std::string_view text = trim(rest.substr(0, split));
+      if (text.empty()) {
+        return std::unexpected(fmt::format("template: empty path in '{}'", echo(expression)));
+      }
+      auto p = parse_path(text);
+      if (!p) return std::unexpected("template: " + p.error());
+      alternatives.push_back(std::move(*p));
+      texts.push_back(text);
+      if (split == std::string_view::npos) break;
+      rest.remove_prefix(split + 2);
+    }
+    for (const path& p : alternatives) {
+      auto found = _resolver.find(p);
+      if (!found) return std::unexpected("template: " + found.error());
+      if (*found != nullptr) return *found;
+    }
+    std::string missing = fmt::format("template: path '{}' not found", echo(texts.front()));
+    for (size_t i = 1; i < texts.size(); ++i) missing += fmt::format(", nor '{}'", echo(texts[i]));
+    return std::unexpected(missing);
+  }
+
+  // Bounds memory: a large value referred to many times could otherwise build a huge result
+  // before the final size check.
+  std::expected<void, std::string> charge(size_t bytes) {
+    _inserted_bytes += bytes;
+    if (_inserted_bytes > limits::payload_bytes_max) {
+      return std::unexpected(fmt::format(
+          "template: rendered input exceeds {} bytes (limits::payload_bytes_max)",
+          limits::payload_bytes_max));
+    }
+    return {};
+  }
+
+  resolver _resolver;
+  size_t _inserted_bytes = 0;
+};
+
+}  // namespace
+
+std::expected<std::string, std::string> render_template(std::string_view template_json,
+                                                         const template_scope& scope) {
+  try {
+    // A default-constructed step_def has an empty template: no input.
+    auto doc = parse_limited(trim(template_json).empty() ? std::string_view("{}") : template_json);
+    if (!doc) return std::unexpected("template: not valid JSON: " + doc.error());
+    renderer r(scope);
+    auto done = r.render(*doc);
+    if (!done) return std::unexpected(done.error());
+    std::string out = doc->dump();
+    if (out.size() > limits::payload_bytes_max) {
+      return std::unexpected(fmt::format("template: rendered input is {} bytes, more than {} "
+                                         "(limits::payload_bytes_max)",
+                                         out.size(), limits::payload_bytes_max));
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return std::unexpected("template: " + plain_error(e.what()));
+  }
+}
+
+std::expected<bool, std::string> evaluate_condition(const condition& c,
+                                                    const template_scope& scope) {
+  try {
+    auto p = parse_path(c.path);
+    if (!p) return std::unexpected("condition: " + p.error());
+    std::optional<json> expected_value;
+    if (c.operation == condition::op::equals || c.operation == condition::op::not_equals) {
+      auto value = parse_limited(c.value_json);
+      if (!value) return std::unexpected("condition: value is not valid JSON: " + value.error());
+      expected_value = std::move(*value);
+    }
+    resolver r(scope);
+    auto found = r.find(*p);
+    if (!found) return std::unexpected("condition: " + found.error());
+    const json* actual = *found;
+    switch (c.operation) {
+      case condition::op::exists: return actual != nullptr;
+      case condition::op::not_exists: return actual == nullptr;
+      case condition::op::equals: return actual != nullptr && *actual == *expected_value;
+      case condition::op::not_equals: return actual == nullptr || *actual != *expected_value;
+    }
+    return std::unexpected(std::string("condition: unknown operation"));
+  } catch (const std::exception& e) {
+    return std::unexpected("condition: " + plain_error(e.what()));
+  }
+}
+
+}  // namespace auterity
