@@ -428,7 +428,8 @@ result<unique_fd> lock_dir(const std::string& dir) {
   if (::flock(fd->get(), LOCK_EX | LOCK_NB) == 0) return fd;
   if (errno == EWOULDBLOCK) {
     return fail(errc::locked,
-                fmt::format("data dir {} is in use by another auterity process (it holds {})",
+                fmt::format("data dir {} is in use by another auterity process (or by a log "
+                            "already open in this one): {} is locked",
                             dir, path));
   }
   return fail_io("flock", path);

@@ -594,23 +594,21 @@ checked read_input(const json& v, parsed_step& step, const std::string& owner) {
   return {};
 }
 
-// Reads every field but `after`, which needs all step ids.
-outcome<parsed_step> read_step(const json& v, size_t index) {
-  if (!v.is_object()) return invalid(fmt::format("steps[{}] must be an object", index));
-  parsed_step step;
+outcome<std::string> read_step_id(const json& v, size_t index) {
   const json* id = member(v, "id");
   if (id == nullptr) return invalid(fmt::format("steps[{}]: missing required field 'id'", index));
-  auto id_text = read_name(*id, fmt::format("steps[{}]: id", index));
-  if (!id_text) return std::unexpected(id_text.error());
-  if (!referable_step_id(*id_text)) {
+  auto text = read_name(*id, fmt::format("steps[{}]: id", index));
+  if (text && !referable_step_id(*text)) {
     return invalid(fmt::format(
         "steps[{}]: step id '{}' cannot be used in paths: its dot-separated parts must not be "
         "empty, 'output', 'status' or 'error'",
-        index, *id_text));
+        index, *text));
   }
-  step.def.id = *id_text;
-  const std::string owner = fmt::format("step '{}'", step.def.id);
+  return text;
+}
 
+// The kind, once every field is known and applies to it.
+outcome<step_kind> read_kind(const json& v, const std::string& owner) {
   for (const auto& [key, value] : v.items()) {
     if (std::ranges::find(step_fields, key) == step_fields.end()) {
       return invalid(fmt::format("{}: unknown field '{}' (allowed: {})", owner, echo(key),
@@ -619,97 +617,121 @@ outcome<parsed_step> read_step(const json& v, size_t index) {
   }
   const json* kind = member(v, "kind");
   if (kind == nullptr) return invalid(fmt::format("{}: missing required field 'kind'", owner));
-  const auto kind_name = kind->is_string() ? kind_from_name(kind->get_ref<const std::string&>())
-                                           : std::nullopt;
-  if (!kind_name) {
-    return invalid(fmt::format(
-        "{}: kind must be one of task, ai, notify, wait_signal, delay, not {}", owner,
-        echo_json(*kind)));
+  const auto known =
+      kind->is_string() ? kind_from_name(kind->get_ref<const std::string&>()) : std::nullopt;
+  if (!known) {
+    return invalid(fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, "
+                               "not {}",
+                               owner, echo_json(*kind)));
   }
-  step.def.kind = *kind_name;
   for (const auto& [key, value] : v.items()) {
-    if (!field_applies(key, step.def.kind)) {
+    if (!field_applies(key, *known)) {
       return invalid(fmt::format("{}: field '{}' does not apply to {} steps", owner, key,
-                                 step_kind_name(step.def.kind)));
+                                 step_kind_name(*known)));
     }
   }
+  return *known;
+}
 
-  if (const json* after = member(v, "after")) {
-    if (!after->is_array()) {
-      return invalid(fmt::format("{}: after must be an array of step ids", owner));
+checked read_after(const json& v, parsed_step& step, const std::string& owner) {
+  const json* after = member(v, "after");
+  if (after == nullptr) return {};
+  if (!after->is_array()) return invalid(fmt::format("{}: after must be an array of step ids", owner));
+  for (const json& name : *after) {
+    if (!name.is_string()) {
+      return invalid(fmt::format("{}: after must be an array of step ids, not {}", owner,
+                                 echo_json(*after)));
     }
-    for (const json& name : *after) {
-      if (!name.is_string()) {
-        return invalid(fmt::format("{}: after must be an array of step ids, not {}", owner,
-                                   echo_json(*after)));
-      }
-      step.after_names.push_back(name.get<std::string>());
-    }
+    step.after_names.push_back(name.get<std::string>());
   }
-  if (const json* action = member(v, "action")) {
-    auto s = read_name(*action, owner + ": action");
-    if (!s) return std::unexpected(s.error());
-    step.def.action = std::move(*s);
-  } else if (step.def.kind == step_kind::task) {
-    return invalid(fmt::format("{}: task steps need field 'action'", owner));
-  }
-  if (step.def.kind == step_kind::ai) {
-    step.def.tier = "standard";
+  return {};
+}
+
+// action, tier, delay_ms and signal: each belongs to one kind (field_applies has checked).
+checked read_kind_fields(const json& v, step_def& def, const std::string& owner) {
+  if (def.kind == step_kind::task) {
+    const json* action = member(v, "action");
+    if (action == nullptr) return invalid(fmt::format("{}: task steps need field 'action'", owner));
+    auto name = read_name(*action, owner + ": action");
+    if (!name) return std::unexpected(name.error());
+    def.action = std::move(*name);
+  } else if (def.kind == step_kind::ai) {
+    def.tier = "standard";
     if (const json* tier = member(v, "tier")) {
-      const bool known = tier->is_string() && (*tier == "basic" || *tier == "standard" ||
-                                               *tier == "premium");
-      if (!known) {
+      if (*tier != "basic" && *tier != "standard" && *tier != "premium") {
         return invalid(fmt::format("{}: tier must be basic, standard or premium, not {}", owner,
                                    echo_json(*tier)));
       }
-      step.def.tier = tier->get<std::string>();
+      def.tier = tier->get<std::string>();
     }
+  } else if (def.kind == step_kind::delay) {
+    const json* delay = member(v, "delay_ms");
+    if (delay == nullptr) return invalid(fmt::format("{}: delay steps need field 'delay_ms'", owner));
+    auto ms = read_ms(*delay, 1, owner + ": delay_ms");
+    if (!ms) return std::unexpected(ms.error());
+    def.delay_ms = *ms;
+  } else if (def.kind == step_kind::wait_signal) {
+    const json* signal = member(v, "signal");
+    if (signal == nullptr) {
+      return invalid(fmt::format("{}: wait_signal steps need field 'signal'", owner));
+    }
+    auto name = read_name(*signal, owner + ": signal");
+    if (!name) return std::unexpected(name.error());
+    def.signal = std::move(*name);
   }
-  step.def.input_template = "{}";
-  if (field_applies("input", step.def.kind)) {
-    const json* input = member(v, "input");
-    auto ok = read_input(input != nullptr ? *input : json::object(), step, owner);
-    if (!ok) return std::unexpected(ok.error());
-  }
-  if (const json* when = member(v, "when")) {
-    auto c = read_when(*when, owner, step.step_refs);
-    if (!c) return std::unexpected(c.error());
-    step.def.when = std::move(*c);
-  }
+  return {};
+}
+
+checked read_behaviour(const json& v, step_def& def, const std::string& owner) {
   if (const json* retry = member(v, "retry")) {
     auto r = read_retry(*retry, owner);
     if (!r) return std::unexpected(r.error());
-    step.def.retry = *r;
+    def.retry = *r;
   }
   if (const json* timeout = member(v, "timeout_ms")) {
     auto ms = read_ms(*timeout, 0, owner + ": timeout_ms");
     if (!ms) return std::unexpected(ms.error());
-    step.def.timeout_ms = *ms;
-  }
-  if (const json* delay = member(v, "delay_ms")) {
-    auto ms = read_ms(*delay, 1, owner + ": delay_ms");
-    if (!ms) return std::unexpected(ms.error());
-    step.def.delay_ms = *ms;
-  } else if (step.def.kind == step_kind::delay) {
-    return invalid(fmt::format("{}: delay steps need field 'delay_ms'", owner));
-  }
-  if (const json* signal = member(v, "signal")) {
-    auto s = read_name(*signal, owner + ": signal");
-    if (!s) return std::unexpected(s.error());
-    step.def.signal = std::move(*s);
-  } else if (step.def.kind == step_kind::wait_signal) {
-    return invalid(fmt::format("{}: wait_signal steps need field 'signal'", owner));
+    def.timeout_ms = *ms;
   }
   if (const json* on_failure = member(v, "on_failure")) {
     if (*on_failure == "fail") {
-      step.def.on_failure = failure_mode::fail;
+      def.on_failure = failure_mode::fail;
     } else if (*on_failure == "continue") {
-      step.def.on_failure = failure_mode::continue_;
+      def.on_failure = failure_mode::continue_;
     } else {
-      return invalid(fmt::format("{}: on_failure must be \"fail\" or \"continue\", not {}", owner,
-                                 echo_json(*on_failure)));
+      return invalid(fmt::format("{}: on_failure must be \"fail\" or \"continue\", not {}",
+                                 owner, echo_json(*on_failure)));
     }
   }
+  return {};
+}
+
+// Reads every field; `after` stays by name until all step ids are known.
+outcome<parsed_step> read_step(const json& v, size_t index) {
+  if (!v.is_object()) return invalid(fmt::format("steps[{}] must be an object", index));
+  parsed_step step;
+  auto id = read_step_id(v, index);
+  if (!id) return std::unexpected(id.error());
+  step.def.id = std::move(*id);
+  const std::string owner = fmt::format("step '{}'", step.def.id);
+  auto kind = read_kind(v, owner);
+  if (!kind) return std::unexpected(kind.error());
+  step.def.kind = *kind;
+
+  checked ok = read_after(v, step, owner);
+  if (ok) ok = read_kind_fields(v, step.def, owner);
+  step.def.input_template = "{}";
+  if (ok && field_applies("input", step.def.kind)) {
+    const json* input = member(v, "input");
+    ok = read_input(input != nullptr ? *input : json::object(), step, owner);
+  }
+  if (const json* when = member(v, "when"); ok && when != nullptr) {
+    auto c = read_when(*when, owner, step.step_refs);
+    if (!c) return std::unexpected(c.error());
+    step.def.when = std::move(*c);
+  }
+  if (ok) ok = read_behaviour(v, step.def, owner);
+  if (!ok) return std::unexpected(ok.error());
   return step;
 }
 
