@@ -810,6 +810,13 @@ class embedded_log final : public log {
 
   uint64_t generation(uint32_t p) override { return checked(p).generation; }
 
+  void wait_any(uint64_t seen_generation, std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(_any_mu);
+    _any_cv.wait_for(lock, timeout, [&] { return _any_generation != seen_generation; });
+  }
+
+  uint64_t generation_any() override { return _any_generation; }
+
  private:
   // For calls with no error channel: an out-of-range argument is a caller bug.
   partition& checked(uint32_t p) {
@@ -915,7 +922,7 @@ class embedded_log final : public log {
     return synced;
   }
 
-  static void publish(partition& part, encoded_commit& c, const commit_batch& batch) {
+  void publish(partition& part, encoded_commit& c, const commit_batch& batch) {
     {
       std::unique_lock lock(part.index_mu);
       for (size_t s = 0; s < stream_count; ++s) {
@@ -932,6 +939,11 @@ class embedded_log final : public log {
       ++part.generation;
     }
     part.wait_cv.notify_all();
+    {
+      std::lock_guard lock(_any_mu);
+      ++_any_generation;
+    }
+    _any_cv.notify_all();
   }
 
   static result<std::vector<frame_ref>> plan_read(partition& part, stream s, uint64_t from,
@@ -1006,6 +1018,9 @@ class embedded_log final : public log {
   embedded_log_options _options;
   unique_fd _lock;  // declared before _parts: released after every segment file is closed
   std::vector<std::unique_ptr<partition>> _parts;
+  std::mutex _any_mu;
+  std::condition_variable _any_cv;
+  std::atomic<uint64_t> _any_generation{0};  // every commit of every partition
 };
 
 result<void> check_options(const embedded_log_options& options) {

@@ -104,6 +104,9 @@ class log {
   // Increases with every commit to `partition`; read it before checking for work, pass it to
   // wait() so a commit in between is not missed.
   virtual uint64_t generation(uint32_t partition) = 0;
+  // The same over all partitions, for consumers that serve every partition (workers).
+  virtual void wait_any(uint64_t seen_generation, std::chrono::milliseconds timeout) = 0;
+  virtual uint64_t generation_any() = 0;
 };
 
 }  // namespace auterity

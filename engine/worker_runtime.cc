@@ -1,6 +1,5 @@
 #include "engine/worker_runtime.h"
 
-#include <algorithm>
 
 #include <fmt/core.h>
 
@@ -129,11 +128,11 @@ void worker_runtime::stop() {
 
 void worker_runtime::loop() {
   while (!_stop.load(std::memory_order_relaxed)) {
+    const uint64_t generation = _log.generation_any();
     auto n = run_once();
     vassert(n.has_value(), "worker {}: {}", group(), n.error().message);
     if (*n > 0) continue;
-    // Idle: sleep on partition 0's generation; other partitions are polled on wake-up.
-    _log.wait(0, _log.generation(0), std::chrono::milliseconds(_options.idle_wait_ms_max));
+    _log.wait_any(generation, std::chrono::milliseconds(_options.idle_wait_ms_max));
   }
 }
 

@@ -44,7 +44,7 @@ struct worker_probe {
 
 struct worker_options {
   size_t batch_records_max = 256;
-  int64_t idle_wait_ms_max = 20;
+  int64_t idle_wait_ms_max = 100;  // longest sleep when idle; commits wake it sooner
 };
 
 class worker_runtime {

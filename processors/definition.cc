@@ -103,7 +103,8 @@ bool referable_step_id(std::string_view id) {
   size_t begin = 0;
   while (true) {
     const size_t dot = id.find('.', begin);
-    const std::string_view part = id.substr(begin, dot == std::string_view::npos ? dot : dot - begin);
+    const std::string_view part =
+        id.substr(begin, dot == std::string_view::npos ? dot : dot - begin);
     if (part.empty() || part == "output" || part == "status" || part == "error") return false;
     if (dot == std::string_view::npos) return true;
     begin = dot + 1;
@@ -119,7 +120,9 @@ bool valid_param_name(std::string_view s) {
 // offending bytes, which need not be UTF-8.
 std::string parse_error_text(const char* what) {
   std::string_view text(what);
-  if (const size_t end = text.find("] "); end != std::string_view::npos) text.remove_prefix(end + 2);
+  if (const size_t end = text.find("] "); end != std::string_view::npos) {
+    text.remove_prefix(end + 2);
+  }
   std::string out(text);
   for (char& c : out) {
     if (static_cast<unsigned char>(c) >= 0x80) c = '?';
@@ -399,7 +402,9 @@ outcome<uint64_t> read_ms(const json& v, uint64_t min, std::string_view what) {
 }
 
 outcome<std::string> read_string(const json& v, std::string_view what) {
-  if (!v.is_string()) return invalid(fmt::format("{} must be a string, not {}", what, echo_json(v)));
+  if (!v.is_string()) {
+    return invalid(fmt::format("{} must be a string, not {}", what, echo_json(v)));
+  }
   return v.get<std::string>();
 }
 
@@ -547,7 +552,8 @@ outcome<retry_policy> read_retry(const json& v, const std::string& owner) {
 outcome<condition> read_when(const json& v, const std::string& owner,
                              std::vector<std::string>& step_refs) {
   constexpr std::string_view shape =
-      R"(when must be {"path": p, "equals": v}, {"path": p, "not_equals": v} or {"path": p, "exists": true|false})";
+      R"(when must be {"path": p, "equals": v}, {"path": p, "not_equals": v} or )"
+      R"({"path": p, "exists": true|false})";
   if (!v.is_object()) return invalid(fmt::format("{}: {}", owner, shape));
   const json* path = member(v, "path");
   if (path == nullptr || !path->is_string() || v.size() != 2) {
@@ -636,7 +642,9 @@ outcome<step_kind> read_kind(const json& v, const std::string& owner) {
 checked read_after(const json& v, parsed_step& step, const std::string& owner) {
   const json* after = member(v, "after");
   if (after == nullptr) return {};
-  if (!after->is_array()) return invalid(fmt::format("{}: after must be an array of step ids", owner));
+  if (!after->is_array()) {
+    return invalid(fmt::format("{}: after must be an array of step ids", owner));
+  }
   for (const json& name : *after) {
     if (!name.is_string()) {
       return invalid(fmt::format("{}: after must be an array of step ids, not {}", owner,
@@ -666,7 +674,9 @@ checked read_kind_fields(const json& v, step_def& def, const std::string& owner)
     }
   } else if (def.kind == step_kind::delay) {
     const json* delay = member(v, "delay_ms");
-    if (delay == nullptr) return invalid(fmt::format("{}: delay steps need field 'delay_ms'", owner));
+    if (delay == nullptr) {
+      return invalid(fmt::format("{}: delay steps need field 'delay_ms'", owner));
+    }
     auto ms = read_ms(*delay, 1, owner + ": delay_ms");
     if (!ms) return std::unexpected(ms.error());
     def.delay_ms = *ms;

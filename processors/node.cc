@@ -64,7 +64,7 @@ void node::stop() {
   _started = false;
 }
 
-result<size_t> node::step() {
+result<size_t> node::step(bool workers) {
   size_t work = 0;
   for (auto& p : _partitions) {
     auto r = p->run_once();
@@ -72,6 +72,7 @@ result<size_t> node::step() {
     work += *r ? 1 : 0;
   }
   for (auto& w : _workers) {
+    if (!workers) break;
     auto r = w->run_once();
     if (!r) return r;
     work += *r;

@@ -51,9 +51,9 @@ class node {
   result<void> recover();
   void start();
   void stop();
-  // Runs one round of every partition and worker on the calling thread; returns the work done.
-  // For tests and simulations that drive time themselves.
-  result<size_t> step();
+  // Runs one round of every partition (and, if `workers`, every worker) on the calling thread;
+  // returns the work done. For tests and simulations that drive time themselves.
+  result<size_t> step(bool workers = true);
 
   log& get_log() { return *_log; }
   uint32_t partitions() const { return _options.partitions; }

@@ -40,7 +40,9 @@ std::string_view trim(std::string_view s) {
 // offending bytes, which need not be UTF-8.
 std::string plain_error(const char* what) {
   std::string_view text(what);
-  if (const size_t end = text.find("] "); end != std::string_view::npos) text.remove_prefix(end + 2);
+  if (const size_t end = text.find("] "); end != std::string_view::npos) {
+    text.remove_prefix(end + 2);
+  }
   std::string out(text);
   for (char& c : out) {
     if (static_cast<unsigned char>(c) >= 0x80) c = '?';
@@ -60,7 +62,9 @@ std::expected<json, std::string> parse_limited(std::string_view text) {
   };
   try {
     json doc = json::parse(text.begin(), text.end(), check);
-    if (too_deep) return std::unexpected(fmt::format("nested deeper than {} levels", json_depth_max));
+    if (too_deep) {
+      return std::unexpected(fmt::format("nested deeper than {} levels", json_depth_max));
+    }
     return doc;
   } catch (const json::parse_error& e) {
     return std::unexpected(plain_error(e.what()));

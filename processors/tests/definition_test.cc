@@ -74,7 +74,8 @@ TEST(definition, example_parses_into_steps) {
   EXPECT_EQ(score.id, "score");
   EXPECT_EQ(score.kind, step_kind::task);
   EXPECT_EQ(score.action, "lead_score");
-  EXPECT_EQ(score.input_template, R"({"budget":"{{input.budget}}","timeline":"{{input.timeline}}"})");
+  EXPECT_EQ(score.input_template,
+            R"({"budget":"{{input.budget}}","timeline":"{{input.timeline}}"})");
   EXPECT_EQ(score.retry.max_attempts, 3u);
   EXPECT_EQ(score.retry.backoff_ms, 500u);
   EXPECT_EQ(score.retry.backoff_multiplier, 2.0);
@@ -87,7 +88,8 @@ TEST(definition, example_parses_into_steps) {
   const step_def& draft = def.steps[1];
   EXPECT_EQ(draft.kind, step_kind::ai);
   EXPECT_EQ(draft.tier, "standard");  // the default
-  EXPECT_EQ(draft.input_template, R"({"prompt":"Write a reply to {{input.name}} from Acme Motors"})");
+  EXPECT_EQ(draft.input_template,
+            R"({"prompt":"Write a reply to {{input.name}} from Acme Motors"})");
   EXPECT_EQ(draft.on_failure, failure_mode::continue_);
   EXPECT_EQ(draft.after, (std::vector<uint16_t>{0}));
   EXPECT_EQ(draft.retry.max_attempts, 1u);  // no retry unless asked
@@ -215,7 +217,8 @@ TEST(definition, duplicate_step_id) {
 }
 
 TEST(definition, duplicate_json_key) {
-  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "after": [], "after": []})"),
+  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t",
+                               "after": [], "after": []})"),
                   rejection_code::invalid_definition, {"duplicate key 'after'"});
 }
 
@@ -266,7 +269,9 @@ TEST(definition, oversize_definition) {
   std::string uses;
   for (int i = 0; i < 20; ++i) uses += fmt::format(R"("k{}": "{{{{params.p}}}}",)", i);
   uses += R"("end": 1)";
-  expect_rejected(workflow(fmt::format(R"({{"id": "a", "kind": "task", "action": "t", "input": {{{}}}}})", uses),
+  expect_rejected(workflow(fmt::format(R"({{"id": "a", "kind": "task", "action": "t",
+                                           "input": {{{}}}}})",
+                                       uses),
                            fmt::format(R"("params": {{"p": "{}"}},)", std::string(4000, 'y'))),
                   rejection_code::payload_too_large, {"substitution"});
 }
@@ -311,13 +316,15 @@ TEST(definition, wrong_types_and_ranges) {
                   rejection_code::invalid_definition, {"step 'a'", "after"});
   expect_rejected(workflow(R"({"id": "a", "kind": "job", "action": "t"})"),
                   rejection_code::invalid_definition, {"step 'a'", "\"job\""});
-  expect_rejected(workflow(R"({"id": "a", "kind": "ai", "tier": "gold", "input": {"prompt": "p"}})"),
+  expect_rejected(workflow(R"({"id": "a", "kind": "ai", "tier": "gold",
+                               "input": {"prompt": "p"}})"),
                   rejection_code::invalid_definition, {"step 'a'", "tier"});
   expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "on_failure": "retry"})"),
                   rejection_code::invalid_definition, {"step 'a'", "on_failure"});
   expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "input": []})"),
                   rejection_code::invalid_definition, {"step 'a'", "input must be an object"});
-  expect_rejected(workflow(fmt::format(R"({{"id": "a", "kind": "task", "action": "t", "timeout_ms": {}}})",
+  expect_rejected(workflow(fmt::format(R"({{"id": "a", "kind": "task", "action": "t",
+                                           "timeout_ms": {}}})",
                                        limits::timer_ms_max + 1)),
                   rejection_code::invalid_definition, {"step 'a'", "timeout_ms"});
   expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "timeout_ms": 1.5})"),
@@ -365,11 +372,14 @@ TEST(definition, step_references_must_be_dependencies) {
 }
 
 TEST(definition, malformed_templates_are_rejected_at_publish) {
-  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "input": {"x": "{{input.a"}})"),
+  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t",
+                               "input": {"x": "{{input.a"}})"),
                   rejection_code::invalid_definition, {"step 'a'", "input.x", "unclosed"});
-  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "input": {"x": "{{inptu.a}}"}})"),
+  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t",
+                               "input": {"x": "{{inptu.a}}"}})"),
                   rejection_code::invalid_definition, {"step 'a'", "'inptu.a'"});
-  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t", "input": {"x": ["{{ }}"]}})"),
+  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t",
+                               "input": {"x": ["{{ }}"]}})"),
                   rejection_code::invalid_definition, {"step 'a'", "input.x[0]", "empty path"});
   expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t",
                                "when": {"path": "{{input.a}}", "exists": true}})"),

@@ -155,7 +155,8 @@ TEST_F(template_render, step_that_did_not_succeed_has_no_output) {
 }
 
 TEST_F(template_render, execution_fields) {
-  EXPECT_EQ(render(R"({"id": "{{execution.id}}", "t": "{{execution.tenant}}/{{execution.workflow}}"})"),
+  EXPECT_EQ(render(R"({"id": "{{execution.id}}",
+                       "t": "{{execution.tenant}}/{{execution.workflow}}"})"),
             R"({"id":"ex-1","t":"acme/new-lead"})");
 }
 

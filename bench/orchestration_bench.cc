@@ -1,0 +1,777 @@
+// Orchestration benchmark: step transitions per second and ack-to-next-command latency of the
+// orchestrator on the embedded log, with durable commits and many executions in flight.
+//
+// A node runs without its connector workers; an "acker" in this program plays the worker: it
+// reads commands.step[p], appends a Success ack for each command to acks[p] and commits the
+// acks together with its consumer position, as worker_runtime does, but with no connector
+// work. What remains is the engine's own cost per step: read the ack, decide, build and hash
+// the events, commit them with the next command, write the state to RocksDB.
+//
+// See bench/README.md for the measuring window, the recorded results and the profile.
+
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "engine/assert.h"
+#include "engine/record.h"
+#include "engine/worker_runtime.h"
+#include "processors/client.h"
+#include "processors/node.h"
+
+namespace auterity::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using steady = std::chrono::steady_clock;
+
+// ------------------------------------------------------------------------------- settings
+
+struct bench_flags {
+  uint32_t partitions = 2;
+  bool fsync = true;
+  uint32_t steps = 10;
+  uint32_t executions = 20'000;
+  uint32_t in_flight = 0;            // 0: start every execution up front
+  uint32_t tenants = 2;              // at least one per partition is added if fewer
+  std::string ackers = "partition";  // "partition": a thread per partition; "single": one
+  size_t ack_batch_records_max = 1024;
+  size_t orchestrator_batch_records_max = partition_runtime_options{}.batch_records_max;
+  int seconds_max = 300;
+  std::string dir;  // parent of the temporary data directory; $TMPDIR or /tmp if empty
+  bool json = false;
+};
+
+constexpr std::string_view acker_group = "bench.acker";
+constexpr std::string_view workflow_name = "bench-linear";
+constexpr size_t submit_batch_records_max = 1024;    // StartExecution records per setup commit
+constexpr size_t read_batch_bytes_max = 8 << 20;     // acker read limit
+constexpr int64_t acker_idle_wait_ms_max = 5;
+constexpr int64_t sample_interval_ms = 10;
+
+std::atomic<bool> interrupted{false};
+void on_signal(int) { interrupted = true; }
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch())
+      .count();
+}
+
+// -------------------------------------------------------------------------- temp data dir
+
+// A fresh directory removed with everything in it when the benchmark ends.
+class temp_dir {
+ public:
+  static result<temp_dir> create(const std::string& parent_flag) {
+    std::string parent = parent_flag;
+    if (parent.empty()) parent = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+    std::string pattern = parent + "/auterity-bench-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      return fail(errc::io, fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
+    }
+    return temp_dir(pattern);
+  }
+  temp_dir(temp_dir&& o) noexcept : _path(std::exchange(o._path, {})) {}
+  temp_dir(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    if (!_path.empty()) fs::remove_all(_path, ec);
+  }
+  const std::string& path() const { return _path; }
+
+ private:
+  explicit temp_dir(std::string path) : _path(std::move(path)) {}
+  std::string _path;
+};
+
+std::string filesystem_name(const std::string& path) {
+  struct statfs s {};
+  if (::statfs(path.c_str(), &s) != 0) return "unknown";
+  switch (static_cast<unsigned long>(s.f_type)) {
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x01021994: return "tmpfs (fsync is free!)";
+    case 0x794c7630: return "overlayfs";
+    default: return fmt::format("0x{:x}", static_cast<unsigned long>(s.f_type));
+  }
+}
+
+// ------------------------------------------------------------------------------- workload
+
+std::string linear_workflow_json(uint32_t steps) {
+  std::string out = fmt::format(R"({{"workflow":"{}","version":1,"steps":[)", workflow_name);
+  for (uint32_t i = 0; i < steps; ++i) {
+    const std::string after = i == 0 ? "" : fmt::format(R"(,"after":["s{}"])", i - 1);
+    out += fmt::format(
+        R"({}{{"id":"s{}","kind":"task","action":"transform","input":{{"n":"{{{{input.n}}}}"}}{}}})",
+        i == 0 ? "" : ",", i, after);
+  }
+  return out + "]}";
+}
+
+// Tenants spread so every partition gets the same number: candidate names are taken in order
+// and kept only if their partition still needs one.
+std::vector<std::string> pick_tenants(uint32_t wanted, uint32_t partitions) {
+  const uint32_t per_partition = std::max<uint32_t>(1, (wanted + partitions - 1) / partitions);
+  std::vector<uint32_t> have(partitions, 0);
+  std::vector<std::string> out;
+  for (uint32_t i = 0; out.size() < size_t{per_partition} * partitions; ++i) {
+    std::string name = fmt::format("dealer-{}", i);
+    uint32_t p = tenant_partition(name, partitions);
+    if (have[p] == per_partition) continue;
+    ++have[p];
+    out.push_back(std::move(name));
+  }
+  return out;
+}
+
+std::string execution_id(uint32_t index) { return fmt::format("x{}", index); }
+
+std::optional<uint32_t> execution_index(std::string_view id) {
+  uint32_t v = 0;
+  if (id.size() < 2 || id[0] != 'x') return std::nullopt;
+  auto [end, ec] = std::from_chars(id.data() + 1, id.data() + id.size(), v);
+  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
+  return v;
+}
+
+result<void> publish(log& l, const std::vector<std::string>& tenants, uint32_t steps) {
+  const std::string definition = linear_workflow_json(steps);
+  for (const std::string& t : tenants) {
+    const std::string request = "publish-" + t;
+    auto r = client::submit(l, t, client::publish_definition({t, "", request, 0}, definition));
+    if (!r) return r;
+  }
+  return {};
+}
+
+std::string start_command(std::string_view tenant, uint32_t index) {
+  const std::string id = execution_id(index);
+  const std::string request = "start-" + id;
+  const std::string input = fmt::format(R"({{"n":{}}})", index);
+  return client::start_execution({tenant, id, request, 0}, workflow_name, 0, input);
+}
+
+// What the run starts: `executions` in all, at most `in_flight` at once. The first
+// `in_flight` are submitted before the node starts; the ackers start one more each time an
+// execution's last step is acked, until `executions` were started (a closed loop).
+struct workload {
+  uint32_t executions = 0;
+  uint32_t in_flight = 0;
+  std::string last_step;                // id of the last step: its ack ends an execution
+  std::atomic<uint32_t> next_index{0};  // next execution index to start
+
+  std::optional<uint32_t> take_index() {
+    uint32_t i = next_index.fetch_add(1, std::memory_order_relaxed);
+    return i < executions ? std::optional(i) : std::nullopt;
+  }
+};
+
+// The initial StartExecution commands go in batches straight to ingress, so setup with fsync
+// on does not take one fdatasync per execution. Execution i belongs to tenant i % tenants.
+result<void> submit_starts(log& l, const std::vector<std::string>& tenants, workload& w) {
+  std::vector<commit_batch> batches(l.partition_count());
+  auto flush = [&](uint32_t p) -> result<void> {
+    auto r = l.commit(p, batches[p]);
+    batches[p].clear();
+    return r;
+  };
+  for (uint32_t n = 0; n < w.in_flight; ++n) {
+    const uint32_t i = *w.take_index();
+    const std::string& t = tenants[i % tenants.size()];
+    const uint32_t p = tenant_partition(t, l.partition_count());
+    batches[p].add(stream::ingress, t, start_command(t, i));
+    if (batches[p].appends.size() >= submit_batch_records_max) {
+      if (auto r = flush(p); !r) return r;
+    }
+  }
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    if (auto r = flush(p); !r) return r;
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------- acker
+
+struct latency_sample {
+  int64_t read_ns;  // when the acker read the next command
+  int64_t latency_ns;
+};
+
+struct acker_counters {
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> acks{0};
+};
+
+ack_result success_ack() {
+  ack_result r;
+  r.status = fbs::AckStatus::Success;
+  r.output_json = "{}";
+  return r;
+}
+
+// Plays the connector worker for some partitions: acks every command with Success "{}".
+// Latency of a step = when the acker reads an execution's next command − when the ack of its
+// previous command was committed. The workflow is linear, so an execution has at most one
+// command outstanding and its last ack time is all the state needed. In a closed loop, the
+// ack of an execution's last step is committed together with the start of the next one, for
+// the same tenant (same partition: one atomic commit).
+class acker {
+ public:
+  acker(log& l, std::vector<uint32_t> partitions, std::vector<int64_t>& ack_commit_ns,
+        workload& w, size_t batch_records_max)
+      : _log(l),
+        _partitions(std::move(partitions)),
+        _ack_commit_ns(ack_commit_ns),
+        _workload(w),
+        _batch_records_max(batch_records_max),
+        _next(_partitions.size(), 0) {}
+  ~acker() { stop(); }
+
+  void start() { _thread = std::thread([this] { loop(); }); }
+  void stop() {
+    _stop = true;
+    if (_thread.joinable()) _thread.join();
+  }
+  const acker_counters& counters() const { return _counters; }
+  const std::vector<latency_sample>& samples() const { return _samples; }  // after stop()
+
+ private:
+  void loop() {
+    pthread_setname_np(pthread_self(), "bench-acker");
+    size_t idle_turn = 0;
+    while (!_stop.load(std::memory_order_relaxed)) {
+      const uint32_t wait_on = _partitions[idle_turn++ % _partitions.size()];
+      const uint64_t generation = _log.generation(wait_on);
+      size_t done = 0;
+      for (size_t i = 0; i < _partitions.size(); ++i) done += serve(i);
+      if (done == 0) {
+        _log.wait(wait_on, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
+      }
+    }
+  }
+
+  // One read of commands.step[p] and one commit of its acks; returns the commands acked.
+  size_t serve(size_t slot) {
+    const uint32_t p = _partitions[slot];
+    _records.clear();
+    auto n = _log.read(stream::commands_step, p, _next[slot], _batch_records_max,
+                       read_batch_bytes_max, _records);
+    vassert(n.has_value(), "acker read p{}: {}", p, n.error().message);
+    if (*n == 0) return 0;
+    const int64_t read_ns = now_ns();
+    commit_batch out;
+    _indexes.clear();
+    for (const record& r : _records) ack_one(r, read_ns, out);
+    _next[slot] += *n;
+    out.set_position(std::string(acker_group), stream::commands_step, _next[slot]);
+    auto c = _log.commit(p, out);
+    vassert(c.has_value(), "acker commit p{}: {}", p, c.error().message);
+    const int64_t committed_ns = now_ns();
+    for (uint32_t i : _indexes) _ack_commit_ns[i] = committed_ns;
+    _counters.commits.fetch_add(1, std::memory_order_relaxed);
+    _counters.acks.fetch_add(*n, std::memory_order_relaxed);
+    return *n;
+  }
+
+  void ack_one(const record& r, int64_t read_ns, commit_batch& out) {
+    const fbs::Envelope* env = decode_envelope(r.value);
+    vassert(env != nullptr, "undecodable command at offset {}", r.offset);
+    const auto index = execution_index(sv(env->execution_id()));
+    vassert(index && *index < _ack_commit_ns.size(), "command for unknown execution '{}'",
+            sv(env->execution_id()));
+    if (const int64_t acked = _ack_commit_ns[*index]; acked != 0) {
+      _samples.push_back({read_ns, read_ns - acked});
+    }
+    _indexes.push_back(*index);
+    out.add(stream::acks, r.key, make_ack(*env, _success, _clock.now_ms()));
+    const auto* run_step = env->payload_as_RunStep();
+    vassert(run_step != nullptr, "command at offset {} is not a RunStep", r.offset);
+    if (sv(run_step->step()) == _workload.last_step) start_next(sv(env->tenant_id()), out);
+  }
+
+  void start_next(std::string_view tenant, commit_batch& out) {
+    if (_workload.in_flight == _workload.executions) return;  // all started up front
+    if (auto i = _workload.take_index()) {
+      out.add(stream::ingress, std::string(tenant), start_command(tenant, *i));
+    }
+  }
+
+  log& _log;
+  std::vector<uint32_t> _partitions;
+  std::vector<int64_t>& _ack_commit_ns;  // by execution index; each index has one owner
+  workload& _workload;
+  size_t _batch_records_max;
+  std::vector<uint64_t> _next;  // next commands.step offset, by slot
+  std::vector<record> _records;
+  std::vector<uint32_t> _indexes;
+  std::vector<latency_sample> _samples;
+  const ack_result _success = success_ack();
+  system_clock _clock;
+  acker_counters _counters;
+  std::atomic<bool> _stop{false};
+  std::thread _thread;
+};
+
+std::vector<std::unique_ptr<acker>> make_ackers(log& l, const bench_flags& f, workload& w,
+                                                std::vector<int64_t>& ack_commit_ns) {
+  std::vector<std::unique_ptr<acker>> out;
+  if (f.ackers == "single") {
+    std::vector<uint32_t> all(f.partitions);
+    for (uint32_t p = 0; p < f.partitions; ++p) all[p] = p;
+    out.push_back(std::make_unique<acker>(l, all, ack_commit_ns, w, f.ack_batch_records_max));
+    return out;
+  }
+  for (uint32_t p = 0; p < f.partitions; ++p) {
+    out.push_back(std::make_unique<acker>(l, std::vector<uint32_t>{p}, ack_commit_ns, w,
+                                          f.ack_batch_records_max));
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------ CPU split
+
+enum class cpu_role { main, orchestrator, acker, rocksdb, other };
+constexpr std::string_view cpu_role_names[] = {"main", "orchestrator", "acker", "rocksdb",
+                                               "other"};
+constexpr size_t cpu_roles = std::size(cpu_role_names);
+
+struct cpu_snapshot {
+  std::map<int, std::pair<std::string, uint64_t>> threads;  // tid → (comm, run ns)
+  int64_t user_us = 0;
+  int64_t sys_us = 0;
+  uint64_t machine_busy_ticks = 0;  // all processes, from /proc/stat (USER_HZ ticks)
+};
+
+// user + nice + system + irq + softirq + steal of the "cpu" line of /proc/stat.
+uint64_t machine_busy_ticks() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t v[8] = {};
+  in >> cpu;
+  for (uint64_t& x : v) in >> x;
+  return v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+}
+
+std::string read_first_line(const fs::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+cpu_snapshot take_cpu_snapshot() {
+  cpu_snapshot s;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/self/task", ec)) {
+    int tid = 0;
+    const std::string name = task.path().filename().string();
+    std::from_chars(name.data(), name.data() + name.size(), tid);
+    const uint64_t run_ns = std::strtoull(read_first_line(task.path() / "schedstat").c_str(),
+                                          nullptr, 10);  // first field: ns on a CPU
+    s.threads[tid] = {read_first_line(task.path() / "comm"), run_ns};
+  }
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  s.user_us = u.ru_utime.tv_sec * 1'000'000 + u.ru_utime.tv_usec;
+  s.sys_us = u.ru_stime.tv_sec * 1'000'000 + u.ru_stime.tv_usec;
+  s.machine_busy_ticks = machine_busy_ticks();
+  return s;
+}
+
+struct cpu_split {
+  double seconds[cpu_roles] = {};
+  double user_s = 0;
+  double sys_s = 0;
+  double neighbours_s = 0;  // CPU other processes on the machine used meanwhile
+};
+
+// Threads the node started (partition runtimes) are told apart by tid: they are the ones
+// that appeared across node::start().
+cpu_split split_cpu(const cpu_snapshot& from, const cpu_snapshot& to,
+                    const std::vector<int>& orchestrator_tids) {
+  cpu_split out;
+  for (const auto& [tid, thread] : to.threads) {
+    const auto& [comm, run_ns] = thread;
+    auto before = from.threads.find(tid);
+    const uint64_t start = before == from.threads.end() ? 0 : before->second.second;
+    cpu_role role = cpu_role::other;
+    if (tid == ::getpid()) role = cpu_role::main;
+    else if (std::ranges::count(orchestrator_tids, tid)) role = cpu_role::orchestrator;
+    else if (comm.starts_with("bench-acker")) role = cpu_role::acker;
+    else if (comm.starts_with("rocksdb")) role = cpu_role::rocksdb;
+    out.seconds[static_cast<size_t>(role)] += static_cast<double>(run_ns - start) / 1e9;
+  }
+  out.user_s = static_cast<double>(to.user_us - from.user_us) / 1e6;
+  out.sys_s = static_cast<double>(to.sys_us - from.sys_us) / 1e6;
+  const double machine_s = static_cast<double>(to.machine_busy_ticks - from.machine_busy_ticks) /
+                           static_cast<double>(::sysconf(_SC_CLK_TCK));
+  out.neighbours_s = std::max(0.0, machine_s - out.user_s - out.sys_s);
+  return out;
+}
+
+std::vector<int> new_threads(const cpu_snapshot& before, const cpu_snapshot& after) {
+  std::vector<int> out;
+  for (const auto& [tid, thread] : after.threads) {
+    if (!before.threads.contains(tid)) out.push_back(tid);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------- sampling
+
+struct totals {
+  int64_t at_ns = 0;
+  uint64_t transitions = 0;
+  uint64_t started = 0;
+  uint64_t ended = 0;
+  uint64_t stale_acks = 0;
+  uint64_t rejections = 0;
+  uint64_t orchestrator_commits = 0;
+  uint64_t orchestrator_inputs = 0;
+  uint64_t orchestrator_records_out = 0;
+  uint64_t orchestrator_commit_us = 0;
+  uint64_t acker_commits = 0;
+  uint64_t acks = 0;
+};
+
+totals read_totals(node& n, const std::vector<std::unique_ptr<acker>>& ackers) {
+  totals t;
+  t.at_ns = now_ns();
+  for (uint32_t p = 0; p < n.partitions(); ++p) {
+    const orchestrator_probe& o = n.orchestrator_of(p).probe();
+    t.transitions += o.step_transitions.load(std::memory_order_relaxed);
+    t.started += o.executions_started.load(std::memory_order_relaxed);
+    t.ended += o.executions_ended.load(std::memory_order_relaxed);
+    t.stale_acks += o.stale_acks.load(std::memory_order_relaxed);
+    t.rejections += o.rejections.load(std::memory_order_relaxed);
+    const partition_probe& r = n.partition(p).probe();
+    t.orchestrator_commits += r.batches.load(std::memory_order_relaxed);
+    t.orchestrator_inputs += r.inputs.load(std::memory_order_relaxed);
+    t.orchestrator_records_out += r.records_out.load(std::memory_order_relaxed);
+    t.orchestrator_commit_us += r.commit_us_total.load(std::memory_order_relaxed);
+  }
+  for (const auto& a : ackers) {
+    t.acker_commits += a->counters().commits.load(std::memory_order_relaxed);
+    t.acks += a->counters().acks.load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+// The measuring window: from the first sample where the initial StartExecution commands have
+// been processed (the start phase, which also builds the first commands, is over) to the first
+// sample where fewer than half of --in-flight executions are still in flight (the drain, where
+// the orchestrator runs out of work, is left out). Both ends are CPU-snapshotted.
+struct run_record {
+  int64_t started_ns = 0;  // node::start()
+  totals first;            // window start
+  totals last;             // window end
+  totals end;              // when the run stopped
+  cpu_snapshot cpu_first;
+  cpu_snapshot cpu_last;
+  bool window_open = false;
+  bool window_closed = false;
+  bool complete = false;   // every execution ended
+  bool timed_out = false;
+};
+
+void observe(const totals& t, const bench_flags& f, run_record& r) {
+  if (!r.window_open && t.started >= f.in_flight) {
+    r.first = t;
+    r.cpu_first = take_cpu_snapshot();
+    r.window_open = true;
+  }
+  const bool draining = 2 * (t.started - t.ended) < f.in_flight;
+  if (r.window_open && !r.window_closed && (draining || t.ended == f.executions)) {
+    r.last = t;
+    r.cpu_last = take_cpu_snapshot();
+    r.window_closed = true;
+  }
+}
+
+run_record run(node& n, const std::vector<std::unique_ptr<acker>>& ackers,
+               const bench_flags& f) {
+  run_record r;
+  const cpu_snapshot cpu_at_start = take_cpu_snapshot();
+  r.started_ns = now_ns();
+  const int64_t deadline_ns = r.started_ns + int64_t{f.seconds_max} * 1'000'000'000;
+  while (true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
+    const totals t = read_totals(n, ackers);
+    observe(t, f, r);
+    r.end = t;
+    r.complete = t.ended == f.executions;
+    r.timed_out = t.at_ns > deadline_ns;
+    if (r.complete || r.timed_out || interrupted) break;
+  }
+  if (!r.window_closed) {  // stopped early: the window ends where the run did
+    if (!r.window_open) {
+      r.first = totals{.at_ns = r.started_ns};
+      r.cpu_first = cpu_at_start;
+    }
+    r.last = r.end;
+    r.cpu_last = take_cpu_snapshot();
+  }
+  return r;
+}
+
+// -------------------------------------------------------------------------------- results
+
+struct latency_summary {
+  size_t count = 0;
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
+};
+
+latency_summary summarize_latency(const std::vector<std::unique_ptr<acker>>& ackers,
+                                  int64_t from_ns, int64_t to_ns) {
+  std::vector<int64_t> v;
+  for (const auto& a : ackers) {
+    for (const latency_sample& s : a->samples()) {
+      if (s.read_ns >= from_ns && s.read_ns <= to_ns) v.push_back(s.latency_ns);
+    }
+  }
+  latency_summary out;
+  out.count = v.size();
+  if (v.empty()) return out;
+  std::ranges::sort(v);
+  auto at = [&](double q) {
+    return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) /
+           1e6;
+  };
+  out.p50_ms = at(0.50);
+  out.p90_ms = at(0.90);
+  out.p99_ms = at(0.99);
+  out.max_ms = static_cast<double>(v.back()) / 1e6;
+  return out;
+}
+
+struct report {
+  double window_s = 0;
+  double transitions_per_s = 0;
+  double overall_transitions_per_s = 0;  // start() to the last execution ended
+  double run_s = 0;
+  double orchestrator_commits_per_s = 0;
+  double inputs_per_orchestrator_commit = 0;
+  double records_per_orchestrator_commit = 0;
+  double orchestrator_commit_ms = 0;  // log commit incl. fdatasync and write_mu wait
+  double acker_commits_per_s = 0;
+  double acks_per_acker_commit = 0;
+  latency_summary latency;
+  cpu_split cpu;
+  uint64_t transitions = 0;
+  uint64_t ended = 0;
+};
+
+double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+report make_report(const run_record& r, const std::vector<std::unique_ptr<acker>>& ackers,
+                   const std::vector<int>& orchestrator_tids) {
+  report out;
+  const totals& a = r.first;
+  const totals& b = r.last;
+  out.window_s = static_cast<double>(b.at_ns - a.at_ns) / 1e9;
+  out.run_s = static_cast<double>(r.end.at_ns - r.started_ns) / 1e9;
+  out.transitions = r.end.transitions;
+  out.ended = r.end.ended;
+  out.transitions_per_s = ratio(static_cast<double>(b.transitions - a.transitions), out.window_s);
+  out.overall_transitions_per_s = ratio(static_cast<double>(r.end.transitions), out.run_s);
+  const auto commits = static_cast<double>(b.orchestrator_commits - a.orchestrator_commits);
+  out.orchestrator_commits_per_s = ratio(commits, out.window_s);
+  out.inputs_per_orchestrator_commit =
+      ratio(static_cast<double>(b.orchestrator_inputs - a.orchestrator_inputs), commits);
+  out.records_per_orchestrator_commit =
+      ratio(static_cast<double>(b.orchestrator_records_out - a.orchestrator_records_out), commits);
+  out.orchestrator_commit_ms =
+      ratio(static_cast<double>(b.orchestrator_commit_us - a.orchestrator_commit_us), commits) /
+      1e3;
+  const auto acker_commits = static_cast<double>(b.acker_commits - a.acker_commits);
+  out.acker_commits_per_s = ratio(acker_commits, out.window_s);
+  out.acks_per_acker_commit = ratio(static_cast<double>(b.acks - a.acks), acker_commits);
+  out.latency = summarize_latency(ackers, a.at_ns, b.at_ns);
+  out.cpu = split_cpu(r.cpu_first, r.cpu_last, orchestrator_tids);
+  return out;
+}
+
+void print_table(const bench_flags& f, const report& r, std::string_view fs_name) {
+  const double cores = static_cast<double>(std::thread::hardware_concurrency());
+  auto pct = [&](double s) { return 100.0 * ratio(s, r.window_s * cores); };
+  fmt::print("orchestration_bench: {} partitions, fsync {}, {} executions x {} steps, {} in "
+             "flight, ackers {}, data on {}\n",
+             f.partitions, f.fsync ? "on" : "off", f.executions, f.steps, f.in_flight, f.ackers,
+             fs_name);
+  fmt::print("  {:<38} {:>12.0f}   (window {:.2f} s of {:.2f} s run)\n",
+             "step transitions/s (window)", r.transitions_per_s, r.window_s, r.run_s);
+  fmt::print("  {:<38} {:>12.0f}\n", "step transitions/s (whole run)",
+             r.overall_transitions_per_s);
+  fmt::print("  {:<38} {:>12.2f} {:>8.2f} {:>8.2f} {:>8.2f}   ({} samples)\n",
+             "ack->next command ms p50 p90 p99 max", r.latency.p50_ms, r.latency.p90_ms,
+             r.latency.p99_ms, r.latency.max_ms, r.latency.count);
+  fmt::print("  {:<38} {:>12.0f}   ({:.1f} inputs, {:.1f} records out, {:.2f} ms each)\n",
+             "orchestrator commits/s", r.orchestrator_commits_per_s,
+             r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit,
+             r.orchestrator_commit_ms);
+  fmt::print("  {:<38} {:>12.0f}   ({:.1f} acks each)\n", "acker commits/s",
+             r.acker_commits_per_s, r.acks_per_acker_commit);
+  fmt::print("  {:<38} {:>12.0f}   (user {:.2f} s, sys {:.2f} s)\n",
+             "CPU used, % of all cores", pct(r.cpu.user_s + r.cpu.sys_s), r.cpu.user_s,
+             r.cpu.sys_s);
+  for (size_t i = 0; i < cpu_roles; ++i) {
+    fmt::print("    {:<36} {:>12.1f}%\n", cpu_role_names[i], pct(r.cpu.seconds[i]));
+  }
+  fmt::print("  {:<38} {:>12.0f}   (should be near 0 for a clean measurement)\n",
+             "other processes' CPU, % of all cores", pct(r.cpu.neighbours_s));
+}
+
+void print_json(const bench_flags& f, const report& r) {
+  const double window_cpu = r.window_s * std::thread::hardware_concurrency();
+  std::string cpu;
+  for (size_t i = 0; i < cpu_roles; ++i) {
+    cpu += fmt::format(R"({}"{}":{:.3f})", i ? "," : "", cpu_role_names[i],
+                       ratio(r.cpu.seconds[i], window_cpu));
+  }
+  fmt::print(
+      R"({{"bench":"orchestration","partitions":{},"fsync":{},"executions":{},"in_flight":{},"steps":{},)"
+      R"("ackers":"{}","transitions_per_s":{:.0f},"overall_transitions_per_s":{:.0f},)"
+      R"("window_s":{:.3f},"run_s":{:.3f},"latency_ms":{{"p50":{:.3f},"p90":{:.3f},)"
+      R"("p99":{:.3f},"max":{:.3f},"samples":{}}},"orchestrator_commits_per_s":{:.0f},)"
+      R"("inputs_per_commit":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.3f},)"
+      R"("acker_commits_per_s":{:.0f},"acks_per_acker_commit":{:.1f},"cpu_share":{{{}}},)"
+      R"("neighbours_cpu_share":{:.3f}}})"
+      "\n",
+      f.partitions, f.fsync, f.executions, f.in_flight, f.steps, f.ackers, r.transitions_per_s,
+      r.overall_transitions_per_s, r.window_s, r.run_s, r.latency.p50_ms, r.latency.p90_ms,
+      r.latency.p99_ms, r.latency.max_ms, r.latency.count, r.orchestrator_commits_per_s,
+      r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit,
+      r.orchestrator_commit_ms, r.acker_commits_per_s, r.acks_per_acker_commit, cpu,
+      ratio(r.cpu.neighbours_s, window_cpu));
+}
+
+// ----------------------------------------------------------------------------------- main
+
+// Every execution must have succeeded, with no rejection and no stale ack: a benchmark of a
+// run that went wrong measures nothing.
+bool check_outcome(node& n, const bench_flags& f, const run_record& r) {
+  const node_summary s = n.summary();
+  const auto it = s.executions_by_status.find("succeeded");
+  const uint64_t succeeded = it == s.executions_by_status.end() ? 0 : it->second;
+  const uint64_t expected_transitions = uint64_t{f.executions} * f.steps;
+  const bool ok = succeeded == f.executions && s.rejections == 0 && s.deadletters == 0 &&
+                  r.end.stale_acks == 0 && r.end.transitions == expected_transitions;
+  if (!ok) {
+    fmt::print(stderr,
+               "orchestration_bench: run incomplete or wrong: {} of {} succeeded, {} of {} "
+               "transitions, {} rejections, {} deadletters, {} stale acks{}\n",
+               succeeded, f.executions, r.end.transitions, expected_transitions, s.rejections,
+               s.deadletters, r.end.stale_acks, r.timed_out ? " (hit --seconds)" : "");
+  }
+  return ok;
+}
+
+result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string& dir,
+                                        clock& clk, workload& w) {
+  node_options o;
+  o.data_dir = dir;
+  o.partitions = f.partitions;
+  o.fsync = f.fsync;
+  o.workers = false;
+  o.runtime.batch_records_max = f.orchestrator_batch_records_max;
+  auto n = node::open(o, clk);
+  if (!n) return n;
+  const auto tenants = pick_tenants(f.tenants, f.partitions);
+  if (auto r = publish((*n)->get_log(), tenants, f.steps); !r) return std::unexpected(r.error());
+  if (auto r = submit_starts((*n)->get_log(), tenants, w); !r) {
+    return std::unexpected(r.error());
+  }
+  if (auto r = (*n)->recover(); !r) return std::unexpected(r.error());
+  return n;
+}
+
+int run_bench(const bench_flags& f) {
+  auto dir = temp_dir::create(f.dir);
+  if (!dir) return fmt::print(stderr, "orchestration_bench: {}\n", dir.error().message), 2;
+  system_clock clk;
+  workload w{.executions = f.executions, .in_flight = f.in_flight,
+             .last_step = fmt::format("s{}", f.steps - 1)};
+  auto opened = open_node(f, dir->path(), clk, w);
+  if (!opened) return fmt::print(stderr, "orchestration_bench: {}\n", opened.error().message), 2;
+  node& n = **opened;
+  std::vector<int64_t> ack_commit_ns(f.executions, 0);
+  auto ackers = make_ackers(n.get_log(), f, w, ack_commit_ns);
+
+  const cpu_snapshot before_start = take_cpu_snapshot();
+  n.start();
+  const std::vector<int> orchestrator_tids = new_threads(before_start, take_cpu_snapshot());
+  for (auto& a : ackers) a->start();
+  const run_record r = run(n, ackers, f);
+  for (auto& a : ackers) a->stop();
+  n.stop();
+
+  const report rep = make_report(r, ackers, orchestrator_tids);
+  print_table(f, rep, filesystem_name(dir->path()));
+  if (f.json) print_json(f, rep);
+  return check_outcome(n, f, r) ? 0 : 1;
+}
+
+int parse_and_run(int argc, char** argv) {
+  bench_flags f;
+  CLI::App app{"Orchestration benchmark: step transitions/s and ack-to-next-command latency "
+               "on the embedded log (see bench/README.md)"};
+  app.add_option("--partitions", f.partitions, "Partitions")->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--fsync,!--no-fsync", f.fsync, "fdatasync every log commit (default on)");
+  app.add_option("--steps", f.steps, "Task steps in the linear workflow")->capture_default_str()
+      ->check(CLI::Range(1, 60));
+  app.add_option("--executions", f.executions, "Executions to run")
+      ->capture_default_str()->check(CLI::Range(1, 10'000'000));
+  app.add_option("--in-flight", f.in_flight,
+                 "Executions running at once: a new one starts when one ends (closed loop); "
+                 "0 starts them all up front")
+      ->capture_default_str();
+  app.add_option("--tenants", f.tenants, "Tenants (spread evenly over the partitions)")
+      ->capture_default_str()->check(CLI::Range(1, 10'000));
+  app.add_option("--ackers", f.ackers, "partition: one acker thread per partition; single: one")
+      ->capture_default_str()->check(CLI::IsMember({"partition", "single"}));
+  app.add_option("--ack-batch", f.ack_batch_records_max, "Commands acked per acker commit, max")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--orchestrator-batch", f.orchestrator_batch_records_max,
+                 "partition_runtime batch_records_max (inputs per stream per batch)")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--seconds", f.seconds_max, "Stop after this long even if not done")
+      ->capture_default_str()->check(CLI::Range(1, 86'400));
+  app.add_option("--dir", f.dir, "Parent of the temporary data directory ($TMPDIR or /tmp)");
+  app.add_flag("--json", f.json, "Also print the results as one JSON line");
+  CLI11_PARSE(app, argc, argv);
+  if (f.in_flight == 0 || f.in_flight > f.executions) f.in_flight = f.executions;
+  return run_bench(f);
+}
+
+}  // namespace
+}  // namespace auterity::bench
+
+int main(int argc, char** argv) {
+  std::signal(SIGINT, auterity::bench::on_signal);
+  std::signal(SIGTERM, auterity::bench::on_signal);
+  return auterity::bench::parse_and_run(argc, argv);
+}

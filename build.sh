@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what is missing (Debian packages), builds, and runs one of:
+#   ./build.sh demo [auterity demo flags]   the main job on the embedded log
+#   ./build.sh test [ctest flags]           the whole test suite
+#   ./build.sh build                        just build
+# Environment: BUILD_DIR (default build), AUTERITY_WERROR (default ON: warnings are errors).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(
+  cmake ninja-build g++ ccache pkg-config
+  librocksdb-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
+  nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev
+)
+
+install_missing() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "build.sh: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  local dir=${BUILD_DIR:-build}
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DAUTERITY_WERROR="${AUTERITY_WERROR:-ON}" >/dev/null
+  ninja -C "$dir"
+}
+
+what=${1:-build}
+[ $# -gt 0 ] && shift
+install_missing
+build
+dir=${BUILD_DIR:-build}
+case "$what" in
+  demo) exec "$dir/engine/auterity" demo "$@" ;;
+  test) cd "$dir" && exec ctest --output-on-failure --timeout 900 "$@" ;;
+  build) ;;
+  *) echo "usage: ./build.sh demo|test|build" >&2; exit 2 ;;
+esac

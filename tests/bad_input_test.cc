@@ -1,0 +1,206 @@
+// Bad input never crashes, hangs or disappears: each case ends as a rejection (with its code and
+// a readable reason) or a deadletter record (with the reason and the original bytes), and the
+// partition keeps processing what comes after it.
+
+#include <nlohmann/json.hpp>
+
+#include "processors/limits.h"
+#include "processors/rejection.h"
+#include "processors/tests/harness.h"
+
+namespace auterity {
+namespace {
+
+using json = nlohmann::json;
+using testing::harness;
+
+constexpr const char* tenant = "acme";
+
+const std::string simple_workflow =
+    R"({"workflow":"wf","version":1,"steps":[{"id":"a","kind":"task","action":"transform"}]})";
+
+struct dead_letter {
+  std::string reason;
+  std::string source;
+  std::string original;
+};
+
+std::vector<dead_letter> dead_letters(harness& h) {
+  std::vector<dead_letter> out;
+  for (const record& r : h.read_all(stream::deadletter)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    EXPECT_NE(e, nullptr) << "deadletter records are envelopes themselves";
+    if (!e) continue;
+    auto d = e->payload_as_DeadLetter();
+    out.push_back({std::string(sv(d->reason())), std::string(sv(d->source_stream())),
+                   std::string(reinterpret_cast<const char*>(d->original()->data()),
+                               d->original()->size())});
+  }
+  return out;
+}
+
+// After the bad record, a good execution must still run: no bad record stops a partition.
+void expect_partition_still_works(harness& h, std::string_view id) {
+  h.start(tenant, id, "wf");
+  h.settle();
+  auto e = h.exec(tenant, id);
+  ASSERT_TRUE(e.has_value()) << "the execution after the bad record never started";
+  EXPECT_EQ(e->status, exec_status::succeeded);
+}
+
+void append_raw(harness& h, stream s, std::string bytes) {
+  commit_batch b;
+  b.add(s, tenant, std::move(bytes));
+  ASSERT_TRUE(h.n->get_log().commit(tenant_partition(tenant, h.n->partitions()), b).has_value());
+}
+
+class bad_input : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h.publish(tenant, simple_workflow);
+    h.settle();
+  }
+  harness h{"bad-input", 2};
+};
+
+TEST_F(bad_input, garbage_bytes_on_ingress_go_to_deadletter_with_the_reason) {
+  const std::string garbage = "\x01\x02 this is not a flatbuffer \xff\xfe";
+  append_raw(h, stream::ingress, garbage);
+  append_raw(h, stream::ingress, "");
+  h.settle();
+  auto dl = dead_letters(h);
+  ASSERT_EQ(dl.size(), 2u);
+  EXPECT_EQ(dl[0].source, "ingress");
+  EXPECT_EQ(dl[0].original, garbage) << "the original bytes are kept for the operator";
+  EXPECT_NE(dl[0].reason.find("not an Auterity envelope"), std::string::npos) << dl[0].reason;
+  EXPECT_NE(dl[1].reason.find("shorter than"), std::string::npos) << dl[1].reason;
+  expect_partition_still_works(h, "after-garbage");
+}
+
+TEST_F(bad_input, a_flatbuffer_of_another_schema_goes_to_deadletter) {
+  // A well-formed FlatBuffer that is not ours: wrong file identifier.
+  flatbuffers::FlatBufferBuilder fbb;
+  auto s = fbb.CreateString("hello");
+  fbb.Finish(s, "XXXX");
+  append_raw(h, stream::ingress,
+             std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+  // Our identifier, truncated body: fails verification.
+  std::string start = client::start_execution({tenant, "x", "r", 0}, "wf", 0, "{}");
+  append_raw(h, stream::ingress, start.substr(0, start.size() / 2));
+  h.settle();
+  auto dl = dead_letters(h);
+  ASSERT_EQ(dl.size(), 2u);
+  EXPECT_NE(dl[0].reason.find("identifier"), std::string::npos) << dl[0].reason;
+  EXPECT_NE(dl[1].reason.find("verification"), std::string::npos) << dl[1].reason;
+  expect_partition_still_works(h, "after-schema");
+}
+
+TEST_F(bad_input, garbage_on_acks_and_command_streams_goes_to_deadletter) {
+  append_raw(h, stream::acks, "not an ack");
+  append_raw(h, stream::commands_step, "not a command");
+  h.settle();
+  auto dl = dead_letters(h);
+  ASSERT_EQ(dl.size(), 2u);
+  std::set<std::string> sources = {dl[0].source, dl[1].source};
+  EXPECT_EQ(sources, (std::set<std::string>{"acks", "commands.step"}));
+  expect_partition_still_works(h, "after-acks");
+}
+
+TEST_F(bad_input, unknown_tenant_is_rejected_with_code_and_reason) {
+  h.start("nobody", "e1", "wf");
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unknown_tenant));
+  EXPECT_NE(rej[0].reason.find("nobody"), std::string::npos) << rej[0].reason;
+  EXPECT_FALSE(h.exec("nobody", "e1").has_value());
+}
+
+TEST_F(bad_input, unknown_workflow_and_duplicate_execution_are_rejected) {
+  h.start(tenant, "e1", "no-such-workflow");
+  h.start(tenant, "e2", "wf");
+  h.start(tenant, "e2", "wf");
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 2u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unknown_workflow));
+  EXPECT_NE(rej[0].reason.find("no-such-workflow"), std::string::npos);
+  EXPECT_EQ(rej[1].code, static_cast<uint16_t>(rejection_code::duplicate_execution));
+  const auto events = h.events_of("e2");
+  EXPECT_EQ(std::count(events.begin(), events.end(), "ExecutionStarted"), 1)
+      << "the duplicate start did not run the execution twice";
+}
+
+TEST_F(bad_input, cyclic_definition_is_rejected_naming_the_cycle) {
+  h.publish(tenant, R"({"workflow":"loop","version":1,"steps":[
+      {"id":"a","kind":"task","action":"transform","after":["c"]},
+      {"id":"b","kind":"task","action":"transform","after":["a"]},
+      {"id":"c","kind":"task","action":"transform","after":["b"]}]})");
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::definition_cycle));
+  EXPECT_NE(rej[0].reason.find("cycle"), std::string::npos) << rej[0].reason;
+  h.start(tenant, "e1", "loop");
+  h.settle();
+  EXPECT_EQ(h.rejections().back().code, static_cast<uint16_t>(rejection_code::unknown_workflow));
+}
+
+TEST_F(bad_input, oversize_payloads_are_rejected_naming_the_limit) {
+  const std::string big(limits::payload_bytes_max + 1, 'x');
+  h.start(tenant, "big", "wf", json{{"blob", big}}.dump());
+  json steps = json::array();
+  for (size_t i = 0; i <= limits::steps_per_definition_max; ++i) {
+    steps.push_back({{"id", fmt::format("s{}", i)}, {"kind", "task"}, {"action", "transform"}});
+  }
+  h.publish(tenant, json{{"workflow", "huge"}, {"version", 1}, {"steps", steps}}.dump());
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 2u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::payload_too_large));
+  EXPECT_NE(rej[0].reason.find("payload_bytes_max"), std::string::npos) << rej[0].reason;
+  EXPECT_EQ(rej[1].code, static_cast<uint16_t>(rejection_code::too_many_steps));
+  expect_partition_still_works(h, "after-oversize");
+}
+
+TEST_F(bad_input, malformed_input_and_wrong_record_types_are_rejected) {
+  h.start(tenant, "e1", "wf", "{not json");
+  h.start(tenant, "e2", "wf", "[1,2,3]");
+  h.start(tenant, "", "wf", "{}");
+  // An ack published to ingress by mistake.
+  flatbuffers::FlatBufferBuilder fbb;
+  auto ack = fbs::CreateStepAck(fbb, fbb.CreateString("x/y/1"));
+  envelope_header hd;
+  hd.kind = fbs::RecordKind::Command;
+  hd.tenant_id = tenant;
+  hd.execution_id = "e3";
+  h.submit(tenant, finish_envelope(fbb, hd, fbs::Payload::StepAck, ack.Union()));
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 4u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::invalid_input));
+  EXPECT_EQ(rej[1].code, static_cast<uint16_t>(rejection_code::invalid_input));
+  EXPECT_EQ(rej[2].code, static_cast<uint16_t>(rejection_code::missing_field));
+  EXPECT_EQ(rej[3].code, static_cast<uint16_t>(rejection_code::wrong_record));
+  EXPECT_NE(rej[3].reason.find("StepAck"), std::string::npos) << rej[3].reason;
+  expect_partition_still_works(h, "after-malformed");
+}
+
+TEST_F(bad_input, a_newer_schema_version_is_rejected_not_misread) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto p = fbs::CreateStartExecution(fbb, fbb.CreateString("wf"), 0, fbb.CreateString("{}"));
+  envelope_header hd;
+  hd.kind = fbs::RecordKind::Command;
+  hd.tenant_id = tenant;
+  hd.execution_id = "future";
+  hd.schema_version = schema_version_current + 1;
+  h.submit(tenant, finish_envelope(fbb, hd, fbs::Payload::StartExecution, p.Union()));
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unsupported_version));
+  EXPECT_FALSE(h.exec(tenant, "future").has_value());
+}
+
+}  // namespace
+}  // namespace auterity

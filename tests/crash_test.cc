@@ -1,0 +1,707 @@
+// The crash test: runs the real `auterity run --until-quiet` binary on a data directory,
+// SIGKILLs it at random points, restarts it, and then checks from the log, the state and the
+// outbox that every execution finished with no event lost, no command emitted twice and no
+// notification sent twice or lost.
+//
+// The kill schedule comes from a seed printed at the start (AUTERITY_TEST_SEED re-runs it);
+// where a kill lands inside the engine still depends on timing, so a failure's data directory
+// is kept for inspection. AUTERITY_CRASH_EXECUTIONS and AUTERITY_CRASH_ROUNDS scale a soak run.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/record.h"
+#include "processors/client.h"
+#include "processors/node.h"
+#include "replay/timeline.h"
+#include "replay/verify.h"
+
+extern char** environ;
+
+namespace auterity {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr uint32_t partitions = 4;
+constexpr uint32_t tenants = 3;
+constexpr uint32_t executions_default = 300;
+constexpr uint32_t rounds_default = 10;
+constexpr int64_t kill_after_ms_min = 30;
+constexpr int64_t kill_after_ms_max = 400;
+constexpr int64_t final_run_timeout_ms = 120'000;
+constexpr int64_t child_poll_ms = 20;
+constexpr size_t log_tail_bytes_max = 4000;
+constexpr size_t problems_shown_max = 20;
+
+// Everything crash-sensitive the orchestrator does: two parallel tasks with a step timeout
+// that never fires (5 minutes, longer than the whole test), a task that fails retryably until
+// its k-th attempt (retry timers), a delay (a due timer), two parallel notifications through
+// the outbox connector, and a task joining them.
+constexpr std::string_view workflow_json = R"({
+  "workflow": "crash-lead",
+  "version": 1,
+  "description": "Crash test workload: parallel tasks, retries, a delay, two notifications",
+  "steps": [
+    {"id": "enrich", "kind": "task", "action": "transform", "timeout_ms": 300000,
+     "input": {"name": "{{input.name}}", "part": "contact"}},
+    {"id": "score", "kind": "task", "action": "transform", "timeout_ms": 300000,
+     "input": {"name": "{{input.name}}", "part": "score"}},
+    {"id": "crm_sync", "kind": "task", "action": "flaky", "after": ["enrich", "score"],
+     "input": {"succeed_on_attempt": "{{input.flaky_attempts}}"},
+     "retry": {"max_attempts": 4, "backoff_ms": 20}},
+    {"id": "cool_off", "kind": "delay", "delay_ms": 30, "after": ["crm_sync"]},
+    {"id": "send_sms", "kind": "notify", "after": ["cool_off"],
+     "input": {"channel": "sms", "to": "{{input.phone}}",
+               "body": "Hi {{steps.enrich.output.name}}, thanks for your interest!"}},
+    {"id": "send_email", "kind": "notify", "after": ["cool_off"],
+     "input": {"channel": "email", "to": "{{input.email}}", "subject": "Your visit",
+               "body": "Hi {{steps.enrich.output.name}}, when would you like to come in?"}},
+    {"id": "wrap_up", "kind": "task", "action": "transform", "timeout_ms": 300000,
+     "after": ["send_sms", "send_email"],
+     "input": {"sms": "{{steps.send_sms.status}}", "email": "{{steps.send_email.status}}"}}
+  ]
+})";
+constexpr std::string_view workflow_id = "crash-lead";
+constexpr std::string_view flaky_step = "crm_sync";
+const std::vector<std::string> single_command_steps = {"enrich", "score", "send_sms",
+                                                       "send_email", "wrap_up"};
+const std::map<std::string, std::string> notify_channels = {{"send_sms", "sms"},
+                                                            {"send_email", "email"}};
+
+struct planned_execution {
+  std::string tenant;
+  std::string id;
+  uint32_t flaky_attempts = 1;  // crm_sync succeeds on this attempt
+  std::string phone;
+  std::string email;
+
+  std::string key() const { return tenant + "/" + id; }
+  uint32_t expected_commands() const {
+    return static_cast<uint32_t>(single_command_steps.size()) + flaky_attempts;
+  }
+  // ExecutionStarted; StepScheduled + StepSucceeded for each single-attempt command step;
+  // StepScheduled + StepRetryScheduled + TimerFired per failed crm_sync attempt, then
+  // StepScheduled + StepSucceeded; cool_off StepScheduled + TimerFired + StepSucceeded;
+  // ExecutionSucceeded.
+  uint32_t expected_events() const {
+    return 1 + 2 * static_cast<uint32_t>(single_command_steps.size()) +
+           3 * (flaky_attempts - 1) + 2 + 3 + 1;
+  }
+};
+
+// ------------------------------------------------------------------------------- helpers
+
+uint64_t env_or(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+// Collects findings of one kind and prints the first few with the total, so one broken
+// invariant does not bury the report under thousands of lines.
+class problems {
+ public:
+  explicit problems(std::string what) : _what(std::move(what)) {}
+  void add(std::string p) {
+    if (_shown.size() < problems_shown_max) _shown.push_back(std::move(p));
+    ++_count;
+  }
+  size_t count() const { return _count; }
+  friend std::ostream& operator<<(std::ostream& os, const problems& p) {
+    os << p._count << " " << p._what << ":";
+    for (const std::string& s : p._shown) os << "\n  " << s;
+    if (p._count > p._shown.size()) os << "\n  ... and " << p._count - p._shown.size() << " more";
+    return os;
+  }
+
+ private:
+  std::string _what;
+  std::vector<std::string> _shown;
+  size_t _count = 0;
+};
+
+std::string read_whole(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string tail_of(const fs::path& path) {
+  std::string s = read_whole(path);
+  if (s.size() > log_tail_bytes_max) s = "..." + s.substr(s.size() - log_tail_bytes_max);
+  return s.empty() ? "(empty)" : s;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return fmt::format("died of signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  }
+  return fmt::format("ended with wait status {:#x}", status);
+}
+
+// Bytes of the embedded log's files: grows with every commit, so "did anything happen after
+// this kill" needs no log open (which would repair a torn tail before the engine could).
+uint64_t log_bytes(const fs::path& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(dir / "log", ec)) {
+    if (entry.is_regular_file(ec)) total += entry.file_size(ec);
+  }
+  return total;
+}
+
+// Reads every record of (s, p) in offset order.
+template <typename F>
+void for_each_record(log& l, stream s, uint32_t p, F&& fn) {
+  std::vector<record> recs;
+  const uint64_t end = l.end_offset(s, p);
+  for (uint64_t from = 0; from < end; from += recs.size()) {
+    recs.clear();
+    auto n = l.read(s, p, from, 1024, 8 << 20, recs);
+    ASSERT_TRUE(n.has_value()) << stream_name(s) << "/" << p << ": " << n.error().message;
+    ASSERT_GT(*n, 0u) << stream_name(s) << "/" << p << ": read returned nothing at " << from;
+    for (const record& r : recs) fn(r);
+  }
+}
+
+// ------------------------------------------------------------------------------ workload
+
+std::vector<std::string> pick_tenants() {
+  // Tenants on distinct partitions, so the kills hit several partition loops at once.
+  std::vector<std::string> out;
+  std::set<uint32_t> used;
+  for (int i = 0; out.size() < tenants; ++i) {
+    std::string t = fmt::format("dealer-{:02}", i);
+    if (used.insert(tenant_partition(t, partitions)).second) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<planned_execution> plan_workload(uint32_t count) {
+  const std::vector<std::string> ts = pick_tenants();
+  std::vector<planned_execution> plan;
+  for (uint32_t i = 0; i < count; ++i) {
+    planned_execution e;
+    e.tenant = ts[i % ts.size()];
+    e.id = fmt::format("lead-{:05}", i);
+    e.flaky_attempts = 2 + i % 2;
+    e.phone = fmt::format("+1555{:07}", i);
+    e.email = fmt::format("lead{}@example.com", i);
+    plan.push_back(std::move(e));
+  }
+  return plan;
+}
+
+node_options options_for(const fs::path& dir) {
+  node_options o;
+  o.data_dir = dir.string();
+  o.partitions = partitions;
+  o.workers = false;
+  return o;
+}
+
+void submit_workload(const fs::path& dir, const std::vector<planned_execution>& plan) {
+  system_clock clk;
+  node_options o = options_for(dir);
+  o.fsync = false;  // this process closes the log cleanly before anyone reads it
+  auto n = node::open(o, clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  const int64_t now = clk.now_ms();
+  for (const std::string& t : pick_tenants()) {
+    const std::string rid = "publish-" + t;
+    auto r = (*n)->submit(t, client::publish_definition({t, "", rid, now}, workflow_json));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+  for (const planned_execution& e : plan) {
+    const json input = {{"name", "Lead " + e.id},
+                        {"phone", e.phone},
+                        {"email", e.email},
+                        {"flaky_attempts", e.flaky_attempts}};
+    const std::string rid = "start-" + e.id;
+    auto r = (*n)->submit(e.tenant, client::start_execution({e.tenant, e.id, rid, now},
+                                                            workflow_id, 1, input.dump()));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+}
+
+// ------------------------------------------------------------------------- engine process
+
+// Starts `auterity run --until-quiet` on `dir` with stdout and stderr appended to `out`.
+pid_t spawn_engine(const fs::path& dir, const fs::path& out) {
+  std::vector<std::string> args = {AUTERITY_BIN,  "run",         "--data", dir.string(),
+                                   "--partitions", std::to_string(partitions), "--until-quiet"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    ADD_FAILURE() << "cannot start " << AUTERITY_BIN << ": " << std::strerror(rc);
+    return -1;
+  }
+  return pid;
+}
+
+// Waits for `pid` up to `timeout_ms`; nullopt if it is still running.
+std::optional<int> wait_for(pid_t pid, int64_t timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0) {
+      ADD_FAILURE() << "waitpid(" << pid << "): " << std::strerror(errno);
+      return std::nullopt;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(child_poll_ms));
+  }
+}
+
+int kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+struct round_outcome {
+  int64_t kill_after_ms = 0;
+  bool killed = false;       // false: the engine finished (exit 0) before the kill
+  uint64_t log_bytes = 0;    // after the round
+};
+
+round_outcome crash_round(const fs::path& dir, int round, std::mt19937_64& rng) {
+  round_outcome out;
+  std::uniform_int_distribution<int64_t> after(kill_after_ms_min, kill_after_ms_max);
+  out.kill_after_ms = after(rng);
+  const fs::path output = dir / fmt::format("engine-round-{:02}.log", round);
+  const pid_t pid = spawn_engine(dir, output);
+  if (pid < 0) return out;
+  std::optional<int> status = wait_for(pid, out.kill_after_ms);
+  if (!status) status = kill_and_reap(pid);
+  out.killed = WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL;
+  const bool finished = WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+  EXPECT_TRUE(out.killed || finished)
+      << "round " << round << ": the engine " << describe_status(*status)
+      << " before it was killed; its output (" << output << "):\n" << tail_of(output);
+  out.log_bytes = log_bytes(dir);
+  return out;
+}
+
+// `took_ms` is set to the run's wall time.
+void final_run(const fs::path& dir, int64_t& took_ms) {
+  const fs::path output = dir / "engine-final.log";
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = spawn_engine(dir, output);
+  ASSERT_GT(pid, 0);
+  std::optional<int> status = wait_for(pid, final_run_timeout_ms);
+  if (!status) {
+    kill_and_reap(pid);
+    FAIL() << "the final run did not become quiet within " << final_run_timeout_ms
+           << " ms (killed it); its output (" << output << "):\n" << tail_of(output);
+  }
+  took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - start)
+                .count();
+  ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+      << "the final run " << describe_status(*status) << "; its output (" << output << "):\n"
+      << tail_of(output);
+}
+
+// --------------------------------------------------------------------------- log census
+
+struct execution_census {
+  std::vector<uint32_t> seqs;         // of "<execution>#<seq>", in log order
+  std::vector<std::string> events;    // payload names in log order, for messages
+  std::map<std::string, std::vector<uint32_t>> attempts;  // step -> command attempts
+};
+
+// What the log holds, over every partition.
+struct census {
+  std::map<std::string, execution_census> executions;  // "<tenant>/<execution>"
+  std::map<std::string, uint32_t> event_ids;            // "<tenant>/<record id>" -> count
+  std::map<std::string, uint32_t> command_ids;
+  std::map<std::string, std::string> command_steps;     // command key -> step
+  std::map<std::string, uint32_t> ack_commands;         // acked command key -> acks
+  std::map<std::string, uint32_t> definitions;          // tenant -> DefinitionPublished
+  std::vector<std::string> rejections;
+  uint64_t events = 0;  // executions-stream events, execution and tenant level
+  uint64_t commands = 0;
+  uint64_t acks = 0;
+  uint64_t deadletters = 0;
+};
+
+std::string describe(const fbs::Envelope* e) {
+  return e ? fmt::format("{} {}", payload_name(e->payload_type()), sv(e->record_id()))
+           : std::string("undecodable record");
+}
+
+void census_executions(log& l, uint32_t p, census& c, problems& bad) {
+  for_each_record(l, stream::executions, p, [&](const record& r) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e == nullptr) return bad.add(fmt::format("executions/{}/{}: undecodable", p, r.offset));
+    if (e->kind() == fbs::RecordKind::Rejection) {
+      c.rejections.push_back(fmt::format("executions/{}/{}: {}: {}", p, r.offset,
+                                         describe(e), describe_record(r.value)));
+      return;
+    }
+    c.events++;
+    const std::string tenant(sv(e->tenant_id()));
+    const std::string id(sv(e->record_id()));
+    c.event_ids[tenant + "/" + id]++;
+    if (sv(e->execution_id()).empty()) {
+      if (e->payload_type() == fbs::Payload::DefinitionPublished) c.definitions[tenant]++;
+      return;
+    }
+    const std::string prefix = fmt::format("{}#", sv(e->execution_id()));
+    uint32_t seq = 0;
+    if (!id.starts_with(prefix) ||
+        std::sscanf(id.c_str() + prefix.size(), "%u", &seq) != 1) {
+      return bad.add(fmt::format("executions/{}/{}: event id '{}' is not '{}<seq>'", p,
+                                 r.offset, id, prefix));
+    }
+    execution_census& ec = c.executions[tenant + "/" + std::string(sv(e->execution_id()))];
+    ec.seqs.push_back(seq);
+    ec.events.emplace_back(payload_name(e->payload_type()));
+  });
+}
+
+void census_commands(log& l, uint32_t p, census& c, problems& bad) {
+  for (stream s : {stream::commands_step, stream::commands_ai, stream::commands_notify}) {
+    for_each_record(l, s, p, [&](const record& r) {
+      const fbs::Envelope* e = decode_envelope(r.value);
+      if (e == nullptr) return bad.add(fmt::format("{}/{}/{}: undecodable", stream_name(s), p, r.offset));
+      c.commands++;
+      const std::string tenant(sv(e->tenant_id()));
+      const std::string key = tenant + "/" + std::string(sv(e->record_id()));
+      c.command_ids[key]++;
+      std::string step;
+      uint32_t attempt = 0;
+      if (auto x = e->payload_as_RunStep()) step = sv(x->step()), attempt = x->attempt();
+      if (auto x = e->payload_as_CallAi()) step = sv(x->step()), attempt = x->attempt();
+      if (auto x = e->payload_as_SendNotification()) step = sv(x->step()), attempt = x->attempt();
+      c.command_steps[key] = step;
+      c.executions[tenant + "/" + std::string(sv(e->execution_id()))].attempts[step].push_back(
+          attempt);
+    });
+  }
+  for_each_record(l, stream::acks, p, [&](const record& r) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e == nullptr) return bad.add(fmt::format("acks/{}/{}: undecodable", p, r.offset));
+    c.acks++;
+    c.ack_commands[std::string(sv(e->tenant_id())) + "/" + std::string(sv(e->causation_id()))]++;
+  });
+  c.deadletters += l.end_offset(stream::deadletter, p);
+}
+
+// Every consumer read its input to the end: nothing is left for a later run.
+void check_positions(log& l, uint32_t p, problems& bad) {
+  for (stream s : {stream::ingress, stream::acks}) {
+    const uint64_t pos = l.position(orchestrator_group, s, p);
+    if (pos != l.end_offset(s, p)) {
+      bad.add(fmt::format("orchestrator at {}/{} offset {} of {}", stream_name(s), p, pos,
+                          l.end_offset(s, p)));
+    }
+  }
+  for (stream s : {stream::commands_step, stream::commands_ai, stream::commands_notify}) {
+    const std::string group = fmt::format("worker.{}", stream_name(s));
+    const uint64_t pos = l.position(group, s, p);
+    if (pos != l.end_offset(s, p)) {
+      bad.add(fmt::format("{} at {}/{} offset {} of {}", group, stream_name(s), p, pos,
+                          l.end_offset(s, p)));
+    }
+  }
+}
+
+// --------------------------------------------------------------------------- the checks
+
+void check_states(node& n, const std::vector<planned_execution>& plan) {
+  std::map<std::string, execution_state> states;
+  n.for_each_execution([&](const execution_state& e) { states[e.tenant + "/" + e.id] = e; });
+  problems bad("executions not finished as planned");
+  for (const planned_execution& p : plan) {
+    auto it = states.find(p.key());
+    if (it == states.end()) {
+      bad.add(p.key() + ": missing from the state");
+      continue;
+    }
+    const execution_state& e = it->second;
+    if (e.status != exec_status::succeeded) {
+      bad.add(fmt::format("{}: {} ({})", p.key(), exec_status_name(e.status), e.result));
+    }
+    for (size_t i = 0; i < e.steps.size(); ++i) {
+      if (e.steps[i].status != step_status::succeeded) {
+        bad.add(fmt::format("{}: step {} is {}", p.key(), i, step_status_name(e.steps[i].status)));
+      }
+    }
+    states.erase(it);
+  }
+  for (const auto& [key, e] : states) bad.add(key + ": not planned, yet in the state");
+  EXPECT_EQ(bad.count(), 0u) << bad;
+}
+
+void check_events(node& n, const census& c, const std::vector<planned_execution>& plan) {
+  problems dup("event ids not unique");
+  for (const auto& [id, count] : c.event_ids) {
+    if (count != 1) dup.add(fmt::format("{} appears {} times", id, count));
+  }
+  EXPECT_EQ(dup.count(), 0u) << dup;
+
+  problems bad("executions whose history has gaps, duplicates or unexpected events");
+  for (const planned_execution& p : plan) {
+    auto it = c.executions.find(p.key());
+    const execution_census empty;
+    const execution_census& ec = it == c.executions.end() ? empty : it->second;
+    std::vector<uint32_t> seqs = ec.seqs;
+    std::sort(seqs.begin(), seqs.end());
+    bool dense = true;
+    for (uint32_t i = 0; i < seqs.size(); ++i) dense = dense && seqs[i] == i;
+    auto state = n.execution(p.tenant, p.id);
+    const uint32_t in_state = state ? state->event_count : 0;
+    if (!dense || seqs.size() != in_state || seqs.size() != p.expected_events()) {
+      bad.add(fmt::format("{}: {} events in the log (seqs dense: {}), {} in the state, {} "
+                          "expected: {}",
+                          p.key(), seqs.size(), dense, in_state, p.expected_events(),
+                          fmt::join(ec.events, ", ")));
+    }
+  }
+  EXPECT_EQ(bad.count(), 0u) << bad;
+
+  for (const std::string& t : pick_tenants()) {
+    EXPECT_EQ(c.definitions.contains(t) ? c.definitions.at(t) : 0u, 1u)
+        << "DefinitionPublished events of tenant " << t;
+  }
+  problems rejected("rejections (a re-read ingress or ack record?)");
+  for (const std::string& r : c.rejections) rejected.add(r);
+  EXPECT_EQ(rejected.count(), 0u) << rejected;
+  EXPECT_EQ(c.deadletters, 0u) << "dead letters on the deadletter stream";
+}
+
+void check_commands(const census& c, const std::vector<planned_execution>& plan) {
+  problems dup("command ids emitted more than once");
+  for (const auto& [id, count] : c.command_ids) {
+    if (count != 1) dup.add(fmt::format("{} emitted {} times", id, count));
+  }
+  EXPECT_EQ(dup.count(), 0u) << dup;
+
+  problems bad("executions with other commands than the workflow implies");
+  for (const planned_execution& p : plan) {
+    auto it = c.executions.find(p.key());
+    std::map<std::string, std::vector<uint32_t>> expected;
+    for (const std::string& s : single_command_steps) expected[s] = {1};
+    for (uint32_t a = 1; a <= p.flaky_attempts; ++a) expected[std::string(flaky_step)].push_back(a);
+    std::map<std::string, std::vector<uint32_t>> actual;
+    if (it != c.executions.end()) actual = it->second.attempts;
+    size_t emitted = 0;
+    std::string text;
+    for (auto& [step, attempts] : actual) {
+      std::sort(attempts.begin(), attempts.end());
+      emitted += attempts.size();
+      text += fmt::format(" {}:[{}]", step, fmt::join(attempts, ","));
+    }
+    if (actual != expected) {
+      bad.add(fmt::format("{}: {} commands, {} expected (crm_sync succeeds on attempt {}); "
+                          "step:[attempts]{}",
+                          p.key(), emitted, p.expected_commands(), p.flaky_attempts, text));
+    }
+  }
+  EXPECT_EQ(bad.count(), 0u) << bad;
+}
+
+void check_acks(const census& c) {
+  problems bad("commands not acknowledged exactly once");
+  for (const auto& [id, count] : c.ack_commands) {
+    if (count != 1) bad.add(fmt::format("{} acknowledged {} times", id, count));
+    if (!c.command_ids.contains(id)) bad.add(fmt::format("ack for unknown command {}", id));
+  }
+  for (const auto& [id, count] : c.command_ids) {
+    if (!c.ack_commands.contains(id)) bad.add(fmt::format("{} never acknowledged", id));
+  }
+  EXPECT_EQ(bad.count(), 0u) << bad;
+}
+
+// `lines` is set to the number of notifications written.
+void check_outbox(const fs::path& dir, const census& c,
+                  const std::vector<planned_execution>& plan, size_t& lines) {
+  const fs::path path = dir / "outbox" / "notifications.jsonl";
+  const std::string text = read_whole(path);
+  ASSERT_FALSE(text.empty()) << path << " is empty or missing";
+  EXPECT_EQ(text.back(), '\n') << path << " ends with a torn line";
+  std::map<std::string, planned_execution> by_key;
+  for (const planned_execution& p : plan) by_key[p.key()] = p;
+
+  std::map<std::string, uint32_t> sent;  // "<tenant>/<idempotency id>" -> lines
+  problems bad("notification lines that do not match their command");
+  for (size_t pos = 0, line = 1; pos < text.size(); ++line) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const json j = json::parse(std::string_view(text).substr(pos, end - pos), nullptr, false);
+    pos = end + 1;
+    lines = line;
+    if (j.is_discarded() || !j.is_object()) {
+      bad.add(fmt::format("line {}: not a JSON object", line));
+      continue;
+    }
+    const std::string tenant = j.value("tenant", ""), id = j.value("id", "");
+    const std::string key = tenant + "/" + id;
+    sent[key]++;
+    auto step = c.command_steps.find(key);
+    auto plan_it = by_key.find(tenant + "/" + j.value("execution", ""));
+    if (step == c.command_steps.end() || plan_it == by_key.end() ||
+        !notify_channels.contains(step->second)) {
+      bad.add(fmt::format("line {}: {} is not a notify command of a planned execution", line, key));
+      continue;
+    }
+    const planned_execution& p = plan_it->second;
+    const std::string& channel = notify_channels.at(step->second);
+    const std::string to = channel == "sms" ? p.phone : p.email;
+    if (j.value("channel", "") != channel || j.value("to", "") != to) {
+      bad.add(fmt::format("line {}: {} went to {} {}, expected {} {}", line, key,
+                          j.value("channel", ""), j.value("to", ""), channel, to));
+    }
+  }
+  EXPECT_EQ(bad.count(), 0u) << bad;
+
+  problems twice("notifications sent more than once or never");
+  for (const auto& [key, count] : sent) {
+    if (count != 1) twice.add(fmt::format("{} written {} times", key, count));
+  }
+  for (const planned_execution& p : plan) {
+    for (const auto& [step, channel] : notify_channels) {
+      const std::string key = fmt::format("{}/{}/{}/1", p.tenant, p.id, step);
+      if (!sent.contains(key)) twice.add(fmt::format("{} ({}) never written", key, channel));
+    }
+  }
+  EXPECT_EQ(twice.count(), 0u) << twice;
+  EXPECT_EQ(sent.size(), plan.size() * notify_channels.size()) << "distinct notifications";
+}
+
+void check_chains_and_replay(node& n, const fs::path& dir, const census& c) {
+  uint64_t chained = 0;
+  for (uint32_t p = 0; p < n.partitions(); ++p) {
+    auto report = verify_chains(n.get_log(), p);
+    ASSERT_TRUE(report.has_value()) << report.error().message;
+    EXPECT_TRUE(report->problems.empty())
+        << "partition " << p << " hash chains:\n  " << fmt::format("{}", fmt::join(report->problems, "\n  "));
+    chained += report->events;
+
+    auto diffs = compare_with_replay(n.get_log(), p, n.partition(p).store(),
+                                     (dir / fmt::format("replay-p{:03}", p)).string());
+    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+    problems d(fmt::format("differences between partition {}'s state and a replay of its log", p));
+    for (const std::string& s : *diffs) d.add(s);
+    EXPECT_EQ(d.count(), 0u) << d;
+  }
+  EXPECT_EQ(chained, c.events) << "events checked by verify_chains vs events in the log";
+}
+
+// ------------------------------------------------------------------------------ the test
+
+fs::path fresh_dir(uint64_t seed) {
+  const fs::path dir =
+      fs::temp_directory_path() / fmt::format("auterity-crash-{}-{}", ::getpid(), seed);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
+  const uint64_t seed = env_or("AUTERITY_TEST_SEED", std::random_device{}());
+  const auto executions = static_cast<uint32_t>(env_or("AUTERITY_CRASH_EXECUTIONS", executions_default));
+  const auto rounds = static_cast<int>(env_or("AUTERITY_CRASH_ROUNDS", rounds_default));
+  fmt::print("crash_test: seed {} (re-run with AUTERITY_TEST_SEED={}), {} executions, {} "
+             "kill rounds\n",
+             seed, seed, executions, rounds);
+  std::fflush(stdout);
+  SCOPED_TRACE(fmt::format("seed {}", seed));
+  std::mt19937_64 rng(seed);
+  const fs::path dir = fresh_dir(seed);
+  const auto start = std::chrono::steady_clock::now();
+
+  const std::vector<planned_execution> plan = plan_workload(executions);
+  ASSERT_NO_FATAL_FAILURE(submit_workload(dir, plan));
+
+  std::vector<round_outcome> outcomes;
+  for (int r = 0; r < rounds; ++r) outcomes.push_back(crash_round(dir, r, rng));
+  int64_t final_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(final_run(dir, final_ms));
+  const uint64_t final_bytes = log_bytes(dir);
+  int kills = 0, in_flight = 0;
+  for (const round_outcome& o : outcomes) {
+    kills += o.killed;
+    in_flight += o.killed && o.log_bytes < final_bytes;  // work was left after this kill
+    fmt::print("  round: killed {} after {} ms, log {} bytes\n", o.killed ? "yes" : "no ",
+               o.kill_after_ms, o.log_bytes);
+  }
+  // A run in which every kill hit an idle engine proves nothing: make the work longer.
+  EXPECT_GE(in_flight, 1) << "no kill landed while work was in flight";
+
+  system_clock clk;
+  auto n = node::open(options_for(dir), clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_TRUE((*n)->recover().has_value());
+  census c;
+  problems unreadable("records or positions out of place");
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSERT_NO_FATAL_FAILURE(census_executions((*n)->get_log(), p, c, unreadable));
+    ASSERT_NO_FATAL_FAILURE(census_commands((*n)->get_log(), p, c, unreadable));
+    check_positions((*n)->get_log(), p, unreadable);
+  }
+  EXPECT_EQ(unreadable.count(), 0u) << unreadable;
+  check_states(**n, plan);
+  check_events(**n, c, plan);
+  check_commands(c, plan);
+  check_acks(c);
+  size_t notifications = 0;
+  check_outbox(dir, c, plan, notifications);
+  check_chains_and_replay(**n, dir, c);
+  n->reset();
+
+  const auto seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fmt::print("crash_test: seed {}: {} rounds, {} kills ({} with work in flight), {} executions, "
+             "{} events, {} commands, {} acks, {} notifications; final run {} ms, all {:.1f} s\n",
+             seed, rounds, kills, in_flight, executions, c.events, c.commands, c.acks,
+             notifications, final_ms, seconds);
+  if (HasFailure() || std::getenv("AUTERITY_TEST_KEEP") != nullptr) {
+    fmt::print("crash_test: data directory kept: {}\n", dir.string());
+  } else {
+    fs::remove_all(dir);
+  }
+}
+
+}  // namespace
+}  // namespace auterity
