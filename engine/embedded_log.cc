@@ -1047,4 +1047,8 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
   return std::unique_ptr<log>(std::move(opened));
 }
 
+result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir) {
+  return read_meta(dir);
+}
+
 }  // namespace auterity

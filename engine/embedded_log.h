@@ -3,6 +3,7 @@
 // no servers. See engine/README.md for the file format and its crash guarantees.
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/log.h"
@@ -19,5 +20,8 @@ struct embedded_log_options {
 // (errc::locked if another process holds it). Recovery drops any uncommitted tail.
 result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
                                                const embedded_log_options& options);
+
+// The partition count a data directory was created with; nullopt if it holds no log yet.
+result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir);
 
 }  // namespace auterity

@@ -3,9 +3,15 @@
 // outbox that every execution finished with no event lost, no command emitted twice and no
 // notification sent twice or lost.
 //
+// Shape: executions are submitted in waves (the engine is fast, see crash_rounds); each round
+// starts the engine and kills it after a random time or once its log or outbox grew a random
+// number of bytes (see kill_trigger); a final run must then finish everything and exit 0;
+// last, the directory is opened in-process and checked (see verify).
+//
 // The kill schedule comes from a seed printed at the start (AUTERITY_TEST_SEED re-runs it);
 // where a kill lands inside the engine still depends on timing, so a failure's data directory
-// is kept for inspection. AUTERITY_CRASH_EXECUTIONS and AUTERITY_CRASH_ROUNDS scale a soak run.
+// is kept for inspection (AUTERITY_TEST_KEEP keeps it always). AUTERITY_CRASH_EXECUTIONS and
+// AUTERITY_CRASH_ROUNDS scale a soak run.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -14,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -21,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -38,6 +46,7 @@
 
 #include "engine/record.h"
 #include "processors/client.h"
+#include "processors/definition.h"
 #include "processors/node.h"
 #include "replay/timeline.h"
 #include "replay/verify.h"
@@ -52,14 +61,17 @@ using json = nlohmann::json;
 
 constexpr uint32_t partitions = 4;
 constexpr uint32_t tenants = 3;
-constexpr uint32_t executions_default = 400;
+constexpr uint32_t executions_default = 1000;
 constexpr uint32_t rounds_default = 10;
 constexpr int64_t kill_after_ms_min = 30;
 constexpr int64_t kill_after_ms_max = 400;
-// The first kill comes this early, so at least one kill lands before a wave is done.
-constexpr int64_t first_kill_after_ms_max = 150;
+constexpr uint64_t kill_log_growth_bytes_max = 2 << 20;     // a wave writes ~2.5 MB of log
+constexpr uint64_t kill_outbox_growth_bytes_max = 40'000;   // ~250 notifications
+constexpr int64_t kill_growth_deadline_ms = 1000;  // a growth trigger that never comes
 constexpr int64_t final_run_timeout_ms = 120'000;
 constexpr int64_t child_poll_ms = 20;
+// Growth triggers poll this often: a burst of notifications takes a millisecond or two.
+constexpr int64_t trigger_poll_us = 200;
 constexpr size_t log_tail_bytes_max = 4000;
 constexpr size_t problems_shown_max = 20;
 
@@ -71,6 +83,7 @@ constexpr std::string_view workflow_json = R"({
   "workflow": "crash-lead",
   "version": 1,
   "description": "Crash test workload: parallel tasks, retries, a delay, two notifications",
+  "params": {"cool_off_ms": 30},
   "steps": [
     {"id": "enrich", "kind": "task", "action": "transform", "timeout_ms": 300000,
      "input": {"name": "{{input.name}}", "part": "contact"}},
@@ -79,7 +92,8 @@ constexpr std::string_view workflow_json = R"({
     {"id": "crm_sync", "kind": "task", "action": "flaky", "after": ["enrich", "score"],
      "input": {"succeed_on_attempt": "{{input.flaky_attempts}}"},
      "retry": {"max_attempts": 4, "backoff_ms": 20}},
-    {"id": "cool_off", "kind": "delay", "delay_ms": 30, "after": ["crm_sync"]},
+    {"id": "cool_off", "kind": "delay", "delay_ms": "{{params.cool_off_ms}}",
+     "after": ["crm_sync"]},
     {"id": "send_sms", "kind": "notify", "after": ["cool_off"],
      "input": {"channel": "sms", "to": "{{input.phone}}",
                "body": "Hi {{steps.enrich.output.name}}, thanks for your interest!"}},
@@ -92,15 +106,27 @@ constexpr std::string_view workflow_json = R"({
   ]
 })";
 constexpr std::string_view workflow_id = "crash-lead";
+// Version 2 is version 1 with a long delay: its executions stay in flight (a timer pending)
+// through most of a round even on a fast machine, where a wave of version 1 is done in ~100 ms.
+constexpr std::string_view long_cool_off_params = R"({"cool_off_ms": 500})";
 constexpr std::string_view flaky_step = "crm_sync";
 const std::vector<std::string> single_command_steps = {"enrich", "score", "send_sms",
                                                        "send_email", "wrap_up"};
 const std::map<std::string, std::string> notify_channels = {{"send_sms", "sms"},
                                                             {"send_email", "email"}};
 
+// Position of a step in workflow_json (= in execution_state::steps).
+size_t step_index(std::string_view step) {
+  static const definition d = *parse_definition(workflow_json, "");
+  const int i = d.step_index(step);
+  EXPECT_GE(i, 0) << "no step " << step << " in workflow_json";
+  return static_cast<size_t>(std::max(i, 0));
+}
+
 struct planned_execution {
   std::string tenant;
   std::string id;
+  uint32_t version = 1;         // of the workflow: 1 short delay, 2 long delay
   uint32_t flaky_attempts = 1;  // crm_sync succeeds on this attempt
   std::string phone;
   std::string email;
@@ -175,6 +201,16 @@ size_t outbox_lines(const fs::path& dir) {
   return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
+uint64_t bytes_under(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return fs::file_size(path, ec);
+  uint64_t total = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(path, ec)) {
+    if (entry.is_regular_file(ec)) total += entry.file_size(ec);
+  }
+  return total;
+}
+
 // Reads every record of (s, p) in offset order.
 template <typename F>
 void for_each_record(log& l, stream s, uint32_t p, F&& fn) {
@@ -210,6 +246,7 @@ std::vector<planned_execution> plan_workload(uint32_t count) {
     e.tenant = ts[i % ts.size()];
     e.id = fmt::format("lead-{:05}", i);
     e.flaky_attempts = 2 + i % 2;
+    e.version = 1 + (i / 2) % 2;
     e.phone = fmt::format("+1555{:07}", i);
     e.email = fmt::format("lead{}@example.com", i);
     plan.push_back(std::move(e));
@@ -235,8 +272,13 @@ void submit(const fs::path& dir, std::span<const planned_execution> wave, bool p
   ASSERT_TRUE(n.has_value()) << n.error().message;
   const int64_t now = clk.now_ms();
   for (const std::string& t : publish ? pick_tenants() : std::vector<std::string>()) {
-    const std::string rid = "publish-" + t;
-    auto r = (*n)->submit(t, client::publish_definition({t, "", rid, now}, workflow_json));
+    auto r = (*n)->submit(t, client::publish_definition({t, "", "publish-v1-" + t, now},
+                                                        workflow_json));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    std::string v2(workflow_json);
+    v2.replace(v2.find(R"("version": 1)"), 12, R"("version": 2)");
+    r = (*n)->submit(t, client::publish_definition({t, "", "publish-v2-" + t, now}, v2,
+                                                   long_cool_off_params));
     ASSERT_TRUE(r.has_value()) << r.error().message;
   }
   for (const planned_execution& e : wave) {
@@ -246,7 +288,8 @@ void submit(const fs::path& dir, std::span<const planned_execution> wave, bool p
                         {"flaky_attempts", e.flaky_attempts}};
     const std::string rid = "start-" + e.id;
     auto r = (*n)->submit(e.tenant, client::start_execution({e.tenant, e.id, rid, now},
-                                                            workflow_id, 1, input.dump()));
+                                                            workflow_id, e.version,
+                                                            input.dump()));
     ASSERT_TRUE(r.has_value()) << r.error().message;
   }
 }
@@ -275,7 +318,40 @@ pid_t spawn_engine(const fs::path& dir, const fs::path& out) {
   return pid;
 }
 
-// Waits for `pid` up to `timeout_ms`; nullopt if it is still running.
+// When a round's kill comes. Timed kills land anywhere, idle moments and recovery included;
+// but the engine does a wave's work in short bursts, so kills triggered by the engine's own
+// output land inside them: right after a log commit (before the state write that follows it),
+// or while the notification worker writes the outbox (before it commits the acks).
+struct kill_trigger {
+  enum kind_t { after_time, log_growth, outbox_growth } kind = after_time;
+  int64_t after_ms = 0;       // after_time: when; otherwise the deadline
+  uint64_t growth_bytes = 0;  // log_growth, outbox_growth: once the file(s) grew this much
+
+  static kill_trigger random(std::mt19937_64& rng) {
+    kill_trigger t;
+    t.kind = static_cast<kind_t>(std::uniform_int_distribution<int>(0, 2)(rng));
+    t.after_ms = t.kind == after_time ? std::uniform_int_distribution<int64_t>(
+                                            kill_after_ms_min, kill_after_ms_max)(rng)
+                                      : kill_growth_deadline_ms;
+    const uint64_t max =
+        t.kind == log_growth ? kill_log_growth_bytes_max : kill_outbox_growth_bytes_max;
+    t.growth_bytes = std::uniform_int_distribution<uint64_t>(1, max)(rng);
+    return t;
+  }
+  fs::path watched(const fs::path& dir) const {
+    return kind == log_growth ? dir / "log" : dir / "outbox" / "notifications.jsonl";
+  }
+  std::string describe() const {
+    switch (kind) {
+      case after_time: return fmt::format("after {} ms", after_ms);
+      case log_growth: return fmt::format("once the log grew {} B", growth_bytes);
+      case outbox_growth: return fmt::format("once the outbox grew {} B", growth_bytes);
+    }
+    return "?";
+  }
+};
+
+// Waits for `pid` to exit up to `timeout_ms`; nullopt if it is still running.
 std::optional<int> wait_for(pid_t pid, int64_t timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
@@ -291,6 +367,25 @@ std::optional<int> wait_for(pid_t pid, int64_t timeout_ms) {
   }
 }
 
+// Waits for `pid` to exit or for the trigger to fire (nullopt: kill it now).
+std::optional<int> wait_for_trigger(pid_t pid, const kill_trigger& t, const fs::path& dir,
+                                    uint64_t watched_bytes_before) {
+  if (t.kind == kill_trigger::after_time) return wait_for(pid, t.after_ms);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(t.after_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0) {
+      ADD_FAILURE() << "waitpid(" << pid << "): " << std::strerror(errno);
+      return std::nullopt;
+    }
+    if (bytes_under(t.watched(dir)) >= watched_bytes_before + t.growth_bytes) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::microseconds(trigger_poll_us));
+  }
+  return std::nullopt;
+}
+
 int kill_and_reap(pid_t pid) {
   ::kill(pid, SIGKILL);
   int status = 0;
@@ -300,19 +395,25 @@ int kill_and_reap(pid_t pid) {
 
 struct round_outcome {
   size_t submitted = 0;       // executions submitted before this round
-  int64_t kill_after_ms = 0;
+  kill_trigger trigger;
+  int64_t ran_ms = 0;         // from start to death
   bool killed = false;        // false: the engine finished (exit 0) before the kill
   size_t notifications = 0;   // in the outbox after the round
   bool in_flight = false;     // notifications were still due when the engine died
 };
 
-// Runs the engine and SIGKILLs it after `out.kill_after_ms`.
+// Runs the engine and SIGKILLs it when `out.trigger` fires.
 void crash_round(const fs::path& dir, int round, size_t notifications_due, round_outcome& out) {
   const fs::path output = dir / fmt::format("engine-round-{:02}.log", round);
+  const uint64_t watched_before = bytes_under(out.trigger.watched(dir));
+  const auto start = std::chrono::steady_clock::now();
   const pid_t pid = spawn_engine(dir, output);
   if (pid < 0) return;
-  std::optional<int> status = wait_for(pid, out.kill_after_ms);
+  std::optional<int> status = wait_for_trigger(pid, out.trigger, dir, watched_before);
   if (!status) status = kill_and_reap(pid);
+  out.ran_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start)
+                   .count();
   out.killed = WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL;
   const bool finished = WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
   EXPECT_TRUE(out.killed || finished)
@@ -371,6 +472,13 @@ std::string describe(const fbs::Envelope* e) {
            : std::string("undecodable record");
 }
 
+std::pair<std::string, uint32_t> step_and_attempt(const fbs::Envelope& e) {
+  if (auto x = e.payload_as_RunStep()) return {std::string(sv(x->step())), x->attempt()};
+  if (auto x = e.payload_as_CallAi()) return {std::string(sv(x->step())), x->attempt()};
+  if (auto x = e.payload_as_SendNotification()) return {std::string(sv(x->step())), x->attempt()};
+  return {};
+}
+
 void census_executions(log& l, uint32_t p, census& c, problems& bad) {
   for_each_record(l, stream::executions, p, [&](const record& r) {
     const fbs::Envelope* e = decode_envelope(r.value);
@@ -390,8 +498,9 @@ void census_executions(log& l, uint32_t p, census& c, problems& bad) {
     }
     const std::string prefix = fmt::format("{}#", sv(e->execution_id()));
     uint32_t seq = 0;
+    const char* end = id.data() + id.size();
     if (!id.starts_with(prefix) ||
-        std::sscanf(id.c_str() + prefix.size(), "%u", &seq) != 1) {
+        std::from_chars(id.data() + prefix.size(), end, seq) != std::from_chars_result{end, {}}) {
       return bad.add(fmt::format("executions/{}/{}: event id '{}' is not '{}<seq>'", p,
                                  r.offset, id, prefix));
     }
@@ -405,16 +514,15 @@ void census_commands(log& l, uint32_t p, census& c, problems& bad) {
   for (stream s : {stream::commands_step, stream::commands_ai, stream::commands_notify}) {
     for_each_record(l, s, p, [&](const record& r) {
       const fbs::Envelope* e = decode_envelope(r.value);
-      if (e == nullptr) return bad.add(fmt::format("{}/{}/{}: undecodable", stream_name(s), p, r.offset));
+      if (e == nullptr) {
+        return bad.add(fmt::format("{}/{}/{}: undecodable", stream_name(s), p, r.offset));
+      }
       c.commands++;
       const std::string tenant(sv(e->tenant_id()));
       const std::string key = tenant + "/" + std::string(sv(e->record_id()));
       c.command_ids[key]++;
-      std::string step;
-      uint32_t attempt = 0;
-      if (auto x = e->payload_as_RunStep()) step = sv(x->step()), attempt = x->attempt();
-      if (auto x = e->payload_as_CallAi()) step = sv(x->step()), attempt = x->attempt();
-      if (auto x = e->payload_as_SendNotification()) step = sv(x->step()), attempt = x->attempt();
+      const auto [step, attempt] = step_and_attempt(*e);
+      if (step.empty()) bad.add(fmt::format("{}: {} is not a command", key, describe(e)));
       c.command_steps[key] = step;
       c.executions[tenant + "/" + std::string(sv(e->execution_id()))].attempts[step].push_back(
           attempt);
@@ -424,13 +532,23 @@ void census_commands(log& l, uint32_t p, census& c, problems& bad) {
     const fbs::Envelope* e = decode_envelope(r.value);
     if (e == nullptr) return bad.add(fmt::format("acks/{}/{}: undecodable", p, r.offset));
     c.acks++;
-    c.ack_commands[std::string(sv(e->tenant_id())) + "/" + std::string(sv(e->causation_id()))]++;
+    auto ack = e->payload_as_StepAck();
+    if (ack == nullptr || sv(ack->command_id()) != sv(e->causation_id())) {
+      return bad.add(fmt::format("acks/{}/{}: {} is not an ack of its causation {}", p,
+                                 r.offset, describe(e), sv(e->causation_id())));
+    }
+    c.ack_commands[std::string(sv(e->tenant_id())) + "/" + std::string(sv(ack->command_id()))]++;
   });
   c.deadletters += l.end_offset(stream::deadletter, p);
 }
 
-// Every consumer read its input to the end: nothing is left for a later run.
-void check_positions(log& l, uint32_t p, problems& bad) {
+// Every consumer read its input to the end and no timer is pending: nothing is left to do.
+void check_nothing_left(node& n, uint32_t p, problems& bad) {
+  log& l = n.get_log();
+  if (n.orchestrator_of(p).published_next_timer_ms() != std::numeric_limits<int64_t>::max()) {
+    bad.add(fmt::format("partition {} still has a timer due at {}", p,
+                        n.orchestrator_of(p).published_next_timer_ms()));
+  }
   for (stream s : {stream::ingress, stream::acks}) {
     const uint64_t pos = l.position(orchestrator_group, s, p);
     if (pos != l.end_offset(s, p)) {
@@ -469,6 +587,19 @@ void check_states(node& n, const std::vector<planned_execution>& plan) {
         bad.add(fmt::format("{}: step {} is {}", p.key(), i, step_status_name(e.steps[i].status)));
       }
     }
+    // The ack of the attempt that succeeded decided the step, and the join saw both
+    // notifications succeed.
+    const step_state& flaky = e.steps.at(step_index(flaky_step));
+    const json flaky_output = json::parse(flaky.output_json, nullptr, false);
+    if (flaky.attempt != p.flaky_attempts || flaky_output != json{{"attempt", p.flaky_attempts}}) {
+      bad.add(fmt::format("{}: {} ended at attempt {} with output {}, expected attempt {}",
+                          p.key(), flaky_step, flaky.attempt, flaky.output_json,
+                          p.flaky_attempts));
+    }
+    const json expected_result = {{"wrap_up", {{"sms", "succeeded"}, {"email", "succeeded"}}}};
+    if (json::parse(e.result, nullptr, false) != expected_result) {
+      bad.add(fmt::format("{}: result {}, expected {}", p.key(), e.result, expected_result.dump()));
+    }
     states.erase(it);
   }
   for (const auto& [key, e] : states) bad.add(key + ": not planned, yet in the state");
@@ -487,23 +618,22 @@ void check_events(node& n, const census& c, const std::vector<planned_execution>
     auto it = c.executions.find(p.key());
     const execution_census empty;
     const execution_census& ec = it == c.executions.end() ? empty : it->second;
-    std::vector<uint32_t> seqs = ec.seqs;
-    std::sort(seqs.begin(), seqs.end());
-    bool dense = true;
-    for (uint32_t i = 0; i < seqs.size(); ++i) dense = dense && seqs[i] == i;
+    // Sequence numbers 0, 1, 2, ... in log order: none missing, repeated or reordered.
+    bool in_order = true;
+    for (uint32_t i = 0; i < ec.seqs.size(); ++i) in_order = in_order && ec.seqs[i] == i;
     auto state = n.execution(p.tenant, p.id);
     const uint32_t in_state = state ? state->event_count : 0;
-    if (!dense || seqs.size() != in_state || seqs.size() != p.expected_events()) {
-      bad.add(fmt::format("{}: {} events in the log (seqs dense: {}), {} in the state, {} "
-                          "expected: {}",
-                          p.key(), seqs.size(), dense, in_state, p.expected_events(),
-                          fmt::join(ec.events, ", ")));
+    if (!in_order || ec.seqs.size() != in_state || ec.seqs.size() != p.expected_events()) {
+      bad.add(fmt::format("{}: {} events in the log (seqs [{}]), {} in the state, {} "
+                          "expected; events: {}",
+                          p.key(), ec.seqs.size(), fmt::join(ec.seqs, ","), in_state,
+                          p.expected_events(), fmt::join(ec.events, ", ")));
     }
   }
   EXPECT_EQ(bad.count(), 0u) << bad;
 
   for (const std::string& t : pick_tenants()) {
-    EXPECT_EQ(c.definitions.contains(t) ? c.definitions.at(t) : 0u, 1u)
+    EXPECT_EQ(c.definitions.contains(t) ? c.definitions.at(t) : 0u, 2u)
         << "DefinitionPublished events of tenant " << t;
   }
   problems rejected("rejections (a re-read ingress or ack record?)");
@@ -617,7 +747,8 @@ void check_chains_and_replay(node& n, const fs::path& dir, const census& c) {
     auto report = verify_chains(n.get_log(), p);
     ASSERT_TRUE(report.has_value()) << report.error().message;
     EXPECT_TRUE(report->problems.empty())
-        << "partition " << p << " hash chains:\n  " << fmt::format("{}", fmt::join(report->problems, "\n  "));
+        << "partition " << p << " hash chains:\n  "
+        << fmt::format("{}", fmt::join(report->problems, "\n  "));
     chained += report->events;
 
     auto diffs = compare_with_replay(n.get_log(), p, n.partition(p).store(),
@@ -632,38 +763,41 @@ void check_chains_and_replay(node& n, const fs::path& dir, const census& c) {
 
 // ------------------------------------------------------------------------------ the test
 
-fs::path fresh_dir(uint64_t seed) {
-  const fs::path dir =
-      fs::temp_directory_path() / fmt::format("auterity-crash-{}-{}", ::getpid(), seed);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+// A fresh data directory, removed at the end unless the test failed (or AUTERITY_TEST_KEEP is
+// set): a failure's directory is what an engineer needs to see what happened.
+class data_dir {
+ public:
+  explicit data_dir(uint64_t seed)
+      : _path(fs::temp_directory_path() /
+              fmt::format("auterity-crash-{}-{}", ::getpid(), seed)) {
+    fs::remove_all(_path);
+    fs::create_directories(_path);
+  }
+  ~data_dir() {
+    if (testing::Test::HasFailure() || std::getenv("AUTERITY_TEST_KEEP") != nullptr) {
+      fmt::print("crash_test: data directory kept: {}\n", _path.string());
+    } else {
+      std::error_code ec;
+      fs::remove_all(_path, ec);
+    }
+  }
+  const fs::path& path() const { return _path; }
 
-TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
-  const uint64_t seed = env_or("AUTERITY_TEST_SEED", std::random_device{}());
-  const auto executions = static_cast<uint32_t>(env_or("AUTERITY_CRASH_EXECUTIONS", executions_default));
-  const auto rounds = static_cast<int>(env_or("AUTERITY_CRASH_ROUNDS", rounds_default));
-  fmt::print("crash_test: seed {} (re-run with AUTERITY_TEST_SEED={}), {} executions, {} "
-             "kill rounds\n",
-             seed, seed, executions, rounds);
-  std::fflush(stdout);
-  SCOPED_TRACE(fmt::format("seed {}", seed));
-  std::mt19937_64 rng(seed);
-  const fs::path dir = fresh_dir(seed);
-  const auto start = std::chrono::steady_clock::now();
+ private:
+  fs::path _path;
+};
 
-  // The engine gets through a few hundred executions in a fraction of a second, so work is
-  // submitted in waves: one before every even round. Odd rounds restart straight after a
-  // kill, so the engine's own recovery meets whatever the kill left (a torn log tail, a torn
-  // outbox line, state behind the log, commands run but not acked).
-  const std::vector<planned_execution> plan = plan_workload(executions);
+// The engine gets through a few hundred executions in a fraction of a second, so work is
+// submitted in waves: one before every even round. Odd rounds restart straight after a kill,
+// so the engine's own recovery meets whatever the kill left (a torn log tail, a torn outbox
+// line, state behind the log, commands run but not acknowledged).
+void crash_rounds(const fs::path& dir, std::span<const planned_execution> plan, int rounds,
+                  std::mt19937_64& rng, std::vector<round_outcome>& outcomes) {
   const size_t waves = std::max(1, (rounds + 1) / 2);
-  std::span<const planned_execution> all(plan);
   auto wave = [&](size_t w) {
-    return all.subspan(w * plan.size() / waves, (w + 1) * plan.size() / waves - w * plan.size() / waves);
+    const size_t begin = w * plan.size() / waves;
+    return plan.subspan(begin, (w + 1) * plan.size() / waves - begin);
   };
-  std::vector<round_outcome> outcomes;
   size_t submitted = 0;
   for (int r = 0; r < rounds; ++r) {
     round_outcome o;
@@ -672,60 +806,88 @@ TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
       o.submitted = wave(r / 2).size();
       submitted += o.submitted;
     }
-    std::uniform_int_distribution<int64_t> after(
-        kill_after_ms_min, r == 0 ? first_kill_after_ms_max : kill_after_ms_max);
-    o.kill_after_ms = after(rng);
-    crash_round(dir, r, submitted * notify_channels.size(), o);
-    fmt::print("  round {:2}: +{:3} executions, {} after {:3} ms, {:4}/{} notifications{}\n", r,
-               o.submitted, o.killed ? "killed  " : "finished", o.kill_after_ms,
-               o.notifications, submitted * notify_channels.size(),
-               o.in_flight ? "" : " (nothing was due)");
+    o.trigger = kill_trigger::random(rng);
+    const size_t due = submitted * notify_channels.size();
+    crash_round(dir, r, due, o);
+    fmt::print("  round {:2}: +{:3} executions, {} at {:4} ms, {:4}/{} notifications{}; "
+               "kill {}\n",
+               r, o.submitted, o.killed ? "killed  " : "finished", o.ran_ms, o.notifications,
+               due, o.in_flight ? "" : " (none was due)", o.trigger.describe());
     std::fflush(stdout);
     outcomes.push_back(o);
   }
-  if (rounds == 0) ASSERT_NO_FATAL_FAILURE(submit(dir, all, true));
-  int64_t final_ms = 0;
-  ASSERT_NO_FATAL_FAILURE(final_run(dir, final_ms));
-  int kills = 0, in_flight = 0;
-  for (const round_outcome& o : outcomes) {
-    kills += o.killed;
-    in_flight += o.in_flight;
+  if (rounds == 0) {
+    ASSERT_NO_FATAL_FAILURE(submit(dir, plan, true));
   }
-  // A run in which every kill hit an idle engine would prove nothing.
-  if (rounds > 0) EXPECT_GE(in_flight, 1) << "no kill landed while work was in flight";
+}
 
+struct verified {
+  uint64_t events = 0;
+  uint64_t commands = 0;
+  uint64_t acks = 0;
+  size_t notifications = 0;
+};
+
+// Opens the directory in-process (recovered, no workers) and checks everything the test
+// promises.
+void verify(const fs::path& dir, const std::vector<planned_execution>& plan, verified& out) {
   system_clock clk;
   auto n = node::open(options_for(dir), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
-  ASSERT_TRUE((*n)->recover().has_value());
+  auto recovered = (*n)->recover();
+  ASSERT_TRUE(recovered.has_value()) << recovered.error().message;
   census c;
-  problems unreadable("records or positions out of place");
+  problems misplaced("undecodable records, work left over or records out of place");
   for (uint32_t p = 0; p < partitions; ++p) {
-    ASSERT_NO_FATAL_FAILURE(census_executions((*n)->get_log(), p, c, unreadable));
-    ASSERT_NO_FATAL_FAILURE(census_commands((*n)->get_log(), p, c, unreadable));
-    check_positions((*n)->get_log(), p, unreadable);
+    ASSERT_NO_FATAL_FAILURE(census_executions((*n)->get_log(), p, c, misplaced));
+    ASSERT_NO_FATAL_FAILURE(census_commands((*n)->get_log(), p, c, misplaced));
+    check_nothing_left(**n, p, misplaced);
   }
-  EXPECT_EQ(unreadable.count(), 0u) << unreadable;
+  EXPECT_EQ(misplaced.count(), 0u) << misplaced;
   check_states(**n, plan);
   check_events(**n, c, plan);
   check_commands(c, plan);
   check_acks(c);
-  size_t notifications = 0;
-  check_outbox(dir, c, plan, notifications);
+  ASSERT_NO_FATAL_FAILURE(check_outbox(dir, c, plan, out.notifications));
   check_chains_and_replay(**n, dir, c);
-  n->reset();
+  out.events = c.events;
+  out.commands = c.commands;
+  out.acks = c.acks;
+}
 
-  const auto seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
+  const uint64_t seed = env_or("AUTERITY_TEST_SEED", std::random_device{}());
+  const auto executions =
+      static_cast<uint32_t>(env_or("AUTERITY_CRASH_EXECUTIONS", executions_default));
+  const auto rounds = static_cast<int>(env_or("AUTERITY_CRASH_ROUNDS", rounds_default));
+  fmt::print("crash_test: seed {} (re-run with AUTERITY_TEST_SEED={}), {} executions, {} kill "
+             "rounds\n",
+             seed, seed, executions, rounds);
+  std::fflush(stdout);
+  SCOPED_TRACE(fmt::format("seed {}", seed));
+  const auto start = std::chrono::steady_clock::now();
+  std::mt19937_64 rng(seed);
+  const data_dir dir(seed);
+  const std::vector<planned_execution> plan = plan_workload(executions);
+
+  std::vector<round_outcome> outcomes;
+  ASSERT_NO_FATAL_FAILURE(crash_rounds(dir.path(), plan, rounds, rng, outcomes));
+  int64_t final_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(final_run(dir.path(), final_ms));
+  const auto kills = std::ranges::count_if(outcomes, &round_outcome::killed);
+  const auto in_flight = std::ranges::count_if(outcomes, &round_outcome::in_flight);
+  // A run in which every kill hit an idle engine would prove nothing.
+  if (rounds > 0) {
+    EXPECT_GE(in_flight, 1) << "no kill landed while work was in flight";
+  }
+
+  verified v;
+  verify(dir.path(), plan, v);
   fmt::print("crash_test: seed {}: {} rounds, {} kills ({} with work in flight), {} executions, "
              "{} events, {} commands, {} acks, {} notifications; final run {} ms, all {:.1f} s\n",
-             seed, rounds, kills, in_flight, executions, c.events, c.commands, c.acks,
-             notifications, final_ms, seconds);
-  if (HasFailure() || std::getenv("AUTERITY_TEST_KEEP") != nullptr) {
-    fmt::print("crash_test: data directory kept: {}\n", dir.string());
-  } else {
-    fs::remove_all(dir);
-  }
+             seed, rounds, kills, in_flight, executions, v.events, v.commands, v.acks,
+             v.notifications, final_ms,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 }  // namespace

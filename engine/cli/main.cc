@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "engine/cli/cli.h"
+#include "engine/embedded_log.h"
 #include "engine/record.h"
 #include "processors/client.h"
 #include "processors/node.h"
@@ -29,25 +30,33 @@ int report(const error& e) {
 
 struct common_flags {
   std::string data_dir = "auterity-data";
-  uint32_t partitions = 4;
+  uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
 };
+
+constexpr uint32_t default_partitions = 4;
 
 void add_common(CLI::App* cmd, common_flags& f) {
   cmd->add_option("--data", f.data_dir, "Data directory (embedded log + state)")
       ->capture_default_str();
   cmd->add_option("--partitions", f.partitions,
-                  "Partitions (fixed when the data directory is created)")
-      ->capture_default_str()
+                  "Partitions, fixed when the data directory is created (default: the "
+                  "directory's count, 4 for a new one)")
       ->check(CLI::Range(1, 256));
   cmd->add_flag("--no-fsync", f.no_fsync,
                 "Do not fdatasync commits (faster, not durable against power loss)");
 }
 
+uint32_t partitions_for(const common_flags& f) {
+  if (f.partitions != 0) return f.partitions;
+  auto stored = embedded_log_partitions(f.data_dir + "/log");
+  return stored && *stored ? **stored : default_partitions;
+}
+
 result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers) {
   node_options o;
   o.data_dir = f.data_dir;
-  o.partitions = f.partitions;
+  o.partitions = partitions_for(f);
   o.fsync = !f.no_fsync;
   o.workers = workers;
   return node::open(o, clk);
@@ -68,17 +77,54 @@ int submit_one(const common_flags& f, std::string_view tenant, std::string bytes
   return 0;
 }
 
-int cmd_run(const common_flags& f, bool until_quiet) {
+// One line of counters for operators: what the engine did since the last line.
+struct run_stats {
+  uint64_t inputs = 0, events = 0, commits = 0, commit_us = 0;
+
+  static run_stats read(node& n) {
+    run_stats s;
+    for (uint32_t p = 0; p < n.partitions(); ++p) {
+      const partition_probe& pr = n.partition(p).probe();
+      s.inputs += pr.inputs.load();
+      s.events += pr.records_out.load();
+      s.commits += pr.batches.load();
+      s.commit_us += pr.commit_us_total.load();
+    }
+    return s;
+  }
+};
+
+void print_stats(node& n, run_stats& last, double seconds) {
+  const run_stats now = run_stats::read(n);
+  const node_summary sum = n.summary();
+  const uint64_t commits = now.commits - last.commits;
+  fmt::print(stderr,
+             "auterity: {:.0f} inputs/s, {:.0f} records out/s, {:.0f} commits/s (avg {:.0f} us), "
+             "{} rejections, {} stale acks, {} deadletters\n",
+             (now.inputs - last.inputs) / seconds, (now.events - last.events) / seconds,
+             commits / seconds, commits ? double(now.commit_us - last.commit_us) / commits : 0.0,
+             sum.rejections, sum.stale_acks, sum.deadletters);
+  last = now;
+}
+
+int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
   system_clock clk;
   auto n = open_node(f, clk, true);
   if (!n) return report(n.error());
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
   fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
-             f.partitions, f.data_dir);
+             (*n)->partitions(), f.data_dir);
   int quiet_rounds = 0;
+  run_stats last = run_stats::read(**n);
+  auto last_print = std::chrono::steady_clock::now();
   while (!g_interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto now = std::chrono::steady_clock::now();
+    if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
+      print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
+      last_print = now;
+    }
     if (!until_quiet) continue;
     quiet_rounds = (*n)->summary().quiescent ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= 3) break;
@@ -180,10 +226,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   bool until_quiet = false;
+  int stats_interval_s = 10;
   auto* run_cmd = app.add_subcommand("run", "Serve the engine on a data directory until Ctrl-C");
   add_common(run_cmd, f);
   run_cmd->add_flag("--until-quiet", until_quiet,
                     "Exit 0 once nothing is left to do (no input, command or timer pending)");
+  run_cmd->add_option("--stats-interval-s", stats_interval_s,
+                      "Print a line of throughput counters this often (0: never)")
+      ->capture_default_str();
 
   std::string tenant, execution, workflow, file, params, input = "{}", name, payload = "{}",
                                                          reason = "cancelled by operator";
@@ -241,11 +291,11 @@ int main(int argc, char** argv) {
   const std::string rid = request_id.empty() ? fmt::format("cli-{}", wall_ms()) : request_id;
   if (demo_cmd->parsed()) {
     demo.data_dir = demo_f.data_dir;
-    demo.partitions = demo_f.partitions;
+    demo.partitions = demo_f.partitions ? demo_f.partitions : default_partitions;
     demo.fsync = !demo_f.no_fsync;
     return run_demo(demo, g_interrupted);
   }
-  if (run_cmd->parsed()) return cmd_run(f, until_quiet);
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
   if (pub->parsed()) {
     bool ok = false;
     std::string def = read_file(file, ok);
