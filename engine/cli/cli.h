@@ -3,7 +3,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
+
+namespace CLI {
+class App;
+}
 
 namespace auterity {
 
@@ -19,5 +25,11 @@ struct demo_flags {
 
 // The main job: the sample dealership workflow for two tenants, end to end.
 int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted);
+
+// Subcommand groups that live in files of their own register on the app and return a runner;
+// after parsing, main() calls each runner: it returns an exit code if one of its subcommands
+// was chosen, nullopt otherwise.
+using command_runner = std::function<std::optional<int>()>;
+command_runner add_replay_commands(CLI::App& app);  // cli/replay_cmd.cc
 
 }  // namespace auterity

@@ -286,7 +286,13 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
+  std::vector<command_runner> runners = {add_replay_commands(app)};
+
   CLI11_PARSE(app, argc, argv);
+
+  for (const command_runner& run : runners) {
+    if (std::optional<int> rc = run()) return *rc;
+  }
 
   const std::string rid = request_id.empty() ? fmt::format("cli-{}", wall_ms()) : request_id;
   if (demo_cmd->parsed()) {
