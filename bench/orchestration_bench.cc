@@ -9,6 +9,7 @@
 //
 // See bench/README.md for the measuring window, the recorded results and the profile.
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
@@ -71,6 +72,7 @@ constexpr size_t read_batch_bytes_max = 8 << 20;     // acker read limit
 // its sleeps short.
 constexpr int64_t acker_idle_wait_ms_max = 1;
 constexpr int64_t sample_interval_ms = 10;
+constexpr int fdatasync_probe_rounds = 31;
 
 std::atomic<bool> interrupted{false};
 void on_signal(int) { interrupted = true; }
@@ -118,6 +120,28 @@ std::string filesystem_name(const std::string& path) {
     case 0x794c7630: return "overlayfs";
     default: return fmt::format("0x{:x}", static_cast<unsigned long>(s.f_type));
   }
+}
+
+// What one durable commit costs on this disk right now: append 4 KiB + fdatasync, median of
+// `rounds`, in a scratch file next to the log. On a shared VM it moves with the neighbours'
+// IO, so it is measured around every run and recorded with the results.
+double fdatasync_p50_us(const std::string& dir, int rounds) {
+  const std::string path = dir + "/fdatasync-probe";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return -1;
+  const std::string block(4096, 'x');
+  std::vector<int64_t> ns;
+  for (int i = 0; i < rounds; ++i) {
+    if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) break;
+    const int64_t t = now_ns();
+    if (::fdatasync(fd) != 0) break;
+    ns.push_back(now_ns() - t);
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  if (ns.empty()) return -1;
+  std::ranges::nth_element(ns, ns.begin() + ns.size() / 2);
+  return static_cast<double>(ns[ns.size() / 2]) / 1e3;
 }
 
 // ------------------------------------------------------------------------------- workload
@@ -198,7 +222,8 @@ result<void> submit_starts(log& l, const std::vector<std::string>& tenants, work
   auto flush = [&](uint32_t p) -> result<void> {
     auto r = l.commit(p, batches[p]);
     batches[p].clear();
-    return r;
+    if (!r) return std::unexpected(r.error());
+    return {};
   };
   for (uint32_t n = 0; n < w.in_flight; ++n) {
     const uint32_t i = *w.take_index();
@@ -570,6 +595,8 @@ latency_summary summarize_latency(const std::vector<std::unique_ptr<acker>>& ack
 }
 
 struct report {
+  double fdatasync_before_us = 0;  // disk probe before and after the run
+  double fdatasync_after_us = 0;
   double window_s = 0;
   double transitions_per_s = 0;
   double overall_transitions_per_s = 0;  // start() to the last execution ended
@@ -644,6 +671,9 @@ void print_table(const bench_flags& f, const report& r, std::string_view fs_name
   }
   fmt::print("  {:<38} {:>12.0f}   (should be near 0 for a clean measurement)\n",
              "other processes' CPU, % of all cores", pct(r.cpu.neighbours_s));
+  fmt::print("  {:<38} {:>12.0f}   (after the run: {:.0f})\n",
+             "disk: 4 KiB append + fdatasync, us p50", r.fdatasync_before_us,
+             r.fdatasync_after_us);
 }
 
 void print_json(const bench_flags& f, const report& r) {
@@ -660,14 +690,14 @@ void print_json(const bench_flags& f, const report& r) {
       R"("p99":{:.3f},"max":{:.3f},"samples":{}}},"orchestrator_commits_per_s":{:.0f},)"
       R"("inputs_per_commit":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.3f},)"
       R"("acker_commits_per_s":{:.0f},"acks_per_acker_commit":{:.1f},"cpu_share":{{{}}},)"
-      R"("neighbours_cpu_share":{:.3f}}})"
+      R"("neighbours_cpu_share":{:.3f},"fdatasync_us":{{"before":{:.0f},"after":{:.0f}}}}})"
       "\n",
       f.partitions, f.fsync, f.executions, f.in_flight, f.steps, f.ackers, r.transitions_per_s,
       r.overall_transitions_per_s, r.window_s, r.run_s, r.latency.p50_ms, r.latency.p90_ms,
       r.latency.p99_ms, r.latency.max_ms, r.latency.count, r.orchestrator_commits_per_s,
       r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit,
       r.orchestrator_commit_ms, r.acker_commits_per_s, r.acks_per_acker_commit, cpu,
-      ratio(r.cpu.neighbours_s, window_cpu));
+      ratio(r.cpu.neighbours_s, window_cpu), r.fdatasync_before_us, r.fdatasync_after_us);
 }
 
 // ----------------------------------------------------------------------------------- main
@@ -719,6 +749,7 @@ int run_bench(const bench_flags& f) {
   auto opened = open_node(f, dir->path(), clk, w);
   if (!opened) return fmt::print(stderr, "orchestration_bench: {}\n", opened.error().message), 2;
   node& n = **opened;
+  const double fdatasync_before_us = fdatasync_p50_us(dir->path(), fdatasync_probe_rounds);
   std::vector<int64_t> ack_commit_ns(f.executions, 0);
   auto ackers = make_ackers(n.get_log(), f, w, ack_commit_ns);
 
@@ -730,7 +761,9 @@ int run_bench(const bench_flags& f) {
   for (auto& a : ackers) a->stop();
   n.stop();
 
-  const report rep = make_report(r, ackers, orchestrator_tids);
+  report rep = make_report(r, ackers, orchestrator_tids);
+  rep.fdatasync_before_us = fdatasync_before_us;
+  rep.fdatasync_after_us = fdatasync_p50_us(dir->path(), fdatasync_probe_rounds);
   print_table(f, rep, filesystem_name(dir->path()));
   if (f.json) print_json(f, rep);
   return check_outcome(n, f, r) ? 0 : 1;

@@ -761,17 +761,23 @@ class embedded_log final : public log {
 
   uint32_t partition_count() const override { return _options.partitions; }
 
-  result<void> commit(uint32_t p, const commit_batch& batch) override {
+  result<std::vector<uint64_t>> commit(uint32_t p, const commit_batch& batch) override {
     ELOG_TRY(check_batch(p, batch));
-    if (batch.empty()) return {};  // nothing to make durable or visible
+    if (batch.empty()) return std::vector<uint64_t>();  // nothing to make durable or visible
     partition& part = *_parts[p];
     std::lock_guard write_lock(part.write_mu);
     if (part.broken) return fail(errc::io, *part.broken);
     ELOG_TRY(roll_if_needed(part, commit_bytes(batch)));
     encoded_commit c = encode(part.data, batch);
     ELOG_TRY(write_commit(part, c.bytes));
+    // Offsets are dense: the index sizes only change under write_mu, which we hold.
+    std::array<uint64_t, stream_count> next{};
+    for (size_t s = 0; s < stream_count; ++s) next[s] = part.data.index[s].size();
+    std::vector<uint64_t> offsets;
+    offsets.reserve(batch.appends.size());
+    for (const auto& a : batch.appends) offsets.push_back(next[idx(a.s)]++);
     publish(part, c, batch);
-    return {};
+    return offsets;
   }
 
   result<size_t> read(stream s, uint32_t p, uint64_t from, size_t max_records, size_t max_bytes,

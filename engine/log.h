@@ -4,7 +4,8 @@
 //
 // Two backends implement this interface: the embedded log (engine/embedded_log.h, a data
 // directory, the default) and Kafka (a later issue). Semantics both keep:
-//   - offsets are dense per (stream, partition), starting at 0;
+//   - offsets increase per (stream, partition), starting at 0; the embedded log's are dense,
+//     Kafka's have gaps (transaction markers), so a reader advances with last offset + 1;
 //   - a reader sees only committed records, in offset order;
 //   - commit() is all-or-nothing: after a crash either every append and position of the
 //     commit is visible or none is;
@@ -81,17 +82,19 @@ class log {
 
   virtual uint32_t partition_count() const = 0;
 
-  // Atomically appends and moves positions. Fails with errc::too_large if a record exceeds
-  // record_bytes_max; nothing of the batch is then written.
-  virtual result<void> commit(uint32_t partition, const commit_batch& batch) = 0;
+  // Atomically appends and moves positions; returns the offset of each append, in the order of
+  // batch.appends. Fails with errc::too_large if a record exceeds record_bytes_max; nothing of
+  // the batch is then written.
+  virtual result<std::vector<uint64_t>> commit(uint32_t partition, const commit_batch& batch) = 0;
 
-  // Appends committed records of (s, partition) starting at `from` to `out`, at most
+  // Appends committed records of (s, partition) at offsets >= `from` to `out`, at most
   // `max_records` records and about `max_bytes` bytes (at least one record if any is there).
-  // Returns the number appended.
+  // Returns the number appended; 0 means no committed record at or after `from` yet.
   virtual result<size_t> read(stream s, uint32_t partition, uint64_t from, size_t max_records,
                               size_t max_bytes, std::vector<record>& out) = 0;
 
-  // Next offset to be written (= number of records) of (s, partition).
+  // Offset after the last committed record (embedded: the record count; Kafka: the high
+  // watermark, which may sit past a transaction marker).
   virtual uint64_t end_offset(stream s, uint32_t partition) = 0;
 
   // Committed next offset of a consumer group; 0 if the group never committed.

@@ -41,18 +41,19 @@ result<void> partition_runtime::recover() {
                             "({}): the state directory does not belong to this log",
                             _partition, from, end));
   }
-  while (from < end) {
+  for (;;) {
     _scratch.clear();
     auto n = _log.read(stream::executions, _partition, from, _options.batch_records_max,
                        _options.batch_bytes_max, _scratch);
     if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
     for (const record& r : _scratch) _processor->replay(r.offset, r.value);
-    from += *n;
+    from = _scratch.back().offset + 1;
     _probe.replayed.fetch_add(*n, std::memory_order_relaxed);
-    _processor->flush(_state_out);
+    _processor->flush(_state_out, {});
     if (auto w = _store->write(_state_out, from); !w) return w;
   }
-  _events_next = end;
+  _checkpoint = from;
   _ingress_next = _log.position(orchestrator_group, stream::ingress, _partition);
   _acks_next = _log.position(orchestrator_group, stream::acks, _partition);
   _probe.restore_ms.store(micros_since(start) / 1000, std::memory_order_relaxed);
@@ -78,7 +79,7 @@ result<bool> partition_runtime::run_once() {
 
   _processor->prefetch(inputs);
   _out.clear();
-  batch_context ctx(now, _partition, _events_next, _out);
+  batch_context ctx(now, _partition, _out);
   for (const input& in : inputs) {
     _processor->process(in, ctx);
     if (in.s == stream::ingress) _ingress_next = in.rec.offset + 1;
@@ -95,13 +96,14 @@ result<bool> partition_runtime::run_once() {
   vassert(committed.has_value(), "partition {}: commit failed: {}", _partition,
           committed.error().message);
   _probe.commit_us_total.fetch_add(micros_since(start), std::memory_order_relaxed);
-  _events_next = ctx.next_event_offset();
-  vassert(_log.end_offset(stream::executions, _partition) == _events_next,
-          "partition {}: executions end {} != expected {} (another writer?)", _partition,
-          _log.end_offset(stream::executions, _partition), _events_next);
+  _event_offsets.clear();
+  for (size_t i = 0; i < _out.appends.size(); ++i) {
+    if (_out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
+  }
+  if (!_event_offsets.empty()) _checkpoint = _event_offsets.back() + 1;
 
-  _processor->flush(_state_out);
-  auto written = _store->write(_state_out, _events_next);
+  _processor->flush(_state_out, _event_offsets);
+  auto written = _store->write(_state_out, _checkpoint);
   vassert(written.has_value(), "partition {}: state write failed: {}", _partition,
           written.error().message);
 

@@ -25,20 +25,29 @@ struct input {
   record rec;
 };
 
+// Where an executions record is or will be: a committed offset (recovery, replay) or, while a
+// batch is being decided, its ordinal among the batch's executions appends — the log assigns
+// the offset at commit (Kafka's offsets are not predictable), and flush() resolves it.
+struct record_position {
+  uint64_t value = 0;
+  bool committed = true;
+  static record_position offset(uint64_t o) { return {o, true}; }
+  static record_position pending(uint64_t ordinal) { return {ordinal, false}; }
+};
+
 // Handed to the processor while it decides one batch. It collects outputs; it never does IO.
 class batch_context {
  public:
-  batch_context(int64_t now_ms, uint32_t partition, uint64_t next_event_offset,
-                commit_batch& out)
-      : _now_ms(now_ms), _partition(partition), _next_event_offset(next_event_offset), _out(out) {}
+  batch_context(int64_t now_ms, uint32_t partition, commit_batch& out)
+      : _now_ms(now_ms), _partition(partition), _out(out) {}
 
   int64_t now_ms() const { return _now_ms; }
   uint32_t partition() const { return _partition; }
 
-  // Appends to the executions stream; returns the offset the record will have once committed.
-  uint64_t append_event(std::string key, std::string bytes) {
+  // Appends to the executions stream; returns where the record will be.
+  record_position append_event(std::string key, std::string bytes) {
     _out.add(stream::executions, std::move(key), std::move(bytes));
-    return _next_event_offset++;
+    return record_position::pending(_events++);
   }
   void append(stream s, std::string key, std::string bytes) {
     if (s == stream::executions) {
@@ -47,12 +56,11 @@ class batch_context {
     }
     _out.add(s, std::move(key), std::move(bytes));
   }
-  uint64_t next_event_offset() const { return _next_event_offset; }
 
  private:
   int64_t _now_ms;
   uint32_t _partition;
-  uint64_t _next_event_offset;
+  uint64_t _events = 0;
   commit_batch& _out;
 };
 
@@ -73,8 +81,10 @@ class partition_processor {
   virtual int64_t next_timer_ms() const = 0;
   // Fires timers due at ctx.now_ms(), at most `max_timers`.
   virtual void fire_timers(batch_context& ctx, size_t max_timers) = 0;
-  // Moves the batch's state changes into `out` (called after the log commit succeeded).
-  virtual void flush(state_batch& out) = 0;
+  // Moves the batch's state changes into `out` (called after the log commit succeeded), with
+  // the committed offsets of the batch's executions appends, in order, to resolve pending
+  // positions (empty after replay, where every position is known).
+  virtual void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) = 0;
 };
 
 struct partition_runtime_options {
@@ -130,8 +140,9 @@ class partition_runtime {
   partition_probe _probe;
   uint64_t _ingress_next = 0;
   uint64_t _acks_next = 0;
-  uint64_t _events_next = 0;
+  uint64_t _checkpoint = 0;  // next executions offset to apply
   std::vector<record> _scratch;
+  std::vector<uint64_t> _event_offsets;
   commit_batch _out;
   state_batch _state_out;
   std::atomic<bool> _stop{false};

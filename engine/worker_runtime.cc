@@ -100,7 +100,7 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
         .fetch_add(1, std::memory_order_relaxed);
     out.add(stream::acks, r.key, make_ack(*env, res, _clock.now_ms()));
   }
-  out.set_position(g, _stream, from + *n);
+  out.set_position(g, _stream, _scratch.back().offset + 1);
   if (auto c = _log.commit(p, out); !c) return std::unexpected(c.error());
   _probe.commands.fetch_add(*n, std::memory_order_relaxed);
   return *n;

@@ -185,7 +185,8 @@ constexpr auto appliers = make_table();
 
 }  // namespace
 
-void apply_record(orchestrator_state& s, uint64_t offset, std::string_view bytes) {
+void apply_record(orchestrator_state& s, record_position where, std::string_view bytes) {
+  const uint64_t offset = where.value;  // for messages: an offset, or the batch ordinal
   std::string why;
   const fbs::Envelope* env = decode_envelope(bytes, &why);
   vassert(env != nullptr, "executions record at offset {} is not an envelope: {}", offset, why);
@@ -215,7 +216,7 @@ void apply_record(orchestrator_state& s, uint64_t offset, std::string_view bytes
   }
   appliers[type][version](s, *env, e);
   if (!e) e = s.find_execution(tenant, id);
-  s.index_event(*e, e->event_count, offset);
+  s.index_event(*e, e->event_count, where);
   e->event_count++;
   e->last_hash = hash;
   s.mark_dirty(*e);

@@ -55,7 +55,9 @@ std::string cancel(const command_header& h, std::string_view reason) {
 result<void> submit(log& l, std::string_view tenant, std::string bytes) {
   commit_batch b;
   b.add(stream::ingress, std::string(tenant), std::move(bytes));
-  return l.commit(tenant_partition(tenant, l.partition_count()), b);
+  auto r = l.commit(tenant_partition(tenant, l.partition_count()), b);
+  if (!r) return std::unexpected(r.error());
+  return {};
 }
 
 }  // namespace auterity::client

@@ -131,8 +131,8 @@ void orchestrator::decider::append_event(execution_state& e, fbs::Payload type,
   h.timestamp_ms = _ctx.now_ms();
   h.prev_hash = e.event_count > 0 ? &e.last_hash : nullptr;
   std::string bytes = finish_envelope(_fbb, h, type, payload);
-  const uint64_t offset = _ctx.append_event(e.tenant, bytes);
-  apply_record(_s, offset, bytes);
+  const record_position where = _ctx.append_event(e.tenant, bytes);
+  apply_record(_s, where, bytes);
 }
 
 template <typename F>
@@ -149,8 +149,8 @@ void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payl
   h.timestamp_ms = _ctx.now_ms();
   h.prev_hash = c.event_count > 0 ? &c.last_hash : nullptr;
   std::string bytes = finish_envelope(_fbb, h, type, payload);
-  const uint64_t offset = _ctx.append_event(std::string(tenant), bytes);
-  apply_record(_s, offset, bytes);
+  const record_position where = _ctx.append_event(std::string(tenant), bytes);
+  apply_record(_s, where, bytes);
   if (type == fbs::Payload::DefinitionPublished) {
     auto p = decode_envelope(bytes)->payload_as_DefinitionPublished();
     _ctx.append(stream::definitions,
@@ -663,7 +663,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
 }
 
 void orchestrator::replay(uint64_t offset, std::string_view bytes) {
-  apply_record(*_state, offset, bytes);
+  apply_record(*_state, record_position::offset(offset), bytes);
 }
 
 void orchestrator::prefetch(std::span<const input> inputs) {
@@ -735,8 +735,8 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
   }
 }
 
-void orchestrator::flush(state_batch& out) {
-  _state->flush(out);
+void orchestrator::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
+  _state->flush(out, event_offsets);
   _published_next_timer.store(next_timer_ms());
 }
 

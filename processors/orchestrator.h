@@ -38,7 +38,7 @@ class orchestrator final : public partition_processor {
   void process(const input& in, batch_context& ctx) override;
   int64_t next_timer_ms() const override;
   void fire_timers(batch_context& ctx, size_t max_timers) override;
-  void flush(state_batch& out) override;
+  void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) override;
 
   const orchestrator_probe& probe() const { return _probe; }
   // next_timer_ms() as of the last flush, safe to read from any thread.

@@ -147,17 +147,31 @@ void orchestrator_state::put_definition(std::string_view tenant, const definitio
   }
 }
 
-void orchestrator_state::index_event(const execution_state& e, uint32_t seq, uint64_t offset) {
+void orchestrator_state::index_event(const execution_state& e, uint32_t seq,
+                                     record_position where) {
+  std::string key = keys::event_index(e.tenant, e.id, seq);
+  if (!where.committed) {
+    _unresolved.emplace_back(std::move(key), where.value);
+    return;
+  }
   std::string v;
-  keys::put_be64(v, offset);
-  _pending.put(keys::event_index(e.tenant, e.id, seq), v);
+  keys::put_be64(v, where.value);
+  _pending.put(key, v);
 }
 
 void orchestrator_state::on_ended(const execution_state& e) {
   _ended.insert(exec_key(e.tenant, e.id));
 }
 
-void orchestrator_state::flush(state_batch& out) {
+void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
+  for (const auto& [key, ordinal] : _unresolved) {
+    vassert(ordinal < event_offsets.size(), "event ordinal {} of a batch with {} events",
+            ordinal, event_offsets.size());
+    std::string v;
+    keys::put_be64(v, event_offsets[ordinal]);
+    _pending.put(key, v);
+  }
+  _unresolved.clear();
   for (const std::string& key : _dirty) {
     auto it = _executions.find(key);
     vassert(it != _executions.end(), "dirty execution missing from cache");

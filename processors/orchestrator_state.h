@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "engine/partition_runtime.h"
 #include "engine/state_store.h"
 #include "processors/definition.h"
 #include "processors/execution_state.h"
@@ -43,11 +44,13 @@ class orchestrator_state {
   void mark_chain_dirty(std::string_view tenant);
   void set_timer(execution_state& e, uint16_t step, int64_t due_ms);  // 0 clears
   void put_definition(std::string_view tenant, const definition& d);
-  void index_event(const execution_state& e, uint32_t seq, uint64_t offset);
+  void index_event(const execution_state& e, uint32_t seq, record_position where);
   void on_ended(const execution_state& e);
 
   const std::set<timer_entry>& timers() const { return _timers; }
-  void flush(state_batch& out);
+  // After the commit: resolves pending event positions with the batch's committed executions
+  // offsets and hands over every change.
+  void flush(state_batch& out, const std::vector<uint64_t>& event_offsets);
 
  private:
   state_store* _store = nullptr;
@@ -61,10 +64,11 @@ class orchestrator_state {
   std::unordered_set<std::string> _dirty_chains;
   std::set<timer_entry> _timers;
   state_batch _pending;
+  std::vector<std::pair<std::string, uint64_t>> _unresolved;  // index key, batch ordinal
 };
 
 // Applies one committed executions record (events change state; rejections do not). The live
 // path and replay both call this, so they cannot disagree.
-void apply_record(orchestrator_state& state, uint64_t offset, std::string_view bytes);
+void apply_record(orchestrator_state& state, record_position where, std::string_view bytes);
 
 }  // namespace auterity

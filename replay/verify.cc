@@ -56,8 +56,8 @@ result<std::vector<std::string>> compare_with_replay(log& l, uint32_t partition,
     if (!n) return std::unexpected(n.error());
     if (*n == 0) break;
     for (const record& r : recs) o.replay(r.offset, r.value);
-    from += *n;
-    o.flush(batch);
+    from = recs.back().offset + 1;
+    o.flush(batch, {});
     if (auto w = (*rebuilt)->write(batch, from); !w) return std::unexpected(w.error());
   }
   auto a = snapshot(live);
@@ -96,10 +96,12 @@ result<chain_report> verify_chains(log& l, uint32_t partition) {
   chain_report report;
   std::vector<record> recs;
   const uint64_t end = l.end_offset(stream::executions, partition);
-  for (uint64_t from = 0; from < end; from += recs.size()) {
+  for (uint64_t from = 0; from < end;) {
     recs.clear();
     auto n = l.read(stream::executions, partition, from, 1024, 8 << 20, recs);
     if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+    from = recs.back().offset + 1;
     for (const record& r : recs) {
       std::string why;
       const fbs::Envelope* e = decode_envelope(r.value, &why);

@@ -216,11 +216,12 @@ template <typename F>
 void for_each_record(log& l, stream s, uint32_t p, F&& fn) {
   std::vector<record> recs;
   const uint64_t end = l.end_offset(s, p);
-  for (uint64_t from = 0; from < end; from += recs.size()) {
+  for (uint64_t from = 0; from < end;) {
     recs.clear();
     auto n = l.read(s, p, from, 1024, 8 << 20, recs);
     ASSERT_TRUE(n.has_value()) << stream_name(s) << "/" << p << ": " << n.error().message;
     ASSERT_GT(*n, 0u) << stream_name(s) << "/" << p << ": read returned nothing at " << from;
+    from = recs.back().offset + 1;
     for (const record& r : recs) fn(r);
   }
 }

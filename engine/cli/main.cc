@@ -178,10 +178,12 @@ int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
     if (partition >= 0 && static_cast<uint32_t>(partition) != p) continue;
     std::vector<record> recs;
-    for (uint64_t off = 0; off < l.end_offset(*s, p); off += recs.size()) {
+    for (uint64_t off = 0; off < l.end_offset(*s, p);) {
       recs.clear();
       auto r = l.read(*s, p, off, 1024, 8 << 20, recs);
       if (!r) return report(r.error());
+      if (*r == 0) break;
+      off = recs.back().offset + 1;
       for (const record& rec : recs) {
         const fbs::Envelope* e = decode_envelope(rec.value);
         fmt::print("{}/{}/{}\t{}\t{}\t{}\n", stream_arg, p, rec.offset,
