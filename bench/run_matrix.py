@@ -12,6 +12,7 @@ Prints one JSON line per accepted run to stderr and a markdown table per group t
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,25 @@ GROUPS = {
            for n, e in ((10, 2000), (100, 10000), (1000, 20000), (5000, 40000))]),
     "D": ("orchestrator batch size (inputs per stream per batch), fsync on, 2 partitions",
           [["--orchestrator-batch", str(b)] for b in (128, 512, 2048)]),
+    # Emulated slower disks: every fdatasync takes at least N us (bench/slow_fsync.cc).
+    "E": ("fdatasync floor emulated with libslow_fsync.so, 2 partitions",
+          [[f"FDATASYNC_US={us}"] + a for us in (1000, 4000)
+           for a in (["--in-flight", "100", "--executions", "4000"],
+                     ["--in-flight", "1000", "--executions", "10000"], [])]),
 }
+
+
+def command(binary, args):
+    """Splits FDATASYNC_US=N off `args` into the LD_PRELOAD environment of the shim."""
+    env = dict(os.environ)
+    rest = []
+    for a in args:
+        if a.startswith("FDATASYNC_US="):
+            env["LD_PRELOAD"] = os.path.join(os.path.dirname(binary), "libslow_fsync.so")
+            env["AUTERITY_BENCH_FDATASYNC_US"] = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return [binary, "--json"] + rest, env
 
 
 def machine_busy_share(seconds=1.0):
@@ -57,7 +76,8 @@ def run_once(binary, args, quiet_max, attempts, quiet_wait_s):
     best = None
     for _ in range(attempts):
         wait_quiet(quiet_max, quiet_wait_s)
-        out = subprocess.run([binary, "--json"] + args, capture_output=True, text=True)
+        cmd, env = command(binary, args)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(f"{' '.join(args)} failed:\n{out.stdout}{out.stderr}")
         line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
@@ -82,7 +102,8 @@ def row(args, runs):
             f"| {m['orchestrator_commits_per_s']:,.0f} | {m['inputs_per_commit']:.0f} / "
             f"{m['records_per_commit']:.0f} | {m['commit_ms']:.2f} | {m['acker_commits_per_s']:,.0f}"
             f" x {m['acks_per_acker_commit']:.0f} | {orch:.0f}% | "
-            f"{max(r['neighbours_cpu_share'] for r in runs) * 100:.0f}% |")
+            f"{max(r['neighbours_cpu_share'] for r in runs) * 100:.0f}% "
+            f"| {statistics.median(r['fdatasync_us']['before'] for r in runs):.0f} |")
 
 
 def main():
@@ -92,15 +113,15 @@ def main():
     ap.add_argument("--attempts", type=int, default=4)
     ap.add_argument("--quiet-max", type=float, default=0.10)
     ap.add_argument("--quiet-wait-s", type=float, default=60)
-    ap.add_argument("--only", default="ABCD")
+    ap.add_argument("--only", default="ABCDE")
     a = ap.parse_args()
     for g in a.only:
         title, configs = GROUPS[g]
         print(f"\n{g}. {title}\n")
         print("| flags | transitions/s (median) | range | latency ms p50 / p90 / p99 / max "
               "| orch. commits/s | inputs / records per commit | commit ms | acker commits/s x acks "
-              "| orchestrator CPU | neighbours CPU (max) |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| orchestrator CPU | neighbours CPU (max) | disk fdatasync us |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for args in configs:
             runs = [run_once(a.binary, args, a.quiet_max, a.attempts, a.quiet_wait_s)
                     for _ in range(a.repeat)]

@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app)};
+  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app)};
 
   CLI11_PARSE(app, argc, argv);
 
