@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/clock.h"
+#include "engine/kafka_log.h"
 #include "engine/log.h"
 #include "engine/partition_runtime.h"
 #include "engine/worker_runtime.h"
@@ -25,8 +26,9 @@
 namespace auterity {
 
 struct node_options {
-  std::string data_dir = "auterity-data";
-  uint32_t partitions = 4;
+  std::string data_dir = "auterity-data";  // state (and the embedded log unless kafka is set)
+  uint32_t partitions = 4;                 // embedded log only; Kafka: the topics' count
+  std::optional<kafka_log_options> kafka;  // run on this Kafka cluster instead
   bool fsync = true;
   bool workers = true;  // run the local connector workers in-process
   partition_runtime_options runtime;
@@ -76,6 +78,7 @@ class node {
   std::vector<std::unique_ptr<partition_runtime>> _partitions;
   std::vector<std::unique_ptr<worker_runtime>> _workers;
   bool _started = false;
+  bool _dense_offsets = true;  // embedded log: positions == end offsets when caught up
 };
 
 }  // namespace auterity

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "engine/kafka_log.h"
+
 namespace CLI {
 class App;
 }
@@ -21,6 +23,7 @@ struct demo_flags {
   bool serve = false;
   bool quiet = false;
   int timeout_s = 60;
+  std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
 };
 
 // The main job: the sample dealership workflow for two tenants, end to end.

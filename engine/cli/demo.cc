@@ -106,6 +106,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   o.data_dir = flags.data_dir;
   o.partitions = flags.partitions;
   o.fsync = flags.fsync;
+  o.kafka = flags.kafka;
   auto opened = node::open(o, clk);
   if (!opened) {
     fmt::print(stderr, "auterity demo: {}\n", opened.error().message);
@@ -118,8 +119,15 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   }
   n.start();
   const int64_t t0 = now_ms();
-  fmt::print("auterity demo: {} partitions, embedded log in {}/\n", flags.partitions,
-             flags.data_dir);
+  if (flags.kafka) {
+    fmt::print("auterity demo: {} partitions on Kafka {}, state in {}/\n", n.partitions(),
+               flags.kafka->bootstrap, flags.data_dir);
+  } else {
+    fmt::print("auterity demo: {} partitions, embedded log in {}/\n", n.partitions(),
+               flags.data_dir);
+  }
+  // Kafka keeps earlier runs' records: give this run's executions ids of their own.
+  const std::string run_tag = flags.kafka ? fmt::format("{}-", t0 % 1000000) : "";
 
   for (const dealership& d : dealerships) {
     auto r = n.submit(d.tenant, client::publish_definition({d.tenant, "", "publish-new-lead-v1",
@@ -132,7 +140,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   for (uint32_t i = 0; i < flags.executions; ++i) {
     const dealership& d = dealerships[i % std::size(dealerships)];
     const lead& l = leads[i % std::size(leads)];
-    started s{d.tenant, fmt::format("lead-{:04}", i + 1), l.replies};
+    started s{d.tenant, fmt::format("lead-{}{:04}", run_tag, i + 1), l.replies};
     const std::string input = lead_input(l, i).dump();
     auto r = n.submit(s.tenant, client::start_execution({s.tenant, s.id, "start-" + s.id, now_ms()},
                                                         "new-lead", 0, input));
@@ -210,7 +218,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   for (const auto& [status, count] : sum.executions_by_status) {
     fmt::print("{} {}  ", status, count);
   }
-  fmt::print("| {} executions records, {} commands, {} rejections (the duplicate start), {} "
+  fmt::print("| {} executions records, {} commands, {} rejections, {} "
              "deadletters\n",
              sum.events, sum.commands, sum.rejections, sum.deadletters);
   fmt::print("notifications written to {}/outbox/notifications.jsonl\n", flags.data_dir);

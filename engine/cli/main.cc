@@ -32,6 +32,9 @@ struct common_flags {
   std::string data_dir = "auterity-data";
   uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
+  std::string kafka;        // bootstrap servers; empty: the embedded log
+  std::string instance = "engine-1";
+  std::string topic_prefix;
 };
 
 constexpr uint32_t default_partitions = 4;
@@ -45,6 +48,23 @@ void add_common(CLI::App* cmd, common_flags& f) {
       ->check(CLI::Range(1, 256));
   cmd->add_flag("--no-fsync", f.no_fsync,
                 "Do not fdatasync commits (faster, not durable against power loss)");
+  cmd->add_option("--kafka", f.kafka,
+                  "Run on this Kafka cluster (bootstrap servers) instead of the embedded log; "
+                  "--data then holds only the local state");
+  cmd->add_option("--instance", f.instance,
+                  "Engine instance id on Kafka (transactional.id auterity.<id>; a restarted "
+                  "instance with the same id fences the old one)")
+      ->capture_default_str();
+  cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
+}
+
+std::optional<kafka_log_options> kafka_of(const common_flags& f) {
+  if (f.kafka.empty()) return std::nullopt;
+  kafka_log_options k;
+  k.bootstrap = f.kafka;
+  k.instance_id = f.instance;
+  k.topic_prefix = f.topic_prefix;
+  return k;
 }
 
 uint32_t partitions_for(const common_flags& f) {
@@ -57,6 +77,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   node_options o;
   o.data_dir = f.data_dir;
   o.partitions = partitions_for(f);
+  o.kafka = kafka_of(f);
   o.fsync = !f.no_fsync;
   o.workers = workers;
   return node::open(o, clk);
@@ -301,6 +322,7 @@ int main(int argc, char** argv) {
     demo.data_dir = demo_f.data_dir;
     demo.partitions = demo_f.partitions ? demo_f.partitions : default_partitions;
     demo.fsync = !demo_f.no_fsync;
+    demo.kafka = kafka_of(demo_f);
     return run_demo(demo, g_interrupted);
   }
   if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);

@@ -1,0 +1,40 @@
+#pragma once
+// The Kafka log: the log interface over an Apache Kafka cluster, exactly-once.
+//
+//   commit()   one Kafka transaction: the appends (to topic = stream name, same partition)
+//              and the consumer positions (send_offsets_to_transaction) commit together, or
+//              not at all. The transactional.id is per engine instance, so a restarted
+//              instance fences its predecessor (init_transactions bumps the epoch) and a stale
+//              instance cannot commit.
+//   read()     read_committed consumers: aborted and open transactions are never seen.
+//   position() the consumer group's committed offset (group "auterity.<group>").
+//
+// See engine/README.md ("Kafka backend") for threading and costs.
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engine/log.h"
+
+namespace auterity {
+
+struct kafka_log_options {
+  std::string bootstrap;                 // host:port[,host:port...]
+  std::string instance_id = "engine-1";  // transactional.id = "auterity.<instance_id>"
+  std::string topic_prefix;              // topic = prefix + stream name
+  int transaction_timeout_ms = 60'000;   // broker aborts a transaction left open this long
+  int request_timeout_ms = 30'000;       // longest wait for one broker answer
+  int read_wait_ms_max = 10'000;         // longest a read waits for its first fetch answer
+  std::map<std::string, std::string> producer_config;  // extra librdkafka settings
+  std::map<std::string, std::string> consumer_config;
+};
+
+// Connects, checks that all topics exist and are co-partitioned (same partition count), and
+// initialises the transactional producer (fencing any earlier producer of the same instance).
+result<std::unique_ptr<log>> open_kafka_log(const kafka_log_options& options);
+
+// Kafka consumer group id for a logical group ("orchestrator" -> "auterity.orchestrator").
+std::string kafka_group_id(std::string_view group);
+
+}  // namespace auterity
