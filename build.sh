@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 packages=(
   cmake ninja-build g++ ccache pkg-config
-  librocksdb-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
+  librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev
 )
 
