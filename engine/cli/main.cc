@@ -138,6 +138,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
              (*n)->partitions(), f.data_dir);
   int quiet_rounds = 0;
   run_stats last = run_stats::read(**n);
+  run_stats last_activity = last;
   auto last_print = std::chrono::steady_clock::now();
   while (!g_interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -147,8 +148,18 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
       last_print = now;
     }
     if (!until_quiet) continue;
-    quiet_rounds = (*n)->summary().quiescent ? quiet_rounds + 1 : 0;
-    if (quiet_rounds >= 3) break;
+    // Embedded log: quiet = every stream consumed and no timer pending, seen 3 times. Kafka's
+    // offsets have gaps, so there: no timer pending, no running execution, and no input
+    // processed for 2 s (the runtimes poll every few ms).
+    const run_stats activity = run_stats::read(**n);
+    const bool idle = activity.inputs == last_activity.inputs;
+    last_activity = activity;
+    const node_summary sum = (*n)->summary();
+    const bool quiet = f.kafka.empty()
+                           ? sum.quiescent
+                           : idle && sum.quiescent && !sum.executions_by_status.contains("running");
+    quiet_rounds = quiet ? quiet_rounds + 1 : 0;
+    if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
   (*n)->stop();
   node_summary s = (*n)->summary();
