@@ -10,8 +10,16 @@ cd "$(dirname "$0")"
 packages=(
   cmake ninja-build g++ ccache pkg-config
   librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
-  nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev
+  nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev
+  chromium  # headless browser: the replay tests render the HTML timeline in it
 )
+
+# The Kafka tests run a real broker (Kafka from Maven Central on Java 17): only the test
+# command needs a JDK and Maven, and only if the machine has none.
+test_packages() {
+  command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
+  command -v mvn >/dev/null 2>&1 || packages+=(maven)
+}
 
 install_missing() {
   local missing=()
@@ -35,12 +43,15 @@ build() {
 
 what=${1:-build}
 [ $# -gt 0 ] && shift
+[ "$what" = test ] && test_packages
 install_missing
 build
 dir=${BUILD_DIR:-build}
 case "$what" in
   demo) exec "$dir/engine/auterity" demo "$@" ;;
-  test) cd "$dir" && exec ctest --output-on-failure --timeout 900 "$@" ;;
+  test)
+    tests/kafka/broker.sh fetch  # Kafka 3.9 jars from Maven Central, cached after the first run
+    cd "$dir" && exec ctest --output-on-failure --timeout 900 "$@" ;;
   build) ;;
   *) echo "usage: ./build.sh demo|test|build" >&2; exit 2 ;;
 esac

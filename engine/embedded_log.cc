@@ -841,7 +841,15 @@ class embedded_log final : public log {
       return fail(errc::invalid, fmt::format("commit to partition {}; the log has {} partitions",
                                              p, partition_count()));
     }
-    for (const auto& a : batch.appends) ELOG_TRY(check_append(a));
+    for (const auto& a : batch.appends) {
+      if (a.partition && *a.partition != p) {
+        return fail(errc::invalid, fmt::format("append to partition {} in a commit of partition "
+                                               "{}: the embedded log commits one partition at a "
+                                               "time",
+                                               *a.partition, p));
+      }
+      ELOG_TRY(check_append(a));
+    }
     for (const auto& pos : batch.positions) ELOG_TRY(check_position(pos));
     if (batch.appends.size() > UINT32_MAX ||
         commit_frame_body_bytes(batch) > frame_body_bytes_max) {

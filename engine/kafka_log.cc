@@ -133,6 +133,10 @@ class kafka_log final : public log {
       return fail(errc::invalid, fmt::format("commit to partition {} of {}", p, _partitions));
     }
     for (const auto& a : batch.appends) {
+      if (a.partition && *a.partition >= _partitions) {
+        return fail(errc::invalid, fmt::format("append to partition {} of {}", *a.partition,
+                                               _partitions));
+      }
       if (a.key.size() + a.value.size() > record_bytes_max) {
         return fail(errc::too_large, fmt::format("record of {} bytes; record_bytes_max is {}",
                                                  a.key.size() + a.value.size(),
@@ -171,15 +175,18 @@ class kafka_log final : public log {
     return fetch(**r, s, p, from, max_records, max_bytes, out);
   }
 
+  // The high watermark. The interface has no error channel, and metrics and status ask for it
+  // too: while the broker does not answer, the last known value is returned rather than
+  // stopping the engine.
   uint64_t end_offset(stream s, uint32_t p) override {
     int64_t low = 0, high = 0;
     std::lock_guard lock(_meta_mu);
+    uint64_t& known = _known_ends[{static_cast<int>(s), p}];
     rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
         _meta.get(), topic(s).c_str(), static_cast<int32_t>(p), &low, &high,
         _options.request_timeout_ms);
-    vassert(err == RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of {}/{}: {}", topic(s), p,
-            rd_kafka_err2str(err));
-    return static_cast<uint64_t>(high);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) known = static_cast<uint64_t>(high);
+    return known;
   }
 
   uint64_t position(std::string_view group, stream s, uint32_t p) override {
@@ -348,7 +355,8 @@ class kafka_log final : public log {
       for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             _producer.get(), RD_KAFKA_V_TOPIC(t.c_str()),
-            RD_KAFKA_V_PARTITION(static_cast<int32_t>(p)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_PARTITION(static_cast<int32_t>(a.partition.value_or(p))),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(a.key.data(), a.key.size()),
             RD_KAFKA_V_VALUE(const_cast<char*>(a.value.data()), a.value.size()),
             RD_KAFKA_V_OPAQUE(&deliveries[i]), RD_KAFKA_V_END);
@@ -374,7 +382,9 @@ class kafka_log final : public log {
       }
     }
     for (auto& [group, list] : by_group) {
-      cgmd_ptr md(rd_kafka_consumer_group_metadata_new(kafka_group_id(group).c_str()));
+      void* live = _options.group_metadata ? _options.group_metadata(group) : nullptr;
+      cgmd_ptr md(live ? static_cast<rd_kafka_consumer_group_metadata_t*>(live)
+                       : rd_kafka_consumer_group_metadata_new(kafka_group_id(group).c_str()));
       if (error_ptr e{rd_kafka_send_offsets_to_transaction(_producer.get(), list.get(), md.get(),
                                                            _options.request_timeout_ms)}) {
         return std::unexpected(kafka_error("send_offsets_to_transaction", e.get()));
@@ -493,6 +503,7 @@ class kafka_log final : public log {
   rk_ptr _producer;
   rk_ptr _meta;
   std::mutex _meta_mu;
+  std::map<std::pair<int, uint32_t>, uint64_t> _known_ends;  // guarded by _meta_mu
   uint32_t _partitions = 0;
   std::mutex _txn_mu;
   std::condition_variable _txn_cv;

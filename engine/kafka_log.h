@@ -11,6 +11,7 @@
 //
 // See engine/README.md ("Kafka backend") for threading and costs.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,6 +29,9 @@ struct kafka_log_options {
   int read_wait_ms_max = 10'000;         // longest a read waits for its first fetch answer
   std::map<std::string, std::string> producer_config;  // extra librdkafka settings
   std::map<std::string, std::string> consumer_config;
+  // Live group metadata for a logical group (kafka_membership::group_metadata_copy()), or
+  // nullptr: offsets are then committed without a member, with no fencing by generation.
+  std::function<void*(std::string_view group)> group_metadata;
 };
 
 // Connects, checks that all topics exist and are co-partitioned (same partition count), and

@@ -51,6 +51,9 @@ struct commit_batch {
     stream s;
     std::string key;
     std::string value;
+    // Another partition than the commit's (forwarding a mis-placed ingress record). Only
+    // backends that commit across partitions take it (Kafka); the embedded log refuses it.
+    std::optional<uint32_t> partition = std::nullopt;
   };
   struct position {
     std::string group;  // consumer group, e.g. "orchestrator", "worker.step"
@@ -62,6 +65,9 @@ struct commit_batch {
 
   void add(stream s, std::string key, std::string value) {
     appends.push_back({s, std::move(key), std::move(value)});
+  }
+  void add_to(stream s, uint32_t partition, std::string key, std::string value) {
+    appends.push_back({s, std::move(key), std::move(value), partition});
   }
   void set_position(std::string group, stream s, uint64_t next_offset) {
     positions.push_back({std::move(group), s, next_offset});

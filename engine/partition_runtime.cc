@@ -56,7 +56,7 @@ result<void> partition_runtime::recover() {
   _checkpoint = from;
   _ingress_next = _log.position(orchestrator_group, stream::ingress, _partition);
   _acks_next = _log.position(orchestrator_group, stream::acks, _partition);
-  _probe.restore_ms.store(micros_since(start) / 1000, std::memory_order_relaxed);
+  _probe.on_restored(micros_since(start) / 1000, _ingress_next, _acks_next);
   return {};
 }
 
@@ -95,12 +95,13 @@ result<bool> partition_runtime::run_once() {
   // that recovers from the log.
   vassert(committed.has_value(), "partition {}: commit failed: {}", _partition,
           committed.error().message);
-  _probe.commit_us_total.fetch_add(micros_since(start), std::memory_order_relaxed);
   _event_offsets.clear();
   for (size_t i = 0; i < _out.appends.size(); ++i) {
     if (_out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
   }
   if (!_event_offsets.empty()) _checkpoint = _event_offsets.back() + 1;
+  _probe.on_commit(micros_since(start), _out.appends.size(), _event_offsets.size(),
+                   _ingress_next, _acks_next);
 
   _processor->flush(_state_out, _event_offsets);
   auto written = _store->write(_state_out, _checkpoint);

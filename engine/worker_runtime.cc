@@ -1,5 +1,7 @@
 #include "engine/worker_runtime.h"
 
+#include <algorithm>
+
 
 #include <fmt/core.h>
 
@@ -79,7 +81,9 @@ std::string worker_runtime::group() const { return fmt::format("worker.{}", stre
 
 result<size_t> worker_runtime::run_partition(uint32_t p) {
   const std::string g = group();
-  const uint64_t from = _log.position(g, _stream, p);
+  if (_next.size() != _log.partition_count()) _next.assign(_log.partition_count(), std::nullopt);
+  if (!_next[p]) _next[p] = _log.position(g, _stream, p);
+  const uint64_t from = *_next[p];
   _scratch.clear();
   auto n = _log.read(_stream, p, from, _options.batch_records_max, 8 << 20, _scratch);
   if (!n) return n;
@@ -100,20 +104,30 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
         .fetch_add(1, std::memory_order_relaxed);
     out.add(stream::acks, r.key, make_ack(*env, res, _clock.now_ms()));
   }
-  out.set_position(g, _stream, _scratch.back().offset + 1);
+  const uint64_t next = _scratch.back().offset + 1;
+  out.set_position(g, _stream, next);
   if (auto c = _log.commit(p, out); !c) return std::unexpected(c.error());
+  _next[p] = next;
   _probe.commands.fetch_add(*n, std::memory_order_relaxed);
   return *n;
 }
 
 result<size_t> worker_runtime::run_once() {
+  std::lock_guard lock(_run_mu);
   size_t done = 0;
   for (uint32_t p = 0; p < _log.partition_count(); ++p) {
+    if (_owned && std::find(_owned->begin(), _owned->end(), p) == _owned->end()) continue;
     auto n = run_partition(p);
     if (!n) return n;
     done += *n;
   }
   return done;
+}
+
+void worker_runtime::set_partitions(const std::vector<uint32_t>& partitions) {
+  std::lock_guard lock(_run_mu);
+  _owned = partitions;
+  _next.clear();  // positions are read again: another member may have moved them
 }
 
 void worker_runtime::start() {

@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "engine/clock.h"
@@ -59,6 +62,10 @@ class worker_runtime {
   void stop();
 
   std::string group() const;  // "worker.<stream>"
+  stream commands() const { return _stream; }
+  // Restricts the worker to these partitions (group mode: what Kafka assigned); waits for a
+  // batch in progress to finish, so a revoked partition is no longer worked on when it returns.
+  void set_partitions(const std::vector<uint32_t>& partitions);
   const worker_probe& probe() const { return _probe; }
 
  private:
@@ -72,6 +79,11 @@ class worker_runtime {
   worker_options _options;
   worker_probe _probe;
   std::vector<record> _scratch;
+  std::mutex _run_mu;  // held while a round runs; set_partitions waits on it
+  std::optional<std::vector<uint32_t>> _owned;  // guarded by _run_mu; nullopt: all
+  // Next command offset per partition, read from the log once per assignment: Kafka may
+  // answer an offset fetch with the previous commit until the last transaction's markers land.
+  std::vector<std::optional<uint64_t>> _next;
   std::atomic<bool> _stop{false};
   std::thread _thread;
 };

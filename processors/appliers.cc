@@ -5,6 +5,7 @@
 #include <array>
 
 #include "engine/assert.h"
+#include "processors/orchestrator.h"
 #include "processors/orchestrator_state.h"
 
 namespace auterity {
@@ -184,6 +185,11 @@ constexpr std::array<std::array<applier, versions>, payload_slots> make_table() 
 constexpr auto appliers = make_table();
 
 }  // namespace
+
+bool has_applier(fbs::Payload type, uint16_t version) {
+  const auto t = static_cast<size_t>(type);
+  return t < payload_slots && version < versions && appliers[t][version] != nullptr;
+}
 
 void apply_record(orchestrator_state& s, record_position where, std::string_view bytes) {
   const uint64_t offset = where.value;  // for messages: an offset, or the batch ordinal

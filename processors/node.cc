@@ -5,6 +5,7 @@
 
 #include <fmt/core.h>
 
+#include "engine/assert.h"
 #include "engine/embedded_log.h"
 #include "processors/client.h"
 #include "processors/connectors.h"
@@ -13,12 +14,18 @@ namespace auterity {
 
 node::node(node_options options, clock& clk) : _options(std::move(options)), _clock(clk) {}
 
-node::~node() { stop(); }
+node::~node() {
+  _metrics.reset();  // first: a scrape reads the runtimes
+  stop();
+}
 
 result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk) {
   std::unique_ptr<node> n(new node(options, clk));
   if (options.kafka) {
-    auto l = open_kafka_log(*options.kafka);
+    kafka_log_options k = *options.kafka;
+    // Offsets of a group this node is a member of carry the member's live metadata (fencing).
+    k.group_metadata = [raw = n.get()](std::string_view g) { return raw->group_metadata(g); };
+    auto l = open_kafka_log(k);
     if (!l) return std::unexpected(l.error());
     n->_log = std::move(*l);
     n->_dense_offsets = false;
@@ -38,13 +45,12 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
     n->_options.runtime.idle_wait_ms_max = 5;
     wo.idle_wait_ms_max = 5;
   }
-  for (uint32_t p = 0; p < n->_options.partitions; ++p) {
-    auto store = state_store::open(fmt::format("{}/state/p{:03}", options.data_dir, p));
-    if (!store) return std::unexpected(store.error());
-    auto o = std::make_unique<orchestrator>(orchestrator_options{n->_options.partitions});
-    n->_orchestrators.push_back(o.get());
-    n->_partitions.push_back(std::make_unique<partition_runtime>(
-        *n->_log, p, std::move(*store), std::move(o), clk, n->_options.runtime));
+  n->_orchestrators.assign(n->_options.partitions, nullptr);
+  n->_partitions.resize(n->_options.partitions);
+  if (!n->group_mode()) {
+    for (uint32_t p = 0; p < n->_options.partitions; ++p) {
+      if (auto r = n->open_partition(p); !r) return std::unexpected(r.error());
+    }
   }
   if (options.workers) {
     auto outbox = outbox_connector::open(options.data_dir + "/outbox");
@@ -56,31 +62,152 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
     n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, stream::commands_notify,
                                                            std::move(*outbox), clk, wo));
   }
+  if (auto r = n->start_metrics(); !r) return std::unexpected(r.error());
   return n;
 }
 
+result<void> node::open_partition(uint32_t p) {
+  auto store = state_store::open(fmt::format("{}/state/p{:03}", _options.data_dir, p));
+  if (!store) return std::unexpected(store.error());
+  auto o = std::make_unique<orchestrator>(
+      orchestrator_options{_options.partitions, /*forward_misplaced=*/_options.kafka.has_value()});
+  _orchestrators[p] = o.get();
+  _partitions[p] = std::make_unique<partition_runtime>(*_log, p, std::move(*store), std::move(o),
+                                                       _clock, _options.runtime);
+  return {};
+}
+
+void node::close_partition(uint32_t p) {
+  if (!_partitions[p]) return;
+  _partitions[p]->stop();
+  _partitions[p].reset();
+  _orchestrators[p] = nullptr;
+}
+
+partition_runtime& node::partition(uint32_t p) {
+  std::lock_guard lock(_parts_mu);
+  if (!_partitions[p]) {
+    auto opened = open_partition(p);
+    vassert(opened.has_value(), "partition {}: {}", p, opened.error().message);
+    auto recovered = _partitions[p]->recover();
+    vassert(recovered.has_value(), "partition {}: {}", p, recovered.error().message);
+  }
+  return *_partitions[p];
+}
+
+std::vector<uint32_t> node::owned_partitions() {
+  std::lock_guard lock(_parts_mu);
+  std::vector<uint32_t> out;
+  for (uint32_t p = 0; p < _partitions.size(); ++p) {
+    if (_partitions[p]) out.push_back(p);
+  }
+  return out;
+}
+
 result<void> node::recover() {
+  std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
+    if (!p) continue;  // group mode: recovered when assigned
     if (auto r = p->recover(); !r) return r;
   }
   return {};
 }
 
+// Kafka assigned partitions to this instance: restore each (local checkpoint, then catch-up
+// from executions) and run it.
+void node::on_assigned(const std::vector<uint32_t>& parts) {
+  std::lock_guard lock(_parts_mu);
+  for (uint32_t p : parts) {
+    if (!_partitions[p]) {
+      auto opened = open_partition(p);
+      vassert(opened.has_value(), "partition {}: {}", p, opened.error().message);
+    }
+    auto recovered = _partitions[p]->recover();
+    vassert(recovered.has_value(), "partition {}: restore: {}", p, recovered.error().message);
+    _partitions[p]->start();
+    fmt::print(stderr, "auterity: partition {} assigned, restored in {} ms\n", p,
+               _partitions[p]->probe().restore_ms.load());
+  }
+}
+
+// Kafka takes partitions away: stop them (the open commit finishes or fails) and release their
+// state before returning, so the next owner never overlaps with us.
+void node::on_revoked(const std::vector<uint32_t>& parts) {
+  std::lock_guard lock(_parts_mu);
+  for (uint32_t p : parts) {
+    close_partition(p);
+    fmt::print(stderr, "auterity: partition {} released\n", p);
+  }
+}
+
+void* node::group_metadata(std::string_view group) {
+  std::lock_guard lock(_members_mu);
+  for (const auto& m : _members) {
+    if (m->group() == group) return m->group_metadata_copy();
+  }
+  return nullptr;
+}
+
+// Joins the orchestrator group and one group per worker stream. _members_mu is taken only to
+// publish each member: a commit of a worker may ask for group metadata meanwhile.
+void node::start_groups() {
+  auto member = kafka_membership::join(
+      *_options.kafka, orchestrator_group, stream::ingress,
+      {[this](const auto& parts) { on_assigned(parts); },
+       [this](const auto& parts) { on_revoked(parts); }});
+  vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
+  {
+    std::lock_guard lock(_members_mu);
+    _members.push_back(std::move(*member));
+  }
+  for (auto& w : _workers) {
+    worker_runtime* raw = w.get();
+    auto wm = kafka_membership::join(
+        *_options.kafka, raw->group(), raw->commands(),
+        {[raw](const auto& parts) { raw->set_partitions(parts); },
+         [raw](const auto&) { raw->set_partitions({}); }});
+    vassert(wm.has_value(), "joining {}: {}", raw->group(), wm.error().message);
+    std::lock_guard lock(_members_mu);
+    _members.push_back(std::move(*wm));
+  }
+}
+
 void node::start() {
-  for (auto& p : _partitions) p->start();
+  if (group_mode()) {
+    for (auto& w : _workers) w->set_partitions({});  // nothing until Kafka assigns
+  }
   for (auto& w : _workers) w->start();
+  if (group_mode()) {
+    start_groups();
+  } else {
+    std::lock_guard lock(_parts_mu);
+    for (auto& p : _partitions) p->start();
+  }
   _started = true;
 }
 
 void node::stop() {
   if (!_started) return;
+  std::vector<std::unique_ptr<kafka_membership>> members;
+  {
+    std::lock_guard lock(_members_mu);
+    members.swap(_members);
+  }
+  // Leaving the groups revokes (and stops) what this node owns.
+  for (auto& m : members) m->leave();
   for (auto& w : _workers) w->stop();
-  for (auto& p : _partitions) p->stop();
+  {
+    std::lock_guard lock(_parts_mu);
+    for (auto& p : _partitions) {
+      if (p) p->stop();
+    }
+  }
   _started = false;
 }
 
 result<size_t> node::step(bool workers) {
   size_t work = 0;
+  std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
     auto r = p->run_once();
     if (!r) return std::unexpected(r.error());
@@ -101,7 +228,9 @@ result<void> node::submit(std::string_view tenant, std::string bytes) {
 
 std::optional<execution_state> node::execution(std::string_view tenant, std::string_view id) {
   const uint32_t p = tenant_partition(tenant, _options.partitions);
-  auto stored = _partitions[p]->store().get(keys::execution(tenant, id));
+  std::lock_guard lock(_parts_mu);
+  if (!_partitions[p] && _started) return std::nullopt;  // owned by another instance now
+  auto stored = partition(p).store().get(keys::execution(tenant, id));
   if (!stored || !stored->has_value()) return std::nullopt;
   execution_state e;
   if (!decode_execution(**stored, e)) return std::nullopt;
@@ -109,7 +238,9 @@ std::optional<execution_state> node::execution(std::string_view tenant, std::str
 }
 
 void node::for_each_execution(const std::function<void(const execution_state&)>& fn) {
+  std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
+    if (!p) continue;
     (void)p->store().scan_prefix("T", [&](std::string_view key, std::string_view value) {
       const size_t nul = key.find('\0');
       if (nul == std::string_view::npos || nul + 1 >= key.size() || key[nul + 1] != 'E') {
@@ -132,9 +263,11 @@ node_summary node::summary() {
   // Kafka offsets have gaps (transaction markers), so "caught up" cannot be read off the end
   // offsets; there quiet means only that no timer is pending.
   bool quiet = true;
+  std::lock_guard lock(_parts_mu);
   for (uint32_t p = 0; p < _options.partitions; ++p) {
     s.events += _log->end_offset(stream::executions, p);
     s.deadletters += _log->end_offset(stream::deadletter, p);
+    if (!_orchestrators[p]) continue;  // not owned by this instance
     const orchestrator& o = *_orchestrators[p];
     s.rejections += o.probe().rejections.load();
     s.stale_acks += o.probe().stale_acks.load();
@@ -154,6 +287,93 @@ node_summary node::summary() {
   }
   s.quiescent = quiet;
   return s;
+}
+
+// ------------------------------------------------------------------------------- metrics
+
+namespace {
+
+constexpr metric_def commands_total{"auterity_commands_total",
+                                    "Commands the orchestrator emitted (step, AI, notify)",
+                                    metric_kind::counter};
+constexpr metric_def rejections_total{"auterity_rejections_total",
+                                      "Commands rejected (CommandRejected appended to executions)",
+                                      metric_kind::counter};
+constexpr metric_def deadletters_total{
+    "auterity_deadletters_total", "Ingress records that did not parse, sent to deadletter",
+    metric_kind::counter};
+constexpr metric_def stale_acks_total{
+    "auterity_stale_acks_total",
+    "Acks ignored as duplicate or for an old attempt or a finished step", metric_kind::counter};
+constexpr metric_def step_transitions_total{"auterity_step_transitions_total",
+                                            "Acks and timers that moved a step",
+                                            metric_kind::counter};
+constexpr metric_def executions_started_total{
+    "auterity_executions_started_total", "Executions started", metric_kind::counter};
+constexpr metric_def executions_ended_total{
+    "auterity_executions_ended_total", "Executions that succeeded, failed or were cancelled",
+    metric_kind::counter};
+
+void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_probe& o) {
+  const metric_labels l = {{"partition", std::to_string(p)}};
+  w.add(commands_total, l, o.commands_out.load());
+  w.add(rejections_total, l, o.rejections.load());
+  w.add(deadletters_total, l, o.deadletters.load());
+  w.add(stale_acks_total, l, o.stale_acks.load());
+  w.add(step_transitions_total, l, o.step_transitions.load());
+  w.add(executions_started_total, l, o.executions_started.load());
+  w.add(executions_ended_total, l, o.executions_ended.load());
+}
+
+struct orchestrator_position {
+  uint32_t partition;
+  uint64_t ingress, acks;
+};
+
+}  // namespace
+
+result<void> node::start_metrics() {
+  if (!metrics_enabled(_options.metrics_address)) return {};
+  auto server = metrics_server::start(_options.metrics_address,
+                                      [this](metrics_writer& w) { collect_metrics(w); });
+  if (!server) return std::unexpected(server.error());
+  _metrics = std::move(*server);
+  return {};
+}
+
+uint16_t node::metrics_port() const { return _metrics ? _metrics->port() : 0; }
+
+// Runs on the metrics server's thread for each scrape.
+void node::collect_metrics(metrics_writer& w) {
+  std::vector<orchestrator_position> owned;
+  {
+    // A revoked partition's probes go with its runtime. (A scrape waits while a partition is
+    // being assigned: restore holds this lock.)
+    std::lock_guard lock(_parts_mu);
+    for (uint32_t p = 0; p < _partitions.size(); ++p) {
+      if (!_partitions[p]) continue;
+      const partition_probe& probe = _partitions[p]->probe();
+      collect_partition(w, p, probe);
+      collect_orchestrator(w, p, _orchestrators[p]->probe());
+      if (!probe.restored.load()) continue;
+      owned.push_back({p, probe.ingress_next.load(), probe.acks_next.load()});
+    }
+  }
+  // End offsets may be broker round trips: asked without holding the partitions.
+  for (const orchestrator_position& o : owned) {
+    collect_lag(w, *_log, orchestrator_group, stream::ingress, o.partition, o.ingress);
+    collect_lag(w, *_log, orchestrator_group, stream::acks, o.partition, o.acks);
+  }
+  for (const auto& worker : _workers) {
+    collect_worker(w, worker->group(), worker->commands(), worker->probe());
+    // A group's committed offset on Kafka is a broker round trip that the log treats as
+    // infallible; there, the broker's own group lag tools cover the workers (README).
+    if (_options.kafka) continue;
+    for (uint32_t p = 0; p < _options.partitions; ++p) {
+      collect_lag(w, *_log, worker->group(), worker->commands(), p,
+                  _log->position(worker->group(), worker->commands(), p));
+    }
+  }
 }
 
 }  // namespace auterity

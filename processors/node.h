@@ -11,13 +11,16 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/clock.h"
+#include "engine/kafka_group.h"
 #include "engine/kafka_log.h"
 #include "engine/log.h"
+#include "engine/metrics.h"
 #include "engine/partition_runtime.h"
 #include "engine/worker_runtime.h"
 #include "processors/execution_state.h"
@@ -29,9 +32,14 @@ struct node_options {
   std::string data_dir = "auterity-data";  // state (and the embedded log unless kafka is set)
   uint32_t partitions = 4;                 // embedded log only; Kafka: the topics' count
   std::optional<kafka_log_options> kafka;  // run on this Kafka cluster instead
+  // Kafka: join the consumer groups and run only the partitions Kafka assigns this instance
+  // (scale-out). Off: own every partition (single instance, and read-only tools).
+  bool kafka_group = false;
   bool fsync = true;
   bool workers = true;  // run the local connector workers in-process
   partition_runtime_options runtime;
+  // Serve Prometheus /metrics on this "host:port" (port 0: any free one); empty or "0": off.
+  std::string metrics_address;
 };
 
 struct node_summary {
@@ -59,8 +67,12 @@ class node {
 
   log& get_log() { return *_log; }
   uint32_t partitions() const { return _options.partitions; }
-  partition_runtime& partition(uint32_t p) { return *_partitions[p]; }
+  // A partition's runtime; in group mode a partition not owned is opened (and recovered) on
+  // first use, which is only safe once the node is stopped.
+  partition_runtime& partition(uint32_t p);
   const orchestrator& orchestrator_of(uint32_t p) const { return *_orchestrators[p]; }
+  // Partitions this node runs now.
+  std::vector<uint32_t> owned_partitions();
 
   result<void> submit(std::string_view tenant, std::string bytes);
   // Reads an execution's stored state (any thread). Reflects committed batches.
@@ -68,17 +80,32 @@ class node {
   // Scans every partition's executions (slow on big stores; for status and demos).
   void for_each_execution(const std::function<void(const execution_state&)>& fn);
   node_summary summary();
+  // The port /metrics is served on; 0 if metrics are off.
+  uint16_t metrics_port() const;
 
  private:
   node(node_options options, clock& clk);
+  result<void> open_partition(uint32_t p);  // caller holds _parts_mu
+  void close_partition(uint32_t p);         // caller holds _parts_mu
+  void on_assigned(const std::vector<uint32_t>& parts);
+  void on_revoked(const std::vector<uint32_t>& parts);
+  void* group_metadata(std::string_view group);
+  void start_groups();
+  result<void> start_metrics();
+  void collect_metrics(metrics_writer& w);
   node_options _options;
   clock& _clock;
   std::unique_ptr<log> _log;
-  std::vector<orchestrator*> _orchestrators;
-  std::vector<std::unique_ptr<partition_runtime>> _partitions;
+  std::recursive_mutex _parts_mu;  // guards which partitions are open
+  std::vector<orchestrator*> _orchestrators;                    // null: not open
+  std::vector<std::unique_ptr<partition_runtime>> _partitions;  // null: not open
+  std::mutex _members_mu;
+  std::vector<std::unique_ptr<kafka_membership>> _members;  // group mode: orchestrator, workers
   std::vector<std::unique_ptr<worker_runtime>> _workers;
   bool _started = false;
-  bool _dense_offsets = true;  // embedded log: positions == end offsets when caught up
+  std::unique_ptr<metrics_server> _metrics;  // scrapes read the members above
+  bool _dense_offsets = true;
+  bool group_mode() const { return _options.kafka && _options.kafka_group; }  // embedded log: positions == end offsets when caught up
 };
 
 }  // namespace auterity

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/assert.h"
+#include "engine/json_envelope.h"
 #include "processors/limits.h"
 #include "processors/orchestrator_state.h"
 #include "processors/template.h"
@@ -192,6 +193,13 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
                               tenant, limits::id_bytes_max));
   }
   const uint32_t home = tenant_partition(tenant, _o._options.partitions);
+  if (home != in.partition && _o._options.forward_misplaced) {
+    // The record goes on, as published, to where its tenant's state lives; that partition
+    // decides it. Committed with this batch, so it is forwarded exactly once.
+    _ctx.append_to(stream::ingress, home, in.rec.key, in.rec.value);
+    _o._probe.forwarded.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   if (home != in.partition) {
     return reject(in, &env, rejection_code::wrong_record,
                   fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home,
@@ -686,9 +694,30 @@ void orchestrator::prefetch(std::span<const input> inputs) {
   }
 }
 
+namespace {
+
+// Ingress also takes the envelope as JSON (engine/json_envelope.h). The conversion is a pure
+// function of the record and the batch time (which stamps a missing timestamp), so deciding
+// stays deterministic; the ingress record itself stays as published.
+const fbs::Envelope* decode_input(const input& in, int64_t now_ms, std::string& converted,
+                                  std::string& why) {
+  const fbs::Envelope* env = decode_envelope(in.rec.value, &why);
+  if (env || in.s != stream::ingress || !looks_like_json_object(in.rec.value)) return env;
+  auto json = envelope_from_json(in.rec.value, now_ms);
+  if (!json) {
+    why = "JSON envelope rejected: " + json.error().message;
+    return nullptr;
+  }
+  converted = std::move(*json);
+  return decode_envelope(converted);
+}
+
+}  // namespace
+
 void orchestrator::process(const input& in, batch_context& ctx) {
   std::string why;
-  const fbs::Envelope* env = decode_envelope(in.rec.value, &why);
+  std::string converted;  // a JSON envelope's bytes; `env` points into them
+  const fbs::Envelope* env = decode_input(in, ctx.now_ms(), converted, why);
   if (!env) {
     // Not decodable: keep the bytes with the reason where an operator will look.
     flatbuffers::FlatBufferBuilder fbb(in.rec.value.size() + 256);

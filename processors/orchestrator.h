@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "engine/partition_runtime.h"
+#include "engine/record.h"
 
 namespace auterity {
 
@@ -14,6 +15,9 @@ class orchestrator_state;
 
 struct orchestrator_options {
   uint32_t partitions = 1;  // total partitions, to check tenant placement
+  // Forward an ingress record found on a partition other than its tenant's (a producer that
+  // did not use murmur2) instead of rejecting it. Needs a log that commits across partitions.
+  bool forward_misplaced = false;
 };
 
 // Counters of one partition's orchestrator (relaxed atomics, read by other threads).
@@ -25,6 +29,7 @@ struct orchestrator_probe {
   std::atomic<uint64_t> commands_out{0};
   std::atomic<uint64_t> executions_started{0};
   std::atomic<uint64_t> executions_ended{0};
+  std::atomic<uint64_t> forwarded{0};  // ingress records moved to their tenant's partition
 };
 
 class orchestrator final : public partition_processor {
@@ -51,5 +56,10 @@ class orchestrator final : public partition_processor {
   orchestrator_probe _probe;
   std::atomic<int64_t> _published_next_timer{INT64_MAX};
 };
+
+// True if an applier exists for events of `type` written with schema `version`. Replay asks
+// before applying a record from a log under audit: an unknown one must be reported there, not
+// trip the appliers' assertion.
+bool has_applier(fbs::Payload type, uint16_t version);
 
 }  // namespace auterity

@@ -15,7 +15,7 @@ namespace auterity {
 struct timeline_entry {
   uint64_t offset = 0;
   int64_t timestamp_ms = 0;
-  std::string type;         // payload type name, e.g. "StepSucceeded"
+  std::string type;  // payload type name, e.g. "StepSucceeded"
   std::string record_id;
   std::string causation_id;
   std::string description;  // one readable line
@@ -23,8 +23,7 @@ struct timeline_entry {
 
 // Reads the events of (tenant, execution) from executions[partition].
 result<std::vector<timeline_entry>> load_timeline(log& l, uint32_t partition,
-                                                  const state_store& store,
-                                                  std::string_view tenant,
+                                                  const state_store& store, std::string_view tenant,
                                                   std::string_view execution);
 
 // One readable line for an executions record (events and rejections).

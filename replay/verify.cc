@@ -1,139 +1,238 @@
 #include "replay/verify.h"
 
+#include <chrono>
 #include <filesystem>
-#include <map>
-#include <unordered_map>
 
 #include <fmt/core.h>
 
-#include "engine/record.h"
-#include "processors/orchestrator.h"
+#include "processors/execution_state.h"
+#include "replay/scan.h"
 
 namespace auterity {
 
-std::string printable_key(std::string_view key) {
-  std::string out;
-  for (unsigned char c : key) {
-    if (c >= 0x20 && c < 0x7f) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += fmt::format("\\x{:02x}", c);
-    }
-  }
-  return out;
-}
-
 namespace {
 
-result<std::map<std::string, std::string>> snapshot(const state_store& s) {
-  std::map<std::string, std::string> out;
-  auto r = s.scan_all([&](std::string_view k, std::string_view v) {
-    out.emplace(k, v);
-    return true;
-  });
-  if (!r) return std::unexpected(r.error());
-  return out;
+// The engine's own record of each history's end: event count and last hash, kept in the
+// execution's state (and per tenant for definition chains).
+head_lookup heads_of(const state_store& s) {
+  return [&s](std::string_view tenant,
+              std::string_view execution) -> result<std::optional<chain_head>> {
+    const std::string key =
+        execution.empty() ? keys::tenant_chain(tenant) : keys::execution(tenant, execution);
+    auto stored = s.get(key);
+    if (!stored) return std::unexpected(stored.error());
+    if (!*stored) return std::optional<chain_head>();
+    if (execution.empty()) {
+      tenant_chain c;
+      if (!decode_chain(**stored, c)) return std::optional<chain_head>();
+      return std::optional<chain_head>(chain_head{c.event_count, c.last_hash});
+    }
+    execution_state e;
+    if (!decode_execution(**stored, e)) return std::optional<chain_head>();
+    return std::optional<chain_head>(chain_head{e.event_count, e.last_hash});
+  };
 }
 
+std::vector<uint32_t> selected_partitions(const log& l, const verify_options& o) {
+  if (!o.partitions.empty()) return o.partitions;
+  if (!o.tenant.empty()) return {tenant_partition(o.tenant, l.partition_count())};
+  std::vector<uint32_t> all(l.partition_count());
+  for (uint32_t p = 0; p < all.size(); ++p) all[p] = p;
+  return all;
+}
+
+// One partition: a single pass feeds the chain check and the rebuild; then the comparison.
+class partition_verifier {
+ public:
+  partition_verifier(log& l, uint32_t p, state_store* live, const verify_options& o)
+      : _log(l), _live(live), _o(o), _end(l.end_offset(stream::executions, p)) {
+    _v.partition = p;
+  }
+
+  result<partition_verification> run() {
+    const auto start = std::chrono::steady_clock::now();
+    chain_checker checker(_v.partition, heads(), _o.tenant,
+                          _live ? _live->checkpoint() : UINT64_MAX);
+    if (auto r = open_rebuilder(); !r) return std::unexpected(r.error());
+    if (auto r = scan(checker); !r) return std::unexpected(r.error());
+    if (auto r = checker.finish(); !r) return std::unexpected(r.error());
+    _v.events = checker.events();
+    _v.chains = checker.chains();
+    _v.open_chains_peak = checker.open_chains_peak();
+    if (_o.chains) {
+      _v.chain_problems = checker.problems();
+      _v.chain_problems_total = checker.problems_total();
+    }
+    if (auto r = compare(); !r) return std::unexpected(r.error());
+    _v.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return std::move(_v);
+  }
+
+ private:
+  head_lookup heads() {
+    if (!_live) {
+      _v.notes.push_back(
+          "no engine state for this partition here: the newest event of each "
+          "history is not vouched for");
+      return {};
+    }
+    if (_live->checkpoint() < _end) {
+      _v.notes.push_back(fmt::format(
+          "the engine's state reflects executions up to offset {} but the log ends at {}: "
+          "histories with later events were not compared with it (let the engine catch up, "
+          "then verify)",
+          _live->checkpoint(), _end));
+    }
+    _v.heads_compared = true;
+    return heads_of(*_live);
+  }
+
+  result<void> open_rebuilder() {
+    if (!_o.state) return {};
+    if (!_live) {
+      _v.notes.push_back("no engine state for this partition here: state not compared");
+      return {};
+    }
+    const std::string dir = fmt::format("{}/p{:03}", _o.scratch_dir, _v.partition);
+    auto r = state_rebuilder::open(dir, _v.partition, _log.partition_count(), _o.tenant);
+    if (!r) return std::unexpected(r.error());
+    _rebuilder = std::move(*r);
+    return {};
+  }
+
+  result<void> scan(chain_checker& checker) {
+    const uint64_t rebuild_end = _rebuilder ? _live->checkpoint() : 0;
+    stream_reader reader(_log, stream::executions, _v.partition, 0, _end, _o.meter);
+    uint64_t applied_to = 0;
+    for (;;) {
+      auto batch = reader.next();
+      if (!batch) return std::unexpected(batch.error());
+      if (batch->empty()) break;
+      for (const record& rec : *batch) {
+        ++_v.records;
+        auto trusted = checker.add(rec.offset, rec.value);
+        if (!trusted) return std::unexpected(trusted.error());
+        if (rec.offset >= rebuild_end) continue;
+        _rebuilder->add(rec.offset, rec.value, *trusted);
+        applied_to = rec.offset + 1;
+      }
+      if (_rebuilder) {
+        if (auto f = _rebuilder->flush(applied_to); !f) return f;
+      }
+    }
+    return {};
+  }
+
+  result<void> compare() {
+    if (!_rebuilder) return {};
+    auto c = compare_states(*_live, _rebuilder->store(), _o.tenant, _o.problems_listed_max);
+    if (!c) return std::unexpected(c.error());
+    _v.state_compared = true;
+    _v.state_keys = c->keys_live;
+    _v.state_differences = c->differences;
+    _v.state_diffs = std::move(c->diffs);
+    if (_live->checkpoint() > _end) {  // the log lost records the state was built from
+      ++_v.state_differences;
+      _v.state_diffs.insert(
+          _v.state_diffs.begin(),
+          state_diff{state_diff::kind::differs, "(checkpoint)",
+                     fmt::format("the engine's state reflects executions up to offset {} but the "
+                                 "log ends at {}: records were removed from the end of the log",
+                                 _live->checkpoint(), _end)});
+    }
+    _v.records_not_applied = _rebuilder->skipped_total();
+    _v.not_applied = _rebuilder->skipped();
+    _rebuilder->remove();
+    return {};
+  }
+
+  log& _log;
+  state_store* _live;
+  const verify_options& _o;
+  uint64_t _end;
+  std::unique_ptr<state_rebuilder> _rebuilder;
+  partition_verification _v;
+};
+
 }  // namespace
+
+uint64_t verify_report::problems() const {
+  uint64_t n = 0;
+  for (const partition_verification& p : partitions) {
+    n += p.chain_problems_total + p.state_differences;
+  }
+  return n;
+}
+
+result<verify_report> verify_log(log& l, std::span<state_store* const> stores,
+                                 const verify_options& o) {
+  if (o.state && o.scratch_dir.empty()) {
+    return fail(errc::invalid, "verify_log: a scratch directory is needed to rebuild the state");
+  }
+  const std::vector<uint32_t> parts = selected_partitions(l, o);
+  for (uint32_t p : parts) {
+    if (p >= l.partition_count()) {
+      return fail(errc::invalid,
+                  fmt::format("partition {} of a log with {} partitions", p, l.partition_count()));
+    }
+  }
+  verify_report report;
+  report.partitions.resize(parts.size());
+  std::vector<uint32_t> slots(parts.size());
+  for (uint32_t i = 0; i < slots.size(); ++i) slots[i] = i;
+  auto r = for_each_partition(slots, o.threads, [&](uint32_t i) -> result<void> {
+    state_store* live = parts[i] < stores.size() ? stores[parts[i]] : nullptr;
+    auto v = partition_verifier(l, parts[i], live, o).run();
+    if (!v) return std::unexpected(v.error());
+    report.partitions[i] = std::move(*v);
+    return {};
+  });
+  if (!r) return std::unexpected(r.error());
+  return report;
+}
+
+// ---------------------------------------------------------------- one partition, as lines
 
 result<std::vector<std::string>> compare_with_replay(log& l, uint32_t partition,
                                                      const state_store& live,
                                                      const std::string& scratch_dir) {
-  std::error_code ec;
-  std::filesystem::remove_all(scratch_dir, ec);
-  auto rebuilt = state_store::open(scratch_dir);
-  if (!rebuilt) return std::unexpected(rebuilt.error());
-  orchestrator o(orchestrator_options{l.partition_count()});
-  if (auto r = o.open(**rebuilt, partition); !r) return std::unexpected(r.error());
-  const uint64_t end = live.checkpoint();
-  std::vector<record> recs;
-  state_batch batch;
-  for (uint64_t from = 0; from < end;) {
-    recs.clear();
-    auto n = l.read(stream::executions, partition, from, std::min<uint64_t>(1024, end - from),
-                    8 << 20, recs);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) break;
-    for (const record& r : recs) o.replay(r.offset, r.value);
-    from = recs.back().offset + 1;
-    o.flush(batch, {});
-    if (auto w = (*rebuilt)->write(batch, from); !w) return std::unexpected(w.error());
-  }
-  auto a = snapshot(live);
-  if (!a) return std::unexpected(a.error());
-  auto b = snapshot(**rebuilt);
-  if (!b) return std::unexpected(b.error());
+  auto r = state_rebuilder::open(scratch_dir, partition, l.partition_count());
+  if (!r) return std::unexpected(r.error());
+  auto end = rebuild(l, partition, **r, rebuild_limit{live.checkpoint(), std::nullopt});
+  if (!end) return std::unexpected(end.error());
   std::vector<std::string> diffs;
-  if ((*rebuilt)->checkpoint() != end) {
-    diffs.push_back(fmt::format("log ends at {} but the live checkpoint is {}",
-                                (*rebuilt)->checkpoint(), end));
+  if (end->end_offset < live.checkpoint()) {
+    diffs.push_back(fmt::format("log ends at {} but the live checkpoint is {}", end->end_offset,
+                                live.checkpoint()));
   }
-  for (const auto& [k, v] : *a) {
-    auto it = b->find(k);
-    if (it == b->end()) {
-      diffs.push_back("only in live state: " + printable_key(k));
-    } else if (it->second != v) {
-      diffs.push_back(fmt::format("differs: {} ({} bytes live, {} bytes rebuilt)",
-                                  printable_key(k), v.size(), it->second.size()));
-    }
+  for (const skipped_record& s : (*r)->skipped()) {
+    diffs.push_back(
+        fmt::format("record {} at offset {} not applied: {}", s.record_id, s.offset, s.reason));
   }
-  for (const auto& [k, v] : *b) {
-    if (!a->contains(k)) diffs.push_back("only in rebuilt state: " + printable_key(k));
-  }
-  rebuilt->reset();
-  std::filesystem::remove_all(scratch_dir, ec);
+  auto c = compare_states(live, (*r)->store());
+  if (!c) return std::unexpected(c.error());
+  for (const state_diff& d : c->diffs) diffs.push_back(d.text);
+  (*r)->remove();
   return diffs;
 }
 
 result<chain_report> verify_chains(log& l, uint32_t partition) {
-  struct chain {
-    hash256 last{};
-    uint64_t count = 0;
-    bool broken = false;
-  };
-  std::unordered_map<std::string, chain> chains;
-  chain_report report;
-  std::vector<record> recs;
-  const uint64_t end = l.end_offset(stream::executions, partition);
-  for (uint64_t from = 0; from < end;) {
-    recs.clear();
-    auto n = l.read(stream::executions, partition, from, 1024, 8 << 20, recs);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) break;
-    from = recs.back().offset + 1;
-    for (const record& r : recs) {
-      std::string why;
-      const fbs::Envelope* e = decode_envelope(r.value, &why);
-      if (!e) {
-        report.problems.push_back(fmt::format("offset {}: undecodable: {}", r.offset, why));
-        continue;
-      }
-      if (e->kind() != fbs::RecordKind::Event) continue;
-      report.events++;
-      const std::string key =
-          fmt::format("{}/{}", sv(e->tenant_id()), sv(e->execution_id()));
-      chain& c = chains[key];
-      if (c.broken) continue;
-      const auto* prev = e->prev_hash();
-      const bool first = c.count == 0;
-      const bool ok = first ? (prev == nullptr || prev->size() == 0)
-                            : (prev != nullptr && prev->size() == c.last.size() &&
-                               std::equal(prev->begin(), prev->end(), c.last.begin()));
-      if (!ok) {
-        c.broken = true;
-        report.problems.push_back(fmt::format(
-            "offset {}: event {} of {} does not follow the previous event (expected prev_hash "
-            "{}, found {}): history removed, altered or reordered before it",
-            r.offset, sv(e->record_id()), key, first ? "none" : hex(c.last),
-            prev ? hex(prev->data(), prev->size()) : "none"));
-        continue;
-      }
-      c.last = sha256(r.value);
-      c.count++;
+  chain_checker checker(partition);
+  stream_reader reader(l, stream::executions, partition, 0,
+                       l.end_offset(stream::executions, partition));
+  for (;;) {
+    auto batch = reader.next();
+    if (!batch) return std::unexpected(batch.error());
+    if (batch->empty()) break;
+    for (const record& rec : *batch) {
+      if (auto t = checker.add(rec.offset, rec.value); !t) return std::unexpected(t.error());
     }
   }
-  report.executions = chains.size();
+  if (auto f = checker.finish(); !f) return std::unexpected(f.error());
+  chain_report report;
+  report.events = checker.events();
+  report.executions = checker.chains();
+  for (const chain_problem& p : checker.problems()) report.problems.push_back(p.text());
   return report;
 }
 

@@ -59,59 +59,6 @@ const std::string workflow = json{
 constexpr size_t commands_per_execution = 6;  // score, enrich, crm x2, sms, email
 constexpr size_t notifications_per_execution = 2;
 
-class kafka_engine : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { cluster = std::make_unique<testing::kafka_cluster>(1); }
-  static void TearDownTestSuite() { cluster.reset(); }
-  void SetUp() override {
-    ASSERT_TRUE(cluster->error().empty()) << cluster->error();
-    prefix = fmt::format("{}-{}-", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
-                         ::getpid());
-    dir = fmt::format("{}/auterity-kafka-{}", ::testing::TempDir(), prefix);
-    fs::remove_all(dir);
-    catalog_options c;
-    c.partitions = partitions;
-    c.prefix = prefix;
-    auto applied = apply_catalog(cluster->bootstrap(), default_catalog(c));
-    ASSERT_TRUE(applied.has_value()) << applied.error().message;
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir);
-  }
-
-  node_options options(std::string instance, bool workers) {
-    node_options o;
-    o.data_dir = dir;
-    o.workers = workers;
-    kafka_log_options k;
-    k.bootstrap = cluster->bootstrap();
-    k.instance_id = std::move(instance);
-    k.topic_prefix = prefix;
-    o.kafka = k;
-    return o;
-  }
-
-  std::vector<std::pair<std::string, std::string>> submit_load(node& n, size_t executions) {
-    std::vector<std::pair<std::string, std::string>> ids;
-    for (const char* tenant : {"acme", "bayside"}) {
-      EXPECT_TRUE(n.submit(tenant, client::publish_definition({tenant, "", "pub", 1}, workflow)));
-    }
-    for (size_t i = 0; i < executions; ++i) {
-      const std::string tenant = i % 2 ? "bayside" : "acme";
-      const std::string id = fmt::format("x{}", i);
-      auto r = n.submit(tenant, client::start_execution({tenant, id, id, 1}, "lead", 0,
-                                                        json{{"n", i}}.dump()));
-      EXPECT_TRUE(r.has_value()) << r.error().message;
-      ids.emplace_back(tenant, id);
-    }
-    return ids;
-  }
-
-  static inline std::unique_ptr<testing::kafka_cluster> cluster;
-  std::string prefix;
-  std::string dir;
-};
-
 // Every record of (s, p), read_committed, in offset order.
 std::vector<record> read_all(log& l, stream s, uint32_t p) {
   std::vector<record> out;
@@ -170,23 +117,114 @@ void verify_exactly_once(node& n, const std::vector<std::pair<std::string, std::
   }
 }
 
-void expect_outbox_once(const std::string& dir, size_t executions) {
-  std::ifstream in(dir + "/outbox/notifications.jsonl");
-  std::set<std::string> seen;
-  size_t lines = 0;
-  for (std::string line; std::getline(in, line); ++lines) {
-    const json j = json::parse(line);
-    EXPECT_TRUE(seen.insert(j["id"].get<std::string>()).second)
-        << "notification sent twice: " << j["id"];
+// Each notification once per outbox, and every one sent by some instance.
+void expect_outbox_once(const std::vector<std::string>& dirs, size_t executions) {
+  std::set<std::string> all;
+  for (const std::string& dir : dirs) {
+    std::ifstream in(dir + "/outbox/notifications.jsonl");
+    std::set<std::string> seen;
+    for (std::string line; std::getline(in, line);) {
+      const std::string id = json::parse(line)["id"].get<std::string>();
+      EXPECT_TRUE(seen.insert(id).second) << "notification sent twice from " << dir << ": " << id;
+      all.insert(id);
+    }
   }
-  EXPECT_EQ(lines, executions * notifications_per_execution);
+  EXPECT_EQ(all.size(), executions * notifications_per_execution);
 }
+void expect_outbox_once(const std::string& dir, size_t executions) {
+  expect_outbox_once(std::vector<std::string>{dir}, executions);
+}
+
+template <int Nodes>
+class kafka_fixture : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { cluster = std::make_unique<testing::kafka_cluster>(Nodes); }
+  static void TearDownTestSuite() { cluster.reset(); }
+  void SetUp() override {
+    ASSERT_TRUE(cluster->error().empty()) << cluster->error();
+    prefix = fmt::format("{}-{}-", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                         ::getpid());
+    dir = fmt::format("{}/auterity-kafka-{}", ::testing::TempDir(), prefix);
+    fs::remove_all(dir);
+    catalog_options c;
+    c.partitions = partitions;
+    c.replication = Nodes >= 3 ? 3 : 1;  // 3 nodes: acks=all with min.insync.replicas=2
+    c.prefix = prefix;
+    auto applied = apply_catalog(cluster->bootstrap(), default_catalog(c));
+    ASSERT_TRUE(applied.has_value()) << applied.error().message;
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+
+  node_options options(std::string instance, bool workers) {
+    node_options o;
+    o.data_dir = dir;
+    o.workers = workers;
+    kafka_log_options k;
+    k.bootstrap = cluster->bootstrap();
+    k.instance_id = std::move(instance);
+    k.topic_prefix = prefix;
+    o.kafka = k;
+    return o;
+  }
+
+  std::vector<std::pair<std::string, std::string>> submit(size_t executions) {
+    system_clock clk;
+    auto n = node::open(options("submitter", false), clk);
+    EXPECT_TRUE(n.has_value()) << n.error().message;
+    if (!n) return {};
+    return submit_load(**n, executions);
+  }
+
+  void verify(const std::string& state_dir, const std::vector<std::pair<std::string, std::string>>& ids) {
+    system_clock clk;
+    node_options o = options("verifier", false);
+    o.data_dir = state_dir;
+    auto n = node::open(o, clk);
+    ASSERT_TRUE(n.has_value()) << n.error().message;
+    ASSERT_TRUE((*n)->recover().has_value());
+    verify_exactly_once(**n, ids, dir + "/scratch");
+  }
+
+  std::vector<std::pair<std::string, std::string>> submit_load(node& n, size_t executions) {
+    std::vector<std::pair<std::string, std::string>> ids;
+    for (const char* tenant : {"acme", "bayside"}) {
+      EXPECT_TRUE(n.submit(tenant, client::publish_definition({tenant, "", "pub", 1}, workflow)));
+    }
+    for (size_t i = 0; i < executions; ++i) {
+      const std::string tenant = i % 2 ? "bayside" : "acme";
+      const std::string id = fmt::format("x{}", i);
+      auto r = n.submit(tenant, client::start_execution({tenant, id, id, 1}, "lead", 0,
+                                                        json{{"n", i}}.dump()));
+      EXPECT_TRUE(r.has_value()) << r.error().message;
+      ids.emplace_back(tenant, id);
+    }
+    return ids;
+  }
+
+  static inline std::unique_ptr<testing::kafka_cluster> cluster;
+  std::string prefix;
+  std::string dir;
+};
+
+using kafka_engine = kafka_fixture<1>;
+using kafka_three_nodes = kafka_fixture<3>;
 
 TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   system_clock clk;
   auto n = node::open(options("e2e", true), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
-  const auto ids = submit_load(**n, 20);
+  auto ids = submit_load(**n, 20);
+  // A producer that used another partitioner: the record lands off its tenant's partition and
+  // is forwarded there, not rejected.
+  commit_batch misplaced;
+  misplaced.add(stream::ingress, "acme",
+                client::start_execution({"acme", "misplaced", "misplaced", 1}, "lead", 0,
+                                        R"({"n":999})"));
+  const uint32_t wrong = (tenant_partition("acme", partitions) + 1) % partitions;
+  ASSERT_TRUE((*n)->get_log().commit(wrong, misplaced).has_value());
+  ids.emplace_back("acme", "misplaced");
   ASSERT_TRUE((*n)->recover().has_value());
   (*n)->start();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
@@ -205,8 +243,10 @@ TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   expect_outbox_once(dir, ids.size());
 }
 
-pid_t spawn_engine(const std::string& dir, const std::string& bootstrap,
-                   const std::string& prefix) {
+// `auterity run` on Kafka as a child process; its output goes to <dir>/engine.log.
+pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const std::string& prefix,
+                   const std::string& instance = "engine") {
+  fs::create_directories(dir);
   const pid_t pid = ::fork();
   if (pid == 0) {
     const std::string log = dir + "/engine.log";
@@ -214,30 +254,37 @@ pid_t spawn_engine(const std::string& dir, const std::string& bootstrap,
     (void)f;
     ::dup2(STDERR_FILENO, STDOUT_FILENO);
     ::execl(AUTERITY_BIN, AUTERITY_BIN, "run", "--kafka", bootstrap.c_str(), "--topic-prefix",
-            prefix.c_str(), "--data", dir.c_str(), "--instance", "engine", "--until-quiet",
-            "--stats-interval-s", "0", nullptr);
+            prefix.c_str(), "--data", dir.c_str(), "--instance", instance.c_str(),
+            "--until-quiet", "--stats-interval-s", "0", nullptr);
     ::_exit(127);
   }
   return pid;
 }
+
+// Waits up to `seconds` for pid; its wait status, or -1 (then it was killed).
+int wait_exit(pid_t pid, int seconds) {
+  int status = 0;
+  for (int i = 0; i < seconds * 10; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return -1;
+}
+
+bool exited_ok(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 TEST_F(kafka_engine, sigkill_mid_transaction_keeps_exactly_once) {
   const char* env = std::getenv("AUTERITY_TEST_SEED");
   const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
   std::mt19937_64 rng(seed);
   fmt::print("kafka sigkill: seed {} (AUTERITY_TEST_SEED reruns the schedule)\n", seed);
-  std::vector<std::pair<std::string, std::string>> ids;
-  {
-    system_clock clk;
-    auto n = node::open(options("submitter", false), clk);
-    ASSERT_TRUE(n.has_value()) << n.error().message;
-    ids = submit_load(**n, 150);
-  }
-  fs::create_directories(dir);
+  const auto ids = submit(400);
   int kills = 0;
   for (int round = 0; round < 5; ++round) {
     const pid_t pid = spawn_engine(dir, cluster->bootstrap(), prefix);
-    const int ms = std::uniform_int_distribution<int>(400, 2500)(rng);
+    const int ms = std::uniform_int_distribution<int>(1500, 5000)(rng);
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == 0) {
@@ -247,27 +294,77 @@ TEST_F(kafka_engine, sigkill_mid_transaction_keeps_exactly_once) {
       fmt::print("  round {}: SIGKILL after {} ms\n", round, ms);
     }
   }
-  const pid_t pid = spawn_engine(dir, cluster->bootstrap(), prefix);
-  int status = -1;
-  for (int i = 0; i < 1800 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (::waitpid(pid, &status, WNOHANG) == 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    FAIL() << "final engine run did not finish in 180 s; log: " << dir << "/engine.log";
-  }
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "engine exited with " << status << "; log: " << dir << "/engine.log";
+  const int status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix), 180);
+  ASSERT_TRUE(exited_ok(status)) << "final engine run failed or hung (status " << status
+                                 << "); log: " << dir << "/engine.log";
   EXPECT_GE(kills, 1) << "no kill landed while the engine was working";
-
-  system_clock clk;
-  auto n = node::open(options("verifier", false), clk);
-  ASSERT_TRUE(n.has_value()) << n.error().message;
-  ASSERT_TRUE((*n)->recover().has_value());
-  verify_exactly_once(**n, ids, dir + "/scratch");
+  verify(dir, ids);
   expect_outbox_once(dir, ids.size());
   fmt::print("kafka sigkill: {} kills, {} executions verified exactly-once\n", kills, ids.size());
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_F(kafka_engine, instances_join_and_leave_under_load) {
+  const auto ids = submit(1000);
+  const std::string a = dir + "/a", b = dir + "/b";
+  const pid_t pa = spawn_engine(a, cluster->bootstrap(), prefix, "a");
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const pid_t pb = spawn_engine(b, cluster->bootstrap(), prefix, "b");  // joins: rebalance
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ::kill(pa, SIGTERM);  // leaves: its partitions move to b
+  const int sa = wait_exit(pa, 60);
+  EXPECT_TRUE(exited_ok(sa)) << "instance a did not stop cleanly; log: " << a << "/engine.log";
+  // b stops when it has nothing left; a's partitions reach it once a's session expires, so
+  // run it again until every execution has ended (each run resumes from the log).
+  int status = wait_exit(pb, 180);
+  for (int round = 0; round < 4 && exited_ok(status); ++round) {
+    bool all_done = true;
+    {
+      system_clock clk;
+      node_options o = options("probe", false);
+      o.data_dir = b;
+      auto n = node::open(o, clk);
+      ASSERT_TRUE(n.has_value()) << n.error().message;
+      ASSERT_TRUE((*n)->recover().has_value());
+      for (const auto& [tenant, id] : ids) {
+        auto e = (*n)->execution(tenant, id);
+        all_done = all_done && e && e->status != exec_status::running;
+      }
+    }
+    if (all_done) break;
+    status = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b"), 180);
+  }
+  ASSERT_TRUE(exited_ok(status)) << "instance b failed; log: " << b << "/engine.log";
+  // The partitions really moved: a gave some up when b joined or when it left, b took them.
+  EXPECT_NE(read_text(a + "/engine.log").find("released"), std::string::npos);
+  const std::string b_log = read_text(b + "/engine.log");
+  for (uint32_t p = 0; p < partitions; ++p) {
+    EXPECT_NE(b_log.find(fmt::format("partition {} assigned", p)), std::string::npos) << p;
+  }
+  verify(b, ids);
+  expect_outbox_once({a, b}, ids.size());
+}
+
+TEST_F(kafka_three_nodes, a_broker_killed_under_load_loses_nothing) {
+  const auto ids = submit(200);
+  const pid_t pid = spawn_engine(dir, cluster->bootstrap(), prefix);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  cluster->kill_node(2);
+  std::this_thread::sleep_for(std::chrono::seconds(8));
+  cluster->start_node(2);
+  // The engine is crash-only: if a transaction cannot complete while the broker is gone it
+  // exits and a supervisor restarts it; here the test is the supervisor.
+  int status = wait_exit(pid, 180);
+  for (int restarts = 0; restarts < 5 && !exited_ok(status); ++restarts) {
+    status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix), 180);
+  }
+  ASSERT_TRUE(exited_ok(status)) << "log: " << dir << "/engine.log";
+  verify(dir, ids);
+  expect_outbox_once(dir, ids.size());
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ struct demo_flags {
   bool quiet = false;
   int timeout_s = 60;
   std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
+  std::string metrics_address;             // Prometheus /metrics; empty: off
 };
 
 // The main job: the sample dealership workflow for two tenants, end to end.

@@ -107,6 +107,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   o.partitions = flags.partitions;
   o.fsync = flags.fsync;
   o.kafka = flags.kafka;
+  o.metrics_address = flags.metrics_address;
   auto opened = node::open(o, clk);
   if (!opened) {
     fmt::print(stderr, "auterity demo: {}\n", opened.error().message);
@@ -126,6 +127,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
     fmt::print("auterity demo: {} partitions, embedded log in {}/\n", n.partitions(),
                flags.data_dir);
   }
+  if (uint16_t port = n.metrics_port()) fmt::print("  Prometheus metrics on port {}\n", port);
   // Kafka keeps earlier runs' records: give this run's executions ids of their own.
   const std::string run_tag = flags.kafka ? fmt::format("{}-", t0 % 1000000) : "";
 

@@ -35,6 +35,7 @@ struct common_flags {
   std::string kafka;        // bootstrap servers; empty: the embedded log
   std::string instance = "engine-1";
   std::string topic_prefix;
+  std::string metrics;      // Prometheus /metrics address (`run` only); empty: off
 };
 
 constexpr uint32_t default_partitions = 4;
@@ -73,13 +74,16 @@ uint32_t partitions_for(const common_flags& f) {
   return stored && *stored ? **stored : default_partitions;
 }
 
-result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers) {
+result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers,
+                                        bool kafka_group = false) {
   node_options o;
+  o.kafka_group = kafka_group;
   o.data_dir = f.data_dir;
   o.partitions = partitions_for(f);
   o.kafka = kafka_of(f);
   o.fsync = !f.no_fsync;
   o.workers = workers;
+  o.metrics_address = f.metrics;
   return node::open(o, clk);
 }
 
@@ -130,12 +134,23 @@ void print_stats(node& n, run_stats& last, double seconds) {
 
 int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
   system_clock clk;
-  auto n = open_node(f, clk, true);
+  // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
+  auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
-  fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
-             (*n)->partitions(), f.data_dir);
+  if (uint16_t port = (*n)->metrics_port()) {
+    fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
+  }
+  if (f.kafka.empty()) {
+    fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
+               (*n)->partitions(), f.data_dir);
+  } else {
+    fmt::print(stderr,
+               "auterity: instance {} joined the engine group on {} ({} partitions in all; "
+               "Kafka assigns this instance its share; Ctrl-C to stop)\n",
+               f.instance, f.kafka, (*n)->partitions());
+  }
   int quiet_rounds = 0;
   run_stats last = run_stats::read(**n);
   run_stats last_activity = last;
@@ -157,7 +172,8 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     const node_summary sum = (*n)->summary();
     const bool quiet = f.kafka.empty()
                            ? sum.quiescent
-                           : idle && sum.quiescent && !sum.executions_by_status.contains("running");
+                           : idle && sum.quiescent && !(*n)->owned_partitions().empty() &&
+                                 !sum.executions_by_status.contains("running");
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
@@ -256,6 +272,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   demo_cmd->add_flag("--serve", demo.serve, "Keep serving after all executions finished");
   demo_cmd->add_flag("--quiet", demo.quiet, "Print only the summary, not every timeline");
+  demo_cmd->add_option("--metrics", demo.metrics_address,
+                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (default: "
+                       "off)");
   demo_cmd->add_option("--timeout-s", demo.timeout_s, "Give up (exit 1) after this long")
       ->capture_default_str();
 
@@ -268,6 +287,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--stats-interval-s", stats_interval_s,
                       "Print a line of throughput counters this often (0: never)")
       ->capture_default_str();
+  run_cmd->add_option("--metrics", f.metrics,
+                      "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
+                      "any free port; default: off)");
 
   std::string tenant, execution, workflow, file, params, input = "{}", name, payload = "{}",
                                                          reason = "cancelled by operator";

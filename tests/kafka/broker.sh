@@ -19,6 +19,8 @@ readonly bind_retries_max=3
 readonly port_range_lo=20000
 readonly port_range_hi=32000
 readonly ready_line='Kafka Server started'
+# Short-lived JVMs (storage format, CLI tools): C1 only and serial GC start in about half the time.
+readonly tool_jvm_opts=(-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xshare:auto)
 
 usage() {
   cat <<EOF
@@ -29,11 +31,13 @@ A throwaway Apache Kafka $kafka_version cluster (KRaft, each node broker+control
 Commands:
   fetch                       Download Kafka and its runtime jars from Maven Central into the
                               cache (once; later calls return at once). CI runs this to warm it.
-  start [--nodes 1|3] [--dir DIR] [--port-base N] [--prop KEY=VALUE]... [--owner PID]
+  start [--nodes 1|3] [--dir DIR] [--fresh] [--port-base N] [--prop KEY=VALUE]... [--owner PID]
                               Format storage, start the nodes, wait until all are serving, then
                               print BOOTSTRAP=... and DIR=... on stdout (eval-able; all else
-                              goes to stderr). DIR defaults to a fresh mktemp dir; an existing
-                              DIR from an earlier start restarts that cluster with its data.
+                              goes to stderr) and into DIR/bootstrap.env. DIR defaults to a new
+                              mktemp dir; an existing DIR from an earlier start restarts that
+                              cluster with its data, unless --fresh (stop it, delete it, start
+                              a new one).
                               --port-base N: node i listens on N+2(i-1) (PLAINTEXT) and
                               N+2(i-1)+1 (CONTROLLER); default: free ports picked at random.
                               --prop: extra server.properties line for every node (repeatable).
@@ -52,12 +56,15 @@ Environment:
   AUTERITY_KAFKA_CACHE        jar cache (default \$HOME/.cache/auterity/kafka-<version>)
   AUTERITY_KAFKA_VERSION      Kafka version (default 3.9.1)
   AUTERITY_KAFKA_HEAP         max heap per node (default 512m)
+  AUTERITY_KAFKA_JVM_OPTS     extra JVM options for every node
   AUTERITY_KAFKA_START_TIMEOUT_S  readiness timeout per start (default 90)
   AUTERITY_KAFKA_STOP_TIMEOUT_S   SIGTERM grace before SIGKILL (default 30)
 EOF
 }
 
 log() { printf 'broker.sh: %s\n' "$*" >&2; }
+now_ms() { local t="${EPOCHREALTIME/./}"; echo $((t / 1000)); }
+since() { local ms=$(($(now_ms) - $1)); printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100)); }
 die() { log "error: $*"; exit 1; }
 
 classpath() { printf '%s/*' "$cache_dir"; }
@@ -80,7 +87,8 @@ cmd_fetch() {
   flock -w "$fetch_lock_timeout_s" 9 || die "timed out waiting for $cache_dir.lock"
   if cache_is_complete; then exec 9>&-; return 0; fi
 
-  local staging="$cache_dir.partial.$$" started=$SECONDS
+  local staging="$cache_dir.partial.$$" started
+  started="$(now_ms)"
   rm -rf "$staging"
   mkdir -p "$staging"
   log "fetching Kafka $kafka_version from Maven Central into $cache_dir"
@@ -95,7 +103,7 @@ cmd_fetch() {
   printf '%s %s\n' "$kafka_version" "$(pom_digest)" >"$staging/.fetched"
   rm -rf "$cache_dir" "$staging.log"
   mv "$staging" "$cache_dir"
-  log "fetched $(find "$cache_dir" -name '*.jar' | wc -l) jars ($(du -sh "$cache_dir" | cut -f1)) in $((SECONDS - started)) s"
+  log "fetched $(find "$cache_dir" -name '*.jar' | wc -l) jars ($(du -sh "$cache_dir" | cut -f1)) in $(since "$started")"
   exec 9>&-
 }
 
@@ -121,7 +129,9 @@ load_cluster() {
   all_nodes
 }
 
-print_env() { printf 'BOOTSTRAP=%q\nDIR=%q\n' "$(bootstrap_servers)" "$dir"; }
+# BOOTSTRAP is only digits, dots, colons and commas, so it needs no quoting (%q would escape
+# the commas and a caller reading the line literally would get backslashes).
+print_env() { printf 'BOOTSTRAP=%s\nDIR=%q\n' "$(bootstrap_servers)" "$dir"; }
 
 # Pid of node $1 if it is running and is really that node's JVM (pids get reused).
 node_pid() {
@@ -211,7 +221,7 @@ EOF
 
 format_node() {
   local i="$1"
-  if ! java -cp "$(classpath)" -Dlog4j.configuration="file:$script_dir/tools-log4j.properties" \
+  if ! java "${tool_jvm_opts[@]}" -cp "$(classpath)" -Dlog4j.configuration="file:$script_dir/tools-log4j.properties" \
       kafka.tools.StorageTool format --cluster-id "$cluster_id" \
       --config "$dir/node$i/server.properties" >"$dir/node$i.format.log" 2>&1; then
     cat "$dir/node$i.format.log" >&2
@@ -233,7 +243,13 @@ launch_node() {
     -Dlog4j.configuration="file:$script_dir/broker-log4j.properties" -Dauterity.kafka.log="$log_file" \
     -cp "$(classpath)" kafka.Kafka "$dir/node$i/server.properties" \
     </dev/null >>"$log_file" 2>&1 &
-  echo $! >"$dir/node$i.pid"
+  local pid=$!
+  echo "$pid" >"$dir/node$i.pid"
+  # Until setsid has exec'd java the pid's cmdline is bash's, and node_pid would not know it.
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && ! node_pid "$i" >/dev/null && ((SECONDS < deadline)); do
+    sleep 0.02
+  done
 }
 
 node_is_ready() {
@@ -257,8 +273,9 @@ wait_ready() {
     pending=()
     for i in "$@"; do
       if ! node_pid "$i" >/dev/null; then
-        if node_log_since_start "$i" | grep -qE 'BindException|Address already in use'; then
-          log "node $i could not bind its ports"
+        local bind_error
+        if bind_error="$(node_log_since_start "$i" | grep -m1 -E 'BindException|Address already in use')"; then
+          log "node $i could not bind its ports: $bind_error"
           return 2
         fi
         log "node $i exited during startup; last lines of $dir/node$i.log:"
@@ -325,9 +342,15 @@ stop_watcher() {
   fi
 }
 
+abandon_start() {
+  stop_nodes "${node_ids[@]}"
+  stop_watcher
+}
+
 cmd_start() {
   nodes=1 port_base="" owner=""
-  local given_port_base="" new_cluster=0 attempt rc i started=$SECONDS
+  local given_port_base="" new_cluster=0 fresh=0 attempt rc i started
+  started="$(now_ms)"
   extra_props=()
   while (($#)); do
     case "$1" in
@@ -336,6 +359,7 @@ cmd_start() {
       --port-base) given_port_base="${2:?--port-base needs a port}"; shift 2 ;;
       --prop) extra_props+=("${2:?--prop needs KEY=VALUE}"); shift 2 ;;
       --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
+      --fresh) fresh=1; shift ;;
       *) die "start: unknown option $1 (see --help)" ;;
     esac
   done
@@ -348,6 +372,10 @@ cmd_start() {
   fi
   cmd_fetch
 
+  if ((fresh)) && [[ -n "${dir:-}" && -f "$dir/cluster.env" ]]; then
+    log "--fresh: stopping and deleting the cluster in $dir"
+    (cmd_stop --dir "$dir" --rm)
+  fi
   if [[ -n "${dir:-}" && -f "$dir/cluster.env" ]]; then
     # Restart a stopped cluster with its data; its shape was fixed when it was formatted.
     local want_nodes="$nodes"
@@ -355,6 +383,7 @@ cmd_start() {
     [[ "$want_nodes" == "$nodes" ]] || die "$dir holds a $nodes-node cluster (--nodes $want_nodes)"
     [[ -z "$given_port_base" || "$given_port_base" == "$port_base" ]] ||
       die "$dir listens on port base $port_base (--port-base $given_port_base)"
+    ((${#extra_props[@]} == 0)) || die "--prop only applies when a cluster is created; edit $dir/node*/server.properties"
     for i in "${node_ids[@]}"; do
       if node_pid "$i" >/dev/null; then die "node $i of $dir is already running"; fi
     done
@@ -369,6 +398,11 @@ cmd_start() {
     new_cluster=1
   fi
 
+  # From here on nothing may outlive a failed or interrupted start (e.g. a ctest timeout).
+  # (The --owner watcher starts once cluster.env exists: it reads the cluster from it.)
+  local watching=0
+  trap 'log "interrupted; stopping $dir"; abandon_start; exit 130' INT TERM HUP
+
   for ((attempt = 1; ; attempt++)); do
     if ((new_cluster)); then
       port_base="${given_port_base:-$(pick_port_base)}"
@@ -380,8 +414,11 @@ cmd_start() {
         write_server_properties "$i"
         format_node "$i" & format_pids+=("$!")
       done
-      for i in "${format_pids[@]}"; do wait "$i" || die "formatting storage failed"; done
+      for i in "${format_pids[@]}"; do
+        if ! wait "$i"; then abandon_start; die "formatting storage failed"; fi
+      done
     fi
+    if [[ -n "$owner" ]] && ((!watching)); then start_watcher "$owner"; watching=1; fi
     log "starting $nodes node(s), PLAINTEXT on $(bootstrap_servers)"
     for i in "${node_ids[@]}"; do launch_node "$i"; done
     rc=0
@@ -393,11 +430,13 @@ cmd_start() {
       for i in "${node_ids[@]}"; do rm -rf "$dir/node$i" "$dir/node$i".*; done
       continue
     fi
+    abandon_start
     die "cluster in $dir did not start"
   done
+  trap - INT TERM HUP
 
-  [[ -n "$owner" ]] && start_watcher "$owner"
-  log "$nodes node(s) ready in $((SECONDS - started)) s"
+  log "$nodes node(s) ready in $(since "$started")"
+  print_env >"$dir/bootstrap.env"
   print_env
 }
 
@@ -422,10 +461,12 @@ node_arg() {
 }
 
 cmd_stop() {
+  local started
+  started="$(now_ms)"
   parse_dir_opts "$@"
   stop_watcher
   stop_nodes "${node_ids[@]}"
-  log "stopped $dir"
+  log "stopped $dir in $(since "$started")"
   if ((remove_dir)); then rm -rf "$dir"; fi
 }
 
@@ -442,7 +483,8 @@ cmd_kill_node() {
 }
 
 cmd_start_node() {
-  local n="${1:-}" started=$SECONDS
+  local n="${1:-}" started
+  started="$(now_ms)"
   shift || true
   parse_dir_opts "$@"
   node_arg "$n"
@@ -452,7 +494,7 @@ cmd_start_node() {
     stop_nodes "$n"
     die "node $n did not start"
   fi
-  log "node $n ready in $((SECONDS - started)) s"
+  log "node $n ready in $(since "$started")"
 }
 
 cmd_status() {
@@ -481,7 +523,7 @@ cmd_watch() {
 cmd_run_class() {
   (($#)) || die "run-class needs a main class"
   cmd_fetch
-  exec java -Xmx256m -cp "$(classpath)" -Dlog4j.configuration="file:$script_dir/tools-log4j.properties" "$@"
+  exec java "${tool_jvm_opts[@]}" -Xmx256m -cp "$(classpath)" -Dlog4j.configuration="file:$script_dir/tools-log4j.properties" "$@"
 }
 
 main() {

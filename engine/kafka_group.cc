@@ -1,0 +1,133 @@
+#include "engine/kafka_group.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <fmt/core.h>
+
+#include "engine/assert.h"
+
+namespace auterity {
+
+struct kafka_membership::impl {
+  rd_kafka_t* rk = nullptr;
+  std::string topic;
+};
+
+namespace {
+
+std::vector<uint32_t> partitions_of(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<uint32_t> out;
+  for (int i = 0; i < list->cnt; ++i) out.push_back(static_cast<uint32_t>(list->elems[i].partition));
+  return out;
+}
+
+void on_rebalance(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                  void* opaque) {
+  membership_rebalance(*static_cast<kafka_membership*>(opaque), static_cast<int>(err), parts);
+}
+
+}  // namespace
+
+void membership_rebalance(kafka_membership& m, int err, void* partitions) {
+  auto* parts = static_cast<rd_kafka_topic_partition_list_t*>(partitions);
+  rd_kafka_t* rk = m._impl->rk;
+  const std::vector<uint32_t> list = partitions_of(parts);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rd_kafka_assign(rk, parts);
+    rd_kafka_pause_partitions(rk, parts);  // membership only: the readers fetch the data
+    {
+      std::lock_guard lock(m._owned_mu);
+      m._owned = list;
+    }
+    if (m._cb.assigned) m._cb.assigned(list);
+    return;
+  }
+  // Revoked (or lost): stop using the partitions before anyone else may take them.
+  if (m._cb.revoked) m._cb.revoked(list);
+  {
+    std::lock_guard lock(m._owned_mu);
+    m._owned.clear();
+  }
+  rd_kafka_assign(rk, nullptr);
+}
+
+result<std::unique_ptr<kafka_membership>> kafka_membership::join(
+    const kafka_log_options& options, std::string_view group, stream s, callbacks cb) {
+  std::unique_ptr<kafka_membership> m(new kafka_membership());
+  m->_impl = std::make_unique<impl>();
+  m->_group = group;
+  m->_cb = std::move(cb);
+  m->_impl->topic = options.topic_prefix + std::string(stream_name(s));
+  const std::map<std::string, std::string> conf = {
+      {"bootstrap.servers", options.bootstrap},
+      {"group.id", kafka_group_id(group)},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"isolation.level", "read_committed"},
+      {"partition.assignment.strategy", "range"},
+      // A killed instance's partitions move after this long; 6 s is the broker's minimum.
+      {"session.timeout.ms", "6000"},
+      {"heartbeat.interval.ms", "1000"},
+      // Static membership: a restarted instance (same id) takes its partitions straight back,
+      // without a rebalance or waiting for the dead member's session to expire.
+      {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
+  };
+  rd_kafka_conf_t* c = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [k, v] : conf) {
+    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(c);
+      return fail(errc::invalid, fmt::format("kafka setting {}={}: {}", k, v, err));
+    }
+  }
+  rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
+  rd_kafka_conf_set_opaque(c, m.get());
+  m->_impl->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+  if (!m->_impl->rk) {
+    rd_kafka_conf_destroy(c);
+    return fail(errc::io, fmt::format("kafka group member: {}", err));
+  }
+  rd_kafka_poll_set_consumer(m->_impl->rk);
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, m->_impl->topic.c_str(), RD_KAFKA_PARTITION_UA);
+  const rd_kafka_resp_err_t sub = rd_kafka_subscribe(m->_impl->rk, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (sub) {
+    return fail(errc::io, fmt::format("subscribe {} to {}: {}", kafka_group_id(group),
+                                      m->_impl->topic, rd_kafka_err2str(sub)));
+  }
+  m->_thread = std::thread([raw = m.get()] { raw->poll_loop(); });
+  return m;
+}
+
+void kafka_membership::poll_loop() {
+  while (!_stop.load()) {
+    // Serves heartbeats-related events and the rebalance callback; data never arrives here
+    // (assigned partitions are paused), and a message fetched before the pause is dropped.
+    if (rd_kafka_message_t* msg = rd_kafka_consumer_poll(_impl->rk, 100)) {
+      rd_kafka_message_destroy(msg);
+    }
+  }
+}
+
+void kafka_membership::leave() {
+  if (!_impl || !_impl->rk) return;
+  _stop = true;
+  if (_thread.joinable()) _thread.join();
+  rd_kafka_consumer_close(_impl->rk);  // runs the revoke callback, then leaves the group
+  rd_kafka_destroy(_impl->rk);
+  _impl->rk = nullptr;
+}
+
+kafka_membership::~kafka_membership() { leave(); }
+
+std::vector<uint32_t> kafka_membership::owned() const {
+  std::lock_guard lock(_owned_mu);
+  return _owned;
+}
+
+void* kafka_membership::group_metadata_copy() const {
+  return rd_kafka_consumer_group_metadata(_impl->rk);
+}
+
+}  // namespace auterity

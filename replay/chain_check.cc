@@ -1,0 +1,364 @@
+#include "replay/chain_check.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include <fmt/core.h>
+
+#include "replay/digest.h"
+
+namespace auterity {
+
+namespace {
+
+bool is_terminal(fbs::Payload t) {
+  return t == fbs::Payload::ExecutionSucceeded || t == fbs::Payload::ExecutionFailed ||
+         t == fbs::Payload::ExecutionCancelled;
+}
+
+std::pair<std::string_view, std::string_view> split_key(std::string_view key) {
+  const size_t nul = key.find('\0');
+  return {key.substr(0, nul), key.substr(nul + 1)};
+}
+
+// The sequence number of "<execution>#<n>" (or "tenant:<tenant>#<n>"), if the id has exactly
+// that form for this chain.
+std::optional<uint32_t> parse_seq(std::string_view record_id, std::string_view tenant,
+                                  std::string_view execution) {
+  std::string_view rest = record_id;
+  if (execution.empty()) {
+    if (!rest.starts_with("tenant:")) return std::nullopt;
+    rest.remove_prefix(7);
+    if (!rest.starts_with(tenant)) return std::nullopt;
+    rest.remove_prefix(tenant.size());
+  } else {
+    if (!rest.starts_with(execution)) return std::nullopt;
+    rest.remove_prefix(execution.size());
+  }
+  if (!rest.starts_with('#') || rest.size() < 2) return std::nullopt;
+  rest.remove_prefix(1);
+  if (rest.size() > 1 && rest.front() == '0') return std::nullopt;  // one spelling per number
+  uint32_t seq = 0;
+  auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), seq);
+  if (ec != std::errc() || p != rest.data() + rest.size()) return std::nullopt;
+  return seq;
+}
+
+bool same_hash(const flatbuffers::Vector<uint8_t>* v, const hash256& h) {
+  return v && v->size() == h.size() && std::equal(v->begin(), v->end(), h.begin());
+}
+
+std::string chain_name(std::string_view tenant, std::string_view execution) {
+  return execution.empty() ? fmt::format("{} (definition chain)", tenant)
+                           : fmt::format("{}/{}", tenant, execution);
+}
+
+}  // namespace
+
+std::string_view chain_problem_kind_name(chain_problem_kind k) {
+  switch (k) {
+    case chain_problem_kind::altered:
+      return "altered";
+    case chain_problem_kind::removed:
+      return "removed";
+    case chain_problem_kind::reordered:
+      return "reordered";
+    case chain_problem_kind::truncated:
+      return "truncated";
+    case chain_problem_kind::appended:
+      return "appended";
+    case chain_problem_kind::undecodable:
+      return "undecodable";
+  }
+  return "unknown";
+}
+
+std::string chain_problem::text() const {
+  return fmt::format("executions/{}@{} {}: {}: {}", partition, offset,
+                     tenant.empty() && execution.empty() ? "?" : chain_name(tenant, execution),
+                     chain_problem_kind_name(kind), detail);
+}
+
+chain_checker::chain_checker(uint32_t partition, head_lookup heads, std::string tenant,
+                             uint64_t heads_cover)
+    : _partition(partition),
+      _heads(std::move(heads)),
+      _tenant(std::move(tenant)),
+      _heads_cover(heads_cover) {}
+
+bool chain_checker::broken(std::string_view tenant, std::string_view execution) const {
+  std::string key(tenant);
+  key.push_back('\0');
+  key.append(execution);
+  auto it = _chains.find(key);
+  return it != _chains.end() && it->second.broken;
+}
+
+std::string chain_checker::seq_id(std::string_view key, uint32_t seq) const {
+  auto [tenant, execution] = split_key(key);
+  return execution.empty() ? fmt::format("tenant:{}#{}", tenant, seq)
+                           : fmt::format("{}#{}", execution, seq);
+}
+
+void chain_checker::report(chain& c, std::string_view key, chain_problem_kind kind, uint64_t offset,
+                           std::string record_id, std::string detail) {
+  c.broken = true;
+  c.pending = suspect::none;
+  report(key, kind, offset, std::move(record_id), std::move(detail));
+}
+
+void chain_checker::report(std::string_view key, chain_problem_kind kind, uint64_t offset,
+                           std::string record_id, std::string detail) {
+  auto [tenant, execution] = split_key(key);
+  add_problem(chain_problem{_partition, std::string(tenant), std::string(execution), kind, offset,
+                            std::move(record_id), std::move(detail)});
+}
+
+void chain_checker::add_problem(chain_problem p) {
+  ++_problems_total;
+  if (_problems.size() < problems_listed_max) _problems.push_back(std::move(p));
+}
+
+void chain_checker::accept(chain& c, const event_view& e) {
+  c.last = e.hash;
+  c.last_offset = e.offset;
+  c.count++;
+}
+
+result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
+  std::string why;
+  const fbs::Envelope* env = decode_envelope(bytes, &why);
+  if (!env) {
+    add_problem(
+        chain_problem{_partition, "", "", chain_problem_kind::undecodable, offset, "",
+                      "the record is not a valid envelope (" + why + "): altered or corrupt"});
+    return false;
+  }
+  const std::string_view tenant = sv(env->tenant_id());
+  if (!_tenant.empty() && tenant != _tenant) return true;
+  if (env->kind() != fbs::RecordKind::Event) return true;  // rejections are not chained
+  ++_events;
+  const std::string_view execution = sv(env->execution_id());
+  _key.assign(tenant);
+  _key.push_back('\0');
+  _key.append(execution);
+  auto [it, created] = _chains.try_emplace(_key);
+  chain& c = it->second;
+  if (created) {
+    ++_chains_started;
+    _open_peak = std::max(_open_peak, _chains.size());
+  }
+  const event_view e{offset, parse_seq(sv(env->record_id()), tenant, execution), fast_sha256(bytes),
+                     env->prev_hash(), env};
+  if (c.broken) {
+    if (c.pending != suspect::none) resolve(c, it->first, &e);
+  } else if (created) {
+    first_event(c, it->first, e);
+  } else {
+    next_event(c, it->first, e);
+  }
+  bool trusted = !c.broken;
+  if (!execution.empty() && is_terminal(env->payload_type())) {
+    if (c.pending != suspect::none) resolve(c, it->first, nullptr);
+    if (!c.broken && _heads && c.last_offset < _heads_cover) {
+      _ended.push_back({it->first, c.count, c.last, c.last_offset});
+      if (_ended.size() >= ended_batch_max) {
+        if (auto r = compare_ended(); !r) return std::unexpected(r.error());
+      }
+    }
+    _chains.erase(it);  // an ended execution needs no memory
+  }
+  return trusted;
+}
+
+void chain_checker::first_event(chain& c, std::string_view key, const event_view& e) {
+  auto [tenant, execution] = split_key(key);
+  const bool starts = execution.empty() || e.env->payload_type() == fbs::Payload::ExecutionStarted;
+  const bool no_prev = !e.prev || e.prev->size() == 0;
+  const std::string id(sv(e.env->record_id()));
+  if (e.seq == 0u && no_prev && starts) return accept(c, e);
+  if (e.seq && *e.seq > 0) return suspect_break(c, suspect::gap, e);
+  std::string why;
+  if (!e.seq) {
+    why = fmt::format("its record id '{}' is not '{}'", id, seq_id(key, 0));
+  } else if (!no_prev) {
+    why = "the first event of a history carries a prev_hash";
+  } else {
+    why = fmt::format("a history starts with ExecutionStarted, this one with {}",
+                      payload_name(e.env->payload_type()));
+  }
+  report(c, key, chain_problem_kind::altered, e.offset, id,
+         fmt::format("event {} (the first of {}) was altered: {}", id,
+                     chain_name(tenant, execution), why));
+}
+
+void chain_checker::next_event(chain& c, std::string_view key, const event_view& e) {
+  const std::string id(sv(e.env->record_id()));
+  const std::string prev_id = seq_id(key, c.count - 1);
+  if (same_hash(e.prev, c.last)) {
+    if (e.seq == c.count) return accept(c, e);
+    return report(c, key, chain_problem_kind::altered, e.offset, id,
+                  fmt::format("event {} was altered: it links to {} (offset {}) but its record "
+                              "id is not {}",
+                              id, prev_id, c.last_offset, seq_id(key, c.count)));
+  }
+  if (!e.seq) {
+    return report(c, key, chain_problem_kind::altered, e.offset, id,
+                  fmt::format("event '{}' was altered: its record id is not '{}' and it does "
+                              "not link to {} (offset {})",
+                              id, seq_id(key, c.count), prev_id, c.last_offset));
+  }
+  if (*e.seq < c.count) {
+    return report(c, key, chain_problem_kind::reordered, e.offset, id,
+                  fmt::format("event {} appears after {} (offset {}): moved or repeated", id,
+                              prev_id, c.last_offset));
+  }
+  suspect_break(c, *e.seq == c.count ? suspect::link : suspect::gap, e);
+}
+
+void chain_checker::suspect_break(chain& c, suspect what, const event_view& e) {
+  c.broken = true;
+  c.pending = what;
+  c.pending_seq = *e.seq;
+  c.pending_offset = e.offset;
+  c.pending_hash = e.hash;
+  c.pending_prev.reset();
+  if (e.prev && e.prev->size() == hash256{}.size()) {
+    hash256 prev;
+    std::copy(e.prev->begin(), e.prev->end(), prev.begin());
+    c.pending_prev = prev;
+  }
+}
+
+// A history that starts in the middle: its start was removed — or, if the engine's state says
+// the history ended right before this event, the event was appended after the end (the chain
+// of an ended execution is not kept in memory).
+bool chain_checker::appended_after_end(const chain& c, std::string_view key) const {
+  if (!_heads || !c.pending_prev) return false;
+  auto [tenant, execution] = split_key(key);
+  auto head = _heads(tenant, execution);
+  return head && *head && (*head)->event_count == c.pending_seq &&
+         (*head)->last_hash == *c.pending_prev;
+}
+
+// Classifies a broken link once the chain's next event (or its end) is known.
+void chain_checker::resolve(chain& c, std::string_view key, const event_view* next) {
+  const std::string j_id = seq_id(key, c.pending_seq);
+  if (c.pending == suspect::gap) {
+    const bool missing_seen_later =
+        next && next->seq && *next->seq >= c.count && *next->seq < c.pending_seq;
+    if (missing_seen_later) {
+      return report(c, key, chain_problem_kind::reordered, c.pending_offset, j_id,
+                    fmt::format("event {} is out of order: it comes before {} (offset {})", j_id,
+                                seq_id(key, *next->seq), next->offset));
+    }
+    if (c.count == 0 && appended_after_end(c, key)) {
+      return report(c, key, chain_problem_kind::appended, c.pending_offset, j_id,
+                    fmt::format("event {} was appended after the history's last event {}: the "
+                                "engine applied {} events",
+                                j_id, seq_id(key, c.pending_seq - 1), c.pending_seq));
+    }
+    const std::string first_missing = seq_id(key, c.count);
+    const std::string missing =
+        c.pending_seq == c.count + 1
+            ? first_missing
+            : fmt::format("{}..{}", first_missing, seq_id(key, c.pending_seq - 1));
+    const std::string after =
+        c.count == 0 ? "at the start of the history (or the history had ended and this event "
+                       "was appended after its end)"
+                     : fmt::format("after {} (offset {})", seq_id(key, c.count - 1), c.last_offset);
+    return report(c, key, chain_problem_kind::removed, c.pending_offset, first_missing,
+                  fmt::format("event {} was removed: {} is missing {}; the history continues "
+                              "with {} at offset {}",
+                              first_missing, missing, after, j_id, c.pending_offset));
+  }
+  const std::string i_id = seq_id(key, c.count - 1);
+  std::optional<bool> i_altered;  // the event before the break, or the one after it?
+  if (next) {
+    i_altered = same_hash(next->prev, c.pending_hash);
+  } else if (_heads && c.pending_offset < _heads_cover) {
+    auto [tenant, execution] = split_key(key);
+    auto head = _heads(tenant, execution);
+    if (head && *head) i_altered = (*head)->last_hash == c.pending_hash;
+  }
+  if (i_altered == true) {
+    return report(c, key, chain_problem_kind::altered, c.last_offset, i_id,
+                  fmt::format("event {} (offset {}) was altered: its hash no longer matches the "
+                              "prev_hash recorded by {} (offset {})",
+                              i_id, c.last_offset, j_id, c.pending_offset));
+  }
+  if (i_altered == false) {
+    return report(c, key, chain_problem_kind::altered, c.pending_offset, j_id,
+                  fmt::format("event {} (offset {}) was altered: its prev_hash does not name "
+                              "{} (offset {}) and the event after it does not name it either",
+                              j_id, c.pending_offset, i_id, c.last_offset));
+  }
+  report(c, key, chain_problem_kind::altered, c.last_offset, i_id,
+         fmt::format("event {} (offset {}) or {} (offset {}) was altered: the link between them "
+                     "is broken and nothing follows to tell which",
+                     i_id, c.last_offset, j_id, c.pending_offset));
+}
+
+result<void> chain_checker::compare_head(chain& c, std::string_view key) {
+  if (!_heads || c.last_offset >= _heads_cover) return {};
+  const size_t before = _problems_total;
+  auto r = compare_head(ended_chain{std::string(key), c.count, c.last, c.last_offset});
+  if (_problems_total != before) c.broken = true;
+  return r;
+}
+
+result<void> chain_checker::compare_ended() {
+  std::sort(_ended.begin(), _ended.end(),
+            [](const ended_chain& a, const ended_chain& b) { return a.key < b.key; });
+  for (const ended_chain& e : _ended) {
+    if (auto r = compare_head(e); !r) return r;
+  }
+  _ended.clear();
+  return {};
+}
+
+result<void> chain_checker::compare_head(const ended_chain& c) {
+  auto [tenant, execution] = split_key(c.key);
+  auto head = _heads(tenant, execution);
+  if (!head) return std::unexpected(head.error());
+  if (!*head) return {};  // the engine holds no state for it: the state comparison reports it
+  const chain_head& h = **head;
+  if (h.event_count == c.count && h.last_hash == c.last) return {};
+  const std::string last_id = seq_id(c.key, c.count - 1);
+  if (h.event_count > c.count) {
+    const std::string missing = seq_id(c.key, c.count);
+    report(c.key, chain_problem_kind::truncated, c.last_offset, missing,
+           fmt::format("event {} was removed: the engine applied {} events but the log's "
+                       "history ends with {} (offset {})",
+                       missing, h.event_count, last_id, c.last_offset));
+  } else if (h.event_count < c.count) {
+    const std::string extra = seq_id(c.key, h.event_count);
+    report(c.key, chain_problem_kind::appended, c.last_offset, extra,
+           fmt::format("events from {} on are not the engine's: the log holds {} events, the "
+                       "engine applied {}",
+                       extra, c.count, h.event_count));
+  } else {
+    report(c.key, chain_problem_kind::altered, c.last_offset, last_id,
+           fmt::format("event {} (offset {}), the last of its history, was altered: its hash {} "
+                       "is not the {} the engine recorded",
+                       last_id, c.last_offset, hex(c.last).substr(0, 16),
+                       hex(h.last_hash).substr(0, 16)));
+  }
+  return {};
+}
+
+result<void> chain_checker::finish() {
+  if (auto r = compare_ended(); !r) return r;
+  for (auto& [key, c] : _chains) {
+    if (c.pending != suspect::none) resolve(c, key, nullptr);
+    if (c.broken) continue;
+    if (auto r = compare_head(c, key); !r) return r;
+  }
+  // Chains end in hash-map order; sort so a report reads the same on every run.
+  std::stable_sort(_problems.begin(), _problems.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.offset, a.tenant, a.execution) < std::tie(b.offset, b.tenant, b.execution);
+  });
+  return {};
+}
+
+}  // namespace auterity

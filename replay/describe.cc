@@ -1,0 +1,254 @@
+#include "replay/describe.h"
+
+#include <array>
+
+#include <fmt/core.h>
+
+#include "replay/record_json.h"
+#include "replay/timeline.h"
+
+namespace auterity {
+
+namespace {
+
+using describer = std::string (*)(const fbs::Envelope&);
+
+// ------------------------------------------------------------------------ upstream commands
+
+std::string publish_definition(const fbs::Envelope& e) {
+  auto p = e.payload_as_PublishDefinition();
+  return fmt::format("request {}: publish a definition ({} bytes){}", sv(e.record_id()),
+                     p->definition_json() ? p->definition_json()->size() : 0,
+                     p->params_json() && p->params_json()->size()
+                         ? " with params " + clip(sv(p->params_json()), 80)
+                         : "");
+}
+
+std::string start_execution(const fbs::Envelope& e) {
+  auto p = e.payload_as_StartExecution();
+  return fmt::format("request {}: start {} {} with input {}", sv(e.record_id()), sv(p->workflow()),
+                     p->version() ? fmt::format("v{}", p->version()) : "(latest)",
+                     clip(sv(p->input_json()), 80));
+}
+
+std::string signal(const fbs::Envelope& e) {
+  auto p = e.payload_as_Signal();
+  return fmt::format("request {}: signal {} {}", sv(e.record_id()), sv(p->name()),
+                     clip(sv(p->payload_json()), 80));
+}
+
+std::string cancel_execution(const fbs::Envelope& e) {
+  return fmt::format("request {}: cancel ({})", sv(e.record_id()),
+                     sv(e.payload_as_CancelExecution()->reason()));
+}
+
+// ----------------------------------------------------------------------------------- events
+
+std::string definition_published(const fbs::Envelope& e) {
+  auto p = e.payload_as_DefinitionPublished();
+  return fmt::format("published {} v{} ({} steps)", sv(p->workflow()), p->version(),
+                     p->step_count());
+}
+
+std::string execution_started(const fbs::Envelope& e) {
+  auto p = e.payload_as_ExecutionStarted();
+  return fmt::format("started {} v{} with input {}", sv(p->workflow()), p->version(),
+                     clip(sv(p->input_json())));
+}
+
+std::string execution_succeeded(const fbs::Envelope& e) {
+  return fmt::format("execution succeeded: {}",
+                     clip(sv(e.payload_as_ExecutionSucceeded()->output_json())));
+}
+
+std::string execution_failed(const fbs::Envelope& e) {
+  auto p = e.payload_as_ExecutionFailed();
+  return fmt::format(
+      "execution FAILED{}: {}",
+      p->step() && p->step()->size() ? fmt::format(" at step {}", sv(p->step())) : "",
+      sv(p->reason()));
+}
+
+std::string execution_cancelled(const fbs::Envelope& e) {
+  return fmt::format("execution cancelled: {}", sv(e.payload_as_ExecutionCancelled()->reason()));
+}
+
+std::string step_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepScheduled();
+  std::string s = fmt::format("step {} attempt {} scheduled", sv(p->step()), p->attempt());
+  if (p->command_id() && p->command_id()->size()) {
+    s += fmt::format(" -> command {}", sv(p->command_id()));
+  }
+  if (p->timer_at_ms()) s += fmt::format(", timer at +{}ms", p->timer_at_ms() - e.timestamp_ms());
+  return s;
+}
+
+std::string step_succeeded(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepSucceeded();
+  return fmt::format("step {} succeeded: {}", sv(p->step()), clip(sv(p->output_json())));
+}
+
+std::string step_failed(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepFailed();
+  return fmt::format("step {} failed: {}", sv(p->step()), sv(p->error()));
+}
+
+std::string step_retry_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepRetryScheduled();
+  return fmt::format("step {} attempt {} failed ({}); retry in {}ms", sv(p->step()), p->attempt(),
+                     sv(p->error()), p->retry_at_ms() - e.timestamp_ms());
+}
+
+std::string step_timed_out(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepTimedOut();
+  return fmt::format("step {} attempt {} timed out", sv(p->step()), p->attempt());
+}
+
+std::string step_skipped(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepSkipped();
+  return fmt::format("step {} skipped ({})", sv(p->step()), sv(p->reason()));
+}
+
+std::string signal_received(const fbs::Envelope& e) {
+  auto p = e.payload_as_SignalReceived();
+  return fmt::format("signal {} received: {}", sv(p->name()), clip(sv(p->payload_json())));
+}
+
+std::string timer_fired(const fbs::Envelope& e) {
+  auto p = e.payload_as_TimerFired();
+  return fmt::format("timer fired: {} of step {} attempt {}",
+                     fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->attempt());
+}
+
+// ------------------------------------------------------------------ commands, acks, rejects
+
+std::string run_step(const fbs::Envelope& e) {
+  auto p = e.payload_as_RunStep();
+  return fmt::format("command {}: task {} for step {} attempt {}", sv(e.record_id()),
+                     sv(p->action()), sv(p->step()), p->attempt());
+}
+
+std::string call_ai(const fbs::Envelope& e) {
+  auto p = e.payload_as_CallAi();
+  return fmt::format("command {}: AI call (tier {}) for step {} attempt {}", sv(e.record_id()),
+                     sv(p->tier()), sv(p->step()), p->attempt());
+}
+
+std::string send_notification(const fbs::Envelope& e) {
+  return fmt::format("command {}: {}", sv(e.record_id()), describe_command(e));
+}
+
+std::string step_ack(const fbs::Envelope& e) {
+  auto p = e.payload_as_StepAck();
+  return fmt::format("ack of {} (step {} attempt {}): {}", sv(p->command_id()), sv(p->step()),
+                     p->attempt(), describe_ack(e));
+}
+
+std::string command_rejected(const fbs::Envelope& e) {
+  auto p = e.payload_as_CommandRejected();
+  return fmt::format("REJECTED {} (code {}): {}", sv(e.causation_id()), p->code(), sv(p->reason()));
+}
+
+std::string dead_letter(const fbs::Envelope& e) {
+  auto p = e.payload_as_DeadLetter();
+  return fmt::format("DEADLETTER {}/{}/{}: {}", sv(p->source_stream()), p->source_partition(),
+                     p->source_offset(), sv(p->reason()));
+}
+
+constexpr size_t payload_slots = static_cast<size_t>(fbs::Payload::MAX) + 1;
+
+constexpr std::array<describer, payload_slots> make_table() {
+  std::array<describer, payload_slots> t{};
+  auto set = [&](fbs::Payload type, describer d) { t[static_cast<size_t>(type)] = d; };
+  set(fbs::Payload::PublishDefinition, publish_definition);
+  set(fbs::Payload::StartExecution, start_execution);
+  set(fbs::Payload::Signal, signal);
+  set(fbs::Payload::CancelExecution, cancel_execution);
+  set(fbs::Payload::DefinitionPublished, definition_published);
+  set(fbs::Payload::ExecutionStarted, execution_started);
+  set(fbs::Payload::ExecutionSucceeded, execution_succeeded);
+  set(fbs::Payload::ExecutionFailed, execution_failed);
+  set(fbs::Payload::ExecutionCancelled, execution_cancelled);
+  set(fbs::Payload::StepScheduled, step_scheduled);
+  set(fbs::Payload::StepSucceeded, step_succeeded);
+  set(fbs::Payload::StepFailed, step_failed);
+  set(fbs::Payload::StepRetryScheduled, step_retry_scheduled);
+  set(fbs::Payload::StepTimedOut, step_timed_out);
+  set(fbs::Payload::StepSkipped, step_skipped);
+  set(fbs::Payload::SignalReceived, signal_received);
+  set(fbs::Payload::TimerFired, timer_fired);
+  set(fbs::Payload::RunStep, run_step);
+  set(fbs::Payload::CallAi, call_ai);
+  set(fbs::Payload::SendNotification, send_notification);
+  set(fbs::Payload::StepAck, step_ack);
+  set(fbs::Payload::CommandRejected, command_rejected);
+  set(fbs::Payload::DeadLetter, dead_letter);
+  return t;
+}
+constexpr auto describers = make_table();
+
+}  // namespace
+
+std::string clip(std::string_view s, size_t max) {
+  if (s.size() <= max) return std::string(s);
+  size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xc0) == 0x80) --cut;  // UTF-8
+  return fmt::format("{}… ({} bytes)", s.substr(0, cut), s.size());
+}
+
+std::string format_cost_micros(int64_t micros) {
+  const char* sign = micros < 0 ? "-" : "";
+  const uint64_t m = micros < 0 ? 0 - static_cast<uint64_t>(micros) : micros;
+  return fmt::format("{}${}.{:06}", sign, m / 1'000'000, m % 1'000'000);
+}
+
+std::string describe(const fbs::Envelope& e) {
+  const auto tag = static_cast<size_t>(e.payload_type());
+  if (tag < describers.size() && describers[tag]) return describers[tag](e);
+  return fmt::format("{} {}", payload_name(e.payload_type()), payload_summary(e));
+}
+
+std::string describe_command(const fbs::Envelope& e) {
+  switch (e.payload_type()) {
+    case fbs::Payload::RunStep:
+      return fmt::format("task {}", sv(e.payload_as_RunStep()->action()));
+    case fbs::Payload::CallAi:
+      return fmt::format("AI call (tier {})", sv(e.payload_as_CallAi()->tier()));
+    case fbs::Payload::SendNotification: {
+      auto p = e.payload_as_SendNotification();
+      std::string s = fmt::format("{} to {}", sv(p->channel()), sv(p->to()));
+      if (p->subject() && p->subject()->size()) {
+        s += fmt::format(", subject \"{}\"", clip(sv(p->subject()), 60));
+      }
+      return s + fmt::format(": \"{}\"", clip(sv(p->body()), 60));
+    }
+    default:
+      return describe(e);
+  }
+}
+
+std::string describe_usage(const fbs::StepAck& ack) {
+  const fbs::Usage* u = ack.usage();
+  if (!u || !u->model() || u->model()->size() == 0) return {};
+  return fmt::format("model {}, {} in + {} out tokens, cost {}", sv(u->model()), u->input_tokens(),
+                     u->output_tokens(), format_cost_micros(u->cost_micros()));
+}
+
+std::string describe_ack(const fbs::Envelope& e) {
+  if (e.payload_type() != fbs::Payload::StepAck) return describe(e);
+  auto p = e.payload_as_StepAck();
+  std::string s = fbs::EnumNameAckStatus(p->status());
+  if (p->status() != fbs::AckStatus::Success && p->error() && p->error()->size()) {
+    s += ": " + clip(sv(p->error()), 120);
+  }
+  if (std::string usage = describe_usage(*p); !usage.empty()) s += "; AI " + usage;
+  return s;
+}
+
+std::string describe_record(std::string_view bytes) {
+  std::string why;
+  const fbs::Envelope* e = decode_envelope(bytes, &why);
+  return e ? describe(*e) : "undecodable record: " + why;
+}
+
+}  // namespace auterity
