@@ -11,12 +11,13 @@ packages=(
   cmake ninja-build g++ ccache pkg-config
   librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev
-  chromium  # headless browser: the replay tests render the HTML timeline in it
 )
 
-# The Kafka tests run a real broker (Kafka from Maven Central on Java 17): only the test
-# command needs a JDK and Maven, and only if the machine has none.
+# Only the test command needs these: the replay tests render the HTML timeline in headless
+# Chromium, and the Kafka tests run a real broker (Kafka from Maven Central on Java 17; a JDK
+# and Maven only if the machine has none).
 test_packages() {
+  packages+=(chromium)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }

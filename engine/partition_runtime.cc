@@ -129,7 +129,12 @@ void partition_runtime::loop() {
     const uint64_t generation = _log.generation(_partition);
     auto worked = run_once();
     vassert(worked.has_value(), "partition {}: {}", _partition, worked.error().message);
-    if (*worked) continue;
+    if (*worked) {
+      if (_options.commit_interval_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(_options.commit_interval_ms));
+      }
+      continue;
+    }
     const int64_t next_timer = _processor->next_timer_ms();
     const int64_t now = _clock.now_ms();
     int64_t wait_ms = _options.idle_wait_ms_max;

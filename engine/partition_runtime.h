@@ -98,6 +98,10 @@ struct partition_runtime_options {
   size_t batch_bytes_max = 4 << 20;      // bytes per stream per batch
   size_t timers_per_batch_max = 1024;    // timers fired per batch
   int64_t idle_wait_ms_max = 50;         // longest sleep when idle (timers are checked after)
+  // Least time between two commits of a partition: inputs that arrive meanwhile ride the next
+  // commit. 0 commits as soon as there is work (lowest latency); raising it trades latency
+  // for fewer, larger commits (on Kafka, fewer transactions).
+  int64_t commit_interval_ms = 0;
 };
 
 // Bucket bounds of the commit histograms: an fdatasync on an SSD takes ~0.1-5 ms, a Kafka

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/kafka_log.h"
+#include "engine/partition_runtime.h"
 
 namespace CLI {
 class App;
@@ -24,6 +25,7 @@ struct demo_flags {
   bool quiet = false;
   int timeout_s = 60;
   std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
+  partition_runtime_options runtime;
   std::string metrics_address;             // Prometheus /metrics; empty: off
 };
 

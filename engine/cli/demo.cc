@@ -107,6 +107,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   o.partitions = flags.partitions;
   o.fsync = flags.fsync;
   o.kafka = flags.kafka;
+  o.runtime = flags.runtime;
   o.metrics_address = flags.metrics_address;
   auto opened = node::open(o, clk);
   if (!opened) {

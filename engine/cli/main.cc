@@ -33,6 +33,7 @@ struct common_flags {
   uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
   std::string kafka;        // bootstrap servers; empty: the embedded log
+  partition_runtime_options runtime;
   std::string instance = "engine-1";
   std::string topic_prefix;
   std::string metrics;      // Prometheus /metrics address (`run` only); empty: off
@@ -57,6 +58,15 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "instance with the same id fences the old one)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--batch-records", f.runtime.batch_records_max,
+                  "Most inputs per stream a partition decides in one batch (one commit)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--commit-interval-ms", f.runtime.commit_interval_ms,
+                  "Least time between two commits of a partition: higher means fewer, larger "
+                  "commits (Kafka transactions) and more latency")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
 }
 
 std::optional<kafka_log_options> kafka_of(const common_flags& f) {
@@ -81,6 +91,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.data_dir = f.data_dir;
   o.partitions = partitions_for(f);
   o.kafka = kafka_of(f);
+  o.runtime = f.runtime;
   o.fsync = !f.no_fsync;
   o.workers = workers;
   o.metrics_address = f.metrics;
@@ -356,6 +367,7 @@ int main(int argc, char** argv) {
     demo.partitions = demo_f.partitions ? demo_f.partitions : default_partitions;
     demo.fsync = !demo_f.no_fsync;
     demo.kafka = kafka_of(demo_f);
+    demo.runtime = demo_f.runtime;
     return run_demo(demo, g_interrupted);
   }
   if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);

@@ -38,7 +38,7 @@ constexpr int exit_usage = 2;  // bad command line, unreadable data, IO error
 
 constexpr const char* exit_codes_help =
     "Exit codes: 0 = verified (verify) / shown (timeline, state); 1 = problems found (verify) / "
-    "nothing in scope (timeline, state); 2 = usage, data or IO error.";
+    "nothing in scope (all: e.g. an unknown --tenant); 2 = usage, data or IO error.";
 
 int fail_usage(const std::string& message) {
   fmt::print(stderr, "auterity replay: {}\n", message);
@@ -452,10 +452,17 @@ int run_verify(const verify_flags& f) {
     fmt::print("{}", verify_json(*report));
     return report->ok() ? exit_ok : exit_found;
   }
-  uint64_t records = 0;
+  uint64_t records = 0, events = 0;
   for (const partition_verification& v : report->partitions) {
     print_partition(v, o.chains, o.state);
     records += v.records;
+    events += v.events;
+  }
+  if (!o.tenant.empty() && events == 0) {  // a mistyped tenant must not read as "verified"
+    fmt::print(stderr,
+               "auterity replay: nothing to verify: the log holds no event of tenant '{}'\n",
+               o.tenant);
+    return exit_found;
   }
   if (report->ok()) {
     fmt::print("verified: {} executions records in {:.2f}s ({:.0f} records/s){}{}\n", records,

@@ -78,6 +78,7 @@ TEST_F(cli, verify_exits_1_and_names_the_first_bad_event) {
   const outcome chains_only =
       run("verify --chains --tenant bayside-auto --data " + _dir->path + "/tampered");
   EXPECT_EQ(chains_only.code, 0) << "bayside-auto's history is intact: " << chains_only.out;
+  EXPECT_EQ(run("verify --tenant no-such-dealer --data " + data()).code, 1);
 }
 
 TEST_F(cli, usage_and_data_errors_exit_2) {
