@@ -666,32 +666,19 @@ orchestrator::~orchestrator() = default;
 
 result<void> orchestrator::open(state_store& store, uint32_t) {
   auto r = _state->open(store);
+  // Executions with a timer are running: load them now (recovery may do IO), so firing their
+  // timers later never reads the store while deciding.
+  for (const timer_entry& t : _state->timers()) {
+    if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
+      _state->find_definition(e->tenant, e->workflow, e->version);
+    }
+  }
   _published_next_timer.store(next_timer_ms());
   return r;
 }
 
 void orchestrator::replay(uint64_t offset, std::string_view bytes) {
   apply_record(*_state, record_position::offset(offset), bytes);
-}
-
-void orchestrator::prefetch(std::span<const input> inputs) {
-  for (const input& in : inputs) {
-    const fbs::Envelope* env = decode_envelope(in.rec.value);
-    if (!env) continue;
-    const std::string_view tenant = sv(env->tenant_id());
-    const std::string_view id = sv(env->execution_id());
-    if (!valid_id(tenant)) continue;
-    if (!id.empty() && valid_id(id)) {
-      if (execution_state* e = _state->find_execution(tenant, id)) {
-        _state->find_definition(e->tenant, e->workflow, e->version);
-      }
-    }
-    if (env->payload_type() == fbs::Payload::StartExecution) {
-      auto p = env->payload_as_StartExecution();
-      _state->tenant_known(tenant);
-      _state->find_definition(tenant, sv(p->workflow()), p->version());
-    }
-  }
 }
 
 namespace {
@@ -713,6 +700,28 @@ const fbs::Envelope* decode_input(const input& in, int64_t now_ms, std::string& 
 }
 
 }  // namespace
+
+void orchestrator::prefetch(std::span<const input> inputs) {
+  std::string converted, why;
+  for (const input& in : inputs) {
+    // JSON envelopes are converted here too (their time stamp does not matter for loading).
+    const fbs::Envelope* env = decode_input(in, 0, converted, why);
+    if (!env) continue;
+    const std::string_view tenant = sv(env->tenant_id());
+    const std::string_view id = sv(env->execution_id());
+    if (!valid_id(tenant)) continue;
+    if (!id.empty() && valid_id(id)) {
+      if (execution_state* e = _state->find_execution(tenant, id)) {
+        _state->find_definition(e->tenant, e->workflow, e->version);
+      }
+    }
+    if (env->payload_type() == fbs::Payload::StartExecution) {
+      auto p = env->payload_as_StartExecution();
+      _state->tenant_known(tenant);
+      _state->find_definition(tenant, sv(p->workflow()), p->version());
+    }
+  }
+}
 
 void orchestrator::process(const input& in, batch_context& ctx) {
   std::string why;
