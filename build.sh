@@ -17,7 +17,7 @@ packages=(
 # Chromium, and the Kafka tests run a real broker (Kafka from Maven Central on Java 17; a JDK
 # and Maven only if the machine has none).
 test_packages() {
-  packages+=(chromium)
+  packages+=(chromium clang-format)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }

@@ -7,12 +7,12 @@
 
 #include <fmt/core.h>
 
-#define vassert(cond, ...)                                                            \
-  do {                                                                                \
-    if (__builtin_expect(!(cond), 0)) {                                               \
+#define vassert(cond, ...)                                                                 \
+  do {                                                                                     \
+    if (__builtin_expect(!(cond), 0)) {                                                    \
       fmt::print(stderr, "assertion failed at {}:{}: {}: {}\n", __FILE__, __LINE__, #cond, \
-                 fmt::format(__VA_ARGS__));                                           \
-      std::fflush(stderr);                                                            \
-      std::abort();                                                                   \
-    }                                                                                 \
+                 fmt::format(__VA_ARGS__));                                                \
+      std::fflush(stderr);                                                                 \
+      std::abort();                                                                        \
+    }                                                                                      \
   } while (0)

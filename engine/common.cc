@@ -7,21 +7,28 @@ namespace auterity {
 
 const char* errc_name(errc code) {
   switch (code) {
-    case errc::io: return "io";
-    case errc::corrupt: return "corrupt";
-    case errc::locked: return "locked";
-    case errc::invalid: return "invalid";
-    case errc::too_large: return "too_large";
-    case errc::not_found: return "not_found";
-    case errc::rocksdb: return "rocksdb";
+    case errc::io:
+      return "io";
+    case errc::corrupt:
+      return "corrupt";
+    case errc::locked:
+      return "locked";
+    case errc::invalid:
+      return "invalid";
+    case errc::too_large:
+      return "too_large";
+    case errc::not_found:
+      return "not_found";
+    case errc::rocksdb:
+      return "rocksdb";
   }
   return "unknown";
 }
 
 namespace {
 constexpr std::array<std::string_view, stream_count> stream_names = {
-    "ingress", "executions",   "commands.step", "commands.ai",
-    "commands.notify", "acks", "definitions",   "deadletter"};
+    "ingress",         "executions", "commands.step", "commands.ai",
+    "commands.notify", "acks",       "definitions",   "deadletter"};
 }
 
 std::string_view stream_name(stream s) { return stream_names[static_cast<size_t>(s)]; }

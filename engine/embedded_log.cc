@@ -69,11 +69,11 @@
 #include "engine/crc32c.h"
 
 // Returns the error of a failed result<...> from the enclosing function.
-#define ELOG_TRY(expr)                                                        \
-  do {                                                                        \
-    if (auto _elog_r = (expr); !_elog_r) {                                    \
-      return std::unexpected<error>(std::move(_elog_r.error()));              \
-    }                                                                         \
+#define ELOG_TRY(expr)                                           \
+  do {                                                           \
+    if (auto _elog_r = (expr); !_elog_r) {                       \
+      return std::unexpected<error>(std::move(_elog_r.error())); \
+    }                                                            \
   } while (0)
 
 namespace auterity {
@@ -345,8 +345,8 @@ result<void> pread_all(int fd, std::span<char> buf, uint64_t pos, const std::str
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail_io("read", path);
     if (n == 0) {
-      return fail(errc::corrupt, fmt::format("{} ends at byte {}, {} bytes short", path,
-                                             pos + done, buf.size() - done));
+      return fail(errc::corrupt, fmt::format("{} ends at byte {}, {} bytes short", path, pos + done,
+                                             buf.size() - done));
     }
     done += static_cast<size_t>(n);
   }
@@ -453,8 +453,8 @@ result<std::optional<uint32_t>> read_meta(const std::string& dir) {
   auto [end, parse_ec] =
       std::from_chars(t.data() + std::min(prefix.size(), t.size()), t_end, partitions);
   if (!t.starts_with(prefix) || parse_ec != std::errc{} ||
-      std::string_view(end, static_cast<size_t>(t_end - end)) != "\n" ||
-      partitions == 0 || partitions > partitions_max) {
+      std::string_view(end, static_cast<size_t>(t_end - end)) != "\n" || partitions == 0 ||
+      partitions > partitions_max) {
     return fail(errc::corrupt, fmt::format("{} is not an embedded log meta file", path));
   }
   return partitions;
@@ -654,8 +654,7 @@ class partition_recovery {
   result<void> cut_tail() {
     size_t keep_max = _bad ? _bad->segment + 1 : _files.size();
     bool removed = false;
-    while (_files.size() > 1 &&
-           (_files.size() > keep_max || _files.back().base > _committed_end)) {
+    while (_files.size() > 1 && (_files.size() > keep_max || _files.back().base > _committed_end)) {
       if (::unlink(_files.back().path.c_str()) < 0) return fail_io("unlink", _files.back().path);
       _files.pop_back();
       removed = true;
@@ -838,8 +837,8 @@ class embedded_log final : public log {
 
   result<void> check_batch(uint32_t p, const commit_batch& batch) const {
     if (p >= partition_count()) {
-      return fail(errc::invalid, fmt::format("commit to partition {}; the log has {} partitions",
-                                             p, partition_count()));
+      return fail(errc::invalid, fmt::format("commit to partition {}; the log has {} partitions", p,
+                                             partition_count()));
     }
     for (const auto& a : batch.appends) {
       if (a.partition && *a.partition != p) {
@@ -930,8 +929,8 @@ class embedded_log final : public log {
     if (!synced) {
       // After a failed fdatasync the page cache cannot be trusted (the kernel may have dropped
       // the dirty pages): whether this commit survives is up to recovery on the next open.
-      part.broken = fmt::format("{}; commits are refused until the log is reopened",
-                                synced.error().message);
+      part.broken =
+          fmt::format("{}; commits are refused until the log is reopened", synced.error().message);
     }
     return synced;
   }
@@ -1020,9 +1019,9 @@ class embedded_log final : public log {
     std::optional<data_frame> d;
     if (c.frame && c.frame->type == frame_type::data) d = decode_data(c.frame->body);
     if (!d || d->s != s || d->offset != offset) {
-      return fail(errc::corrupt, fmt::format("{} at byte {}: not record {} of stream {} ({})",
-                                             path, file_pos, offset, idx(s),
-                                             c.problem ? c.problem : "wrong frame"));
+      return fail(errc::corrupt,
+                  fmt::format("{} at byte {}: not record {} of stream {} ({})", path, file_pos,
+                              offset, idx(s), c.problem ? c.problem : "wrong frame"));
     }
     out.push_back(record{offset, std::string(d->key), std::string(d->value)});
     return {};

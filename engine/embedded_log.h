@@ -11,8 +11,8 @@
 namespace auterity {
 
 struct embedded_log_options {
-  uint32_t partitions = 4;          // fixed when the directory is created; checked on open
-  bool fsync = true;                // fdatasync every commit (durable against power loss)
+  uint32_t partitions = 4;                 // fixed when the directory is created; checked on open
+  bool fsync = true;                       // fdatasync every commit (durable against power loss)
   size_t segment_bytes_max = 64ull << 20;  // a partition's file rolls to a new segment here
 };
 

@@ -17,7 +17,8 @@ namespace {
 
 std::vector<uint32_t> partitions_of(const rd_kafka_topic_partition_list_t* list) {
   std::vector<uint32_t> out;
-  for (int i = 0; i < list->cnt; ++i) out.push_back(static_cast<uint32_t>(list->elems[i].partition));
+  for (int i = 0; i < list->cnt; ++i)
+    out.push_back(static_cast<uint32_t>(list->elems[i].partition));
   return out;
 }
 
@@ -51,8 +52,9 @@ void membership_rebalance(kafka_membership& m, int err, void* partitions) {
   rd_kafka_assign(rk, nullptr);
 }
 
-result<std::unique_ptr<kafka_membership>> kafka_membership::join(
-    const kafka_log_options& options, std::string_view group, stream s, callbacks cb) {
+result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log_options& options,
+                                                                 std::string_view group, stream s,
+                                                                 callbacks cb) {
   std::unique_ptr<kafka_membership> m(new kafka_membership());
   m->_impl = std::make_unique<impl>();
   m->_group = group;

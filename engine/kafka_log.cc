@@ -93,16 +93,16 @@ result<rk_ptr> make_client(rd_kafka_type_t type, const std::map<std::string, std
 }
 
 error kafka_error(std::string_view what, const rd_kafka_error_t* e) {
-  return error{errc::io, fmt::format("{}: {} ({})", what, rd_kafka_error_string(e),
-                                     rd_kafka_error_name(e))};
+  return error{errc::io,
+               fmt::format("{}: {} ({})", what, rd_kafka_error_string(e), rd_kafka_error_name(e))};
 }
 
 // One consumer reading one (topic, partition), read_committed.
 struct reader {
   std::mutex mu;
   rk_ptr consumer;
-  uint64_t next = 0;     // offset the consumer will deliver next
-  bool at_end = false;   // the last fetch reached the end (PARTITION_EOF)
+  uint64_t next = 0;    // offset the consumer will deliver next
+  bool at_end = false;  // the last fetch reached the end (PARTITION_EOF)
 };
 
 class kafka_log final : public log {
@@ -134,13 +134,12 @@ class kafka_log final : public log {
     }
     for (const auto& a : batch.appends) {
       if (a.partition && *a.partition >= _partitions) {
-        return fail(errc::invalid, fmt::format("append to partition {} of {}", *a.partition,
-                                               _partitions));
+        return fail(errc::invalid,
+                    fmt::format("append to partition {} of {}", *a.partition, _partitions));
       }
       if (a.key.size() + a.value.size() > record_bytes_max) {
         return fail(errc::too_large, fmt::format("record of {} bytes; record_bytes_max is {}",
-                                                 a.key.size() + a.value.size(),
-                                                 record_bytes_max));
+                                                 a.key.size() + a.value.size(), record_bytes_max));
       }
     }
     if (batch.empty()) return std::vector<uint64_t>();
@@ -182,9 +181,9 @@ class kafka_log final : public log {
     int64_t low = 0, high = 0;
     std::lock_guard lock(_meta_mu);
     uint64_t& known = _known_ends[{static_cast<int>(s), p}];
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        _meta.get(), topic(s).c_str(), static_cast<int32_t>(p), &low, &high,
-        _options.request_timeout_ms);
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(_meta.get(), topic(s).c_str(), static_cast<int32_t>(p),
+                                         &low, &high, _options.request_timeout_ms);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) known = static_cast<uint64_t>(high);
     return known;
   }
@@ -254,8 +253,9 @@ class kafka_log final : public log {
     const rd_kafka_metadata_t* md = nullptr;
     rd_kafka_resp_err_t err =
         rd_kafka_metadata(_meta.get(), 1, nullptr, &md, _options.request_timeout_ms);
-    if (err) return fail(errc::io, fmt::format("kafka metadata from {}: {}", _options.bootstrap,
-                                               rd_kafka_err2str(err)));
+    if (err)
+      return fail(errc::io, fmt::format("kafka metadata from {}: {}", _options.bootstrap,
+                                        rd_kafka_err2str(err)));
     std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> guard(
         md, rd_kafka_metadata_destroy);
     std::map<std::string, int> counts;
@@ -340,8 +340,7 @@ class kafka_log final : public log {
     }
     error_ptr abort{rd_kafka_abort_transaction(rk, _options.request_timeout_ms)};
     if (abort) {
-      return fail(errc::io, fmt::format("{}; then abort_transaction: {}",
-                                        produced.error().message,
+      return fail(errc::io, fmt::format("{}; then abort_transaction: {}", produced.error().message,
                                         rd_kafka_error_string(abort.get())));
     }
     return produced;
@@ -356,8 +355,7 @@ class kafka_log final : public log {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             _producer.get(), RD_KAFKA_V_TOPIC(t.c_str()),
             RD_KAFKA_V_PARTITION(static_cast<int32_t>(a.partition.value_or(p))),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(a.key.data(), a.key.size()),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(a.key.data(), a.key.size()),
             RD_KAFKA_V_VALUE(const_cast<char*>(a.value.data()), a.value.size()),
             RD_KAFKA_V_OPAQUE(&deliveries[i]), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
@@ -416,9 +414,9 @@ class kafka_log final : public log {
     std::lock_guard lock(_readers_mu);
     std::unique_ptr<reader>& r = _readers[{static_cast<int>(s), p}];
     if (r) return r.get();
-    auto c = make_client(RD_KAFKA_CONSUMER,
-                         consumer_conf(fmt::format("auterity.reader.{}", _options.instance_id)),
-                         false);
+    auto c =
+        make_client(RD_KAFKA_CONSUMER,
+                    consumer_conf(fmt::format("auterity.reader.{}", _options.instance_id)), false);
     if (!c) return std::unexpected(c.error());
     list_ptr list(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(list.get(), topic(s).c_str(), static_cast<int32_t>(p))
@@ -436,8 +434,8 @@ class kafka_log final : public log {
     list_ptr list(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(list.get(), topic(s).c_str(), static_cast<int32_t>(p))
         ->offset = static_cast<int64_t>(from);
-    if (error_ptr e{rd_kafka_seek_partitions(r.consumer.get(), list.get(),
-                                             _options.request_timeout_ms)}) {
+    if (error_ptr e{
+            rd_kafka_seek_partitions(r.consumer.get(), list.get(), _options.request_timeout_ms)}) {
       return std::unexpected(kafka_error("seek", e.get()));
     }
     r.next = from;
@@ -460,8 +458,8 @@ class kafka_log final : public log {
       if (!m) {
         if (n > 0 || r.at_end) break;
         if (std::chrono::steady_clock::now() > deadline) {
-          return fail(errc::io, fmt::format("no answer for {}/{} from {} within {} ms", topic(s),
-                                            p, _options.bootstrap, _options.read_wait_ms_max));
+          return fail(errc::io, fmt::format("no answer for {}/{} from {} within {} ms", topic(s), p,
+                                            _options.bootstrap, _options.read_wait_ms_max));
         }
         continue;
       }
@@ -471,8 +469,8 @@ class kafka_log final : public log {
         continue;  // at the end; the next poll (timeout 0) tells if anything arrived
       }
       if (m->err) {
-        return fail(errc::io, fmt::format("fetch {}/{}: {}", topic(s), p,
-                                          rd_kafka_message_errstr(m.get())));
+        return fail(errc::io,
+                    fmt::format("fetch {}/{}: {}", topic(s), p, rd_kafka_message_errstr(m.get())));
       }
       if (m->offset < static_cast<int64_t>(from)) continue;  // fetched before a seek
       r.at_end = false;

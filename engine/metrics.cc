@@ -26,8 +26,8 @@ namespace auterity {
 // ------------------------------------------------------------------------------- histogram
 
 atomic_histogram::atomic_histogram(std::span<const uint64_t> bounds) : _size(bounds.size()) {
-  vassert(bounds.size() <= bounds_max, "histogram with {} bounds; bounds_max is {}",
-          bounds.size(), bounds_max);
+  vassert(bounds.size() <= bounds_max, "histogram with {} bounds; bounds_max is {}", bounds.size(),
+          bounds_max);
   vassert(std::is_sorted(bounds.begin(), bounds.end()), "histogram bounds must ascend");
   std::copy(bounds.begin(), bounds.end(), _bounds.begin());
 }
@@ -56,8 +56,7 @@ metric_family& metrics_writer::family(const metric_def& def) {
 }
 
 void metrics_writer::add(const metric_def& def, metric_labels labels, double value) {
-  vassert(def.kind != metric_kind::histogram, "metric {}: a histogram needs a snapshot",
-          def.name);
+  vassert(def.kind != metric_kind::histogram, "metric {}: a histogram needs a snapshot", def.name);
   family(def).samples.push_back(metric_sample{std::move(labels), value, {}});
 }
 
@@ -74,9 +73,9 @@ constexpr metric_def inputs_total{
     "auterity_inputs_total",
     "Input records (ingress commands and acks) the partition processed; rate() is records/s",
     metric_kind::counter};
-constexpr metric_def events_total{
-    "auterity_events_total", "Records appended to executions (events and rejections)",
-    metric_kind::counter};
+constexpr metric_def events_total{"auterity_events_total",
+                                  "Records appended to executions (events and rejections)",
+                                  metric_kind::counter};
 constexpr metric_def records_out_total{
     "auterity_records_out_total",
     "Records the partition's commits appended (events, commands, deadletters)",
@@ -94,8 +93,7 @@ constexpr metric_def restore_duration{
     metric_kind::gauge};
 constexpr metric_def restore_replayed{
     "auterity_restore_replayed_records",
-    "executions records the partition's restore replayed through the appliers",
-    metric_kind::gauge};
+    "executions records the partition's restore replayed through the appliers", metric_kind::gauge};
 constexpr metric_def consumer_lag{
     "auterity_consumer_lag_records",
     "End offset of the stream minus the group's committed position (Kafka: the high "
@@ -160,9 +158,12 @@ namespace {
 
 prometheus::MetricType type_of(metric_kind k) {
   switch (k) {
-    case metric_kind::counter: return prometheus::MetricType::Counter;
-    case metric_kind::gauge: return prometheus::MetricType::Gauge;
-    case metric_kind::histogram: return prometheus::MetricType::Histogram;
+    case metric_kind::counter:
+      return prometheus::MetricType::Counter;
+    case metric_kind::gauge:
+      return prometheus::MetricType::Gauge;
+    case metric_kind::histogram:
+      return prometheus::MetricType::Histogram;
   }
   return prometheus::MetricType::Untyped;
 }
@@ -227,7 +228,7 @@ result<void> check_address(const std::string& address) {
                           address, metrics_address_default));
 }
 
-constexpr std::string_view metrics_threads = "2";           // a stuck client blocks one only
+constexpr std::string_view metrics_threads = "2";  // a stuck client blocks one only
 constexpr std::string_view metrics_request_timeout_ms = "10000";
 
 }  // namespace

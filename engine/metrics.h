@@ -117,7 +117,7 @@ class metrics_server {
  public:
   // Listens on `address`, "host:port" (port 0: any free port, see port()).
   static result<std::unique_ptr<metrics_server>> start(const std::string& address,
-                                                        metrics_collector collect);
+                                                       metrics_collector collect);
   // Stops listening and waits for a scrape in progress.
   ~metrics_server();
 

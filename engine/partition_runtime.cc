@@ -100,8 +100,8 @@ result<bool> partition_runtime::run_once() {
     if (_out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
   }
   if (!_event_offsets.empty()) _checkpoint = _event_offsets.back() + 1;
-  _probe.on_commit(micros_since(start), _out.appends.size(), _event_offsets.size(),
-                   _ingress_next, _acks_next);
+  _probe.on_commit(micros_since(start), _out.appends.size(), _event_offsets.size(), _ingress_next,
+                   _acks_next);
 
   _processor->flush(_state_out, _event_offsets);
   auto written = _store->write(_state_out, _checkpoint);

@@ -94,10 +94,10 @@ class partition_processor {
 };
 
 struct partition_runtime_options {
-  size_t batch_records_max = 512;        // inputs per stream per batch
-  size_t batch_bytes_max = 4 << 20;      // bytes per stream per batch
-  size_t timers_per_batch_max = 1024;    // timers fired per batch
-  int64_t idle_wait_ms_max = 50;         // longest sleep when idle (timers are checked after)
+  size_t batch_records_max = 512;      // inputs per stream per batch
+  size_t batch_bytes_max = 4 << 20;    // bytes per stream per batch
+  size_t timers_per_batch_max = 1024;  // timers fired per batch
+  int64_t idle_wait_ms_max = 50;       // longest sleep when idle (timers are checked after)
   // Least time between two commits of a partition: inputs that arrive meanwhile ride the next
   // commit. 0 commits as soon as there is work (lowest latency); raising it trades latency
   // for fewer, larger commits (on Kafka, fewer transactions).
@@ -107,8 +107,8 @@ struct partition_runtime_options {
 // Bucket bounds of the commit histograms: an fdatasync on an SSD takes ~0.1-5 ms, a Kafka
 // transaction ~5-50 ms; commits carry 1 to a few thousand records.
 inline constexpr std::array<uint64_t, 16> commit_latency_bounds_us = {
-    50, 100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 500'000,
-    1'000'000, 2'500'000, 5'000'000};
+    50,     100,    250,     500,     1'000,   2'500,     5'000,     10'000,
+    25'000, 50'000, 100'000, 250'000, 500'000, 1'000'000, 2'500'000, 5'000'000};
 inline constexpr std::array<uint64_t, 14> commit_records_bounds = {
     1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
 

@@ -93,8 +93,12 @@ uint32_t tenant_partition(std::string_view key, uint32_t partitions) {
   }
   const uint8_t* tail = data + 4 * blocks;
   switch (length % 4) {
-    case 3: h ^= tail[2] << 16; [[fallthrough]];
-    case 2: h ^= tail[1] << 8; [[fallthrough]];
+    case 3:
+      h ^= tail[2] << 16;
+      [[fallthrough]];
+    case 2:
+      h ^= tail[1] << 8;
+      [[fallthrough]];
     case 1:
       h ^= tail[0];
       h *= m;

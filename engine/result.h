@@ -8,13 +8,13 @@
 namespace auterity {
 
 enum class errc {
-  io = 1,          // the operating system refused a read, write or sync
-  corrupt,         // stored bytes failed their checksum outside the recoverable tail
-  locked,          // another process holds the data directory
-  invalid,         // the caller passed something out of range
-  too_large,       // a named limit was exceeded
+  io = 1,     // the operating system refused a read, write or sync
+  corrupt,    // stored bytes failed their checksum outside the recoverable tail
+  locked,     // another process holds the data directory
+  invalid,    // the caller passed something out of range
+  too_large,  // a named limit was exceeded
   not_found,
-  rocksdb,         // RocksDB returned a non-ok status
+  rocksdb,  // RocksDB returned a non-ok status
 };
 
 const char* errc_name(errc);

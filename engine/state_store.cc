@@ -108,8 +108,7 @@ rocksdb::Options make_options(const state_store_options& opts) {
 
   // LZ4 costs little CPU; fall back to RocksDB's default if this build lacks it.
   const auto supported = rocksdb::GetSupportedCompressions();
-  if (std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) !=
-      supported.end()) {
+  if (std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) != supported.end()) {
     options.compression = rocksdb::kLZ4Compression;
   }
 

@@ -53,9 +53,9 @@ class state_store {
   result<std::optional<std::string>> get(std::string_view key) const;
 
   // Calls fn for every key starting with `prefix`, in key order, until fn returns false.
-  result<void> scan_prefix(std::string_view prefix,
-                           const std::function<bool(std::string_view key,
-                                                    std::string_view value)>& fn) const;
+  result<void> scan_prefix(
+      std::string_view prefix,
+      const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
 
   // The executions offset the stored state reflects: the next executions record to apply.
   uint64_t checkpoint() const { return _checkpoint; }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-
 #include <fmt/core.h>
 
 #include "engine/assert.h"
@@ -28,7 +27,8 @@ bool fields_of(const fbs::Envelope& env, command_fields& out) {
       out = {sv(env.payload_as_SendNotification()->step()),
              env.payload_as_SendNotification()->attempt()};
       return true;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -37,9 +37,9 @@ std::string dead_letter(const record& r, stream s, uint32_t p, std::string_view 
   flatbuffers::FlatBufferBuilder fbb(r.value.size() + 256);
   auto original =
       fbb.CreateVector(reinterpret_cast<const uint8_t*>(r.value.data()), r.value.size());
-  auto payload = fbs::CreateDeadLetter(fbb, fbb.CreateString(why.data(), why.size()),
-                                       fbb.CreateString(std::string(stream_name(s))), p,
-                                       r.offset, original);
+  auto payload =
+      fbs::CreateDeadLetter(fbb, fbb.CreateString(why.data(), why.size()),
+                            fbb.CreateString(std::string(stream_name(s))), p, r.offset, original);
   const std::string id = fmt::format("dlq/{}/{}/{}", stream_name(s), p, r.offset);
   envelope_header h;
   h.kind = fbs::RecordKind::Rejection;
@@ -58,8 +58,8 @@ std::string make_ack(const fbs::Envelope& command, const ack_result& r, int64_t 
   auto usage = fbs::CreateUsage(fbb, fbb.CreateString(r.model), r.input_tokens, r.output_tokens,
                                 r.cost_micros);
   auto payload = fbs::CreateStepAck(
-      fbb, fbb.CreateString(sv(command.record_id())), fbb.CreateString(f.step), f.attempt,
-      r.status, fbb.CreateString(r.output_json), fbb.CreateString(r.error), usage);
+      fbb, fbb.CreateString(sv(command.record_id())), fbb.CreateString(f.step), f.attempt, r.status,
+      fbb.CreateString(r.output_json), fbb.CreateString(r.error), usage);
   const std::string id = fmt::format("ack/{}", sv(command.record_id()));
   envelope_header h;
   h.kind = fbs::RecordKind::Command;
@@ -71,8 +71,8 @@ std::string make_ack(const fbs::Envelope& command, const ack_result& r, int64_t 
   return finish_envelope(fbb, h, fbs::Payload::StepAck, payload.Union());
 }
 
-worker_runtime::worker_runtime(log& l, stream commands, std::unique_ptr<connector> c,
-                               clock& clk, worker_options options)
+worker_runtime::worker_runtime(log& l, stream commands, std::unique_ptr<connector> c, clock& clk,
+                               worker_options options)
     : _log(l), _stream(commands), _connector(std::move(c)), _clock(clk), _options(options) {}
 
 worker_runtime::~worker_runtime() { stop(); }

@@ -11,8 +11,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "engine/clock.h"
 #include "engine/log.h"

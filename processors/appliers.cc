@@ -53,9 +53,15 @@ void step_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, executio
   st.attempt = p->attempt();
   st.error.clear();
   switch (d->steps[idx].kind) {
-    case step_kind::wait_signal: st.status = step_status::waiting; break;
-    case step_kind::delay: st.status = step_status::delaying; break;
-    default: st.status = step_status::running; break;
+    case step_kind::wait_signal:
+      st.status = step_status::waiting;
+      break;
+    case step_kind::delay:
+      st.status = step_status::delaying;
+      break;
+    default:
+      st.status = step_status::running;
+      break;
   }
   s.set_timer(*e, idx, p->timer_at_ms());
 }
@@ -89,8 +95,7 @@ void step_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_s
   s.set_timer(*e, idx, 0);
 }
 
-void step_retry_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env,
-                             execution_state* e) {
+void step_retry_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_StepRetryScheduled();
   int idx = step_of(s, *e, p->step());
   e->steps[idx].status = step_status::retry_wait;
@@ -141,8 +146,7 @@ void end_execution(orchestrator_state& s, const fbs::Envelope& env, execution_st
   s.on_ended(*e);
 }
 
-void execution_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env,
-                            execution_state* e) {
+void execution_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   end_execution(s, env, e, exec_status::succeeded,
                 sv(env.payload_as_ExecutionSucceeded()->output_json()));
 }
@@ -151,8 +155,7 @@ void execution_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execut
   end_execution(s, env, e, exec_status::failed, sv(env.payload_as_ExecutionFailed()->reason()));
 }
 
-void execution_cancelled_v1(orchestrator_state& s, const fbs::Envelope& env,
-                            execution_state* e) {
+void execution_cancelled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   end_execution(s, env, e, exec_status::cancelled,
                 sv(env.payload_as_ExecutionCancelled()->reason()));
 }

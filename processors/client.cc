@@ -33,8 +33,8 @@ std::string publish_definition(const command_header& h, std::string_view definit
   });
 }
 
-std::string start_execution(const command_header& h, std::string_view workflow,
-                            uint32_t version, std::string_view input_json) {
+std::string start_execution(const command_header& h, std::string_view workflow, uint32_t version,
+                            std::string_view input_json) {
   return command(h, fbs::Payload::StartExecution, [&](auto& b) {
     return fbs::CreateStartExecution(b, str(b, workflow), version, str(b, input_json)).Union();
   });
@@ -47,9 +47,8 @@ std::string signal(const command_header& h, std::string_view name, std::string_v
 }
 
 std::string cancel(const command_header& h, std::string_view reason) {
-  return command(h, fbs::Payload::CancelExecution, [&](auto& b) {
-    return fbs::CreateCancelExecution(b, str(b, reason)).Union();
-  });
+  return command(h, fbs::Payload::CancelExecution,
+                 [&](auto& b) { return fbs::CreateCancelExecution(b, str(b, reason)).Union(); });
 }
 
 result<void> submit(log& l, std::string_view tenant, std::string bytes) {

@@ -12,15 +12,15 @@ namespace auterity::client {
 
 struct command_header {
   std::string_view tenant;
-  std::string_view execution;  // empty for definitions
-  std::string_view request_id; // upstream's id of this request; becomes record_id
-  int64_t timestamp_ms = 0;    // when the command entered the system
+  std::string_view execution;   // empty for definitions
+  std::string_view request_id;  // upstream's id of this request; becomes record_id
+  int64_t timestamp_ms = 0;     // when the command entered the system
 };
 
 std::string publish_definition(const command_header& h, std::string_view definition_json,
                                std::string_view params_json = "");
-std::string start_execution(const command_header& h, std::string_view workflow,
-                            uint32_t version, std::string_view input_json);
+std::string start_execution(const command_header& h, std::string_view workflow, uint32_t version,
+                            std::string_view input_json);
 std::string signal(const command_header& h, std::string_view name, std::string_view payload_json);
 std::string cancel(const command_header& h, std::string_view reason);
 

@@ -34,7 +34,9 @@ ack_result success(const json& output) {
 json lead_score(const json& in) {
   int score = 10;
   json reasons = json::array();
-  auto num = [&](const char* k) { return in.contains(k) && in[k].is_number() ? in[k].get<double>() : 0.0; };
+  auto num = [&](const char* k) {
+    return in.contains(k) && in[k].is_number() ? in[k].get<double>() : 0.0;
+  };
   auto text = [&](const char* k) {
     return in.contains(k) && in[k].is_string() ? in[k].get<std::string>() : std::string();
   };
@@ -76,9 +78,10 @@ class local_step_connector final : public connector {
       return r;
     }
     if (action == "fail") return permanent(in.value("error", std::string("failed as asked")));
-    return permanent(fmt::format("unknown task action '{}' (local actions: transform, "
-                                 "lead_score, flaky, fail)",
-                                 action));
+    return permanent(
+        fmt::format("unknown task action '{}' (local actions: transform, "
+                    "lead_score, flaky, fail)",
+                    action));
   }
 };
 

@@ -21,11 +21,16 @@ namespace auterity {
 
 std::string_view step_kind_name(step_kind k) {
   switch (k) {
-    case step_kind::task: return "task";
-    case step_kind::ai: return "ai";
-    case step_kind::notify: return "notify";
-    case step_kind::wait_signal: return "wait_signal";
-    case step_kind::delay: return "delay";
+    case step_kind::task:
+      return "task";
+    case step_kind::ai:
+      return "ai";
+    case step_kind::notify:
+      return "notify";
+    case step_kind::wait_signal:
+      return "wait_signal";
+    case step_kind::delay:
+      return "delay";
   }
   return "unknown";
 }
@@ -151,8 +156,7 @@ std::expected<json, std::string> parse_strict(std::string_view text) {
         break;
       case json::parse_event_t::key: {
         const auto& key = parsed.get_ref<const std::string&>();
-        if (!open_objects.empty() && !open_objects.back().insert(key).second &&
-            problem.empty()) {
+        if (!open_objects.empty() && !open_objects.back().insert(key).second && problem.empty()) {
           problem = fmt::format("has a duplicate key '{}'", echo(key));
         }
         break;
@@ -336,16 +340,16 @@ outcome<json> effective_params(const json* declared, std::string_view params_jso
     if (!given->is_object()) return invalid("parameter values must be a JSON object");
     for (auto& [name, value] : given->items()) {
       if (!values.contains(name)) {
-        return invalid(fmt::format("parameter '{}' is not declared in the definition's params",
-                                   echo(name)));
+        return invalid(
+            fmt::format("parameter '{}' is not declared in the definition's params", echo(name)));
       }
       values[name] = std::move(value);
     }
   }
   for (const auto& [name, value] : values.items()) {
     if (refers_to_params(value)) {
-      return invalid(fmt::format("the value of parameter '{}' must not refer to parameters",
-                                 echo(name)));
+      return invalid(
+          fmt::format("the value of parameter '{}' must not refer to parameters", echo(name)));
     }
   }
   return values;
@@ -429,8 +433,8 @@ std::expected<void, std::string> check_path(std::string_view path,
     step_refs.emplace_back(id);
     return false;
   };
-  auto checked_path = evaluate_condition(condition{std::string(path), condition::op::exists, ""},
-                                         scope);
+  auto checked_path =
+      evaluate_condition(condition{std::string(path), condition::op::exists, ""}, scope);
   if (checked_path) return {};
   std::string_view why = checked_path.error();
   if (why.starts_with("condition: ")) why.remove_prefix(11);
@@ -497,8 +501,8 @@ struct parsed_step {
 };
 
 constexpr std::array<std::string_view, 12> step_fields = {
-    "id",    "kind",       "after",    "action", "tier",   "input",
-    "when",  "retry",      "timeout_ms", "delay_ms", "signal", "on_failure"};
+    "id",   "kind",  "after",      "action",   "tier",   "input",
+    "when", "retry", "timeout_ms", "delay_ms", "signal", "on_failure"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
   for (step_kind k : {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal,
@@ -573,9 +577,10 @@ outcome<condition> read_when(const json& v, const std::string& owner,
     return invalid(fmt::format("{}: {}", owner, shape));
   }
   if (c.path.find("{{") != std::string::npos) {
-    return invalid(fmt::format("{}: when.path '{}' is a plain path such as steps.x.status, "
-                               "without {{{{ }}}}",
-                               owner, echo(c.path)));
+    return invalid(
+        fmt::format("{}: when.path '{}' is a plain path such as steps.x.status, "
+                    "without {{{{ }}}}",
+                    owner, echo(c.path)));
   }
   auto ok = check_path(c.path, step_refs);
   if (!ok) return invalid(fmt::format("{}: when.path: {}", owner, ok.error()));
@@ -617,8 +622,8 @@ outcome<std::string> read_step_id(const json& v, size_t index) {
 outcome<step_kind> read_kind(const json& v, const std::string& owner) {
   for (const auto& [key, value] : v.items()) {
     if (std::ranges::find(step_fields, key) == step_fields.end()) {
-      return invalid(fmt::format("{}: unknown field '{}' (allowed: {})", owner, echo(key),
-                                 join(step_fields)));
+      return invalid(
+          fmt::format("{}: unknown field '{}' (allowed: {})", owner, echo(key), join(step_fields)));
     }
   }
   const json* kind = member(v, "kind");
@@ -626,9 +631,10 @@ outcome<step_kind> read_kind(const json& v, const std::string& owner) {
   const auto known =
       kind->is_string() ? kind_from_name(kind->get_ref<const std::string&>()) : std::nullopt;
   if (!known) {
-    return invalid(fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, "
-                               "not {}",
-                               owner, echo_json(*kind)));
+    return invalid(
+        fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, "
+                    "not {}",
+                    owner, echo_json(*kind)));
   }
   for (const auto& [key, value] : v.items()) {
     if (!field_applies(key, *known)) {
@@ -647,8 +653,8 @@ checked read_after(const json& v, parsed_step& step, const std::string& owner) {
   }
   for (const json& name : *after) {
     if (!name.is_string()) {
-      return invalid(fmt::format("{}: after must be an array of step ids, not {}", owner,
-                                 echo_json(*after)));
+      return invalid(
+          fmt::format("{}: after must be an array of step ids, not {}", owner, echo_json(*after)));
     }
     step.after_names.push_back(name.get<std::string>());
   }
@@ -709,8 +715,8 @@ checked read_behaviour(const json& v, step_def& def, const std::string& owner) {
     } else if (*on_failure == "continue") {
       def.on_failure = failure_mode::continue_;
     } else {
-      return invalid(fmt::format("{}: on_failure must be \"fail\" or \"continue\", not {}",
-                                 owner, echo_json(*on_failure)));
+      return invalid(fmt::format("{}: on_failure must be \"fail\" or \"continue\", not {}", owner,
+                                 echo_json(*on_failure)));
     }
   }
   return {};
@@ -752,8 +758,8 @@ checked resolve_after(std::vector<parsed_step>& steps, const std::map<std::strin
     for (const std::string& name : step.after_names) {
       const auto it = ids.find(name);
       if (it == ids.end()) {
-        return invalid(fmt::format("step '{}': after names unknown step '{}'", step.def.id,
-                                   echo(name)));
+        return invalid(
+            fmt::format("step '{}': after names unknown step '{}'", step.def.id, echo(name)));
       }
       if (std::ranges::find(step.def.after, it->second) != step.def.after.end()) {
         return invalid(fmt::format("step '{}': after lists '{}' twice", step.def.id, name));
@@ -771,8 +777,8 @@ std::string describe_cycle(const std::vector<step_def>& steps, const std::vector
   // them must revisit a step.
   std::vector<uint16_t> walk;
   std::vector<int> position(steps.size(), -1);
-  auto current = static_cast<uint16_t>(std::find(blocked.begin(), blocked.end(), true) -
-                                       blocked.begin());
+  auto current =
+      static_cast<uint16_t>(std::find(blocked.begin(), blocked.end(), true) - blocked.begin());
   while (position[current] < 0) {
     position[current] = static_cast<int>(walk.size());
     walk.push_back(current);
@@ -831,14 +837,16 @@ checked check_step_refs(const std::vector<parsed_step>& steps,
     for (const std::string& ref : steps[i].step_refs) {
       const auto it = ids.find(ref);
       if (it == ids.end()) {
-        return invalid(fmt::format("step '{}' refers to steps.{} which is not a step of this "
-                                   "workflow",
-                                   steps[i].def.id, echo(ref)));
+        return invalid(
+            fmt::format("step '{}' refers to steps.{} which is not a step of this "
+                        "workflow",
+                        steps[i].def.id, echo(ref)));
       }
       if ((ancestors[i] & (uint64_t{1} << it->second)) == 0) {
-        return invalid(fmt::format("step '{}' refers to steps.{} which is not one of its "
-                                   "dependencies",
-                                   steps[i].def.id, ref));
+        return invalid(
+            fmt::format("step '{}' refers to steps.{} which is not one of its "
+                        "dependencies",
+                        steps[i].def.id, ref));
       }
     }
   }
@@ -848,7 +856,7 @@ checked check_step_refs(const std::vector<parsed_step>& steps,
 // ---- top level ---------------------------------------------------------------------------
 
 constexpr std::array<std::string_view, 5> top_fields = {"workflow", "version", "description",
-                                                         "params", "steps"};
+                                                        "params", "steps"};
 
 checked read_header(const json& doc, definition& def) {
   const json* workflow = member(doc, "workflow");
@@ -887,8 +895,8 @@ checked read_steps(const json& doc, definition& def) {
     if (!step) return std::unexpected(step.error());
     const auto [it, fresh] = ids.emplace(step->def.id, static_cast<uint16_t>(i));
     if (!fresh) {
-      return invalid(fmt::format("duplicate step id '{}' (steps[{}] and steps[{}])",
-                                 step->def.id, it->second, i));
+      return invalid(fmt::format("duplicate step id '{}' (steps[{}] and steps[{}])", step->def.id,
+                                 it->second, i));
     }
     parsed.push_back(std::move(*step));
   }
@@ -946,7 +954,7 @@ outcome<definition> parse(std::string_view text, std::string_view params_json) {
 }  // namespace
 
 std::expected<definition, definition_error> parse_definition(std::string_view json,
-                                                            std::string_view params_json) {
+                                                             std::string_view params_json) {
   try {
     return parse(json, params_json);
   } catch (const std::exception& e) {

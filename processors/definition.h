@@ -34,7 +34,7 @@ struct retry_policy {
 
 struct condition {
   enum class op : uint8_t { equals, not_equals, exists, not_exists };
-  std::string path;        // e.g. "input.contact.preferred", "steps.draft.status"
+  std::string path;  // e.g. "input.contact.preferred", "steps.draft.status"
   op operation = op::equals;
   std::string value_json;  // compared value as compact JSON (equals / not_equals)
 };
@@ -42,15 +42,15 @@ struct condition {
 struct step_def {
   std::string id;
   step_kind kind = step_kind::task;
-  std::vector<uint16_t> after;      // indexes into definition::steps
-  std::string action;               // task: connector action ("transform", "lead_score", ...)
-  std::string tier;                 // ai: required quality tier ("basic", "standard", "premium")
-  std::string input_template;       // compact JSON of the "input" object (may hold {{...}})
-  std::optional<condition> when;    // step runs only if true; otherwise skipped
+  std::vector<uint16_t> after;    // indexes into definition::steps
+  std::string action;             // task: connector action ("transform", "lead_score", ...)
+  std::string tier;               // ai: required quality tier ("basic", "standard", "premium")
+  std::string input_template;     // compact JSON of the "input" object (may hold {{...}})
+  std::optional<condition> when;  // step runs only if true; otherwise skipped
   retry_policy retry;
-  uint64_t timeout_ms = 0;          // task/ai/notify: per attempt; wait_signal: overall; 0 = none
-  uint64_t delay_ms = 0;            // delay steps
-  std::string signal;               // wait_signal steps: signal name
+  uint64_t timeout_ms = 0;  // task/ai/notify: per attempt; wait_signal: overall; 0 = none
+  uint64_t delay_ms = 0;    // delay steps
+  std::string signal;       // wait_signal steps: signal name
   failure_mode on_failure = failure_mode::fail;
 };
 
@@ -71,6 +71,6 @@ struct definition_error {
 // Parses `json`, substitutes "{{params.NAME}}" from `params_json` (or the declared defaults),
 // validates, and orders the steps. Never throws.
 std::expected<definition, definition_error> parse_definition(std::string_view json,
-                                                            std::string_view params_json);
+                                                             std::string_view params_json);
 
 }  // namespace auterity

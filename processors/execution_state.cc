@@ -6,33 +6,47 @@ namespace auterity {
 
 std::string_view exec_status_name(exec_status s) {
   switch (s) {
-    case exec_status::running: return "running";
-    case exec_status::succeeded: return "succeeded";
-    case exec_status::failed: return "failed";
-    case exec_status::cancelled: return "cancelled";
+    case exec_status::running:
+      return "running";
+    case exec_status::succeeded:
+      return "succeeded";
+    case exec_status::failed:
+      return "failed";
+    case exec_status::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
 
 std::string_view step_status_name(step_status s) {
   switch (s) {
-    case step_status::pending: return "pending";
-    case step_status::running: return "running";
-    case step_status::waiting: return "waiting";
-    case step_status::delaying: return "delaying";
-    case step_status::retry_wait: return "retry_wait";
-    case step_status::succeeded: return "succeeded";
-    case step_status::failed: return "failed";
-    case step_status::timed_out: return "timed_out";
-    case step_status::skipped: return "skipped";
-    case step_status::cancelled: return "cancelled";
+    case step_status::pending:
+      return "pending";
+    case step_status::running:
+      return "running";
+    case step_status::waiting:
+      return "waiting";
+    case step_status::delaying:
+      return "delaying";
+    case step_status::retry_wait:
+      return "retry_wait";
+    case step_status::succeeded:
+      return "succeeded";
+    case step_status::failed:
+      return "failed";
+    case step_status::timed_out:
+      return "timed_out";
+    case step_status::skipped:
+      return "skipped";
+    case step_status::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
 
 bool step_resolved(step_status s) {
-  return s == step_status::succeeded || s == step_status::failed ||
-         s == step_status::timed_out || s == step_status::skipped;
+  return s == step_status::succeeded || s == step_status::failed || s == step_status::timed_out ||
+         s == step_status::skipped;
 }
 
 namespace {
@@ -243,8 +257,8 @@ std::string timer(std::string_view tenant, int64_t due_ms, std::string_view exec
   k.push_back(static_cast<char>(step & 0xff));
   return k;
 }
-bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms,
-                 std::string& execution, uint16_t& step) {
+bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms, std::string& execution,
+                 uint16_t& step) {
   if (key.size() < 2 || key[0] != 'T') return false;
   size_t nul = key.find('\0', 1);
   if (nul == std::string_view::npos || nul + 1 >= key.size() || key[nul + 1] != 'M') return false;

@@ -87,8 +87,8 @@ std::string timer(std::string_view tenant, int64_t due_ms, std::string_view exec
                   uint16_t step);
 std::string timer_prefix(std::string_view tenant);
 // Parses a timer key; false if it is not one.
-bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms,
-                 std::string& execution, uint16_t& step);
+bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms, std::string& execution,
+                 uint16_t& step);
 void put_be32(std::string& out, uint32_t v);
 void put_be64(std::string& out, uint64_t v);
 uint32_t get_be32(std::string_view in);

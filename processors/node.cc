@@ -55,8 +55,8 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
   if (options.workers) {
     auto outbox = outbox_connector::open(options.data_dir + "/outbox");
     if (!outbox) return std::unexpected(outbox.error());
-    n->_workers.push_back(std::make_unique<worker_runtime>(
-        *n->_log, stream::commands_step, make_local_step_connector(), clk, wo));
+    n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, stream::commands_step,
+                                                           make_local_step_connector(), clk, wo));
     n->_workers.push_back(std::make_unique<worker_runtime>(
         *n->_log, stream::commands_ai, make_unconfigured_ai_connector(), clk, wo));
     n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, stream::commands_notify,
@@ -151,10 +151,9 @@ void* node::group_metadata(std::string_view group) {
 // Joins the orchestrator group and one group per worker stream. _members_mu is taken only to
 // publish each member: a commit of a worker may ask for group metadata meanwhile.
 void node::start_groups() {
-  auto member = kafka_membership::join(
-      *_options.kafka, orchestrator_group, stream::ingress,
-      {[this](const auto& parts) { on_assigned(parts); },
-       [this](const auto& parts) { on_revoked(parts); }});
+  auto member = kafka_membership::join(*_options.kafka, orchestrator_group, stream::ingress,
+                                       {[this](const auto& parts) { on_assigned(parts); },
+                                        [this](const auto& parts) { on_revoked(parts); }});
   vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
   {
     std::lock_guard lock(_members_mu);
@@ -162,10 +161,9 @@ void node::start_groups() {
   }
   for (auto& w : _workers) {
     worker_runtime* raw = w.get();
-    auto wm = kafka_membership::join(
-        *_options.kafka, raw->group(), raw->commands(),
-        {[raw](const auto& parts) { raw->set_partitions(parts); },
-         [raw](const auto&) { raw->set_partitions({}); }});
+    auto wm = kafka_membership::join(*_options.kafka, raw->group(), raw->commands(),
+                                     {[raw](const auto& parts) { raw->set_partitions(parts); },
+                                      [raw](const auto&) { raw->set_partitions({}); }});
     vassert(wm.has_value(), "joining {}: {}", raw->group(), wm.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*wm));
@@ -255,8 +253,9 @@ void node::for_each_execution(const std::function<void(const execution_state&)>&
 
 node_summary node::summary() {
   node_summary s;
-  for_each_execution(
-      [&](const execution_state& e) { s.executions_by_status[std::string(exec_status_name(e.status))]++; });
+  for_each_execution([&](const execution_state& e) {
+    s.executions_by_status[std::string(exec_status_name(e.status))]++;
+  });
   // Quiet only if no commit happened while we looked (generations unchanged).
   std::vector<uint64_t> generations;
   for (uint32_t p = 0; p < _options.partitions; ++p) generations.push_back(_log->generation(p));
@@ -299,20 +298,19 @@ constexpr metric_def commands_total{"auterity_commands_total",
 constexpr metric_def rejections_total{"auterity_rejections_total",
                                       "Commands rejected (CommandRejected appended to executions)",
                                       metric_kind::counter};
-constexpr metric_def deadletters_total{
-    "auterity_deadletters_total", "Ingress records that did not parse, sent to deadletter",
-    metric_kind::counter};
+constexpr metric_def deadletters_total{"auterity_deadletters_total",
+                                       "Ingress records that did not parse, sent to deadletter",
+                                       metric_kind::counter};
 constexpr metric_def stale_acks_total{
     "auterity_stale_acks_total",
     "Acks ignored as duplicate or for an old attempt or a finished step", metric_kind::counter};
-constexpr metric_def step_transitions_total{"auterity_step_transitions_total",
-                                            "Acks and timers that moved a step",
+constexpr metric_def step_transitions_total{
+    "auterity_step_transitions_total", "Acks and timers that moved a step", metric_kind::counter};
+constexpr metric_def executions_started_total{"auterity_executions_started_total",
+                                              "Executions started", metric_kind::counter};
+constexpr metric_def executions_ended_total{"auterity_executions_ended_total",
+                                            "Executions that succeeded, failed or were cancelled",
                                             metric_kind::counter};
-constexpr metric_def executions_started_total{
-    "auterity_executions_started_total", "Executions started", metric_kind::counter};
-constexpr metric_def executions_ended_total{
-    "auterity_executions_ended_total", "Executions that succeeded, failed or were cancelled",
-    metric_kind::counter};
 
 void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_probe& o) {
   const metric_labels l = {{"partition", std::to_string(p)}};

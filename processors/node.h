@@ -44,12 +44,12 @@ struct node_options {
 
 struct node_summary {
   std::map<std::string, uint64_t> executions_by_status;  // "running", "succeeded", ...
-  uint64_t events = 0;       // records in executions (events and rejections)
+  uint64_t events = 0;  // records in executions (events and rejections)
   uint64_t rejections = 0;
   uint64_t deadletters = 0;
   uint64_t stale_acks = 0;
   uint64_t commands = 0;
-  bool quiescent = false;    // nothing left to read, no timer pending
+  bool quiescent = false;  // nothing left to read, no timer pending
 };
 
 class node {
@@ -96,7 +96,7 @@ class node {
   node_options _options;
   clock& _clock;
   std::unique_ptr<log> _log;
-  std::recursive_mutex _parts_mu;  // guards which partitions are open
+  std::recursive_mutex _parts_mu;                               // guards which partitions are open
   std::vector<orchestrator*> _orchestrators;                    // null: not open
   std::vector<std::unique_ptr<partition_runtime>> _partitions;  // null: not open
   std::mutex _members_mu;
@@ -105,7 +105,9 @@ class node {
   bool _started = false;
   std::unique_ptr<metrics_server> _metrics;  // scrapes read the members above
   bool _dense_offsets = true;
-  bool group_mode() const { return _options.kafka && _options.kafka_group; }  // embedded log: positions == end offsets when caught up
+  bool group_mode() const {
+    return _options.kafka && _options.kafka_group;
+  }  // embedded log: positions == end offsets when caught up
 };
 
 }  // namespace auterity

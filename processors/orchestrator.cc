@@ -37,10 +37,14 @@ std::string source_ref(const input& in) {
 
 fbs::TimerPurpose timer_purpose(step_status s) {
   switch (s) {
-    case step_status::retry_wait: return fbs::TimerPurpose::Retry;
-    case step_status::delaying: return fbs::TimerPurpose::Delay;
-    case step_status::waiting: return fbs::TimerPurpose::SignalTimeout;
-    default: return fbs::TimerPurpose::StepTimeout;
+    case step_status::retry_wait:
+      return fbs::TimerPurpose::Retry;
+    case step_status::delaying:
+      return fbs::TimerPurpose::Delay;
+    case step_status::waiting:
+      return fbs::TimerPurpose::SignalTimeout;
+    default:
+      return fbs::TimerPurpose::StepTimeout;
   }
 }
 
@@ -159,8 +163,8 @@ void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payl
   }
 }
 
-void orchestrator::decider::reject(const input& in, const fbs::Envelope* env,
-                                   rejection_code code, std::string_view reason) {
+void orchestrator::decider::reject(const input& in, const fbs::Envelope* env, rejection_code code,
+                                   std::string_view reason) {
   const std::string source = std::string(stream_name(in.s));
   auto payload = fbs::CreateCommandRejected(_fbb, static_cast<uint16_t>(code), str(reason),
                                             str(source), in.partition, in.rec.offset);
@@ -201,15 +205,19 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
     return;
   }
   if (home != in.partition) {
-    return reject(in, &env, rejection_code::wrong_record,
-                  fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home,
-                              in.partition));
+    return reject(
+        in, &env, rejection_code::wrong_record,
+        fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home, in.partition));
   }
   switch (env.payload_type()) {
-    case fbs::Payload::PublishDefinition: return publish_definition(in, env);
-    case fbs::Payload::StartExecution: return start_execution(in, env);
-    case fbs::Payload::Signal: return signal(in, env);
-    case fbs::Payload::CancelExecution: return cancel(in, env);
+    case fbs::Payload::PublishDefinition:
+      return publish_definition(in, env);
+    case fbs::Payload::StartExecution:
+      return start_execution(in, env);
+    case fbs::Payload::Signal:
+      return signal(in, env);
+    case fbs::Payload::CancelExecution:
+      return cancel(in, env);
     default:
       return reject(in, &env, rejection_code::wrong_record,
                     fmt::format("{} is not an upstream command", payload_name(env.payload_type())));
@@ -228,13 +236,13 @@ void orchestrator::decider::publish_definition(const input& in, const fbs::Envel
   if (!parsed) return reject(in, &env, parsed.error().code, parsed.error().reason);
   const definition& d = *parsed;
   if (const definition* existing = _s.find_definition(tenant, d.workflow, d.version)) {
-    return reject(in, &env, rejection_code::version_conflict,
-                  existing->normalized_json == d.normalized_json
-                      ? fmt::format("{} v{} is already published with this content", d.workflow,
-                                    d.version)
-                      : fmt::format("{} v{} is already published with other content; publish "
-                                    "a new version",
-                                    d.workflow, d.version));
+    return reject(
+        in, &env, rejection_code::version_conflict,
+        existing->normalized_json == d.normalized_json
+            ? fmt::format("{} v{} is already published with this content", d.workflow, d.version)
+            : fmt::format("{} v{} is already published with other content; publish "
+                          "a new version",
+                          d.workflow, d.version));
   }
   emit_tenant_event(tenant, fbs::Payload::DefinitionPublished, [&](auto& b) {
     return fbs::CreateDefinitionPublished(b, str(d.workflow), d.version, str(d.normalized_json),
@@ -276,11 +284,10 @@ void orchestrator::decider::start_execution(const input& in, const fbs::Envelope
                   fmt::format("input is {} bytes; payload_bytes_max is {}", input_json.size(),
                               limits::payload_bytes_max));
   }
-  json parsed = json::parse(input_json.empty() ? std::string_view("{}") : input_json, nullptr,
-                            false);
+  json parsed =
+      json::parse(input_json.empty() ? std::string_view("{}") : input_json, nullptr, false);
   if (parsed.is_discarded() || !parsed.is_object()) {
-    return reject(in, &env, rejection_code::invalid_input,
-                  "input is not a JSON object");
+    return reject(in, &env, rejection_code::invalid_input, "input is not a JSON object");
   }
   const std::string normalized_input = parsed.dump();
   execution_state probe_exec;
@@ -314,8 +321,8 @@ void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
   const std::string_view payload = sv(p->payload_json());
   if (payload.size() > limits::payload_bytes_max) {
     return reject(in, &env, rejection_code::payload_too_large,
-                  fmt::format("signal payload is {} bytes; payload_bytes_max is {}",
-                              payload.size(), limits::payload_bytes_max));
+                  fmt::format("signal payload is {} bytes; payload_bytes_max is {}", payload.size(),
+                              limits::payload_bytes_max));
   }
   json parsed = json::parse(payload.empty() ? std::string_view("{}") : payload, nullptr, false);
   if (parsed.is_discarded()) {
@@ -352,9 +359,8 @@ void orchestrator::decider::cancel(const input& in, const fbs::Envelope& env) {
                   fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
   }
   const std::string reason(sv(env.payload_as_CancelExecution()->reason()));
-  emit(*e, fbs::Payload::ExecutionCancelled, [&](auto& b) {
-    return fbs::CreateExecutionCancelled(b, str(reason)).Union();
-  });
+  emit(*e, fbs::Payload::ExecutionCancelled,
+       [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -362,9 +368,9 @@ void orchestrator::decider::cancel(const input& in, const fbs::Envelope& env) {
 
 void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
   if (env.payload_type() != fbs::Payload::StepAck) {
-    return reject(in, &env, rejection_code::wrong_record,
-                  fmt::format("acks takes StepAck records; got {}",
-                              payload_name(env.payload_type())));
+    return reject(
+        in, &env, rejection_code::wrong_record,
+        fmt::format("acks takes StepAck records; got {}", payload_name(env.payload_type())));
   }
   auto ack = env.payload_as_StepAck();
   execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
@@ -393,14 +399,15 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
     case fbs::AckStatus::Success: {
       if (output.size() > limits::payload_bytes_max) {
         return step_failed(*e, i, st.attempt,
-                           fmt::format("output is {} bytes; payload_bytes_max is {}",
-                                       output.size(), limits::payload_bytes_max));
+                           fmt::format("output is {} bytes; payload_bytes_max is {}", output.size(),
+                                       limits::payload_bytes_max));
       }
       json parsed = json::parse(output.empty() ? std::string_view("{}") : output, nullptr, false);
       if (parsed.is_discarded()) return step_failed(*e, i, st.attempt, "output is not JSON");
       return succeed_step(*e, i, parsed.dump());
     }
-    case fbs::AckStatus::RetryableFailure: return retry_or_fail(*e, i, sv(ack->error()));
+    case fbs::AckStatus::RetryableFailure:
+      return retry_or_fail(*e, i, sv(ack->error()));
     case fbs::AckStatus::PermanentFailure:
       return step_failed(*e, i, st.attempt, sv(ack->error()));
   }
@@ -425,7 +432,8 @@ void orchestrator::decider::on_timer(const timer_entry& t) {
   }
   _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
   switch (status) {
-    case step_status::retry_wait: return schedule_attempt(*e, i, attempt + 1);
+    case step_status::retry_wait:
+      return schedule_attempt(*e, i, attempt + 1);
     case step_status::delaying:
       return succeed_step(*e, i, fmt::format("{{\"delayed_ms\":{}}}", d.steps[i].delay_ms));
     case step_status::running:
@@ -439,7 +447,8 @@ void orchestrator::decider::on_timer(const timer_entry& t) {
         return retry_or_fail(*e, i, "timed out");
       }
       return after_failure(*e, i);
-    default: vassert(false, "timer for step {} in state {}", step_id, step_status_name(status));
+    default:
+      vassert(false, "timer for step {} in state {}", step_id, step_status_name(status));
   }
 }
 
@@ -485,9 +494,8 @@ void orchestrator::decider::advance(execution_state& e) {
         }
         if (!*holds) {
           const std::string reason = fmt::format("condition on {} not met", sd.when->path);
-          emit(e, fbs::Payload::StepSkipped, [&](auto& b) {
-            return fbs::CreateStepSkipped(b, str(sd.id), str(reason)).Union();
-          });
+          emit(e, fbs::Payload::StepSkipped,
+               [&](auto& b) { return fbs::CreateStepSkipped(b, str(sd.id), str(reason)).Union(); });
           continue;
         }
       }
@@ -504,8 +512,7 @@ void orchestrator::decider::advance(execution_state& e) {
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
 }
 
-std::string orchestrator::decider::execution_output(const execution_state& e,
-                                                    const definition& d) {
+std::string orchestrator::decider::execution_output(const execution_state& e, const definition& d) {
   // The outputs of the succeeded steps nothing depends on: the workflow's results.
   std::vector<bool> has_dependent(d.steps.size(), false);
   for (const step_def& s : d.steps) {
@@ -520,8 +527,7 @@ std::string orchestrator::decider::execution_output(const execution_state& e,
   return out.dump();
 }
 
-void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx,
-                                             uint32_t attempt) {
+void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt) {
   const definition& d = def(e);
   const step_def& sd = d.steps[idx];
   auto rendered = render_template(sd.input_template, scope(e, d));
@@ -529,11 +535,15 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx,
   const int64_t now = _ctx.now_ms();
   int64_t timer_at = 0;
   switch (sd.kind) {
-    case step_kind::delay: timer_at = now + static_cast<int64_t>(sd.delay_ms); break;
-    default: timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0; break;
+    case step_kind::delay:
+      timer_at = now + static_cast<int64_t>(sd.delay_ms);
+      break;
+    default:
+      timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
+      break;
   }
-  const bool has_command = sd.kind == step_kind::task || sd.kind == step_kind::ai ||
-                           sd.kind == step_kind::notify;
+  const bool has_command =
+      sd.kind == step_kind::task || sd.kind == step_kind::ai || sd.kind == step_kind::notify;
   const std::string command_id =
       has_command ? fmt::format("{}/{}/{}", e.id, sd.id, attempt) : std::string();
   if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
@@ -624,9 +634,9 @@ void orchestrator::decider::retry_or_fail(execution_state& e, uint16_t idx,
   const step_def& sd = def(e).steps[idx];
   const uint32_t attempt = e.steps[idx].attempt;
   if (attempt >= sd.retry.max_attempts) {
-    return step_failed(e, idx, attempt,
-                       fmt::format("{} (after {} attempt{})", error, attempt,
-                                   attempt == 1 ? "" : "s"));
+    return step_failed(
+        e, idx, attempt,
+        fmt::format("{} (after {} attempt{})", error, attempt, attempt == 1 ? "" : "s"));
   }
   const int64_t retry_at = _ctx.now_ms() + static_cast<int64_t>(sd.retry.delay_after(attempt));
   emit(e, fbs::Payload::StepRetryScheduled, [&](auto& b) {
@@ -649,11 +659,9 @@ void orchestrator::decider::after_failure(execution_state& e, uint16_t idx) {
   const step_def& sd = def(e).steps[idx];
   if (sd.on_failure == failure_mode::continue_) return advance(e);
   const std::string reason = fmt::format("step '{}' {}: {}", sd.id,
-                                         step_status_name(e.steps[idx].status),
-                                         e.steps[idx].error);
-  emit(e, fbs::Payload::ExecutionFailed, [&](auto& b) {
-    return fbs::CreateExecutionFailed(b, str(reason), str(sd.id)).Union();
-  });
+                                         step_status_name(e.steps[idx].status), e.steps[idx].error);
+  emit(e, fbs::Payload::ExecutionFailed,
+       [&](auto& b) { return fbs::CreateExecutionFailed(b, str(reason), str(sd.id)).Union(); });
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -767,8 +775,7 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
     const auto& timers = _state->timers();
     if (timers.empty() || timers.begin()->due_ms > ctx.now_ms()) return;
     const timer_entry t = *timers.begin();
-    decider d(*this, ctx,
-              fmt::format("timer/{}/{}/{}", t.execution, t.step, t.due_ms));
+    decider d(*this, ctx, fmt::format("timer/{}/{}/{}", t.execution, t.step, t.due_ms));
     d.on_timer(t);
   }
 }

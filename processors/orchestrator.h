@@ -24,7 +24,7 @@ struct orchestrator_options {
 struct orchestrator_probe {
   std::atomic<uint64_t> rejections{0};
   std::atomic<uint64_t> deadletters{0};
-  std::atomic<uint64_t> stale_acks{0};  // duplicate or for an old attempt / finished step
+  std::atomic<uint64_t> stale_acks{0};        // duplicate or for an old attempt / finished step
   std::atomic<uint64_t> step_transitions{0};  // acks and timers that moved a step
   std::atomic<uint64_t> commands_out{0};
   std::atomic<uint64_t> executions_started{0};

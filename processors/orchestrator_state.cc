@@ -20,21 +20,20 @@ result<void> orchestrator_state::open(state_store& store) {
   if (!listed) return listed;
   for (const std::string& tenant : tenants) {
     _tenants[tenant] = true;
-    auto scanned = store.scan_prefix(keys::timer_prefix(tenant), [&](std::string_view key,
-                                                                      std::string_view) {
-      timer_entry t;
-      vassert(keys::parse_timer(key, t.tenant, t.due_ms, t.execution, t.step),
-              "malformed timer key in state store");
-      _timers.insert(std::move(t));
-      return true;
-    });
+    auto scanned =
+        store.scan_prefix(keys::timer_prefix(tenant), [&](std::string_view key, std::string_view) {
+          timer_entry t;
+          vassert(keys::parse_timer(key, t.tenant, t.due_ms, t.execution, t.step),
+                  "malformed timer key in state store");
+          _timers.insert(std::move(t));
+          return true;
+        });
     if (!scanned) return scanned;
   }
   return {};
 }
 
-execution_state* orchestrator_state::find_execution(std::string_view tenant,
-                                                    std::string_view id) {
+execution_state* orchestrator_state::find_execution(std::string_view tenant, std::string_view id) {
   std::string key = exec_key(tenant, id);
   if (auto it = _executions.find(key); it != _executions.end()) return it->second.get();
   auto stored = _store->get(key);
@@ -48,8 +47,7 @@ execution_state* orchestrator_state::find_execution(std::string_view tenant,
 }
 
 const definition* orchestrator_state::find_definition(std::string_view tenant,
-                                                      std::string_view workflow,
-                                                      uint32_t version) {
+                                                      std::string_view workflow, uint32_t version) {
   if (version == 0) {
     std::string lk = keys::latest(tenant, workflow);
     auto it = _latest.find(lk);
@@ -165,8 +163,8 @@ void orchestrator_state::on_ended(const execution_state& e) {
 
 void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
   for (const auto& [key, ordinal] : _unresolved) {
-    vassert(ordinal < event_offsets.size(), "event ordinal {} of a batch with {} events",
-            ordinal, event_offsets.size());
+    vassert(ordinal < event_offsets.size(), "event ordinal {} of a batch with {} events", ordinal,
+            event_offsets.size());
     std::string v;
     keys::put_be64(v, event_offsets[ordinal]);
     _pending.put(key, v);

@@ -53,8 +53,7 @@ std::string plain_error(const char* what) {
 std::expected<json, std::string> parse_limited(std::string_view text) {
   bool too_deep = false;
   json::parser_callback_t check = [&too_deep](int depth, json::parse_event_t event, json&) {
-    if ((event == json::parse_event_t::object_start ||
-         event == json::parse_event_t::array_start) &&
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
         depth >= json_depth_max) {
       too_deep = true;
     }
@@ -122,10 +121,14 @@ std::expected<path, std::string> parse_path(std::string_view text) {
     return p;
   }
   if (parts[0] == "execution") {
-    if (parts.size() == 2 && parts[1] == "id") p.from = source::execution_id;
-    else if (parts.size() == 2 && parts[1] == "tenant") p.from = source::execution_tenant;
-    else if (parts.size() == 2 && parts[1] == "workflow") p.from = source::execution_workflow;
-    else return malformed("execution has id, tenant and workflow");
+    if (parts.size() == 2 && parts[1] == "id")
+      p.from = source::execution_id;
+    else if (parts.size() == 2 && parts[1] == "tenant")
+      p.from = source::execution_tenant;
+    else if (parts.size() == 2 && parts[1] == "workflow")
+      p.from = source::execution_workflow;
+    else
+      return malformed("execution has id, tenant and workflow");
     return p;
   }
   if (parts[0] == "steps") {
@@ -191,12 +194,16 @@ class resolver {
         if (!doc) return doc;
         return descend(*doc, p.below);
       }
-      case source::execution_id: return &_execution_id;
-      case source::execution_tenant: return &_execution_tenant;
-      case source::execution_workflow: return &_execution_workflow;
+      case source::execution_id:
+        return &_execution_id;
+      case source::execution_tenant:
+        return &_execution_tenant;
+      case source::execution_workflow:
+        return &_execution_workflow;
       case source::step_status:
       case source::step_error:
-      case source::step_output: break;
+      case source::step_output:
+        break;
     }
     step_view& s = step(p.step_id);
     if (!s.exists) return nullptr;
@@ -230,8 +237,7 @@ class resolver {
       } else {
         auto doc = parse_limited(_scope.input_json);
         if (!doc) {
-          return std::unexpected(
-              fmt::format("execution input is not valid JSON: {}", doc.error()));
+          return std::unexpected(fmt::format("execution input is not valid JSON: {}", doc.error()));
         }
         _input = std::move(*doc);
       }
@@ -350,9 +356,9 @@ class renderer {
   std::expected<void, std::string> charge(size_t bytes) {
     _inserted_bytes += bytes;
     if (_inserted_bytes > limits::payload_bytes_max) {
-      return std::unexpected(fmt::format(
-          "template: rendered input exceeds {} bytes (limits::payload_bytes_max)",
-          limits::payload_bytes_max));
+      return std::unexpected(
+          fmt::format("template: rendered input exceeds {} bytes (limits::payload_bytes_max)",
+                      limits::payload_bytes_max));
     }
     return {};
   }
@@ -364,7 +370,7 @@ class renderer {
 }  // namespace
 
 std::expected<std::string, std::string> render_template(std::string_view template_json,
-                                                         const template_scope& scope) {
+                                                        const template_scope& scope) {
   try {
     // A default-constructed step_def has an empty template: no input.
     auto doc = parse_limited(trim(template_json).empty() ? std::string_view("{}") : template_json);
@@ -374,9 +380,10 @@ std::expected<std::string, std::string> render_template(std::string_view templat
     if (!done) return std::unexpected(done.error());
     std::string out = doc->dump();
     if (out.size() > limits::payload_bytes_max) {
-      return std::unexpected(fmt::format("template: rendered input is {} bytes, more than {} "
-                                         "(limits::payload_bytes_max)",
-                                         out.size(), limits::payload_bytes_max));
+      return std::unexpected(
+          fmt::format("template: rendered input is {} bytes, more than {} "
+                      "(limits::payload_bytes_max)",
+                      out.size(), limits::payload_bytes_max));
     }
     return out;
   } catch (const std::exception& e) {
@@ -400,10 +407,14 @@ std::expected<bool, std::string> evaluate_condition(const condition& c,
     if (!found) return std::unexpected("condition: " + found.error());
     const json* actual = *found;
     switch (c.operation) {
-      case condition::op::exists: return actual != nullptr;
-      case condition::op::not_exists: return actual == nullptr;
-      case condition::op::equals: return actual != nullptr && *actual == *expected_value;
-      case condition::op::not_equals: return actual == nullptr || *actual != *expected_value;
+      case condition::op::exists:
+        return actual != nullptr;
+      case condition::op::not_exists:
+        return actual == nullptr;
+      case condition::op::equals:
+        return actual != nullptr && *actual == *expected_value;
+      case condition::op::not_equals:
+        return actual == nullptr || *actual != *expected_value;
     }
     return std::unexpected(std::string("condition: unknown operation"));
   } catch (const std::exception& e) {

@@ -31,7 +31,7 @@ struct template_scope {
 
 // Renders `template_json` (compact JSON) to compact JSON, or returns a readable error.
 std::expected<std::string, std::string> render_template(std::string_view template_json,
-                                                         const template_scope& scope);
+                                                        const template_scope& scope);
 
 // Evaluates a step's `when` condition.
 std::expected<bool, std::string> evaluate_condition(const condition& c,

@@ -65,9 +65,9 @@ constexpr uint32_t executions_default = 1000;
 constexpr uint32_t rounds_default = 10;
 constexpr int64_t kill_after_ms_min = 30;
 constexpr int64_t kill_after_ms_max = 400;
-constexpr uint64_t kill_log_growth_bytes_max = 2 << 20;     // a wave writes ~2.5 MB of log
-constexpr uint64_t kill_outbox_growth_bytes_max = 40'000;   // ~250 notifications
-constexpr int64_t kill_growth_deadline_ms = 1000;  // a growth trigger that never comes
+constexpr uint64_t kill_log_growth_bytes_max = 2 << 20;    // a wave writes ~2.5 MB of log
+constexpr uint64_t kill_outbox_growth_bytes_max = 40'000;  // ~250 notifications
+constexpr int64_t kill_growth_deadline_ms = 1000;          // a growth trigger that never comes
 constexpr int64_t final_run_timeout_ms = 120'000;
 constexpr int64_t child_poll_ms = 20;
 // Growth triggers poll this often: a burst of notifications takes a millisecond or two.
@@ -110,8 +110,8 @@ constexpr std::string_view workflow_id = "crash-lead";
 // through most of a round even on a fast machine, where a wave of version 1 is done in ~100 ms.
 constexpr std::string_view long_cool_off_params = R"({"cool_off_ms": 500})";
 constexpr std::string_view flaky_step = "crm_sync";
-const std::vector<std::string> single_command_steps = {"enrich", "score", "send_sms",
-                                                       "send_email", "wrap_up"};
+const std::vector<std::string> single_command_steps = {"enrich", "score", "send_sms", "send_email",
+                                                       "wrap_up"};
 const std::map<std::string, std::string> notify_channels = {{"send_sms", "sms"},
                                                             {"send_email", "email"}};
 
@@ -140,8 +140,8 @@ struct planned_execution {
   // StepScheduled + StepSucceeded; cool_off StepScheduled + TimerFired + StepSucceeded;
   // ExecutionSucceeded.
   uint32_t expected_events() const {
-    return 1 + 2 * static_cast<uint32_t>(single_command_steps.size()) +
-           3 * (flaky_attempts - 1) + 2 + 3 + 1;
+    return 1 + 2 * static_cast<uint32_t>(single_command_steps.size()) + 3 * (flaky_attempts - 1) +
+           2 + 3 + 1;
   }
 };
 
@@ -273,13 +273,13 @@ void submit(const fs::path& dir, std::span<const planned_execution> wave, bool p
   ASSERT_TRUE(n.has_value()) << n.error().message;
   const int64_t now = clk.now_ms();
   for (const std::string& t : publish ? pick_tenants() : std::vector<std::string>()) {
-    auto r = (*n)->submit(t, client::publish_definition({t, "", "publish-v1-" + t, now},
-                                                        workflow_json));
+    auto r =
+        (*n)->submit(t, client::publish_definition({t, "", "publish-v1-" + t, now}, workflow_json));
     ASSERT_TRUE(r.has_value()) << r.error().message;
     std::string v2(workflow_json);
     v2.replace(v2.find(R"("version": 1)"), 12, R"("version": 2)");
-    r = (*n)->submit(t, client::publish_definition({t, "", "publish-v2-" + t, now}, v2,
-                                                   long_cool_off_params));
+    r = (*n)->submit(
+        t, client::publish_definition({t, "", "publish-v2-" + t, now}, v2, long_cool_off_params));
     ASSERT_TRUE(r.has_value()) << r.error().message;
   }
   for (const planned_execution& e : wave) {
@@ -288,9 +288,8 @@ void submit(const fs::path& dir, std::span<const planned_execution> wave, bool p
                         {"email", e.email},
                         {"flaky_attempts", e.flaky_attempts}};
     const std::string rid = "start-" + e.id;
-    auto r = (*n)->submit(e.tenant, client::start_execution({e.tenant, e.id, rid, now},
-                                                            workflow_id, e.version,
-                                                            input.dump()));
+    auto r = (*n)->submit(e.tenant, client::start_execution({e.tenant, e.id, rid, now}, workflow_id,
+                                                            e.version, input.dump()));
     ASSERT_TRUE(r.has_value()) << r.error().message;
   }
 }
@@ -299,8 +298,9 @@ void submit(const fs::path& dir, std::span<const planned_execution> wave, bool p
 
 // Starts `auterity run --until-quiet` on `dir` with stdout and stderr appended to `out`.
 pid_t spawn_engine(const fs::path& dir, const fs::path& out) {
-  std::vector<std::string> args = {AUTERITY_BIN,  "run",         "--data", dir.string(),
-                                   "--partitions", std::to_string(partitions), "--until-quiet"};
+  std::vector<std::string> args = {AUTERITY_BIN,   "run",          "--data",
+                                   dir.string(),   "--partitions", std::to_string(partitions),
+                                   "--until-quiet"};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -344,9 +344,12 @@ struct kill_trigger {
   }
   std::string describe() const {
     switch (kind) {
-      case after_time: return fmt::format("after {} ms", after_ms);
-      case log_growth: return fmt::format("once the log grew {} B", growth_bytes);
-      case outbox_growth: return fmt::format("once the outbox grew {} B", growth_bytes);
+      case after_time:
+        return fmt::format("after {} ms", after_ms);
+      case log_growth:
+        return fmt::format("once the log grew {} B", growth_bytes);
+      case outbox_growth:
+        return fmt::format("once the outbox grew {} B", growth_bytes);
     }
     return "?";
   }
@@ -395,12 +398,12 @@ int kill_and_reap(pid_t pid) {
 }
 
 struct round_outcome {
-  size_t submitted = 0;       // executions submitted before this round
+  size_t submitted = 0;  // executions submitted before this round
   kill_trigger trigger;
-  int64_t ran_ms = 0;         // from start to death
-  bool killed = false;        // false: the engine finished (exit 0) before the kill
-  size_t notifications = 0;   // in the outbox after the round
-  bool in_flight = false;     // notifications were still due when the engine died
+  int64_t ran_ms = 0;        // from start to death
+  bool killed = false;       // false: the engine finished (exit 0) before the kill
+  size_t notifications = 0;  // in the outbox after the round
+  bool in_flight = false;    // notifications were still due when the engine died
 };
 
 // Runs the engine and SIGKILLs it when `out.trigger` fires.
@@ -419,7 +422,8 @@ void crash_round(const fs::path& dir, int round, size_t notifications_due, round
   const bool finished = WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
   EXPECT_TRUE(out.killed || finished)
       << "round " << round << ": the engine " << describe_status(*status)
-      << " before it was killed; its output (" << output << "):\n" << tail_of(output);
+      << " before it was killed; its output (" << output << "):\n"
+      << tail_of(output);
   out.notifications = outbox_lines(dir);
   out.in_flight = out.killed && out.notifications < notifications_due;
   EXPECT_LE(out.notifications, notifications_due) << "round " << round << ": outbox lines";
@@ -435,10 +439,11 @@ void final_run(const fs::path& dir, int64_t& took_ms) {
   if (!status) {
     kill_and_reap(pid);
     FAIL() << "the final run did not become quiet within " << final_run_timeout_ms
-           << " ms (killed it); its output (" << output << "):\n" << tail_of(output);
+           << " ms (killed it); its output (" << output << "):\n"
+           << tail_of(output);
   }
-  took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - start)
+  took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                 .count();
   ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
       << "the final run " << describe_status(*status) << "; its output (" << output << "):\n"
@@ -448,19 +453,19 @@ void final_run(const fs::path& dir, int64_t& took_ms) {
 // --------------------------------------------------------------------------- log census
 
 struct execution_census {
-  std::vector<uint32_t> seqs;         // of "<execution>#<seq>", in log order
-  std::vector<std::string> events;    // payload names in log order, for messages
+  std::vector<uint32_t> seqs;       // of "<execution>#<seq>", in log order
+  std::vector<std::string> events;  // payload names in log order, for messages
   std::map<std::string, std::vector<uint32_t>> attempts;  // step -> command attempts
 };
 
 // What the log holds, over every partition.
 struct census {
   std::map<std::string, execution_census> executions;  // "<tenant>/<execution>"
-  std::map<std::string, uint32_t> event_ids;            // "<tenant>/<record id>" -> count
+  std::map<std::string, uint32_t> event_ids;           // "<tenant>/<record id>" -> count
   std::map<std::string, uint32_t> command_ids;
-  std::map<std::string, std::string> command_steps;     // command key -> step
-  std::map<std::string, uint32_t> ack_commands;         // acked command key -> acks
-  std::map<std::string, uint32_t> definitions;          // tenant -> DefinitionPublished
+  std::map<std::string, std::string> command_steps;  // command key -> step
+  std::map<std::string, uint32_t> ack_commands;      // acked command key -> acks
+  std::map<std::string, uint32_t> definitions;       // tenant -> DefinitionPublished
   std::vector<std::string> rejections;
   uint64_t events = 0;  // executions-stream events, execution and tenant level
   uint64_t commands = 0;
@@ -485,8 +490,8 @@ void census_executions(log& l, uint32_t p, census& c, problems& bad) {
     const fbs::Envelope* e = decode_envelope(r.value);
     if (e == nullptr) return bad.add(fmt::format("executions/{}/{}: undecodable", p, r.offset));
     if (e->kind() == fbs::RecordKind::Rejection) {
-      c.rejections.push_back(fmt::format("executions/{}/{}: {}: {}", p, r.offset,
-                                         describe(e), describe_record(r.value)));
+      c.rejections.push_back(fmt::format("executions/{}/{}: {}: {}", p, r.offset, describe(e),
+                                         describe_record(r.value)));
       return;
     }
     c.events++;
@@ -502,8 +507,8 @@ void census_executions(log& l, uint32_t p, census& c, problems& bad) {
     const char* end = id.data() + id.size();
     if (!id.starts_with(prefix) ||
         std::from_chars(id.data() + prefix.size(), end, seq) != std::from_chars_result{end, {}}) {
-      return bad.add(fmt::format("executions/{}/{}: event id '{}' is not '{}<seq>'", p,
-                                 r.offset, id, prefix));
+      return bad.add(
+          fmt::format("executions/{}/{}: event id '{}' is not '{}<seq>'", p, r.offset, id, prefix));
     }
     execution_census& ec = c.executions[tenant + "/" + std::string(sv(e->execution_id()))];
     ec.seqs.push_back(seq);
@@ -535,8 +540,8 @@ void census_commands(log& l, uint32_t p, census& c, problems& bad) {
     c.acks++;
     auto ack = e->payload_as_StepAck();
     if (ack == nullptr || sv(ack->command_id()) != sv(e->causation_id())) {
-      return bad.add(fmt::format("acks/{}/{}: {} is not an ack of its causation {}", p,
-                                 r.offset, describe(e), sv(e->causation_id())));
+      return bad.add(fmt::format("acks/{}/{}: {} is not an ack of its causation {}", p, r.offset,
+                                 describe(e), sv(e->causation_id())));
     }
     c.ack_commands[std::string(sv(e->tenant_id())) + "/" + std::string(sv(ack->command_id()))]++;
   });
@@ -593,9 +598,8 @@ void check_states(node& n, const std::vector<planned_execution>& plan) {
     const step_state& flaky = e.steps.at(step_index(flaky_step));
     const json flaky_output = json::parse(flaky.output_json, nullptr, false);
     if (flaky.attempt != p.flaky_attempts || flaky_output != json{{"attempt", p.flaky_attempts}}) {
-      bad.add(fmt::format("{}: {} ended at attempt {} with output {}, expected attempt {}",
-                          p.key(), flaky_step, flaky.attempt, flaky.output_json,
-                          p.flaky_attempts));
+      bad.add(fmt::format("{}: {} ended at attempt {} with output {}, expected attempt {}", p.key(),
+                          flaky_step, flaky.attempt, flaky.output_json, p.flaky_attempts));
     }
     const json expected_result = {{"wrap_up", {{"sms", "succeeded"}, {"email", "succeeded"}}}};
     if (json::parse(e.result, nullptr, false) != expected_result) {
@@ -625,10 +629,11 @@ void check_events(node& n, const census& c, const std::vector<planned_execution>
     auto state = n.execution(p.tenant, p.id);
     const uint32_t in_state = state ? state->event_count : 0;
     if (!in_order || ec.seqs.size() != in_state || ec.seqs.size() != p.expected_events()) {
-      bad.add(fmt::format("{}: {} events in the log (seqs [{}]), {} in the state, {} "
-                          "expected; events: {}",
-                          p.key(), ec.seqs.size(), fmt::join(ec.seqs, ","), in_state,
-                          p.expected_events(), fmt::join(ec.events, ", ")));
+      bad.add(
+          fmt::format("{}: {} events in the log (seqs [{}]), {} in the state, {} "
+                      "expected; events: {}",
+                      p.key(), ec.seqs.size(), fmt::join(ec.seqs, ","), in_state,
+                      p.expected_events(), fmt::join(ec.events, ", ")));
     }
   }
   EXPECT_EQ(bad.count(), 0u) << bad;
@@ -666,9 +671,10 @@ void check_commands(const census& c, const std::vector<planned_execution>& plan)
       text += fmt::format(" {}:[{}]", step, fmt::join(attempts, ","));
     }
     if (actual != expected) {
-      bad.add(fmt::format("{}: {} commands, {} expected (crm_sync succeeds on attempt {}); "
-                          "step:[attempts]{}",
-                          p.key(), emitted, p.expected_commands(), p.flaky_attempts, text));
+      bad.add(
+          fmt::format("{}: {} commands, {} expected (crm_sync succeeds on attempt {}); "
+                      "step:[attempts]{}",
+                      p.key(), emitted, p.expected_commands(), p.flaky_attempts, text));
     }
   }
   EXPECT_EQ(bad.count(), 0u) << bad;
@@ -687,8 +693,8 @@ void check_acks(const census& c) {
 }
 
 // `lines` is set to the number of notifications written.
-void check_outbox(const fs::path& dir, const census& c,
-                  const std::vector<planned_execution>& plan, size_t& lines) {
+void check_outbox(const fs::path& dir, const census& c, const std::vector<planned_execution>& plan,
+                  size_t& lines) {
   const fs::path path = dir / "outbox" / "notifications.jsonl";
   const std::string text = read_whole(path);
   ASSERT_FALSE(text.empty()) << path << " is empty or missing";
@@ -747,9 +753,8 @@ void check_chains_and_replay(node& n, const fs::path& dir, const census& c) {
   for (uint32_t p = 0; p < n.partitions(); ++p) {
     auto report = verify_chains(n.get_log(), p);
     ASSERT_TRUE(report.has_value()) << report.error().message;
-    EXPECT_TRUE(report->problems.empty())
-        << "partition " << p << " hash chains:\n  "
-        << fmt::format("{}", fmt::join(report->problems, "\n  "));
+    EXPECT_TRUE(report->problems.empty()) << "partition " << p << " hash chains:\n  "
+                                          << fmt::format("{}", fmt::join(report->problems, "\n  "));
     chained += report->events;
 
     auto diffs = compare_with_replay(n.get_log(), p, n.partition(p).store(),
@@ -769,8 +774,7 @@ void check_chains_and_replay(node& n, const fs::path& dir, const census& c) {
 class data_dir {
  public:
   explicit data_dir(uint64_t seed)
-      : _path(fs::temp_directory_path() /
-              fmt::format("auterity-crash-{}-{}", ::getpid(), seed)) {
+      : _path(fs::temp_directory_path() / fmt::format("auterity-crash-{}-{}", ::getpid(), seed)) {
     fs::remove_all(_path);
     fs::create_directories(_path);
   }
@@ -810,10 +814,11 @@ void crash_rounds(const fs::path& dir, std::span<const planned_execution> plan, 
     o.trigger = kill_trigger::random(rng);
     const size_t due = submitted * notify_channels.size();
     crash_round(dir, r, due, o);
-    fmt::print("  round {:2}: +{:3} executions, {} at {:4} ms, {:4}/{} notifications{}; "
-               "kill {}\n",
-               r, o.submitted, o.killed ? "killed  " : "finished", o.ran_ms, o.notifications,
-               due, o.in_flight ? "" : " (none was due)", o.trigger.describe());
+    fmt::print(
+        "  round {:2}: +{:3} executions, {} at {:4} ms, {:4}/{} notifications{}; "
+        "kill {}\n",
+        r, o.submitted, o.killed ? "killed  " : "finished", o.ran_ms, o.notifications, due,
+        o.in_flight ? "" : " (none was due)", o.trigger.describe());
     std::fflush(stdout);
     outcomes.push_back(o);
   }
@@ -861,9 +866,10 @@ TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
   const auto executions =
       static_cast<uint32_t>(env_or("AUTERITY_CRASH_EXECUTIONS", executions_default));
   const auto rounds = static_cast<int>(env_or("AUTERITY_CRASH_ROUNDS", rounds_default));
-  fmt::print("crash_test: seed {} (re-run with AUTERITY_TEST_SEED={}), {} executions, {} kill "
-             "rounds\n",
-             seed, seed, executions, rounds);
+  fmt::print(
+      "crash_test: seed {} (re-run with AUTERITY_TEST_SEED={}), {} executions, {} kill "
+      "rounds\n",
+      seed, seed, executions, rounds);
   std::fflush(stdout);
   SCOPED_TRACE(fmt::format("seed {}", seed));
   const auto start = std::chrono::steady_clock::now();
@@ -884,11 +890,11 @@ TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
 
   verified v;
   verify(dir.path(), plan, v);
-  fmt::print("crash_test: seed {}: {} rounds, {} kills ({} with work in flight), {} executions, "
-             "{} events, {} commands, {} acks, {} notifications; final run {} ms, all {:.1f} s\n",
-             seed, rounds, kills, in_flight, executions, v.events, v.commands, v.acks,
-             v.notifications, final_ms,
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  fmt::print(
+      "crash_test: seed {}: {} rounds, {} kills ({} with work in flight), {} executions, "
+      "{} events, {} commands, {} acks, {} notifications; final run {} ms, all {:.1f} s\n",
+      seed, rounds, kills, in_flight, executions, v.events, v.commands, v.acks, v.notifications,
+      final_ms, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 }  // namespace

@@ -51,9 +51,9 @@ std::vector<dead_letter> dead_letters(harness& h) {
     EXPECT_NE(e, nullptr) << "deadletter records are envelopes themselves";
     if (!e) continue;
     auto d = e->payload_as_DeadLetter();
-    out.push_back({std::string(sv(d->reason())), std::string(sv(d->source_stream())),
-                   std::string(reinterpret_cast<const char*>(d->original()->data()),
-                               d->original()->size())});
+    out.push_back(
+        {std::string(sv(d->reason())), std::string(sv(d->source_stream())),
+         std::string(reinterpret_cast<const char*>(d->original()->data()), d->original()->size())});
   }
   return out;
 }

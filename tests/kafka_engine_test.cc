@@ -39,7 +39,10 @@ const std::string workflow = json{
     {"version", 1},
     {"steps",
      json::array({
-         {{"id", "score"}, {"kind", "task"}, {"action", "transform"}, {"input", {{"n", "{{input.n}}"}}}},
+         {{"id", "score"},
+          {"kind", "task"},
+          {"action", "transform"},
+          {"input", {{"n", "{{input.n}}"}}}},
          {{"id", "enrich"}, {"kind", "task"}, {"action", "transform"}},
          {{"id", "crm"},
           {"kind", "task"},
@@ -177,7 +180,8 @@ class kafka_fixture : public ::testing::Test {
     return submit_load(**n, executions);
   }
 
-  void verify(const std::string& state_dir, const std::vector<std::pair<std::string, std::string>>& ids) {
+  void verify(const std::string& state_dir,
+              const std::vector<std::pair<std::string, std::string>>& ids) {
     system_clock clk;
     node_options o = options("verifier", false);
     o.data_dir = state_dir;
@@ -195,8 +199,8 @@ class kafka_fixture : public ::testing::Test {
     for (size_t i = 0; i < executions; ++i) {
       const std::string tenant = i % 2 ? "bayside" : "acme";
       const std::string id = fmt::format("x{}", i);
-      auto r = n.submit(tenant, client::start_execution({tenant, id, id, 1}, "lead", 0,
-                                                        json{{"n", i}}.dump()));
+      auto r = n.submit(
+          tenant, client::start_execution({tenant, id, id, 1}, "lead", 0, json{{"n", i}}.dump()));
       EXPECT_TRUE(r.has_value()) << r.error().message;
       ids.emplace_back(tenant, id);
     }
@@ -219,9 +223,9 @@ TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   // A producer that used another partitioner: the record lands off its tenant's partition and
   // is forwarded there, not rejected.
   commit_batch misplaced;
-  misplaced.add(stream::ingress, "acme",
-                client::start_execution({"acme", "misplaced", "misplaced", 1}, "lead", 0,
-                                        R"({"n":999})"));
+  misplaced.add(
+      stream::ingress, "acme",
+      client::start_execution({"acme", "misplaced", "misplaced", 1}, "lead", 0, R"({"n":999})"));
   const uint32_t wrong = (tenant_partition("acme", partitions) + 1) % partitions;
   ASSERT_TRUE((*n)->get_log().commit(wrong, misplaced).has_value());
   ids.emplace_back("acme", "misplaced");
@@ -254,8 +258,8 @@ pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const s
     (void)f;
     ::dup2(STDERR_FILENO, STDOUT_FILENO);
     ::execl(AUTERITY_BIN, AUTERITY_BIN, "run", "--kafka", bootstrap.c_str(), "--topic-prefix",
-            prefix.c_str(), "--data", dir.c_str(), "--instance", instance.c_str(),
-            "--until-quiet", "--stats-interval-s", "0", nullptr);
+            prefix.c_str(), "--data", dir.c_str(), "--instance", instance.c_str(), "--until-quiet",
+            "--stats-interval-s", "0", nullptr);
     ::_exit(127);
   }
   return pid;

@@ -44,7 +44,8 @@ class workload {
     if (!after.empty()) {
       const std::string dep = after[uniform(0, static_cast<int>(after.size()) - 1)];
       input["dep"] = fmt::format("{{{{steps.{}.status}}}}", dep);
-      if (chance(0.25)) s["when"] = {{"path", fmt::format("steps.{}.status", dep)}, {"equals", "succeeded"}};
+      if (chance(0.25))
+        s["when"] = {{"path", fmt::format("steps.{}.status", dep)}, {"equals", "succeeded"}};
     }
     if (chance(0.5)) s["on_failure"] = "continue";
     const int kind = uniform(0, 99);
@@ -135,7 +136,8 @@ void run_seed(uint64_t seed, totals& t) {
       const uint64_t end = l.end_offset(stream::acks, p);
       if (end > 0) {
         std::vector<record> recs;
-        ASSERT_TRUE(l.read(stream::acks, p, w.uniform(0, static_cast<int>(end) - 1), 1, 1 << 20, recs));
+        ASSERT_TRUE(
+            l.read(stream::acks, p, w.uniform(0, static_cast<int>(end) - 1), 1, 1 << 20, recs));
         commit_batch b;
         b.add(stream::acks, recs[0].key, recs[0].value);
         ASSERT_TRUE(l.commit(p, b).has_value());
@@ -157,8 +159,8 @@ void run_seed(uint64_t seed, totals& t) {
     auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
     ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
     EXPECT_TRUE(diffs->empty()) << "partition " << p << ": state differs from replay: "
-                                << (diffs->empty() ? "" : diffs->front()) << " (+"
-                                << diffs->size() << " differences)";
+                                << (diffs->empty() ? "" : diffs->front()) << " (+" << diffs->size()
+                                << " differences)";
     auto chains = verify_chains(l, p);
     ASSERT_TRUE(chains.has_value());
     EXPECT_TRUE(chains->problems.empty()) << chains->problems.front();
@@ -187,17 +189,18 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   const char* env = std::getenv("AUTERITY_TEST_SEED");
   const uint64_t base = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
   const int seeds = env ? 1 : 12;
-  fmt::print("replay_property: base seed {} ({} seeds; rerun one with AUTERITY_TEST_SEED)\n",
-             base, seeds);
+  fmt::print("replay_property: base seed {} ({} seeds; rerun one with AUTERITY_TEST_SEED)\n", base,
+             seeds);
   totals t;
   for (int i = 0; i < seeds; ++i) {
     run_seed(base + i, t);
     if (::testing::Test::HasFailure()) return;
   }
-  fmt::print("replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
-             "{} stale/duplicate acks, {} rejections, {} deadletters\n",
-             t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.stale_acks,
-             t.rejections, t.deadletters);
+  fmt::print(
+      "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
+      "{} stale/duplicate acks, {} rejections, {} deadletters\n",
+      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.stale_acks, t.rejections,
+      t.deadletters);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);

@@ -37,8 +37,7 @@ using new_partitions_ptr =
     std::unique_ptr<rd_kafka_NewPartitions_t, deleter<rd_kafka_NewPartitions_destroy>>;
 using config_resource_ptr =
     std::unique_ptr<rd_kafka_ConfigResource_t, deleter<rd_kafka_ConfigResource_destroy>>;
-using metadata_ptr =
-    std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
+using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
 
 // The result of an admin request arrives within its request timeout; this is only a backstop.
 constexpr int result_grace_ms = 5000;
@@ -179,9 +178,9 @@ error admin_client::broker_error(std::string_view what, rd_kafka_resp_err_t err,
                          err == RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE ||
                          err == RD_KAFKA_RESP_ERR__TRANSPORT;
   const char* text = detail && *detail ? detail : rd_kafka_err2str(err);
-  std::string msg =
-      timed_out ? fmt::format("{}: no answer within admin_timeout_ms={}", what, timeout_ms_)
-                : fmt::format("{}: {} ({})", what, text, rd_kafka_err2name(err));
+  std::string msg = timed_out
+                        ? fmt::format("{}: no answer within admin_timeout_ms={}", what, timeout_ms_)
+                        : fmt::format("{}: {} ({})", what, text, rd_kafka_err2name(err));
   if (timed_out) {
     if (std::string last = last_log(); !last.empty()) msg += "; last client error: " + last;
   }
@@ -199,12 +198,11 @@ result<admin_options_ptr> admin_client::options(rd_kafka_admin_op_t op, bool val
       rd_kafka_AdminOptions_set_request_timeout(opts.get(), timeout_ms_, errstr, sizeof errstr);
   if (!err && creates) {
     // How long the controller waits for the new topics/partitions before it answers.
-    err = rd_kafka_AdminOptions_set_operation_timeout(opts.get(), timeout_ms_, errstr,
-                                                      sizeof errstr);
+    err =
+        rd_kafka_AdminOptions_set_operation_timeout(opts.get(), timeout_ms_, errstr, sizeof errstr);
   }
   if (!err && changes) {
-    err = rd_kafka_AdminOptions_set_validate_only(opts.get(), validate_only, errstr,
-                                                  sizeof errstr);
+    err = rd_kafka_AdminOptions_set_validate_only(opts.get(), validate_only, errstr, sizeof errstr);
   }
   if (err) return fail(errc::invalid, fmt::format("admin options: {}", errstr));
   return opts;
@@ -411,8 +409,8 @@ result<void> admin_client::alter_configs(
   auto ev = wait_result("changing topic configs", RD_KAFKA_EVENT_ALTERCONFIGS_RESULT);
   if (!ev) return std::unexpected(ev.error());
   size_t n = 0;
-  const rd_kafka_ConfigResource_t** results = rd_kafka_AlterConfigs_result_resources(
-      rd_kafka_event_AlterConfigs_result(ev->get()), &n);
+  const rd_kafka_ConfigResource_t** results =
+      rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev->get()), &n);
   std::vector<topic_failure> failures;
   for (size_t i = 0; i < n; ++i) {
     if (auto f = resource_failure(results[i])) failures.push_back(std::move(*f));
@@ -547,8 +545,8 @@ result<config_list> merged_overrides(const topic_spec& want, const topic_config&
   return config_list(merged.begin(), merged.end());
 }
 
-void plan_partitions(const topic_spec& want, const observed_topic& have,
-                     const apply_options& opts, plan& p) {
+void plan_partitions(const topic_spec& want, const observed_topic& have, const apply_options& opts,
+                     plan& p) {
   const uint32_t n = have.meta.partitions;
   if (n == want.partitions) return;
   if (n > want.partitions) {
@@ -599,8 +597,8 @@ void plan_topic(const topic_spec& want, const observed_topic& have, const apply_
                 plan& p) {
   if (!have.exists) {
     p.create.push_back(&want);
-    p.lines.push_back(fmt::format("{} {}", verb(opts.dry_run, "created", "create"),
-                                  describe_new_topic(want)));
+    p.lines.push_back(
+        fmt::format("{} {}", verb(opts.dry_run, "created", "create"), describe_new_topic(want)));
     return;
   }
   const size_t lines_before = p.lines.size();
@@ -674,13 +672,12 @@ std::string apply_hint(std::string_view prefix) {
 std::string describe_disagreement(const std::map<uint32_t, std::vector<std::string>>& by_count) {
   std::vector<std::pair<uint32_t, std::vector<std::string>>> groups(by_count.begin(),
                                                                     by_count.end());
-  std::stable_sort(groups.begin(), groups.end(), [](const auto& a, const auto& b) {
-    return a.second.size() > b.second.size();
-  });
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](const auto& a, const auto& b) { return a.second.size() > b.second.size(); });
   std::vector<std::string> parts;
   for (const auto& [count, topics] : groups) {
-    parts.push_back(fmt::format("{} {} {}", join(topics, ", "), topics.size() == 1 ? "has" : "have",
-                                count));
+    parts.push_back(
+        fmt::format("{} {} {}", join(topics, ", "), topics.size() == 1 ? "has" : "have", count));
   }
   return join(parts, ", ");
 }
@@ -754,9 +751,12 @@ result<void> validate_catalog(const std::vector<topic_spec>& catalog) {
 
 const char* topic_verdict_name(topic_verdict v) {
   switch (v) {
-    case topic_verdict::ok: return "ok";
-    case topic_verdict::missing: return "missing";
-    case topic_verdict::differs: return "differs";
+    case topic_verdict::ok:
+      return "ok";
+    case topic_verdict::missing:
+      return "missing";
+    case topic_verdict::differs:
+      return "differs";
   }
   return "?";
 }

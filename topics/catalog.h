@@ -26,7 +26,7 @@ inline constexpr uint32_t topic_partitions_default = 4;  // the embedded log's d
 inline constexpr uint32_t topic_partitions_max = 4096;
 inline constexpr int16_t topic_replication_max = 16;
 inline constexpr int64_t retention_forever_ms = -1;
-inline constexpr int64_t retention_transient_ms = 7LL * 24 * 3600 * 1000;   // 7 days
+inline constexpr int64_t retention_transient_ms = 7LL * 24 * 3600 * 1000;    // 7 days
 inline constexpr int64_t retention_deadletter_ms = 30LL * 24 * 3600 * 1000;  // 30 days
 // A record at the engine's limit (record_bytes_max of key + value) plus record and batch
 // headers must fit; Kafka's default (1048588 bytes) is smaller than that.

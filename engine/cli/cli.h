@@ -26,7 +26,7 @@ struct demo_flags {
   int timeout_s = 60;
   std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
   partition_runtime_options runtime;
-  std::string metrics_address;             // Prometheus /metrics; empty: off
+  std::string metrics_address;  // Prometheus /metrics; empty: off
 };
 
 // The main job: the sample dealership workflow for two tenants, end to end.

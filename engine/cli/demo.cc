@@ -65,8 +65,8 @@ json lead_input(const lead& l, uint32_t i) {
   } else {
     contact["email"] = slug + "@example.com";
   }
-  return json{{"name", l.name},       {"vehicle", l.vehicle}, {"budget", l.budget},
-              {"timeline", l.timeline}, {"source", l.source}, {"trade_in", l.trade_in},
+  return json{{"name", l.name},         {"vehicle", l.vehicle}, {"budget", l.budget},
+              {"timeline", l.timeline}, {"source", l.source},   {"trade_in", l.trade_in},
               {"contact", contact}};
 }
 
@@ -133,9 +133,9 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   const std::string run_tag = flags.kafka ? fmt::format("{}-", t0 % 1000000) : "";
 
   for (const dealership& d : dealerships) {
-    auto r = n.submit(d.tenant, client::publish_definition({d.tenant, "", "publish-new-lead-v1",
-                                                            now_ms()},
-                                                           new_lead_workflow_json, d.params));
+    auto r = n.submit(d.tenant,
+                      client::publish_definition({d.tenant, "", "publish-new-lead-v1", now_ms()},
+                                                 new_lead_workflow_json, d.params));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
     fmt::print("  published new-lead v1 for {} with {}\n", d.tenant, d.params);
   }
@@ -166,9 +166,10 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
     if (!replies_sent && elapsed >= 800) {
       for (const started& s : runs) {
         if (!s.replies) continue;
-        (void)n.submit(s.tenant, client::signal({s.tenant, s.id, "reply-" + s.id, now_ms()},
-                                                "customer_replied",
-                                                R"({"text":"Yes! Can I come in Saturday at 10?"})"));
+        (void)n.submit(
+            s.tenant,
+            client::signal({s.tenant, s.id, "reply-" + s.id, now_ms()}, "customer_replied",
+                           R"({"text":"Yes! Can I come in Saturday at 10?"})"));
       }
       replies_sent = true;
     }
@@ -191,8 +192,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
     const int done = counts["succeeded"] + counts["failed"] + counts["cancelled"];
     if (done == static_cast<int>(runs.size()) && n.summary().quiescent) break;
     if (elapsed > flags.timeout_s * 1000) {
-      fmt::print(stderr, "\nauterity demo: executions still running after {}s\n",
-                 flags.timeout_s);
+      fmt::print(stderr, "\nauterity demo: executions still running after {}s\n", flags.timeout_s);
       n.stop();
       return 1;
     }
@@ -211,8 +211,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
       auto e = n.execution(s.tenant, s.id);
       auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), s.tenant, s.id);
       fmt::print("\n== {} / {}: {} ({} events)\n", s.tenant, s.id,
-                 e ? exec_status_name(e->status) : "unknown",
-                 entries ? entries->size() : 0);
+                 e ? exec_status_name(e->status) : "unknown", entries ? entries->size() : 0);
       if (entries) fmt::print("{}", format_timeline(*entries));
     }
   }
@@ -221,9 +220,10 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   for (const auto& [status, count] : sum.executions_by_status) {
     fmt::print("{} {}  ", status, count);
   }
-  fmt::print("| {} executions records, {} commands, {} rejections, {} "
-             "deadletters\n",
-             sum.events, sum.commands, sum.rejections, sum.deadletters);
+  fmt::print(
+      "| {} executions records, {} commands, {} rejections, {} "
+      "deadletters\n",
+      sum.events, sum.commands, sum.rejections, sum.deadletters);
   fmt::print("notifications written to {}/outbox/notifications.jsonl\n", flags.data_dir);
   fmt::print("inspect: auterity timeline --data {} --tenant {} --id {}\n", flags.data_dir,
              runs[0].tenant, runs[0].id);

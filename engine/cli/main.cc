@@ -6,8 +6,8 @@
 #include <iterator>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "engine/cli/cli.h"
 #include "engine/embedded_log.h"
@@ -32,11 +32,11 @@ struct common_flags {
   std::string data_dir = "auterity-data";
   uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
-  std::string kafka;        // bootstrap servers; empty: the embedded log
+  std::string kafka;  // bootstrap servers; empty: the embedded log
   partition_runtime_options runtime;
   std::string instance = "engine-1";
   std::string topic_prefix;
-  std::string metrics;      // Prometheus /metrics address (`run` only); empty: off
+  std::string metrics;  // Prometheus /metrics address (`run` only); empty: off
 };
 
 constexpr uint32_t default_partitions = 4;
@@ -108,8 +108,7 @@ int submit_one(const common_flags& f, std::string_view tenant, std::string bytes
   auto n = open_node(f, clk, false);
   if (!n) return report(n.error());
   if (auto r = (*n)->submit(tenant, std::move(bytes)); !r) return report(r.error());
-  fmt::print("submitted to ingress partition {}\n",
-             tenant_partition(tenant, (*n)->partitions()));
+  fmt::print("submitted to ingress partition {}\n", tenant_partition(tenant, (*n)->partitions()));
   return 0;
 }
 
@@ -225,8 +224,9 @@ int cmd_status(const common_flags& f) {
 int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition) {
   auto s = stream_from_name(stream_arg);
   if (!s) {
-    fmt::print(stderr, "auterity: unknown stream '{}' (ingress, executions, commands.step, "
-                       "commands.ai, commands.notify, acks, definitions, deadletter)\n",
+    fmt::print(stderr,
+               "auterity: unknown stream '{}' (ingress, executions, commands.step, "
+               "commands.ai, commands.notify, acks, definitions, deadletter)\n",
                stream_arg);
     return 2;
   }
@@ -274,11 +274,13 @@ int main(int argc, char** argv) {
   demo_flags demo;
   common_flags demo_f;
   demo_f.data_dir = "auterity-demo";
-  auto* demo_cmd = app.add_subcommand(
-      "demo", "Run the sample dealership workflow for two tenants end to end and print "
-              "each execution's timeline (the README's first command)");
+  auto* demo_cmd =
+      app.add_subcommand("demo",
+                         "Run the sample dealership workflow for two tenants end to end and print "
+                         "each execution's timeline (the README's first command)");
   add_common(demo_cmd, demo_f);
-  demo_cmd->add_option("--executions", demo.executions, "Executions to start (split over the tenants)")
+  demo_cmd
+      ->add_option("--executions", demo.executions, "Executions to start (split over the tenants)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   demo_cmd->add_flag("--serve", demo.serve, "Keep serving after all executions finished");
@@ -295,8 +297,9 @@ int main(int argc, char** argv) {
   add_common(run_cmd, f);
   run_cmd->add_flag("--until-quiet", until_quiet,
                     "Exit 0 once nothing is left to do (no input, command or timer pending)");
-  run_cmd->add_option("--stats-interval-s", stats_interval_s,
-                      "Print a line of throughput counters this often (0: never)")
+  run_cmd
+      ->add_option("--stats-interval-s", stats_interval_s,
+                   "Print a line of throughput counters this often (0: never)")
       ->capture_default_str();
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
@@ -306,7 +309,8 @@ int main(int argc, char** argv) {
                                                          reason = "cancelled by operator";
   std::string request_id;
   uint32_t version = 0;
-  auto* pub = app.add_subcommand("publish", "Publish a workflow definition (JSON file) for a tenant");
+  auto* pub =
+      app.add_subcommand("publish", "Publish a workflow definition (JSON file) for a tenant");
   add_common(pub, f);
   pub->add_option("--tenant", tenant, "Tenant id")->required();
   pub->add_option("file", file, "Definition JSON file")->required()->check(CLI::ExistingFile);
@@ -317,8 +321,10 @@ int main(int argc, char** argv) {
   start->add_option("--tenant", tenant, "Tenant id")->required();
   start->add_option("--workflow", workflow, "Workflow id")->required();
   start->add_option("--version", version, "Workflow version (0 = latest)")->capture_default_str();
-  start->add_option("--id", execution, "Execution id (chosen by the caller; a retry with the "
-                                       "same id is rejected as a duplicate, never run twice)")
+  start
+      ->add_option("--id", execution,
+                   "Execution id (chosen by the caller; a retry with the "
+                   "same id is rejected as a duplicate, never run twice)")
       ->required();
   start->add_option("--input", input, "Execution input (JSON object)")->capture_default_str();
 
@@ -347,9 +353,10 @@ int main(int argc, char** argv) {
   int partition = -1;
   auto* dump = app.add_subcommand("dump", "Print the records of a stream, one per line");
   add_common(dump, f);
-  dump->add_option("stream", stream_arg, "Stream: ingress, executions, commands.step, "
-                                         "commands.ai, commands.notify, acks, definitions, "
-                                         "deadletter")
+  dump->add_option("stream", stream_arg,
+                   "Stream: ingress, executions, commands.step, "
+                   "commands.ai, commands.notify, acks, definitions, "
+                   "deadletter")
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
@@ -379,8 +386,9 @@ int main(int argc, char** argv) {
                       client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
   }
   if (start->parsed()) {
-    return submit_one(f, tenant, client::start_execution({tenant, execution, rid, wall_ms()},
-                                                         workflow, version, input));
+    return submit_one(
+        f, tenant,
+        client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, input));
   }
   if (sig->parsed()) {
     return submit_one(f, tenant,

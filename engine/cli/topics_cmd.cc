@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <memory>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "engine/cli/cli.h"
 #include "topics/catalog.h"
@@ -23,9 +23,9 @@ constexpr int16_t replication_default_max = 3;
 struct topics_flags {
   std::string bootstrap;
   std::string prefix;
-  uint32_t partitions = 0;   // 0: as the topics have it, topic_partitions_default if none exist
-  int16_t replication = 0;   // 0: as the topics have it, else min(3, brokers)
-  int min_insync = 0;        // 0: 2 when replication >= 3, else 1
+  uint32_t partitions = 0;  // 0: as the topics have it, topic_partitions_default if none exist
+  int16_t replication = 0;  // 0: as the topics have it, else min(3, brokers)
+  int min_insync = 0;       // 0: 2 when replication >= 3, else 1
   bool allow_repartition = false;
   bool dry_run = false;
   int admin_timeout_ms = admin_timeout_ms_default;
@@ -43,12 +43,12 @@ result<std::vector<topic_spec>> resolve_catalog(const topics_flags& f) {
   if (!shape) return std::unexpected(shape.error());
   catalog_options o;
   o.prefix = f.prefix;
-  o.partitions = f.partitions ? f.partitions
+  o.partitions = f.partitions            ? f.partitions
                  : shape->partitions_max ? shape->partitions_max
                                          : topic_partitions_default;
   const auto by_brokers = static_cast<int16_t>(
       std::min<uint32_t>(replication_default_max, std::max(shape->brokers, 1u)));
-  o.replication = f.replication ? f.replication
+  o.replication = f.replication            ? f.replication
                   : shape->replication_max ? shape->replication_max
                                            : by_brokers;
   o.min_insync_replicas = f.min_insync;
@@ -137,9 +137,9 @@ int cmd_describe(const topics_flags& f) {
   fmt::print("catalog: {} partitions, rf {}, min.insync.replicas {}{}\n", first.partitions,
              first.replication, first.min_insync_replicas,
              f.prefix.empty() ? "" : fmt::format(", prefix '{}'", f.prefix));
-  std::vector<std::vector<std::string>> rows = {
-      {"topic", "partitions", "rf", "cleanup", "retention", "min.insync", "max.message.bytes",
-       "verdict"}};
+  std::vector<std::vector<std::string>> rows = {{"topic", "partitions", "rf", "cleanup",
+                                                 "retention", "min.insync", "max.message.bytes",
+                                                 "verdict"}};
   bool all_ok = true;
   for (const topic_state& s : *states) {
     rows.push_back(table_row(s));
@@ -216,9 +216,10 @@ CLI::App* add_describe(CLI::App* topics, topics_flags& f) {
 
 command_runner add_topics_commands(CLI::App& app) {
   auto flags = std::make_shared<topics_flags>();
-  auto* topics = app.add_subcommand(
-      "topics", "The Kafka topic catalog: create/update the topics (apply) or compare the "
-                "cluster with the catalog (describe)");
+  auto* topics =
+      app.add_subcommand("topics",
+                         "The Kafka topic catalog: create/update the topics (apply) or compare the "
+                         "cluster with the catalog (describe)");
   topics->require_subcommand(1);
   CLI::App* apply = add_apply(topics, *flags);
   CLI::App* describe = add_describe(topics, *flags);

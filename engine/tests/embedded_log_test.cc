@@ -30,9 +30,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-#define ASSERT_OK(expr)                                                    \
-  do {                                                                     \
-    auto _ok_r = (expr);                                                   \
+#define ASSERT_OK(expr)                                                       \
+  do {                                                                        \
+    auto _ok_r = (expr);                                                      \
     ASSERT_TRUE(_ok_r.has_value()) << #expr << ": " << _ok_r.error().message; \
   } while (0)
 
@@ -140,7 +140,7 @@ TEST_F(embedded_log_test, offsets_are_dense_per_stream_and_partition_and_values_
     };
     add(stream::executions, fmt::format("tenant-{}", i), std::string("bin\0ary", 7) + char(i));
     add(stream::commands_ai, "", fmt::format("ai-{}", i));  // empty key
-    if (i % 2 == 0) add(stream::acks, "k", "");              // empty value
+    if (i % 2 == 0) add(stream::acks, "k", "");             // empty value
     ASSERT_OK(lg->commit(p, b));
   }
   for (uint32_t p = 0; p < 3; ++p) {
@@ -301,8 +301,8 @@ TEST_F(embedded_log_test, reopen_with_another_partition_count_fails_with_invalid
 const std::vector<std::string> two_commit_groups = {"g", "h"};
 
 struct two_commits {
-  uint64_t after_first;   // segment size after the first commit
-  uint64_t after_second;  // and after the second
+  uint64_t after_first;    // segment size after the first commit
+  uint64_t after_second;   // and after the second
   std::string first_dump;  // what the log showed after the first
 };
 
@@ -450,9 +450,9 @@ TEST_F(embedded_log_test, kill_9_loses_no_acknowledged_commit_and_shows_no_parti
   fmt::print("kill -9 test seed: {} (rerun with AUTERITY_TEST_SEED={})\n", seed, seed);
   SCOPED_TRACE(fmt::format("seed {}", seed));
   std::mt19937_64 rng(seed);
-  auto* acked = static_cast<std::atomic<uint64_t>*>(::mmap(
-      nullptr, sizeof(std::atomic<uint64_t>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-      -1, 0));
+  auto* acked = static_cast<std::atomic<uint64_t>*>(::mmap(nullptr, sizeof(std::atomic<uint64_t>),
+                                                           PROT_READ | PROT_WRITE,
+                                                           MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(acked, MAP_FAILED);
   new (acked) std::atomic<uint64_t>(0);
   embedded_log_options o = fast_options(1);

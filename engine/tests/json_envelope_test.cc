@@ -39,7 +39,9 @@ std::string command(fbs::Payload type, F&& build) {
 }
 
 // Strings an upstream really sends: nested JSON, quotes, newlines, non-ASCII.
-constexpr const char* maria = "Mar\xc3\xad" "a";
+constexpr const char* maria =
+    "Mar\xc3\xad"
+    "a";
 const std::string input_json =
     std::string("{\"name\":\"") + maria + "\",\"note\":\"line1\\nline2\",\"n\":1}";
 
@@ -51,20 +53,18 @@ std::vector<std::string> ingress_commands() {
                                                           R"({"dealer":"Acme"})")
                     .Union();
               }),
-      command(fbs::Payload::StartExecution,
-              [](auto& b) {
-                return fbs::CreateStartExecutionDirect(b, "new-lead", 3, input_json.c_str())
-                    .Union();
-              }),
+      command(
+          fbs::Payload::StartExecution,
+          [](auto& b) {
+            return fbs::CreateStartExecutionDirect(b, "new-lead", 3, input_json.c_str()).Union();
+          }),
       command(fbs::Payload::Signal,
               [](auto& b) {
-                return fbs::CreateSignalDirect(b, "customer_replied", "{\"text\":\"Sat\"}")
-                    .Union();
+                return fbs::CreateSignalDirect(b, "customer_replied", "{\"text\":\"Sat\"}").Union();
               }),
-      command(fbs::Payload::CancelExecution,
-              [](auto& b) {
-                return fbs::CreateCancelExecutionDirect(b, "duplicate lead").Union();
-              }),
+      command(
+          fbs::Payload::CancelExecution,
+          [](auto& b) { return fbs::CreateCancelExecutionDirect(b, "duplicate lead").Union(); }),
   };
 }
 
@@ -81,18 +81,18 @@ std::vector<std::string> other_records() {
                                                 usage)
                     .Union();
               }),
-      envelope(fbs::RecordKind::Event, fbs::Payload::StepScheduled,
-               [](auto& b) {
-                 return fbs::CreateStepScheduledDirect(b, "score", 2, "lead-1/score/2", "{}",
-                                                       sent_ms + 30'000)
-                     .Union();
-               },
-               &prev),
+      envelope(
+          fbs::RecordKind::Event, fbs::Payload::StepScheduled,
+          [](auto& b) {
+            return fbs::CreateStepScheduledDirect(b, "score", 2, "lead-1/score/2", "{}",
+                                                  sent_ms + 30'000)
+                .Union();
+          },
+          &prev),
       envelope(fbs::RecordKind::Rejection, fbs::Payload::DeadLetter,
                [](auto& b) {
                  std::vector<uint8_t> original = {0, 1, 2, 0xfe, 0xff};
-                 return fbs::CreateDeadLetterDirect(b, "bad", "ingress", 1, 77, &original)
-                     .Union();
+                 return fbs::CreateDeadLetterDirect(b, "bad", "ingress", 1, 77, &original).Union();
                }),
   };
 }
@@ -254,8 +254,7 @@ TEST(json_envelope, an_unknown_field_is_named_with_where_it_is) {
 }
 
 TEST(json_envelope, a_wrong_type_says_what_was_expected_and_where) {
-  const std::string m =
-      error_of(R"({"payload_type":"StartExecution","payload":{"workflow":7}})");
+  const std::string m = error_of(R"({"payload_type":"StartExecution","payload":{"workflow":7}})");
   expect_contains(m, "expecting: string constant instead got: integer constant");
   expect_contains(m, R"("workflow":7')");
   expect_contains(error_of(R"({"prev_hash":[1,2,300]})"), "constant does not fit [0; 255]");
@@ -278,8 +277,7 @@ TEST(json_envelope, an_unknown_payload_type_is_named) {
 }
 
 TEST(json_envelope, a_missing_payload_is_rejected) {
-  expect_contains(error_of(R"({"kind":"Command","tenant_id":"acme"})"),
-                  "envelope has no payload");
+  expect_contains(error_of(R"({"kind":"Command","tenant_id":"acme"})"), "envelope has no payload");
   expect_contains(error_of(R"({"payload_type":"StartExecution"})"), "envelope has no payload");
   expect_contains(error_of(R"({"payload":{"workflow":"w"}})"), "payload_type missing");
   expect_contains(error_of(R"({"payload":{"workflow":"w"},"kind":"Command"})"),
@@ -316,8 +314,7 @@ TEST(json_envelope, the_parser_recovers_after_errors) {
 }
 
 TEST(json_envelope, deep_nesting_is_refused_without_exhausting_the_stack) {
-  expect_contains(error_of("{\"payload\":" + std::string(100'000, '[')),
-                  "maximum parsing depth");
+  expect_contains(error_of("{\"payload\":" + std::string(100'000, '[')), "maximum parsing depth");
   std::string nested = R"({"payload_type":"Signal","payload":)";
   for (int i = 0; i < 100'000; ++i) nested += R"({"payload_type":"Signal","payload":)";
   EXPECT_FALSE(envelope_from_json(nested).has_value());
@@ -326,8 +323,8 @@ TEST(json_envelope, deep_nesting_is_refused_without_exhausting_the_stack) {
 uint64_t test_seed() {
   const char* env = std::getenv("AUTERITY_TEST_SEED");
   const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("seed %llu (rerun: AUTERITY_TEST_SEED=%llu)\n",
-              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+  std::printf("seed %llu (rerun: AUTERITY_TEST_SEED=%llu)\n", static_cast<unsigned long long>(seed),
+              static_cast<unsigned long long>(seed));
   return seed;
 }
 
@@ -338,9 +335,15 @@ void mutate(std::string& s, std::mt19937_64& rng) {
     const size_t at = rng() % (s.size() + 1);
     const char c = alphabet[rng() % alphabet.size()];
     switch (rng() % 3) {
-      case 0: s.insert(at, 1, c); break;
-      case 1: if (at < s.size()) s.erase(at, 1); break;
-      default: if (at < s.size()) s[at] = c; break;
+      case 0:
+        s.insert(at, 1, c);
+        break;
+      case 1:
+        if (at < s.size()) s.erase(at, 1);
+        break;
+      default:
+        if (at < s.size()) s[at] = c;
+        break;
     }
   }
 }

@@ -149,11 +149,11 @@ TEST(definition, params_override_defaults_and_keep_their_type) {
 }
 
 TEST(definition, whole_string_parameter_takes_the_value_and_inner_one_its_text) {
-  const definition def = parse_ok(
-      workflow(R"({"id": "a", "kind": "task", "action": "transform",
+  const definition def =
+      parse_ok(workflow(R"({"id": "a", "kind": "task", "action": "transform",
                    "input": {"cfg": "{{ params.cfg }}", "text": "every {{params.n}} ms, {{params.who}}!",
                              "list": ["{{params.n}}"]}})",
-               R"("params": {"cfg": {"k": [1, 2]}, "n": 5, "who": "Ann"},)"));
+                        R"("params": {"cfg": {"k": [1, 2]}, "n": 5, "who": "Ann"},)"));
   EXPECT_EQ(def.steps[0].input_template,
             R"({"cfg":{"k":[1,2]},"list":[5],"text":"every 5 ms, Ann!"})");
 }
@@ -184,9 +184,9 @@ TEST(definition, parameter_errors) {
   expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t"})",
                            R"("params": {"a": "{{params.b}}", "b": 1},)"),
                   rejection_code::invalid_definition, {"parameter 'a'"});
-  expect_rejected(workflow(R"({"id": "a", "kind": "task", "action": "t"})",
-                           R"("params": {"bad name": 1},)"),
-                  rejection_code::invalid_definition, {"'bad name'"});
+  expect_rejected(
+      workflow(R"({"id": "a", "kind": "task", "action": "t"})", R"("params": {"bad name": 1},)"),
+      rejection_code::invalid_definition, {"'bad name'"});
 }
 
 TEST(definition, unknown_fields_are_named) {
@@ -345,11 +345,10 @@ TEST(definition, wrong_types_and_ranges) {
 
 TEST(definition, step_references_must_be_dependencies) {
   const std::string x = R"({"id": "x", "kind": "task", "action": "t"})";
-  expect_rejected(
-      workflow(x + R"(, {"id": "send", "kind": "notify",
+  expect_rejected(workflow(x + R"(, {"id": "send", "kind": "notify",
                           "input": {"channel": "sms", "body": "{{steps.x.output.text}}"}})"),
-      rejection_code::invalid_definition,
-      {"step 'send' refers to steps.x which is not one of its dependencies"});
+                  rejection_code::invalid_definition,
+                  {"step 'send' refers to steps.x which is not one of its dependencies"});
   // The same through `when`, and through the second ?? alternative.
   expect_rejected(workflow(x + R"(, {"id": "send", "kind": "task", "action": "t",
                                      "when": {"path": "steps.x.status", "exists": true}})"),
@@ -401,8 +400,8 @@ TEST(definition, topo_order_breaks_ties_by_position) {
 }
 
 TEST(definition, retry_delay_grows_and_is_capped) {
-  retry_policy r{.max_attempts = 5, .backoff_ms = 500, .backoff_multiplier = 2.0,
-                 .backoff_max_ms = 60'000};
+  retry_policy r{
+      .max_attempts = 5, .backoff_ms = 500, .backoff_multiplier = 2.0, .backoff_max_ms = 60'000};
   EXPECT_EQ(r.delay_after(1), 500u);
   EXPECT_EQ(r.delay_after(2), 1000u);
   EXPECT_EQ(r.delay_after(3), 2000u);
@@ -418,8 +417,10 @@ TEST(definition, retry_delay_grows_and_is_capped) {
   r.backoff_ms = 90'000;  // above the cap from the start
   EXPECT_EQ(r.delay_after(1), 60'000u);
 
-  r = retry_policy{.max_attempts = 20, .backoff_ms = limits::timer_ms_max,
-                   .backoff_multiplier = 1e300, .backoff_max_ms = UINT64_MAX};
+  r = retry_policy{.max_attempts = 20,
+                   .backoff_ms = limits::timer_ms_max,
+                   .backoff_multiplier = 1e300,
+                   .backoff_max_ms = UINT64_MAX};
   EXPECT_EQ(r.delay_after(20), UINT64_MAX);  // overflows double's range: the cap, not garbage
 }
 
@@ -446,10 +447,9 @@ TEST(definition, hostile_input_never_throws) {
                   rejection_code::invalid_definition, {"nested"});
   expect_rejected("{\"workflow\": \"\xff\"}", rejection_code::invalid_definition,
                   {"not valid JSON"});
-  const definition def =
-      parse_ok(workflow(R"({"id": "a", "kind": "task", "action": "t",
+  const definition def = parse_ok(workflow(R"({"id": "a", "kind": "task", "action": "t",
                             "input": {"x": "{{{params.p}}}"}})",
-                        R"("params": {"p": "input.a"},)"));
+                                           R"("params": {"p": "input.a"},)"));
   // "{{{params.p}}}" holds the reference at offset 1; "{" + "input.a" + "}" is left over.
   EXPECT_EQ(def.steps[0].input_template, R"({"x":"{input.a}"})");
 }

@@ -33,7 +33,9 @@ std::vector<const fbs::Envelope*> commands(harness& h, stream s, std::vector<rec
 TEST(orchestrator, independent_steps_are_scheduled_together_and_outputs_feed_inputs) {
   harness h("parallel", 1, false);
   h.publish(tenant, workflow("wf", json::array({
-                                       {{"id", "a"}, {"kind", "task"}, {"action", "transform"},
+                                       {{"id", "a"},
+                                        {"kind", "task"},
+                                        {"action", "transform"},
                                         {"input", {{"x", "{{input.x}}"}}}},
                                        {{"id", "b"}, {"kind", "task"}, {"action", "transform"}},
                                        {{"id", "c"},
@@ -67,14 +69,16 @@ TEST(orchestrator, independent_steps_are_scheduled_together_and_outputs_feed_inp
 
 TEST(orchestrator, retries_back_off_exponentially_through_durable_timers) {
   harness h("retry", 1);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "f"},
-                                                 {"kind", "task"},
-                                                 {"action", "flaky"},
-                                                 {"input", {{"succeed_on_attempt", 3}}},
-                                                 {"retry",
-                                                  {{"max_attempts", 3},
-                                                   {"backoff_ms", 100},
-                                                   {"backoff_multiplier", 2.0}}}}})));
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array(
+                   {{{"id", "f"},
+                     {"kind", "task"},
+                     {"action", "flaky"},
+                     {"input", {{"succeed_on_attempt", 3}}},
+                     {"retry",
+                      {{"max_attempts", 3}, {"backoff_ms", 100}, {"backoff_multiplier", 2.0}}}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
   EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::retry_wait);
@@ -92,15 +96,17 @@ TEST(orchestrator, retries_back_off_exponentially_through_durable_timers) {
 
 TEST(orchestrator, retries_exhausted_fail_the_execution_with_the_reason) {
   harness h("exhausted", 1);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "f"},
-                                                 {"kind", "task"},
-                                                 {"action", "flaky"},
-                                                 {"input", {{"succeed_on_attempt", 5}}},
-                                                 {"retry", {{"max_attempts", 2}, {"backoff_ms", 10}}}},
-                                                {{"id", "after"},
-                                                 {"kind", "task"},
-                                                 {"action", "transform"},
-                                                 {"after", {"f"}}}})));
+  h.publish(
+      tenant,
+      workflow(
+          "wf",
+          json::array(
+              {{{"id", "f"},
+                {"kind", "task"},
+                {"action", "flaky"},
+                {"input", {{"succeed_on_attempt", 5}}},
+                {"retry", {{"max_attempts", 2}, {"backoff_ms", 10}}}},
+               {{"id", "after"}, {"kind", "task"}, {"action", "transform"}, {"after", {"f"}}}})));
   h.start(tenant, "e1", "wf");
   h.run_for(100);
   auto e = h.exec(tenant, "e1");
@@ -112,23 +118,27 @@ TEST(orchestrator, retries_exhausted_fail_the_execution_with_the_reason) {
 
 TEST(orchestrator, on_failure_continue_lets_dependents_branch_on_status) {
   harness h("continue", 1);
-  h.publish(tenant, workflow("wf", json::array({
-                                       {{"id", "ai"}, {"kind", "ai"}, {"on_failure", "continue"},
-                                        {"input", {{"prompt", "hi"}}}},
-                                       {{"id", "fallback"},
-                                        {"kind", "task"},
-                                        {"action", "transform"},
-                                        {"after", {"ai"}},
-                                        {"when", {{"path", "steps.ai.status"}, {"equals", "failed"}}},
-                                        {"input", {{"text", "template reply"}}}},
-                                       {{"id", "use"},
-                                        {"kind", "task"},
-                                        {"action", "transform"},
-                                        {"after", {"ai", "fallback"}},
-                                        {"input",
-                                         {{"text", "{{steps.ai.output.text ?? "
-                                                   "steps.fallback.output.text}}"}}}},
-                                   })));
+  h.publish(tenant,
+            workflow("wf", json::array({
+                               {{"id", "ai"},
+                                {"kind", "ai"},
+                                {"on_failure", "continue"},
+                                {"input", {{"prompt", "hi"}}}},
+                               {{"id", "fallback"},
+                                {"kind", "task"},
+                                {"action", "transform"},
+                                {"after", {"ai"}},
+                                {"when", {{"path", "steps.ai.status"}, {"equals", "failed"}}},
+                                {"input", {{"text", "template reply"}}}},
+                               {{"id", "use"},
+                                {"kind", "task"},
+                                {"action", "transform"},
+                                {"after", {"ai", "fallback"}},
+                                {"input",
+                                 {{"text",
+                                   "{{steps.ai.output.text ?? "
+                                   "steps.fallback.output.text}}"}}}},
+                           })));
   h.start(tenant, "e1", "wf");
   h.settle();
   auto e = h.exec(tenant, "e1");
@@ -140,11 +150,12 @@ TEST(orchestrator, on_failure_continue_lets_dependents_branch_on_status) {
 
 TEST(orchestrator, step_timeout_retries_and_a_late_ack_is_ignored) {
   harness h("timeout", 1, false);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "t"},
-                                                 {"kind", "task"},
-                                                 {"action", "transform"},
-                                                 {"timeout_ms", 50},
-                                                 {"retry", {{"max_attempts", 2}, {"backoff_ms", 10}}}}})));
+  h.publish(tenant,
+            workflow("wf", json::array({{{"id", "t"},
+                                         {"kind", "task"},
+                                         {"action", "transform"},
+                                         {"timeout_ms", 50},
+                                         {"retry", {{"max_attempts", 2}, {"backoff_ms", 10}}}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
   h.run_for(70);  // attempt 1 times out at 50, attempt 2 starts at 60
@@ -174,11 +185,11 @@ TEST(orchestrator, step_timeout_retries_and_a_late_ack_is_ignored) {
 
 TEST(orchestrator, duplicate_acks_complete_a_step_once) {
   harness h("dupack", 1, false);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "t"}, {"kind", "task"}, {"action", "x"}},
-                                                {{"id", "u"},
-                                                 {"kind", "task"},
-                                                 {"action", "x"},
-                                                 {"after", {"t"}}}})));
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array({{{"id", "t"}, {"kind", "task"}, {"action", "x"}},
+                            {{"id", "u"}, {"kind", "task"}, {"action", "x"}, {"after", {"t"}}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
   std::vector<record> keep;
@@ -197,18 +208,19 @@ TEST(orchestrator, duplicate_acks_complete_a_step_once) {
 
 TEST(orchestrator, wait_for_signal_succeeds_with_the_payload_or_times_out) {
   harness h("signal", 1);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "w"},
-                                                 {"kind", "wait_signal"},
-                                                 {"signal", "customer_replied"},
-                                                 {"timeout_ms", 1000},
-                                                 {"on_failure", "continue"}},
-                                                {{"id", "followup"},
-                                                 {"kind", "delay"},
-                                                 {"delay_ms", 200},
-                                                 {"after", {"w"}},
-                                                 {"when",
-                                                  {{"path", "steps.w.status"},
-                                                   {"equals", "timed_out"}}}}})));
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array({{{"id", "w"},
+                             {"kind", "wait_signal"},
+                             {"signal", "customer_replied"},
+                             {"timeout_ms", 1000},
+                             {"on_failure", "continue"}},
+                            {{"id", "followup"},
+                             {"kind", "delay"},
+                             {"delay_ms", 200},
+                             {"after", {"w"}},
+                             {"when", {{"path", "steps.w.status"}, {"equals", "timed_out"}}}}})));
   h.start(tenant, "replies", "wf");
   h.start(tenant, "silent", "wf");
   h.settle();
@@ -228,11 +240,12 @@ TEST(orchestrator, wait_for_signal_succeeds_with_the_payload_or_times_out) {
 
 TEST(orchestrator, a_signal_that_arrives_early_is_kept_for_the_waiting_step) {
   harness h("early", 1);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "d"}, {"kind", "delay"}, {"delay_ms", 100}},
-                                                {{"id", "w"},
-                                                 {"kind", "wait_signal"},
-                                                 {"signal", "go"},
-                                                 {"after", {"d"}}}})));
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array(
+                   {{{"id", "d"}, {"kind", "delay"}, {"delay_ms", 100}},
+                    {{"id", "w"}, {"kind", "wait_signal"}, {"signal", "go"}, {"after", {"d"}}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
   h.signal(tenant, "e1", "go", R"({"n":1})");
@@ -245,10 +258,12 @@ TEST(orchestrator, a_signal_that_arrives_early_is_kept_for_the_waiting_step) {
 
 TEST(orchestrator, cancel_stops_the_execution_and_later_acks_are_stale) {
   harness h("cancel", 1, false);
-  h.publish(tenant, workflow("wf", json::array({{{"id", "t"}, {"kind", "task"}, {"action", "x"}}})));
+  h.publish(tenant,
+            workflow("wf", json::array({{{"id", "t"}, {"kind", "task"}, {"action", "x"}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
-  h.submit(tenant, client::cancel({tenant, "e1", "c1", h.clk.now_ms()}, "customer bought elsewhere"));
+  h.submit(tenant,
+           client::cancel({tenant, "e1", "c1", h.clk.now_ms()}, "customer bought elsewhere"));
   h.settle();
   auto e = h.exec(tenant, "e1");
   EXPECT_EQ(e->status, exec_status::cancelled);
@@ -287,15 +302,15 @@ TEST(orchestrator, parameters_make_one_template_serve_two_dealerships) {
   h.start("bayside", "e1", "greet");
   h.settle();
   EXPECT_EQ(h.exec("acme", "e1")->steps[0].output_json, R"({"text":"Welcome to Acme Motors"})");
-  EXPECT_EQ(h.exec("bayside", "e1")->steps[0].output_json,
-            R"({"text":"Welcome to Bayside Auto"})");
+  EXPECT_EQ(h.exec("bayside", "e1")->steps[0].output_json, R"({"text":"Welcome to Bayside Auto"})");
 }
 
 TEST(orchestrator, history_limit_fails_the_execution_instead_of_growing_forever) {
   harness h("limit", 1);
   // A wait step that keeps receiving unmatched signals grows the history by one event each.
-  h.publish(tenant, workflow("wf", json::array({{{"id", "w"}, {"kind", "wait_signal"},
-                                                 {"signal", "never"}}})));
+  h.publish(
+      tenant,
+      workflow("wf", json::array({{{"id", "w"}, {"kind", "wait_signal"}, {"signal", "never"}}})));
   h.start(tenant, "e1", "wf");
   h.settle();
   for (uint32_t i = 0; i < limits::events_per_execution_max + 10; ++i) {
@@ -316,11 +331,13 @@ TEST(orchestrator, restart_recovers_timers_and_running_executions) {
   std::string dir;
   {
     harness h("restart", 1);
-    h.publish(tenant, workflow("wf", json::array({{{"id", "d"}, {"kind", "delay"}, {"delay_ms", 500}},
-                                                  {{"id", "t"},
-                                                   {"kind", "task"},
-                                                   {"action", "transform"},
-                                                   {"after", {"d"}}}})));
+    h.publish(
+        tenant,
+        workflow(
+            "wf",
+            json::array(
+                {{{"id", "d"}, {"kind", "delay"}, {"delay_ms", 500}},
+                 {{"id", "t"}, {"kind", "task"}, {"action", "transform"}, {"after", {"d"}}}})));
     h.start(tenant, "e1", "wf");
     h.settle();
     EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::delaying);

@@ -27,8 +27,8 @@ class fixture : public ::testing::Test {
     scope.execution_id = "ex-1";
     scope.workflow = "new-lead";
     scope.input_json = input;
-    scope.step = [this](std::string_view id, std::string_view& status,
-                        std::string_view& output, std::string_view& error) {
+    scope.step = [this](std::string_view id, std::string_view& status, std::string_view& output,
+                        std::string_view& error) {
       ++lookups[std::string(id)];
       const auto it = steps.find(std::string(id));
       if (it == steps.end()) return false;
@@ -128,8 +128,7 @@ TEST_F(template_render, array_elements_by_index) {
             std::string::npos);
   EXPECT_NE(render_error(R"({"car": "{{input.items.first}}"})").find("not found"),
             std::string::npos);
-  EXPECT_NE(render_error(R"({"car": "{{input.items.-1}}"})").find("not found"),
-            std::string::npos);
+  EXPECT_NE(render_error(R"({"car": "{{input.items.-1}}"})").find("not found"), std::string::npos);
 }
 
 TEST_F(template_render, step_status_output_and_error) {
@@ -231,7 +230,7 @@ TEST_F(template_condition, equals_and_not_equals_compare_json_values) {
   EXPECT_TRUE(holds("input.contact.preferred", condition::op::equals, R"("sms")"));
   EXPECT_FALSE(holds("input.contact.preferred", condition::op::equals, R"("email")"));
   EXPECT_TRUE(holds("input.budget", condition::op::equals, "30000"));
-  EXPECT_TRUE(holds("input.score", condition::op::equals, "1"));  // 1.0 == 1
+  EXPECT_TRUE(holds("input.score", condition::op::equals, "1"));             // 1.0 == 1
   EXPECT_FALSE(holds("input.budget", condition::op::equals, R"("30000")"));  // no coercion
   EXPECT_TRUE(holds("input.vip", condition::op::equals, "true"));
   EXPECT_TRUE(holds("input.note", condition::op::equals, "null"));

@@ -23,8 +23,8 @@ class kafka_cluster {
  public:
   // Starts `nodes` brokers; on failure `error()` says why (with the script's output).
   explicit kafka_cluster(int nodes) {
-    const std::string out = run(fmt::format("{} start --nodes {} --owner {} 2>&1",
-                                            AUTERITY_BROKER_SH, nodes, ::getpid()));
+    const std::string out = run(
+        fmt::format("{} start --nodes {} --owner {} 2>&1", AUTERITY_BROKER_SH, nodes, ::getpid()));
     _bootstrap = field(out, "BOOTSTRAP=");
     _dir = field(out, "DIR=");
     if (_bootstrap.empty() || _dir.empty()) _error = "broker.sh start failed:\n" + out;
@@ -37,7 +37,9 @@ class kafka_cluster {
 
   const std::string& bootstrap() const { return _bootstrap; }
   const std::string& error() const { return _error; }
-  void kill_node(int n) { run(fmt::format("{} kill-node {} --dir {} 2>&1", AUTERITY_BROKER_SH, n, _dir)); }
+  void kill_node(int n) {
+    run(fmt::format("{} kill-node {} --dir {} 2>&1", AUTERITY_BROKER_SH, n, _dir));
+  }
   void start_node(int n) {
     run(fmt::format("{} start-node {} --dir {} 2>&1", AUTERITY_BROKER_SH, n, _dir));
   }

@@ -95,8 +95,7 @@ using event_ptr = std::unique_ptr<rd_kafka_event_t, deleter<rd_kafka_event_destr
 using resource_ptr =
     std::unique_ptr<rd_kafka_ConfigResource_t, deleter<rd_kafka_ConfigResource_destroy>>;
 using new_topic_ptr = std::unique_ptr<rd_kafka_NewTopic_t, deleter<rd_kafka_NewTopic_destroy>>;
-using metadata_ptr =
-    std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
+using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
 
 kafka_ptr raw_client(const std::string& bootstrap) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -151,7 +150,7 @@ std::map<std::string, std::string> raw_configs(const std::string& bootstrap,
 
 // Plain AlterConfigs, as an operator's tool would send it: replaces the topic's whole config.
 std::string raw_alter_request(const std::string& bootstrap, const std::string& topic,
-                      const std::map<std::string, std::string>& configs) {
+                              const std::map<std::string, std::string>& configs) {
   kafka_ptr rk = raw_client(bootstrap);
   queue_ptr q(rd_kafka_queue_new(rk.get()));
   resource_ptr res(rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str()));
@@ -236,8 +235,8 @@ std::string joined(const std::vector<std::string>& lines) {
 // --- catalog as data (no broker) --------------------------------------------------------
 
 TEST(topic_catalog, holds_the_eight_streams_co_partitioned_with_their_settings) {
-  const std::vector<topic_spec> c = default_catalog({.partitions = 6, .replication = 3,
-                                                     .prefix = "p."});
+  const std::vector<topic_spec> c =
+      default_catalog({.partitions = 6, .replication = 3, .prefix = "p."});
   ASSERT_EQ(c.size(), size_t{stream_count});
   for (const topic_spec& t : c) {
     EXPECT_EQ(t.name, "p." + std::string(stream_name(t.s)));
@@ -275,9 +274,10 @@ TEST_F(broker, apply_creates_every_topic_with_the_catalog_settings_then_is_a_no_
   auto first = apply_catalog(bootstrap_, catalog, {.admin_timeout_ms = timeout_ms});
   ASSERT_TRUE(first) << first.error().message;
   ASSERT_EQ(first->size(), catalog.size()) << joined(*first);
-  EXPECT_TRUE(contains(*first, "created a.executions (4 partitions, rf 1, cleanup.policy=delete, "
-                               "retention.ms=-1, min.insync.replicas=1, max.message.bytes=" +
-                                   std::to_string(topic_message_bytes_max) + ")"))
+  EXPECT_TRUE(contains(*first,
+                       "created a.executions (4 partitions, rf 1, cleanup.policy=delete, "
+                       "retention.ms=-1, min.insync.replicas=1, max.message.bytes=" +
+                           std::to_string(topic_message_bytes_max) + ")"))
       << joined(*first);
 
   for (const topic_spec& t : catalog) {
@@ -435,8 +435,8 @@ TEST_F(broker, cli_exit_codes_follow_the_verdict) {
   EXPECT_EQ(drift.exit_code, 1) << drift.out;
   EXPECT_NE(drift.out.find("retention.ms=1000 (want 2592000000)"), std::string::npos) << drift.out;
 
-  command_output down = run(fmt::format(
-      "{} topics describe --bootstrap 127.0.0.1:1 --admin-timeout-ms 1000 2>&1", bin));
+  command_output down = run(
+      fmt::format("{} topics describe --bootstrap 127.0.0.1:1 --admin-timeout-ms 1000 2>&1", bin));
   EXPECT_EQ(down.exit_code, 2) << down.out;
   EXPECT_NE(down.out.find("admin_timeout_ms=1000"), std::string::npos) << down.out;
 }
