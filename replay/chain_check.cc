@@ -5,8 +5,6 @@
 
 #include <fmt/core.h>
 
-#include "replay/digest.h"
-
 namespace auterity {
 
 namespace {
@@ -79,12 +77,8 @@ std::string chain_problem::text() const {
                      chain_problem_kind_name(kind), detail);
 }
 
-chain_checker::chain_checker(uint32_t partition, head_lookup heads, std::string tenant,
-                             uint64_t heads_cover)
-    : _partition(partition),
-      _heads(std::move(heads)),
-      _tenant(std::move(tenant)),
-      _heads_cover(heads_cover) {}
+chain_checker::chain_checker(uint32_t partition, chain_check_options options)
+    : _partition(partition), _o(std::move(options)) {}
 
 bool chain_checker::broken(std::string_view tenant, std::string_view execution) const {
   std::string key(tenant);
@@ -135,7 +129,7 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
     return false;
   }
   const std::string_view tenant = sv(env->tenant_id());
-  if (!_tenant.empty() && tenant != _tenant) return true;
+  if (!_o.tenant.empty() && tenant != _o.tenant) return true;
   if (env->kind() != fbs::RecordKind::Event) return true;  // rejections are not chained
   ++_events;
   const std::string_view execution = sv(env->execution_id());
@@ -148,7 +142,7 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
     ++_chains_started;
     _open_peak = std::max(_open_peak, _chains.size());
   }
-  const event_view e{offset, parse_seq(sv(env->record_id()), tenant, execution), fast_sha256(bytes),
+  const event_view e{offset, parse_seq(sv(env->record_id()), tenant, execution), sha256(bytes),
                      env->prev_hash(), env};
   if (c.broken) {
     if (c.pending != suspect::none) resolve(c, it->first, &e);
@@ -160,11 +154,8 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
   bool trusted = !c.broken;
   if (!execution.empty() && is_terminal(env->payload_type())) {
     if (c.pending != suspect::none) resolve(c, it->first, nullptr);
-    if (!c.broken && _heads && c.last_offset < _heads_cover) {
-      _ended.push_back({it->first, c.count, c.last, c.last_offset});
-      if (_ended.size() >= ended_batch_max) {
-        if (auto r = compare_ended(); !r) return std::unexpected(r.error());
-      }
+    if (!c.broken) {
+      if (auto r = end_chain(c, it->first); !r) return std::unexpected(r.error());
     }
     _chains.erase(it);  // an ended execution needs no memory
   }
@@ -193,10 +184,10 @@ void chain_checker::first_event(chain& c, std::string_view key, const event_view
 }
 
 void chain_checker::next_event(chain& c, std::string_view key, const event_view& e) {
+  if (same_hash(e.prev, c.last) && e.seq == c.count) return accept(c, e);  // the common case
   const std::string id(sv(e.env->record_id()));
   const std::string prev_id = seq_id(key, c.count - 1);
   if (same_hash(e.prev, c.last)) {
-    if (e.seq == c.count) return accept(c, e);
     return report(c, key, chain_problem_kind::altered, e.offset, id,
                   fmt::format("event {} was altered: it links to {} (offset {}) but its record "
                               "id is not {}",
@@ -234,9 +225,9 @@ void chain_checker::suspect_break(chain& c, suspect what, const event_view& e) {
 // the history ended right before this event, the event was appended after the end (the chain
 // of an ended execution is not kept in memory).
 bool chain_checker::appended_after_end(const chain& c, std::string_view key) const {
-  if (!_heads || !c.pending_prev) return false;
+  if (!_o.heads || !c.pending_prev) return false;
   auto [tenant, execution] = split_key(key);
-  auto head = _heads(tenant, execution);
+  auto head = _o.heads(tenant, execution);
   return head && *head && (*head)->event_count == c.pending_seq &&
          (*head)->last_hash == *c.pending_prev;
 }
@@ -276,9 +267,9 @@ void chain_checker::resolve(chain& c, std::string_view key, const event_view* ne
   std::optional<bool> i_altered;  // the event before the break, or the one after it?
   if (next) {
     i_altered = same_hash(next->prev, c.pending_hash);
-  } else if (_heads && c.pending_offset < _heads_cover) {
+  } else if (_o.heads && c.pending_offset < _o.heads_cover) {
     auto [tenant, execution] = split_key(key);
-    auto head = _heads(tenant, execution);
+    auto head = _o.heads(tenant, execution);
     if (head && *head) i_altered = (*head)->last_hash == c.pending_hash;
   }
   if (i_altered == true) {
@@ -300,60 +291,116 @@ void chain_checker::resolve(chain& c, std::string_view key, const event_view* ne
 }
 
 result<void> chain_checker::compare_head(chain& c, std::string_view key) {
-  if (!_heads || c.last_offset >= _heads_cover) return {};
+  if (!_o.heads || c.last_offset >= _o.heads_cover) return {};
+  auto [tenant, execution] = split_key(key);
+  auto head = _o.heads(tenant, execution);
+  if (!head) return std::unexpected(head.error());
   const size_t before = _problems_total;
-  auto r = compare_head(ended_chain{std::string(key), c.count, c.last, c.last_offset});
+  check_end(ended_history{std::string(key), c.count, c.last, c.last_offset}, *head);
   if (_problems_total != before) c.broken = true;
-  return r;
+  return {};
 }
 
-result<void> chain_checker::compare_ended() {
+// An ended history joins the batch waiting for its end comparison; a full batch is spilled.
+result<void> chain_checker::end_chain(const chain& c, std::string_view key) {
+  if (!_o.heads || c.last_offset >= _o.heads_cover) return {};
+  _ended.push_back({std::string(key), c.count, c.last, c.last_offset});
+  if (_ended.size() < _o.ended_batch_max || !_o.scan) return {};
+  if (!_spill) _spill = std::make_unique<head_spill>();
+  return _spill->add_run(_ended);
+}
+
+result<void> chain_checker::compare_ended_by_lookup() {
   std::sort(_ended.begin(), _ended.end(),
-            [](const ended_chain& a, const ended_chain& b) { return a.key < b.key; });
-  for (const ended_chain& e : _ended) {
-    if (auto r = compare_head(e); !r) return r;
+            [](const auto& a, const auto& b) { return a.key < b.key; });  // locality
+  for (const ended_history& e : _ended) {
+    auto [tenant, execution] = split_key(e.key);
+    auto head = _o.heads(tenant, execution);
+    if (!head) return std::unexpected(head.error());
+    check_end(e, *head);
   }
   _ended.clear();
   return {};
 }
 
-result<void> chain_checker::compare_head(const ended_chain& c) {
-  auto [tenant, execution] = split_key(c.key);
-  auto head = _heads(tenant, execution);
-  if (!head) return std::unexpected(head.error());
-  if (!*head) return {};  // the engine holds no state for it: the state comparison reports it
-  const chain_head& h = **head;
-  if (h.event_count == c.count && h.last_hash == c.last) return {};
-  const std::string last_id = seq_id(c.key, c.count - 1);
-  if (h.event_count > c.count) {
-    const std::string missing = seq_id(c.key, c.count);
-    report(c.key, chain_problem_kind::truncated, c.last_offset, missing,
-           fmt::format("event {} was removed: the engine applied {} events but the log's "
-                       "history ends with {} (offset {})",
-                       missing, h.event_count, last_id, c.last_offset));
-  } else if (h.event_count < c.count) {
-    const std::string extra = seq_id(c.key, h.event_count);
-    report(c.key, chain_problem_kind::appended, c.last_offset, extra,
-           fmt::format("events from {} on are not the engine's: the log holds {} events, the "
-                       "engine applied {}",
-                       extra, c.count, h.event_count));
-  } else {
-    report(c.key, chain_problem_kind::altered, c.last_offset, last_id,
-           fmt::format("event {} (offset {}), the last of its history, was altered: its hash {} "
-                       "is not the {} the engine recorded",
-                       last_id, c.last_offset, hex(c.last).substr(0, 16),
-                       hex(h.last_hash).substr(0, 16)));
+// The spilled runs merged in key order against one scan of each tenant's execution heads.
+result<void> chain_checker::compare_ended_by_scan() {
+  if (auto r = _spill->add_run(_ended); !r) return r;
+  if (auto r = _spill->start_merge(); !r) return r;
+  auto first = _spill->next();
+  if (!first) return std::unexpected(first.error());
+  std::optional<ended_history> cur = std::move(*first);
+  while (cur) {
+    if (auto r = scan_tenant(cur); !r) return r;
   }
   return {};
 }
 
+// Compares the ended histories of cur's tenant with that tenant's heads; leaves `cur` at the
+// next tenant's first history (or empty).
+result<void> chain_checker::scan_tenant(std::optional<ended_history>& cur) {
+  const std::string tenant(split_key(cur->key).first);
+  auto of_tenant = [&] { return cur && split_key(cur->key).first == tenant; };
+  result<void> status;
+  auto step = [&] {
+    auto n = _spill->next();
+    if (!n) status = std::unexpected(n.error());
+    cur = n ? std::move(*n) : std::nullopt;
+  };
+  auto scanned = _o.scan(tenant, [&](std::string_view execution, const chain_head& head) {
+    while (status && of_tenant() && split_key(cur->key).second < execution) {
+      check_end(*cur, std::nullopt), step();
+    }
+    if (status && of_tenant() && split_key(cur->key).second == execution) {
+      check_end(*cur, head), step();
+    }
+    return status && of_tenant();
+  });
+  if (!scanned) return scanned;
+  while (status && of_tenant()) check_end(*cur, std::nullopt), step();
+  return status;
+}
+
+// The end of a history against the engine's record of it (nullopt: the engine holds none,
+// which the state comparison reports).
+void chain_checker::check_end(const ended_history& c, const std::optional<chain_head>& head) {
+  if (!head) return;
+  const chain_head& h = *head;
+  if (h.event_count == c.count && h.last_hash == c.last) return;
+  const std::string last_id = seq_id(c.key, c.count - 1);
+  if (h.event_count > c.count) {
+    const std::string missing = seq_id(c.key, c.count);
+    return report(c.key, chain_problem_kind::truncated, c.last_offset, missing,
+                  fmt::format("event {} was removed: the engine applied {} events but the log's "
+                              "history ends with {} (offset {})",
+                              missing, h.event_count, last_id, c.last_offset));
+  }
+  if (h.event_count < c.count) {
+    const std::string extra = seq_id(c.key, h.event_count);
+    return report(c.key, chain_problem_kind::appended, c.last_offset, extra,
+                  fmt::format("events from {} on are not the engine's: the log holds {} events, "
+                              "the engine applied {}",
+                              extra, c.count, h.event_count));
+  }
+  report(c.key, chain_problem_kind::altered, c.last_offset, last_id,
+         fmt::format("event {} (offset {}), the last of its history, was altered: its hash {} "
+                     "is not the {} the engine recorded",
+                     last_id, c.last_offset, hex(c.last).substr(0, 16),
+                     hex(h.last_hash).substr(0, 16)));
+}
+
 result<void> chain_checker::finish() {
-  if (auto r = compare_ended(); !r) return r;
+  // Histories still open end here: their ends join the ended ones (tenant chains, which the
+  // execution scan does not cover, are looked up one by one; there is one per tenant).
   for (auto& [key, c] : _chains) {
     if (c.pending != suspect::none) resolve(c, key, nullptr);
     if (c.broken) continue;
-    if (auto r = compare_head(c, key); !r) return r;
+    auto r = split_key(key).second.empty() ? compare_head(c, key) : end_chain(c, key);
+    if (!r) return r;
   }
+  if (!_spill && _ended.size() > lookups_max && _o.scan) _spill = std::make_unique<head_spill>();
+  auto ended = _spill ? compare_ended_by_scan() : compare_ended_by_lookup();
+  if (!ended) return ended;
   // Chains end in hash-map order; sort so a report reads the same on every run.
   std::stable_sort(_problems.begin(), _problems.end(), [](const auto& a, const auto& b) {
     return std::tie(a.offset, a.tenant, a.execution) < std::tie(b.offset, b.tenant, b.execution);

@@ -20,7 +20,8 @@
 // Memory: one entry per open chain (an execution that has not ended, or a tenant's definition
 // chain): its key, last hash, count and last offset, ~150 bytes. An execution's entry is
 // dropped at its terminal event, so memory is bounded by the executions running at once, not
-// by the log's length. Threading: one checker per partition, used by one thread.
+// by the log's length; ended histories wait for their end comparison in a bounded batch
+// (head_spill.h). Threading: one checker per partition, used by one thread.
 
 #include <cstdint>
 #include <functional>
@@ -32,6 +33,7 @@
 
 #include "engine/record.h"
 #include "engine/result.h"
+#include "replay/head_spill.h"
 
 namespace auterity {
 
@@ -62,15 +64,27 @@ struct chain_head {
 // chain — or nullopt if it holds none.
 using head_lookup = std::function<result<std::optional<chain_head>>(std::string_view tenant,
                                                                     std::string_view execution)>;
+// Calls fn with the head of every execution of `tenant` the engine holds, in execution id
+// (byte) order, until fn returns false.
+using head_scan = std::function<result<void>(
+    std::string_view tenant,
+    const std::function<bool(std::string_view execution, const chain_head& head)>& fn)>;
+
+struct chain_check_options {
+  head_lookup heads;  // empty: the ends of histories are not compared
+  head_scan scan;     // the same heads in key order, for ended histories in bulk
+  // The heads reflect the executions records below this offset (the state's checkpoint), so a
+  // history with a later event is not compared with them (the engine has not applied it yet).
+  uint64_t heads_cover = UINT64_MAX;
+  std::string tenant;  // check only this tenant's records (empty: all)
+  // Ended histories wait for their comparison in a sorted batch this big; more are spilled to
+  // a temporary file in sorted runs and merged with one scan of the heads at the end.
+  size_t ended_batch_max = 32768;
+};
 
 class chain_checker {
  public:
-  // `heads` may be empty: then the ends of chains are not compared. `heads_cover`: the heads
-  // reflect the executions records below this offset (the state's checkpoint), so a chain
-  // with a later event is not compared with them (the engine has not applied it yet).
-  // `tenant`: check only this tenant's records (empty: all).
-  chain_checker(uint32_t partition, head_lookup heads = {}, std::string tenant = {},
-                uint64_t heads_cover = UINT64_MAX);
+  explicit chain_checker(uint32_t partition, chain_check_options options = {});
 
   // Feeds the next executions record. Returns false if the record should not be trusted for
   // replay (it is undecodable or belongs to a chain with a problem so far).
@@ -109,16 +123,6 @@ class chain_checker {
     const flatbuffers::Vector<uint8_t>* prev;
     const fbs::Envelope* env;
   };
-  // An ended history waiting for its head comparison. Comparisons run in batches, in key
-  // order, so the engine's store is read sequentially (a point read per execution in log
-  // order would re-read blocks from disk).
-  struct ended_chain {
-    std::string key;
-    uint32_t count;
-    hash256 last;
-    uint64_t last_offset;
-  };
-  static constexpr size_t ended_batch_max = 4096;
   struct string_hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -131,8 +135,11 @@ class chain_checker {
   void suspect_break(chain& c, suspect what, const event_view& e);
   bool appended_after_end(const chain& c, std::string_view key) const;
   result<void> compare_head(chain& c, std::string_view key);
-  result<void> compare_head(const ended_chain& e);
-  result<void> compare_ended();
+  void check_end(const ended_history& e, const std::optional<chain_head>& head);
+  result<void> end_chain(const chain& c, std::string_view key);
+  result<void> compare_ended_by_lookup();
+  result<void> compare_ended_by_scan();
+  result<void> scan_tenant(std::optional<ended_history>& cur);
   void accept(chain& c, const event_view& e);
   void report(chain& c, std::string_view key, chain_problem_kind kind, uint64_t offset,
               std::string record_id, std::string detail);
@@ -142,15 +149,16 @@ class chain_checker {
   std::string seq_id(std::string_view key, uint32_t seq) const;
 
   uint32_t _partition;
-  head_lookup _heads;
-  std::string _tenant;
-  uint64_t _heads_cover;
+  chain_check_options _o;
   chain_map _chains;
   std::string _key;  // reused buffer: tenant '\0' execution
   uint64_t _events = 0;
   uint64_t _chains_started = 0;
   size_t _open_peak = 0;
-  std::vector<ended_chain> _ended;
+  // Up to this many ends are compared by point reads; more by one sequential scan.
+  static constexpr size_t lookups_max = 1024;
+  std::vector<ended_history> _ended;
+  std::unique_ptr<head_spill> _spill;
   std::vector<chain_problem> _problems;
   uint64_t _problems_total = 0;
 };

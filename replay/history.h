@@ -73,7 +73,7 @@ struct history {
 };
 
 struct collector_limits {
-  int64_t late_grace_ms = 60'000;            // records this long after the end still join
+  int64_t late_grace_ms = 60'000;           // records this long after the end still join
   size_t buffered_bytes_max = 64ull << 20;  // records of all histories held at once
 };
 

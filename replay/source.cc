@@ -37,6 +37,9 @@ result<replay_source> open_embedded_source(const std::string& data_dir, bool wit
     if (!std::filesystem::exists(dir + "/CURRENT", ec)) continue;
     state_store_options so;
     so.create_if_missing = false;  // never invent an empty state to compare with
+    // Replay reads the stores in sequential scans (chain ends, the state comparison) and does
+    // at most a few point reads: a small cache keeps memory low.
+    so.block_cache_bytes = 16ull << 20;
     auto s = state_store::open(dir, so);
     if (!s) return std::unexpected(s.error());
     src.stores[p] = std::move(*s);

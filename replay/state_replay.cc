@@ -200,7 +200,9 @@ result<rebuild_result> rebuild(log& l, uint32_t partition, state_rebuilder& r,
                                const rebuild_limit& limit) {
   const uint64_t end = std::min(limit.end_offset, l.end_offset(stream::executions, partition));
   stream_reader reader(l, stream::executions, partition, 0, end);
-  chain_checker chains(partition, {}, r.tenant());
+  chain_check_options o;
+  o.tenant = r.tenant();
+  chain_checker chains(partition, std::move(o));
   rebuild_result out;
   out.end_offset = end;
   uint64_t next = 0;

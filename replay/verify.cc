@@ -33,6 +33,19 @@ head_lookup heads_of(const state_store& s) {
   };
 }
 
+// The same heads for all executions of a tenant, in key order: one sequential read.
+head_scan head_scan_of(const state_store& s) {
+  return [&s](std::string_view tenant,
+              const std::function<bool(std::string_view, const chain_head&)>& fn) {
+    const std::string prefix = keys::tenant_prefix(tenant) + "E";
+    return s.scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
+      execution_state e;
+      if (!decode_execution(value, e)) return true;  // the state comparison reports it
+      return fn(key.substr(prefix.size()), chain_head{e.event_count, e.last_hash});
+    });
+  };
+}
+
 std::vector<uint32_t> selected_partitions(const log& l, const verify_options& o) {
   if (!o.partitions.empty()) return o.partitions;
   if (!o.tenant.empty()) return {tenant_partition(o.tenant, l.partition_count())};
@@ -51,8 +64,7 @@ class partition_verifier {
 
   result<partition_verification> run() {
     const auto start = std::chrono::steady_clock::now();
-    chain_checker checker(_v.partition, heads(), _o.tenant,
-                          _live ? _live->checkpoint() : UINT64_MAX);
+    chain_checker checker(_v.partition, check_options());
     if (auto r = open_rebuilder(); !r) return std::unexpected(r.error());
     if (auto r = scan(checker); !r) return std::unexpected(r.error());
     if (auto r = checker.finish(); !r) return std::unexpected(r.error());
@@ -69,12 +81,15 @@ class partition_verifier {
   }
 
  private:
-  head_lookup heads() {
+  chain_check_options check_options() {
+    chain_check_options c;
+    c.tenant = _o.tenant;
+    c.ended_batch_max = _o.ended_batch_max;
     if (!_live) {
       _v.notes.push_back(
           "no engine state for this partition here: the newest event of each "
           "history is not vouched for");
-      return {};
+      return c;
     }
     if (_live->checkpoint() < _end) {
       _v.notes.push_back(fmt::format(
@@ -84,7 +99,10 @@ class partition_verifier {
           _live->checkpoint(), _end));
     }
     _v.heads_compared = true;
-    return heads_of(*_live);
+    c.heads = heads_of(*_live);
+    c.scan = head_scan_of(*_live);
+    c.heads_cover = _live->checkpoint();
+    return c;
   }
 
   result<void> open_rebuilder() {

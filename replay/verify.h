@@ -30,6 +30,7 @@ struct verify_options {
   unsigned threads = 0;              // partitions verified at once; 0: one per core
   std::string scratch_dir;           // rebuilt stores go to <scratch_dir>/pNNN (required for state)
   size_t problems_listed_max = 100'000;  // per partition and kind; all are counted
+  size_t ended_batch_max = 32768;        // ended histories compared per batch (chain_check.h)
   progress* meter = nullptr;             // counts records read (a progress bar); may be null
 };
 
