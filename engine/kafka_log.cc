@@ -110,9 +110,6 @@ class kafka_log final : public log {
   explicit kafka_log(kafka_log_options options) : _options(std::move(options)) {}
 
   result<void> open() {
-    auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(), true);
-    if (!producer) return std::unexpected(producer.error());
-    _producer = std::move(*producer);
     auto meta = make_client(RD_KAFKA_CONSUMER, consumer_conf("auterity.meta"), false);
     if (!meta) return std::unexpected(meta.error());
     _meta = std::move(*meta);
@@ -120,6 +117,10 @@ class kafka_log final : public log {
     if (!partitions) return std::unexpected(partitions.error());
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
+    if (_options.read_only) return {};
+    auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(), true);
+    if (!producer) return std::unexpected(producer.error());
+    _producer = std::move(*producer);
     if (error_ptr e{rd_kafka_init_transactions(_producer.get(), _options.request_timeout_ms)}) {
       return std::unexpected(kafka_error("init_transactions", e.get()));
     }
@@ -143,6 +144,7 @@ class kafka_log final : public log {
       }
     }
     if (batch.empty()) return std::vector<uint64_t>();
+    if (!_producer) return fail(errc::invalid, "this Kafka log was opened read-only");
     pending_commit mine{p, &batch, std::vector<delivery>(batch.appends.size())};
     std::unique_lock lock(_txn_mu);
     _queue.push_back(&mine);

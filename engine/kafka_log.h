@@ -32,6 +32,9 @@ struct kafka_log_options {
   // Live group metadata for a logical group (kafka_membership::group_metadata_copy()), or
   // nullptr: offsets are then committed without a member, with no fencing by generation.
   std::function<void*(std::string_view group)> group_metadata;
+  // Tools that only read (timeline, status, replay) open without a producer, so they can never
+  // fence a running engine; commit() then fails with errc::invalid.
+  bool read_only = false;
 };
 
 // Connects, checks that all topics exist and are co-partitioned (same partition count), and

@@ -1,5 +1,7 @@
 // auterity: the engine's command-line program. See `auterity --help`.
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -85,12 +87,13 @@ uint32_t partitions_for(const common_flags& f) {
 }
 
 result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers,
-                                        bool kafka_group = false) {
+                                        bool kafka_group = false, bool read_only = false) {
   node_options o;
   o.kafka_group = kafka_group;
   o.data_dir = f.data_dir;
   o.partitions = partitions_for(f);
   o.kafka = kafka_of(f);
+  if (o.kafka) o.kafka->read_only = read_only;
   o.runtime = f.runtime;
   o.fsync = !f.no_fsync;
   o.workers = workers;
@@ -103,8 +106,10 @@ int64_t wall_ms() {
   return c.now_ms();
 }
 
-int submit_one(const common_flags& f, std::string_view tenant, std::string bytes) {
+int submit_one(common_flags f, std::string_view tenant, std::string bytes) {
   system_clock clk;
+  // A transactional id of its own: the engine's would fence the running engine.
+  f.instance = fmt::format("cli-{}", ::getpid());
   auto n = open_node(f, clk, false);
   if (!n) return report(n.error());
   if (auto r = (*n)->submit(tenant, std::move(bytes)); !r) return report(r.error());
@@ -197,7 +202,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
 
 int cmd_timeline(const common_flags& f, const std::string& tenant, const std::string& id) {
   system_clock clk;
-  auto n = open_node(f, clk, false);
+  auto n = open_node(f, clk, false, false, /*read_only=*/true);
   if (!n) return report(n.error());
   const uint32_t p = tenant_partition(tenant, (*n)->partitions());
   auto entries = load_timeline((*n)->get_log(), p, (*n)->partition(p).store(), tenant, id);
@@ -212,7 +217,7 @@ int cmd_timeline(const common_flags& f, const std::string& tenant, const std::st
 
 int cmd_status(const common_flags& f) {
   system_clock clk;
-  auto n = open_node(f, clk, false);
+  auto n = open_node(f, clk, false, false, /*read_only=*/true);
   if (!n) return report(n.error());
   (*n)->for_each_execution([](const execution_state& e) {
     fmt::print("{:<16} {:<24} {:<12} {:<10} {}\n", e.tenant, e.id, e.workflow,
@@ -231,7 +236,7 @@ int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition
     return 2;
   }
   system_clock clk;
-  auto n = open_node(f, clk, false);
+  auto n = open_node(f, clk, false, false, /*read_only=*/true);
   if (!n) return report(n.error());
   log& l = (*n)->get_log();
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
