@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include "engine/embedded_log.h"
+#include "engine/kafka_log.h"
 
 namespace auterity {
 
@@ -12,6 +13,47 @@ std::vector<state_store*> replay_source::store_ptrs() const {
   std::vector<state_store*> out;
   for (const auto& s : stores) out.push_back(s.get());
   return out;
+}
+
+namespace {
+
+// The state stores <data_dir>/state/pNNN that exist, never creating one.
+result<void> open_stores(replay_source& src, const std::string& data_dir, bool with_state) {
+  const uint32_t partitions = src.events->partition_count();
+  src.stores.resize(partitions);
+  if (!with_state) return {};
+  for (uint32_t p = 0; p < partitions; ++p) {
+    const std::string dir = fmt::format("{}/state/p{:03}", data_dir, p);
+    std::error_code ec;
+    if (!std::filesystem::exists(dir + "/CURRENT", ec)) continue;
+    state_store_options so;
+    so.create_if_missing = false;  // never invent an empty state to compare with
+    // Replay reads the stores in sequential scans (chain ends, the state comparison) and does
+    // at most a few point reads: a small cache keeps memory low.
+    so.block_cache_bytes = 16ull << 20;
+    auto s = state_store::open(dir, so);
+    if (!s) return std::unexpected(s.error());
+    src.stores[p] = std::move(*s);
+  }
+  return {};
+}
+
+}  // namespace
+
+result<replay_source> open_kafka_source(const std::string& bootstrap,
+                                        const std::string& topic_prefix,
+                                        const std::string& data_dir, bool with_state) {
+  kafka_log_options o;
+  o.bootstrap = bootstrap;
+  o.topic_prefix = topic_prefix;
+  o.instance_id = "replay";
+  o.read_only = true;
+  auto l = open_kafka_log(o);
+  if (!l) return std::unexpected(l.error());
+  replay_source src;
+  src.events = std::move(*l);
+  if (auto r = open_stores(src, data_dir, with_state); !r) return std::unexpected(r.error());
+  return src;
 }
 
 result<replay_source> open_embedded_source(const std::string& data_dir, bool with_state) {
@@ -29,21 +71,7 @@ result<replay_source> open_embedded_source(const std::string& data_dir, bool wit
   if (!l) return std::unexpected(l.error());
   replay_source src;
   src.events = std::move(*l);
-  src.stores.resize(lo.partitions);
-  if (!with_state) return src;
-  for (uint32_t p = 0; p < lo.partitions; ++p) {
-    const std::string dir = fmt::format("{}/state/p{:03}", data_dir, p);
-    std::error_code ec;
-    if (!std::filesystem::exists(dir + "/CURRENT", ec)) continue;
-    state_store_options so;
-    so.create_if_missing = false;  // never invent an empty state to compare with
-    // Replay reads the stores in sequential scans (chain ends, the state comparison) and does
-    // at most a few point reads: a small cache keeps memory low.
-    so.block_cache_bytes = 16ull << 20;
-    auto s = state_store::open(dir, so);
-    if (!s) return std::unexpected(s.error());
-    src.stores[p] = std::move(*s);
-  }
+  if (auto r = open_stores(src, data_dir, with_state); !r) return std::unexpected(r.error());
   return src;
 }
 

@@ -26,4 +26,12 @@ struct replay_source {
 // never creating one. Fails with errc::not_found if there is no log in the directory.
 result<replay_source> open_embedded_source(const std::string& data_dir, bool with_state);
 
+// Opens the topics on a Kafka cluster read-only (no producer: a replay never fences the
+// engine; read_committed: aborted and open transactions are not history) and, with
+// `with_state`, the state stores under <data_dir>/state that exist (copies or the stores of the
+// node that ran the partitions; without them the chain check still runs).
+result<replay_source> open_kafka_source(const std::string& bootstrap,
+                                        const std::string& topic_prefix,
+                                        const std::string& data_dir, bool with_state);
+
 }  // namespace auterity

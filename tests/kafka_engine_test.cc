@@ -245,6 +245,15 @@ TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   ASSERT_EQ(done, ids.size()) << "executions still running after 90 s";
   verify_exactly_once(**n, ids, dir + "/scratch");
   expect_outbox_once(dir, ids.size());
+  n->reset();  // releases the state stores for the auditor
+  // An auditor verifies the history on Kafka (read-only) against the engine's state.
+  const std::string audit = fmt::format(
+      "{} replay verify --kafka {} --topic-prefix {} --data {} --no-progress > "
+      "{}/audit.log 2>&1",
+      AUTERITY_BIN, cluster->bootstrap(), prefix, dir, dir);
+  const int rc = std::system(audit.c_str());
+  EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0)
+      << "replay verify on Kafka failed; see " << dir << "/audit.log";
 }
 
 // `auterity run` on Kafka as a child process; its output goes to <dir>/engine.log.

@@ -58,6 +58,8 @@ CLI::Option* text_option(CLI::App* cmd, const std::string& name, std::string& in
 
 struct common_options {
   std::string data = "auterity-data";
+  std::string kafka;  // bootstrap servers: read the topics instead of <data>/log
+  std::string topic_prefix;
   std::string threads;
   bool no_progress = false;
   std::vector<CLI::Option*> valued;  // options that need a value when given
@@ -69,6 +71,13 @@ void add_common(CLI::App* cmd, common_options& c) {
   c.valued.push_back(text_option(cmd, "--data", c.data,
                                  "Data directory (embedded log + state); default auterity-data",
                                  "DIR"));
+  c.valued.push_back(text_option(cmd, "--kafka", c.kafka,
+                                 "Read the history from this Kafka cluster (read-only, "
+                                 "read_committed); --data then only holds engine state to "
+                                 "compare with, if any",
+                                 "BOOTSTRAP"));
+  c.valued.push_back(
+      text_option(cmd, "--topic-prefix", c.topic_prefix, "Kafka topic name prefix", "PREFIX"));
   c.valued.push_back(text_option(cmd, "--threads", c.threads,
                                  "Partitions read at once (default: one per core)", "N"));
   cmd->add_flag("--no-progress", c.no_progress,
@@ -89,6 +98,11 @@ std::optional<std::string> check_command_line(CLI::App* cmd, const common_option
     }
   }
   return std::nullopt;
+}
+
+result<replay_source> open_source(const common_options& c, bool with_state) {
+  if (c.kafka.empty()) return open_embedded_source(c.data, with_state);
+  return open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state);
 }
 
 std::optional<unsigned> parse_count(const std::string& text) {
@@ -166,7 +180,7 @@ std::optional<std::string> timeline_options_of(const timeline_flags& f, timeline
 int run_timeline(const timeline_flags& f) {
   timeline_options o;
   if (auto why = timeline_options_of(f, o)) return fail_usage(*why);
-  auto src = open_embedded_source(f.c.data, false);
+  auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
   std::FILE* out = stdout;
   if (!f.out.empty()) {
@@ -268,7 +282,7 @@ int run_state(const state_flags& f) {
     if (point->offset) limit.end_offset = *point->offset;
     limit.until_ms = point->time_ms;
   }
-  auto src = open_embedded_source(f.c.data, false);
+  auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
   log& l = *src->events;
   const uint32_t p = tenant_partition(f.tenant, l.partition_count());
@@ -426,7 +440,7 @@ int run_verify(const verify_flags& f) {
     return fail_usage("--threads must be a number");
   }
   o.threads = f.c.threads.empty() ? 0 : *parse_count(f.c.threads);
-  auto src = open_embedded_source(f.c.data, true);
+  auto src = open_source(f.c, true);
   if (!src) return fail_error(src.error());
   log& l = *src->events;
   if (!f.partition.empty()) {
