@@ -69,6 +69,7 @@ class orchestrator::decider {
   void start_execution(const input& in, const fbs::Envelope& env);
   void signal(const input& in, const fbs::Envelope& env);
   void cancel(const input& in, const fbs::Envelope& env);
+  execution_state* running_execution(const input& in, const fbs::Envelope& env);
 
   void advance(execution_state& e);
   void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
@@ -306,18 +307,28 @@ void orchestrator::decider::start_execution(const input& in, const fbs::Envelope
   advance(*e);
 }
 
-void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
-  auto p = env.payload_as_Signal();
+// The running execution a signal or cancel names, or null after rejecting the command.
+execution_state* orchestrator::decider::running_execution(const input& in,
+                                                          const fbs::Envelope& env) {
   execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
   if (!e) {
-    return reject(in, &env, rejection_code::unknown_execution,
-                  fmt::format("no execution '{}' for tenant '{}'", sv(env.execution_id()),
-                              sv(env.tenant_id())));
+    reject(in, &env, rejection_code::unknown_execution,
+           fmt::format("no execution '{}' for tenant '{}'", sv(env.execution_id()),
+                       sv(env.tenant_id())));
+    return nullptr;
   }
   if (e->status != exec_status::running) {
-    return reject(in, &env, rejection_code::execution_finished,
-                  fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
+    reject(in, &env, rejection_code::execution_finished,
+           fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
+    return nullptr;
   }
+  return e;
+}
+
+void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
+  auto p = env.payload_as_Signal();
+  execution_state* e = running_execution(in, env);
+  if (!e) return;
   const std::string_view payload = sv(p->payload_json());
   if (payload.size() > limits::payload_bytes_max) {
     return reject(in, &env, rejection_code::payload_too_large,
@@ -348,16 +359,8 @@ void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
 }
 
 void orchestrator::decider::cancel(const input& in, const fbs::Envelope& env) {
-  execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
-  if (!e) {
-    return reject(in, &env, rejection_code::unknown_execution,
-                  fmt::format("no execution '{}' for tenant '{}'", sv(env.execution_id()),
-                              sv(env.tenant_id())));
-  }
-  if (e->status != exec_status::running) {
-    return reject(in, &env, rejection_code::execution_finished,
-                  fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
-  }
+  execution_state* e = running_execution(in, env);
+  if (!e) return;
   const std::string reason(sv(env.payload_as_CancelExecution()->reason()));
   emit(*e, fbs::Payload::ExecutionCancelled,
        [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });

@@ -12,32 +12,13 @@ namespace auterity {
 namespace {
 
 using json = nlohmann::json;
+using testing::dead_letters;
 using testing::harness;
 
 constexpr const char* tenant = "acme";
 
 const std::string simple_workflow =
     R"({"workflow":"wf","version":1,"steps":[{"id":"a","kind":"task","action":"transform"}]})";
-
-struct dead_letter {
-  std::string reason;
-  std::string source;
-  std::string original;
-};
-
-std::vector<dead_letter> dead_letters(harness& h) {
-  std::vector<dead_letter> out;
-  for (const record& r : h.read_all(stream::deadletter)) {
-    const fbs::Envelope* e = decode_envelope(r.value);
-    EXPECT_NE(e, nullptr) << "deadletter records are envelopes themselves";
-    if (!e) continue;
-    auto d = e->payload_as_DeadLetter();
-    out.push_back(
-        {std::string(sv(d->reason())), std::string(sv(d->source_stream())),
-         std::string(reinterpret_cast<const char*>(d->original()->data()), d->original()->size())});
-  }
-  return out;
-}
 
 // After the bad record, a good execution must still run: no bad record stops a partition.
 void expect_partition_still_works(harness& h, std::string_view id) {

@@ -12,6 +12,7 @@
 namespace auterity {
 namespace {
 
+using testing::dead_letters;
 using testing::harness;
 
 constexpr const char* tenant = "acme";
@@ -37,26 +38,6 @@ const std::string json_start = R"(
 const std::string json_signal =
     R"({"kind":"Command","tenant_id":"acme","execution_id":"lead-1","record_id":"crm-124",)"
     R"("payload_type":"Signal","payload":{"name":"go","payload_json":"{}"}})";
-
-struct dead_letter {
-  std::string reason;
-  std::string source;
-  std::string original;
-};
-
-std::vector<dead_letter> dead_letters(harness& h) {
-  std::vector<dead_letter> out;
-  for (const record& r : h.read_all(stream::deadletter)) {
-    const fbs::Envelope* e = decode_envelope(r.value);
-    EXPECT_NE(e, nullptr) << "deadletter records are envelopes themselves";
-    if (!e) continue;
-    auto d = e->payload_as_DeadLetter();
-    out.push_back(
-        {std::string(sv(d->reason())), std::string(sv(d->source_stream())),
-         std::string(reinterpret_cast<const char*>(d->original()->data()), d->original()->size())});
-  }
-  return out;
-}
 
 // What a Kafka client does: raw bytes on the tenant's partition of a stream.
 void append_raw(harness& h, stream s, std::string bytes) {

@@ -27,6 +27,12 @@ inline std::string temp_dir(std::string_view name) {
   return made ? std::string(made) : std::string();
 }
 
+struct dead_letter {
+  std::string reason;
+  std::string source;
+  std::string original;
+};
+
 struct rejection {
   uint16_t code;
   std::string reason;
@@ -111,6 +117,19 @@ class harness {
     }
     return out;
   }
+  std::vector<dead_letter> dead_letters() {
+    std::vector<dead_letter> out;
+    for (const record& r : read_all(stream::deadletter)) {
+      const fbs::Envelope* e = decode_envelope(r.value);
+      EXPECT_NE(e, nullptr) << "deadletter records are envelopes themselves";
+      if (!e) continue;
+      auto d = e->payload_as_DeadLetter();
+      out.push_back({std::string(sv(d->reason())), std::string(sv(d->source_stream())),
+                     std::string(reinterpret_cast<const char*>(d->original()->data()),
+                                 d->original()->size())});
+    }
+    return out;
+  }
   // Payload type names of one execution's events, in order.
   std::vector<std::string> events_of(std::string_view id) {
     std::vector<std::string> out;
@@ -130,5 +149,7 @@ class harness {
   manual_clock clk;
   std::unique_ptr<node> n;
 };
+
+inline std::vector<dead_letter> dead_letters(harness& h) { return h.dead_letters(); }
 
 }  // namespace auterity::testing
