@@ -32,8 +32,8 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "engine/assert.h"
 #include "engine/record.h"
@@ -66,8 +66,8 @@ struct bench_flags {
 
 constexpr std::string_view acker_group = "bench.acker";
 constexpr std::string_view workflow_name = "bench-linear";
-constexpr size_t submit_batch_records_max = 1024;    // StartExecution records per setup commit
-constexpr size_t read_batch_bytes_max = 8 << 20;     // acker read limit
+constexpr size_t submit_batch_records_max = 1024;  // StartExecution records per setup commit
+constexpr size_t read_batch_bytes_max = 8 << 20;   // acker read limit
 // A single acker sleeps on one partition at a time, so a commit elsewhere does not wake it: keep
 // its sleeps short.
 constexpr int64_t acker_idle_wait_ms_max = 1;
@@ -113,12 +113,18 @@ std::string filesystem_name(const std::string& path) {
   struct statfs s {};
   if (::statfs(path.c_str(), &s) != 0) return "unknown";
   switch (static_cast<unsigned long>(s.f_type)) {
-    case 0xEF53: return "ext4";
-    case 0x58465342: return "xfs";
-    case 0x9123683E: return "btrfs";
-    case 0x01021994: return "tmpfs (fsync is free!)";
-    case 0x794c7630: return "overlayfs";
-    default: return fmt::format("0x{:x}", static_cast<unsigned long>(s.f_type));
+    case 0xEF53:
+      return "ext4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x01021994:
+      return "tmpfs (fsync is free!)";
+    case 0x794c7630:
+      return "overlayfs";
+    default:
+      return fmt::format("0x{:x}", static_cast<unsigned long>(s.f_type));
   }
 }
 
@@ -267,8 +273,8 @@ ack_result success_ack() {
 // the same tenant (same partition: one atomic commit).
 class acker {
  public:
-  acker(log& l, std::vector<uint32_t> partitions, std::vector<int64_t>& ack_commit_ns,
-        workload& w, size_t batch_records_max)
+  acker(log& l, std::vector<uint32_t> partitions, std::vector<int64_t>& ack_commit_ns, workload& w,
+        size_t batch_records_max)
       : _log(l),
         _partitions(std::move(partitions)),
         _ack_commit_ns(ack_commit_ns),
@@ -277,7 +283,9 @@ class acker {
         _next(_partitions.size(), 0) {}
   ~acker() { stop(); }
 
-  void start() { _thread = std::thread([this] { loop(); }); }
+  void start() {
+    _thread = std::thread([this] { loop(); });
+  }
   void stop() {
     _stop = true;
     if (_thread.joinable()) _thread.join();
@@ -381,8 +389,7 @@ std::vector<std::unique_ptr<acker>> make_ackers(log& l, const bench_flags& f, wo
 // ------------------------------------------------------------------------------ CPU split
 
 enum class cpu_role { main, orchestrator, acker, rocksdb, other };
-constexpr std::string_view cpu_role_names[] = {"main", "orchestrator", "acker", "rocksdb",
-                                               "other"};
+constexpr std::string_view cpu_role_names[] = {"main", "orchestrator", "acker", "rocksdb", "other"};
 constexpr size_t cpu_roles = std::size(cpu_role_names);
 
 struct cpu_snapshot {
@@ -445,10 +452,14 @@ cpu_split split_cpu(const cpu_snapshot& from, const cpu_snapshot& to,
     auto before = from.threads.find(tid);
     const uint64_t start = before == from.threads.end() ? 0 : before->second.second;
     cpu_role role = cpu_role::other;
-    if (tid == ::getpid()) role = cpu_role::main;
-    else if (std::ranges::count(orchestrator_tids, tid)) role = cpu_role::orchestrator;
-    else if (comm.starts_with("bench-acker")) role = cpu_role::acker;
-    else if (comm.starts_with("rocksdb")) role = cpu_role::rocksdb;
+    if (tid == ::getpid())
+      role = cpu_role::main;
+    else if (std::ranges::count(orchestrator_tids, tid))
+      role = cpu_role::orchestrator;
+    else if (comm.starts_with("bench-acker"))
+      role = cpu_role::acker;
+    else if (comm.starts_with("rocksdb"))
+      role = cpu_role::rocksdb;
     out.seconds[static_cast<size_t>(role)] += static_cast<double>(run_ns - start) / 1e9;
   }
   out.user_s = static_cast<double>(to.user_us - from.user_us) / 1e6;
@@ -520,7 +531,7 @@ struct run_record {
   cpu_snapshot cpu_last;
   bool window_open = false;
   bool window_closed = false;
-  bool complete = false;   // every execution ended
+  bool complete = false;  // every execution ended
   bool timed_out = false;
 };
 
@@ -538,8 +549,7 @@ void observe(const totals& t, const bench_flags& f, run_record& r) {
   }
 }
 
-run_record run(node& n, const std::vector<std::unique_ptr<acker>>& ackers,
-               const bench_flags& f) {
+run_record run(node& n, const std::vector<std::unique_ptr<acker>>& ackers, const bench_flags& f) {
   run_record r;
   const cpu_snapshot cpu_at_start = take_cpu_snapshot();
   r.started_ns = now_ns();
@@ -584,8 +594,7 @@ latency_summary summarize_latency(const std::vector<std::unique_ptr<acker>>& ack
   if (v.empty()) return out;
   std::ranges::sort(v);
   auto at = [&](double q) {
-    return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) /
-           1e6;
+    return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) / 1e6;
   };
   out.p50_ms = at(0.50);
   out.p90_ms = at(0.90);
@@ -646,14 +655,13 @@ report make_report(const run_record& r, const std::vector<std::unique_ptr<acker>
 void print_table(const bench_flags& f, const report& r, std::string_view fs_name) {
   const double cores = static_cast<double>(std::thread::hardware_concurrency());
   auto pct = [&](double s) { return 100.0 * ratio(s, r.window_s * cores); };
-  fmt::print("orchestration_bench: {} partitions, fsync {}, {} executions x {} steps, {} in "
-             "flight, ackers {}, data on {}\n",
-             f.partitions, f.fsync ? "on" : "off", f.executions, f.steps, f.in_flight, f.ackers,
-             fs_name);
+  fmt::print(
+      "orchestration_bench: {} partitions, fsync {}, {} executions x {} steps, {} in "
+      "flight, ackers {}, data on {}\n",
+      f.partitions, f.fsync ? "on" : "off", f.executions, f.steps, f.in_flight, f.ackers, fs_name);
   fmt::print("  {:<38} {:>12.0f}   (window {:.2f} s of {:.2f} s run)\n",
              "step transitions/s (window)", r.transitions_per_s, r.window_s, r.run_s);
-  fmt::print("  {:<38} {:>12.0f}\n", "step transitions/s (whole run)",
-             r.overall_transitions_per_s);
+  fmt::print("  {:<38} {:>12.0f}\n", "step transitions/s (whole run)", r.overall_transitions_per_s);
   fmt::print("  {:<38} {:>12.2f} {:>8.2f} {:>8.2f} {:>8.2f}   ({} samples)\n",
              "ack->next command ms p50 p90 p99 max", r.latency.p50_ms, r.latency.p90_ms,
              r.latency.p99_ms, r.latency.max_ms, r.latency.count);
@@ -661,19 +669,17 @@ void print_table(const bench_flags& f, const report& r, std::string_view fs_name
              "orchestrator commits/s", r.orchestrator_commits_per_s,
              r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit,
              r.orchestrator_commit_ms);
-  fmt::print("  {:<38} {:>12.0f}   ({:.1f} acks each)\n", "acker commits/s",
-             r.acker_commits_per_s, r.acks_per_acker_commit);
-  fmt::print("  {:<38} {:>12.0f}   (user {:.2f} s, sys {:.2f} s)\n",
-             "CPU used, % of all cores", pct(r.cpu.user_s + r.cpu.sys_s), r.cpu.user_s,
-             r.cpu.sys_s);
+  fmt::print("  {:<38} {:>12.0f}   ({:.1f} acks each)\n", "acker commits/s", r.acker_commits_per_s,
+             r.acks_per_acker_commit);
+  fmt::print("  {:<38} {:>12.0f}   (user {:.2f} s, sys {:.2f} s)\n", "CPU used, % of all cores",
+             pct(r.cpu.user_s + r.cpu.sys_s), r.cpu.user_s, r.cpu.sys_s);
   for (size_t i = 0; i < cpu_roles; ++i) {
     fmt::print("    {:<36} {:>12.1f}%\n", cpu_role_names[i], pct(r.cpu.seconds[i]));
   }
   fmt::print("  {:<38} {:>12.0f}   (should be near 0 for a clean measurement)\n",
              "other processes' CPU, % of all cores", pct(r.cpu.neighbours_s));
   fmt::print("  {:<38} {:>12.0f}   (after the run: {:.0f})\n",
-             "disk: 4 KiB append + fdatasync, us p50", r.fdatasync_before_us,
-             r.fdatasync_after_us);
+             "disk: 4 KiB append + fdatasync, us p50", r.fdatasync_before_us, r.fdatasync_after_us);
 }
 
 void print_json(const bench_flags& f, const report& r) {
@@ -695,9 +701,9 @@ void print_json(const bench_flags& f, const report& r) {
       f.partitions, f.fsync, f.executions, f.in_flight, f.steps, f.ackers, r.transitions_per_s,
       r.overall_transitions_per_s, r.window_s, r.run_s, r.latency.p50_ms, r.latency.p90_ms,
       r.latency.p99_ms, r.latency.max_ms, r.latency.count, r.orchestrator_commits_per_s,
-      r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit,
-      r.orchestrator_commit_ms, r.acker_commits_per_s, r.acks_per_acker_commit, cpu,
-      ratio(r.cpu.neighbours_s, window_cpu), r.fdatasync_before_us, r.fdatasync_after_us);
+      r.inputs_per_orchestrator_commit, r.records_per_orchestrator_commit, r.orchestrator_commit_ms,
+      r.acker_commits_per_s, r.acks_per_acker_commit, cpu, ratio(r.cpu.neighbours_s, window_cpu),
+      r.fdatasync_before_us, r.fdatasync_after_us);
 }
 
 // ----------------------------------------------------------------------------------- main
@@ -721,8 +727,8 @@ bool check_outcome(node& n, const bench_flags& f, const run_record& r) {
   return ok;
 }
 
-result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string& dir,
-                                        clock& clk, workload& w) {
+result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string& dir, clock& clk,
+                                        workload& w) {
   node_options o;
   o.data_dir = dir;
   o.partitions = f.partitions;
@@ -744,7 +750,8 @@ int run_bench(const bench_flags& f) {
   auto dir = temp_dir::create(f.dir);
   if (!dir) return fmt::print(stderr, "orchestration_bench: {}\n", dir.error().message), 2;
   system_clock clk;
-  workload w{.executions = f.executions, .in_flight = f.in_flight,
+  workload w{.executions = f.executions,
+             .in_flight = f.in_flight,
              .last_step = fmt::format("s{}", f.steps - 1)};
   auto opened = open_node(f, dir->path(), clk, w);
   if (!opened) return fmt::print(stderr, "orchestration_bench: {}\n", opened.error().message), 2;
@@ -771,30 +778,39 @@ int run_bench(const bench_flags& f) {
 
 int parse_and_run(int argc, char** argv) {
   bench_flags f;
-  CLI::App app{"Orchestration benchmark: step transitions/s and ack-to-next-command latency "
-               "on the embedded log (see bench/README.md)"};
-  app.add_option("--partitions", f.partitions, "Partitions")->capture_default_str()
+  CLI::App app{
+      "Orchestration benchmark: step transitions/s and ack-to-next-command latency "
+      "on the embedded log (see bench/README.md)"};
+  app.add_option("--partitions", f.partitions, "Partitions")
+      ->capture_default_str()
       ->check(CLI::Range(1, 64));
   app.add_flag("--fsync,!--no-fsync", f.fsync, "fdatasync every log commit (default on)");
-  app.add_option("--steps", f.steps, "Task steps in the linear workflow")->capture_default_str()
+  app.add_option("--steps", f.steps, "Task steps in the linear workflow")
+      ->capture_default_str()
       ->check(CLI::Range(1, 60));
   app.add_option("--executions", f.executions, "Executions to run")
-      ->capture_default_str()->check(CLI::Range(1, 10'000'000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
   app.add_option("--in-flight", f.in_flight,
                  "Executions running at once: a new one starts when one ends (closed loop); "
                  "0 starts them all up front")
       ->capture_default_str();
   app.add_option("--tenants", f.tenants, "Tenants (spread evenly over the partitions)")
-      ->capture_default_str()->check(CLI::Range(1, 10'000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
   app.add_option("--ackers", f.ackers, "partition: one acker thread per partition; single: one")
-      ->capture_default_str()->check(CLI::IsMember({"partition", "single"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"partition", "single"}));
   app.add_option("--ack-batch", f.ack_batch_records_max, "Commands acked per acker commit, max")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--orchestrator-batch", f.orchestrator_batch_records_max,
                  "partition_runtime batch_records_max (inputs per stream per batch)")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--seconds", f.seconds_max, "Stop after this long even if not done")
-      ->capture_default_str()->check(CLI::Range(1, 86'400));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86'400));
   app.add_option("--dir", f.dir, "Parent of the temporary data directory ($TMPDIR or /tmp)");
   app.add_flag("--json", f.json, "Also print the results as one JSON line");
   CLI11_PARSE(app, argc, argv);

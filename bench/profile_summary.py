@@ -38,6 +38,7 @@ INCLUSIVE = [
     (2, "memtable insert (skiplist)", r"MemTable::Add"),
     (0, "acker threads (bench's stand-in worker)", r"acker::"),
     (0, "RocksDB background (flush/compaction)", r"BackgroundCallFlush|BackgroundCallCompaction"),
+    (0, "bench main thread (setup, sampling, final check)", r"parse_and_run"),
     (0, "nlohmann::json anywhere", r"nlohmann::"),
     (0, "FlatBuffers verification anywhere (decode_envelope)", r"auterity::decode_envelope"),
 ]

@@ -1,0 +1,1395 @@
+// Kafka orchestration benchmark: step transitions per second and ack-to-next-command latency
+// of the orchestrator on a real Kafka broker (exactly-once: every orchestrator commit is one
+// transaction), and, in the same run against the same broker, librdkafka's raw transactional
+// produce rate, so the engine's figure reads as a ratio of what the client and broker can do.
+//
+// The approach and the measurement definitions are orchestration_bench.cc's (bench/README.md):
+// a node runs without its connector workers, with every partition (kafka_group off); an
+// "acker" in this program plays the connector worker on commands.step, acking each command
+// with Success and no connector work; a closed loop keeps --in-flight executions running.
+//   step transition  an ack processed by the orchestrator (orchestrator_probe::step_transitions)
+//   latency          when the acker reads an execution's next command − when the ack of its
+//                    previous command was committed (made visible to read_committed readers)
+//   window           from the first sample where the initial StartExecution commands have been
+//                    processed, for --seconds (or until the closed loop drains)
+// The acker commits its acks one of three ways (--acker):
+//   txn         a kafka_log of its own: read_committed reads, acks + position in one
+//               transaction of its own transactional producer (what a worker process does);
+//   shared      the node's kafka_log: its acks join the engine's group commit (what the
+//               in-process workers of `auterity run` do);
+//   idempotent  reads through a kafka_log of its own, acks through a plain idempotent producer
+//               (acks=all), no transaction: the acker then costs the pipeline one produce
+//               round trip instead of a transaction, which isolates the engine's cost.
+//
+// The program starts its own broker (tests/kafka/broker.sh, stopped at the end and also if
+// this process dies), creates the topics with a unique prefix and stops by itself. Results and
+// commands: bench/KAFKA.md.
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+
+#include "engine/assert.h"
+#include "engine/kafka_log.h"
+#include "engine/record.h"
+#include "engine/worker_runtime.h"
+#include "processors/client.h"
+#include "processors/node.h"
+#include "topics/catalog.h"
+
+#ifndef AUTERITY_BROKER_SH
+#error "define AUTERITY_BROKER_SH (path of tests/kafka/broker.sh)"
+#endif
+
+namespace auterity::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using steady = std::chrono::steady_clock;
+
+// ------------------------------------------------------------------------------- settings
+
+struct bench_flags {
+  int nodes = 1;
+  uint32_t partitions = 2;
+  uint32_t steps = 10;
+  uint32_t executions = 0;  // 0: as many as the window takes (closed loop, time-bounded)
+  uint32_t in_flight = 1000;
+  uint32_t tenants = 2;
+  std::string acker = "idempotent";  // txn | shared | idempotent
+  size_t ack_batch_records_max = 1024;
+  int64_t commit_interval_ms = 0;
+  size_t orchestrator_batch_records_max = partition_runtime_options{}.batch_records_max;
+  int warmup_s = 10;    // engine running before the window may open (broker JIT, caches)
+  int seconds = 15;     // measuring window
+  int timeout_s = 120;  // the whole engine phase, at most
+  bool engine = true;   // false: only the raw phase
+  int raw_seconds = 2;  // per raw variant; 0 skips the raw phase
+  // Records per raw transaction; empty: 1 and the engine's mean records per commit.
+  std::vector<size_t> raw_records;
+  size_t raw_record_bytes = 256;
+  int raw_producers = 2;    // also run the engine-sized variant on this many producers at once
+  std::string broker_heap;  // AUTERITY_KAFKA_HEAP for broker.sh; empty: its default
+  std::string dir;          // parent of the temporary state directory
+  std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
+  bool json = false;
+};
+
+constexpr std::string_view acker_group = "bench.acker";
+constexpr std::string_view workflow_name = "bench-linear";
+constexpr uint32_t executions_unbounded = 2'000'000;  // index space of a time-bounded run
+constexpr size_t submit_batch_records_max = 1024;     // StartExecution records per setup commit
+constexpr size_t read_batch_bytes_max = 8 << 20;      // acker read limit
+// The acker's log is woken only by its own commits: keep its idle sleeps short.
+constexpr int64_t acker_idle_wait_ms_max = 1;
+constexpr int64_t sample_interval_ms = 10;
+constexpr int drain_timeout_ms = 20'000;  // after the acker stops, for the engine to catch up
+constexpr int kafka_timeout_ms = 30'000;  // one librdkafka blocking call, at most
+constexpr int watchdog_slack_s = 120;     // broker start, topics, setup, stop
+constexpr int raw_warmup_txns = 20;       // per raw producer, before the clock starts
+constexpr int raw_partitions = 8;         // of the raw topic: one per concurrent producer
+
+std::atomic<bool> interrupted{false};
+void on_signal(int) { interrupted = true; }
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch())
+      .count();
+}
+
+double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string first_line(const fs::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// ------------------------------------------------------------------------------- broker
+
+std::string run_command(const std::string& command) {
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (!p) return "popen failed";
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  ::pclose(p);
+  return out;
+}
+
+std::string output_field(const std::string& out, const std::string& name) {
+  size_t at = out.rfind(name);
+  if (at == std::string::npos) return "";
+  at += name.size();
+  return out.substr(at, out.find('\n', at) - at);
+}
+
+// A throwaway cluster from broker.sh, stopped and deleted when this object goes; --owner also
+// stops it if this process dies first.
+class broker_cluster {
+ public:
+  static result<std::unique_ptr<broker_cluster>> start(int nodes, const std::string& heap) {
+    if (!heap.empty()) ::setenv("AUTERITY_KAFKA_HEAP", heap.c_str(), 1);
+    const int64_t t = now_ns();
+    const std::string out = run_command(
+        fmt::format("{} start --nodes {} --owner {} 2>&1", AUTERITY_BROKER_SH, nodes, ::getpid()));
+    std::unique_ptr<broker_cluster> c(new broker_cluster);
+    c->_bootstrap = output_field(out, "BOOTSTRAP=");
+    c->_dir = output_field(out, "DIR=");
+    if (c->_bootstrap.empty() || c->_dir.empty()) {
+      c->_dir.clear();
+      return fail(errc::io, "broker.sh start failed:\n" + out);
+    }
+    c->_start_s = static_cast<double>(now_ns() - t) / 1e9;
+    for (int i = 1; i <= nodes; ++i) {
+      c->_pids.push_back(std::atoi(first_line(fmt::format("{}/node{}.pid", c->_dir, i)).c_str()));
+    }
+    return c;
+  }
+  ~broker_cluster() {
+    if (!_dir.empty())
+      run_command(fmt::format("{} stop --dir {} --rm 2>&1", AUTERITY_BROKER_SH, _dir));
+  }
+  broker_cluster(const broker_cluster&) = delete;
+  broker_cluster& operator=(const broker_cluster&) = delete;
+
+  const std::string& bootstrap() const { return _bootstrap; }
+  const std::vector<int>& pids() const { return _pids; }
+  double start_s() const { return _start_s; }
+  // "-Xmx512m" and "kafka-3.9.1" as the first node's command line has them.
+  std::string describe() const {
+    std::string cmdline = read_file(fmt::format("/proc/{}/cmdline", _pids.at(0)));
+    std::ranges::replace(cmdline, '\0', ' ');
+    auto token = [&](std::string_view start) {
+      const size_t at = cmdline.find(start);
+      if (at == std::string::npos) return std::string("?");
+      const size_t end = cmdline.find_first_of(" /", at);
+      return cmdline.substr(at, end == std::string::npos ? end : end - at);
+    };
+    return fmt::format("{}, heap {}, JVM pid {}", token("kafka-"), token("-Xmx"), _pids.at(0));
+  }
+
+ private:
+  broker_cluster() = default;
+  std::string _bootstrap;
+  std::string _dir;
+  std::vector<int> _pids;
+  double _start_s = 0;
+};
+
+// The engine's eight topics plus the raw benchmark's topic, under `prefix`.
+result<std::string> create_topics(const std::string& bootstrap, const bench_flags& f,
+                                  const std::string& prefix) {
+  catalog_options c;
+  c.partitions = f.partitions;
+  c.replication = f.nodes >= 3 ? 3 : 1;
+  c.prefix = prefix;
+  std::vector<topic_spec> topics = default_catalog(c);
+  topic_spec raw = topics.back();
+  raw.name = prefix + "bench.raw";
+  raw.partitions = raw_partitions;
+  raw.co_partitioned = false;
+  topics.push_back(raw);
+  auto applied = apply_catalog(bootstrap, topics);
+  if (!applied) return std::unexpected(applied.error());
+  return raw.name;
+}
+
+// ------------------------------------------------------------------------------- workload
+// As orchestration_bench.cc: a linear workflow of task steps, tenants spread evenly over the
+// partitions, execution i on tenant i % tenants, a closed loop of --in-flight executions.
+
+std::string linear_workflow_json(uint32_t steps) {
+  std::string out = fmt::format(R"({{"workflow":"{}","version":1,"steps":[)", workflow_name);
+  for (uint32_t i = 0; i < steps; ++i) {
+    const std::string after = i == 0 ? "" : fmt::format(R"(,"after":["s{}"])", i - 1);
+    out += fmt::format(
+        R"({}{{"id":"s{}","kind":"task","action":"transform","input":{{"n":"{{{{input.n}}}}"}}{}}})",
+        i == 0 ? "" : ",", i, after);
+  }
+  return out + "]}";
+}
+
+std::vector<std::string> pick_tenants(uint32_t wanted, uint32_t partitions) {
+  const uint32_t per_partition = std::max<uint32_t>(1, (wanted + partitions - 1) / partitions);
+  std::vector<uint32_t> have(partitions, 0);
+  std::vector<std::string> out;
+  for (uint32_t i = 0; out.size() < size_t{per_partition} * partitions; ++i) {
+    std::string name = fmt::format("dealer-{}", i);
+    const uint32_t p = tenant_partition(name, partitions);
+    if (have[p] == per_partition) continue;
+    ++have[p];
+    out.push_back(std::move(name));
+  }
+  return out;
+}
+
+std::string execution_id(uint32_t index) { return fmt::format("x{}", index); }
+
+std::optional<uint32_t> execution_index(std::string_view id) {
+  uint32_t v = 0;
+  if (id.size() < 2 || id[0] != 'x') return std::nullopt;
+  auto [end, ec] = std::from_chars(id.data() + 1, id.data() + id.size(), v);
+  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
+  return v;
+}
+
+std::string start_command(std::string_view tenant, uint32_t index) {
+  const std::string id = execution_id(index);
+  const std::string request = "start-" + id;
+  const std::string input = fmt::format(R"({{"n":{}}})", index);
+  return client::start_execution({tenant, id, request, 0}, workflow_name, 0, input);
+}
+
+struct workload {
+  uint32_t executions = 0;
+  uint32_t in_flight = 0;
+  std::string last_step;
+  std::atomic<uint32_t> next_index{0};
+
+  std::optional<uint32_t> take_index() {
+    const uint32_t i = next_index.fetch_add(1, std::memory_order_relaxed);
+    return i < executions ? std::optional(i) : std::nullopt;
+  }
+};
+
+result<void> publish(log& l, const std::vector<std::string>& tenants, uint32_t steps) {
+  const std::string definition = linear_workflow_json(steps);
+  for (const std::string& t : tenants) {
+    const std::string request = "publish-" + t;
+    auto r = client::submit(l, t, client::publish_definition({t, "", request, 0}, definition));
+    if (!r) return r;
+  }
+  return {};
+}
+
+// The first --in-flight StartExecution commands, in batches (one transaction each).
+result<void> submit_starts(log& l, const std::vector<std::string>& tenants, workload& w) {
+  std::vector<commit_batch> batches(l.partition_count());
+  auto flush = [&](uint32_t p) -> result<void> {
+    auto r = l.commit(p, batches[p]);
+    batches[p].clear();
+    if (!r) return std::unexpected(r.error());
+    return {};
+  };
+  for (uint32_t n = 0; n < w.in_flight; ++n) {
+    const uint32_t i = *w.take_index();
+    const std::string& t = tenants[i % tenants.size()];
+    const uint32_t p = tenant_partition(t, l.partition_count());
+    batches[p].add(stream::ingress, t, start_command(t, i));
+    if (batches[p].appends.size() >= submit_batch_records_max) {
+      if (auto r = flush(p); !r) return r;
+    }
+  }
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    if (auto r = flush(p); !r) return r;
+  }
+  return {};
+}
+
+// ------------------------------------------------------------------------------ librdkafka
+
+struct rk_deleter {
+  void operator()(rd_kafka_t* rk) const {
+    rd_kafka_flush(rk, kafka_timeout_ms);
+    rd_kafka_destroy(rk);
+  }
+};
+using rk_ptr = std::unique_ptr<rd_kafka_t, rk_deleter>;
+
+struct rk_error_deleter {
+  void operator()(rd_kafka_error_t* e) const { rd_kafka_error_destroy(e); }
+};
+using rk_error_ptr = std::unique_ptr<rd_kafka_error_t, rk_error_deleter>;
+
+// Counts failed deliveries of a producer (its opaque).
+struct delivery_failures {
+  std::atomic<uint64_t> count{0};
+  std::string last;  // written on the polling thread only
+};
+
+void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  auto* f = static_cast<delivery_failures*>(opaque);
+  f->last = rd_kafka_err2str(m->err);
+  f->count.fetch_add(1, std::memory_order_relaxed);
+}
+
+// A producer with the settings kafka_log's transactional producer uses (engine/kafka_log.cc),
+// plus `extra`; deliveries are counted into `failures`.
+result<rk_ptr> make_producer(const std::string& bootstrap,
+                             const std::map<std::string, std::string>& extra,
+                             delivery_failures* failures) {
+  std::map<std::string, std::string> conf = {
+      {"bootstrap.servers", bootstrap},
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"linger.ms", "1"},
+      {"retry.backoff.ms", "5"},
+  };
+  for (const auto& [k, v] : extra) conf[k] = v;
+  rd_kafka_conf_t* c = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [k, v] : conf) {
+    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(c);
+      return fail(errc::invalid, fmt::format("kafka setting {}={}: {}", k, v, err));
+    }
+  }
+  rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+  rd_kafka_conf_set_opaque(c, failures);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+  if (!rk) {
+    rd_kafka_conf_destroy(c);
+    return fail(errc::io, fmt::format("kafka producer: {}", err));
+  }
+  return rk_ptr(rk);
+}
+
+// Queues one record (copied); waits for room if librdkafka's queue is full.
+void produce(rd_kafka_t* rk, const std::string& topic, uint32_t partition, std::string_view key,
+             std::string_view value) {
+  for (;;) {
+    const rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(static_cast<int32_t>(partition)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    vassert(err == RD_KAFKA_RESP_ERR__QUEUE_FULL, "produce to {}/{}: {}", topic, partition,
+            rd_kafka_err2str(err));
+    rd_kafka_poll(rk, 10);
+  }
+}
+
+// ----------------------------------------------------------------------------- ack sinks
+
+// Where the acker's commit goes: makes the appends visible to read_committed readers (and
+// records the position, if the sink keeps positions) before returning.
+class ack_sink {
+ public:
+  virtual ~ack_sink() = default;
+  virtual void commit(uint32_t partition, const commit_batch& out) = 0;
+};
+
+// Through a log: one transaction (Kafka), acks and position together.
+class log_sink final : public ack_sink {
+ public:
+  explicit log_sink(log& l) : _log(l) {}
+  void commit(uint32_t p, const commit_batch& out) override {
+    auto c = _log.commit(p, out);
+    vassert(c.has_value(), "acker commit p{}: {}", p, c.error().message);
+  }
+
+ private:
+  log& _log;
+};
+
+// A plain idempotent producer (acks=all, no transaction): produce, then flush until every
+// record is acknowledged by the broker. Positions are not kept (the benchmark never restarts
+// the acker).
+class idempotent_sink final : public ack_sink {
+ public:
+  static result<std::unique_ptr<idempotent_sink>> open(const std::string& bootstrap,
+                                                       const std::string& prefix) {
+    std::unique_ptr<idempotent_sink> s(new idempotent_sink(prefix));
+    auto rk = make_producer(bootstrap, {}, &s->_failures);
+    if (!rk) return std::unexpected(rk.error());
+    s->_rk = std::move(*rk);
+    return s;
+  }
+  void commit(uint32_t p, const commit_batch& out) override {
+    for (const auto& a : out.appends) {
+      produce(_rk.get(), _prefix + std::string(stream_name(a.s)), a.partition.value_or(p), a.key,
+              a.value);
+    }
+    const rd_kafka_resp_err_t err = rd_kafka_flush(_rk.get(), kafka_timeout_ms);
+    vassert(err == RD_KAFKA_RESP_ERR_NO_ERROR, "acker flush p{}: {}", p, rd_kafka_err2str(err));
+    vassert(_failures.count.load() == 0, "acker delivery p{}: {}", p, _failures.last);
+  }
+
+ private:
+  explicit idempotent_sink(std::string prefix) : _prefix(std::move(prefix)) {}
+  std::string _prefix;
+  delivery_failures _failures;
+  rk_ptr _rk;
+};
+
+// ---------------------------------------------------------------------------------- acker
+
+struct latency_sample {
+  int64_t read_ns;
+  int64_t latency_ns;
+};
+
+struct acker_counters {
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> acks{0};
+  std::atomic<uint64_t> records{0};  // acks and closed-loop starts
+  std::atomic<uint64_t> commit_us{0};
+};
+
+ack_result success_ack() {
+  ack_result r;
+  r.status = fbs::AckStatus::Success;
+  r.output_json = "{}";
+  return r;
+}
+
+// Plays the connector worker for one partition, as in orchestration_bench.cc: reads
+// commands.step[p] through a log, acks every command with Success "{}", and commits the acks
+// (with the position and, in the closed loop, the next StartExecution of an ended execution's
+// tenant) through its sink.
+class acker {
+ public:
+  // The acker commits through `own_sink` if given, else through `shared_sink`.
+  acker(log& reader, std::unique_ptr<ack_sink> own_sink, ack_sink* shared_sink, uint32_t partition,
+        std::vector<int64_t>& ack_commit_ns, workload& w, size_t batch_records_max)
+      : _log(reader),
+        _own_sink(std::move(own_sink)),
+        _sink(_own_sink ? *_own_sink : *shared_sink),
+        _partition(partition),
+        _ack_commit_ns(ack_commit_ns),
+        _workload(w),
+        _batch_records_max(batch_records_max) {}
+  ~acker() { stop(); }
+
+  void start() {
+    _thread = std::thread([this] { loop(); });
+  }
+  void stop() {
+    _stop = true;
+    if (_thread.joinable()) _thread.join();
+  }
+  const acker_counters& counters() const { return _counters; }
+  const std::vector<latency_sample>& samples() const { return _samples; }  // after stop()
+
+ private:
+  void loop() {
+    pthread_setname_np(pthread_self(), "bench-acker");
+    while (!_stop.load(std::memory_order_relaxed)) {
+      const uint64_t generation = _log.generation(_partition);
+      if (serve() == 0) {
+        _log.wait(_partition, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
+      }
+    }
+  }
+
+  size_t serve() {
+    _records.clear();
+    auto n = _log.read(stream::commands_step, _partition, _next, _batch_records_max,
+                       read_batch_bytes_max, _records);
+    vassert(n.has_value(), "acker read p{}: {}", _partition, n.error().message);
+    if (*n == 0) return 0;
+    const int64_t read_ns = now_ns();
+    commit_batch out;
+    _indexes.clear();
+    for (const record& r : _records) ack_one(r, read_ns, out);
+    _next = _records.back().offset + 1;  // Kafka offsets have gaps
+    out.set_position(std::string(acker_group), stream::commands_step, _next);
+    _sink.commit(_partition, out);
+    const int64_t committed_ns = now_ns();
+    for (uint32_t i : _indexes) _ack_commit_ns[i] = committed_ns;
+    _counters.commits.fetch_add(1, std::memory_order_relaxed);
+    _counters.acks.fetch_add(*n, std::memory_order_relaxed);
+    _counters.records.fetch_add(out.appends.size(), std::memory_order_relaxed);
+    _counters.commit_us.fetch_add((committed_ns - read_ns) / 1000, std::memory_order_relaxed);
+    return *n;
+  }
+
+  void ack_one(const record& r, int64_t read_ns, commit_batch& out) {
+    const fbs::Envelope* env = decode_envelope(r.value);
+    vassert(env != nullptr, "undecodable command at offset {}", r.offset);
+    const auto index = execution_index(sv(env->execution_id()));
+    vassert(index && *index < _ack_commit_ns.size(), "command for unknown execution '{}'",
+            sv(env->execution_id()));
+    if (const int64_t acked = _ack_commit_ns[*index]; acked != 0) {
+      _samples.push_back({read_ns, read_ns - acked});
+    }
+    _indexes.push_back(*index);
+    out.add(stream::acks, r.key, make_ack(*env, _success, _clock.now_ms()));
+    const auto* run_step = env->payload_as_RunStep();
+    vassert(run_step != nullptr, "command at offset {} is not a RunStep", r.offset);
+    if (sv(run_step->step()) == _workload.last_step) start_next(sv(env->tenant_id()), out);
+  }
+
+  void start_next(std::string_view tenant, commit_batch& out) {
+    if (_workload.in_flight == _workload.executions) return;
+    if (auto i = _workload.take_index()) {
+      out.add(stream::ingress, std::string(tenant), start_command(tenant, *i));
+    }
+  }
+
+  log& _log;
+  std::unique_ptr<ack_sink> _own_sink;
+  ack_sink& _sink;
+  uint32_t _partition;
+  std::vector<int64_t>& _ack_commit_ns;  // by execution index; each index has one owner
+  workload& _workload;
+  size_t _batch_records_max;
+  uint64_t _next = 0;
+  std::vector<record> _records;
+  std::vector<uint32_t> _indexes;
+  std::vector<latency_sample> _samples;
+  const ack_result _success = success_ack();
+  system_clock _clock;
+  acker_counters _counters;
+  std::atomic<bool> _stop{false};
+  std::thread _thread;
+};
+
+// What the ackers read and commit through, by --acker.
+struct acker_side {
+  std::unique_ptr<log> own_log;          // txn, idempotent: reads (txn: and commits)
+  std::unique_ptr<ack_sink> log_commit;  // txn, shared
+  std::vector<std::unique_ptr<acker>> ackers;
+};
+
+result<acker_side> make_ackers(node& n, const bench_flags& f, const kafka_log_options& engine,
+                               workload& w, std::vector<int64_t>& ack_commit_ns) {
+  acker_side side;
+  if (f.acker != "shared") {
+    kafka_log_options k = engine;
+    k.instance_id = fmt::format("bench-acker-{}", ::getpid());
+    auto l = open_kafka_log(k);
+    if (!l) return std::unexpected(l.error());
+    side.own_log = std::move(*l);
+  }
+  log& reader = side.own_log ? *side.own_log : n.get_log();
+  if (f.acker != "idempotent") side.log_commit = std::make_unique<log_sink>(reader);
+  for (uint32_t p = 0; p < n.partitions(); ++p) {
+    std::unique_ptr<ack_sink> own;
+    if (f.acker == "idempotent") {
+      auto s = idempotent_sink::open(engine.bootstrap, engine.topic_prefix);
+      if (!s) return std::unexpected(s.error());
+      own = std::move(*s);
+    }
+    side.ackers.push_back(std::make_unique<acker>(reader, std::move(own), side.log_commit.get(), p,
+                                                  ack_commit_ns, w, f.ack_batch_records_max));
+  }
+  return side;
+}
+
+// ------------------------------------------------------------------------------ CPU split
+
+// Threads of a process: tid → (comm, ns on a CPU from schedstat).
+using thread_times = std::map<int, std::pair<std::string, uint64_t>>;
+
+thread_times read_threads(const fs::path& proc) {
+  thread_times out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator(proc / "task", ec)) {
+    const std::string name = task.path().filename().string();
+    int tid = 0;
+    std::from_chars(name.data(), name.data() + name.size(), tid);
+    const uint64_t run_ns =
+        std::strtoull(first_line(task.path() / "schedstat").c_str(), nullptr, 10);
+    out[tid] = {first_line(task.path() / "comm"), run_ns};
+  }
+  return out;
+}
+
+// user + nice + system + irq + softirq + steal of /proc/stat's "cpu" line, in seconds.
+double machine_busy_s() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t v[8] = {};
+  in >> cpu;
+  for (uint64_t& x : v) in >> x;
+  return static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double process_cpu_s() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+struct cpu_snapshot {
+  double process_s = 0;  // this process, threads that exited included
+  thread_times engine;
+  std::vector<thread_times> brokers;
+  double machine_s = 0;
+};
+
+cpu_snapshot take_cpu_snapshot(const std::vector<int>& broker_pids) {
+  cpu_snapshot s;
+  s.process_s = process_cpu_s();
+  s.engine = read_threads("/proc/self");
+  for (int pid : broker_pids) s.brokers.push_back(read_threads(fmt::format("/proc/{}", pid)));
+  s.machine_s = machine_busy_s();
+  return s;
+}
+
+constexpr std::array<std::string_view, 6> engine_roles = {"orchestrator threads", "acker threads",
+                                                          "librdkafka threads",   "rocksdb threads",
+                                                          "main (sampler)",       "other"};
+constexpr std::array<std::string_view, 5> broker_roles = {
+    "network + request handlers", "KRaft / metadata / purgatory", "GC", "JIT", "other"};
+
+// Partition runtime threads are not named: they carry the process's name.
+size_t engine_role(int tid, const std::string& comm, const std::string& main_comm) {
+  if (tid == ::getpid()) return 4;
+  if (comm.starts_with("bench-acker")) return 1;
+  if (comm.starts_with("rdk:")) return 2;
+  if (comm.starts_with("rocksdb")) return 3;
+  if (comm == main_comm) return 0;
+  return 5;
+}
+
+// JVM thread names, cut to 15 characters by the kernel.
+size_t broker_role(const std::string& comm) {
+  if (comm.starts_with("data-plane-kafk")) return 0;
+  for (std::string_view p : {"kafka-", "raft-", "quorum-", "broker-", "ExpirationReape",
+                             "controller-", "metrics-meter"}) {
+    if (comm.starts_with(p)) return 1;
+  }
+  if (comm.starts_with("GC ") || comm.starts_with("G1 ") || comm == "VM Thread") return 2;
+  if (comm.find("CompilerThre") != std::string::npos) return 3;
+  return 4;
+}
+
+struct cpu_split {
+  std::array<double, engine_roles.size()> engine{};
+  std::array<double, broker_roles.size()> broker{};
+  double engine_s = 0, broker_s = 0, machine_s = 0, neighbours_s = 0;
+};
+
+template <typename Role>
+void add_deltas(const thread_times& from, const thread_times& to, Role role, std::span<double> out,
+                double& total) {
+  for (const auto& [tid, thread] : to) {
+    auto before = from.find(tid);
+    const uint64_t start = before == from.end() ? 0 : before->second.second;
+    const double s = static_cast<double>(thread.second - start) / 1e9;
+    out[role(tid, thread.first)] += s;
+    total += s;
+  }
+}
+
+cpu_split split_cpu(const cpu_snapshot& a, const cpu_snapshot& b) {
+  cpu_split out;
+  const std::string main_comm = first_line("/proc/self/comm");
+  add_deltas(
+      a.engine, b.engine,
+      [&](int tid, const std::string& c) { return engine_role(tid, c, main_comm); }, out.engine,
+      out.engine_s);
+  // Threads that came and went between the snapshots count as "other".
+  const double exited = std::max(0.0, (b.process_s - a.process_s) - out.engine_s);
+  out.engine.back() += exited;
+  out.engine_s += exited;
+  for (size_t i = 0; i < b.brokers.size() && i < a.brokers.size(); ++i) {
+    add_deltas(
+        a.brokers[i], b.brokers[i], [](int, const std::string& c) { return broker_role(c); },
+        out.broker, out.broker_s);
+  }
+  out.machine_s = b.machine_s - a.machine_s;
+  out.neighbours_s = std::max(0.0, out.machine_s - out.engine_s - out.broker_s);
+  return out;
+}
+
+// ------------------------------------------------------------------------------- sampling
+
+struct totals {
+  int64_t at_ns = 0;
+  uint64_t transitions = 0;
+  uint64_t started = 0;
+  uint64_t ended = 0;
+  uint64_t stale_acks = 0;
+  uint64_t rejections = 0;
+  uint64_t deadletters = 0;
+  uint64_t orchestrator_commits = 0;
+  uint64_t orchestrator_inputs = 0;
+  uint64_t orchestrator_records_out = 0;
+  uint64_t orchestrator_commit_us = 0;
+  uint64_t acker_commits = 0;
+  uint64_t acks = 0;
+  uint64_t acker_records = 0;
+  uint64_t acker_commit_us = 0;
+};
+
+void add_orchestrator(node& n, uint32_t p, totals& t) {
+  const orchestrator_probe& o = n.orchestrator_of(p).probe();
+  t.transitions += o.step_transitions.load(std::memory_order_relaxed);
+  t.started += o.executions_started.load(std::memory_order_relaxed);
+  t.ended += o.executions_ended.load(std::memory_order_relaxed);
+  t.stale_acks += o.stale_acks.load(std::memory_order_relaxed);
+  t.rejections += o.rejections.load(std::memory_order_relaxed);
+  t.deadletters += o.deadletters.load(std::memory_order_relaxed);
+  const partition_probe& r = n.partition(p).probe();
+  t.orchestrator_commits += r.batches.load(std::memory_order_relaxed);
+  t.orchestrator_inputs += r.inputs.load(std::memory_order_relaxed);
+  t.orchestrator_records_out += r.records_out.load(std::memory_order_relaxed);
+  t.orchestrator_commit_us += r.commit_us_total.load(std::memory_order_relaxed);
+}
+
+totals read_totals(node& n, const acker_side& side) {
+  totals t;
+  t.at_ns = now_ns();
+  for (uint32_t p = 0; p < n.partitions(); ++p) add_orchestrator(n, p, t);
+  for (const auto& a : side.ackers) {
+    const acker_counters& c = a->counters();
+    t.acker_commits += c.commits.load(std::memory_order_relaxed);
+    t.acks += c.acks.load(std::memory_order_relaxed);
+    t.acker_records += c.records.load(std::memory_order_relaxed);
+    t.acker_commit_us += c.commit_us.load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+struct run_record {
+  int64_t started_ns = 0;
+  totals first, last, end;
+  cpu_snapshot cpu_first, cpu_last;
+  bool window_open = false;
+  bool window_closed = false;
+  bool timed_out = false;
+};
+
+// The window opens once the initial starts are processed and --warmup-s passed; it closes
+// after --seconds, or when the closed loop runs dry (every execution started, fewer than half
+// of --in-flight still running).
+void observe(const totals& t, const bench_flags& f, const workload& w,
+             const std::vector<int>& broker_pids, run_record& r) {
+  const bool warm = t.at_ns - r.started_ns >= int64_t{f.warmup_s} * 1'000'000'000;
+  if (!r.window_open && t.started >= f.in_flight && warm) {
+    r.first = t;
+    r.cpu_first = take_cpu_snapshot(broker_pids);
+    r.window_open = true;
+  }
+  if (!r.window_open || r.window_closed) return;
+  const bool elapsed = t.at_ns - r.first.at_ns >= int64_t{f.seconds} * 1'000'000'000;
+  // (Not started − ended alone: a closed-loop start may be read a batch after the end.)
+  const bool dry = w.next_index.load(std::memory_order_relaxed) >= w.executions;
+  const bool draining = dry && 2 * (t.started - t.ended) < f.in_flight;
+  if (elapsed || draining || t.ended == f.executions) {
+    r.last = t;
+    r.cpu_last = take_cpu_snapshot(broker_pids);
+    r.window_closed = true;
+  }
+}
+
+run_record run(node& n, const acker_side& side, const bench_flags& f, const workload& w,
+               const std::vector<int>& broker_pids) {
+  run_record r;
+  r.started_ns = now_ns();
+  const cpu_snapshot at_start = take_cpu_snapshot(broker_pids);
+  const int64_t deadline_ns = r.started_ns + int64_t{f.timeout_s} * 1'000'000'000;
+  while (!r.window_closed && !interrupted) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
+    r.end = read_totals(n, side);
+    observe(r.end, f, w, broker_pids, r);
+    r.timed_out = r.end.at_ns > deadline_ns;
+    if (r.timed_out) break;
+  }
+  if (!r.window_closed) {  // stopped early: the window ends where the run did
+    if (!r.window_open) {
+      r.first = totals{.at_ns = r.started_ns};
+      r.cpu_first = at_start;
+    }
+    r.last = r.end;
+    r.cpu_last = take_cpu_snapshot(broker_pids);
+  }
+  return r;
+}
+
+// With the ackers stopped, every ack they committed must be processed exactly once: waits
+// until the orchestrator's transitions reach the acks (or drain_timeout_ms passes).
+totals drain(node& n, const acker_side& side) {
+  const int64_t deadline = now_ns() + int64_t{drain_timeout_ms} * 1'000'000;
+  totals t = read_totals(n, side);
+  while (t.transitions < t.acks && now_ns() < deadline && !interrupted) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
+    t = read_totals(n, side);
+  }
+  return t;
+}
+
+// -------------------------------------------------------------------------------- raw rate
+
+// One raw variant: `producers` transactional producers at once, each on its own partition.
+struct raw_variant {
+  size_t records = 1;  // per transaction
+  bool offsets = false;
+  int producers = 1;
+};
+
+struct raw_result {
+  raw_variant v;
+  uint64_t txns = 0;
+  double seconds = 0;
+  double txns_per_s = 0;
+  double records_per_s = 0;
+  double txn_p50_ms = 0, txn_p99_ms = 0;
+  double cpu_engine_s = 0, cpu_broker_s = 0;
+};
+
+rk_ptr raw_producer(const std::string& bootstrap, const std::string& id, const bench_flags& f,
+                    delivery_failures& failures) {
+  std::map<std::string, std::string> conf = {{"transactional.id", id},
+                                             {"transaction.timeout.ms", "60000"}};
+  if (!f.kafka_debug.empty()) conf["debug"] = f.kafka_debug;
+  auto rk = make_producer(bootstrap, conf, &failures);
+  vassert(rk.has_value(), "raw producer: {}", rk.error().message);
+  rk_error_ptr e{rd_kafka_init_transactions(rk->get(), kafka_timeout_ms)};
+  vassert(!e, "raw init_transactions: {}", e ? rd_kafka_error_string(e.get()) : "");
+  return std::move(*rk);
+}
+
+void send_raw_offsets(rd_kafka_t* rk, const std::string& topic, int32_t partition, uint64_t seq) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
+      static_cast<int64_t>(seq);
+  rd_kafka_consumer_group_metadata_t* md = rd_kafka_consumer_group_metadata_new("bench.raw");
+  rk_error_ptr e{rd_kafka_send_offsets_to_transaction(rk, list, md, kafka_timeout_ms)};
+  rd_kafka_consumer_group_metadata_destroy(md);
+  rd_kafka_topic_partition_list_destroy(list);
+  vassert(!e, "raw send_offsets: {}", e ? rd_kafka_error_string(e.get()) : "");
+}
+
+// One transaction: v.records records to `partition`, optionally the offset `seq` of group
+// "bench.raw" (what the engine sends with every commit), then commit. Returns its duration.
+int64_t raw_transaction(rd_kafka_t* rk, const std::string& topic, uint32_t partition,
+                        const std::string& value, const raw_variant& v, uint64_t seq) {
+  const int64_t t = now_ns();
+  rk_error_ptr e{rd_kafka_begin_transaction(rk)};
+  vassert(!e, "raw begin_transaction: {}", e ? rd_kafka_error_string(e.get()) : "");
+  for (size_t i = 0; i < v.records; ++i) produce(rk, topic, partition, "bench", value);
+  if (v.offsets) send_raw_offsets(rk, topic, static_cast<int32_t>(partition), seq);
+  e.reset(rd_kafka_commit_transaction(rk, kafka_timeout_ms));
+  vassert(!e, "raw commit_transaction: {}", e ? rd_kafka_error_string(e.get()) : "");
+  return now_ns() - t;
+}
+
+double percentile_ms(std::vector<int64_t>& v, double q) {
+  if (v.empty()) return 0;
+  std::ranges::sort(v);
+  return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) / 1e6;
+}
+
+// Clock of a raw variant: producers warm up, then all run from `start_ns` to `end_ns`.
+struct raw_clock {
+  std::atomic<int> ready{0};
+  std::atomic<int64_t> start_ns{0};
+  int64_t seconds_ns = 0;
+};
+
+// One producer's loop; returns the duration of each timed transaction.
+std::vector<int64_t> raw_loop(const std::string& bootstrap, const std::string& topic,
+                              const bench_flags& f, const raw_variant& v, uint32_t partition,
+                              raw_clock& clk) {
+  delivery_failures failures;
+  rk_ptr rk = raw_producer(bootstrap,
+                           fmt::format("bench.raw.{}.{}.{}.{}.{}", ::getpid(), v.records, v.offsets,
+                                       v.producers, partition),
+                           f, failures);
+  const std::string value(f.raw_record_bytes, 'r');
+  uint64_t seq = 0;
+  for (int i = 0; i < raw_warmup_txns; ++i)
+    raw_transaction(rk.get(), topic, partition, value, v, ++seq);
+  clk.ready.fetch_add(1);
+  while (clk.start_ns.load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  std::vector<int64_t> took;
+  while (now_ns() < clk.start_ns.load() + clk.seconds_ns && !interrupted) {
+    took.push_back(raw_transaction(rk.get(), topic, partition, value, v, ++seq));
+  }
+  vassert(failures.count.load() == 0, "raw delivery: {}", failures.last);
+  return took;
+}
+
+// Loops of transactions for --raw-seconds on v.producers producers at once.
+raw_result run_raw(const std::string& bootstrap, const std::string& topic, const bench_flags& f,
+                   const raw_variant& v, const std::vector<int>& broker_pids) {
+  raw_clock clk;
+  clk.seconds_ns = int64_t{f.raw_seconds} * 1'000'000'000;
+  std::vector<std::vector<int64_t>> took(static_cast<size_t>(v.producers));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < v.producers; ++i) {
+    threads.emplace_back(
+        [&, i] { took[i] = raw_loop(bootstrap, topic, f, v, static_cast<uint32_t>(i), clk); });
+  }
+  while (clk.ready.load() < v.producers) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const cpu_snapshot a = take_cpu_snapshot(broker_pids);
+  clk.start_ns = now_ns();
+  for (auto& t : threads) t.join();
+  raw_result r{.v = v, .seconds = static_cast<double>(now_ns() - clk.start_ns) / 1e9};
+  const cpu_split cpu = split_cpu(a, take_cpu_snapshot(broker_pids));
+  std::vector<int64_t> all;
+  for (const auto& t : took) all.insert(all.end(), t.begin(), t.end());
+  r.txns = all.size();
+  r.txns_per_s = ratio(static_cast<double>(r.txns), r.seconds);
+  r.records_per_s = r.txns_per_s * static_cast<double>(v.records);
+  r.txn_p50_ms = percentile_ms(all, 0.50);
+  r.txn_p99_ms = percentile_ms(all, 0.99);
+  r.cpu_engine_s = cpu.engine_s;
+  r.cpu_broker_s = cpu.broker_s;
+  return r;
+}
+
+// -------------------------------------------------------------------------------- results
+
+struct latency_summary {
+  size_t count = 0;
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
+};
+
+latency_summary summarize_latency(const acker_side& side, int64_t from_ns, int64_t to_ns) {
+  std::vector<int64_t> v;
+  for (const auto& a : side.ackers) {
+    for (const latency_sample& s : a->samples()) {
+      if (s.read_ns >= from_ns && s.read_ns <= to_ns) v.push_back(s.latency_ns);
+    }
+  }
+  latency_summary out;
+  out.count = v.size();
+  if (v.empty()) return out;
+  out.p50_ms = percentile_ms(v, 0.50);
+  out.p90_ms = percentile_ms(v, 0.90);
+  out.p99_ms = percentile_ms(v, 0.99);
+  out.max_ms = static_cast<double>(v.back()) / 1e6;
+  return out;
+}
+
+struct report {
+  double window_s = 0;
+  double transitions_per_s = 0;
+  double orchestrator_commits_per_s = 0;
+  double inputs_per_commit = 0;
+  double records_per_commit = 0;
+  double commit_ms = 0;
+  double acker_commits_per_s = 0;
+  double acks_per_acker_commit = 0;
+  double records_per_acker_commit = 0;
+  double acker_commit_ms = 0;
+  double records_per_s = 0;  // orchestrator and acker records produced, per second
+  latency_summary latency;
+  cpu_split cpu;
+};
+
+double per(uint64_t a, uint64_t b, double d) { return ratio(static_cast<double>(a - b), d); }
+
+report make_report(const run_record& r, const acker_side& side) {
+  const totals& a = r.first;
+  const totals& b = r.last;
+  report out;
+  out.window_s = static_cast<double>(b.at_ns - a.at_ns) / 1e9;
+  out.transitions_per_s = per(b.transitions, a.transitions, out.window_s);
+  const auto commits = static_cast<double>(b.orchestrator_commits - a.orchestrator_commits);
+  out.orchestrator_commits_per_s = ratio(commits, out.window_s);
+  out.inputs_per_commit = per(b.orchestrator_inputs, a.orchestrator_inputs, commits);
+  out.records_per_commit = per(b.orchestrator_records_out, a.orchestrator_records_out, commits);
+  out.commit_ms = per(b.orchestrator_commit_us, a.orchestrator_commit_us, commits) / 1e3;
+  const auto acker_commits = static_cast<double>(b.acker_commits - a.acker_commits);
+  out.acker_commits_per_s = ratio(acker_commits, out.window_s);
+  out.acks_per_acker_commit = per(b.acks, a.acks, acker_commits);
+  out.records_per_acker_commit = per(b.acker_records, a.acker_records, acker_commits);
+  out.acker_commit_ms = per(b.acker_commit_us, a.acker_commit_us, acker_commits) / 1e3;
+  out.records_per_s = per(b.orchestrator_records_out + b.acker_records,
+                          a.orchestrator_records_out + a.acker_records, out.window_s);
+  out.latency = summarize_latency(side, a.at_ns, b.at_ns);
+  out.cpu = split_cpu(r.cpu_first, r.cpu_last);
+  return out;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
+  }
+  return "?";
+}
+
+void print_header(const bench_flags& f, const broker_cluster& b) {
+  fmt::print(
+      "kafka_bench: {} partitions, {} x {} steps in flight (executions {}), acker {}, "
+      "commit interval {} ms, orchestrator batch {}, ack batch {}\n",
+      f.partitions, f.in_flight, f.steps,
+      f.executions == executions_unbounded ? std::string("unbounded")
+                                           : std::to_string(f.executions),
+      f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max);
+  fmt::print(
+      "  machine: {} cores, {}; broker: {} node(s), {}, started in {:.1f} s; "
+      "librdkafka {}\n",
+      std::thread::hardware_concurrency(), cpu_model(), f.nodes, b.describe(), b.start_s(),
+      rd_kafka_version_str());
+}
+
+void print_cpu(const report& r) {
+  const double all = r.window_s * std::thread::hardware_concurrency();
+  auto pct = [&](double s) { return 100.0 * ratio(s, all); };
+  fmt::print("  {:<40} {:>10.1f}%   (machine busy {:.1f}%, other processes {:.1f}%)\n",
+             "CPU: engine process, % of all cores", pct(r.cpu.engine_s), pct(r.cpu.machine_s),
+             pct(r.cpu.neighbours_s));
+  for (size_t i = 0; i < engine_roles.size(); ++i) {
+    fmt::print("    {:<38} {:>10.1f}%\n", engine_roles[i], pct(r.cpu.engine[i]));
+  }
+  fmt::print("  {:<40} {:>10.1f}%\n", "CPU: broker JVM(s), % of all cores", pct(r.cpu.broker_s));
+  for (size_t i = 0; i < broker_roles.size(); ++i) {
+    fmt::print("    {:<38} {:>10.1f}%\n", broker_roles[i], pct(r.cpu.broker[i]));
+  }
+  fmt::print("  {:<40} {:>10.1f} us engine + {:.1f} us broker\n", "CPU per step transition",
+             1e6 * ratio(r.cpu.engine_s, r.transitions_per_s * r.window_s),
+             1e6 * ratio(r.cpu.broker_s, r.transitions_per_s * r.window_s));
+}
+
+void print_engine(const report& r) {
+  fmt::print("  {:<40} {:>10.0f}   (window {:.2f} s)\n", "step transitions/s", r.transitions_per_s,
+             r.window_s);
+  fmt::print("  {:<40} {:>10.2f} {:>8.2f} {:>8.2f} {:>8.2f}   ({} samples)\n",
+             "ack->next command ms p50 p90 p99 max", r.latency.p50_ms, r.latency.p90_ms,
+             r.latency.p99_ms, r.latency.max_ms, r.latency.count);
+  fmt::print("  {:<40} {:>10.1f}   ({:.1f} inputs, {:.1f} records out, {:.2f} ms each)\n",
+             "orchestrator commits/s", r.orchestrator_commits_per_s, r.inputs_per_commit,
+             r.records_per_commit, r.commit_ms);
+  fmt::print("  {:<40} {:>10.1f}   ({:.1f} acks, {:.1f} records, {:.2f} ms each)\n",
+             "acker commits/s", r.acker_commits_per_s, r.acks_per_acker_commit,
+             r.records_per_acker_commit, r.acker_commit_ms);
+  fmt::print("  {:<40} {:>10.0f}\n", "records produced/s (engine + acker)", r.records_per_s);
+  print_cpu(r);
+}
+
+std::string raw_name(const raw_variant& v) {
+  return fmt::format("{} rec{}{}", v.records, v.offsets ? " + offsets" : "",
+                     v.producers > 1 ? fmt::format(", {} producers", v.producers) : "");
+}
+
+void print_raw(const std::vector<raw_result>& raws, const std::optional<report>& r) {
+  const double cores = std::thread::hardware_concurrency();
+  for (const raw_result& x : raws) {
+    fmt::print(
+        "  raw txn {:<28} {:>7.1f} txn/s {:>9.0f} records/s   txn p50 {:6.2f} p99 "
+        "{:6.2f} ms   CPU bench {:3.0f}% broker {:3.0f}%\n",
+        raw_name(x.v), x.txns_per_s, x.records_per_s, x.txn_p50_ms, x.txn_p99_ms,
+        100 * ratio(x.cpu_engine_s, x.seconds * cores),
+        100 * ratio(x.cpu_broker_s, x.seconds * cores));
+  }
+  if (!r) return;
+  for (const raw_result& x : raws) {
+    if (!x.v.offsets) continue;
+    fmt::print("  engine / raw ({}): commits/s {:.2f}, records/s {:.2f}\n", raw_name(x.v),
+               ratio(r->orchestrator_commits_per_s, x.txns_per_s),
+               ratio(r->records_per_s, x.records_per_s));
+  }
+}
+
+void print_json(const bench_flags& f, const report& r, const std::vector<raw_result>& raws) {
+  std::string raw;
+  for (const raw_result& x : raws) {
+    raw += fmt::format(R"({}{{"records":{},"offsets":{},"producers":{},"txn_per_s":{:.1f},)"
+                       R"("records_per_s":{:.0f},"p50_ms":{:.3f},"p99_ms":{:.3f}}})",
+                       raw.empty() ? "" : ",", x.v.records, x.v.offsets, x.v.producers,
+                       x.txns_per_s, x.records_per_s, x.txn_p50_ms, x.txn_p99_ms);
+  }
+  const double all = r.window_s * std::thread::hardware_concurrency();
+  fmt::print(
+      R"({{"bench":"kafka","nodes":{},"partitions":{},"in_flight":{},"steps":{},"acker":"{}",)"
+      R"("commit_interval_ms":{},"batch":{},"transitions_per_s":{:.0f},"window_s":{:.2f},)"
+      R"("latency_ms":{{"p50":{:.2f},"p90":{:.2f},"p99":{:.2f},"max":{:.2f}}},)"
+      R"("commits_per_s":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.2f},)"
+      R"("cpu_share":{{"engine":{:.3f},"broker":{:.3f},"others":{:.3f}}},"raw":[{}]}})"
+      "\n",
+      f.nodes, f.partitions, f.in_flight, f.steps, f.acker, f.commit_interval_ms,
+      f.orchestrator_batch_records_max, r.transitions_per_s, r.window_s, r.latency.p50_ms,
+      r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms, r.orchestrator_commits_per_s,
+      r.records_per_commit, r.commit_ms, ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all),
+      ratio(r.cpu.neighbours_s, all), raw);
+}
+
+// ----------------------------------------------------------------------------------- main
+
+// A run that went wrong measures nothing: no rejection, deadletter or stale ack, and every
+// committed ack processed once.
+bool check_outcome(const totals& t, const run_record& r) {
+  const bool ok = t.rejections == 0 && t.deadletters == 0 && t.stale_acks == 0 &&
+                  t.transitions == t.acks && r.window_open && !r.timed_out;
+  if (!ok) {
+    fmt::print(stderr,
+               "kafka_bench: run wrong or incomplete: {} transitions for {} acks, {} rejections, "
+               "{} deadletters, {} stale acks{}{}\n",
+               t.transitions, t.acks, t.rejections, t.deadletters, t.stale_acks,
+               r.window_open ? "" : ", the window never opened",
+               r.timed_out ? " (hit --timeout)" : "");
+  }
+  return ok;
+}
+
+kafka_log_options engine_kafka(const std::string& bootstrap, const std::string& prefix,
+                               const bench_flags& f) {
+  kafka_log_options k;
+  if (!f.kafka_debug.empty()) k.producer_config["debug"] = f.kafka_debug;
+  k.bootstrap = bootstrap;
+  k.instance_id = fmt::format("bench-engine-{}", ::getpid());
+  k.topic_prefix = prefix;
+  return k;
+}
+
+result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string& dir,
+                                        const kafka_log_options& k, clock& clk, workload& w) {
+  node_options o;
+  o.data_dir = dir;
+  o.kafka = k;
+  o.kafka_group = false;
+  o.workers = false;
+  o.runtime.batch_records_max = f.orchestrator_batch_records_max;
+  o.runtime.commit_interval_ms = f.commit_interval_ms;
+  auto n = node::open(o, clk);
+  if (!n) return n;
+  const auto tenants = pick_tenants(f.tenants, (*n)->partitions());
+  if (auto r = publish((*n)->get_log(), tenants, f.steps); !r) return std::unexpected(r.error());
+  if (auto r = submit_starts((*n)->get_log(), tenants, w); !r) return std::unexpected(r.error());
+  if (auto r = (*n)->recover(); !r) return std::unexpected(r.error());
+  return n;
+}
+
+// The first group request on a fresh cluster creates __consumer_offsets. librdkafka 2.0.2's
+// send_offsets_to_transaction can hang forever (its timeout is not enforced, librdkafka#5456)
+// if it races that creation, so an offset fetch goes first, retried until the coordinator
+// answers.
+result<void> warm_group_coordinator(const std::string& bootstrap, const std::string& topic) {
+  rd_kafka_conf_t* c = rd_kafka_conf_new();
+  char err[512];
+  for (auto [k, v] :
+       {std::pair{"bootstrap.servers", bootstrap.c_str()}, {"group.id", "bench.warm"}}) {
+    vassert(rd_kafka_conf_set(c, k, v, err, sizeof err) == RD_KAFKA_CONF_OK, "{}", err);
+  }
+  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> rk(
+      rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err), rd_kafka_destroy);
+  if (!rk) return fail(errc::io, fmt::format("kafka consumer: {}", err));
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), 0);
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  const int64_t deadline = now_ns() + int64_t{kafka_timeout_ms} * 1'000'000;
+  do {
+    e = rd_kafka_committed(rk.get(), list, 5'000);
+  } while (e != RD_KAFKA_RESP_ERR_NO_ERROR && now_ns() < deadline);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (e) return fail(errc::io, fmt::format("group coordinator: {}", rd_kafka_err2str(e)));
+  return {};
+}
+
+// Per size (--raw-records, or 1 and the engine's mean records per commit): without and with
+// offsets on one producer; the last size also with offsets on --raw-producers at once.
+std::vector<raw_result> run_raw_phase(const std::string& bootstrap, const std::string& topic,
+                                      const bench_flags& f, const std::optional<report>& engine,
+                                      const std::vector<int>& broker_pids) {
+  std::vector<raw_result> out;
+  if (f.raw_seconds == 0) return out;
+  std::vector<size_t> sizes = f.raw_records;
+  if (sizes.empty()) {
+    sizes.push_back(1);
+    if (engine) sizes.push_back(std::max<size_t>(1, std::lround(engine->records_per_commit)));
+  }
+  for (size_t n : sizes) {
+    for (bool offsets : {false, true}) {
+      out.push_back(run_raw(bootstrap, topic, f, {n, offsets, 1}, broker_pids));
+    }
+  }
+  if (f.raw_producers > 1) {
+    out.push_back(run_raw(bootstrap, topic, f, {sizes.back(), true, f.raw_producers}, broker_pids));
+  }
+  return out;
+}
+
+struct temp_dir {
+  std::string path;
+  ~temp_dir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+std::string make_temp_dir(const std::string& parent_flag) {
+  std::string parent = parent_flag;
+  if (parent.empty()) parent = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+  std::string pattern = parent + "/auterity-kbench-XXXXXX";
+  vassert(::mkdtemp(pattern.data()) != nullptr, "mkdtemp {}: {}", pattern, std::strerror(errno));
+  return pattern;
+}
+
+// The engine phase; returns the report, or nullopt (after saying why) if it went wrong.
+std::optional<report> run_engine(const bench_flags& f, const broker_cluster& b,
+                                 const std::string& prefix) {
+  temp_dir dir{make_temp_dir(f.dir)};
+  system_clock clk;
+  workload w{.executions = f.executions,
+             .in_flight = f.in_flight,
+             .last_step = fmt::format("s{}", f.steps - 1)};
+  const kafka_log_options k = engine_kafka(b.bootstrap(), prefix, f);
+  auto opened = open_node(f, dir.path, k, clk, w);
+  if (!opened) return fmt::print(stderr, "kafka_bench: {}\n", opened.error().message), std::nullopt;
+  node& n = **opened;
+  std::vector<int64_t> ack_commit_ns(f.executions, 0);
+  auto side = make_ackers(n, f, k, w, ack_commit_ns);
+  if (!side) return fmt::print(stderr, "kafka_bench: {}\n", side.error().message), std::nullopt;
+  n.start();
+  for (auto& a : side->ackers) a->start();
+  const run_record r = run(n, *side, f, w, b.pids());
+  for (auto& a : side->ackers) a->stop();
+  const totals drained = drain(n, *side);
+  n.stop();
+  const report rep = make_report(r, *side);
+  print_engine(rep);
+  if (!check_outcome(drained, r)) return std::nullopt;
+  return rep;
+}
+
+int run_bench(const bench_flags& f) {
+  auto cluster = broker_cluster::start(f.nodes, f.broker_heap);
+  if (!cluster) return fmt::print(stderr, "kafka_bench: {}\n", cluster.error().message), 2;
+  const broker_cluster& b = **cluster;
+  print_header(f, b);
+  const std::string prefix = fmt::format("kbench-{}-", ::getpid());
+  auto raw_topic = create_topics(b.bootstrap(), f, prefix);
+  if (!raw_topic) return fmt::print(stderr, "kafka_bench: {}\n", raw_topic.error().message), 2;
+  if (auto w = warm_group_coordinator(b.bootstrap(), *raw_topic); !w) {
+    return fmt::print(stderr, "kafka_bench: {}\n", w.error().message), 2;
+  }
+  std::optional<report> engine;
+  if (f.engine) {
+    engine = run_engine(f, b, prefix);
+    if (!engine) return 1;
+  }
+  const auto raws = run_raw_phase(b.bootstrap(), *raw_topic, f, engine, b.pids());
+  print_raw(raws, engine);
+  if (f.json && engine) print_json(f, *engine, raws);
+  return 0;
+}
+
+void add_options(CLI::App& app, bench_flags& f) {
+  app.add_option("--nodes", f.nodes, "Broker nodes (3: replication 3, min.insync.replicas 2)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({1, 3}));
+  app.add_option("--partitions", f.partitions, "Partitions of every topic")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--steps", f.steps, "Task steps in the linear workflow")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60));
+  app.add_option("--in-flight", f.in_flight,
+                 "Executions running at once (closed loop: one ends, one starts)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--executions", f.executions, "Executions in all; 0: as many as the window takes")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, executions_unbounded));
+  app.add_option("--tenants", f.tenants, "Tenants (spread evenly over the partitions)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
+  app.add_option("--acker", f.acker,
+                 "How the acker commits: txn (own transactional producer), shared (the "
+                 "engine's log, group commit), idempotent (plain idempotent producer)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"txn", "shared", "idempotent"}));
+  app.add_option("--ack-batch", f.ack_batch_records_max, "Commands acked per acker commit, max")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--commit-interval-ms", f.commit_interval_ms,
+                 "partition_runtime_options::commit_interval_ms")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10'000));
+  app.add_option("--orchestrator-batch", f.orchestrator_batch_records_max,
+                 "partition_runtime_options::batch_records_max (inputs per stream per batch)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+}
+
+void add_run_options(CLI::App& app, bench_flags& f) {
+  app.add_option("--warmup-s", f.warmup_s, "Engine running before the window may open")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 600));
+  app.add_option("--seconds", f.seconds, "Measuring window")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--timeout", f.timeout_s, "Longest engine phase, window included")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86'400));
+  app.add_option("--raw-seconds", f.raw_seconds, "Per raw-librdkafka variant; 0 skips them")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 600));
+  app.add_option("--raw-records", f.raw_records,
+                 "Records per raw transaction, a list; default: 1 and the engine's mean per "
+                 "commit")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--raw-producers", f.raw_producers,
+                 "Also run the last size with offsets on this many producers at once (1: no)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, raw_partitions));
+  app.add_flag("!--no-engine", f.engine, "Skip the engine phase (raw librdkafka only)");
+  app.add_option("--raw-record-bytes", f.raw_record_bytes, "Value size of a raw record")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--broker-heap", f.broker_heap, "Broker heap, e.g. 512m (broker.sh default)");
+  app.add_option("--kafka-debug", f.kafka_debug, "librdkafka debug contexts of the producers");
+  app.add_option("--dir", f.dir, "Parent of the temporary state directory ($TMPDIR or /tmp)");
+  app.add_flag("--json", f.json, "Also print the results as one JSON line");
+}
+
+// librdkafka calls can block past their timeouts (above): if the whole run takes far longer
+// than planned, abort, and broker.sh's --owner watcher stops the broker.
+void start_watchdog(const bench_flags& f) {
+  const int raw_variants = 2 * std::max<int>(2, static_cast<int>(f.raw_records.size())) + 1;
+  const int limit_s = f.timeout_s + raw_variants * (f.raw_seconds + 10) + watchdog_slack_s;
+  std::thread([limit_s] {
+    std::this_thread::sleep_for(std::chrono::seconds(limit_s));
+    fmt::print(stderr, "kafka_bench: still running after {} s, aborting\n", limit_s);
+    std::abort();
+  }).detach();
+}
+
+int parse_and_run(int argc, char** argv) {
+  bench_flags f;
+  CLI::App app{
+      "Kafka orchestration benchmark: step transitions/s and ack-to-next-command "
+      "latency on a real broker, and librdkafka's raw transactional rate "
+      "(see bench/KAFKA.md)"};
+  add_options(app, f);
+  add_run_options(app, f);
+  CLI11_PARSE(app, argc, argv);
+  if (f.executions == 0) f.executions = executions_unbounded;
+  f.in_flight = std::min(f.in_flight, f.executions);
+  start_watchdog(f);
+  return run_bench(f);
+}
+
+}  // namespace
+}  // namespace auterity::bench
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows when piped
+  std::signal(SIGINT, auterity::bench::on_signal);
+  std::signal(SIGTERM, auterity::bench::on_signal);
+  return auterity::bench::parse_and_run(argc, argv);
+}
