@@ -95,6 +95,8 @@ struct bench_flags {
   std::string broker_heap;  // AUTERITY_KAFKA_HEAP for broker.sh; empty: its default
   std::string dir;          // parent of the temporary state directory
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
+  bool keep_state = false;  // leave the engine's state directory behind
+  int progress_s = 0;       // print rates every this many seconds; 0: off
   bool json = false;
 };
 
@@ -121,6 +123,8 @@ int64_t now_ns() {
 }
 
 double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+// (b − a) per d: a rate between two counter readings.
+double per(uint64_t b, uint64_t a, double d) { return ratio(static_cast<double>(b - a), d); }
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);
@@ -801,15 +805,43 @@ void observe(const totals& t, const bench_flags& f, const workload& w,
   }
 }
 
+// --progress-s: one line per interval, to see drift over a run (state growth, broker JIT).
+class progress_printer {
+ public:
+  explicit progress_printer(int interval_s) : _interval_ns(int64_t{interval_s} * 1'000'000'000) {}
+  void sample(const totals& t, int64_t started_ns) {
+    if (_interval_ns == 0 || t.at_ns - _last.at_ns < _interval_ns) return;
+    const double s = static_cast<double>(t.at_ns - _last.at_ns) / 1e9;
+    const double cpu_s = process_cpu_s();
+    if (_last.at_ns != 0) {
+      fmt::print(
+          "  progress {:>5.1f} s: {:>7.0f} transitions/s, bench process CPU {:>4.0f}% of "
+          "all cores, {:.0f} executions ended\n",
+          static_cast<double>(t.at_ns - started_ns) / 1e9, per(t.transitions, _last.transitions, s),
+          100 * ratio(cpu_s - _cpu_s, s * std::thread::hardware_concurrency()),
+          static_cast<double>(t.ended));
+    }
+    _last = t;
+    _cpu_s = cpu_s;
+  }
+
+ private:
+  int64_t _interval_ns;
+  totals _last;
+  double _cpu_s = 0;
+};
+
 run_record run(node& n, const acker_side& side, const bench_flags& f, const workload& w,
                const std::vector<int>& broker_pids) {
   run_record r;
   r.started_ns = now_ns();
   const cpu_snapshot at_start = take_cpu_snapshot(broker_pids);
   const int64_t deadline_ns = r.started_ns + int64_t{f.timeout_s} * 1'000'000'000;
+  progress_printer progress(f.progress_s);
   while (!r.window_closed && !interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
     r.end = read_totals(n, side);
+    progress.sample(r.end, r.started_ns);
     observe(r.end, f, w, broker_pids, r);
     r.timed_out = r.end.at_ns > deadline_ns;
     if (r.timed_out) break;
@@ -997,8 +1029,6 @@ struct report {
   latency_summary latency;
   cpu_split cpu;
 };
-
-double per(uint64_t a, uint64_t b, double d) { return ratio(static_cast<double>(a - b), d); }
 
 report make_report(const run_record& r, const acker_side& side) {
   const totals& a = r.first;
@@ -1222,11 +1252,14 @@ std::vector<raw_result> run_raw_phase(const std::string& bootstrap, const std::s
   return out;
 }
 
+// The engine's state directory; kept (and named) with --keep-state, for looking into RocksDB.
 struct temp_dir {
   std::string path;
+  bool keep = false;
   ~temp_dir() {
     std::error_code ec;
-    if (!path.empty()) fs::remove_all(path, ec);
+    if (keep) fmt::print("  state kept in {}\n", path);
+    if (!path.empty() && !keep) fs::remove_all(path, ec);
   }
 };
 
@@ -1241,7 +1274,7 @@ std::string make_temp_dir(const std::string& parent_flag) {
 // The engine phase; returns the report, or nullopt (after saying why) if it went wrong.
 std::optional<report> run_engine(const bench_flags& f, const broker_cluster& b,
                                  const std::string& prefix) {
-  temp_dir dir{make_temp_dir(f.dir)};
+  temp_dir dir{make_temp_dir(f.dir), f.keep_state};
   system_clock clk;
   workload w{.executions = f.executions,
              .in_flight = f.in_flight,
@@ -1354,6 +1387,10 @@ void add_run_options(CLI::App& app, bench_flags& f) {
   app.add_option("--broker-heap", f.broker_heap, "Broker heap, e.g. 512m (broker.sh default)");
   app.add_option("--kafka-debug", f.kafka_debug, "librdkafka debug contexts of the producers");
   app.add_option("--dir", f.dir, "Parent of the temporary state directory ($TMPDIR or /tmp)");
+  app.add_option("--progress-s", f.progress_s, "Print the rates every N seconds (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600));
+  app.add_flag("--keep-state", f.keep_state, "Keep the engine's state directory (RocksDB)");
   app.add_flag("--json", f.json, "Also print the results as one JSON line");
 }
 

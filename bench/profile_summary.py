@@ -4,8 +4,9 @@
 Usage:
   perf script -i perf.data -F comm,tid,period,ip,sym | python3 bench/profile_summary.py
 
-Inclusive rows count a sample once if any frame of its stack matches the row's pattern (rows
-overlap: a row's children are part of it). Self rows count the leaf frame only. Percentages are
+Inclusive rows count a sample once if any frame of its stack matches the row's pattern and its
+parent row (the nearest row above with less indent) matched too; siblings may overlap (e.g. a
+lookup inside apply_record counts for both). Self rows count the leaf frame only. Percentages are
 of all cycles sampled in the process, every thread included.
 """
 
@@ -20,8 +21,8 @@ INCLUSIVE = [
     (1, "prefetch (decode + verify envelope, lookups)", r"orchestrator::prefetch"),
     (1, "decide: orchestrator::process", r"orchestrator::process"),
     (2, "apply_record (appliers, incl. SHA-256)", r"auterity::apply_record"),
-    (3, "SHA-256 of each event (OpenSSL one-shot)", r"auterity::sha256"),
-    (4, "  of which EVP_MD_fetch (algorithm lookup per call)", r"EVP_MD_fetch"),
+    (3, "SHA-256 of each event", r"auterity::sha256"),
+    (4, "of which EVP_MD_fetch (algorithm lookup per call)", r"EVP_MD_fetch"),
     (2, "render_template (step input, nlohmann::json)", r"auterity::render_template"),
     (2, "ack output parse + dump in on_ack (nlohmann::json)", "nearest_caller:on_ack"),
     (2, "FlatBuffers building (finish_envelope, Create*)",
@@ -30,7 +31,8 @@ INCLUSIVE = [
     (2, "state lookups (find_execution/find_definition, key strings)",
      r"orchestrator_state::find_execution|orchestrator_state::find_definition"),
     (1, "flush: encode dirty executions into the state batch", r"orchestrator::flush"),
-    (1, "log commit (encode, crc32c, pwrite, fdatasync)", r"embedded_log::commit"),
+    (1, "log commit (encode, crc32c, pwrite, fdatasync)", 
+     r"(?m)embedded_log::commit|^(write_)?commit \(inlined\)$"),  # devirtualized, inlined
     (2, "fdatasync (CPU part only; waiting is off-CPU)", r"fdatasync"),
     (2, "pwrite", r"pwrite"),
     (2, "crc32c", r"crc32c"),
@@ -105,8 +107,15 @@ def main():
             continue
         total += period
         stack = "\n".join(frames)
-        for label, match in patterns:
-            if match(frames, stack):
+        # A row counts only if its parent row (the nearest one above with less indent) did.
+        matched = []
+        for (indent, _, _), (label, match) in zip(INCLUSIVE, patterns):
+            while matched and matched[-1][0] >= indent:
+                matched.pop()
+            parent_ok = not matched or matched[-1][1]
+            hit = parent_ok and match(frames, stack)
+            matched.append((indent, hit))
+            if hit:
                 inclusive[label] += period
         leaf = frames[0] if frames else ""
         for label, rx in self_patterns:
