@@ -14,7 +14,8 @@
 //                    processed, for --seconds (or until the closed loop drains)
 // The acker commits its acks one of three ways (--acker):
 //   txn         a kafka_log of its own: read_committed reads, acks + position in one
-//               transaction of its own transactional producer (what a worker process does);
+//               transaction of its own transactional producer (a worker in a process of its
+//               own, written against the log interface);
 //   shared      the node's kafka_log: its acks join the engine's group commit (what the
 //               in-process workers of `auterity run` do);
 //   idempotent  reads through a kafka_log of its own, acks through a plain idempotent producer
@@ -876,6 +877,9 @@ struct raw_variant {
   size_t records = 1;  // per transaction
   bool offsets = false;
   int producers = 1;
+  // One loop taking turns on two producers: a transaction never begins on a producer whose
+  // previous transaction's markers may still be in flight (CONCURRENT_TRANSACTIONS).
+  bool alternate = false;
 };
 
 struct raw_result {
@@ -943,20 +947,24 @@ std::vector<int64_t> raw_loop(const std::string& bootstrap, const std::string& t
                               const bench_flags& f, const raw_variant& v, uint32_t partition,
                               raw_clock& clk) {
   delivery_failures failures;
-  rk_ptr rk = raw_producer(bootstrap,
-                           fmt::format("bench.raw.{}.{}.{}.{}.{}", ::getpid(), v.records, v.offsets,
-                                       v.producers, partition),
-                           f, failures);
+  std::vector<rk_ptr> rks;
+  for (int k = 0; k < (v.alternate ? 2 : 1); ++k) {
+    rks.push_back(raw_producer(bootstrap,
+                               fmt::format("bench.raw.{}.{}.{}.{}.{}.{}.{}", ::getpid(), v.records,
+                                           v.offsets, v.producers, v.alternate, partition, k),
+                               f, failures));
+  }
   const std::string value(f.raw_record_bytes, 'r');
   uint64_t seq = 0;
-  for (int i = 0; i < raw_warmup_txns; ++i)
-    raw_transaction(rk.get(), topic, partition, value, v, ++seq);
+  auto next = [&] {
+    ++seq;
+    return raw_transaction(rks[seq % rks.size()].get(), topic, partition, value, v, seq);
+  };
+  for (int i = 0; i < raw_warmup_txns; ++i) next();
   clk.ready.fetch_add(1);
   while (clk.start_ns.load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
   std::vector<int64_t> took;
-  while (now_ns() < clk.start_ns.load() + clk.seconds_ns && !interrupted) {
-    took.push_back(raw_transaction(rk.get(), topic, partition, value, v, ++seq));
-  }
+  while (now_ns() < clk.start_ns.load() + clk.seconds_ns && !interrupted) took.push_back(next());
   vassert(failures.count.load() == 0, "raw delivery: {}", failures.last);
   return took;
 }
@@ -1111,8 +1119,9 @@ void print_engine(const report& r) {
 }
 
 std::string raw_name(const raw_variant& v) {
-  return fmt::format("{} rec{}{}", v.records, v.offsets ? " + offsets" : "",
-                     v.producers > 1 ? fmt::format(", {} producers", v.producers) : "");
+  std::string how = v.producers > 1 ? fmt::format(", {} producers", v.producers) : "";
+  if (v.alternate) how = ", 2 alternating";
+  return fmt::format("{} rec{}{}", v.records, v.offsets ? " + offsets" : "", how);
 }
 
 void print_raw(const std::vector<raw_result>& raws, const std::optional<report>& r) {
@@ -1229,8 +1238,9 @@ result<void> warm_group_coordinator(const std::string& bootstrap, const std::str
   return {};
 }
 
-// Per size (--raw-records, or 1 and the engine's mean records per commit): without and with
-// offsets on one producer; the last size also with offsets on --raw-producers at once.
+// Per size (--raw-records, or 1 and the engine's mean records per commit): without offsets,
+// with offsets (the engine's shape), and with offsets taking turns on two producers; the last
+// size also with offsets on --raw-producers at once.
 std::vector<raw_result> run_raw_phase(const std::string& bootstrap, const std::string& topic,
                                       const bench_flags& f, const std::optional<report>& engine,
                                       const std::vector<int>& broker_pids) {
@@ -1242,9 +1252,9 @@ std::vector<raw_result> run_raw_phase(const std::string& bootstrap, const std::s
     if (engine) sizes.push_back(std::max<size_t>(1, std::lround(engine->records_per_commit)));
   }
   for (size_t n : sizes) {
-    for (bool offsets : {false, true}) {
-      out.push_back(run_raw(bootstrap, topic, f, {n, offsets, 1}, broker_pids));
-    }
+    out.push_back(run_raw(bootstrap, topic, f, {n, false, 1}, broker_pids));
+    out.push_back(run_raw(bootstrap, topic, f, {n, true, 1}, broker_pids));
+    out.push_back(run_raw(bootstrap, topic, f, {n, true, 1, true}, broker_pids));
   }
   if (f.raw_producers > 1) {
     out.push_back(run_raw(bootstrap, topic, f, {sizes.back(), true, f.raw_producers}, broker_pids));
@@ -1397,7 +1407,7 @@ void add_run_options(CLI::App& app, bench_flags& f) {
 // librdkafka calls can block past their timeouts (above): if the whole run takes far longer
 // than planned, abort, and broker.sh's --owner watcher stops the broker.
 void start_watchdog(const bench_flags& f) {
-  const int raw_variants = 2 * std::max<int>(2, static_cast<int>(f.raw_records.size())) + 1;
+  const int raw_variants = 3 * std::max<int>(2, static_cast<int>(f.raw_records.size())) + 1;
   const int limit_s = f.timeout_s + raw_variants * (f.raw_seconds + 10) + watchdog_slack_s;
   std::thread([limit_s] {
     std::this_thread::sleep_for(std::chrono::seconds(limit_s));

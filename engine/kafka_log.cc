@@ -251,7 +251,22 @@ class kafka_log final : public log {
     return c;
   }
 
+  // A topic created a moment ago (`auterity topics apply`, then start) may not yet be in the
+  // metadata cache of the broker that answers: on a cluster the controller's record reaches
+  // each broker in its own time. Missing topics are asked for again for up to
+  // topic_metadata_wait_ms before the engine refuses to start; disagreeing counts are final.
   result<uint32_t> discover_partitions() {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(_options.topic_metadata_wait_ms);
+    while (true) {
+      auto r = discover_partitions_once();
+      if (r || r.error().code != errc::not_found || std::chrono::steady_clock::now() >= deadline)
+        return r;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+
+  result<uint32_t> discover_partitions_once() {
     const rd_kafka_metadata_t* md = nullptr;
     rd_kafka_resp_err_t err =
         rd_kafka_metadata(_meta.get(), 1, nullptr, &md, _options.request_timeout_ms);

@@ -26,6 +26,7 @@ struct kafka_log_options {
   std::string topic_prefix;              // topic = prefix + stream name
   int transaction_timeout_ms = 60'000;   // broker aborts a transaction left open this long
   int request_timeout_ms = 30'000;       // longest wait for one broker answer
+  int topic_metadata_wait_ms = 10'000;   // how long missing topics are looked for at open
   int read_wait_ms_max = 10'000;         // longest a read waits for its first fetch answer
   std::map<std::string, std::string> producer_config;  // extra librdkafka settings
   std::map<std::string, std::string> consumer_config;

@@ -32,6 +32,19 @@ bool fields_of(const fbs::Envelope& env, command_fields& out) {
   }
 }
 
+int64_t command_deadline(const fbs::Envelope& env) {
+  switch (env.payload_type()) {
+    case fbs::Payload::RunStep:
+      return env.payload_as_RunStep()->deadline_ms();
+    case fbs::Payload::CallAi:
+      return env.payload_as_CallAi()->deadline_ms();
+    case fbs::Payload::SendNotification:
+      return env.payload_as_SendNotification()->deadline_ms();
+    default:
+      return 0;
+  }
+}
+
 std::string dead_letter(const record& r, stream s, uint32_t p, std::string_view why,
                         int64_t now_ms) {
   flatbuffers::FlatBufferBuilder fbb(r.value.size() + 256);
@@ -99,7 +112,11 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
       _probe.deadletters.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    ack_result res = _connector->execute(*env);
+    command_context ctx;
+    ctx.deadline_ms = _clock.now_ms() + _options.command_deadline_ms;
+    if (int64_t d = command_deadline(*env); d > 0) ctx.deadline_ms = d;
+    ctx.idempotency_key = sv(env->record_id());
+    ack_result res = _connector->execute(*env, ctx);
     (res.status == fbs::AckStatus::Success ? _probe.succeeded : _probe.failed)
         .fetch_add(1, std::memory_order_relaxed);
     out.add(stream::acks, r.key, make_ack(*env, res, _clock.now_ms()));

@@ -30,12 +30,25 @@ struct ack_result {
   int64_t cost_micros = 0;
 };
 
+// What the runtime tells a connector about one command.
+struct command_context {
+  // Wall-clock ms by which the connector must have answered: the command's own deadline_ms
+  // when it has one, else now + worker_options::command_deadline_ms. A connector that cannot
+  // finish by then returns a retryable failure ("deadline exceeded ...").
+  int64_t deadline_ms = 0;
+  // The command's idempotency id ("<execution>/<step>/<attempt>"): connectors pass it to the
+  // remote side (Idempotency-Key header, Twilio's I-Twilio-Idempotency-Token, ...), so a
+  // command redelivered after a crash does not repeat its effect there.
+  std::string_view idempotency_key;
+};
+
 class connector {
  public:
   virtual ~connector() = default;
   // Does the command's work. `command` is a verified envelope of the stream's command type.
-  // Must be idempotent by command->record_id().
-  virtual ack_result execute(const fbs::Envelope& command) = 0;
+  // Must be idempotent by ctx.idempotency_key. Called from several threads at once (the
+  // runtime runs up to worker_options::concurrency commands in parallel): keep it thread-safe.
+  virtual ack_result execute(const fbs::Envelope& command, const command_context& ctx) = 0;
 };
 
 struct worker_probe {
@@ -47,7 +60,8 @@ struct worker_probe {
 
 struct worker_options {
   size_t batch_records_max = 256;
-  int64_t idle_wait_ms_max = 100;  // longest sleep when idle; commits wake it sooner
+  int64_t idle_wait_ms_max = 100;        // longest sleep when idle; commits wake it sooner
+  int64_t command_deadline_ms = 30'000;  // per command without a deadline of its own
 };
 
 class worker_runtime {

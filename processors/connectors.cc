@@ -62,7 +62,7 @@ json lead_score(const json& in) {
 
 class local_step_connector final : public connector {
  public:
-  ack_result execute(const fbs::Envelope& command) override {
+  ack_result execute(const fbs::Envelope& command, const command_context&) override {
     auto cmd = command.payload_as_RunStep();
     json in = json::parse(sv(cmd->input_json()), nullptr, false);
     if (in.is_discarded()) return permanent("step input is not JSON");
@@ -87,7 +87,7 @@ class local_step_connector final : public connector {
 
 class unconfigured_ai_connector final : public connector {
  public:
-  ack_result execute(const fbs::Envelope&) override {
+  ack_result execute(const fbs::Envelope&, const command_context&) override {
     return permanent(
         "no AI model endpoint is configured on this engine; the workflow takes its fallback "
         "path");
@@ -136,7 +136,7 @@ outbox_connector::outbox_connector(std::string path, int fd, std::unordered_set<
 
 outbox_connector::~outbox_connector() { ::close(_fd); }
 
-ack_result outbox_connector::execute(const fbs::Envelope& command) {
+ack_result outbox_connector::execute(const fbs::Envelope& command, const command_context&) {
   auto n = command.payload_as_SendNotification();
   const std::string id(sv(n->idempotency_id()));
   if (sv(n->channel()).empty()) return permanent("notification has no channel");

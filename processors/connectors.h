@@ -27,7 +27,7 @@ class outbox_connector final : public connector {
   // Opens (creating) <dir>/notifications.jsonl and loads the ids already written.
   static result<std::unique_ptr<outbox_connector>> open(const std::string& dir);
   ~outbox_connector() override;
-  ack_result execute(const fbs::Envelope& command) override;
+  ack_result execute(const fbs::Envelope& command, const command_context&) override;
   const std::string& path() const { return _path; }
 
  private:

@@ -34,7 +34,7 @@ constexpr uint32_t partitions = 2;
 // the others a permanent failure (quota), so their workflows take the template fallback.
 class scripted_ai final : public connector {
  public:
-  ack_result execute(const fbs::Envelope& command) override {
+  ack_result execute(const fbs::Envelope& command, const command_context&) override {
     auto p = command.payload_as_CallAi();
     ack_result r;
     if (sv(command.tenant_id()) != "acme-motors") {
@@ -60,7 +60,7 @@ class scripted_ai final : public connector {
 // idempotency id (the outbox connector would put this run's temp path in every output).
 class scripted_notify final : public connector {
  public:
-  ack_result execute(const fbs::Envelope& command) override {
+  ack_result execute(const fbs::Envelope& command, const command_context&) override {
     auto p = command.payload_as_SendNotification();
     ack_result r;
     r.output_json =
