@@ -21,6 +21,8 @@ const char* errc_name(errc code) {
       return "not_found";
     case errc::rocksdb:
       return "rocksdb";
+    case errc::timeout:
+      return "timeout";
   }
   return "unknown";
 }

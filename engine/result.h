@@ -15,6 +15,7 @@ enum class errc {
   too_large,  // a named limit was exceeded
   not_found,
   rocksdb,  // RocksDB returned a non-ok status
+  timeout,  // a deadline passed before the work finished
 };
 
 const char* errc_name(errc);
