@@ -10,14 +10,17 @@ cd "$(dirname "$0")"
 packages=(
   cmake ninja-build g++ ccache pkg-config
   librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
-  nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev
+  nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev libboost1.81-dev
 )
 
 # Only the test command needs these: the replay tests render the HTML timeline in headless
-# Chromium, and the Kafka tests run a real broker (Kafka from Maven Central on Java 17; a JDK
+# Chromium, the connector tests run protocol servers in Python, and the Kafka tests run a real broker (Kafka from Maven Central on Java 17; a JDK
 # and Maven only if the machine has none).
 test_packages() {
   packages+=(chromium clang-format)
+  # Loopback protocol servers of the connector tests (Python's http.server, aiosmtpd) and the
+  # Python worker built from the schema (flatbuffers, confluent-kafka).
+  packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }

@@ -1,0 +1,3 @@
+#include "engine/http_client.h"
+
+namespace auterity {}  // implementation: see the connectors issue
