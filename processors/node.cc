@@ -1,5 +1,6 @@
 #include "processors/node.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 
@@ -8,7 +9,7 @@
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
 #include "processors/client.h"
-#include "processors/connectors.h"
+#include "processors/connector_config.h"
 
 namespace auterity {
 
@@ -53,14 +54,22 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
     }
   }
   if (options.workers) {
-    auto outbox = outbox_connector::open(options.data_dir + "/outbox");
-    if (!outbox) return std::unexpected(outbox.error());
-    n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, stream::commands_step,
-                                                           make_local_step_connector(), clk, wo));
-    n->_workers.push_back(std::make_unique<worker_runtime>(
-        *n->_log, stream::commands_ai, make_unconfigured_ai_connector(), clk, wo));
-    n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, stream::commands_notify,
-                                                           std::move(*outbox), clk, wo));
+    const std::string outbox = options.data_dir + "/outbox";
+    auto set = options.connectors_file.empty() ? make_connectors("", outbox)
+                                               : load_connectors(options.connectors_file, outbox);
+    if (!set) return std::unexpected(set.error());
+    auto wanted = [&](stream s) {
+      return std::find(options.worker_streams.begin(), options.worker_streams.end(), s) !=
+             options.worker_streams.end();
+    };
+    std::pair<stream, std::unique_ptr<connector>*> workers[] = {
+        {stream::commands_step, &set->step},
+        {stream::commands_ai, &set->ai},
+        {stream::commands_notify, &set->notify}};
+    for (auto& [s, c] : workers) {
+      if (!wanted(s)) continue;
+      n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, s, std::move(*c), clk, wo));
+    }
   }
   if (auto r = n->start_metrics(); !r) return std::unexpected(r.error());
   return n;
@@ -276,9 +285,9 @@ node_summary node::summary() {
     for (stream in : {stream::ingress, stream::acks}) {
       quiet = quiet && _log->position(orchestrator_group, in, p) == _log->end_offset(in, p);
     }
-    for (stream c : {stream::commands_step, stream::commands_ai, stream::commands_notify}) {
-      const std::string g = fmt::format("worker.{}", stream_name(c));
-      if (_options.workers) quiet = quiet && _log->position(g, c, p) == _log->end_offset(c, p);
+    for (const auto& w : _workers) {
+      const stream c = w->commands();
+      quiet = quiet && _log->position(w->group(), c, p) == _log->end_offset(c, p);
     }
   }
   for (uint32_t p = 0; p < _options.partitions; ++p) {

@@ -36,7 +36,14 @@ struct node_options {
   // (scale-out). Off: own every partition (single instance, and read-only tools).
   bool kafka_group = false;
   bool fsync = true;
-  bool workers = true;  // run the local connector workers in-process
+  bool workers = true;  // run connector workers in-process
+  // Which command streams the in-process workers take (others are left to external workers,
+  // e.g. one written in another language: engine/WORKERS.md).
+  std::vector<stream> worker_streams = {stream::commands_step, stream::commands_ai,
+                                        stream::commands_notify};
+  // The connectors' configuration file (processors/connector_config.h); empty: local actions,
+  // no AI provider, every notification to the outbox.
+  std::string connectors_file;
   partition_runtime_options runtime;
   // Serve Prometheus /metrics on this "host:port" (port 0: any free one); empty or "0": off.
   std::string metrics_address;

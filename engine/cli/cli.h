@@ -6,8 +6,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/kafka_log.h"
+#include "engine/log.h"
 #include "engine/partition_runtime.h"
 
 namespace CLI {
@@ -27,6 +29,9 @@ struct demo_flags {
   std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
   partition_runtime_options runtime;
   std::string metrics_address;  // Prometheus /metrics; empty: off
+  std::string connectors_file;  // processors/connector_config.h; empty: local only
+  std::vector<stream> worker_streams = {stream::commands_step, stream::commands_ai,
+                                        stream::commands_notify};
 };
 
 // The main job: the sample dealership workflow for two tenants, end to end.

@@ -39,7 +39,35 @@ struct common_flags {
   std::string instance = "engine-1";
   std::string topic_prefix;
   std::string metrics;  // Prometheus /metrics address (`run` only); empty: off
+  std::string connectors;  // connector configuration file (`run`, `demo`); empty: local only
+  std::vector<std::string> worker_streams = {"step", "ai", "notify"};
 };
+
+// --connectors and --workers: what the in-process connector workers do.
+void add_worker_flags(CLI::App* cmd, common_flags& f) {
+  cmd->add_option("--connectors", f.connectors,
+                  "Connector configuration (JSON): HTTP steps, AI providers, SMS/WhatsApp/email/"
+                  "Slack/webhook channels; see processors/README.md. Default: local actions "
+                  "only, no AI provider (AI steps take their fallback), notifications to the "
+                  "outbox file")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--workers", f.worker_streams,
+                  "Command streams served by in-process workers (step, ai, notify; \"none\": "
+                  "leave all to external workers, engine/WORKERS.md)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"step", "ai", "notify", "none"}))
+      ->capture_default_str();
+}
+
+std::vector<stream> worker_streams_of(const common_flags& f) {
+  std::vector<stream> out;
+  for (const std::string& w : f.worker_streams) {
+    if (w == "step") out.push_back(stream::commands_step);
+    if (w == "ai") out.push_back(stream::commands_ai);
+    if (w == "notify") out.push_back(stream::commands_notify);
+  }
+  return out;
+}
 
 constexpr uint32_t default_partitions = 4;
 
@@ -97,6 +125,8 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.runtime = f.runtime;
   o.fsync = !f.no_fsync;
   o.workers = workers;
+  o.worker_streams = worker_streams_of(f);
+  o.connectors_file = f.connectors;
   o.metrics_address = f.metrics;
   return node::open(o, clk);
 }
@@ -284,6 +314,7 @@ int main(int argc, char** argv) {
                          "Run the sample dealership workflow for two tenants end to end and print "
                          "each execution's timeline (the README's first command)");
   add_common(demo_cmd, demo_f);
+  add_worker_flags(demo_cmd, demo_f);
   demo_cmd
       ->add_option("--executions", demo.executions, "Executions to start (split over the tenants)")
       ->capture_default_str()
@@ -300,6 +331,7 @@ int main(int argc, char** argv) {
   int stats_interval_s = 10;
   auto* run_cmd = app.add_subcommand("run", "Serve the engine on a data directory until Ctrl-C");
   add_common(run_cmd, f);
+  add_worker_flags(run_cmd, f);
   run_cmd->add_flag("--until-quiet", until_quiet,
                     "Exit 0 once nothing is left to do (no input, command or timer pending)");
   run_cmd
@@ -380,6 +412,8 @@ int main(int argc, char** argv) {
     demo.fsync = !demo_f.no_fsync;
     demo.kafka = kafka_of(demo_f);
     demo.runtime = demo_f.runtime;
+    demo.connectors_file = demo_f.connectors;
+    demo.worker_streams = worker_streams_of(demo_f);
     return run_demo(demo, g_interrupted);
   }
   if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
