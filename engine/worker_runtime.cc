@@ -1,6 +1,9 @@
 #include "engine/worker_runtime.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <functional>
 
 #include <fmt/core.h>
 
@@ -62,14 +65,110 @@ std::string dead_letter(const record& r, stream s, uint32_t p, std::string_view 
   return finish_envelope(fbb, h, fbs::Payload::DeadLetter, payload.Union());
 }
 
+ack_result retryable(std::string why) {
+  ack_result r;
+  r.status = fbs::AckStatus::RetryableFailure;
+  r.error = std::move(why);
+  return r;
+}
+
 }  // namespace
+
+// Runs the commands of one batch: the calling thread and `helpers` threads take indexes from
+// a shared counter until none is left, so at most helpers + 1 run at once. The threads live as
+// long as the runtime; between batches they sleep on a condition variable.
+class worker_pool {
+ public:
+  explicit worker_pool(size_t helpers) {
+    for (size_t i = 0; i < helpers; ++i) _threads.emplace_back([this] { helper_loop(); });
+  }
+  ~worker_pool() {
+    {
+      std::lock_guard lock(_mu);
+      _stop = true;
+    }
+    _wake.notify_all();
+    for (auto& t : _threads) t.join();
+  }
+
+  // Calls fn(0) .. fn(n - 1), spread over the pool; returns when all have returned.
+  void run(size_t n, const std::function<void(size_t)>& fn) {
+    if (n == 0) return;
+    {
+      std::lock_guard lock(_mu);
+      _fn = &fn;
+      _n = n;
+      _next = 0;
+      _done = 0;
+      ++_round;
+    }
+    if (n > 1) _wake.notify_all();
+    work();
+    std::unique_lock lock(_mu);
+    _all_done.wait(lock, [&] { return _done == _n; });
+    _fn = nullptr;
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(_mu);
+    while (_fn && _next < _n) {
+      const size_t i = _next++;
+      const auto* fn = _fn;
+      lock.unlock();
+      (*fn)(i);
+      lock.lock();
+      if (++_done == _n) _all_done.notify_all();
+    }
+  }
+
+  void helper_loop() {
+    uint64_t seen = 0;
+    std::unique_lock lock(_mu);
+    while (true) {
+      _wake.wait(lock, [&] { return _stop || _round != seen; });
+      if (_stop) return;
+      seen = _round;
+      lock.unlock();
+      work();
+      lock.lock();
+    }
+  }
+
+  std::mutex _mu;
+  std::condition_variable _wake;
+  std::condition_variable _all_done;
+  const std::function<void(size_t)>* _fn = nullptr;  // the batch being run; guarded by _mu
+  size_t _n = 0, _next = 0, _done = 0;               // guarded by _mu
+  uint64_t _round = 0;                               // guarded by _mu
+  bool _stop = false;                                // guarded by _mu
+  std::vector<std::thread> _threads;
+};
+
+result<void> check_worker_options(const worker_options& o) {
+  if (o.concurrency == 0 || o.concurrency > worker_concurrency_max) {
+    return fail(errc::invalid,
+                fmt::format("worker concurrency {} is out of range: 1..{} (worker_concurrency_max)",
+                            o.concurrency, worker_concurrency_max));
+  }
+  if (o.batch_records_max == 0) return fail(errc::invalid, "worker batch_records_max must be >= 1");
+  if (o.command_deadline_ms <= 0) {
+    return fail(errc::invalid, fmt::format("worker command_deadline_ms must be > 0, not {}",
+                                           o.command_deadline_ms));
+  }
+  if (o.idle_wait_ms_max <= 0) {
+    return fail(errc::invalid,
+                fmt::format("worker idle_wait_ms_max must be > 0, not {}", o.idle_wait_ms_max));
+  }
+  return {};
+}
 
 std::string make_ack(const fbs::Envelope& command, const ack_result& r, int64_t now_ms) {
   command_fields f;
   vassert(fields_of(command, f), "make_ack on a non-command record");
   flatbuffers::FlatBufferBuilder fbb(512 + r.output_json.size());
   auto usage = fbs::CreateUsage(fbb, fbb.CreateString(r.model), r.input_tokens, r.output_tokens,
-                                r.cost_micros);
+                                r.cost_micros, fbb.CreateString(r.provider));
   auto payload = fbs::CreateStepAck(
       fbb, fbb.CreateString(sv(command.record_id())), fbb.CreateString(f.step), f.attempt, r.status,
       fbb.CreateString(r.output_json), fbb.CreateString(r.error), usage);
@@ -84,13 +183,60 @@ std::string make_ack(const fbs::Envelope& command, const ack_result& r, int64_t 
   return finish_envelope(fbb, h, fbs::Payload::StepAck, payload.Union());
 }
 
+result<std::unique_ptr<worker_runtime>> worker_runtime::open(log& l, stream commands,
+                                                             std::unique_ptr<connector> c,
+                                                             clock& clk, worker_options options) {
+  if (auto ok = check_worker_options(options); !ok) return std::unexpected(ok.error());
+  return std::make_unique<worker_runtime>(l, commands, std::move(c), clk, options);
+}
+
 worker_runtime::worker_runtime(log& l, stream commands, std::unique_ptr<connector> c, clock& clk,
                                worker_options options)
-    : _log(l), _stream(commands), _connector(std::move(c)), _clock(clk), _options(options) {}
+    : _log(l), _stream(commands), _connector(std::move(c)), _clock(clk), _options(options) {
+  auto ok = check_worker_options(_options);
+  vassert(ok.has_value(), "worker {}: {}", group(), ok.error().message);
+  _pool = std::make_unique<worker_pool>(_options.concurrency - 1);
+}
 
 worker_runtime::~worker_runtime() { stop(); }
 
 std::string worker_runtime::group() const { return fmt::format("worker.{}", stream_name(_stream)); }
+
+// One record of a batch: a command (env set) with its ack, or a deadletter (env null).
+struct worker_runtime::slot {
+  const record* rec = nullptr;
+  const fbs::Envelope* env = nullptr;
+  std::string dead_reason;
+  command_context ctx;
+  ack_result res;
+  int64_t acked_ms = 0;
+};
+
+// Runs on a pool thread: the connector call, exceptions caught, the deadline checked after.
+void worker_runtime::run_command(slot& s) {
+  const uint64_t now_in = _probe.in_flight.fetch_add(1, std::memory_order_relaxed) + 1;
+  uint64_t max = _probe.in_flight_max.load(std::memory_order_relaxed);
+  while (now_in > max && !_probe.in_flight_max.compare_exchange_weak(max, now_in)) {
+  }
+  const int64_t started_ms = _clock.now_ms();
+  try {
+    s.res = _connector->execute(*s.env, s.ctx);
+  } catch (const std::exception& e) {
+    s.res = retryable(fmt::format("connector failed: {}", e.what()));
+    _probe.connector_exceptions.fetch_add(1, std::memory_order_relaxed);
+  } catch (...) {
+    s.res = retryable("connector failed with an exception that is not a std::exception");
+    _probe.connector_exceptions.fetch_add(1, std::memory_order_relaxed);
+  }
+  s.acked_ms = _clock.now_ms();
+  // A late success is not trusted: the orchestrator may have timed the attempt out and retried,
+  // and the connector was told to give up by now. A failure keeps its own (better) reason.
+  if (s.acked_ms > s.ctx.deadline_ms && s.res.status == fbs::AckStatus::Success) {
+    s.res = retryable(fmt::format("deadline exceeded after {} ms", s.acked_ms - started_ms));
+    _probe.deadline_exceeded.fetch_add(1, std::memory_order_relaxed);
+  }
+  _probe.in_flight.fetch_sub(1, std::memory_order_relaxed);
+}
 
 result<size_t> worker_runtime::run_partition(uint32_t p) {
   const std::string g = group();
@@ -101,25 +247,42 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
   auto n = _log.read(_stream, p, from, _options.batch_records_max, 8 << 20, _scratch);
   if (!n) return n;
   if (*n == 0) return 0;
-  commit_batch out;
-  for (const record& r : _scratch) {
-    std::string why;
-    const fbs::Envelope* env = decode_envelope(r.value, &why);
+  // Decode and sort out what cannot run, then run the rest at once, then commit in order.
+  std::vector<slot> slots(_scratch.size());
+  std::vector<slot*> to_run;
+  const int64_t read_ms = _clock.now_ms();
+  for (size_t i = 0; i < _scratch.size(); ++i) {
+    slot& s = slots[i];
+    s.rec = &_scratch[i];
+    const fbs::Envelope* env = decode_envelope(s.rec->value, &s.dead_reason);
     command_fields f;
-    if (env && !fields_of(*env, f)) why = "not a command this worker runs";
-    if (!env || !fields_of(*env, f)) {
-      out.add(stream::deadletter, r.key, dead_letter(r, _stream, p, why, _clock.now_ms()));
+    if (env && !fields_of(*env, f)) s.dead_reason = "not a command this worker runs";
+    if (!env || !fields_of(*env, f)) continue;
+    s.env = env;
+    s.ctx.deadline_ms = read_ms + _options.command_deadline_ms;
+    if (int64_t d = command_deadline(*env); d > 0) s.ctx.deadline_ms = d;
+    s.ctx.idempotency_key = sv(env->record_id());
+    if (read_ms > s.ctx.deadline_ms) {
+      s.res = retryable(fmt::format("deadline passed before the worker started it ({} ms ago)",
+                                    read_ms - s.ctx.deadline_ms));
+      s.acked_ms = read_ms;
+      _probe.deadline_passed.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    to_run.push_back(&s);
+  }
+  _pool->run(to_run.size(), [&](size_t i) { run_command(*to_run[i]); });
+  commit_batch out;
+  for (const slot& s : slots) {
+    if (!s.env) {
+      out.add(stream::deadletter, s.rec->key,
+              dead_letter(*s.rec, _stream, p, s.dead_reason, _clock.now_ms()));
       _probe.deadletters.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    command_context ctx;
-    ctx.deadline_ms = _clock.now_ms() + _options.command_deadline_ms;
-    if (int64_t d = command_deadline(*env); d > 0) ctx.deadline_ms = d;
-    ctx.idempotency_key = sv(env->record_id());
-    ack_result res = _connector->execute(*env, ctx);
-    (res.status == fbs::AckStatus::Success ? _probe.succeeded : _probe.failed)
+    (s.res.status == fbs::AckStatus::Success ? _probe.succeeded : _probe.failed)
         .fetch_add(1, std::memory_order_relaxed);
-    out.add(stream::acks, r.key, make_ack(*env, res, _clock.now_ms()));
+    out.add(stream::acks, s.rec->key, make_ack(*s.env, s.res, s.acked_ms));
   }
   const uint64_t next = _scratch.back().offset + 1;
   out.set_position(g, _stream, next);

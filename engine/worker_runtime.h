@@ -1,9 +1,19 @@
 #pragma once
 // The worker runtime: consumes one command stream (commands.step, commands.ai or
 // commands.notify) on every partition, runs each command through a connector with the command
-// id as idempotency key, and commits the ack to acks[p] together with the consumer position in
+// id as idempotency key, and commits the acks to acks[p] together with the consumer position in
 // one log commit — so a command is acknowledged once, and a worker killed before that commit
 // gets the command again (the connector's idempotency keeps the effect single).
+//
+// Concurrency: a batch of one partition runs up to worker_options::concurrency commands at
+// once (the worker's own thread plus concurrency - 1 pool threads created with the runtime);
+// the batch's acks are committed when all of its commands are done, in command order.
+//
+// Deadlines: the runtime cannot abort a connector call (there is no safe way to stop a thread);
+// connectors enforce command_context::deadline_ms in their own IO (http_client does). The
+// runtime only refuses to start a command whose deadline has passed, and turns a success that
+// came back after the deadline into a retryable failure. Workers in other languages:
+// engine/WORKERS.md.
 
 #include <atomic>
 #include <cstdint>
@@ -28,6 +38,7 @@ struct ack_result {
   uint32_t input_tokens = 0;
   uint32_t output_tokens = 0;
   int64_t cost_micros = 0;
+  std::string provider;  // AI usage: which configured provider answered
 };
 
 // What the runtime tells a connector about one command.
@@ -56,16 +67,41 @@ struct worker_probe {
   std::atomic<uint64_t> succeeded{0};
   std::atomic<uint64_t> failed{0};
   std::atomic<uint64_t> deadletters{0};
+  // Successes that came back after the command's deadline (acked as retryable failures).
+  std::atomic<uint64_t> deadline_exceeded{0};
+  // Commands whose deadline had passed when read: acked retryable, the connector not called.
+  std::atomic<uint64_t> deadline_passed{0};
+  std::atomic<uint64_t> connector_exceptions{0};  // execute() threw (acked retryable)
+  std::atomic<uint64_t> in_flight{0};             // commands in a connector now
+  std::atomic<uint64_t> in_flight_max{0};         // most commands in connectors at once
 };
+
+// Upper bound of worker_options::concurrency: each unit of concurrency is a thread.
+inline constexpr size_t worker_concurrency_max = 256;
 
 struct worker_options {
   size_t batch_records_max = 256;
+  // Commands of a batch run at once, 1..worker_concurrency_max. Connectors waiting on remote
+  // calls (HTTP, AI, SMS) are the reason to raise it; 1 runs every command on the worker's
+  // thread, one after the other.
+  size_t concurrency = 8;
   int64_t idle_wait_ms_max = 100;        // longest sleep when idle; commits wake it sooner
   int64_t command_deadline_ms = 30'000;  // per command without a deadline of its own
 };
 
+// errc::invalid with a readable reason if an option is out of range (concurrency 0 or above
+// worker_concurrency_max, batch_records_max 0, a deadline or idle wait <= 0).
+result<void> check_worker_options(const worker_options& options);
+
+class worker_pool;
+
 class worker_runtime {
  public:
+  // Checks the options first (check_worker_options) and says what is wrong.
+  static result<std::unique_ptr<worker_runtime>> open(log& l, stream commands,
+                                                      std::unique_ptr<connector> c, clock& clk,
+                                                      worker_options options = {});
+  // `options` must pass check_worker_options (asserted; open() returns the error instead).
   worker_runtime(log& l, stream commands, std::unique_ptr<connector> c, clock& clk,
                  worker_options options = {});
   ~worker_runtime();
@@ -83,7 +119,9 @@ class worker_runtime {
   const worker_probe& probe() const { return _probe; }
 
  private:
+  struct slot;
   result<size_t> run_partition(uint32_t p);
+  void run_command(slot& s);
   void loop();
 
   log& _log;
@@ -93,7 +131,8 @@ class worker_runtime {
   worker_options _options;
   worker_probe _probe;
   std::vector<record> _scratch;
-  std::mutex _run_mu;  // held while a round runs; set_partitions waits on it
+  std::unique_ptr<worker_pool> _pool;  // concurrency - 1 threads, for the runtime's lifetime
+  std::mutex _run_mu;                  // held while a round runs; set_partitions waits on it
   std::optional<std::vector<uint32_t>> _owned;  // guarded by _run_mu; nullopt: all
   // Next command offset per partition, read from the log once per assignment: Kafka may
   // answer an offset fetch with the previous commit until the last transaction's markers land.

@@ -140,6 +140,7 @@ ack_result outbox_connector::execute(const fbs::Envelope& command, const command
   auto n = command.payload_as_SendNotification();
   const std::string id(sv(n->idempotency_id()));
   if (sv(n->channel()).empty()) return permanent("notification has no channel");
+  std::lock_guard lock(_mu);
   if (_seen.contains(id)) return success(json{{"outbox", _path}, {"duplicate", true}});
   json line = {{"id", id},
                {"tenant", sv(command.tenant_id())},

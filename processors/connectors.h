@@ -34,7 +34,10 @@ class outbox_connector final : public connector {
   outbox_connector(std::string path, int fd, std::unordered_set<std::string> seen);
   std::string _path;
   int _fd;
-  std::unordered_set<std::string> _seen;
+  // The worker runs commands in parallel: the check of _seen, the write and the insert are one
+  // step, so two deliveries of the same id cannot both write.
+  std::mutex _mu;
+  std::unordered_set<std::string> _seen;  // guarded by _mu
 };
 
 }  // namespace auterity

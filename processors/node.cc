@@ -41,7 +41,8 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
   n->_options.partitions = n->_log->partition_count();
   // On Kafka a commit becomes readable only after its transaction markers are fetched, so a
   // wake-up on our own commit often finds nothing yet: poll briefly instead of sleeping long.
-  worker_options wo;
+  worker_options wo = options.worker;
+  if (auto r = check_worker_options(wo); !r) return std::unexpected(r.error());
   if (options.kafka) {
     n->_options.runtime.idle_wait_ms_max = 5;
     wo.idle_wait_ms_max = 5;

@@ -44,6 +44,7 @@ struct node_options {
   // The connectors' configuration file (processors/connector_config.h); empty: local actions,
   // no AI provider, every notification to the outbox.
   std::string connectors_file;
+  worker_options worker;  // of each in-process worker (concurrency, deadline, batch)
   partition_runtime_options runtime;
   // Serve Prometheus /metrics on this "host:port" (port 0: any free one); empty or "0": off.
   std::string metrics_address;

@@ -11,6 +11,7 @@
 #include "engine/kafka_log.h"
 #include "engine/log.h"
 #include "engine/partition_runtime.h"
+#include "engine/worker_runtime.h"
 
 namespace CLI {
 class App;
@@ -32,6 +33,7 @@ struct demo_flags {
   std::string connectors_file;  // processors/connector_config.h; empty: local only
   std::vector<stream> worker_streams = {stream::commands_step, stream::commands_ai,
                                         stream::commands_notify};
+  worker_options worker;
 };
 
 // The main job: the sample dealership workflow for two tenants, end to end.

@@ -111,6 +111,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   o.metrics_address = flags.metrics_address;
   o.connectors_file = flags.connectors_file;
   o.worker_streams = flags.worker_streams;
+  o.worker = flags.worker;
   auto opened = node::open(o, clk);
   if (!opened) {
     fmt::print(stderr, "auterity demo: {}\n", opened.error().message);

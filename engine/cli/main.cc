@@ -41,6 +41,7 @@ struct common_flags {
   std::string metrics;  // Prometheus /metrics address (`run` only); empty: off
   std::string connectors;  // connector configuration file (`run`, `demo`); empty: local only
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
+  worker_options worker;
 };
 
 // --connectors and --workers: what the in-process connector workers do.
@@ -57,6 +58,14 @@ void add_worker_flags(CLI::App* cmd, common_flags& f) {
       ->delimiter(',')
       ->check(CLI::IsMember({"step", "ai", "notify", "none"}))
       ->capture_default_str();
+  cmd->add_option("--worker-concurrency", f.worker.concurrency,
+                  "Commands each in-process worker runs at once (its connector calls overlap)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, worker_concurrency_max));
+  cmd->add_option("--command-deadline-ms", f.worker.command_deadline_ms,
+                  "Deadline of a command that has none of its own (a step without timeout_ms)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
 }
 
 std::vector<stream> worker_streams_of(const common_flags& f) {
@@ -127,6 +136,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.workers = workers;
   o.worker_streams = worker_streams_of(f);
   o.connectors_file = f.connectors;
+  o.worker = f.worker;
   o.metrics_address = f.metrics;
   return node::open(o, clk);
 }
@@ -414,6 +424,7 @@ int main(int argc, char** argv) {
     demo.runtime = demo_f.runtime;
     demo.connectors_file = demo_f.connectors;
     demo.worker_streams = worker_streams_of(demo_f);
+    demo.worker = demo_f.worker;
     return run_demo(demo, g_interrupted);
   }
   if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
