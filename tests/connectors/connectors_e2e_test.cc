@@ -209,5 +209,327 @@ TEST(connectors_e2e, worker_killed_after_its_side_effect_completes_once) {
   EXPECT_EQ(std::count(types.begin(), types.end(), "ExecutionSucceeded"), 1);
 }
 
+// ------------------------------------------------------------------ AI routing, in process
+
+// The events of one execution, decoded, in log order.
+struct event {
+  std::string type;
+  std::string bytes;
+  const fbs::Envelope* env() const { return decode_envelope(bytes); }
+};
+
+std::vector<event> events_of(node& n, std::string_view tenant, std::string_view id) {
+  const uint32_t p = tenant_partition(tenant, n.partitions());
+  std::vector<event> out;
+  std::vector<record> batch;
+  for (uint64_t from = 0; from < n.get_log().end_offset(stream::executions, p);) {
+    batch.clear();
+    auto r = n.get_log().read(stream::executions, p, from, 1024, 8 << 20, batch);
+    if (!r || batch.empty()) break;
+    for (const record& rec : batch) {
+      const fbs::Envelope* e = decode_envelope(rec.value);
+      if (e && sv(e->tenant_id()) == tenant && sv(e->execution_id()) == id) {
+        out.push_back({std::string(payload_name(e->payload_type())), rec.value});
+      }
+    }
+    from = batch.back().offset + 1;
+  }
+  return out;
+}
+
+std::vector<const fbs::Envelope*> of_type(const std::vector<event>& events, std::string_view t) {
+  std::vector<const fbs::Envelope*> out;
+  for (const event& e : events) {
+    if (e.type == t) out.push_back(e.env());
+  }
+  return out;
+}
+
+int64_t priced(int64_t tokens, int64_t per_1k) { return (tokens * per_1k + 999) / 1000; }
+
+constexpr const char* draft_workflow = R"({
+  "workflow": "draft-reply", "version": 1,
+  "steps": [
+    {"id": "draft", "kind": "ai", "tier": "standard", "timeout_ms": 20000,
+     "input": {"prompt": "Write a two-line reply to {{input.name}} about a test drive.",
+               "max_tokens": 100},
+     "on_failure": "continue"},
+    {"id": "fallback", "kind": "task", "action": "transform", "after": ["draft"],
+     "when": {"path": "steps.draft.status", "equals": "failed"},
+     "input": {"text": "Thanks {{input.name}}, we will call you."}}
+  ]
+})";
+
+// An engine (embedded log, real clock, threads) whose AI worker talks to fake_ai.py.
+struct ai_fixture {
+  service_process ai{{"python3", CONNECTOR_TEST_DIR "/fake_ai.py"}};
+  fs::path dir;
+  system_clock clk;
+  std::unique_ptr<node> n;
+
+  explicit ai_fixture(const std::string& name) {
+    dir = fresh_dir(name);
+    ::setenv("AUTERITY_TEST_OPENAI_KEY", "sk-test-openai", 1);
+    json provider = {{"api", "openai"},
+                     {"base_url", ai.url("/v1")},
+                     {"api_key", "env:AUTERITY_TEST_OPENAI_KEY"},
+                     {"model", "gpt-test"}};
+    json config = {{"ai", {{"providers", {{"cheap", provider}, {"good", provider}}}}}};
+    write_file(dir / "connectors.json", config.dump());
+    node_options o;
+    o.data_dir = (dir / "data").string();
+    o.partitions = 2;
+    o.fsync = false;
+    o.connectors_file = (dir / "connectors.json").string();
+    auto opened = node::open(o, clk);
+    if (!opened) {
+      ADD_FAILURE() << opened.error().message;
+      return;
+    }
+    n = std::move(*opened);
+    EXPECT_TRUE(n->recover().has_value());
+    n->start();
+  }
+  ~ai_fixture() {
+    if (n) n->stop();
+  }
+
+  void submit(const std::string& bytes) {
+    auto r = n->submit("acme", bytes);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+  // Starts an execution and waits until it has ended.
+  execution_state run(const std::string& id) {
+    submit(client::start_execution({"acme", id, "start-" + id, clk.now_ms()}, "draft-reply", 0,
+                                   R"({"name":"Maria"})"));
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms_max);
+    while (std::chrono::steady_clock::now() < end) {
+      auto e = n->execution("acme", id);
+      if (e && e->status != exec_status::running) return *e;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << id << " did not end";
+    return {};
+  }
+};
+
+std::string policy(const json& candidates, const json& budget) {
+  json ai = {{"candidates", candidates}};
+  if (!budget.is_null()) ai["budget"] = budget;
+  return json{{"ai", ai}}.dump();
+}
+
+json candidate(const char* provider, const char* model, const char* tier, int64_t in, int64_t out) {
+  return {{"provider", provider},
+          {"model", model},
+          {"tier", tier},
+          {"input_per_1k_micros", in},
+          {"output_per_1k_micros", out}};
+}
+
+// The cheapest candidate fails (its provider answers 500); the router fails over to the next
+// one without using a retry, and the history says which model answered, why, and what it cost.
+TEST(connectors_e2e, ai_failover_to_the_next_candidate_with_costs_in_history) {
+  ai_fixture f("ai-failover");
+  ASSERT_NE(f.ai.port(), 0) << f.ai.error();
+  ASSERT_TRUE(f.n);
+  f.submit(client::publish_definition({"acme", "", "pub", 1}, draft_workflow));
+  f.submit(client::publish_policy({"acme", "", "policy-1", 1},
+                                  policy({candidate("cheap", "always-500", "standard", 100, 200),
+                                          candidate("good", "gpt-test", "premium", 1000, 2000)},
+                                         nullptr)));
+  const execution_state e = f.run("lead-1");
+  ASSERT_EQ(exec_status_name(e.status), "succeeded") << e.result;
+
+  const auto events = events_of(*f.n, "acme", "lead-1");
+  const auto routed = of_type(events, "AiRouted");
+  ASSERT_EQ(routed.size(), 2u);
+  const auto* first = routed[0]->payload_as_AiRouted();
+  const auto* second = routed[1]->payload_as_AiRouted();
+  EXPECT_EQ(sv(first->provider()), "cheap");
+  EXPECT_EQ(sv(first->model()), "always-500");
+  EXPECT_FALSE(first->failover());
+  EXPECT_EQ(sv(second->provider()), "good");
+  EXPECT_EQ(sv(second->model()), "gpt-test");
+  EXPECT_TRUE(second->failover());
+  EXPECT_NE(sv(second->reason()).find("cheap/always-500"), std::string_view::npos)
+      << sv(second->reason());
+  EXPECT_EQ(first->estimated_output_tokens(), 100u);
+  EXPECT_EQ(first->estimated_cost_micros(),
+            priced(first->estimated_input_tokens(), 100) + priced(100, 200));
+
+  const auto usage = of_type(events, "AiUsageRecorded");
+  ASSERT_EQ(usage.size(), 1u);
+  const auto* u = usage[0]->payload_as_AiUsageRecorded();
+  EXPECT_EQ(sv(u->provider()), "good");
+  EXPECT_GT(u->input_tokens(), 0u);
+  EXPECT_GT(u->output_tokens(), 0u);
+  EXPECT_EQ(u->cost_micros(), priced(u->input_tokens(), 1000) + priced(u->output_tokens(), 2000));
+  EXPECT_TRUE(of_type(events, "StepRetryScheduled").empty()) << "failover used a retry";
+  EXPECT_EQ(e.steps[1].status, step_status::skipped) << "the fallback ran";
+
+  // The provider saw both calls, each with its own idempotency key.
+  std::vector<std::pair<std::string, std::string>> calls;
+  for (const json& r : get_json(f.ai, "/_requests")) {
+    if (!r["path"].get<std::string>().ends_with("/chat/completions")) continue;
+    calls.emplace_back(r["body"].value("model", ""), r["headers"].value("idempotency-key", ""));
+  }
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], std::make_pair(std::string("always-500"), std::string("lead-1/draft/1")));
+  EXPECT_EQ(calls[1], std::make_pair(std::string("gpt-test"), std::string("lead-1/draft/2")));
+}
+
+// A day budget: executions spend it; the router's view of the spend equals the sum of the
+// recorded costs; once a call no longer fits it downgrades to the basic tier, and under a
+// "reject" policy the step fails with the budget reason and the workflow takes its fallback.
+TEST(connectors_e2e, ai_budget_exhaustion_downgrades_then_rejects) {
+  ai_fixture f("ai-budget");
+  ASSERT_NE(f.ai.port(), 0) << f.ai.error();
+  ASSERT_TRUE(f.n);
+  f.submit(client::publish_definition({"acme", "", "pub", 1}, draft_workflow));
+  const json candidates = {candidate("good", "gpt-test", "standard", 1000, 2000),
+                           candidate("cheap", "gpt-basic", "basic", 10, 20)};
+  // One estimate is ~ 15 input + 100 output tokens = ~215 micro-USD: a budget of 600 lets a
+  // few calls through.
+  f.submit(client::publish_policy(
+      {"acme", "", "policy-1", 1},
+      policy(candidates, {{"day_micros", 600}, {"when_exhausted", "downgrade"}})));
+  int64_t spent = 0;
+  bool downgraded = false;
+  for (int i = 1; i <= 12 && !downgraded; ++i) {
+    const std::string id = fmt::format("lead-{}", i);
+    const execution_state e = f.run(id);
+    ASSERT_EQ(exec_status_name(e.status), "succeeded") << e.result;
+    const auto events = events_of(*f.n, "acme", id);
+    const auto routed = of_type(events, "AiRouted");
+    ASSERT_EQ(routed.size(), 1u);
+    const auto* r = routed[0]->payload_as_AiRouted();
+    EXPECT_EQ(r->day_spent_micros(), spent) << id;
+    EXPECT_EQ(r->day_budget_micros(), 600);
+    if (sv(r->provider()) == "cheap") {
+      downgraded = true;
+      EXPECT_EQ(sv(r->tier_chosen()), "basic");
+      EXPECT_EQ(sv(r->tier_requested()), "standard");
+      EXPECT_GT(r->estimated_cost_micros(), 0);
+      // The standard candidate's estimate did not fit what was left.
+      EXPECT_GT(priced(r->estimated_input_tokens(), 1000) + priced(100, 2000), 600 - spent);
+    } else {
+      EXPECT_EQ(sv(r->provider()), "good");
+    }
+    for (const auto* u : of_type(events, "AiUsageRecorded")) {
+      spent += u->payload_as_AiUsageRecorded()->cost_micros();
+    }
+  }
+  ASSERT_TRUE(downgraded) << "the budget never ran out";
+
+  f.submit(client::publish_policy(
+      {"acme", "", "policy-2", 2},
+      policy(candidates, {{"day_micros", 600}, {"when_exhausted", "reject"}})));
+  // The budget is nearly spent: the next standard call cannot fit, and rejecting fails it.
+  const execution_state e = f.run("lead-rejected");
+  ASSERT_EQ(exec_status_name(e.status), "succeeded") << e.result;
+  EXPECT_EQ(e.steps[0].status, step_status::failed);
+  EXPECT_NE(e.steps[0].error.find("budget"), std::string::npos) << e.steps[0].error;
+  EXPECT_EQ(e.steps[1].status, step_status::succeeded) << "the fallback did not run";
+  const auto events = events_of(*f.n, "acme", "lead-rejected");
+  EXPECT_TRUE(of_type(events, "AiUsageRecorded").empty());
+  bool told = false;
+  for (const event& ev : events) {
+    if (ev.type == "AiRouted") told = sv(ev.env()->payload_as_AiRouted()->provider()).empty();
+  }
+  EXPECT_TRUE(told) << "no AiRouted event explains the rejection";
+}
+
+// ------------------------------------------------------- notification policy, injected clock
+
+constexpr const char* notify_workflow = R"({
+  "workflow": "notify-lead", "version": 1,
+  "steps": [
+    {"id": "tell", "kind": "notify",
+     "input": {"channel": "webhook", "to": "{{input.to}}", "body": "Lead {{input.to}}"}}
+  ]
+})";
+
+// Runs every partition and worker on this thread until nothing moves.
+void drain(node& n) {
+  for (int idle = 0, i = 0; idle < 3 && i < 1000; ++i) {
+    auto r = n.step();
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    idle = *r == 0 ? idle + 1 : 0;
+  }
+}
+
+// A rate limit of 2 webhooks a minute and quiet hours 21:00-08:00 (UTC): the third lead waits
+// for the next minute, a lead at 22:00 waits for 08:00; each goes out when its time comes.
+TEST(connectors_e2e, quiet_hours_and_rate_limits_defer_real_notifications) {
+  service_process web({"python3", CONNECTOR_TEST_DIR "/fake_services.py"});
+  ASSERT_NE(web.port(), 0) << web.error();
+  const fs::path dir = fresh_dir("notify-policy");
+  write_file(
+      dir / "connectors.json",
+      json{{"notify", {{"webhook", {{"api", "webhook"}, {"url", web.url("/hooks/crm")}}}}}}.dump());
+  constexpr int64_t day = 86'400'000, hour = 3'600'000;
+  // Noon UTC two days from now: the injected clock stays ahead of the wall clock, so the
+  // connectors' deadlines (taken from it) are in the future for the real HTTP calls.
+  system_clock wall;
+  const int64_t noon = (wall.now_ms() / day + 2) * day + 12 * hour;
+  manual_clock clk(noon);
+  node_options o;
+  o.data_dir = (dir / "data").string();
+  o.partitions = 2;
+  o.fsync = false;
+  o.connectors_file = (dir / "connectors.json").string();
+  auto n = node::open(o, clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_TRUE((*n)->recover().has_value());
+  auto submit = [&](const std::string& bytes) {
+    auto r = (*n)->submit("acme", bytes);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  };
+  submit(client::publish_definition({"acme", "", "pub", noon}, notify_workflow));
+  submit(client::publish_policy(
+      {"acme", "", "policy", noon},
+      json{{"notify",
+            {{"rate_limits", {{{"channel", "webhook"}, {"max", 2}, {"per_ms", 60'000}}}},
+             {"quiet_hours", {{"start", "21:00"}, {"end", "08:00"}, {"channels", {"webhook"}}}}}}}
+          .dump()));
+  for (int i = 1; i <= 3; ++i) {
+    const std::string id = fmt::format("lead-{}", i);
+    submit(client::start_execution({"acme", id, "start-" + id, noon}, "notify-lead", 0,
+                                   json{{"to", id}}.dump()));
+  }
+  drain(**n);
+  EXPECT_EQ(get_json(web, "/_effects").size(), 2u);
+  auto deferred = of_type(events_of(**n, "acme", "lead-3"), "NotificationDeferred");
+  ASSERT_EQ(deferred.size(), 1u);
+  EXPECT_EQ(sv(deferred[0]->payload_as_NotificationDeferred()->reason()), "rate_limit");
+  EXPECT_EQ(deferred[0]->payload_as_NotificationDeferred()->until_ms(), noon + 60'000);
+
+  clk.set(noon + 60'000);
+  drain(**n);
+  EXPECT_EQ(get_json(web, "/_effects").size(), 3u);
+  EXPECT_EQ(exec_status_name((*n)->execution("acme", "lead-3")->status), "succeeded");
+
+  const int64_t ten_pm = noon + 10 * hour;
+  clk.set(ten_pm);
+  submit(client::start_execution({"acme", "lead-night", "start-night", ten_pm}, "notify-lead", 0,
+                                 R"({"to":"night"})"));
+  drain(**n);
+  EXPECT_EQ(get_json(web, "/_effects").size(), 3u) << "sent during quiet hours";
+  deferred = of_type(events_of(**n, "acme", "lead-night"), "NotificationDeferred");
+  ASSERT_EQ(deferred.size(), 1u);
+  EXPECT_EQ(sv(deferred[0]->payload_as_NotificationDeferred()->reason()), "quiet_hours");
+  const int64_t eight_am = noon + 20 * hour;
+  EXPECT_EQ(deferred[0]->payload_as_NotificationDeferred()->until_ms(), eight_am);
+
+  clk.set(eight_am - 1000);
+  drain(**n);
+  EXPECT_EQ(get_json(web, "/_effects").size(), 3u);
+  clk.set(eight_am);
+  drain(**n);
+  EXPECT_EQ(get_json(web, "/_effects").size(), 4u);
+  EXPECT_EQ(exec_status_name((*n)->execution("acme", "lead-night")->status), "succeeded");
+}
+
 }  // namespace
 }  // namespace auterity
