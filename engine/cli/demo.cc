@@ -141,7 +141,16 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
                                                  new_lead_workflow_json, d.params));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
     fmt::print("  published new-lead v1 for {} with {}\n", d.tenant, d.params);
+    r = n.submit(d.tenant,
+                 client::publish_policy({d.tenant, "", "policy-v1", now_ms()}, dealer_policy_json));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
   }
+  fmt::print(
+      "  published the AI routing and notification policy (processors/workflows/"
+      "dealer_policy.json): local, openai, anthropic models; {}\n",
+      flags.connectors_file.empty()
+          ? "no provider configured (--connectors), so AI steps fail over and take the fallback"
+          : "providers from " + flags.connectors_file);
   std::vector<started> runs;
   for (uint32_t i = 0; i < flags.executions; ++i) {
     const dealership& d = dealerships[i % std::size(dealerships)];

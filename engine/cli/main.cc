@@ -38,7 +38,7 @@ struct common_flags {
   partition_runtime_options runtime;
   std::string instance = "engine-1";
   std::string topic_prefix;
-  std::string metrics;  // Prometheus /metrics address (`run` only); empty: off
+  std::string metrics;     // Prometheus /metrics address (`run` only); empty: off
   std::string connectors;  // connector configuration file (`run`, `demo`); empty: local only
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
   worker_options worker;
@@ -363,6 +363,14 @@ int main(int argc, char** argv) {
   pub->add_option("file", file, "Definition JSON file")->required()->check(CLI::ExistingFile);
   pub->add_option("--params", params, "Parameter values (JSON object)");
 
+  auto* pol = app.add_subcommand(
+      "policy",
+      "Publish a tenant's AI routing and notification policy (JSON file, processors/POLICY.md); "
+      "it replaces the tenant's previous one");
+  add_common(pol, f);
+  pol->add_option("--tenant", tenant, "Tenant id")->required();
+  pol->add_option("file", file, "Policy JSON file")->required()->check(CLI::ExistingFile);
+
   auto* start = app.add_subcommand("start", "Start an execution of a published workflow");
   add_common(start, f);
   start->add_option("--tenant", tenant, "Tenant id")->required();
@@ -434,6 +442,12 @@ int main(int argc, char** argv) {
     if (!ok) return report(error{errc::io, "cannot read " + file});
     return submit_one(f, tenant,
                       client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
+  }
+  if (pol->parsed()) {
+    bool ok = false;
+    std::string text = read_file(file, ok);
+    if (!ok) return report(error{errc::io, "cannot read " + file});
+    return submit_one(f, tenant, client::publish_policy({tenant, "", rid, wall_ms()}, text));
   }
   if (start->parsed()) {
     return submit_one(
