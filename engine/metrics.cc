@@ -103,6 +103,17 @@ constexpr metric_def worker_commands{
     "auterity_worker_commands_total",
     "Commands a connector worker finished, by outcome (succeeded, failed, deadletter)",
     metric_kind::counter};
+constexpr metric_def worker_deadlines{
+    "auterity_worker_deadline_misses_total",
+    "Commands acked retryable for their deadline: `exceeded` (the connector answered late), "
+    "`passed` (already due when read; the connector was not called)",
+    metric_kind::counter};
+constexpr metric_def worker_exceptions{"auterity_worker_connector_exceptions_total",
+                                       "Connector calls that threw (acked as retryable failures)",
+                                       metric_kind::counter};
+constexpr metric_def worker_in_flight{
+    "auterity_worker_in_flight", "Commands in a connector call now (bounded by the concurrency)",
+    metric_kind::gauge};
 
 std::string partition_label(uint32_t p) { return std::to_string(p); }
 
@@ -148,6 +159,15 @@ void collect_worker(metrics_writer& w, std::string_view group, stream commands,
            {"outcome", outcome}},
           value_of(*counter));
   }
+  const metric_labels labels = {{"group", std::string(group)},
+                                {"stream", std::string(stream_name(commands))}};
+  metric_labels exceeded = labels, passed = labels;
+  exceeded.emplace_back("kind", "exceeded");
+  passed.emplace_back("kind", "passed");
+  w.add(worker_deadlines, exceeded, value_of(probe.deadline_exceeded));
+  w.add(worker_deadlines, passed, value_of(probe.deadline_passed));
+  w.add(worker_exceptions, labels, value_of(probe.connector_exceptions));
+  w.add(worker_in_flight, labels, value_of(probe.in_flight));
 }
 
 // ---------------------------------------------------------------------------------- server
