@@ -2,7 +2,9 @@
 // version); an old version's applier is never deleted, so an old history replays with the
 // logic that wrote it. The live path and replay both go through apply_record().
 
+#include <algorithm>
 #include <array>
+#include <limits>
 
 #include "engine/assert.h"
 #include "processors/orchestrator.h"
@@ -160,6 +162,92 @@ void execution_cancelled_v1(orchestrator_state& s, const fbs::Envelope& env, exe
                 sv(env.payload_as_ExecutionCancelled()->reason()));
 }
 
+// ------------------------------------------------------------------------ tenant policy
+
+void tenant_policy_published_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_TenantPolicyPublished();
+  auto parsed = parse_tenant_policy(sv(p->policy_json()));
+  vassert(parsed.has_value(), "published policy does not parse: {}", parsed.error().reason);
+  s.put_policy(sv(env.tenant_id()), p->version(), *parsed);
+}
+
+void ai_routed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_AiRouted();
+  if (sv(p->provider()).empty()) return;  // no candidate: the step's failure follows
+  int idx = step_of(s, *e, p->step());
+  ai_attempt a;
+  a.attempt = p->attempt();
+  a.provider = sv(p->provider());
+  a.model = sv(p->model());
+  a.input_per_1k_micros = p->input_per_1k_micros();
+  a.output_per_1k_micros = p->output_per_1k_micros();
+  a.failover = p->failover();
+  e->steps[idx].ai.push_back(std::move(a));
+}
+
+void add_be64(orchestrator_state& s, const std::string& key, int64_t amount) {
+  const std::optional<std::string>& old = s.value(key);
+  const int64_t before = old && old->size() == 8 ? static_cast<int64_t>(keys::get_be64(*old)) : 0;
+  const int64_t after = amount > 0 && before > std::numeric_limits<int64_t>::max() - amount
+                            ? before
+                            : before + amount;
+  std::string v;
+  keys::put_be64(v, static_cast<uint64_t>(after));
+  s.put_value(key, std::move(v));
+}
+
+void ai_usage_recorded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_AiUsageRecorded();
+  int idx = step_of(s, *e, p->step());
+  for (ai_attempt& a : e->steps[idx].ai) {
+    if (a.attempt == p->attempt()) a.usage_recorded = true;
+  }
+  const std::string_view tenant = sv(env.tenant_id());
+  add_be64(s, keys::ai_spend_day(tenant, sv(p->day())), p->cost_micros());
+  add_be64(s, keys::ai_spend_month(tenant, sv(p->month())), p->cost_micros());
+}
+
+void notification_suppressed_v1(orchestrator_state& s, const fbs::Envelope& env,
+                                execution_state* e) {
+  step_of(s, *e, env.payload_as_NotificationSuppressed()->step());  // its StepSucceeded follows
+}
+
+void notification_deferred_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_NotificationDeferred();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::deferred;
+  s.set_timer(*e, idx, p->until_ms());
+}
+
+void notification_admitted_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_NotificationAdmitted();
+  int idx = step_of(s, *e, p->step());
+  e->steps[idx].status = step_status::running;
+  s.set_timer(*e, idx, p->timer_at_ms());
+  const std::string_view tenant = sv(env.tenant_id());
+  if (p->window_start_ms() != 0) {
+    const std::string key = keys::notify_window(tenant, sv(p->channel()));
+    const std::optional<std::string>& old = s.value(key);
+    uint32_t count = 1;
+    if (old && old->size() == 12 &&
+        static_cast<int64_t>(keys::get_be64(*old)) == p->window_start_ms()) {
+      count = keys::get_be32(std::string_view(*old).substr(8)) + 1;
+    }
+    std::string v;
+    keys::put_be64(v, static_cast<uint64_t>(p->window_start_ms()));
+    keys::put_be32(v, count);
+    s.put_value(key, std::move(v));
+  }
+  if (p->dedup_window_ms() > 0 && p->content_hash() && p->content_hash()->size() == 32) {
+    hash256 h;
+    std::copy(p->content_hash()->begin(), p->content_hash()->end(), h.begin());
+    std::string v;
+    keys::put_be64(v, static_cast<uint64_t>(env.timestamp_ms()));
+    v += sv(p->command_id());
+    s.put_value(keys::notify_dedup(tenant, h), std::move(v));
+  }
+}
+
 constexpr size_t payload_slots = static_cast<size_t>(fbs::Payload::MAX) + 1;
 constexpr size_t versions = schema_version_current + 1;
 
@@ -183,6 +271,12 @@ constexpr std::array<std::array<applier, versions>, payload_slots> make_table() 
   set(fbs::Payload::StepSkipped, 1, step_skipped_v1);
   set(fbs::Payload::SignalReceived, 1, signal_received_v1);
   set(fbs::Payload::TimerFired, 1, timer_fired_v1);
+  set(fbs::Payload::TenantPolicyPublished, 1, tenant_policy_published_v1);
+  set(fbs::Payload::AiRouted, 1, ai_routed_v1);
+  set(fbs::Payload::AiUsageRecorded, 1, ai_usage_recorded_v1);
+  set(fbs::Payload::NotificationSuppressed, 1, notification_suppressed_v1);
+  set(fbs::Payload::NotificationDeferred, 1, notification_deferred_v1);
+  set(fbs::Payload::NotificationAdmitted, 1, notification_admitted_v1);
   return t;
 }
 constexpr auto appliers = make_table();

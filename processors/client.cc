@@ -33,6 +33,12 @@ std::string publish_definition(const command_header& h, std::string_view definit
   });
 }
 
+std::string publish_policy(const command_header& h, std::string_view policy_json) {
+  return command(h, fbs::Payload::PublishTenantPolicy, [&](auto& b) {
+    return fbs::CreatePublishTenantPolicy(b, str(b, policy_json)).Union();
+  });
+}
+
 std::string start_execution(const command_header& h, std::string_view workflow, uint32_t version,
                             std::string_view input_json) {
   return command(h, fbs::Payload::StartExecution, [&](auto& b) {

@@ -19,6 +19,9 @@ struct command_header {
 
 std::string publish_definition(const command_header& h, std::string_view definition_json,
                                std::string_view params_json = "");
+// The tenant's AI routing and notification policy (processors/POLICY.md); replaces the one in
+// force. h.execution stays empty.
+std::string publish_policy(const command_header& h, std::string_view policy_json);
 std::string start_execution(const command_header& h, std::string_view workflow, uint32_t version,
                             std::string_view input_json);
 std::string signal(const command_header& h, std::string_view name, std::string_view payload_json);

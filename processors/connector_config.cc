@@ -60,9 +60,10 @@ class ai_router final : public connector {
     }
     auto it = _providers.find(provider);
     if (it == _providers.end()) {
-      return permanent(fmt::format("AI provider '{}' is not configured on this worker "
-                                   "(configured: {})",
-                                   provider, names_of(_providers)));
+      return permanent(
+          fmt::format("AI provider '{}' is not configured on this worker "
+                      "(configured: {})",
+                      provider, names_of(_providers)));
     }
     return it->second->execute(command, ctx);
   }
@@ -175,10 +176,11 @@ result<connector_set> build_all(const json& cfg, const std::string& outbox_dir) 
   if (cfg.contains("notify")) {
     const json& notify = cfg["notify"];
     if (!notify.is_object()) return fail(errc::invalid, "notify: must be an object");
-    const std::map<std::string, factory> apis = {
-        {"twilio", make_twilio_connector}, {"whatsapp", make_whatsapp_connector},
-        {"smtp", make_smtp_connector},     {"slack", make_slack_connector},
-        {"webhook", make_webhook_connector}};
+    const std::map<std::string, factory> apis = {{"twilio", make_twilio_connector},
+                                                 {"whatsapp", make_whatsapp_connector},
+                                                 {"smtp", make_smtp_connector},
+                                                 {"slack", make_slack_connector},
+                                                 {"webhook", make_webhook_connector}};
     for (const auto& [channel, section] : notify.items()) {
       if (channel == "outbox") return fail(errc::invalid, "notify.outbox: the outbox is built in");
       auto c = build("notify." + channel, section, apis, tls);

@@ -40,8 +40,32 @@ std::string_view step_status_name(step_status s) {
       return "skipped";
     case step_status::cancelled:
       return "cancelled";
+    case step_status::deferred:
+      return "deferred";
   }
   return "unknown";
+}
+
+uint32_t step_state::retry_attempts() const {
+  uint32_t failovers = 0;
+  for (const ai_attempt& a : ai) failovers += a.failover ? 1 : 0;
+  return attempt > failovers ? attempt - failovers : 1;
+}
+
+const ai_attempt* step_state::ai_of(uint32_t n) const {
+  for (const ai_attempt& a : ai) {
+    if (a.attempt == n) return &a;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> step_state::ai_tried_in_round() const {
+  std::vector<std::string> out;
+  for (const ai_attempt& a : ai) {
+    if (!a.failover) out.clear();
+    out.push_back(a.provider + "/" + a.model);
+  }
+  return out;
 }
 
 bool step_resolved(step_status s) {
@@ -101,7 +125,17 @@ class reader {
   std::string_view _in;
 };
 
+// Format 1: no routed AI attempts. Format 2 adds each step's `ai` list after the signals;
+// it is written only when a step has one, so tenants without an AI policy keep format 1 bytes.
 constexpr uint8_t execution_format = 1;
+constexpr uint8_t execution_format_ai = 2;
+
+bool has_ai_attempts(const execution_state& e) {
+  for (const step_state& s : e.steps) {
+    if (!s.ai.empty()) return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -109,7 +143,8 @@ std::string encode_execution(const execution_state& e) {
   std::string out;
   out.reserve(256 + e.input_json.size() + e.steps.size() * 32);
   writer w(out);
-  w.num<uint8_t>(execution_format);
+  const bool ai = has_ai_attempts(e);
+  w.num<uint8_t>(ai ? execution_format_ai : execution_format);
   w.str(e.tenant);
   w.str(e.id);
   w.str(e.workflow);
@@ -134,6 +169,18 @@ std::string encode_execution(const execution_state& e) {
     w.str(name);
     w.str(payload);
   }
+  if (!ai) return out;
+  for (const step_state& s : e.steps) {
+    w.num(static_cast<uint16_t>(s.ai.size()));
+    for (const ai_attempt& a : s.ai) {
+      w.num(a.attempt);
+      w.str(a.provider);
+      w.str(a.model);
+      w.num(a.input_per_1k_micros);
+      w.num(a.output_per_1k_micros);
+      w.num(static_cast<uint8_t>((a.failover ? 1 : 0) | (a.usage_recorded ? 2 : 0)));
+    }
+  }
   return out;
 }
 
@@ -142,7 +189,9 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   uint8_t format = 0, status = 0;
   uint16_t steps = 0;
   uint32_t signals = 0;
-  if (!r.num(format) || format != execution_format) return false;
+  if (!r.num(format) || (format != execution_format && format != execution_format_ai)) {
+    return false;
+  }
   if (!r.str(e.tenant) || !r.str(e.id) || !r.str(e.workflow) || !r.num(e.version) ||
       !r.num(status) || !r.str(e.input_json) || !r.num(e.event_count) ||
       !r.bytes(e.last_hash.data(), e.last_hash.size()) || !r.num(e.started_ms) ||
@@ -163,6 +212,22 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   e.signals.assign(signals, {});
   for (auto& [name, payload] : e.signals) {
     if (!r.str(name) || !r.str(payload)) return false;
+  }
+  if (format == execution_format_ai) {
+    for (step_state& s : e.steps) {
+      uint16_t n = 0;
+      if (!r.num(n)) return false;
+      s.ai.assign(n, ai_attempt{});
+      for (ai_attempt& a : s.ai) {
+        uint8_t flags = 0;
+        if (!r.num(a.attempt) || !r.str(a.provider) || !r.str(a.model) ||
+            !r.num(a.input_per_1k_micros) || !r.num(a.output_per_1k_micros) || !r.num(flags)) {
+          return false;
+        }
+        a.failover = flags & 1;
+        a.usage_recorded = flags & 2;
+      }
+    }
   }
   return r.done();
 }
@@ -247,6 +312,27 @@ std::string event_index(std::string_view tenant, std::string_view execution, uin
   return k;
 }
 std::string timer_prefix(std::string_view tenant) { return section(tenant, 'M'); }
+std::string policy(std::string_view tenant) { return section(tenant, 'P'); }
+std::string ai_spend_day(std::string_view tenant, std::string_view day) {
+  std::string k = section(tenant, 'U');
+  k.append(day);
+  return k;
+}
+std::string ai_spend_month(std::string_view tenant, std::string_view month) {
+  std::string k = section(tenant, 'V');
+  k.append(month);
+  return k;
+}
+std::string notify_window(std::string_view tenant, std::string_view channel) {
+  std::string k = section(tenant, 'N');
+  k.append(channel);
+  return k;
+}
+std::string notify_dedup(std::string_view tenant, const hash256& content) {
+  std::string k = section(tenant, 'X');
+  k.append(reinterpret_cast<const char*>(content.data()), content.size());
+  return k;
+}
 std::string timer(std::string_view tenant, int64_t due_ms, std::string_view execution,
                   uint16_t step) {
   std::string k = timer_prefix(tenant);

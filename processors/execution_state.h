@@ -10,6 +10,14 @@
 //   T<tenant>\0E<execution>                    execution state (encode_execution)
 //   T<tenant>\0H<execution>\0<seq:be32>        event index: executions offset (be64)
 //   T<tenant>\0M<due:be64><execution>\0<step:be16>  timer (value empty)
+//   T<tenant>\0P                               tenant policy: version (be32) + normalised JSON
+//   T<tenant>\0U<YYYY-MM-DD>                   AI spend of a UTC day, micro-USD (be64)
+//   T<tenant>\0V<YYYY-MM>                      AI spend of a UTC month, micro-USD (be64)
+//   T<tenant>\0N<channel>                      notifications admitted in the channel's current
+//                                              rate-limit window: window start (be64) + count
+//                                              (be32); a new window replaces the old one
+//   T<tenant>\0X<content hash: 32 bytes>       last admission of this notification content:
+//                                              time (be64) + command id
 
 #include <cstdint>
 #include <string>
@@ -35,10 +43,23 @@ enum class step_status : uint8_t {
   timed_out = 7,
   skipped = 8,
   cancelled = 9,
+  deferred = 10,  // notify: held back by the tenant policy; timer = when to ask again
 };
 std::string_view step_status_name(step_status s);
 // Succeeded, failed, timed out or skipped: dependents may proceed.
 bool step_resolved(step_status s);
+
+// One routed attempt of an ai step (AiRouted), for failover and pricing its usage.
+struct ai_attempt {
+  uint32_t attempt = 0;
+  std::string provider;
+  std::string model;
+  int64_t input_per_1k_micros = 0;
+  int64_t output_per_1k_micros = 0;
+  bool failover = false;        // replaced a failed attempt without using a retry
+  bool usage_recorded = false;  // an AiUsageRecorded priced this attempt's usage
+  auto operator<=>(const ai_attempt&) const = default;
+};
 
 struct step_state {
   step_status status = step_status::pending;
@@ -46,6 +67,14 @@ struct step_state {
   int64_t timer_at_ms = 0;  // 0: no timer
   std::string output_json;
   std::string error;
+  std::vector<ai_attempt> ai;  // routed attempts, oldest first (tenants with an AI policy)
+
+  // Attempts that used the retry budget: failovers do not.
+  uint32_t retry_attempts() const;
+  // The routed attempt `attempt`, if any.
+  const ai_attempt* ai_of(uint32_t attempt) const;
+  // Candidate names ("provider/model") tried since the last attempt that was not a failover.
+  std::vector<std::string> ai_tried_in_round() const;
 };
 
 struct execution_state {
@@ -86,6 +115,11 @@ std::string event_index_prefix(std::string_view tenant, std::string_view executi
 std::string timer(std::string_view tenant, int64_t due_ms, std::string_view execution,
                   uint16_t step);
 std::string timer_prefix(std::string_view tenant);
+std::string policy(std::string_view tenant);
+std::string ai_spend_day(std::string_view tenant, std::string_view day);      // "YYYY-MM-DD"
+std::string ai_spend_month(std::string_view tenant, std::string_view month);  // "YYYY-MM"
+std::string notify_window(std::string_view tenant, std::string_view channel);
+std::string notify_dedup(std::string_view tenant, const hash256& content);
 // Parses a timer key; false if it is not one.
 bool parse_timer(std::string_view key, std::string& tenant, int64_t& due_ms, std::string& execution,
                  uint16_t& step);

@@ -4,6 +4,7 @@
 
 #include "processors/orchestrator.h"
 
+#include <algorithm>
 #include <limits>
 
 #include <fmt/core.h>
@@ -14,6 +15,7 @@
 #include "processors/limits.h"
 #include "processors/orchestrator_state.h"
 #include "processors/template.h"
+#include "processors/tenant_policy.h"
 
 namespace auterity {
 
@@ -43,9 +45,40 @@ fbs::TimerPurpose timer_purpose(step_status s) {
       return fbs::TimerPurpose::Delay;
     case step_status::waiting:
       return fbs::TimerPurpose::SignalTimeout;
+    case step_status::deferred:
+      return fbs::TimerPurpose::NotifyDefer;
     default:
       return fbs::TimerPurpose::StepTimeout;
   }
+}
+
+// A notify step's rendered input as its SendNotification fields.
+struct notification_fields {
+  std::string channel, to, subject, body;
+};
+
+notification_fields notification_of(const std::string& input_json) {
+  json in = json::parse(input_json, nullptr, false);
+  auto field = [&](const char* name) {
+    if (!in.is_object() || !in.contains(name)) return std::string();
+    const json& v = in[name];
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  return {field("channel"), field("to"), field("subject"), field("body")};
+}
+
+int64_t stored_be64(const std::optional<std::string>& v) {
+  return v && v->size() == 8 ? static_cast<int64_t>(keys::get_be64(*v)) : 0;
+}
+
+// Error text quoted in a routing reason.
+constexpr size_t reason_error_bytes_max = 200;
+
+std::string clip_error(std::string_view s) {
+  if (s.size() <= reason_error_bytes_max) return std::string(s);
+  size_t n = reason_error_bytes_max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return std::string(s.substr(0, n)) + "...";
 }
 
 }  // namespace
@@ -66,19 +99,43 @@ class orchestrator::decider {
 
  private:
   void publish_definition(const input& in, const fbs::Envelope& env);
+  void publish_policy(const input& in, const fbs::Envelope& env);
   void start_execution(const input& in, const fbs::Envelope& env);
   void signal(const input& in, const fbs::Envelope& env);
   void cancel(const input& in, const fbs::Envelope& env);
   execution_state* running_execution(const input& in, const fbs::Envelope& env);
 
   void advance(execution_state& e);
+  // The AI router's choice for an attempt of an ai step (tenant_policy.h: route_ai).
+  struct ai_choice {
+    const ai_candidate* candidate = nullptr;  // null: none, the step fails with `reason`
+    ai_route route;
+    ai_estimate estimate;
+    ai_spend spend;
+    std::string reason;
+    bool failover = false;
+  };
+
   void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
+  void start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,
+                     const std::string& rendered, const ai_choice* choice);
+  ai_choice choose_ai(const execution_state& e, uint16_t idx, const ai_policy& p,
+                      const std::string& rendered, std::string_view failed_after,
+                      std::string_view error);
+  bool emit_ai_routed(execution_state& e, uint16_t idx, uint32_t attempt, const ai_choice& c);
+  bool try_failover(execution_state& e, uint16_t idx, std::string_view error);
+  void record_usage(execution_state& e, uint16_t idx, uint32_t attempt, const fbs::StepAck& ack);
+  ai_spend spend_now(std::string_view tenant);
+  // Asks the tenant's notification policy, then sends, suppresses or defers.
+  void notify_or_hold(execution_state& e, uint16_t idx, uint32_t attempt,
+                      const std::string& rendered, const notify_policy& p);
   void step_failed(execution_state& e, uint16_t idx, uint32_t attempt, std::string_view error);
   void after_failure(execution_state& e, uint16_t idx);
   void retry_or_fail(execution_state& e, uint16_t idx, std::string_view error);
   void succeed_step(execution_state& e, uint16_t idx, std::string_view output_json);
   bool emit_command(execution_state& e, uint16_t idx, uint32_t attempt,
-                    const std::string& input_json, int64_t deadline);
+                    const std::string& input_json, int64_t deadline,
+                    const ai_candidate* model = nullptr);
   std::string execution_output(const execution_state& e, const definition& d);
   template_scope scope(const execution_state& e, const definition& d);
 
@@ -213,6 +270,8 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
   switch (env.payload_type()) {
     case fbs::Payload::PublishDefinition:
       return publish_definition(in, env);
+    case fbs::Payload::PublishTenantPolicy:
+      return publish_policy(in, env);
     case fbs::Payload::StartExecution:
       return start_execution(in, env);
     case fbs::Payload::Signal:
@@ -249,6 +308,16 @@ void orchestrator::decider::publish_definition(const input& in, const fbs::Envel
     return fbs::CreateDefinitionPublished(b, str(d.workflow), d.version, str(d.normalized_json),
                                           static_cast<uint32_t>(d.steps.size()))
         .Union();
+  });
+}
+
+void orchestrator::decider::publish_policy(const input& in, const fbs::Envelope& env) {
+  const std::string_view tenant = sv(env.tenant_id());
+  auto parsed = parse_tenant_policy(sv(env.payload_as_PublishTenantPolicy()->policy_json()));
+  if (!parsed) return reject(in, &env, parsed.error().code, parsed.error().reason);
+  const uint32_t version = _s.policy_version(tenant) + 1;
+  emit_tenant_event(tenant, fbs::Payload::TenantPolicyPublished, [&](auto& b) {
+    return fbs::CreateTenantPolicyPublished(b, version, str(parsed->normalized_json)).Union();
   });
 }
 
@@ -389,14 +458,18 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
                               sv(ack->step()), d.workflow, d.version));
   }
   const step_state& st = e->steps[idx];
+  const uint16_t i = static_cast<uint16_t>(idx);
   if (e->status != exec_status::running || st.status != step_status::running ||
       st.attempt != ack->attempt()) {
-    // Duplicate (redelivered) or stale (old attempt, finished step): the first ack won.
+    // Duplicate (redelivered) or stale (old attempt, finished step): the first ack won. A
+    // late answer of an earlier routed attempt still cost money: its usage is recorded once.
+    if (e->status == exec_status::running) record_usage(*e, i, ack->attempt(), *ack);
     _o._probe.stale_acks.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
-  const uint16_t i = static_cast<uint16_t>(idx);
+  record_usage(*e, i, ack->attempt(), *ack);
+  if (e->status != exec_status::running) return;  // the history limit ended it
   const std::string_view output = sv(ack->output_json());
   switch (ack->status()) {
     case fbs::AckStatus::Success: {
@@ -410,8 +483,10 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
       return succeed_step(*e, i, parsed.dump());
     }
     case fbs::AckStatus::RetryableFailure:
+      if (try_failover(*e, i, sv(ack->error()))) return;
       return retry_or_fail(*e, i, sv(ack->error()));
     case fbs::AckStatus::PermanentFailure:
+      if (try_failover(*e, i, sv(ack->error()))) return;
       return step_failed(*e, i, st.attempt, sv(ack->error()));
   }
 }
@@ -439,6 +514,14 @@ void orchestrator::decider::on_timer(const timer_entry& t) {
       return schedule_attempt(*e, i, attempt + 1);
     case step_status::delaying:
       return succeed_step(*e, i, fmt::format("{{\"delayed_ms\":{}}}", d.steps[i].delay_ms));
+    case step_status::deferred: {
+      // The deferral ended: ask the policy again (it may have changed meanwhile).
+      auto rendered = render_template(d.steps[i].input_template, scope(*e, d));
+      if (!rendered) return step_failed(*e, i, attempt, rendered.error());
+      const tenant_policy* tp = _s.policy(e->tenant);
+      const notify_policy none;
+      return notify_or_hold(*e, i, attempt, *rendered, tp && tp->notify ? *tp->notify : none);
+    }
     case step_status::running:
     case step_status::waiting:
       if (!emit(*e, fbs::Payload::StepTimedOut, [&](auto& b) {
@@ -446,7 +529,9 @@ void orchestrator::decider::on_timer(const timer_entry& t) {
           })) {
         return;
       }
-      if (status == step_status::running && attempt < d.steps[i].retry.max_attempts) {
+      if (status == step_status::running && try_failover(*e, i, "timed out")) return;
+      if (status == step_status::running &&
+          e->steps[i].retry_attempts() < d.steps[i].retry.max_attempts) {
         return retry_or_fail(*e, i, "timed out");
       }
       return after_failure(*e, i);
@@ -535,29 +620,58 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, u
   const step_def& sd = d.steps[idx];
   auto rendered = render_template(sd.input_template, scope(e, d));
   if (!rendered) return step_failed(e, idx, attempt, rendered.error());
+  if (sd.kind == step_kind::ai) {
+    if (const tenant_policy* tp = _s.policy(e.tenant); tp && tp->ai) {
+      const ai_choice c = choose_ai(e, idx, *tp->ai, *rendered, "", "");
+      if (!c.candidate) {
+        // Recorded so an auditor sees the budget (or the candidate list) stopped the step.
+        if (!emit_ai_routed(e, idx, attempt, c)) return;
+        return step_failed(e, idx, attempt, c.reason);
+      }
+      return start_attempt(e, idx, attempt, *rendered, &c);
+    }
+  }
+  start_attempt(e, idx, attempt, *rendered, nullptr);
+}
+
+void orchestrator::decider::start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,
+                                          const std::string& rendered, const ai_choice* choice) {
+  const step_def& sd = def(e).steps[idx];
   const int64_t now = _ctx.now_ms();
   int64_t timer_at = 0;
   switch (sd.kind) {
     case step_kind::delay:
       timer_at = now + static_cast<int64_t>(sd.delay_ms);
       break;
-    default:
-      timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
+    default: {
+      uint64_t limit = sd.timeout_ms;
+      if (choice && choice->candidate->latency_ms_max) {
+        limit = limit ? std::min(limit, choice->candidate->latency_ms_max)
+                      : choice->candidate->latency_ms_max;
+      }
+      timer_at = limit ? now + static_cast<int64_t>(limit) : 0;
       break;
+    }
   }
   const bool has_command =
       sd.kind == step_kind::task || sd.kind == step_kind::ai || sd.kind == step_kind::notify;
   const std::string command_id =
       has_command ? fmt::format("{}/{}/{}", e.id, sd.id, attempt) : std::string();
   if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
-        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(command_id), str(*rendered),
+        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(command_id), str(rendered),
                                         timer_at)
             .Union();
       })) {
     return;
   }
+  if (choice && !emit_ai_routed(e, idx, attempt, *choice)) return;
+  if (sd.kind == step_kind::notify) {
+    if (const tenant_policy* tp = _s.policy(e.tenant); tp && tp->notify) {
+      return notify_or_hold(e, idx, attempt, rendered, *tp->notify);
+    }
+  }
   if (has_command) {
-    emit_command(e, idx, attempt, *rendered, timer_at);
+    emit_command(e, idx, attempt, rendered, timer_at, choice ? choice->candidate : nullptr);
     return;
   }
   if (sd.kind == step_kind::wait_signal) {
@@ -570,8 +684,158 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, u
   }
 }
 
+// ------------------------------------------------------------------------------ AI routing
+
+ai_spend orchestrator::decider::spend_now(std::string_view tenant) {
+  const int64_t now = _ctx.now_ms();
+  ai_spend s;
+  s.day_spent_micros = stored_be64(_s.value(keys::ai_spend_day(tenant, utc_day(now))));
+  s.month_spent_micros = stored_be64(_s.value(keys::ai_spend_month(tenant, utc_month(now))));
+  return s;
+}
+
+orchestrator::decider::ai_choice orchestrator::decider::choose_ai(const execution_state& e,
+                                                                  uint16_t idx, const ai_policy& p,
+                                                                  const std::string& rendered,
+                                                                  std::string_view failed_after,
+                                                                  std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  ai_choice c;
+  c.failover = !failed_after.empty();
+  c.estimate = estimate_ai_tokens(p, rendered);
+  c.spend = spend_now(e.tenant);
+  const std::vector<std::string> tried =
+      c.failover ? e.steps[idx].ai_tried_in_round() : std::vector<std::string>();
+  const ai_tier tier = parse_ai_tier(sd.tier).value_or(ai_tier::standard);
+  c.route = route_ai(p, tier, c.estimate, c.spend, tried);
+  if (c.route.candidate) c.candidate = &p.candidates[*c.route.candidate];
+  c.reason = c.failover ? fmt::format("failover after {}: {}; {}", failed_after, clip_error(error),
+                                      c.route.reason)
+                        : c.route.reason;
+  return c;
+}
+
+bool orchestrator::decider::emit_ai_routed(execution_state& e, uint16_t idx, uint32_t attempt,
+                                           const ai_choice& c) {
+  const step_def& sd = def(e).steps[idx];
+  const tenant_policy* tp = _s.policy(e.tenant);
+  const ai_policy& p = *tp->ai;
+  const ai_candidate none;
+  const ai_candidate& k = c.candidate ? *c.candidate : none;
+  const std::string tier_chosen(c.candidate ? ai_tier_name(k.tier) : "");
+  return emit(e, fbs::Payload::AiRouted, [&](auto& b) {
+    return fbs::CreateAiRouted(
+               b, str(sd.id), attempt, str(k.provider), str(k.model), str(sd.tier),
+               str(tier_chosen), str(c.reason), c.estimate.input_tokens, c.estimate.output_tokens,
+               c.route.estimated_cost_micros, c.spend.day_spent_micros, p.day_budget_micros,
+               c.spend.month_spent_micros, p.month_budget_micros, c.route.candidates_considered,
+               c.failover, k.input_per_1k_micros, k.output_per_1k_micros)
+        .Union();
+  });
+}
+
+// A failed attempt of a routed ai step goes to the next untried candidate at once, without
+// using a retry. False: no candidate left (or no routing), the retry policy decides.
+bool orchestrator::decider::try_failover(execution_state& e, uint16_t idx, std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  if (sd.kind != step_kind::ai) return false;
+  const tenant_policy* tp = _s.policy(e.tenant);
+  if (!tp || !tp->ai) return false;
+  const step_state& st = e.steps[idx];
+  const ai_attempt* current = st.ai_of(st.attempt);
+  if (!current) return false;
+  const std::string failed = current->provider + "/" + current->model;
+  const uint32_t next = st.attempt + 1;
+  auto rendered = render_template(sd.input_template, scope(e, def(e)));
+  if (!rendered) return false;
+  const ai_choice c = choose_ai(e, idx, *tp->ai, *rendered, failed, error);
+  if (!c.candidate) return false;
+  start_attempt(e, idx, next, *rendered, &c);
+  return true;
+}
+
+// Prices the usage an ack reports with the routed candidate's prices and adds it to the
+// tenant's spend, once per attempt. Steps that were not routed record nothing (as before).
+void orchestrator::decider::record_usage(execution_state& e, uint16_t idx, uint32_t attempt,
+                                         const fbs::StepAck& ack) {
+  const fbs::Usage* u = ack.usage();
+  if (!u || (u->input_tokens() == 0 && u->output_tokens() == 0 && sv(u->model()).empty())) {
+    return;
+  }
+  const ai_attempt* a = e.steps[idx].ai_of(attempt);
+  if (!a || a->usage_recorded) return;
+  const std::string provider = a->provider, model = a->model;
+  const int64_t cost = price_micros(u->input_tokens(), a->input_per_1k_micros) +
+                       price_micros(u->output_tokens(), a->output_per_1k_micros);
+  const int64_t now = _ctx.now_ms();
+  const std::string step = def(e).steps[idx].id, day = utc_day(now), month = utc_month(now);
+  const std::string reported(sv(u->model()));
+  emit(e, fbs::Payload::AiUsageRecorded, [&](auto& b) {
+    return fbs::CreateAiUsageRecorded(b, str(step), attempt, str(provider), str(model),
+                                      u->input_tokens(), u->output_tokens(), cost, str(day),
+                                      str(month), str(reported))
+        .Union();
+  });
+}
+
+// --------------------------------------------------------------------------- notifications
+
+void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uint32_t attempt,
+                                           const std::string& rendered, const notify_policy& p) {
+  const step_def& sd = def(e).steps[idx];
+  const notification_fields f = notification_of(rendered);
+  const hash256 hash = notification_hash(f.channel, f.to, f.subject, f.body);
+  std::optional<dedup_entry> previous;
+  if (const auto& v = _s.value(keys::notify_dedup(e.tenant, hash)); v && v->size() >= 8) {
+    previous = dedup_entry{static_cast<int64_t>(keys::get_be64(*v)), v->substr(8)};
+  }
+  std::optional<window_count> window;
+  if (const auto& v = _s.value(keys::notify_window(e.tenant, f.channel)); v && v->size() == 12) {
+    window = window_count{static_cast<int64_t>(keys::get_be64(*v)),
+                          keys::get_be32(std::string_view(*v).substr(8))};
+  }
+  const std::string own_prefix = fmt::format("{}/{}/", e.id, sd.id);
+  const int64_t now = _ctx.now_ms();
+  const notify_decision d = decide_notification(
+      p, notification{f.channel, f.to, f.subject, f.body, own_prefix}, now, previous, window);
+  switch (d.v) {
+    case notify_decision::verdict::suppress:
+      if (!emit(e, fbs::Payload::NotificationSuppressed, [&](auto& b) {
+            return fbs::CreateNotificationSuppressed(b, str(sd.id), attempt, str(f.channel),
+                                                     str(f.to), str(d.reason))
+                .Union();
+          })) {
+        return;
+      }
+      return succeed_step(e, idx, d.output_json);
+    case notify_decision::verdict::defer:
+      emit(e, fbs::Payload::NotificationDeferred, [&](auto& b) {
+        return fbs::CreateNotificationDeferred(b, str(sd.id), attempt, str(f.channel), d.until_ms,
+                                               str(d.reason))
+            .Union();
+      });
+      return;
+    case notify_decision::verdict::admit:
+      break;
+  }
+  // The attempt's timeout starts now, when the notification really goes out.
+  const int64_t timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
+  const std::string command_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
+  if (!emit(e, fbs::Payload::NotificationAdmitted, [&](auto& b) {
+        auto h = b.CreateVector(hash.data(), hash.size());
+        return fbs::CreateNotificationAdmitted(
+                   b, str(sd.id), attempt, str(f.channel), str(f.to), h, d.window_start_ms,
+                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id))
+            .Union();
+      })) {
+    return;
+  }
+  emit_command(e, idx, attempt, rendered, timer_at);
+}
+
 bool orchestrator::decider::emit_command(execution_state& e, uint16_t idx, uint32_t attempt,
-                                         const std::string& input_json, int64_t deadline) {
+                                         const std::string& input_json, int64_t deadline,
+                                         const ai_candidate* model) {
   const step_def& sd = def(e).steps[idx];
   const std::string command_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
   flatbuffers::Offset<void> payload;
@@ -589,21 +853,16 @@ bool orchestrator::decider::emit_command(execution_state& e, uint16_t idx, uint3
       type = fbs::Payload::CallAi;
       target = stream::commands_ai;
       payload = fbs::CreateCallAi(_fbb, str(sd.id), attempt, str(sd.tier), str(input_json),
-                                  str(command_id), deadline)
+                                  str(command_id), deadline, str(model ? model->provider : ""),
+                                  str(model ? model->model : ""))
                     .Union();
       break;
     default: {
       type = fbs::Payload::SendNotification;
       target = stream::commands_notify;
-      json in = json::parse(input_json, nullptr, false);
-      auto field = [&](const char* name) {
-        if (!in.is_object() || !in.contains(name)) return std::string();
-        const json& v = in[name];
-        return v.is_string() ? v.get<std::string>() : v.dump();
-      };
-      payload = fbs::CreateSendNotification(_fbb, str(sd.id), attempt, str(field("channel")),
-                                            str(field("to")), str(field("subject")),
-                                            str(field("body")), str(command_id), deadline)
+      const notification_fields f = notification_of(input_json);
+      payload = fbs::CreateSendNotification(_fbb, str(sd.id), attempt, str(f.channel), str(f.to),
+                                            str(f.subject), str(f.body), str(command_id), deadline)
                     .Union();
       break;
     }
@@ -636,12 +895,14 @@ void orchestrator::decider::retry_or_fail(execution_state& e, uint16_t idx,
                                           std::string_view error) {
   const step_def& sd = def(e).steps[idx];
   const uint32_t attempt = e.steps[idx].attempt;
-  if (attempt >= sd.retry.max_attempts) {
+  // AI failovers do not use the retry budget.
+  const uint32_t used = e.steps[idx].retry_attempts();
+  if (used >= sd.retry.max_attempts) {
     return step_failed(
         e, idx, attempt,
         fmt::format("{} (after {} attempt{})", error, attempt, attempt == 1 ? "" : "s"));
   }
-  const int64_t retry_at = _ctx.now_ms() + static_cast<int64_t>(sd.retry.delay_after(attempt));
+  const int64_t retry_at = _ctx.now_ms() + static_cast<int64_t>(sd.retry.delay_after(used));
   emit(e, fbs::Payload::StepRetryScheduled, [&](auto& b) {
     return fbs::CreateStepRetryScheduled(b, str(sd.id), attempt, str(error), retry_at).Union();
   });
@@ -682,6 +943,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
   for (const timer_entry& t : _state->timers()) {
     if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
       _state->find_definition(e->tenant, e->workflow, e->version);
+      _state->policy(e->tenant);
     }
   }
   _published_next_timer.store(next_timer_ms());
@@ -721,6 +983,12 @@ void orchestrator::prefetch(std::span<const input> inputs) {
     const std::string_view tenant = sv(env->tenant_id());
     const std::string_view id = sv(env->execution_id());
     if (!valid_id(tenant)) continue;
+    // The tenant's policy, and for AI routing its spend of the record's day (the batch's own
+    // time is not known here; the record's is the same day nearly always).
+    if (const tenant_policy* p = _state->policy(tenant); p && p->ai) {
+      _state->value(keys::ai_spend_day(tenant, utc_day(env->timestamp_ms())));
+      _state->value(keys::ai_spend_month(tenant, utc_month(env->timestamp_ms())));
+    }
     if (!id.empty() && valid_id(id)) {
       if (execution_state* e = _state->find_execution(tenant, id)) {
         _state->find_definition(e->tenant, e->workflow, e->version);

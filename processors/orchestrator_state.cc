@@ -8,6 +8,10 @@ namespace {
 std::string exec_key(std::string_view tenant, std::string_view id) {
   return keys::execution(tenant, id);
 }
+
+// Entries of the tenant-value cache kept across batches; beyond this it is emptied after a
+// flush (the store has every value; the cache only saves reads).
+constexpr size_t values_cached_max = 65'536;
 }  // namespace
 
 result<void> orchestrator_state::open(state_store& store) {
@@ -90,6 +94,54 @@ tenant_chain& orchestrator_state::chain(std::string_view tenant) {
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
   if (stored->has_value()) vassert(decode_chain(**stored, c), "undecodable tenant chain");
   return _chains.emplace(std::move(key), c).first->second;
+}
+
+orchestrator_state::versioned_policy& orchestrator_state::load_policy(std::string_view tenant) {
+  std::string key = keys::policy(tenant);
+  if (auto it = _policies.find(key); it != _policies.end()) return it->second;
+  versioned_policy v;
+  auto stored = _store->get(key);
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  if (stored->has_value()) {
+    const std::string& bytes = **stored;
+    vassert(bytes.size() >= 4, "malformed tenant policy of {}", tenant);
+    v.version = keys::get_be32(bytes);
+    auto parsed = parse_tenant_policy(std::string_view(bytes).substr(4));
+    vassert(parsed.has_value(), "stored policy of {} no longer parses: {}", tenant,
+            parsed.error().reason);
+    v.policy = std::make_shared<const tenant_policy>(std::move(*parsed));
+  }
+  return _policies.emplace(std::move(key), std::move(v)).first->second;
+}
+
+const tenant_policy* orchestrator_state::policy(std::string_view tenant) {
+  return load_policy(tenant).policy.get();
+}
+
+uint32_t orchestrator_state::policy_version(std::string_view tenant) {
+  return load_policy(tenant).version;
+}
+
+const std::optional<std::string>& orchestrator_state::value(const std::string& key) {
+  if (auto it = _values.find(key); it != _values.end()) return it->second;
+  auto stored = _store->get(key);
+  vassert(stored.has_value(), "state read failed: {}", stored.error().message);
+  return _values.emplace(key, std::move(*stored)).first->second;
+}
+
+void orchestrator_state::put_policy(std::string_view tenant, uint32_t version,
+                                    const tenant_policy& p) {
+  std::string bytes;
+  keys::put_be32(bytes, version);
+  bytes += p.normalized_json;
+  std::string key = keys::policy(tenant);
+  _pending.put(key, bytes);
+  _policies[key] = versioned_policy{version, std::make_shared<const tenant_policy>(p)};
+}
+
+void orchestrator_state::put_value(const std::string& key, std::string v) {
+  _pending.put(key, v);
+  _values[key] = std::move(v);
 }
 
 execution_state& orchestrator_state::create_execution(execution_state e) {
@@ -181,6 +233,7 @@ void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& ev
   // Ended executions live on in the store only: the cache holds what can still change.
   for (const std::string& key : _ended) _executions.erase(key);
   _ended.clear();
+  if (_values.size() > values_cached_max) _values.clear();
   out = std::move(_pending);
   _pending = state_batch();
 }

@@ -16,6 +16,7 @@
 #include "engine/state_store.h"
 #include "processors/definition.h"
 #include "processors/execution_state.h"
+#include "processors/tenant_policy.h"
 
 namespace auterity {
 
@@ -37,6 +38,12 @@ class orchestrator_state {
                                     uint32_t version);  // version 0: latest
   bool tenant_known(std::string_view tenant);
   tenant_chain& chain(std::string_view tenant);
+  // The tenant's policy in force (null: none published) and its version (0: none).
+  const tenant_policy* policy(std::string_view tenant);
+  uint32_t policy_version(std::string_view tenant);
+  // A tenant counter or record outside executions (AI spend, notification windows and
+  // content hashes; keys in execution_state.h). nullopt: absent.
+  const std::optional<std::string>& value(const std::string& key);
 
   // --- for appliers only ---
   execution_state& create_execution(execution_state e);
@@ -46,6 +53,8 @@ class orchestrator_state {
   void put_definition(std::string_view tenant, const definition& d);
   void index_event(const execution_state& e, uint32_t seq, record_position where);
   void on_ended(const execution_state& e);
+  void put_policy(std::string_view tenant, uint32_t version, const tenant_policy& p);
+  void put_value(const std::string& key, std::string value);
 
   const std::set<timer_entry>& timers() const { return _timers; }
   // After the commit: resolves pending event positions with the batch's committed executions
@@ -63,6 +72,13 @@ class orchestrator_state {
   std::unordered_map<std::string, tenant_chain> _chains;
   std::unordered_set<std::string> _dirty_chains;
   std::set<timer_entry> _timers;
+  struct versioned_policy {
+    uint32_t version = 0;  // 0: none
+    std::shared_ptr<const tenant_policy> policy;
+  };
+  versioned_policy& load_policy(std::string_view tenant);
+  std::unordered_map<std::string, versioned_policy> _policies;
+  std::unordered_map<std::string, std::optional<std::string>> _values;
   state_batch _pending;
   std::vector<std::pair<std::string, uint64_t>> _unresolved;  // index key, batch ordinal
 };

@@ -32,6 +32,8 @@ std::string_view rejection_code_name(rejection_code code) {
       return "version_conflict";
     case rejection_code::missing_field:
       return "missing_field";
+    case rejection_code::invalid_policy:
+      return "invalid_policy";
   }
   // A number read from a newer record: shown, never interpreted.
   return "unknown";

@@ -22,6 +22,7 @@ enum class rejection_code : uint16_t {
   wrong_record = 12,         // a record kind/type that does not belong on the stream
   version_conflict = 13,     // a definition version was already published with other content
   missing_field = 14,        // a required envelope field (tenant, execution id) is empty
+  invalid_policy = 15,       // a tenant policy fails validation (reason names the field)
 };
 
 std::string_view rejection_code_name(rejection_code code);

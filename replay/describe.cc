@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include "replay/record_json.h"
+#include "replay/time_text.h"
 #include "replay/timeline.h"
 
 namespace auterity {
@@ -40,6 +41,12 @@ std::string signal(const fbs::Envelope& e) {
 std::string cancel_execution(const fbs::Envelope& e) {
   return fmt::format("request {}: cancel ({})", sv(e.record_id()),
                      sv(e.payload_as_CancelExecution()->reason()));
+}
+
+std::string publish_tenant_policy(const fbs::Envelope& e) {
+  auto p = e.payload_as_PublishTenantPolicy();
+  return fmt::format("request {}: publish the tenant policy ({} bytes)", sv(e.record_id()),
+                     p->policy_json() ? p->policy_json()->size() : 0);
 }
 
 // ----------------------------------------------------------------------------------- events
@@ -120,6 +127,69 @@ std::string timer_fired(const fbs::Envelope& e) {
                      fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->attempt());
 }
 
+// ------------------------------------------------------------------- tenant policy events
+
+std::string tenant_policy_published(const fbs::Envelope& e) {
+  auto p = e.payload_as_TenantPolicyPublished();
+  return fmt::format("tenant policy v{} in force: {}", p->version(),
+                     clip(sv(p->policy_json()), 160));
+}
+
+std::string budget_text(int64_t spent, int64_t budget) {
+  return budget ? fmt::format("{} of {}", format_cost_micros(spent), format_cost_micros(budget))
+                : fmt::format("{} (no budget)", format_cost_micros(spent));
+}
+
+std::string ai_routed(const fbs::Envelope& e) {
+  auto p = e.payload_as_AiRouted();
+  if (!p->provider() || p->provider()->size() == 0) {
+    return fmt::format("step {} attempt {}: no AI model (tier {}): {}", sv(p->step()), p->attempt(),
+                       sv(p->tier_requested()), sv(p->reason()));
+  }
+  return fmt::format(
+      "step {} attempt {} routed to {}/{} ({} for {}): {}; estimate {} in + {} out tokens = {}; "
+      "spent today {}, this month {}",
+      sv(p->step()), p->attempt(), sv(p->provider()), sv(p->model()), sv(p->tier_chosen()),
+      sv(p->tier_requested()), sv(p->reason()), p->estimated_input_tokens(),
+      p->estimated_output_tokens(), format_cost_micros(p->estimated_cost_micros()),
+      budget_text(p->day_spent_micros(), p->day_budget_micros()),
+      budget_text(p->month_spent_micros(), p->month_budget_micros()));
+}
+
+std::string ai_usage_recorded(const fbs::Envelope& e) {
+  auto p = e.payload_as_AiUsageRecorded();
+  const std::string_view reported = sv(p->reported_model());
+  return fmt::format(
+      "step {} attempt {} used {}/{}{}: {} in + {} out tokens, cost {} (spend of {})",
+      sv(p->step()), p->attempt(), sv(p->provider()), sv(p->model()),
+      reported.empty() || reported == sv(p->model()) ? std::string()
+                                                     : fmt::format(" (reported {})", reported),
+      p->input_tokens(), p->output_tokens(), format_cost_micros(p->cost_micros()), sv(p->day()));
+}
+
+std::string notification_suppressed(const fbs::Envelope& e) {
+  auto p = e.payload_as_NotificationSuppressed();
+  return fmt::format("notification of step {} attempt {} ({} to {}) suppressed: {}", sv(p->step()),
+                     p->attempt(), sv(p->channel()), sv(p->to()), sv(p->reason()));
+}
+
+std::string notification_deferred(const fbs::Envelope& e) {
+  auto p = e.payload_as_NotificationDeferred();
+  return fmt::format("notification of step {} attempt {} ({}) deferred until {} (+{}ms): {}",
+                     sv(p->step()), p->attempt(), sv(p->channel()), format_time_ms(p->until_ms()),
+                     p->until_ms() - e.timestamp_ms(), sv(p->reason()));
+}
+
+std::string notification_admitted(const fbs::Envelope& e) {
+  auto p = e.payload_as_NotificationAdmitted();
+  std::string s = fmt::format("notification of step {} attempt {} admitted ({} to {})",
+                              sv(p->step()), p->attempt(), sv(p->channel()), sv(p->to()));
+  if (p->window_start_ms()) {
+    s += fmt::format("; counts in the rate window from {}", format_time_ms(p->window_start_ms()));
+  }
+  return s;
+}
+
 // ------------------------------------------------------------------ commands, acks, rejects
 
 std::string run_step(const fbs::Envelope& e) {
@@ -128,10 +198,16 @@ std::string run_step(const fbs::Envelope& e) {
                      sv(p->action()), sv(p->step()), p->attempt());
 }
 
+// "tier standard" or "tier standard, openai/gpt-4o-mini" when the router chose the model.
+std::string ai_call_target(const fbs::CallAi& p) {
+  if (!p.provider() || p.provider()->size() == 0) return fmt::format("tier {}", sv(p.tier()));
+  return fmt::format("tier {}, {}/{}", sv(p.tier()), sv(p.provider()), sv(p.model()));
+}
+
 std::string call_ai(const fbs::Envelope& e) {
   auto p = e.payload_as_CallAi();
-  return fmt::format("command {}: AI call (tier {}) for step {} attempt {}", sv(e.record_id()),
-                     sv(p->tier()), sv(p->step()), p->attempt());
+  return fmt::format("command {}: AI call ({}) for step {} attempt {}", sv(e.record_id()),
+                     ai_call_target(*p), sv(p->step()), p->attempt());
 }
 
 std::string send_notification(const fbs::Envelope& e) {
@@ -183,6 +259,13 @@ constexpr std::array<describer, payload_slots> make_table() {
   set(fbs::Payload::StepAck, step_ack);
   set(fbs::Payload::CommandRejected, command_rejected);
   set(fbs::Payload::DeadLetter, dead_letter);
+  set(fbs::Payload::PublishTenantPolicy, publish_tenant_policy);
+  set(fbs::Payload::TenantPolicyPublished, tenant_policy_published);
+  set(fbs::Payload::AiRouted, ai_routed);
+  set(fbs::Payload::AiUsageRecorded, ai_usage_recorded);
+  set(fbs::Payload::NotificationSuppressed, notification_suppressed);
+  set(fbs::Payload::NotificationDeferred, notification_deferred);
+  set(fbs::Payload::NotificationAdmitted, notification_admitted);
   return t;
 }
 constexpr auto describers = make_table();
@@ -213,7 +296,7 @@ std::string describe_command(const fbs::Envelope& e) {
     case fbs::Payload::RunStep:
       return fmt::format("task {}", sv(e.payload_as_RunStep()->action()));
     case fbs::Payload::CallAi:
-      return fmt::format("AI call (tier {})", sv(e.payload_as_CallAi()->tier()));
+      return fmt::format("AI call ({})", ai_call_target(*e.payload_as_CallAi()));
     case fbs::Payload::SendNotification: {
       auto p = e.payload_as_SendNotification();
       std::string s = fmt::format("{} to {}", sv(p->channel()), sv(p->to()));

@@ -400,6 +400,14 @@ class view_builder {
       }
       case P::StepTimedOut:
         return close_bar(sv(e.payload_as_StepTimedOut()->step()), t, "timed_out", "timed out");
+      case P::AiUsageRecorded: {
+        auto p = e.payload_as_AiUsageRecorded();
+        ++_v.ai_priced_calls;
+        _v.ai_priced_tokens_in += p->input_tokens();
+        _v.ai_priced_tokens_out += p->output_tokens();
+        _v.ai_priced_cost_micros += p->cost_micros();
+        return;
+      }
       case P::StepSkipped: {
         auto p = e.payload_as_StepSkipped();
         _v.bars.push_back(

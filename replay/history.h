@@ -165,7 +165,11 @@ struct execution_view {
   uint64_t ai_calls = 0;            // acks that carry AI usage
   uint64_t ai_tokens_in = 0;
   uint64_t ai_tokens_out = 0;
-  int64_t ai_cost_micros = 0;
+  int64_t ai_cost_micros = 0;    // as the acks report it (connectors do not price)
+  uint64_t ai_priced_calls = 0;  // AiUsageRecorded events (tenants with an AI policy)
+  uint64_t ai_priced_tokens_in = 0;
+  uint64_t ai_priced_tokens_out = 0;
+  int64_t ai_priced_cost_micros = 0;  // their cost, priced by the router
   std::vector<timeline_line> lines;
   std::vector<step_bar> bars;
 };

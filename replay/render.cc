@@ -80,7 +80,11 @@ std::string summary(const execution_view& v) {
   if (v.notifications_sent)
     s += fmt::format(" · {} notification{} sent", v.notifications_sent,
                      v.notifications_sent == 1 ? "" : "s");
-  if (v.ai_calls) {
+  if (v.ai_priced_calls) {  // priced by the engine's router (tenant AI policy)
+    s += fmt::format(" · AI: {} call{}, {} in + {} out tokens, {}", v.ai_priced_calls,
+                     v.ai_priced_calls == 1 ? "" : "s", v.ai_priced_tokens_in,
+                     v.ai_priced_tokens_out, format_cost_micros(v.ai_priced_cost_micros));
+  } else if (v.ai_calls) {
     s += fmt::format(" · AI: {} call{}, {} in + {} out tokens, {}", v.ai_calls,
                      v.ai_calls == 1 ? "" : "s", v.ai_tokens_in, v.ai_tokens_out,
                      format_cost_micros(v.ai_cost_micros));

@@ -11,6 +11,7 @@
 
 #include "processors/definition.h"
 #include "processors/orchestrator.h"
+#include "processors/tenant_policy.h"
 #include "replay/chain_check.h"
 #include "replay/scan.h"
 #include "replay/time_text.h"
@@ -59,6 +60,16 @@ const flatbuffers::String* step_of(const fbs::Envelope& e) {
       return e.payload_as_StepSkipped()->step();
     case P::TimerFired:
       return e.payload_as_TimerFired()->step();
+    case P::AiRouted:
+      return e.payload_as_AiRouted()->step();
+    case P::AiUsageRecorded:
+      return e.payload_as_AiUsageRecorded()->step();
+    case P::NotificationSuppressed:
+      return e.payload_as_NotificationSuppressed()->step();
+    case P::NotificationDeferred:
+      return e.payload_as_NotificationDeferred()->step();
+    case P::NotificationAdmitted:
+      return e.payload_as_NotificationAdmitted()->step();
     default:
       return nullptr;
   }
@@ -141,8 +152,15 @@ std::optional<std::string> state_rebuilder::precondition_failure(const fbs::Enve
   }
   const std::string_view tenant = sv(e.tenant_id());
   const std::string_view execution = sv(e.execution_id());
-  if (execution.empty() != (type == fbs::Payload::DefinitionPublished)) {
-    return "only DefinitionPublished is a tenant-level event";
+  const bool tenant_level =
+      type == fbs::Payload::DefinitionPublished || type == fbs::Payload::TenantPolicyPublished;
+  if (execution.empty() != tenant_level) {
+    return "only DefinitionPublished and TenantPolicyPublished are tenant-level events";
+  }
+  if (type == fbs::Payload::TenantPolicyPublished) {
+    auto parsed = parse_tenant_policy(sv(e.payload_as_TenantPolicyPublished()->policy_json()));
+    if (!parsed) return "the published policy does not parse: " + parsed.error().reason;
+    return std::nullopt;
   }
   if (type == fbs::Payload::DefinitionPublished) {
     auto parsed = parse_definition(sv(e.payload_as_DefinitionPublished()->definition_json()), "");
@@ -376,6 +394,15 @@ void diff_steps(std::vector<std::string>& out, const std::vector<std::string>& n
     diff_field(out, step + " timer", x.timer_at_ms, y.timer_at_ms);
     diff_field(out, step + " output", x.output_json, y.output_json);
     diff_field(out, step + " error", x.error, y.error);
+    auto routed = [](const step_state& st) {
+      std::string r;
+      for (const ai_attempt& a : st.ai) {
+        r += fmt::format("{}#{} {}/{}{}{}", r.empty() ? "" : ", ", a.attempt, a.provider, a.model,
+                         a.failover ? " failover" : "", a.usage_recorded ? " priced" : "");
+      }
+      return r;
+    };
+    diff_field(out, step + " AI attempts", routed(x), routed(y));
   }
 }
 
@@ -414,6 +441,9 @@ std::string value_diff(const state_store& live, std::string_view key, std::strin
   if (kind == 'H' && a.size() == 8 && b.size() == 8) {
     return fmt::format("executions offset {} (live) vs {} (rebuilt)", keys::get_be64(a),
                        keys::get_be64(b));
+  }
+  if ((kind == 'U' || kind == 'V') && a.size() == 8 && b.size() == 8) {
+    return fmt::format("{} micro-USD (live) vs {} (rebuilt)", keys::get_be64(a), keys::get_be64(b));
   }
   if (kind == 'L' && a.size() == 4 && b.size() == 4) {
     return fmt::format("version {} (live) vs {} (rebuilt)", keys::get_be32(a), keys::get_be32(b));
@@ -482,6 +512,18 @@ std::string describe_state_key(std::string_view key) {
       return fmt::format("tenant registry entry of {}", p->tenant);
     case 'C':
       return fmt::format("definition chain head of {}", p->tenant);
+    case 'P':
+      return fmt::format("tenant policy of {}", p->tenant);
+    case 'U':
+      return fmt::format("AI spend of {} on {}", p->tenant, rest);
+    case 'V':
+      return fmt::format("AI spend of {} in {}", p->tenant, rest);
+    case 'N':
+      return fmt::format("notification rate window of {} channel {}", p->tenant, rest);
+    case 'X':
+      return fmt::format("notification content {} of {}",
+                         hex(reinterpret_cast<const uint8_t*>(rest.data()), rest.size()),
+                         p->tenant);
     case 'L':
       return fmt::format("latest version of {}/{}", p->tenant, rest);
     case 'E':

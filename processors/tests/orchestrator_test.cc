@@ -1,11 +1,19 @@
 // Workflow semantics as a user sees them: what runs, in which order, with which input, and how
 // failures, retries, timeouts, signals, delays and cancels end up in the history.
 
+#include <cstdlib>
+#include <random>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "processors/limits.h"
 #include "processors/rejection.h"
+#include "processors/tenant_policy.h"
 #include "processors/tests/harness.h"
+#include "replay/timeline.h"
+#include "replay/timeline_export.h"
+#include "replay/verify.h"
 
 namespace auterity {
 namespace {
@@ -144,7 +152,9 @@ TEST(orchestrator, on_failure_continue_lets_dependents_branch_on_status) {
   auto e = h.exec(tenant, "e1");
   ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
   EXPECT_EQ(e->steps[0].status, step_status::failed);
-  EXPECT_NE(e->steps[0].error.find("no AI model endpoint"), std::string::npos);
+  // The unconfigured AI worker says so ("no AI provider is configured ...").
+  EXPECT_NE(e->steps[0].error.find("no AI"), std::string::npos) << e->steps[0].error;
+  EXPECT_NE(e->steps[0].error.find("configured"), std::string::npos) << e->steps[0].error;
   EXPECT_EQ(json::parse(e->steps[2].output_json)["text"], "template reply");
 }
 
@@ -359,6 +369,720 @@ TEST(orchestrator, restart_recovers_timers_and_running_executions) {
       << "the durable delay timer fired after the restart";
   n->reset();
   std::filesystem::remove_all(dir);
+}
+
+// ------------------------------------------------------------------------- tenant policy
+
+// 2023-11-14T22:13:20Z, the harness's start time.
+constexpr int64_t t0 = 1'700'000'000'000;
+constexpr int64_t day_ms = 86'400'000;
+
+json ai_candidates() {
+  return json::array({{{"provider", "local"},
+                       {"model", "llama3"},
+                       {"tier", "basic"},
+                       {"input_per_1k_micros", 0},
+                       {"output_per_1k_micros", 0},
+                       {"latency_ms_max", 20000}},
+                      {{"provider", "openai"},
+                       {"model", "gpt-4o-mini"},
+                       {"tier", "standard"},
+                       {"input_per_1k_micros", 150},
+                       {"output_per_1k_micros", 600},
+                       {"latency_ms_max", 15000}},
+                      {{"provider", "anthropic"},
+                       {"model", "claude-3-5-sonnet-latest"},
+                       {"tier", "premium"},
+                       {"input_per_1k_micros", 3000},
+                       {"output_per_1k_micros", 15000},
+                       {"latency_ms_max", 30000}}});
+}
+
+json ai_policy_json(int64_t day_budget = 5'000'000, std::string_view when = "downgrade") {
+  return {{"ai",
+           {{"candidates", ai_candidates()},
+            {"budget",
+             {{"day_micros", day_budget}, {"month_micros", 100'000'000}, {"when_exhausted", when}}},
+            {"estimate_output_tokens", 400}}}};
+}
+
+void publish_policy(harness& h, const json& policy) {
+  h.submit(tenant, client::publish_policy({tenant, "", "policy", h.clk.now_ms()}, policy.dump()));
+  h.settle();
+}
+
+// The events of one execution as envelopes (pointing into `keep`).
+std::vector<const fbs::Envelope*> events(harness& h, std::string_view id,
+                                         std::vector<record>& keep) {
+  keep = h.read_all(stream::executions);
+  std::vector<const fbs::Envelope*> out;
+  for (const record& r : keep) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && e->kind() == fbs::RecordKind::Event && sv(e->execution_id()) == id) out.push_back(e);
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<const T*> payloads(const std::vector<const fbs::Envelope*>& evs) {
+  std::vector<const T*> out;
+  for (const fbs::Envelope* e : evs) {
+    if (auto p = e->payload_as<T>()) out.push_back(p);
+  }
+  return out;
+}
+
+// Acknowledges a command as a worker would, with AI usage if given.
+void ack(harness& h, const fbs::Envelope& cmd, ack_result r) {
+  commit_batch b;
+  b.add(stream::acks, tenant, make_ack(cmd, r, h.clk.now_ms()));
+  ASSERT_TRUE(h.n->get_log().commit(0, b).has_value());
+  h.settle();
+}
+
+ack_result ai_answer(uint32_t in, uint32_t out, std::string model = "") {
+  ack_result r;
+  r.output_json = R"({"text":"Hi!"})";
+  r.model = std::move(model);
+  r.input_tokens = in;
+  r.output_tokens = out;
+  return r;
+}
+
+ack_result failure(fbs::AckStatus status, std::string error, uint32_t in = 0) {
+  ack_result r;
+  r.status = status;
+  r.error = std::move(error);
+  r.input_tokens = in;
+  return r;
+}
+
+void expect_replay_rebuilds_the_state(harness& h) {
+  log& l = h.n->get_log();
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
+    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
+    auto chains = verify_chains(l, p);
+    ASSERT_TRUE(chains.has_value());
+    EXPECT_TRUE(chains->problems.empty()) << chains->problems.front();
+  }
+}
+
+std::string ai_workflow(std::string_view tier, const json& extra = json::object()) {
+  json step = {{"id", "draft"},
+               {"kind", "ai"},
+               {"tier", tier},
+               {"input", {{"prompt", std::string(400, 'x')}, {"max_tokens", 200}}}};
+  step.update(extra);
+  return workflow("wf", json::array({step}));
+}
+
+TEST(orchestrator_policy, ai_routing_records_the_choice_the_command_and_the_exact_cost) {
+  harness h("ai-route", 1, false);
+  publish_policy(h, ai_policy_json());
+  h.publish(tenant, ai_workflow("standard"));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+
+  std::vector<record> keep, keep_cmds;
+  auto routed = payloads<fbs::AiRouted>(events(h, "e1", keep));
+  ASSERT_EQ(routed.size(), 1u);
+  EXPECT_EQ(sv(routed[0]->provider()), "openai");
+  EXPECT_EQ(sv(routed[0]->model()), "gpt-4o-mini");
+  EXPECT_EQ(sv(routed[0]->tier_requested()), "standard");
+  EXPECT_EQ(sv(routed[0]->tier_chosen()), "standard");
+  EXPECT_EQ(sv(routed[0]->reason()), "cheapest of 2 candidates meeting standard");
+  EXPECT_EQ(routed[0]->estimated_input_tokens(), 100u);   // 400 bytes / 4
+  EXPECT_EQ(routed[0]->estimated_output_tokens(), 200u);  // max_tokens
+  EXPECT_EQ(routed[0]->estimated_cost_micros(), 15 + 120);
+  EXPECT_EQ(routed[0]->day_budget_micros(), 5'000'000);
+  EXPECT_EQ(routed[0]->candidates_considered(), 2u);
+  EXPECT_EQ(h.events_of("e1"),
+            (std::vector<std::string>{"ExecutionStarted", "StepScheduled", "AiRouted"}));
+  for (const record& r : keep) {
+    if (decode_envelope(r.value)->payload_type() != fbs::Payload::AiRouted) continue;
+    EXPECT_EQ(describe_record(r.value),
+              "step draft attempt 1 routed to openai/gpt-4o-mini (standard for standard): "
+              "cheapest of 2 candidates meeting standard; estimate 100 in + 200 out tokens = "
+              "$0.000135; spent today $0.000000 of $5.000000, this month $0.000000 of "
+              "$100.000000");
+  }
+
+  auto cmds = commands(h, stream::commands_ai, keep_cmds);
+  ASSERT_EQ(cmds.size(), 1u);
+  auto call = cmds[0]->payload_as_CallAi();
+  EXPECT_EQ(sv(call->provider()), "openai");
+  EXPECT_EQ(sv(call->model()), "gpt-4o-mini");
+  EXPECT_EQ(call->deadline_ms(), t0 + 15000) << "latency_ms_max bounds the attempt";
+
+  // The provider reports a dated model name; the cost uses the routed candidate's prices:
+  // ceil(1234 * 150 / 1000) + ceil(567 * 600 / 1000) = 186 + 341.
+  ack(h, *cmds[0], ai_answer(1234, 567, "gpt-4o-mini-2024-07-18"));
+  auto evs = events(h, "e1", keep);
+  auto usage = payloads<fbs::AiUsageRecorded>(evs);
+  ASSERT_EQ(usage.size(), 1u);
+  EXPECT_EQ(usage[0]->cost_micros(), 527);
+  EXPECT_EQ(sv(usage[0]->provider()), "openai");
+  EXPECT_EQ(sv(usage[0]->model()), "gpt-4o-mini");
+  EXPECT_EQ(sv(usage[0]->reported_model()), "gpt-4o-mini-2024-07-18");
+  EXPECT_EQ(sv(usage[0]->day()), "2023-11-14");
+  EXPECT_EQ(sv(usage[0]->month()), "2023-11");
+  EXPECT_EQ(h.events_of("e1"),
+            (std::vector<std::string>{"ExecutionStarted", "StepScheduled", "AiRouted",
+                                      "AiUsageRecorded", "StepSucceeded", "ExecutionSucceeded"}));
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, spend_accumulates_across_executions_and_a_new_day_starts_at_zero) {
+  harness h("ai-spend", 1, false);
+  publish_policy(h, ai_policy_json());
+  h.publish(tenant, ai_workflow("standard"));
+  std::vector<record> keep, keep_cmds;
+  auto run = [&](const char* id) {
+    h.start(tenant, id, "wf");
+    h.settle();
+    auto cmds = commands(h, stream::commands_ai, keep_cmds);
+    ack(h, *cmds.back(), ai_answer(1234, 567));
+    return payloads<fbs::AiRouted>(events(h, id, keep)).at(0)->day_spent_micros();
+  };
+  EXPECT_EQ(run("e1"), 0);
+  EXPECT_EQ(run("e2"), 527);
+  EXPECT_EQ(run("e3"), 1054);
+  h.clk.advance(day_ms);
+  h.start(tenant, "e4", "wf");
+  h.settle();
+  auto routed = payloads<fbs::AiRouted>(events(h, "e4", keep)).at(0);
+  EXPECT_EQ(routed->day_spent_micros(), 0) << "a new UTC day";
+  EXPECT_EQ(routed->month_spent_micros(), 1581) << "the same month";
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, an_exhausted_budget_downgrades_to_a_cheaper_tier) {
+  harness h("ai-downgrade", 1, false);
+  publish_policy(h, ai_policy_json(/*day_budget=*/600));
+  h.publish(tenant, ai_workflow("standard"));
+  std::vector<record> keep, keep_cmds;
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  ack(h, *commands(h, stream::commands_ai, keep_cmds).back(), ai_answer(1234, 567));  // 527
+  h.start(tenant, "e2", "wf");  // 73 left; openai's estimate is 135
+  h.settle();
+  auto routed = payloads<fbs::AiRouted>(events(h, "e2", keep)).at(0);
+  EXPECT_EQ(sv(routed->provider()), "local");
+  EXPECT_EQ(sv(routed->tier_chosen()), "basic");
+  EXPECT_EQ(sv(routed->reason()),
+            "downgraded from standard to basic: budget (day spent 527 of 600 micro-USD); cheapest "
+            "of 1 candidate below standard");
+  auto cmds = commands(h, stream::commands_ai, keep_cmds);
+  EXPECT_EQ(sv(cmds.back()->payload_as_CallAi()->provider()), "local");
+  EXPECT_EQ(sv(cmds.back()->payload_as_CallAi()->model()), "llama3");
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, an_exhausted_budget_with_reject_fails_the_step_and_the_fallback_runs) {
+  harness h("ai-reject", 1, false);
+  publish_policy(h, ai_policy_json(/*day_budget=*/600, "reject"));
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array({{{"id", "draft"},
+                             {"kind", "ai"},
+                             {"on_failure", "continue"},
+                             {"input", {{"prompt", std::string(400, 'x')}}}},
+                            {{"id", "fallback"},
+                             {"kind", "delay"},
+                             {"delay_ms", 10},
+                             {"after", {"draft"}},
+                             {"when", {{"path", "steps.draft.status"}, {"equals", "failed"}}}}})));
+  std::vector<record> keep, keep_cmds;
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  ack(h, *commands(h, stream::commands_ai, keep_cmds).back(), ai_answer(1234, 567));
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[1].status, step_status::skipped);
+  h.start(tenant, "e2", "wf");
+  h.settle();
+  EXPECT_EQ(commands(h, stream::commands_ai, keep_cmds).size(), 1u) << "no call for e2";
+  auto routed = payloads<fbs::AiRouted>(events(h, "e2", keep));
+  ASSERT_EQ(routed.size(), 1u);
+  EXPECT_EQ(sv(routed[0]->provider()), "");
+  const std::string reason = "AI budget exhausted: day spent 527 of 600 micro-USD";
+  EXPECT_EQ(sv(routed[0]->reason()), reason);
+  auto e = h.exec(tenant, "e2");
+  EXPECT_EQ(e->steps[0].status, step_status::failed);
+  EXPECT_EQ(e->steps[0].error, reason);
+  EXPECT_EQ(e->steps[1].status, step_status::delaying) << "the fallback runs";
+  h.run_for(20);
+  EXPECT_EQ(h.exec(tenant, "e2")->status, exec_status::succeeded);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, failover_tries_the_next_candidate_at_once_without_using_a_retry) {
+  harness h("ai-failover", 1, false);
+  json policy = ai_policy_json();
+  policy["ai"]["candidates"][2]["tier"] = "standard";  // anthropic is a second standard choice
+  publish_policy(h, policy);
+  h.publish(tenant,
+            ai_workflow("standard", {{"retry", {{"max_attempts", 2}, {"backoff_ms", 100}}}}));
+  std::vector<record> keep, keep_cmds;
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  auto cmds = commands(h, stream::commands_ai, keep_cmds);
+  ASSERT_EQ(cmds.size(), 1u);
+  // openai fails (after using some tokens): anthropic gets attempt 2 in the same batch.
+  ack(h, *cmds[0], failure(fbs::AckStatus::PermanentFailure, "HTTP 500 from openai", 1000));
+  cmds = commands(h, stream::commands_ai, keep_cmds);
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(cmds[1]->payload_as_CallAi()->attempt(), 2u);
+  EXPECT_EQ(sv(cmds[1]->record_id()), "e1/draft/2");
+  EXPECT_EQ(sv(cmds[1]->payload_as_CallAi()->provider()), "anthropic");
+  auto evs = events(h, "e1", keep);
+  auto routed = payloads<fbs::AiRouted>(evs);
+  ASSERT_EQ(routed.size(), 2u);
+  EXPECT_TRUE(routed[1]->failover());
+  EXPECT_EQ(sv(routed[1]->reason()),
+            "failover after openai/gpt-4o-mini: HTTP 500 from openai; cheapest of 1 candidate "
+            "meeting standard");
+  auto usage = payloads<fbs::AiUsageRecorded>(evs);
+  ASSERT_EQ(usage.size(), 1u) << "the failed call's tokens are paid for too";
+  EXPECT_EQ(usage[0]->cost_micros(), 150);
+  EXPECT_EQ(count(h.events_of("e1"), "StepRetryScheduled"), 0u);
+
+  // anthropic fails too: no candidate left, so the step's one retry is used (not spent yet).
+  ack(h, *cmds[1], failure(fbs::AckStatus::RetryableFailure, "overloaded"));
+  EXPECT_EQ(count(h.events_of("e1"), "StepRetryScheduled"), 1u);
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::retry_wait);
+  h.run_for(100);
+  cmds = commands(h, stream::commands_ai, keep_cmds);
+  ASSERT_EQ(cmds.size(), 3u);
+  EXPECT_EQ(sv(cmds[2]->payload_as_CallAi()->provider()), "openai")
+      << "a retry starts again from the cheapest candidate";
+  routed = payloads<fbs::AiRouted>(events(h, "e1", keep));
+  EXPECT_FALSE(routed.back()->failover());
+  ack(h, *cmds[2], ai_answer(10, 10));
+  EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[0].attempt, 3u);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, a_slow_provider_times_out_at_its_latency_limit_and_fails_over) {
+  harness h("ai-latency", 1, false);
+  json policy = ai_policy_json();
+  policy["ai"]["candidates"][2]["tier"] = "standard";
+  publish_policy(h, policy);
+  h.publish(tenant, ai_workflow("standard"));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  h.clk.advance(15000);
+  h.settle();
+  std::vector<record> keep, keep_cmds;
+  auto cmds = commands(h, stream::commands_ai, keep_cmds);
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(sv(cmds[1]->payload_as_CallAi()->provider()), "anthropic");
+  EXPECT_EQ(cmds[1]->payload_as_CallAi()->deadline_ms(), t0 + 15000 + 30000);
+  // openai answers late: stale, but its usage is still recorded once.
+  ack(h, *cmds[0], ai_answer(1000, 0));
+  ack(h, *cmds[0], ai_answer(1000, 0));
+  auto usage = payloads<fbs::AiUsageRecorded>(events(h, "e1", keep));
+  ASSERT_EQ(usage.size(), 1u);
+  EXPECT_EQ(usage[0]->attempt(), 1u);
+  ack(h, *cmds[1], ai_answer(1000, 1000));
+  EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
+  EXPECT_EQ(payloads<fbs::AiUsageRecorded>(events(h, "e1", keep)).back()->cost_micros(),
+            3000 + 15000);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, an_invalid_policy_is_rejected_and_a_later_one_replaces_the_first) {
+  harness h("policy-publish", 1, false);
+  json bad = ai_policy_json();
+  bad["ai"]["candidates"][0]["tier"] = "gold";
+  publish_policy(h, bad);
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_EQ(rej[0].code, 15);
+  EXPECT_EQ(rej[0].reason,
+            "ai.candidates[0].tier must be basic, standard or premium; got \"gold\"");
+  publish_policy(h, ai_policy_json());
+  json premium_only = ai_policy_json();
+  premium_only["ai"]["candidates"].erase(1);
+  publish_policy(h, premium_only);
+  std::vector<record> keep;
+  std::vector<uint32_t> versions;
+  for (const fbs::Envelope* e : events(h, "", keep)) {
+    if (auto p = e->payload_as_TenantPolicyPublished()) versions.push_back(p->version());
+  }
+  EXPECT_EQ(versions, (std::vector<uint32_t>{1, 2}));
+  h.publish(tenant, ai_workflow("standard"));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  EXPECT_EQ(sv(payloads<fbs::AiRouted>(events(h, "e1", keep)).at(0)->provider()), "anthropic");
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, without_a_policy_ai_and_notify_steps_behave_as_before) {
+  harness h("no-policy", 1, false);
+  h.publish(
+      tenant,
+      workflow("wf", json::array({{{"id", "draft"}, {"kind", "ai"}, {"input", {{"prompt", "hi"}}}},
+                                  {{"id", "send"},
+                                   {"kind", "notify"},
+                                   {"input", {{"channel", "sms"}, {"to", "+15550100"}}}}})));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  std::vector<record> keep;
+  auto cmds = commands(h, stream::commands_ai, keep);
+  ASSERT_EQ(cmds.size(), 1u);
+  EXPECT_EQ(sv(cmds[0]->payload_as_CallAi()->provider()), "");
+  EXPECT_EQ(sv(cmds[0]->payload_as_CallAi()->model()), "");
+  std::vector<record> keep2;
+  EXPECT_EQ(commands(h, stream::commands_notify, keep2).size(), 1u);
+  ack(h, *cmds[0], ai_answer(10, 10, "some-model"));
+  EXPECT_EQ(h.events_of("e1"), (std::vector<std::string>{"ExecutionStarted", "StepScheduled",
+                                                         "StepScheduled", "StepSucceeded"}))
+      << "no routing, usage or notification policy events";
+}
+
+// ---------------------------------------------------------------------------- notifications
+
+json notify_policy_json() {
+  return {{"notify",
+           {{"rate_limits", json::array({{{"channel", "sms"}, {"max", 2}, {"per_ms", 60000}}})},
+            {"quiet_hours",
+             {{"start", "22:00"},
+              {"end", "08:00"},
+              {"utc_offset_minutes", 0},
+              {"channels", {"whatsapp"}}}},
+            {"opt_out", {"+15550100", "ann@example.com"}},
+            {"dedup_window_ms", 600000}}}};
+}
+
+std::string notify_workflow(const json& input) {
+  return workflow(
+      "wf",
+      json::array({{{"id", "send"}, {"kind", "notify"}, {"input", input}},
+                   {{"id", "next"}, {"kind", "delay"}, {"delay_ms", 10}, {"after", {"send"}}}}));
+}
+
+TEST(orchestrator_policy, an_opted_out_recipient_is_not_messaged_and_the_workflow_carries_on) {
+  harness h("notify-optout", 1, false);
+  publish_policy(h, notify_policy_json());
+  h.publish(tenant,
+            notify_workflow({{"channel", "sms"}, {"to", "{{input.phone}}"}, {"body", "hi"}}));
+  h.start(tenant, "e1", "wf", R"({"phone": "+1 555-0100"})");
+  h.settle();
+  std::vector<record> keep;
+  EXPECT_TRUE(commands(h, stream::commands_notify, keep).empty());
+  auto sup = payloads<fbs::NotificationSuppressed>(events(h, "e1", keep));
+  ASSERT_EQ(sup.size(), 1u);
+  EXPECT_EQ(sv(sup[0]->reason()), "opted_out");
+  EXPECT_EQ(sv(sup[0]->to()), "+1 555-0100");
+  auto e = h.exec(tenant, "e1");
+  EXPECT_EQ(e->steps[0].status, step_status::succeeded);
+  EXPECT_EQ(json::parse(e->steps[0].output_json),
+            json::parse(R"({"sent":false,"suppressed":"opted_out"})"));
+  h.run_for(20);
+  EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, the_same_message_twice_within_the_window_is_sent_once) {
+  harness h("notify-dedup", 1, false);
+  publish_policy(h, notify_policy_json());
+  h.publish(tenant, notify_workflow({{"channel", "email"},
+                                     {"to", "bob@example.com"},
+                                     {"subject", "Your car"},
+                                     {"body", "It is ready"}}));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  h.clk.advance(1000);
+  h.start(tenant, "e2", "wf");
+  h.settle();
+  std::vector<record> keep;
+  EXPECT_EQ(commands(h, stream::commands_notify, keep).size(), 1u);
+  auto sup = payloads<fbs::NotificationSuppressed>(events(h, "e2", keep));
+  ASSERT_EQ(sup.size(), 1u);
+  EXPECT_EQ(sv(sup[0]->reason()), "duplicate of e1/send/1 sent at 2023-11-14T22:13:20.000Z");
+  EXPECT_EQ(json::parse(h.exec(tenant, "e2")->steps[0].output_json),
+            json::parse(R"({"sent":false,"suppressed":"duplicate","original":"e1/send/1"})"));
+  // Ten minutes after the first, the same message goes out again.
+  h.clk.advance(600'000);
+  h.start(tenant, "e3", "wf");
+  h.settle();
+  EXPECT_EQ(commands(h, stream::commands_notify, keep).size(), 2u);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, quiet_hours_hold_a_message_until_they_end) {
+  harness h("notify-quiet", 1, false);
+  publish_policy(h, notify_policy_json());
+  h.publish(tenant,
+            notify_workflow({{"channel", "whatsapp"}, {"to", "+15550177"}, {"body", "hi"}}));
+  h.start(tenant, "e1", "wf");  // 22:13:20 UTC: quiet until 08:00
+  h.settle();
+  std::vector<record> keep;
+  EXPECT_TRUE(commands(h, stream::commands_notify, keep).empty());
+  auto def = payloads<fbs::NotificationDeferred>(events(h, "e1", keep));
+  ASSERT_EQ(def.size(), 1u);
+  EXPECT_EQ(sv(def[0]->reason()), "quiet_hours");
+  const int64_t until = t0 + (9 * 60 + 46) * 60'000 + 40'000;  // 08:00:00 next day
+  EXPECT_EQ(def[0]->until_ms(), until);
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::deferred);
+  h.clk.advance(until - t0 - 1);
+  h.settle();
+  EXPECT_TRUE(commands(h, stream::commands_notify, keep).empty());
+  h.clk.advance(1);
+  h.settle();
+  auto cmds = commands(h, stream::commands_notify, keep);
+  ASSERT_EQ(cmds.size(), 1u);
+  EXPECT_EQ(sv(cmds[0]->record_id()), "e1/send/1");
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::running);
+  auto names = h.events_of("e1");
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"ExecutionStarted", "StepScheduled", "NotificationDeferred",
+                                      "TimerFired", "NotificationAdmitted"}));
+  ack(h, *cmds[0], {});
+  EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::succeeded);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, a_message_over_the_rate_limit_waits_for_the_next_window) {
+  harness h("notify-rate", 1, false);
+  publish_policy(h, notify_policy_json());  // sms: 2 per minute
+  h.publish(tenant, notify_workflow({{"channel", "sms"}, {"to", "{{input.to}}"}, {"body", "hi"}}));
+  for (int i = 1; i <= 3; ++i) {
+    h.start(tenant, fmt::format("e{}", i), "wf", fmt::format(R"({{"to": "+1555020{}"}})", i));
+  }
+  h.settle();
+  std::vector<record> keep;
+  EXPECT_EQ(commands(h, stream::commands_notify, keep).size(), 2u);
+  auto def = payloads<fbs::NotificationDeferred>(events(h, "e3", keep));
+  ASSERT_EQ(def.size(), 1u);
+  EXPECT_EQ(sv(def[0]->reason()), "rate_limit");
+  const int64_t next_window = t0 - t0 % 60000 + 60000;
+  EXPECT_EQ(def[0]->until_ms(), next_window);
+  h.clk.advance(next_window - t0 - 1);
+  h.settle();
+  EXPECT_EQ(commands(h, stream::commands_notify, keep).size(), 2u);
+  h.clk.advance(1);
+  h.settle();
+  auto cmds = commands(h, stream::commands_notify, keep);
+  ASSERT_EQ(cmds.size(), 3u);
+  EXPECT_EQ(sv(cmds[2]->payload_as_SendNotification()->to()), "+15550203");
+  auto admitted = payloads<fbs::NotificationAdmitted>(events(h, "e3", keep));
+  ASSERT_EQ(admitted.size(), 1u);
+  EXPECT_EQ(admitted[0]->window_start_ms(), next_window);
+  expect_replay_rebuilds_the_state(h);
+}
+
+// Replay equivalence with tenant policies: random AI and notify workloads (failovers, late and
+// duplicate acks, timeouts, budget exhaustion, quiet hours ending, rate windows, duplicates,
+// a policy replaced midway) on two tenants; then the state rebuilt from the log must equal the
+// live state byte for byte. Prints its seed; rerun one with AUTERITY_TEST_SEED=<seed>.
+TEST(orchestrator_policy, random_policy_workloads_replay_to_the_same_state) {
+  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
+  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+  SCOPED_TRACE(fmt::format("AUTERITY_TEST_SEED={}", seed));
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
+
+  harness h("policy-property", 2, false);
+  const std::vector<std::string> tenants{"acme", "bayside"};
+  json policy = ai_policy_json(/*day_budget=*/3000, "downgrade");
+  policy["ai"]["candidates"][2]["tier"] = "standard";
+  policy["notify"] = {
+      {"rate_limits", json::array({{{"channel", "sms"}, {"max", 2}, {"per_ms", 1000}}})},
+      {"quiet_hours", {{"start", "22:00"}, {"end", "22:14"}, {"channels", {"whatsapp"}}}},
+      {"opt_out", {"+15550001"}},
+      {"dedup_window_ms", 3000}};
+  const std::string def = workflow(
+      "wf",
+      json::array({{{"id", "draft"},
+                    {"kind", "ai"},
+                    {"on_failure", "continue"},
+                    {"timeout_ms", 400},
+                    {"retry", {{"max_attempts", 2}, {"backoff_ms", 50}}},
+                    {"input", {{"prompt", "{{input.body}}"}}}},
+                   {{"id", "sms"},
+                    {"kind", "notify"},
+                    {"after", {"draft"}},
+                    {"on_failure", "continue"},
+                    {"timeout_ms", 300},
+                    {"input", {{"channel", "sms"}, {"to", "{{input.to}}"}, {"body", "hi"}}}},
+                   {{"id", "wa"},
+                    {"kind", "notify"},
+                    {"on_failure", "continue"},
+                    {"input", {{"channel", "whatsapp"}, {"to", "{{input.to}}"}, {"body", "x"}}}}}));
+  for (const std::string& t : tenants) {
+    h.submit(t, client::publish_policy({t, "", "policy", h.clk.now_ms()}, policy.dump()));
+    h.publish(t, def);
+  }
+  h.settle();
+
+  log& l = h.n->get_log();
+  std::vector<std::string> pending;  // commands not yet answered (bytes)
+  std::vector<std::string> answered;
+  std::vector<uint64_t> seen_ai(l.partition_count(), 0), seen_notify(l.partition_count(), 0);
+  auto collect = [&](stream st, std::vector<uint64_t>& seen) {
+    for (uint32_t p = 0; p < l.partition_count(); ++p) {
+      std::vector<record> recs;
+      while (seen[p] < l.end_offset(st, p)) {
+        recs.clear();
+        ASSERT_TRUE(l.read(st, p, seen[p], 256, 8 << 20, recs).has_value());
+        for (const record& r : recs) pending.push_back(r.value);
+        seen[p] = recs.back().offset + 1;
+      }
+    }
+  };
+  auto answer = [&](const std::string& bytes) {
+    const fbs::Envelope* cmd = decode_envelope(bytes);
+    ack_result r;
+    const int roll = uniform(0, 99);
+    if (roll < 55) {
+      r.output_json = R"({"ok":true})";
+    } else if (roll < 80) {
+      r.status = fbs::AckStatus::RetryableFailure;
+      r.error = "busy";
+    } else {
+      r.status = fbs::AckStatus::PermanentFailure;
+      r.error = "rejected";
+    }
+    if (cmd->payload_type() == fbs::Payload::CallAi && chance(0.8)) {
+      r.model = "m";
+      r.input_tokens = static_cast<uint32_t>(uniform(0, 3000));
+      r.output_tokens = static_cast<uint32_t>(uniform(0, 500));
+    }
+    const std::string tenant_id(sv(cmd->tenant_id()));
+    commit_batch b;
+    b.add(stream::acks, tenant_id, make_ack(*cmd, r, h.clk.now_ms()));
+    ASSERT_TRUE(l.commit(tenant_partition(tenant_id, l.partition_count()), b).has_value());
+  };
+  int started = 0;
+  for (int round = 0; round < 600; ++round) {
+    if (chance(0.15)) {
+      const std::string& t = tenants[uniform(0, 1)];
+      const json input = {{"to", fmt::format("+1555000{}", uniform(1, 4))},
+                          {"body", std::string(static_cast<size_t>(uniform(1, 4000)), 'b')}};
+      h.start(t, fmt::format("e{}", started++), "wf", input.dump());
+    }
+    if (round == 300) {  // a new policy version midway: another budget, another exhaustion rule
+      json next = policy;
+      next["ai"]["budget"] = {{"day_micros", 1000}, {"when_exhausted", "reject"}};
+      for (const std::string& t : tenants) {
+        h.submit(t, client::publish_policy({t, "", "policy2", h.clk.now_ms()}, next.dump()));
+      }
+    }
+    collect(stream::commands_ai, seen_ai);
+    collect(stream::commands_notify, seen_notify);
+    if (!pending.empty() && chance(0.6)) {
+      const size_t i = static_cast<size_t>(uniform(0, static_cast<int>(pending.size()) - 1));
+      if (!chance(0.15)) answer(pending[i]);  // else: never answered (it times out)
+      answered.push_back(pending[i]);
+      pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    if (!answered.empty() && chance(0.1)) {  // a duplicate or late ack
+      answer(answered[static_cast<size_t>(uniform(0, static_cast<int>(answered.size()) - 1))]);
+    }
+    h.clk.advance(uniform(0, 150));
+    h.settle();
+  }
+  size_t routed = 0, priced = 0, admitted = 0, held = 0, failovers = 0, refused = 0, ends = 0;
+  for (const record& r : h.read_all(stream::executions)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (auto a = e->payload_as_AiRouted()) {
+      failovers += a->failover();
+      refused += a->provider()->size() == 0;
+    }
+    if (auto t = e->payload_as_TimerFired()) ends += t->purpose() == fbs::TimerPurpose::NotifyDefer;
+    routed += e->payload_type() == fbs::Payload::AiRouted;
+    priced += e->payload_type() == fbs::Payload::AiUsageRecorded;
+    admitted += e->payload_type() == fbs::Payload::NotificationAdmitted;
+    held += e->payload_type() == fbs::Payload::NotificationDeferred ||
+            e->payload_type() == fbs::Payload::NotificationSuppressed;
+  }
+  // The workload reaches every path (seed-independent with these rates and 600 rounds).
+  EXPECT_GT(failovers, 0u);
+  EXPECT_GT(refused, 0u) << "the budget ran out at least once";
+  EXPECT_GT(ends, 0u) << "deferrals ended and were asked again";
+  if (std::getenv("AUTERITY_DEBUG")) {
+    fmt::print("routed {} (failover {}, refused {}) priced {} admitted {} held {} (ended {})\n",
+               routed, failovers, refused, priced, admitted, held, ends);
+  }
+  EXPECT_GT(routed, 0u);
+  EXPECT_GT(priced, 0u);
+  EXPECT_GT(admitted, 0u);
+  EXPECT_GT(held, 0u);
+  expect_replay_rebuilds_the_state(h);
+}
+
+// What an auditor reads: the replay timeline names the model, the reason and the cost, and
+// why a notification was not sent, in text, JSON Lines and HTML.
+TEST(orchestrator_policy, the_replay_timeline_shows_model_reason_cost_and_notification_decisions) {
+  harness h("policy-timeline", 1, false);
+  json policy = ai_policy_json();
+  policy["notify"] = notify_policy_json()["notify"];
+  publish_policy(h, policy);
+  h.publish(
+      tenant,
+      workflow("wf",
+               json::array({{{"id", "draft"},
+                             {"kind", "ai"},
+                             {"input", {{"prompt", std::string(400, 'x')}, {"max_tokens", 200}}}},
+                            {{"id", "send"},
+                             {"kind", "notify"},
+                             {"after", {"draft"}},
+                             {"input",
+                              {{"channel", "sms"},
+                               {"to", "+15550100"},
+                               {"body", "{{steps.draft.output.text}}"}}}}})));
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  std::vector<record> keep;
+  ack(h, *commands(h, stream::commands_ai, keep).at(0), ai_answer(1234, 567));
+  ASSERT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
+
+  auto timeline = [&](timeline_format f) {
+    timeline_options o;
+    o.scope.tenant = tenant;
+    o.scope.execution = "e1";
+    o.format = f;
+    o.threads = 1;
+    char* buf = nullptr;
+    size_t size = 0;
+    std::FILE* out = open_memstream(&buf, &size);
+    auto r = write_timeline(h.n->get_log(), o, out);
+    std::fclose(out);
+    std::string text(buf, size);
+    std::free(buf);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return text;
+  };
+  const std::string text = timeline(timeline_format::text);
+  if (std::getenv("AUTERITY_DEBUG")) fmt::print("{}", text);
+  for (const char* expected :
+       {"routed to openai/gpt-4o-mini (standard for standard): cheapest of 2 candidates meeting "
+        "standard",
+        "AI call (tier standard, openai/gpt-4o-mini)",
+        "used openai/gpt-4o-mini: 1234 in + 567 out tokens, cost $0.000527",
+        "(sms to +15550100) suppressed: opted_out",
+        "AI: 1 call, 1234 in + 567 out tokens, $0.000527"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << expected << "\n" << text;
+  }
+  bool routed = false, priced = false;
+  std::istringstream lines(timeline(timeline_format::jsonl));
+  for (std::string line; std::getline(lines, line);) {
+    const json j = json::parse(line);
+    if (j["type"] == "AiRouted") {
+      routed = j["payload"]["provider"] == "openai" && j["payload"]["model"] == "gpt-4o-mini" &&
+               j["payload"]["estimated_cost_micros"] == 135;
+    }
+    if (j["type"] == "AiUsageRecorded") priced = j["payload"]["cost_micros"] == 527;
+  }
+  EXPECT_TRUE(routed && priced);
+  const std::string html = timeline(timeline_format::html);
+  EXPECT_NE(html.find("routed to openai/gpt-4o-mini"), std::string::npos);
+  EXPECT_NE(html.find("suppressed: opted_out"), std::string::npos);
 }
 
 }  // namespace
