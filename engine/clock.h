@@ -8,6 +8,14 @@
 
 namespace auterity {
 
+// The wall clock, read directly: only for IO at the edge (a call's deadline, a Date header),
+// never for domain logic, which takes `now` from a clock.
+inline int64_t wall_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 class clock {
  public:
   virtual ~clock() = default;
@@ -16,11 +24,7 @@ class clock {
 
 class system_clock final : public clock {
  public:
-  int64_t now_ms() override {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
+  int64_t now_ms() override { return wall_now_ms(); }
 };
 
 class manual_clock final : public clock {

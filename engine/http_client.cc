@@ -24,6 +24,8 @@
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http.hpp>
 
+#include "engine/clock.h"
+
 namespace auterity {
 
 namespace {
@@ -40,18 +42,6 @@ using boost::system::error_code;
 constexpr uint32_t http_response_header_bytes_max = 64 << 10;
 // Used when the request names no deadline.
 constexpr int64_t http_default_timeout_ms = 30'000;
-
-int64_t wall_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool has_line_break(std::string_view s) {
   return s.find_first_of("\r\n") != std::string_view::npos || s.find('\0') != s.npos;
@@ -194,7 +184,7 @@ asio::awaitable<void> exchange(call& c, Stream& stream, bool tls) {
   http_response response;
   response.status = static_cast<int>(message.result_int());
   for (const auto& field : message) {
-    response.headers.emplace_back(lower(field.name_string()), std::string(field.value()));
+    response.headers.emplace_back(ascii_lower(field.name_string()), std::string(field.value()));
   }
   response.body = std::move(message.body());
   c.out = std::move(response);
@@ -228,7 +218,7 @@ result<bhttp::request<bhttp::string_body>> build_request(const http_request& r,
     if (has_line_break(value)) {  // the value itself stays out: it may be a secret
       return fail(errc::invalid, fmt::format("HTTP header {} has a line break in its value", name));
     }
-    const std::string l = lower(name);
+    const std::string l = ascii_lower(name);
     if (l == "host" || l == "content-length" || l == "transfer-encoding" || l == "connection") {
       return fail(errc::invalid, fmt::format("HTTP header {} is set by the client", name));
     }
@@ -276,7 +266,7 @@ result<std::unique_ptr<ssl::context>> make_tls_context(const http_tls_options& t
 }  // namespace
 
 std::string http_response::header(std::string_view name) const {
-  const std::string l = lower(name);
+  const std::string l = ascii_lower(name);
   for (const auto& [n, v] : headers) {
     if (n == l) return v;
   }
@@ -289,7 +279,7 @@ result<url_parts> parse_url(std::string_view url) {
   if (scheme_end == std::string_view::npos) {
     return fail(errc::invalid, "URL must start with http:// or https://");
   }
-  const std::string scheme = lower(url.substr(0, scheme_end));
+  const std::string scheme = ascii_lower(url.substr(0, scheme_end));
   if (scheme == "https") {
     out.tls = true;
   } else if (scheme != "http") {
@@ -350,6 +340,12 @@ result<url_parts> parse_url(std::string_view url) {
   } else {
     out.target = std::string(target);
   }
+  return out;
+}
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
 

@@ -56,4 +56,8 @@ struct url_parts {
 };
 result<url_parts> parse_url(std::string_view url);
 
+// Header names, schemes and media types are case-insensitive ASCII (RFC 9110): compare them
+// lower-cased.
+std::string ascii_lower(std::string_view s);
+
 }  // namespace auterity

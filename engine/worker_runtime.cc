@@ -65,13 +65,6 @@ std::string dead_letter(const record& r, stream s, uint32_t p, std::string_view 
   return finish_envelope(fbb, h, fbs::Payload::DeadLetter, payload.Union());
 }
 
-ack_result retryable(std::string why) {
-  ack_result r;
-  r.status = fbs::AckStatus::RetryableFailure;
-  r.error = std::move(why);
-  return r;
-}
-
 }  // namespace
 
 // Runs the commands of one batch: the calling thread and `helpers` threads take indexes from
@@ -222,17 +215,17 @@ void worker_runtime::run_command(slot& s) {
   try {
     s.res = _connector->execute(*s.env, s.ctx);
   } catch (const std::exception& e) {
-    s.res = retryable(fmt::format("connector failed: {}", e.what()));
+    s.res = ack_retryable(fmt::format("connector failed: {}", e.what()));
     _probe.connector_exceptions.fetch_add(1, std::memory_order_relaxed);
   } catch (...) {
-    s.res = retryable("connector failed with an exception that is not a std::exception");
+    s.res = ack_retryable("connector failed with an exception that is not a std::exception");
     _probe.connector_exceptions.fetch_add(1, std::memory_order_relaxed);
   }
   s.acked_ms = _clock.now_ms();
   // A late success is not trusted: the orchestrator may have timed the attempt out and retried,
   // and the connector was told to give up by now. A failure keeps its own (better) reason.
   if (s.acked_ms > s.ctx.deadline_ms && s.res.status == fbs::AckStatus::Success) {
-    s.res = retryable(fmt::format("deadline exceeded after {} ms", s.acked_ms - started_ms));
+    s.res = ack_retryable(fmt::format("deadline exceeded after {} ms", s.acked_ms - started_ms));
     _probe.deadline_exceeded.fetch_add(1, std::memory_order_relaxed);
   }
   _probe.in_flight.fetch_sub(1, std::memory_order_relaxed);
@@ -263,8 +256,8 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
     if (int64_t d = command_deadline(*env); d > 0) s.ctx.deadline_ms = d;
     s.ctx.idempotency_key = sv(env->record_id());
     if (read_ms > s.ctx.deadline_ms) {
-      s.res = retryable(fmt::format("deadline passed before the worker started it ({} ms ago)",
-                                    read_ms - s.ctx.deadline_ms));
+      s.res = ack_retryable(fmt::format("deadline passed before the worker started it ({} ms ago)",
+                                        read_ms - s.ctx.deadline_ms));
       s.acked_ms = read_ms;
       _probe.deadline_passed.fetch_add(1, std::memory_order_relaxed);
       continue;

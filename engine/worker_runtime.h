@@ -15,6 +15,7 @@
 // came back after the deadline into a retryable failure. Workers in other languages:
 // engine/WORKERS.md.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,24 @@ struct ack_result {
   std::string provider;  // AI usage: which configured provider answered
 };
 
+inline ack_result ack_success(std::string output_json) {
+  ack_result r;
+  r.output_json = std::move(output_json);
+  return r;
+}
+inline ack_result ack_failure(fbs::AckStatus status, std::string why) {
+  ack_result r;
+  r.status = status;
+  r.error = std::move(why);
+  return r;
+}
+inline ack_result ack_retryable(std::string why) {
+  return ack_failure(fbs::AckStatus::RetryableFailure, std::move(why));
+}
+inline ack_result ack_permanent(std::string why) {
+  return ack_failure(fbs::AckStatus::PermanentFailure, std::move(why));
+}
+
 // What the runtime tells a connector about one command.
 struct command_context {
   // Wall-clock ms by which the connector must have answered: the command's own deadline_ms
@@ -52,6 +71,19 @@ struct command_context {
   // command redelivered after a crash does not repeat its effect there.
   std::string_view idempotency_key;
 };
+
+// What a connector's deadlines fall back to when the context has none (tools, tests): the
+// runtime's usual command deadline, worker_options::command_deadline_ms.
+inline constexpr int64_t command_deadline_ms_default = 30'000;
+
+// The deadline of a remote call a connector starts at `now_ms` (wall clock): ctx.deadline_ms, or
+// now_ms + command_deadline_ms_default without one, and no later than now_ms + timeout_ms when
+// the connector has a timeout of its own (timeout_ms > 0).
+inline int64_t call_deadline_ms(const command_context& ctx, int64_t now_ms, int64_t timeout_ms) {
+  const int64_t deadline =
+      ctx.deadline_ms > 0 ? ctx.deadline_ms : now_ms + command_deadline_ms_default;
+  return timeout_ms > 0 ? std::min(deadline, now_ms + timeout_ms) : deadline;
+}
 
 class connector {
  public:
@@ -85,8 +117,8 @@ struct worker_options {
   // calls (HTTP, AI, SMS) are the reason to raise it; 1 runs every command on the worker's
   // thread, one after the other.
   size_t concurrency = 8;
-  int64_t idle_wait_ms_max = 100;        // longest sleep when idle; commits wake it sooner
-  int64_t command_deadline_ms = 30'000;  // per command without a deadline of its own
+  int64_t idle_wait_ms_max = 100;  // longest sleep when idle; commits wake it sooner
+  int64_t command_deadline_ms = command_deadline_ms_default;  // per command without its own
 };
 
 // errc::invalid with a readable reason if an option is out of range (concurrency 0 or above

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <optional>
 #include <string>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/clock.h"
 #include "engine/secrets.h"
 
 namespace auterity {
@@ -16,9 +16,6 @@ namespace auterity {
 using json = nlohmann::json;
 
 namespace {
-
-// A context without a deadline (tools, tests) gets the worker's usual command deadline.
-constexpr int64_t deadline_fallback_ms = 30'000;
 
 enum class ai_api { openai, anthropic };
 
@@ -50,25 +47,6 @@ struct ai_answer {
   uint32_t input_tokens = 0;
   uint32_t output_tokens = 0;
 };
-
-ack_result failure(fbs::AckStatus status, std::string why) {
-  ack_result r;
-  r.status = status;
-  r.error = std::move(why);
-  return r;
-}
-ack_result retryable(std::string why) {
-  return failure(fbs::AckStatus::RetryableFailure, std::move(why));
-}
-ack_result permanent(std::string why) {
-  return failure(fbs::AckStatus::PermanentFailure, std::move(why));
-}
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 bool icontains(std::string_view haystack, std::string_view needle) {
   auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
@@ -294,6 +272,20 @@ std::string string_or(const json* v, std::string fallback) {
   return v && v->is_string() ? v->get<std::string>() : std::move(fallback);
 }
 
+// The token counts both APIs report under "usage" (by their own names), and the model that
+// answered (`model`, the one asked for, when the answer names none).
+result<void> read_usage(const json& j, std::string_view input_key, std::string_view output_key,
+                        const std::string& model, ai_answer& a) {
+  auto in = token_count(j, {"usage", input_key}, fmt::format("usage.{}", input_key));
+  if (!in) return std::unexpected(in.error());
+  auto out = token_count(j, {"usage", output_key}, fmt::format("usage.{}", output_key));
+  if (!out) return std::unexpected(out.error());
+  a.input_tokens = *in;
+  a.output_tokens = *out;
+  a.model = string_or(field(j, {"model"}), model);
+  return {};
+}
+
 result<ai_answer> read_openai(const json& j, const std::string& model) {
   ai_answer a;
   const json* content = field(j, {"choices", "0", "message", "content"});
@@ -305,13 +297,9 @@ result<ai_answer> read_openai(const json& j, const std::string& model) {
     return fail(errc::invalid, "choices[0].message.content missing");
   }
   a.text = content->get<std::string>();
-  auto in = token_count(j, {"usage", "prompt_tokens"}, "usage.prompt_tokens");
-  if (!in) return std::unexpected(in.error());
-  auto out = token_count(j, {"usage", "completion_tokens"}, "usage.completion_tokens");
-  if (!out) return std::unexpected(out.error());
-  a.input_tokens = *in;
-  a.output_tokens = *out;
-  a.model = string_or(field(j, {"model"}), model);
+  if (auto u = read_usage(j, "prompt_tokens", "completion_tokens", model, a); !u) {
+    return std::unexpected(u.error());
+  }
   a.finish_reason = string_or(field(j, {"choices", "0", "finish_reason"}), "");
   return a;
 }
@@ -327,13 +315,9 @@ result<ai_answer> read_anthropic(const json& j, const std::string& model) {
       a.text += t->get<std::string>();
     }
   }
-  auto in = token_count(j, {"usage", "input_tokens"}, "usage.input_tokens");
-  if (!in) return std::unexpected(in.error());
-  auto out = token_count(j, {"usage", "output_tokens"}, "usage.output_tokens");
-  if (!out) return std::unexpected(out.error());
-  a.input_tokens = *in;
-  a.output_tokens = *out;
-  a.model = string_or(field(j, {"model"}), model);
+  if (auto u = read_usage(j, "input_tokens", "output_tokens", model, a); !u) {
+    return std::unexpected(u.error());
+  }
   a.finish_reason = string_or(field(j, {"stop_reason"}), "");
   return a;
 }
@@ -383,17 +367,16 @@ class ai_connector final : public connector {
 
   ack_result execute(const fbs::Envelope& command, const command_context& ctx) override {
     const fbs::CallAi* cmd = command.payload_as_CallAi();
-    if (!cmd) return permanent("AI connector: the command is not a CallAi");
+    if (!cmd) return ack_permanent("AI connector: the command is not a CallAi");
     auto in = parse_input(sv(cmd->input_json()), _c.max_tokens);
-    if (!in) return permanent(in.error().message);
+    if (!in) return ack_permanent(in.error().message);
     const std::string model =
         cmd->model() && cmd->model()->size() ? std::string(sv(cmd->model())) : _c.model;
     http_request req = request(*in, model, ctx.idempotency_key);
-    const int64_t start = now_ms();
-    int64_t deadline = ctx.deadline_ms > 0 ? ctx.deadline_ms : start + deadline_fallback_ms;
-    if (_c.timeout_ms > 0) deadline = std::min(deadline, start + _c.timeout_ms);
+    const int64_t start = wall_now_ms();
+    const int64_t deadline = call_deadline_ms(ctx, start, _c.timeout_ms);
     if (deadline <= start) {
-      return retryable(
+      return ack_retryable(
           fmt::format("deadline exceeded before calling {} (model {})", _c.name(), model));
     }
     req.deadline_ms = deadline;
@@ -402,12 +385,13 @@ class ai_connector final : public connector {
     if (!resp) {
       const error& e = resp.error();
       if (e.code == errc::timeout) {
-        return retryable(fmt::format("deadline exceeded: {} did not answer within {} ms (model {})",
-                                     _c.name(), deadline - start, model));
+        return ack_retryable(
+            fmt::format("deadline exceeded: {} did not answer within {} ms (model {})", _c.name(),
+                        deadline - start, model));
       }
       const std::string why =
           fmt::format("{} call failed: {}", _c.name(), scrub(e.message, _c.api_key));
-      return e.code == errc::invalid ? permanent(why) : retryable(why);
+      return e.code == errc::invalid ? ack_permanent(why) : ack_retryable(why);
     }
     if (resp->status < 200 || resp->status > 299) {
       std::string why = fmt::format("{} HTTP {}: {}", _c.name(), resp->status,
@@ -416,7 +400,8 @@ class ai_connector final : public connector {
           !after.empty() && after.size() < 32) {
         why += fmt::format(" (retry-after {})", after);
       }
-      return retryable_status(resp->status) ? retryable(std::move(why)) : permanent(std::move(why));
+      return retryable_status(resp->status) ? ack_retryable(std::move(why))
+                                            : ack_permanent(std::move(why));
     }
     return answer(*resp, *in, model);
   }
@@ -444,19 +429,20 @@ class ai_connector final : public connector {
     json j = json::parse(resp.body, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
       std::string ct = resp.header("content-type");
-      return retryable(fmt::format("{} answered HTTP {} with a body that is not JSON ({} bytes{})",
-                                   _c.name(), resp.status, resp.body.size(),
-                                   ct.empty() ? "" : ", " + scrub(ct, _c.api_key)));
+      return ack_retryable(fmt::format(
+          "{} answered HTTP {} with a body that is not JSON ({} bytes{})", _c.name(), resp.status,
+          resp.body.size(), ct.empty() ? "" : ", " + scrub(ct, _c.api_key)));
     }
     auto a = _c.api == ai_api::openai ? read_openai(j, model) : read_anthropic(j, model);
     if (!a) {
       if (a.error().code == errc::not_found) {
-        return permanent(fmt::format("{}: {}", _c.name(), scrub(a.error().message, _c.api_key)));
+        return ack_permanent(
+            fmt::format("{}: {}", _c.name(), scrub(a.error().message, _c.api_key)));
       }
-      return retryable(fmt::format("{} answer is malformed: {}", _c.name(), a.error().message));
+      return ack_retryable(fmt::format("{} answer is malformed: {}", _c.name(), a.error().message));
     }
     if (a->text.size() > ai_output_text_bytes_max) {
-      return permanent(
+      return ack_permanent(
           fmt::format("{} answer is {} bytes, over ai_output_text_bytes_max ({}); "
                       "ask for fewer max_tokens",
                       _c.name(), a->text.size(), ai_output_text_bytes_max));
@@ -465,15 +451,14 @@ class ai_connector final : public connector {
     if (in.json_answer) {
       json parsed = json::parse(strip_fence(a->text), nullptr, false);
       if (parsed.is_discarded() || !parsed.is_object()) {
-        return retryable(
+        return ack_retryable(
             fmt::format("{} was asked for a JSON object and answered something else "
                         "(finish_reason {})",
                         _c.name(), a->finish_reason.empty() ? "?" : a->finish_reason));
       }
       out["json"] = std::move(parsed);
     }
-    ack_result r;
-    r.output_json = out.dump(-1, ' ', false, json::error_handler_t::replace);
+    ack_result r = ack_success(out.dump(-1, ' ', false, json::error_handler_t::replace));
     r.model = a->model;
     r.input_tokens = a->input_tokens;
     r.output_tokens = a->output_tokens;

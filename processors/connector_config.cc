@@ -19,13 +19,6 @@ using json = nlohmann::json;
 
 namespace {
 
-ack_result permanent(std::string why) {
-  ack_result r;
-  r.status = fbs::AckStatus::PermanentFailure;
-  r.error = std::move(why);
-  return r;
-}
-
 std::string names_of(const std::map<std::string, std::unique_ptr<connector>, std::less<>>& m) {
   std::string out;
   for (const auto& [name, c] : m) out += (out.empty() ? "" : ", ") + name;
@@ -54,13 +47,13 @@ class ai_router final : public connector {
     std::string_view provider = sv(command.payload_as_CallAi()->provider());
     if (provider.empty()) provider = _default;
     if (provider.empty()) {
-      return permanent(
+      return ack_permanent(
           "no AI provider is configured on this worker (connector config \"ai\"); the "
           "workflow takes its fallback path");
     }
     auto it = _providers.find(provider);
     if (it == _providers.end()) {
-      return permanent(
+      return ack_permanent(
           fmt::format("AI provider '{}' is not configured on this worker "
                       "(configured: {})",
                       provider, names_of(_providers)));

@@ -17,18 +17,7 @@ using json = nlohmann::json;
 
 namespace {
 
-ack_result permanent(std::string why) {
-  ack_result r;
-  r.status = fbs::AckStatus::PermanentFailure;
-  r.error = std::move(why);
-  return r;
-}
-
-ack_result success(const json& output) {
-  ack_result r;
-  r.output_json = output.dump();
-  return r;
-}
+ack_result success(const json& output) { return ack_success(output.dump()); }
 
 // A simple, explainable lead score: dealers want to see why a lead is hot.
 json lead_score(const json& in) {
@@ -65,20 +54,18 @@ class local_step_connector final : public connector {
   ack_result execute(const fbs::Envelope& command, const command_context&) override {
     auto cmd = command.payload_as_RunStep();
     json in = json::parse(sv(cmd->input_json()), nullptr, false);
-    if (in.is_discarded()) return permanent("step input is not JSON");
+    if (in.is_discarded()) return ack_permanent("step input is not JSON");
     const std::string_view action = sv(cmd->action());
     if (action == "transform") return success(in);
     if (action == "lead_score") return success(lead_score(in));
     if (action == "flaky") {
       const uint32_t ok_at = in.value("succeed_on_attempt", 1u);
       if (cmd->attempt() >= ok_at) return success(json{{"attempt", cmd->attempt()}});
-      ack_result r;
-      r.status = fbs::AckStatus::RetryableFailure;
-      r.error = fmt::format("flaky: attempt {} fails, {} will succeed", cmd->attempt(), ok_at);
-      return r;
+      return ack_retryable(
+          fmt::format("flaky: attempt {} fails, {} will succeed", cmd->attempt(), ok_at));
     }
-    if (action == "fail") return permanent(in.value("error", std::string("failed as asked")));
-    return permanent(
+    if (action == "fail") return ack_permanent(in.value("error", std::string("failed as asked")));
+    return ack_permanent(
         fmt::format("unknown task action '{}' (local actions: transform, "
                     "lead_score, flaky, fail)",
                     action));
@@ -88,7 +75,7 @@ class local_step_connector final : public connector {
 class unconfigured_ai_connector final : public connector {
  public:
   ack_result execute(const fbs::Envelope&, const command_context&) override {
-    return permanent(
+    return ack_permanent(
         "no AI model endpoint is configured on this engine; the workflow takes its fallback "
         "path");
   }
@@ -139,7 +126,7 @@ outbox_connector::~outbox_connector() { ::close(_fd); }
 ack_result outbox_connector::execute(const fbs::Envelope& command, const command_context&) {
   auto n = command.payload_as_SendNotification();
   const std::string id(sv(n->idempotency_id()));
-  if (sv(n->channel()).empty()) return permanent("notification has no channel");
+  if (sv(n->channel()).empty()) return ack_permanent("notification has no channel");
   std::lock_guard lock(_mu);
   if (_seen.contains(id)) return success(json{{"outbox", _path}, {"duplicate", true}});
   json line = {{"id", id},
@@ -152,10 +139,7 @@ ack_result outbox_connector::execute(const fbs::Envelope& command, const command
   std::string text = line.dump() + "\n";
   if (::write(_fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
       ::fdatasync(_fd) != 0) {
-    ack_result r;
-    r.status = fbs::AckStatus::RetryableFailure;
-    r.error = fmt::format("outbox write failed: {}", std::strerror(errno));
-    return r;
+    return ack_retryable(fmt::format("outbox write failed: {}", std::strerror(errno)));
   }
   _seen.insert(id);
   return success(json{{"outbox", _path}, {"channel", sv(n->channel())}, {"to", sv(n->to())}});

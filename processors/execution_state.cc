@@ -276,33 +276,29 @@ std::string tenant_prefix(std::string_view tenant) {
   return k;
 }
 namespace {
-std::string section(std::string_view tenant, char tag) {
+// The tenant's section `tag`, then `rest` as is.
+std::string section(std::string_view tenant, char tag, std::string_view rest = {}) {
   std::string k = tenant_prefix(tenant);
   k.push_back(tag);
+  k.append(rest);
   return k;
 }
 }  // namespace
 std::string tenant_chain(std::string_view tenant) { return section(tenant, 'C'); }
 std::string definition(std::string_view tenant, std::string_view workflow, uint32_t version) {
-  std::string k = section(tenant, 'D');
-  k.append(workflow);
+  std::string k = section(tenant, 'D', workflow);
   k.push_back('\0');
   put_be32(k, version);
   return k;
 }
 std::string latest(std::string_view tenant, std::string_view workflow) {
-  std::string k = section(tenant, 'L');
-  k.append(workflow);
-  return k;
+  return section(tenant, 'L', workflow);
 }
 std::string execution(std::string_view tenant, std::string_view execution) {
-  std::string k = section(tenant, 'E');
-  k.append(execution);
-  return k;
+  return section(tenant, 'E', execution);
 }
 std::string event_index_prefix(std::string_view tenant, std::string_view execution) {
-  std::string k = section(tenant, 'H');
-  k.append(execution);
+  std::string k = section(tenant, 'H', execution);
   k.push_back('\0');
   return k;
 }
@@ -314,24 +310,17 @@ std::string event_index(std::string_view tenant, std::string_view execution, uin
 std::string timer_prefix(std::string_view tenant) { return section(tenant, 'M'); }
 std::string policy(std::string_view tenant) { return section(tenant, 'P'); }
 std::string ai_spend_day(std::string_view tenant, std::string_view day) {
-  std::string k = section(tenant, 'U');
-  k.append(day);
-  return k;
+  return section(tenant, 'U', day);
 }
 std::string ai_spend_month(std::string_view tenant, std::string_view month) {
-  std::string k = section(tenant, 'V');
-  k.append(month);
-  return k;
+  return section(tenant, 'V', month);
 }
 std::string notify_window(std::string_view tenant, std::string_view channel) {
-  std::string k = section(tenant, 'N');
-  k.append(channel);
-  return k;
+  return section(tenant, 'N', channel);
 }
 std::string notify_dedup(std::string_view tenant, const hash256& content) {
-  std::string k = section(tenant, 'X');
-  k.append(reinterpret_cast<const char*>(content.data()), content.size());
-  return k;
+  return section(tenant, 'X',
+                 std::string_view(reinterpret_cast<const char*>(content.data()), content.size()));
 }
 std::string timer(std::string_view tenant, int64_t due_ms, std::string_view execution,
                   uint16_t step) {

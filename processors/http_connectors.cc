@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <expected>
 #include <map>
 #include <set>
@@ -15,6 +14,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/clock.h"
 #include "engine/secrets.h"
 #include "processors/limits.h"
 
@@ -29,40 +29,9 @@ constexpr size_t http_step_output_bytes_max = limits::payload_bytes_max;
 // Secret values shorter than this are not redacted from answers (they would mangle the text
 // and are not secrets worth the name).
 constexpr size_t secret_redact_bytes_min = 4;
-// The deadline a call gets when the command brings none (the runtime always sets one).
-constexpr int64_t http_connector_default_timeout_ms = 30'000;
-
-int64_t wall_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-ack_result success(const json& output) {
-  ack_result r;
-  r.output_json = dump(output);
-  return r;
-}
-ack_result permanent(std::string why) {
-  ack_result r;
-  r.status = fbs::AckStatus::PermanentFailure;
-  r.error = std::move(why);
-  return r;
-}
-ack_result retryable(std::string why) {
-  ack_result r;
-  r.status = fbs::AckStatus::RetryableFailure;
-  r.error = std::move(why);
-  return r;
-}
+ack_result success(const json& output) { return ack_success(dump(output)); }
 
 // Replaces every known secret value in text that came from outside (answers may echo what was
 // sent), so no secret reaches an ack.
@@ -118,11 +87,7 @@ std::string shown_url(std::string_view url) {
 }
 
 int64_t call_deadline(const command_context& ctx, int64_t timeout_ms) {
-  const int64_t now = wall_now_ms();
-  int64_t deadline =
-      ctx.deadline_ms > 0 ? ctx.deadline_ms : now + http_connector_default_timeout_ms;
-  if (timeout_ms > 0) deadline = std::min(deadline, now + timeout_ms);
-  return deadline;
+  return call_deadline_ms(ctx, wall_now_ms(), timeout_ms);
 }
 
 // The call, classified: the response, or the ack for a call that got none.
@@ -138,11 +103,12 @@ std::expected<http_response, ack_result> send(const http_request& request,
   }
   switch (response.error().code) {
     case errc::timeout:
-      return std::unexpected(retryable(fmt::format("deadline exceeded: {}: {}", what, message)));
+      return std::unexpected(
+          ack_retryable(fmt::format("deadline exceeded: {}: {}", what, message)));
     case errc::io:
-      return std::unexpected(retryable(fmt::format("{}: {}", what, message)));
+      return std::unexpected(ack_retryable(fmt::format("{}: {}", what, message)));
     default:
-      return std::unexpected(permanent(fmt::format("{}: {}", what, message)));
+      return std::unexpected(ack_permanent(fmt::format("{}: {}", what, message)));
   }
 }
 
@@ -154,11 +120,11 @@ ack_result status_failure(std::string_view what, const http_response& r, std::st
   if (r.status == 429 && !r.header("retry-after").empty()) {
     why += fmt::format(" (retry after {} s)", excerpt(r.header("retry-after")));
   }
-  return retryable_status(r.status) ? retryable(std::move(why)) : permanent(std::move(why));
+  return retryable_status(r.status) ? ack_retryable(std::move(why)) : ack_permanent(std::move(why));
 }
 
 bool is_json_type(std::string_view content_type) {
-  const std::string t = lower(content_type.substr(0, content_type.find(';')));
+  const std::string t = ascii_lower(content_type.substr(0, content_type.find(';')));
   return t.find("json") != std::string::npos;
 }
 
@@ -266,12 +232,12 @@ class http_step_connector final : public connector {
     const auto* cmd = command.payload_as_RunStep();
     json in = json::parse(sv(cmd->input_json()), nullptr, false);
     if (in.is_discarded() || !in.is_object()) {
-      return permanent("http step: the input must be a JSON object with at least \"url\"");
+      return ack_permanent("http step: the input must be a JSON object with at least \"url\"");
     }
     try {
       return run(in, ctx);
     } catch (const json::exception& e) {
-      return permanent(fmt::format("http step: bad input: {}", e.what()));
+      return ack_permanent(fmt::format("http step: bad input: {}", e.what()));
     }
   }
 
@@ -281,26 +247,28 @@ class http_step_connector final : public connector {
                                                              "expect"};
     for (const auto& [key, v] : in.items()) {
       if (!known.contains(key)) {
-        return permanent(fmt::format(
+        return ack_permanent(fmt::format(
             "http step: unknown input key '{}' (known: method, url, headers, body, expect)", key));
       }
     }
     if (!in.contains("url") || !in["url"].is_string() ||
         in["url"].get_ref<const std::string&>().empty()) {
-      return permanent("http step: input.url is required (a string)");
+      return ack_permanent("http step: input.url is required (a string)");
     }
     const std::string url_template = in["url"].get<std::string>();
     const bool has_body = in.contains("body") && !in["body"].is_null();
     std::string method = has_body ? "POST" : "GET";
     if (in.contains("method")) {
-      if (!in["method"].is_string()) return permanent("http step: input.method must be a string");
+      if (!in["method"].is_string()) {
+        return ack_permanent("http step: input.method must be a string");
+      }
       method = in["method"].get<std::string>();
       std::ranges::transform(method, method.begin(), [](char c) {
         return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       });
       static constexpr std::string_view methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
       if (std::ranges::find(methods, method) == std::end(methods)) {
-        return permanent(
+        return ack_permanent(
             fmt::format("http step: method '{}' is not supported (GET, POST, PUT, PATCH, DELETE)",
                         excerpt(in["method"].get<std::string>())));
       }
@@ -318,30 +286,31 @@ class http_step_connector final : public connector {
     http_request request;
     request.method = method;
     auto url = substitute_secrets(url_template, lookup);
-    if (!url) return permanent(fmt::format("{}: {}", what, url.error().message));
+    if (!url) return ack_permanent(fmt::format("{}: {}", what, url.error().message));
     request.url = std::move(*url);
     if (auto p = parse_url(request.url); !p) {
-      return permanent(fmt::format("http step: input.url: {}", p.error().message));
+      return ack_permanent(fmt::format("http step: input.url: {}", p.error().message));
     }
 
     bool has_key = false, has_type = false;
     if (in.contains("headers")) {
       const json& h = in["headers"];
-      if (!h.is_object()) return permanent("http step: input.headers must be an object");
+      if (!h.is_object()) return ack_permanent("http step: input.headers must be an object");
       if (h.size() > http_step_headers_max) {
-        return permanent(fmt::format("http step: {} headers, more than http_step_headers_max ({})",
-                                     h.size(), http_step_headers_max));
+        return ack_permanent(
+            fmt::format("http step: {} headers, more than http_step_headers_max ({})", h.size(),
+                        http_step_headers_max));
       }
       for (const auto& [name, v] : h.items()) {
         if (!v.is_string()) {
-          return permanent(fmt::format("http step: header {} must be a string", excerpt(name)));
+          return ack_permanent(fmt::format("http step: header {} must be a string", excerpt(name)));
         }
         auto value = substitute_secrets(v.get<std::string>(), lookup);
         if (!value) {
-          return permanent(
+          return ack_permanent(
               fmt::format("{}: header {}: {}", what, excerpt(name), value.error().message));
         }
-        const std::string l = lower(name);
+        const std::string l = ascii_lower(name);
         has_key |= l == "idempotency-key";
         has_type |= l == "content-type";
         request.headers.emplace_back(name, std::move(*value));
@@ -359,10 +328,10 @@ class http_step_connector final : public connector {
     std::vector<int> expect;
     if (in.contains("expect")) {
       const json& e = in["expect"];
-      if (!e.is_array()) return permanent("http step: input.expect must be a list of statuses");
+      if (!e.is_array()) return ack_permanent("http step: input.expect must be a list of statuses");
       for (const json& s : e) {
         if (!s.is_number_integer() || s.get<int>() < 100 || s.get<int>() > 599) {
-          return permanent("http step: input.expect must hold statuses from 100 to 599");
+          return ack_permanent("http step: input.expect must hold statuses from 100 to 599");
         }
         expect.push_back(s.get<int>());
       }
@@ -379,8 +348,8 @@ class http_step_connector final : public connector {
     const std::string body = redact(std::move(response->body));
     if (!ok) {
       if (!expect.empty() && response->status / 100 == 2) {
-        return permanent(fmt::format("{}: HTTP {} is not one of the expected statuses {}", what,
-                                     response->status, dump(json(expect))));
+        return ack_permanent(fmt::format("{}: HTTP {} is not one of the expected statuses {}", what,
+                                         response->status, dump(json(expect))));
       }
       return status_failure(what, *response, excerpt(body));
     }
@@ -393,14 +362,12 @@ class http_step_connector final : public connector {
     }
     std::string text = dump(out);
     if (text.size() > http_step_output_bytes_max) {
-      return permanent(
+      return ack_permanent(
           fmt::format("{}: the answer ({} bytes as a step output) exceeds the step "
                       "output limit of {} bytes",
                       what, text.size(), http_step_output_bytes_max));
     }
-    ack_result r;
-    r.output_json = std::move(text);
-    return r;
+    return ack_success(std::move(text));
   }
 
   const std::map<std::string, std::string, std::less<>> _secrets;  // name -> reference
@@ -481,8 +448,10 @@ class twilio_connector final : public connector {
 
   ack_result execute(const fbs::Envelope& command, const command_context& ctx) override {
     const notification n = read_notification(command);
-    if (n.to.empty()) return permanent("sms: the notification has no recipient (to)");
-    if (n.body.empty() && n.subject.empty()) return permanent("sms: the notification has no body");
+    if (n.to.empty()) return ack_permanent("sms: the notification has no recipient (to)");
+    if (n.body.empty() && n.subject.empty()) {
+      return ack_permanent("sms: the notification has no body");
+    }
     std::string text = n.subject.empty() ? std::string(n.body)
                        : n.body.empty()  ? std::string(n.subject)
                                          : fmt::format("{}\n{}", n.subject, n.body);
@@ -509,7 +478,7 @@ class twilio_connector final : public connector {
                                                 excerpt(string_field(answer, "message")))));
     }
     if (answer.is_discarded() || string_field(answer, "sid").empty()) {
-      return retryable(
+      return ack_retryable(
           fmt::format("{}: HTTP {} but the answer is not a Twilio message (no JSON "
                       "with a sid): {}",
                       what, response->status, _redact(excerpt(response->body))));
@@ -546,9 +515,9 @@ class whatsapp_connector final : public connector {
 
   ack_result execute(const fbs::Envelope& command, const command_context& ctx) override {
     const notification n = read_notification(command);
-    if (n.to.empty()) return permanent("whatsapp: the notification has no recipient (to)");
+    if (n.to.empty()) return ack_permanent("whatsapp: the notification has no recipient (to)");
     if (n.body.empty() && n.subject.empty()) {
-      return permanent("whatsapp: the notification has no body");
+      return ack_permanent("whatsapp: the notification has no body");
     }
     std::string text =
         n.subject.empty() ? std::string(n.body) : fmt::format("*{}*\n{}", n.subject, n.body);
@@ -577,8 +546,8 @@ class whatsapp_connector final : public connector {
       std::string reason =
           _redact(fmt::format("WhatsApp error {}: {}", code, excerpt(string_field(e, "message"))));
       if (whatsapp_transient(code) && !retryable_status(response->status)) {
-        return retryable(fmt::format("{}: HTTP {}: {} (a transient error code)", what,
-                                     response->status, reason));
+        return ack_retryable(fmt::format("{}: HTTP {}: {} (a transient error code)", what,
+                                         response->status, reason));
       }
       return status_failure(what, *response, reason);
     }
@@ -588,7 +557,7 @@ class whatsapp_connector final : public connector {
       id = string_field(answer["messages"][0], "id");
     }
     if (id.empty()) {
-      return retryable(
+      return ack_retryable(
           fmt::format("{}: HTTP {} but the answer is not a WhatsApp send result (no "
                       "messages[0].id): {}",
                       what, response->status, _redact(excerpt(response->body))));
@@ -619,7 +588,7 @@ class slack_connector final : public connector {
   ack_result execute(const fbs::Envelope& command, const command_context& ctx) override {
     const notification n = read_notification(command);
     if (n.body.empty() && n.subject.empty())
-      return permanent("slack: the notification has no body");
+      return ack_permanent("slack: the notification has no body");
     std::string text =
         n.subject.empty() ? std::string(n.body) : fmt::format("*{}*\n{}", n.subject, n.body);
     http_request r;

@@ -19,6 +19,7 @@
 #include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 
+#include "engine/clock.h"
 #include "engine/secrets.h"
 
 namespace auterity {
@@ -31,9 +32,6 @@ namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
-
-// A context without a deadline (tools, tests) gets the worker's usual command deadline.
-constexpr int64_t deadline_fallback_ms = 30'000;
 
 struct smtp_config {
   std::string host;
@@ -62,12 +60,6 @@ using step = std::expected<T, failed>;
 step<void> ok() { return {}; }
 std::unexpected<failed> stop(bool permanent, std::string why, bool connection_ok = false) {
   return std::unexpected(failed{permanent, std::move(why), connection_ok});
-}
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // ------------------------------------------------------------------------------ encodings
@@ -483,9 +475,8 @@ class smtp_connector final : public connector {
         ctx.idempotency_key.empty() ? sv(cmd->idempotency_id()) : ctx.idempotency_key;
     const std::string id = message_id(key);
 
-    const int64_t start = now_ms();
-    int64_t deadline = ctx.deadline_ms > 0 ? ctx.deadline_ms : start + deadline_fallback_ms;
-    if (_c.timeout_ms > 0) deadline = std::min(deadline, start + _c.timeout_ms);
+    const int64_t start = wall_now_ms();
+    const int64_t deadline = call_deadline_ms(ctx, start, _c.timeout_ms);
     if (deadline <= start) return result_of(stop(false, "deadline exceeded before connecting"));
 
     smtp_session s(_c, steady::now() + std::chrono::milliseconds(deadline - start));
@@ -494,19 +485,14 @@ class smtp_connector final : public connector {
       if (accepted.error().connection_ok) s.quit();
       return result_of(std::unexpected(accepted.error()));
     }
-    ack_result r;
-    r.output_json = json{{"channel", "email"}, {"message_id", id}, {"accepted", *accepted}}.dump(
-        -1, ' ', false, json::error_handler_t::replace);
-    return r;
+    return ack_success(json{{"channel", "email"}, {"message_id", id}, {"accepted", *accepted}}.dump(
+        -1, ' ', false, json::error_handler_t::replace));
   }
 
  private:
   static ack_result result_of(std::unexpected<failed> f) {
-    ack_result r;
-    r.status =
-        f.error().permanent ? fbs::AckStatus::PermanentFailure : fbs::AckStatus::RetryableFailure;
-    r.error = std::move(f.error().why);
-    return r;
+    return f.error().permanent ? ack_permanent(std::move(f.error().why))
+                               : ack_retryable(std::move(f.error().why));
   }
 
   // The DATA payload, dot-stuffed, CRLF line endings, with the terminating ".".

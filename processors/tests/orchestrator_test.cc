@@ -11,6 +11,7 @@
 #include "processors/rejection.h"
 #include "processors/tenant_policy.h"
 #include "processors/tests/harness.h"
+#include "processors/tests/policy_fixtures.h"
 #include "replay/timeline.h"
 #include "replay/timeline_export.h"
 #include "replay/verify.h"
@@ -18,6 +19,7 @@
 namespace auterity {
 namespace {
 
+using testing::ai_candidates;
 using testing::harness;
 using json = nlohmann::json;
 
@@ -376,27 +378,6 @@ TEST(orchestrator, restart_recovers_timers_and_running_executions) {
 // 2023-11-14T22:13:20Z, the harness's start time.
 constexpr int64_t t0 = 1'700'000'000'000;
 constexpr int64_t day_ms = 86'400'000;
-
-json ai_candidates() {
-  return json::array({{{"provider", "local"},
-                       {"model", "llama3"},
-                       {"tier", "basic"},
-                       {"input_per_1k_micros", 0},
-                       {"output_per_1k_micros", 0},
-                       {"latency_ms_max", 20000}},
-                      {{"provider", "openai"},
-                       {"model", "gpt-4o-mini"},
-                       {"tier", "standard"},
-                       {"input_per_1k_micros", 150},
-                       {"output_per_1k_micros", 600},
-                       {"latency_ms_max", 15000}},
-                      {{"provider", "anthropic"},
-                       {"model", "claude-3-5-sonnet-latest"},
-                       {"tier", "premium"},
-                       {"input_per_1k_micros", 3000},
-                       {"output_per_1k_micros", 15000},
-                       {"latency_ms_max", 30000}}});
-}
 
 json ai_policy_json(int64_t day_budget = 5'000'000, std::string_view when = "downgrade") {
   return {{"ai",

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "processors/tests/policy_fixtures.h"
+
 namespace auterity {
 namespace {
 
@@ -18,31 +20,10 @@ constexpr int64_t t0 = 1'700'000'000'000;
 constexpr int64_t minute_ms = 60'000;
 constexpr int64_t hour_ms = 60 * minute_ms;
 
-json candidates() {
-  return json::array({{{"provider", "local"},
-                       {"model", "llama3"},
-                       {"tier", "basic"},
-                       {"input_per_1k_micros", 0},
-                       {"output_per_1k_micros", 0},
-                       {"latency_ms_max", 20000}},
-                      {{"provider", "openai"},
-                       {"model", "gpt-4o-mini"},
-                       {"tier", "standard"},
-                       {"input_per_1k_micros", 150},
-                       {"output_per_1k_micros", 600},
-                       {"latency_ms_max", 15000}},
-                      {{"provider", "anthropic"},
-                       {"model", "claude-3-5-sonnet-latest"},
-                       {"tier", "premium"},
-                       {"input_per_1k_micros", 3000},
-                       {"output_per_1k_micros", 15000},
-                       {"latency_ms_max", 30000}}});
-}
-
 json full_policy() {
   return {
       {"ai",
-       {{"candidates", candidates()},
+       {{"candidates", testing::ai_candidates()},
         {"budget",
          {{"day_micros", 5000000}, {"month_micros", 100000000}, {"when_exhausted", "downgrade"}}},
         {"estimate_output_tokens", 400}}},

@@ -4,30 +4,24 @@
 
 #include "processors/ai_connectors.h"
 
-#include <chrono>
 #include <cstdlib>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/record.h"
-#include "tests/connectors/service_process.h"
+#include "tests/connectors/connector_test_support.h"
 
 namespace auterity {
 namespace {
 
 using json = nlohmann::json;
+using testing::made;
 using testing::service_process;
 
 constexpr const char* fake_ai_py = CONNECTOR_TEST_DIR "/fake_ai.py";
 constexpr const char* openai_key = "sk-test-openai-0123456789";
 constexpr const char* anthropic_key = "sk-ant-test-0123456789";
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string call_ai(const json& input, std::string_view model = "",
                     std::string_view id = "e1/summarise/1") {
@@ -35,14 +29,8 @@ std::string call_ai(const json& input, std::string_view model = "",
   auto s = [&](std::string_view v) { return fbb.CreateString(v.data(), v.size()); };
   auto p = fbs::CreateCallAi(fbb, s("summarise"), 1, s("standard"), s(input.dump()), s(id), 0,
                              s(""), s(model));
-  envelope_header h;
-  h.kind = fbs::RecordKind::Command;
-  h.tenant_id = "acme";
-  h.execution_id = "e1";
-  h.record_id = id;
-  h.causation_id = "e1#2";
-  h.timestamp_ms = 1;
-  return finish_envelope(fbb, h, fbs::Payload::CallAi, p.Union());
+  return finish_envelope(fbb, testing::command_header("e1", id, "e1#2"), fbs::Payload::CallAi,
+                         p.Union());
 }
 
 class ai_test : public ::testing::Test {
@@ -69,25 +57,12 @@ class ai_test : public ::testing::Test {
             {"model", "claude-3-5-haiku-latest"}};
   }
 
-  std::unique_ptr<connector> openai(json cfg) {
-    auto c = make_openai_connector(cfg, {});
-    EXPECT_TRUE(c.has_value()) << c.error().message;
-    return c ? std::move(*c) : nullptr;
-  }
-  std::unique_ptr<connector> anthropic(json cfg) {
-    auto c = make_anthropic_connector(cfg, {});
-    EXPECT_TRUE(c.has_value()) << c.error().message;
-    return c ? std::move(*c) : nullptr;
-  }
+  std::unique_ptr<connector> openai(json cfg) { return made(make_openai_connector(cfg, {})); }
+  std::unique_ptr<connector> anthropic(json cfg) { return made(make_anthropic_connector(cfg, {})); }
 
   ack_result run(connector& c, const std::string& bytes, int64_t deadline_ms = 0,
                  std::string_view key = "e1/summarise/1") {
-    const fbs::Envelope* env = decode_envelope(bytes);
-    EXPECT_NE(env, nullptr);
-    command_context ctx;
-    ctx.deadline_ms = deadline_ms ? deadline_ms : now_ms() + 20'000;
-    ctx.idempotency_key = key;
-    ack_result r = c.execute(*env, ctx);
+    ack_result r = testing::run_command(c, bytes, deadline_ms, key);
     // Whatever happened, no key in the reason.
     EXPECT_EQ(r.error.find(openai_key), std::string::npos) << r.error;
     EXPECT_EQ(r.error.find(anthropic_key), std::string::npos) << r.error;
@@ -95,22 +70,10 @@ class ai_test : public ::testing::Test {
     return r;
   }
 
-  json control(const std::string& method, const std::string& path, const json& body = nullptr) {
-    http_request req;
-    req.method = method;
-    req.url = _server->url(path);
-    if (!body.is_null()) {
-      req.body = body.dump();
-      req.headers.emplace_back("content-type", "application/json");
-    }
-    auto r = http_call(req);
-    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
-    return r ? json::parse(r->body) : json();
+  void script(const std::string& prefix, const json& responses) {
+    testing::fake_script(*_server, prefix, responses);
   }
-  void script(const std::string& prefix, json responses) {
-    control("POST", "/_script", {{"path_prefix", prefix}, {"responses", responses}});
-  }
-  json requests() { return control("GET", "/_requests"); }
+  json requests() { return testing::fake_control(*_server, "GET", "/_requests"); }
 
   std::unique_ptr<service_process> _server;
 };
@@ -322,9 +285,9 @@ TEST_F(ai_test, a_slow_answer_times_out_at_the_deadline_as_retryable) {
   auto a = anthropic(anthropic_config());
   ASSERT_TRUE(a);
   script("/v1/messages", json::array({{{"delay_ms", 5000}}}));
-  const int64_t start = now_ms();
+  const int64_t start = wall_now_ms();
   auto r = run(*a, call_ai({{"prompt", "hi"}}), start + 500);
-  const int64_t took = now_ms() - start;
+  const int64_t took = wall_now_ms() - start;
   EXPECT_EQ(r.status, fbs::AckStatus::RetryableFailure);
   EXPECT_NE(r.error.find("deadline exceeded"), std::string::npos) << r.error;
   EXPECT_LT(took, 4000) << "returned only when the server answered, not at the deadline";
@@ -334,7 +297,7 @@ TEST_F(ai_test, a_slow_answer_times_out_at_the_deadline_as_retryable) {
   cfg["timeout_ms"] = 300;
   auto o = openai(cfg);
   ASSERT_TRUE(o);
-  auto slow = run(*o, call_ai({{"prompt", "hi"}}, "slow-5000"), now_ms() + 60'000);
+  auto slow = run(*o, call_ai({{"prompt", "hi"}}, "slow-5000"), wall_now_ms() + 60'000);
   EXPECT_EQ(slow.status, fbs::AckStatus::RetryableFailure);
   EXPECT_NE(slow.error.find("within 300 ms"), std::string::npos) << slow.error;
 }

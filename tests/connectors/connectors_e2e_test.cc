@@ -103,6 +103,27 @@ std::string slurp(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// A node on dir/data with two partitions and no workers: the kill test submits and reads with
+// it while the `auterity run` process does the work.
+node_options node_without_workers(const fs::path& dir) {
+  node_options o;
+  o.data_dir = (dir / "data").string();
+  o.partitions = 2;
+  o.workers = false;
+  return o;
+}
+
+// A node on dir/data with two partitions whose workers run the connectors of
+// dir/connectors.json.
+node_options node_with_connectors(const fs::path& dir) {
+  node_options o;
+  o.data_dir = (dir / "data").string();
+  o.partitions = 2;
+  o.fsync = false;
+  o.connectors_file = (dir / "connectors.json").string();
+  return o;
+}
+
 std::vector<std::string> event_types(node& n, std::string_view tenant, std::string_view id) {
   const uint32_t p = tenant_partition(tenant, n.partitions());
   auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), tenant, id);
@@ -142,11 +163,7 @@ TEST(connectors_e2e, worker_killed_after_its_side_effect_completes_once) {
       json{{"notify", {{"webhook", {{"api", "webhook"}, {"url", web.url("/hooks/crm")}}}}}}.dump());
   {
     system_clock clk;
-    node_options o;
-    o.data_dir = (dir / "data").string();
-    o.partitions = 2;
-    o.workers = false;
-    auto n = node::open(o, clk);
+    auto n = node::open(node_without_workers(dir), clk);
     ASSERT_TRUE(n.has_value()) << n.error().message;
     ASSERT_TRUE(
         (*n)->submit("acme", client::publish_definition({"acme", "", "pub", 1}, crm_workflow)));
@@ -194,11 +211,7 @@ TEST(connectors_e2e, worker_killed_after_its_side_effect_completes_once) {
   EXPECT_EQ(get_json(web, "/_effects").size(), 1u);
 
   system_clock clk;
-  node_options o;
-  o.data_dir = (dir / "data").string();
-  o.partitions = 2;
-  o.workers = false;
-  auto n = node::open(o, clk);
+  auto n = node::open(node_without_workers(dir), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   ASSERT_TRUE((*n)->recover().has_value());
   auto e = (*n)->execution("acme", "lead-1");
@@ -276,12 +289,7 @@ struct ai_fixture {
                      {"model", "gpt-test"}};
     json config = {{"ai", {{"providers", {{"cheap", provider}, {"good", provider}}}}}};
     write_file(dir / "connectors.json", config.dump());
-    node_options o;
-    o.data_dir = (dir / "data").string();
-    o.partitions = 2;
-    o.fsync = false;
-    o.connectors_file = (dir / "connectors.json").string();
-    auto opened = node::open(o, clk);
+    auto opened = node::open(node_with_connectors(dir), clk);
     if (!opened) {
       ADD_FAILURE() << opened.error().message;
       return;
@@ -474,12 +482,7 @@ TEST(connectors_e2e, quiet_hours_and_rate_limits_defer_real_notifications) {
   system_clock wall;
   const int64_t noon = (wall.now_ms() / day + 2) * day + 12 * hour;
   manual_clock clk(noon);
-  node_options o;
-  o.data_dir = (dir / "data").string();
-  o.partitions = 2;
-  o.fsync = false;
-  o.connectors_file = (dir / "connectors.json").string();
-  auto n = node::open(o, clk);
+  auto n = node::open(node_with_connectors(dir), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   ASSERT_TRUE((*n)->recover().has_value());
   auto submit = [&](const std::string& bytes) {

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -17,12 +16,13 @@
 #include "engine/http_client.h"
 #include "engine/record.h"
 #include "processors/http_connectors.h"
-#include "tests/connectors/service_process.h"
+#include "tests/connectors/connector_test_support.h"
 
 namespace auterity {
 namespace {
 
 using json = nlohmann::json;
+using testing::made;
 using testing::service_process;
 
 constexpr const char* crm_token = "crm-secret-token-8c1f";
@@ -30,12 +30,6 @@ constexpr const char* twilio_token = "twilio-token";
 constexpr const char* whatsapp_token = "whatsapp-token";
 constexpr const char* webhook_secret = "whsec-5b2e";
 constexpr const char* slack_path = "/services/T0001/B0001/sl4ck-s3cret-p4th";
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string fake_services() { return std::string(CONNECTOR_TEST_DIR) + "/fake_services.py"; }
 
@@ -46,14 +40,7 @@ struct command {
 };
 
 envelope_header header(std::string_view id) {
-  envelope_header h;
-  h.kind = fbs::RecordKind::Command;
-  h.tenant_id = "acme";
-  h.execution_id = "lead-42";
-  h.record_id = id;
-  h.causation_id = "lead-42#3";
-  h.timestamp_ms = 1;
-  return h;
+  return testing::command_header("lead-42", id, "lead-42#3");
 }
 
 command run_step(const json& input, std::string_view id = "lead-42/call_crm/1") {
@@ -90,62 +77,43 @@ class HttpConnectorsTest : public ::testing::Test {
   std::string url(const std::string& path) const { return _svc->url(path); }
 
   command_context ctx(int64_t budget_ms = 5000, std::string_view key = "lead-42/call_crm/1") {
-    return command_context{now_ms() + budget_ms, key};
+    return command_context{wall_now_ms() + budget_ms, key};
   }
 
-  json control(const std::string& method, const std::string& path, const json& body = nullptr) {
-    http_request r;
-    r.method = method;
-    r.url = url(path);
-    if (!body.is_null()) r.body = body.dump();
-    auto res = http_call(r);
-    EXPECT_TRUE(res) << res.error().message;
-    return res ? json::parse(res->body) : json();
-  }
   void script(const std::string& prefix, const json& responses) {
-    control("POST", "/_script", {{"path_prefix", prefix}, {"responses", responses}});
+    testing::fake_script(*_svc, prefix, responses);
   }
-  json requests() { return control("GET", "/_requests"); }
-  json effects() { return control("GET", "/_effects"); }
+  json requests() { return testing::fake_control(*_svc, "GET", "/_requests"); }
+  json effects() { return testing::fake_control(*_svc, "GET", "/_effects"); }
 
   std::unique_ptr<connector> http_step(json section = json::object()) {
-    auto c = make_http_step_connector(section, {});
-    EXPECT_TRUE(c) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return made(make_http_step_connector(section, {}));
   }
   std::unique_ptr<connector> twilio(
       const std::string& token_ref = "env:AUTERITY_TEST_TWILIO_TOKEN") {
-    auto c = make_twilio_connector({{"api", "twilio"},
-                                    {"base_url", url("")},
-                                    {"account_sid", "AC123"},
-                                    {"auth_token", token_ref},
-                                    {"from", "+15550001"}},
-                                   {});
-    EXPECT_TRUE(c) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return made(make_twilio_connector({{"api", "twilio"},
+                                       {"base_url", url("")},
+                                       {"account_sid", "AC123"},
+                                       {"auth_token", token_ref},
+                                       {"from", "+15550001"}},
+                                      {}));
   }
   std::unique_ptr<connector> whatsapp(
       const std::string& token_ref = "env:AUTERITY_TEST_WHATSAPP_TOKEN") {
-    auto c = make_whatsapp_connector({{"api", "whatsapp"},
-                                      {"base_url", url("/v19.0")},
-                                      {"phone_number_id", "1234567890"},
-                                      {"token", token_ref}},
-                                     {});
-    EXPECT_TRUE(c) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return made(make_whatsapp_connector({{"api", "whatsapp"},
+                                         {"base_url", url("/v19.0")},
+                                         {"phone_number_id", "1234567890"},
+                                         {"token", token_ref}},
+                                        {}));
   }
   std::unique_ptr<connector> slack() {
-    auto c = make_slack_connector(
-        {{"api", "slack"}, {"webhook_url", "env:AUTERITY_TEST_SLACK_URL"}}, {});
-    EXPECT_TRUE(c) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return made(make_slack_connector(
+        {{"api", "slack"}, {"webhook_url", "env:AUTERITY_TEST_SLACK_URL"}}, {}));
   }
   std::unique_ptr<connector> webhook(
       const std::string& secret_ref = "env:AUTERITY_TEST_WEBHOOK_SECRET") {
-    auto c = make_webhook_connector(
-        {{"api", "webhook"}, {"url", url("/hooks/auterity")}, {"signing_secret", secret_ref}}, {});
-    EXPECT_TRUE(c) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return made(make_webhook_connector(
+        {{"api", "webhook"}, {"url", url("/hooks/auterity")}, {"signing_secret", secret_ref}}, {}));
   }
 
   std::unique_ptr<service_process> _svc;
@@ -207,14 +175,14 @@ TEST_F(HttpConnectorsTest, ClientStopsAtTheDeadline) {
   http_request r;
   r.method = "GET";
   r.url = url("/slow");
-  const int64_t start = now_ms();
+  const int64_t start = wall_now_ms();
   r.deadline_ms = start + 300;
   auto res = http_call(r);
   ASSERT_FALSE(res);
   EXPECT_EQ(res.error().code, errc::timeout);
   EXPECT_NE(res.error().message.find("deadline"), std::string::npos) << res.error().message;
   // It gave up instead of waiting for the server's answer, 8 s later.
-  EXPECT_LT(now_ms() - start, 6000);
+  EXPECT_LT(wall_now_ms() - start, 6000);
 }
 
 TEST_F(HttpConnectorsTest, ClientLimitsBodiesAndRefusesBadRequests) {
@@ -373,11 +341,11 @@ TEST_F(HttpConnectorsTest, HttpStepClassifiesStatuses) {
 TEST_F(HttpConnectorsTest, HttpStepPastTheDeadlineIsRetryable) {
   script("/slow", {{{"delay_ms", 8000}}});
   auto step = http_step();
-  const int64_t start = now_ms();
+  const int64_t start = wall_now_ms();
   auto r = step->execute(run_step({{"url", url("/slow")}}).envelope(), ctx(300));
   EXPECT_EQ(r.status, fbs::AckStatus::RetryableFailure);
   EXPECT_NE(r.error.find("deadline"), std::string::npos) << r.error;
-  EXPECT_LT(now_ms() - start, 6000);  // returned at its deadline, not with the server
+  EXPECT_LT(wall_now_ms() - start, 6000);  // returned at its deadline, not with the server
 
   // The connector's own timeout_ms shortens a longer command deadline.
   script("/slow", {{{"delay_ms", 8000}}});
@@ -454,14 +422,10 @@ class HttpsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     _dir = std::filesystem::temp_directory_path() /
-           ("auterity-tls-" + std::to_string(::getpid()) + "-" + std::to_string(now_ms()));
+           ("auterity-tls-" + std::to_string(::getpid()) + "-" + std::to_string(wall_now_ms()));
     std::filesystem::create_directories(_dir);
     // Certificate for the name "localhost" only, so 127.0.0.1 shows a name mismatch.
-    const std::string cmd =
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-        "-addext subjectAltName=DNS:localhost -keyout " +
-        (_dir / "key.pem").string() + " -out " + (_dir / "cert.pem").string() + " >/dev/null 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    ASSERT_TRUE(testing::make_self_signed_certificate(_dir, "localhost", "DNS:localhost"));
     _svc = std::make_unique<service_process>(
         std::vector<std::string>{"python3", fake_services(), "--tls", (_dir / "cert.pem").string(),
                                  (_dir / "key.pem").string()});
@@ -484,7 +448,7 @@ TEST_F(HttpsTest, TrustedCaWorksForTheCertifiedName) {
   auto c = make_http_step_connector(json::object(), trusted());
   ASSERT_TRUE(c);
   auto r = (*c)->execute(run_step({{"url", https("localhost", "/crm?x=1")}}).envelope(),
-                         {now_ms() + 5000, "k/1/1"});
+                         {wall_now_ms() + 5000, "k/1/1"});
   ASSERT_EQ(r.status, fbs::AckStatus::Success) << r.error;
   EXPECT_EQ(json::parse(r.output_json)["body"]["path"], "/crm");
 }
@@ -506,7 +470,7 @@ TEST_F(HttpsTest, UntrustedOrMismatchedCertificateFailsVerification) {
 
   auto c = make_http_step_connector(json::object(), {});
   auto ack = (*c)->execute(run_step({{"url", https("localhost", "/x")}}).envelope(),
-                           {now_ms() + 5000, "k/1/1"});
+                           {wall_now_ms() + 5000, "k/1/1"});
   EXPECT_NE(ack.error.find("certificate"), std::string::npos) << ack.error;
 
   r.url = https("localhost", "/x");

@@ -7,17 +7,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/record.h"
-#include "tests/connectors/service_process.h"
+#include "tests/connectors/connector_test_support.h"
 
 namespace auterity {
 namespace {
@@ -28,26 +28,14 @@ namespace fs = std::filesystem;
 
 constexpr const char* sink_py = CONNECTOR_TEST_DIR "/smtp_sink.py";
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string notification(std::string_view to, std::string_view subject, std::string_view body,
                          std::string_view id = "e1/notify/1") {
   flatbuffers::FlatBufferBuilder fbb;
   auto s = [&](std::string_view v) { return fbb.CreateString(v.data(), v.size()); };
   auto p = fbs::CreateSendNotification(fbb, s("notify"), 1, s("email"), s(to), s(subject), s(body),
                                        s(id), 0);
-  envelope_header h;
-  h.kind = fbs::RecordKind::Command;
-  h.tenant_id = "acme";
-  h.execution_id = "e1";
-  h.record_id = id;
-  h.causation_id = "e1#3";
-  h.timestamp_ms = 1;
-  return finish_envelope(fbb, h, fbs::Payload::SendNotification, p.Union());
+  return finish_envelope(fbb, testing::command_header("e1", id, "e1#3"),
+                         fbs::Payload::SendNotification, p.Union());
 }
 
 std::string read_file(const fs::path& p) {
@@ -81,10 +69,10 @@ class smtp_test : public ::testing::Test {
   }
 
   std::unique_ptr<connector> make(json section, http_tls_options tls = {}) {
-    auto c = make_smtp_connector(section, tls);
-    EXPECT_TRUE(c.has_value()) << c.error().message;
-    return c ? std::move(*c) : nullptr;
+    return testing::made(make_smtp_connector(section, tls));
   }
+  // A connector with base_config to a sink started without options.
+  std::unique_ptr<connector> plain_sink_connector() { return make(base_config(start_sink())); }
 
   json base_config(int port) {
     return {{"api", "smtp"},
@@ -96,12 +84,28 @@ class smtp_test : public ::testing::Test {
 
   ack_result send(connector& c, const std::string& bytes, int64_t deadline_ms = 0,
                   std::string_view key = "e1/notify/1") {
-    const fbs::Envelope* env = decode_envelope(bytes);
-    EXPECT_NE(env, nullptr);
-    command_context ctx;
-    ctx.deadline_ms = deadline_ms ? deadline_ms : now_ms() + 20'000;
-    ctx.idempotency_key = key;
-    return c.execute(*env, ctx);
+    return testing::run_command(c, bytes, deadline_ms, key);
+  }
+  // base_config plus the sink's user "sales" with the password from the environment.
+  json auth_config(int port) {
+    json cfg = base_config(port);
+    cfg["username"] = "sales";
+    cfg["password"] = "env:AUTERITY_TEST_SMTP_PASSWORD";
+    return cfg;
+  }
+  // Sends "Hi"/"Hello" to `to` through a sink without options, which refuses it: the ack has
+  // `status` and a reason with each of `reason_has`, and no mail is stored.
+  void expect_refused(std::string_view to, fbs::AckStatus status,
+                      std::initializer_list<std::string_view> reason_has) {
+    SCOPED_TRACE(to);
+    auto c = plain_sink_connector();
+    ASSERT_TRUE(c);
+    auto r = send(*c, notification(to, "Hi", "Hello"));
+    EXPECT_EQ(r.status, status);
+    for (std::string_view part : reason_has) {
+      EXPECT_NE(r.error.find(part), std::string::npos) << part << " not in: " << r.error;
+    }
+    EXPECT_TRUE(mailbox().empty());
   }
 
   // The messages the sink stored, in arrival order.
@@ -118,11 +122,7 @@ class smtp_test : public ::testing::Test {
 
   // A self-signed certificate for 127.0.0.1 (cert.pem, key.pem in the test directory).
   bool make_certificate() {
-    const std::string cmd =
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-        "-addext subjectAltName=IP:127.0.0.1 -keyout " +
-        (_dir / "key.pem").string() + " -out " + (_dir / "cert.pem").string() + " >/dev/null 2>&1";
-    return std::system(cmd.c_str()) == 0;
+    return testing::make_self_signed_certificate(_dir, "127.0.0.1", "IP:127.0.0.1");
   }
 
   fs::path _dir;
@@ -130,8 +130,7 @@ class smtp_test : public ::testing::Test {
 };
 
 TEST_F(smtp_test, delivers_the_message_with_headers_body_and_message_id) {
-  const int port = start_sink();
-  auto c = make(base_config(port));
+  auto c = plain_sink_connector();
   ASSERT_TRUE(c);
   const std::string body =
       "Hello Dana,\n"
@@ -173,8 +172,7 @@ TEST_F(smtp_test, delivers_the_message_with_headers_body_and_message_id) {
 }
 
 TEST_F(smtp_test, non_ascii_subject_and_body_arrive_intact) {
-  const int port = start_sink();
-  auto c = make(base_config(port));
+  auto c = plain_sink_connector();
   ASSERT_TRUE(c);
   const std::string subject =
       "Grüße aus München – Ihr Angebot für den Golf ✓ (Nr. 42, gültig 7 Tage)";
@@ -196,31 +194,17 @@ TEST_F(smtp_test, non_ascii_subject_and_body_arrive_intact) {
 }
 
 TEST_F(smtp_test, busy_mailbox_is_retryable_with_the_server_reply) {
-  const int port = start_sink();
-  auto c = make(base_config(port));
-  ASSERT_TRUE(c);
-  auto r = send(*c, notification("busy@customer.example", "Hi", "Hello"));
-  EXPECT_EQ(r.status, fbs::AckStatus::RetryableFailure);
-  EXPECT_NE(r.error.find("450"), std::string::npos) << r.error;
-  EXPECT_NE(r.error.find("mailbox busy"), std::string::npos) << r.error;
-  EXPECT_NE(r.error.find("RCPT TO"), std::string::npos) << r.error;
-  EXPECT_TRUE(mailbox().empty());
+  expect_refused("busy@customer.example", fbs::AckStatus::RetryableFailure,
+                 {"450", "mailbox busy", "RCPT TO"});
 }
 
 TEST_F(smtp_test, unknown_recipient_is_permanent_with_the_server_reply) {
-  const int port = start_sink();
-  auto c = make(base_config(port));
-  ASSERT_TRUE(c);
-  auto r = send(*c, notification("nobody@customer.example", "Hi", "Hello"));
-  EXPECT_EQ(r.status, fbs::AckStatus::PermanentFailure);
-  EXPECT_NE(r.error.find("550"), std::string::npos) << r.error;
-  EXPECT_NE(r.error.find("User unknown"), std::string::npos) << r.error;
-  EXPECT_TRUE(mailbox().empty());
+  expect_refused("nobody@customer.example", fbs::AckStatus::PermanentFailure,
+                 {"550", "User unknown"});
 }
 
 TEST_F(smtp_test, header_injection_is_refused_before_sending) {
-  const int port = start_sink();
-  auto c = make(base_config(port));
+  auto c = plain_sink_connector();
   ASSERT_TRUE(c);
   auto subject = send(
       *c, notification("dana@customer.example", "Hi\r\nBcc: everyone@victim.example", "Hello"));
@@ -263,9 +247,9 @@ TEST_F(smtp_test, silent_server_times_out_at_the_deadline_as_retryable) {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   auto c = make(base_config(ntohs(addr.sin_port)));
   ASSERT_TRUE(c);
-  const int64_t start = now_ms();
+  const int64_t start = wall_now_ms();
   auto r = send(*c, notification("dana@customer.example", "Hi", "Hello"), start + 500);
-  const int64_t took = now_ms() - start;
+  const int64_t took = wall_now_ms() - start;
   ::close(fd);
   EXPECT_EQ(r.status, fbs::AckStatus::RetryableFailure);
   EXPECT_NE(r.error.find("deadline exceeded"), std::string::npos) << r.error;
@@ -274,9 +258,7 @@ TEST_F(smtp_test, silent_server_times_out_at_the_deadline_as_retryable) {
 
 TEST_F(smtp_test, auth_with_the_configured_user) {
   const int port = start_sink({"--auth", "sales:s3cret-pw"});
-  json cfg = base_config(port);
-  cfg["username"] = "sales";
-  cfg["password"] = "env:AUTERITY_TEST_SMTP_PASSWORD";
+  json cfg = auth_config(port);
   cfg["allow_plain_auth"] = true;
   auto c = make(cfg);
   ASSERT_TRUE(c);
@@ -296,9 +278,7 @@ TEST_F(smtp_test, auth_with_the_configured_user) {
 
 TEST_F(smtp_test, wrong_password_is_permanent_and_never_shown) {
   const int port = start_sink({"--auth", "sales:other-pw"});
-  json cfg = base_config(port);
-  cfg["username"] = "sales";
-  cfg["password"] = "env:AUTERITY_TEST_SMTP_PASSWORD";
+  json cfg = auth_config(port);
   cfg["allow_plain_auth"] = true;
   auto c = make(cfg);
   ASSERT_TRUE(c);
@@ -314,10 +294,8 @@ TEST_F(smtp_test, starttls_then_auth) {
   const std::string cert = (_dir / "cert.pem").string();
   const int port =
       start_sink({"--auth", "sales:s3cret-pw", "--starttls", cert, (_dir / "key.pem").string()});
-  json cfg = base_config(port);
+  json cfg = auth_config(port);
   cfg["starttls"] = true;
-  cfg["username"] = "sales";
-  cfg["password"] = "env:AUTERITY_TEST_SMTP_PASSWORD";
   auto c = make(cfg, http_tls_options{cert, true});
   ASSERT_TRUE(c);
   auto r = send(*c, notification("dana@customer.example", "Über TLS", "Verschlüsselt."));
