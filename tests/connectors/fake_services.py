@@ -9,6 +9,7 @@ One ThreadingHTTPServer on 127.0.0.1 (port 0; prints "LISTENING <port>" first) t
   POST /hooks/...                                  generic webhook (checks X-Auterity-Signature
                                                    when started with --webhook-secret)
   any  /status/{code}                              answers that status with a short text body
+  any  /delay/{ms}                                 echo, after sleeping ms (benchmarks)
   any  other path                                  echo: {"method","path","query","headers","body"}
 
 Checks what the real service checks and answers with its error shapes. Test control:
@@ -164,6 +165,9 @@ def echo(handler, path, body):
     m = re.match(r"^/status/([0-9]{3})$", parts.path)
     if m:
         return text_answer(int(m.group(1)), f"status {m.group(1)} as asked")
+    m = re.match(r"^/delay/([0-9]{1,6})$", parts.path)
+    if m:
+        time.sleep(int(m.group(1)) / 1000.0)  # a remote service that takes this long
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
@@ -286,6 +290,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: many workers connect at once (the default is 5)
     tls_context = None
 
     def get_request(self):
