@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "processors/limits.h"
+#include "processors/strict_json.h"
 #include "processors/template.h"
 
 namespace auterity {
@@ -78,12 +79,7 @@ std::unexpected<definition_error> invalid(std::string reason) {
 }
 
 // Cuts user text for a reason without splitting a UTF-8 sequence.
-std::string echo(std::string_view s) {
-  if (s.size() <= echo_bytes_max) return std::string(s);
-  size_t n = echo_bytes_max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return std::string(s.substr(0, n)) + "...";
-}
+std::string echo(std::string_view s) { return echo_text(s, echo_bytes_max); }
 
 std::string echo_json(const json& v) { return echo(v.dump()); }
 
@@ -119,60 +115,6 @@ bool referable_step_id(std::string_view id) {
 bool valid_param_name(std::string_view s) {
   if (s.empty() || s.size() > limits::id_bytes_max) return false;
   return std::ranges::all_of(s, [](char c) { return is_ascii_alnum(c) || c == '_' || c == '-'; });
-}
-
-// nlohmann's parse messages start with "[json.exception.parse_error.101] " and may quote the
-// offending bytes, which need not be UTF-8.
-std::string parse_error_text(const char* what) {
-  std::string_view text(what);
-  if (const size_t end = text.find("] "); end != std::string_view::npos) {
-    text.remove_prefix(end + 2);
-  }
-  std::string out(text);
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) >= 0x80) c = '?';
-  }
-  return out;
-}
-
-// Parses `text` and rejects duplicate object keys (nlohmann keeps the last silently, hiding
-// typos such as two "after" fields) and nesting deeper than json_depth_max. The error is a
-// predicate for "definition ..." or "parameter values ...".
-std::expected<json, std::string> parse_strict(std::string_view text) {
-  std::vector<std::set<std::string, std::less<>>> open_objects;
-  std::string problem;
-  json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        [[fallthrough]];
-      case json::parse_event_t::array_start:
-        if (depth >= json_depth_max && problem.empty()) {
-          problem = fmt::format("is nested deeper than {} levels", json_depth_max);
-        }
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!open_objects.empty() && !open_objects.back().insert(key).second && problem.empty()) {
-          problem = fmt::format("has a duplicate key '{}'", echo(key));
-        }
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    json doc = json::parse(text.begin(), text.end(), check);
-    if (!problem.empty()) return std::unexpected(problem);
-    return doc;
-  } catch (const json::parse_error& e) {
-    return std::unexpected("is not valid JSON: " + parse_error_text(e.what()));
-  }
 }
 
 const json* member(const json& object, const char* key) {
@@ -335,7 +277,7 @@ outcome<json> effective_params(const json* declared, std::string_view params_jso
     }
   }
   if (params_json.find_first_not_of(" \t\n\r") != std::string_view::npos) {
-    auto given = parse_strict(params_json);
+    auto given = parse_strict_json(params_json, json_depth_max);
     if (!given) return invalid("parameter values " + given.error());
     if (!given->is_object()) return invalid("parameter values must be a JSON object");
     for (auto& [name, value] : given->items()) {
@@ -918,7 +860,7 @@ outcome<definition> parse(std::string_view text, std::string_view params_json) {
                               "bytes (limits::payload_bytes_max)",
                               text.size(), params_json.size(), limits::payload_bytes_max));
   }
-  auto parsed = parse_strict(text);
+  auto parsed = parse_strict_json(text, json_depth_max);
   if (!parsed) return invalid("definition " + parsed.error());
   json& doc = *parsed;
   if (!doc.is_object()) return invalid("definition must be a JSON object");
@@ -960,7 +902,7 @@ std::expected<definition, definition_error> parse_definition(std::string_view js
   } catch (const std::exception& e) {
     // Every nlohmann access above is type-checked first; reaching here is a bug in this file,
     // but a publish request must not take the partition down with it.
-    return invalid(fmt::format("definition could not be read: {}", parse_error_text(e.what())));
+    return invalid(fmt::format("definition could not be read: {}", json_error_text(e.what())));
   }
 }
 

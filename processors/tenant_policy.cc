@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "processors/limits.h"
+#include "processors/strict_json.h"
 
 namespace auterity {
 
@@ -52,11 +53,7 @@ constexpr int json_depth_max = 8;      // a policy needs 4 levels
 constexpr size_t echo_bytes_max = 64;  // user text quoted in a reason
 
 std::string echo(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() <= echo_bytes_max) return s;
-  size_t n = echo_bytes_max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n) + "...";
+  return echo_text(v.dump(-1, ' ', false, json::error_handler_t::replace), echo_bytes_max);
 }
 
 bool name_char(char c) {
@@ -69,47 +66,11 @@ using check = std::expected<void, std::string>;
 
 std::unexpected<std::string> bad(std::string reason) { return std::unexpected(std::move(reason)); }
 
-// Parses rejecting duplicate keys and deep nesting (nlohmann keeps the last duplicate silently).
+// Duplicate keys, deep nesting and syntax errors, as for definitions.
 std::expected<json, std::string> parse_strict(std::string_view text) {
-  std::vector<std::set<std::string, std::less<>>> open;
-  std::string problem;
-  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-        open.emplace_back();
-        [[fallthrough]];
-      case json::parse_event_t::array_start:
-        if (depth >= json_depth_max && problem.empty()) {
-          problem = fmt::format("policy is nested deeper than {} levels", json_depth_max);
-        }
-        break;
-      case json::parse_event_t::object_end:
-        if (!open.empty()) open.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!open.empty() && !open.back().insert(key).second && problem.empty()) {
-          problem = fmt::format("policy has a duplicate key {}", echo(json(key)));
-        }
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    json doc = json::parse(text.begin(), text.end(), cb);
-    if (!problem.empty()) return std::unexpected(problem);
-    return doc;
-  } catch (const json::exception& e) {
-    std::string what = e.what();
-    if (size_t end = what.find("] "); end != std::string::npos) what.erase(0, end + 2);
-    for (char& c : what) {
-      if (static_cast<unsigned char>(c) >= 0x80) c = '?';
-    }
-    return std::unexpected("policy is not valid JSON: " + what);
-  }
+  auto doc = parse_strict_json(text, json_depth_max);
+  if (!doc) return std::unexpected("policy " + doc.error());
+  return doc;
 }
 
 // Walks one object: every key must be allowed; required ones must be present.

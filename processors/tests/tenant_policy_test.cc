@@ -157,7 +157,7 @@ TEST(tenant_policy, malformed_json_duplicate_keys_and_oversize_documents_are_rej
   EXPECT_NE(p.error().reason.find("policy is not valid JSON"), std::string::npos);
   p = parse_tenant_policy(R"({"notify": {"dedup_window_ms": 1, "dedup_window_ms": 2}})");
   ASSERT_FALSE(p);
-  EXPECT_EQ(p.error().reason, "policy has a duplicate key \"dedup_window_ms\"");
+  EXPECT_EQ(p.error().reason, "policy has a duplicate key 'dedup_window_ms'");
   p = parse_tenant_policy("[1]");
   ASSERT_FALSE(p);
   EXPECT_EQ(p.error().reason, "policy must be an object; got [1]");
