@@ -21,6 +21,11 @@
 //           | count x (u8 stream | u64 next_offset | u16 group_len | group)
 // A commit is its data frames followed by one commit frame, written with one pwrite (and one
 // fdatasync if options.fsync). Readers see its records and positions only after that succeeded.
+// Group commit: concurrent commit() calls on a partition are written together as ONE commit on
+// disk: the data frames of all of them, in queue order, then one commit frame counting all
+// those frames and carrying all their positions in the same order (a later one wins, as across
+// commit frames). So a group is as atomic on disk as a single commit: recovery keeps all of it
+// or none, and never has to tell apart several unacknowledged commit frames after a tear.
 //
 // Recovery (open): every segment is scanned in order. The committed end is the end of the last
 // valid commit frame; what follows (a torn write, half a commit) is cut off. A bad frame
@@ -34,8 +39,16 @@
 // read() needs no scan; 10 million records in a partition cost 160 MB. Every segment file stays
 // open (one descriptor each); there is no retention yet.
 //
-// Threading, per partition: `write_mu` serializes commits and is held across write and
-// fdatasync; `index_mu` guards what readers see and a commit takes it exclusively once to
+// Threading, per partition (leader/follower group commit, as LevelDB's write queue): commit()
+// queues its batch under `queue_mu` and waits. The commit at the front of the queue is the
+// leader: it takes itself and the commits queued behind it (at most group_commit_batches_max
+// of them and group_commit_bytes_max bytes), releases `queue_mu`, assigns offsets in queue
+// order, writes the group with one pwrite and one fdatasync, publishes it, then pops the group
+// and wakes each follower with its own result and the next front to lead. Commits arriving
+// meanwhile queue for the next group. If the write or the sync fails, every commit of the group
+// gets that error and none of it is published. `write_mu` is taken only by the leader (so never
+// waited for): it guards what the leader owns (`broken`, the file, the active segment).
+// `index_mu` guards what readers see; the leader takes it exclusively once per group to
 // publish, so a reader sees all of a commit or none of it. Readers copy the index entries they
 // need under a shared lock and read the files without it. `wait_mu` + `wait_cv` carry the
 // generation.
@@ -55,6 +68,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -95,6 +109,12 @@ constexpr size_t group_bytes_max = 1024;             // a consumer group's name
 constexpr uint32_t partitions_max = 1000;            // pNNN directory names
 constexpr size_t read_chunk_bytes_max = 4 << 20;     // one pread of adjacent frames
 constexpr std::string_view meta_magic = "auterity-embedded-log 1";
+// One group commit (see Threading above): bytes of the commits one leader writes at once, and
+// how many commits. They bound the leader's buffer and its followers' wait; a single commit
+// larger than group_commit_bytes_max still goes, in a group of its own. Commits past either
+// limit wait for the next group.
+constexpr size_t group_commit_bytes_max = 4 << 20;
+constexpr size_t group_commit_batches_max = 64;
 
 enum class frame_type : uint8_t { data = 1, commit = 2 };
 
@@ -146,17 +166,30 @@ void append_data_frame(std::string& buf, const commit_batch::append& a, uint64_t
   finish_frame(buf, at);
 }
 
-void append_commit_frame(std::string& buf, uint64_t commit_start, const commit_batch& batch) {
+// One commit frame for the batches of a group, in order: their data frame count and positions.
+void append_commit_frame(std::string& buf, uint64_t commit_start,
+                         std::span<const commit_batch* const> batches) {
+  size_t frames = 0, positions = 0;
+  for (const commit_batch* b : batches) {
+    frames += b->appends.size();
+    positions += b->positions.size();
+  }
+  vassert(frames <= UINT32_MAX && positions <= UINT32_MAX, "group of {} frames, {} positions",
+          frames, positions);
   size_t at = start_frame(buf, frame_type::commit);
   put<uint64_t>(buf, commit_start);
-  put<uint32_t>(buf, static_cast<uint32_t>(batch.appends.size()));
-  put<uint32_t>(buf, static_cast<uint32_t>(batch.positions.size()));
-  for (const auto& p : batch.positions) {
-    put<uint8_t>(buf, static_cast<uint8_t>(p.s));
-    put<uint64_t>(buf, p.next_offset);
-    put<uint16_t>(buf, static_cast<uint16_t>(p.group.size()));
-    buf.append(p.group);
+  put<uint32_t>(buf, static_cast<uint32_t>(frames));
+  put<uint32_t>(buf, static_cast<uint32_t>(positions));
+  for (const commit_batch* b : batches) {
+    for (const auto& p : b->positions) {
+      put<uint8_t>(buf, static_cast<uint8_t>(p.s));
+      put<uint64_t>(buf, p.next_offset);
+      put<uint16_t>(buf, static_cast<uint16_t>(p.group.size()));
+      buf.append(p.group);
+    }
   }
+  vassert(buf.size() - at - frame_header_bytes <= frame_body_bytes_max, "commit frame of {} bytes",
+          buf.size() - at);
   finish_frame(buf, at);
 }
 
@@ -170,10 +203,16 @@ size_t commit_frame_body_bytes(const commit_batch& batch) {
   return n;
 }
 
+// What the batch takes on disk as a commit of its own.
 size_t commit_bytes(const commit_batch& batch) {
   size_t n = frame_header_bytes + commit_frame_body_bytes(batch);
   for (const auto& a : batch.appends) n += data_frame_bytes(a);
   return n;
+}
+
+// Bytes a group takes: one commit frame's header and fixed fields for all its batches.
+size_t group_bytes(size_t sum_of_commit_bytes, size_t batches) {
+  return sum_of_commit_bytes - (batches - 1) * (frame_header_bytes + commit_fixed_bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,10 +750,26 @@ class partition_recovery {
 // ---------------------------------------------------------------------------------------------
 // The log
 
+// A commit() waiting in its partition's queue, on the caller's stack. The leader that takes it
+// fills `outcome`, then sets `done` and signals `cv` with queue_mu held (so the caller cannot
+// return and free it before the signal).
+struct queued_commit {
+  explicit queued_commit(const commit_batch& b) : batch(&b), bytes(commit_bytes(b)) {}
+
+  const commit_batch* batch;
+  size_t bytes;  // commit_bytes(*batch)
+  std::condition_variable cv;
+  bool done = false;  // guarded by queue_mu
+  result<std::vector<uint64_t>> outcome = std::vector<uint64_t>();
+};
+
 struct partition {
   std::string dir;
 
-  std::mutex write_mu;
+  std::mutex queue_mu;
+  std::deque<queued_commit*> queue;  // guarded by queue_mu; the front one leads
+
+  std::mutex write_mu;                // held by a group's leader only (never contended)
   std::optional<std::string> broken;  // guarded by write_mu; why commits are refused
 
   // segments, index and positions change only with write_mu held and index_mu exclusive, so a
@@ -727,10 +782,12 @@ struct partition {
   std::atomic<uint64_t> generation{0};  // changes with wait_mu held so no waiter misses it
 };
 
-// A commit encoded for the active segment, with the index entries it will publish.
-struct encoded_commit {
+// A group encoded for the active segment, with the index entries it will publish and the
+// offsets of each of its commits.
+struct encoded_group {
   std::string bytes;
   stream_index entries;
+  std::vector<std::vector<uint64_t>> offsets;  // per commit, in the order of its appends
 };
 
 // Where a read finds one frame; copied out under the shared lock, read without it.
@@ -764,19 +821,23 @@ class embedded_log final : public log {
     ELOG_TRY(check_batch(p, batch));
     if (batch.empty()) return std::vector<uint64_t>();  // nothing to make durable or visible
     partition& part = *_parts[p];
-    std::lock_guard write_lock(part.write_mu);
-    if (part.broken) return fail(errc::io, *part.broken);
-    ELOG_TRY(roll_if_needed(part, commit_bytes(batch)));
-    encoded_commit c = encode(part.data, batch);
-    ELOG_TRY(write_commit(part, c.bytes));
-    // Offsets are dense: the index sizes only change under write_mu, which we hold.
-    std::array<uint64_t, stream_count> next{};
-    for (size_t s = 0; s < stream_count; ++s) next[s] = part.data.index[s].size();
-    std::vector<uint64_t> offsets;
-    offsets.reserve(batch.appends.size());
-    for (const auto& a : batch.appends) offsets.push_back(next[idx(a.s)]++);
-    publish(part, c, batch);
-    return offsets;
+    queued_commit me(batch);
+    std::unique_lock lock(part.queue_mu);
+    part.queue.push_back(&me);
+    me.cv.wait(lock, [&] { return me.done || part.queue.front() == &me; });
+    if (me.done) return std::move(me.outcome);  // a leader committed it
+    std::vector<queued_commit*> group = take_group(part);
+    lock.unlock();
+    commit_group(part, group);
+    lock.lock();
+    for (queued_commit* c : group) {
+      vassert(part.queue.front() == c, "group commit queue of {} out of order", part.dir);
+      part.queue.pop_front();
+      c->done = true;
+      if (c != &me) c->cv.notify_one();
+    }
+    if (!part.queue.empty()) part.queue.front()->cv.notify_one();  // the next leader
+    return std::move(me.outcome);
   }
 
   result<size_t> read(stream s, uint32_t p, uint64_t from, size_t max_records, size_t max_bytes,
@@ -900,19 +961,72 @@ class embedded_log final : public log {
     return {};
   }
 
-  static encoded_commit encode(const partition_data& d, const commit_batch& batch) {
+  // The front of the queue and the commits behind it, up to the group limits; called with
+  // queue_mu held. The commits stay queued until the leader pops them.
+  static std::vector<queued_commit*> take_group(const partition& part) {
+    std::vector<queued_commit*> group{part.queue.front()};
+    size_t bytes = group[0]->bytes;
+    for (size_t i = 1; i < part.queue.size() && group.size() < group_commit_batches_max; ++i) {
+      if (bytes + part.queue[i]->bytes > group_commit_bytes_max) break;
+      bytes += part.queue[i]->bytes;
+      group.push_back(part.queue[i]);
+    }
+    return group;
+  }
+
+  // Writes, syncs and publishes the group, and sets every commit's outcome. noexcept: the
+  // followers wait for their outcome, so the leader must not leave by an exception.
+  void commit_group(partition& part, std::span<queued_commit* const> group) noexcept {
+    std::lock_guard write_lock(part.write_mu);
+    auto written = write_group(part, group);
+    if (!written) {
+      for (queued_commit* c : group) c->outcome = std::unexpected(written.error());
+      return;
+    }
+    publish(part, *written, group);
+    for (size_t i = 0; i < group.size(); ++i) group[i]->outcome = std::move(written->offsets[i]);
+  }
+
+  result<encoded_group> write_group(partition& part, std::span<queued_commit* const> group) {
+    if (part.broken) return fail(errc::io, *part.broken);
+    size_t sum = 0;
+    std::vector<const commit_batch*> batches;
+    batches.reserve(group.size());
+    for (const queued_commit* c : group) {
+      sum += c->bytes;
+      batches.push_back(c->batch);
+    }
+    ELOG_TRY(roll_if_needed(part, group_bytes(sum, group.size())));
+    encoded_group g = encode(part.data, batches, group_bytes(sum, group.size()));
+    vassert(g.bytes.size() == group_bytes(sum, group.size()), "group of {} bytes, expected {}",
+            g.bytes.size(), group_bytes(sum, group.size()));
+    ELOG_TRY(write_commit(part, g.bytes));
+    return g;
+  }
+
+  // Offsets are dense and follow the queue: the index sizes change only under write_mu, which
+  // the leader holds, and each append takes the next offset of its stream.
+  static encoded_group encode(const partition_data& d, std::span<const commit_batch* const> batches,
+                              size_t bytes) {
     const segment& active = d.segments.back();
     auto seg = static_cast<uint32_t>(d.segments.size() - 1);
-    encoded_commit c;
-    c.bytes.reserve(commit_bytes(batch));
-    for (const auto& a : batch.appends) {
-      auto& entries = c.entries[idx(a.s)];
-      size_t at = c.bytes.size();
-      append_data_frame(c.bytes, a, d.index[idx(a.s)].size() + entries.size());
-      entries.push_back({seg, static_cast<uint32_t>(c.bytes.size() - at), active.size + at});
+    encoded_group g;
+    g.bytes.reserve(bytes);
+    g.offsets.reserve(batches.size());
+    for (const commit_batch* b : batches) {
+      auto& offsets = g.offsets.emplace_back();
+      offsets.reserve(b->appends.size());
+      for (const auto& a : b->appends) {
+        auto& entries = g.entries[idx(a.s)];
+        uint64_t offset = d.index[idx(a.s)].size() + entries.size();
+        size_t at = g.bytes.size();
+        append_data_frame(g.bytes, a, offset);
+        entries.push_back({seg, static_cast<uint32_t>(g.bytes.size() - at), active.size + at});
+        offsets.push_back(offset);
+      }
     }
-    append_commit_frame(c.bytes, active.base + active.size, batch);
-    return c;
+    append_commit_frame(g.bytes, active.base + active.size, batches);
+    return g;
   }
 
   result<void> write_commit(partition& part, const std::string& bytes) {
@@ -925,36 +1039,48 @@ class embedded_log final : public log {
       return w;
     }
     if (!_options.fsync) return {};
-    auto synced = sync_file(active.fd.get(), active.path);
+    auto synced = sync_segment(active);
     if (!synced) {
       // After a failed fdatasync the page cache cannot be trusted (the kernel may have dropped
-      // the dirty pages): whether this commit survives is up to recovery on the next open.
+      // the dirty pages): whether this group survives is up to recovery on the next open.
       part.broken =
           fmt::format("{}; commits are refused until the log is reopened", synced.error().message);
     }
     return synced;
   }
 
-  void publish(partition& part, encoded_commit& c, const commit_batch& batch) {
+  result<void> sync_segment(const segment& active) {
+    if (!_options.fdatasync_for_testing) return sync_file(active.fd.get(), active.path);
+    if (_options.fdatasync_for_testing(active.fd.get()) < 0) {
+      return fail_io("fdatasync", active.path);
+    }
+    return {};
+  }
+
+  // Makes the group visible at once, its positions applied in queue order; the generations
+  // count every commit of it.
+  void publish(partition& part, const encoded_group& g, std::span<queued_commit* const> group) {
     {
       std::unique_lock lock(part.index_mu);
       for (size_t s = 0; s < stream_count; ++s) {
         auto& index = part.data.index[s];
-        index.insert(index.end(), c.entries[s].begin(), c.entries[s].end());
+        index.insert(index.end(), g.entries[s].begin(), g.entries[s].end());
       }
-      for (const auto& pos : batch.positions) {
-        part.data.positions[pos.group][idx(pos.s)] = pos.next_offset;
+      for (const queued_commit* c : group) {
+        for (const auto& pos : c->batch->positions) {
+          part.data.positions[pos.group][idx(pos.s)] = pos.next_offset;
+        }
       }
-      part.data.segments.back().size += c.bytes.size();
+      part.data.segments.back().size += g.bytes.size();
     }
     {
       std::lock_guard lock(part.wait_mu);
-      ++part.generation;
+      part.generation += group.size();
     }
     part.wait_cv.notify_all();
     {
       std::lock_guard lock(_any_mu);
-      ++_any_generation;
+      _any_generation += group.size();
     }
     _any_cv.notify_all();
   }

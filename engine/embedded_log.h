@@ -2,6 +2,7 @@
 // The embedded log: the log interface over a data directory, for running on one machine with
 // no servers. See engine/README.md for the file format and its crash guarantees.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,9 @@ struct embedded_log_options {
   uint32_t partitions = 4;                 // fixed when the directory is created; checked on open
   bool fsync = true;                       // fdatasync every commit (durable against power loss)
   size_t segment_bytes_max = 64ull << 20;  // a partition's file rolls to a new segment here
+  // Test only: when set, commits call it instead of fdatasync(2) (it returns and sets errno as
+  // fdatasync does), so a test can hold a flush while others queue, or make it fail.
+  std::function<int(int fd)> fdatasync_for_testing;
 };
 
 // Opens (creating if needed) the log in `dir`. Takes an exclusive lock on the directory

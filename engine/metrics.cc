@@ -108,6 +108,9 @@ constexpr metric_def worker_deadlines{
     "Commands acked retryable for their deadline: `exceeded` (the connector answered late), "
     "`passed` (already due when read; the connector was not called)",
     metric_kind::counter};
+constexpr metric_def worker_call_duration{
+    "auterity_connector_call_duration_seconds",
+    "Time of one connector call (the remote service's answer included)", metric_kind::histogram};
 constexpr metric_def worker_exceptions{"auterity_worker_connector_exceptions_total",
                                        "Connector calls that threw (acked as retryable failures)",
                                        metric_kind::counter};
@@ -168,6 +171,7 @@ void collect_worker(metrics_writer& w, std::string_view group, stream commands,
   w.add(worker_deadlines, passed, value_of(probe.deadline_passed));
   w.add(worker_exceptions, labels, value_of(probe.connector_exceptions));
   w.add(worker_in_flight, labels, value_of(probe.in_flight));
+  w.add(worker_call_duration, labels, probe.call_latency_us.snapshot(1e6));
 }
 
 // ---------------------------------------------------------------------------------- server

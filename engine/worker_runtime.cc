@@ -1,6 +1,7 @@
 #include "engine/worker_runtime.h"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -212,6 +213,7 @@ void worker_runtime::run_command(slot& s) {
   while (now_in > max && !_probe.in_flight_max.compare_exchange_weak(max, now_in)) {
   }
   const int64_t started_ms = _clock.now_ms();
+  const auto started = std::chrono::steady_clock::now();
   try {
     s.res = _connector->execute(*s.env, s.ctx);
   } catch (const std::exception& e) {
@@ -221,6 +223,10 @@ void worker_runtime::run_command(slot& s) {
     s.res = ack_retryable("connector failed with an exception that is not a std::exception");
     _probe.connector_exceptions.fetch_add(1, std::memory_order_relaxed);
   }
+  _probe.call_latency_us.observe(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - started)
+                                .count()));
   s.acked_ms = _clock.now_ms();
   // A late success is not trusted: the orchestrator may have timed the attempt out and retried,
   // and the connector was told to give up by now. A failure keeps its own (better) reason.

@@ -16,6 +16,7 @@
 // engine/WORKERS.md.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -27,6 +28,7 @@
 
 #include "engine/clock.h"
 #include "engine/log.h"
+#include "engine/metrics.h"
 #include "engine/record.h"
 
 namespace auterity {
@@ -94,6 +96,12 @@ class connector {
   virtual ack_result execute(const fbs::Envelope& command, const command_context& ctx) = 0;
 };
 
+// Bucket bounds of the connector call histogram: a local action takes microseconds, an HTTP
+// call to a hosted API tens of ms to seconds, a local language model up to a minute.
+inline constexpr std::array<uint64_t, 16> connector_call_bounds_us = {
+    100,     500,     1'000,   2'500,     5'000,     10'000,    25'000,     50'000,
+    100'000, 250'000, 500'000, 1'000'000, 2'500'000, 5'000'000, 10'000'000, 30'000'000};
+
 struct worker_probe {
   std::atomic<uint64_t> commands{0};
   std::atomic<uint64_t> succeeded{0};
@@ -106,6 +114,7 @@ struct worker_probe {
   std::atomic<uint64_t> connector_exceptions{0};  // execute() threw (acked retryable)
   std::atomic<uint64_t> in_flight{0};             // commands in a connector now
   std::atomic<uint64_t> in_flight_max{0};         // most commands in connectors at once
+  atomic_histogram call_latency_us{connector_call_bounds_us};  // one connector call
 };
 
 // Upper bound of worker_options::concurrency: each unit of concurrency is a thread.

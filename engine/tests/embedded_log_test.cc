@@ -3,17 +3,20 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -690,6 +693,314 @@ TEST_F(embedded_log_test, last_commit_with_a_hole_is_dropped_as_never_acknowledg
   EXPECT_EQ(lg->end_offset(stream::commands_step, 0), 0u);
   EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
   EXPECT_EQ(fs::file_size(seg), after_first);
+}
+
+// Group commit ----------------------------------------------------------------------------------
+
+// Stands in for fdatasync(2) through embedded_log_options::fdatasync_for_testing: counts the
+// flushes, records the file size each one covers, can hold the next flush until released, make
+// flushes fail from a given one on, or make them slow so commits queue behind them.
+class flush_control {
+ public:
+  int sync(int fd) {
+    std::unique_lock lock(_mu);
+    struct stat st {};
+    ::fstat(fd, &st);
+    _sizes.push_back(static_cast<uint64_t>(st.st_size));
+    size_t call = _sizes.size();
+    if (_hold_next) {
+      _hold_next = false;
+      _held = true;
+      _cv.notify_all();
+      _cv.wait(lock, [&] { return !_held; });
+    }
+    if (call >= _fail_from) {
+      errno = EIO;
+      return -1;
+    }
+    if (_delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(_delay_us));
+    return 0;
+  }
+
+  embedded_log_options options(uint32_t partitions) {
+    embedded_log_options o;
+    o.partitions = partitions;
+    o.fsync = true;
+    o.fdatasync_for_testing = [this](int fd) { return sync(fd); };
+    return o;
+  }
+
+  void hold_next() {
+    std::lock_guard lock(_mu);
+    _hold_next = true;
+  }
+  void wait_until_held() {
+    std::unique_lock lock(_mu);
+    _cv.wait(lock, [&] { return _held; });
+  }
+  void release() {
+    std::lock_guard lock(_mu);
+    _held = false;
+    _cv.notify_all();
+  }
+  void fail_from_call(size_t n) {
+    std::lock_guard lock(_mu);
+    _fail_from = n;
+  }
+  void set_delay_us(int us) {
+    std::lock_guard lock(_mu);
+    _delay_us = us;
+  }
+  std::vector<uint64_t> sizes() {
+    std::lock_guard lock(_mu);
+    return _sizes;
+  }
+
+ private:
+  std::mutex _mu;
+  std::condition_variable _cv;
+  bool _hold_next = false;
+  bool _held = false;
+  size_t _fail_from = SIZE_MAX;
+  int _delay_us = 0;
+  std::vector<uint64_t> _sizes;  // file size at each flush, in call order
+};
+
+struct held_flush_run {
+  result<std::vector<uint64_t>> first;
+  std::vector<result<std::vector<uint64_t>>> queued;
+};
+
+// Commits `first` and holds its flush; meanwhile commits each of `queued` from a thread of its
+// own, waits until they are all inside commit() (plus 100 ms to reach the queue), releases the
+// flush. The queued ones then normally form one group behind `first`; callers check the flush
+// count to know.
+held_flush_run commit_behind_a_held_flush(log& lg, flush_control& flush, const commit_batch& first,
+                                          const std::vector<commit_batch>& queued) {
+  held_flush_run run{std::vector<uint64_t>(), {}};
+  run.queued.resize(queued.size(), std::vector<uint64_t>());
+  flush.hold_next();
+  std::thread leader([&] { run.first = lg.commit(0, first); });
+  flush.wait_until_held();
+  std::atomic<size_t> calling{0};
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    threads.emplace_back([&, i] {
+      ++calling;
+      run.queued[i] = lg.commit(0, queued[i]);
+    });
+  }
+  while (calling < queued.size()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(100ms);
+  flush.release();
+  leader.join();
+  for (auto& t : threads) t.join();
+  return run;
+}
+
+// Three commits with records on two streams and positions of their own and a shared one.
+std::vector<commit_batch> three_queued_commits() {
+  std::vector<commit_batch> out(3);
+  for (int i = 0; i < 3; ++i) {
+    out[i].add(stream::executions, fmt::format("q{}", i), fmt::format("queued-{}-a", i));
+    out[i].add(stream::acks, fmt::format("q{}", i), fmt::format("queued-{}-b", i));
+    out[i].set_position(fmt::format("w{}", i), stream::commands_step, 10 + i);
+    out[i].set_position("g", stream::ingress, 100 + i);
+  }
+  return out;
+}
+
+commit_batch leader_commit() {
+  commit_batch b;
+  b.add(stream::executions, "lead", "leader");
+  b.set_position("g", stream::ingress, 1);
+  return b;
+}
+
+const std::vector<std::string> group_test_groups = {"g", "w0", "w1", "w2"};
+
+TEST_F(embedded_log_test, concurrent_committers_get_dense_increasing_offsets_and_share_flushes) {
+  for (bool fsync : {true, false}) {
+    SCOPED_TRACE(fmt::format("fsync {}", fsync));
+    std::string dir = fmt::format("{}/fsync{}", _root, fsync);
+    flush_control flush;
+    flush.set_delay_us(300);  // a flush long enough for the others to queue behind it
+    embedded_log_options o = flush.options(1);
+    o.fsync = fsync;
+    o.segment_bytes_max = 64 << 10;  // groups roll segments too
+    auto lg = open_log(dir, o);
+    ASSERT_TRUE(lg);
+    constexpr int threads = 4, commits_per_thread = 300;
+    // offsets[t][i]: what commit i of thread t got; its records are "t/i/j" on executions.
+    std::vector<std::vector<std::vector<uint64_t>>> offsets(threads);
+    std::vector<std::thread> committers;
+    for (int t = 0; t < threads; ++t) {
+      committers.emplace_back([&, t] {
+        std::string group = fmt::format("w{}", t);
+        for (int i = 0; i < commits_per_thread; ++i) {
+          commit_batch b;
+          for (int j = 0; j < 1 + (i + t) % 3; ++j) {
+            b.add(stream::executions, group, fmt::format("{}/{}/{}", t, i, j));
+          }
+          b.set_position(group, stream::acks, i + 1);
+          auto r = lg->commit(0, b);
+          ASSERT_TRUE(r.has_value()) << r.error().message;
+          // Visible when commit() returns: its records and its position.
+          EXPECT_GE(lg->end_offset(stream::executions, 0), r->back() + 1);
+          EXPECT_EQ(lg->position(group, stream::acks, 0), uint64_t(i + 1));
+          offsets[t].push_back(std::move(*r));
+        }
+      });
+    }
+    for (auto& c : committers) c.join();
+
+    std::map<uint64_t, std::string> expected;  // offset -> value
+    for (int t = 0; t < threads; ++t) {
+      uint64_t last = 0;
+      for (int i = 0; i < commits_per_thread; ++i) {
+        const auto& got = offsets[t][i];
+        ASSERT_EQ(got.size(), size_t(1 + (i + t) % 3));
+        for (size_t j = 0; j < got.size(); ++j) {
+          if (i > 0 || j > 0) {
+            EXPECT_GT(got[j], last) << "thread " << t << " commit " << i;
+          }
+          if (j > 0) {
+            EXPECT_EQ(got[j], got[j - 1] + 1) << "a commit's records are consecutive";
+          }
+          last = got[j];
+          EXPECT_TRUE(expected.emplace(got[j], fmt::format("{}/{}/{}", t, i, j)).second)
+              << "offset " << got[j] << " given twice";
+        }
+      }
+    }
+    auto check = [&](log& l) {
+      auto recs = read_all(l, stream::executions, 0);
+      ASSERT_EQ(recs.size(), expected.size());
+      for (size_t o = 0; o < recs.size(); ++o) {
+        ASSERT_EQ(recs[o].offset, o);
+        ASSERT_TRUE(expected.contains(o)) << "offsets are not dense: " << o << " missing";
+        EXPECT_EQ(recs[o].value, expected[o]) << "offset " << o;
+      }
+      for (int t = 0; t < threads; ++t) {
+        EXPECT_EQ(l.position(fmt::format("w{}", t), stream::acks, 0), uint64_t(commits_per_thread));
+      }
+    };
+    check(*lg);
+    EXPECT_EQ(lg->generation(0), uint64_t(threads * commits_per_thread));
+    if (fsync) {
+      size_t flushes = flush.sizes().size();
+      fmt::print("{} commits from {} threads in {} flushes\n", threads * commits_per_thread,
+                 threads, flushes);
+      EXPECT_LT(flushes * 10, size_t(threads * commits_per_thread) * 9)
+          << "concurrent commits should share flushes";
+    }
+    lg.reset();
+    lg = open_log(dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    check(*lg);  // the same after recovery
+  }
+}
+
+TEST_F(embedded_log_test, failed_flush_fails_every_commit_of_its_group_and_shows_none) {
+  // The queued commits can miss the group if a thread is not scheduled for 100 ms; retry then.
+  for (int attempt = 0;; ++attempt) {
+    ASSERT_LT(attempt, 5) << "the queued commits never formed one group";
+    std::string dir = fmt::format("{}/attempt{}", _root, attempt);
+    flush_control flush;
+    auto lg = open_log(dir, flush.options(1));
+    ASSERT_TRUE(lg);
+    flush.fail_from_call(2);  // the leader's flush succeeds, the group's after it fails
+    auto run = commit_behind_a_held_flush(*lg, flush, leader_commit(), three_queued_commits());
+    ASSERT_TRUE(run.first.has_value()) << run.first.error().message;
+    for (const auto& r : run.queued) ASSERT_FALSE(r.has_value()) << "committed past a failed flush";
+    // A queued commit that missed the group is refused by the broken log instead; retry then.
+    if (std::ranges::any_of(run.queued, [](const auto& r) {
+          return r.error().message.find("refused") != std::string::npos;
+        })) {
+      continue;
+    }
+    EXPECT_EQ(flush.sizes().size(), 2u) << "the leader's flush and the group's";
+    for (const auto& r : run.queued) {
+      EXPECT_EQ(r.error().code, errc::io);
+      EXPECT_NE(r.error().message.find("fdatasync"), std::string::npos) << r.error().message;
+      EXPECT_EQ(r.error().message, run.queued[0].error().message) << "one flush, one error";
+    }
+    // Only the leader's commit shows; the failed group's records, positions and wake-ups don't.
+    EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
+    EXPECT_EQ(lg->end_offset(stream::acks, 0), 0u);
+    EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(lg->position(fmt::format("w{}", i), stream::commands_step, 0), 0u);
+    }
+    EXPECT_EQ(lg->generation(0), 1u);
+    std::vector<record> out;
+    auto n = lg->read(stream::executions, 0, 1, 10, SIZE_MAX, out);
+    ASSERT_TRUE(n.has_value()) << n.error().message;
+    EXPECT_EQ(*n, 0u);
+    // As before group commit: after a failed flush the log refuses commits until reopened.
+    commit_batch later;
+    later.add(stream::executions, "k", "later");
+    auto refused = lg->commit(0, later);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().message.find("refused"), std::string::npos)
+        << refused.error().message;
+    EXPECT_EQ(flush.sizes().size(), 2u) << "a refused commit writes nothing";
+    return;
+  }
+}
+
+TEST_F(embedded_log_test, group_cut_anywhere_shows_exactly_the_commit_before_it) {
+  std::vector<uint64_t> sizes;
+  std::string grouped_dump;
+  uint64_t last_g = 0;
+  for (int attempt = 0;; ++attempt) {
+    ASSERT_LT(attempt, 5) << "the queued commits never formed one group";
+    std::string dir = fmt::format("{}/attempt{}", _root, attempt);
+    flush_control flush;
+    auto lg = open_log(dir, flush.options(1));
+    ASSERT_TRUE(lg);
+    auto run = commit_behind_a_held_flush(*lg, flush, leader_commit(), three_queued_commits());
+    ASSERT_TRUE(run.first.has_value()) << run.first.error().message;
+    for (const auto& r : run.queued) ASSERT_TRUE(r.has_value()) << r.error().message;
+    sizes = flush.sizes();
+    if (sizes.size() != 2) continue;  // the queued commits were flushed apart
+    grouped_dump = dump(*lg, group_test_groups);
+    // The group is one commit on disk, its positions in queue order: as in memory, the last
+    // queued commit's position of "g" wins.
+    auto last = std::ranges::max_element(run.queued, {}, [](const auto& r) { return r->front(); });
+    last_g = 100 + uint64_t(last - run.queued.begin());
+    EXPECT_EQ(lg->position("g", stream::ingress, 0), last_g);
+    lg.reset();
+    fs::rename(dir, _dir);
+    break;
+  }
+  fs::path seg = last_segment(_dir, 0);
+  std::string full = file_bytes(seg);
+  ASSERT_EQ(full.size(), sizes[1]);
+  write_bytes(seg, std::string_view(full).substr(0, sizes[0]), /*append=*/false);
+  std::string leader_only;
+  {
+    auto lg = open_log(_dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    leader_only = dump(*lg, group_test_groups);
+    EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
+    EXPECT_EQ(lg->end_offset(stream::acks, 0), 0u);
+    EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
+  }
+  // Every byte inside the group, including right after a queued commit's last data frame.
+  for (uint64_t cut = sizes[0] + 1; cut < sizes[1]; ++cut) {
+    SCOPED_TRACE(fmt::format("cut at byte {} of {}", cut, full.size()));
+    write_bytes(seg, std::string_view(full).substr(0, cut), /*append=*/false);
+    auto lg = open_log(_dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    ASSERT_EQ(dump(*lg, group_test_groups), leader_only);
+    EXPECT_EQ(fs::file_size(seg), sizes[0]);
+  }
+  write_bytes(seg, full, /*append=*/false);
+  auto lg = open_log(_dir, fast_options(1));
+  ASSERT_TRUE(lg);
+  EXPECT_EQ(dump(*lg, group_test_groups), grouped_dump) << "uncut, the whole group is there";
+  EXPECT_EQ(lg->position("g", stream::ingress, 0), last_g);
 }
 
 TEST(crc32c_test, matches_known_values_in_both_implementations) {

@@ -187,6 +187,13 @@ TEST(metrics, a_scrape_shows_what_the_engine_did_on_the_tenants_partition) {
   EXPECT_EQ(e.value("auterity_worker_commands_total",
                     {{"group", "worker.commands.step"}, {"outcome", "succeeded"}}),
             2.0);
+  // Both step commands went through the step worker's connector: two calls, none in flight.
+  const std::map<std::string, std::string> step_worker = {{"group", "worker.commands.step"}};
+  EXPECT_EQ(e.value("auterity_connector_call_duration_seconds_count", step_worker), 2.0);
+  EXPECT_EQ(e.value("auterity_worker_in_flight", step_worker), 0.0);
+  EXPECT_EQ(e.value("auterity_worker_deadline_misses_total",
+                    {{"group", "worker.commands.step"}, {"kind", "passed"}}),
+            0.0);
 
   // Commits: a histogram whose +Inf bucket is the count, and the count is the batches run.
   const double commits = e.value("auterity_commit_duration_seconds_count", on_p).value_or(0);
