@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "processors/limits.h"
+#include "processors/strict_json.h"
 
 namespace auterity {
 namespace {
@@ -36,20 +37,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] " and may quote the
-// offending bytes, which need not be UTF-8.
-std::string plain_error(const char* what) {
-  std::string_view text(what);
-  if (const size_t end = text.find("] "); end != std::string_view::npos) {
-    text.remove_prefix(end + 2);
-  }
-  std::string out(text);
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) >= 0x80) c = '?';
-  }
-  return out;
-}
-
 std::expected<json, std::string> parse_limited(std::string_view text) {
   bool too_deep = false;
   json::parser_callback_t check = [&too_deep](int depth, json::parse_event_t event, json&) {
@@ -66,7 +53,7 @@ std::expected<json, std::string> parse_limited(std::string_view text) {
     }
     return doc;
   } catch (const json::parse_error& e) {
-    return std::unexpected(plain_error(e.what()));
+    return std::unexpected(json_error_text(e.what()));
   }
 }
 
@@ -387,7 +374,7 @@ std::expected<std::string, std::string> render_template(std::string_view templat
     }
     return out;
   } catch (const std::exception& e) {
-    return std::unexpected("template: " + plain_error(e.what()));
+    return std::unexpected("template: " + json_error_text(e.what()));
   }
 }
 
@@ -418,7 +405,7 @@ std::expected<bool, std::string> evaluate_condition(const condition& c,
     }
     return std::unexpected(std::string("condition: unknown operation"));
   } catch (const std::exception& e) {
-    return std::unexpected("condition: " + plain_error(e.what()));
+    return std::unexpected("condition: " + json_error_text(e.what()));
   }
 }
 
