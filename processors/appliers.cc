@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
+#include <chrono>
 #include <limits>
+
+#include <fmt/core.h>
 
 #include "engine/assert.h"
 #include "processors/orchestrator.h"
@@ -196,6 +200,78 @@ void add_be64(orchestrator_state& s, const std::string& key, int64_t amount) {
   s.put_value(key, std::move(v));
 }
 
+// ------------------------------------------------------------------------------ retention
+
+std::optional<int> digits(std::string_view s) {
+  int v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// The oldest day kept when `day` ("YYYY-MM-DD") has usage: retention::spend_days_kept days
+// before it. Empty: not a date (nothing is pruned).
+std::string first_day_kept(std::string_view day) {
+  using namespace std::chrono;
+  if (day.size() != 10 || day[4] != '-' || day[7] != '-') return {};
+  auto y = digits(day.substr(0, 4)), m = digits(day.substr(5, 2)), d = digits(day.substr(8, 2));
+  if (!y || !m || !d) return {};
+  const year_month_day ymd{year{*y}, month{static_cast<unsigned>(*m)},
+                           std::chrono::day{static_cast<unsigned>(*d)}};
+  if (!ymd.ok()) return {};
+  const year_month_day first{sys_days(ymd) - days(retention::spend_days_kept)};
+  return fmt::format("{:04}-{:02}-{:02}", static_cast<int>(first.year()),
+                     static_cast<unsigned>(first.month()), static_cast<unsigned>(first.day()));
+}
+
+// The oldest month kept when `month` ("YYYY-MM") has usage. Empty: not a month.
+std::string first_month_kept(std::string_view month) {
+  if (month.size() != 7 || month[4] != '-') return {};
+  auto y = digits(month.substr(0, 4)), m = digits(month.substr(5, 2));
+  if (!y || !m || *m < 1 || *m > 12) return {};
+  const int index = *y * 12 + (*m - 1) - retention::spend_months_kept;
+  if (index < 0) return {};
+  return fmt::format("{:04}-{:02}", index / 12, index % 12 + 1);
+}
+
+// Deletes the tenant's spend keys (days or months, ordered) before `first_kept`, at most
+// spend_keys_pruned_per_event_max of them.
+void prune_spend(orchestrator_state& s, const std::set<std::string>& stored,
+                 const std::string& first_kept,
+                 std::string (*key_of)(std::string_view, std::string_view),
+                 std::string_view tenant) {
+  if (first_kept.empty()) return;
+  std::vector<std::string> old;
+  for (auto it = stored.begin(); it != stored.end() && *it < first_kept &&
+                                 old.size() < retention::spend_keys_pruned_per_event_max;
+       ++it) {
+    old.push_back(*it);
+  }
+  for (const std::string& when : old) s.del_value(key_of(tenant, when));
+}
+
+// Expired dedup entries (admitted at least `window_ms` before `now_ms`), oldest first and at
+// most dedup_pruned_per_admission_max; then the oldest beyond dedup_entries_per_tenant_max - 1,
+// making room for the admission being applied.
+void prune_dedup(orchestrator_state& s, std::string_view tenant, int64_t now_ms,
+                 int64_t window_ms) {
+  const auto& entries = s.counters(tenant).dedup;
+  std::vector<std::string> old;
+  for (auto it = entries.begin(); it != entries.end() && it->first <= now_ms - window_ms &&
+                                  old.size() < retention::dedup_pruned_per_admission_max;
+       ++it) {
+    old.push_back(it->second);
+  }
+  const size_t left = entries.size() - old.size();
+  if (left >= retention::dedup_entries_per_tenant_max) {
+    auto it = std::next(entries.begin(), static_cast<std::ptrdiff_t>(old.size()));
+    for (size_t n = left - retention::dedup_entries_per_tenant_max + 1; n > 0; --n, ++it) {
+      old.push_back(it->second);
+    }
+  }
+  for (const std::string& key : old) s.del_value(key);
+}
+
 void ai_usage_recorded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_AiUsageRecorded();
   int idx = step_of(s, *e, p->step());
@@ -203,8 +279,17 @@ void ai_usage_recorded_v1(orchestrator_state& s, const fbs::Envelope& env, execu
     if (a.attempt == p->attempt()) a.usage_recorded = true;
   }
   const std::string_view tenant = sv(env.tenant_id());
-  add_be64(s, keys::ai_spend_day(tenant, sv(p->day())), p->cost_micros());
-  add_be64(s, keys::ai_spend_month(tenant, sv(p->month())), p->cost_micros());
+  const std::string day(sv(p->day())), month(sv(p->month()));
+  // The first usage of a new day (or month) prunes the ones past retention.
+  const orchestrator_state::counter_index& stored = s.counters(tenant);
+  if (!stored.days.contains(day)) {
+    prune_spend(s, stored.days, first_day_kept(day), keys::ai_spend_day, tenant);
+  }
+  if (!stored.months.contains(month)) {
+    prune_spend(s, stored.months, first_month_kept(month), keys::ai_spend_month, tenant);
+  }
+  add_be64(s, keys::ai_spend_day(tenant, day), p->cost_micros());
+  add_be64(s, keys::ai_spend_month(tenant, month), p->cost_micros());
 }
 
 void notification_suppressed_v1(orchestrator_state& s, const fbs::Envelope& env,
@@ -238,6 +323,9 @@ void notification_admitted_v1(orchestrator_state& s, const fbs::Envelope& env, e
     keys::put_be32(v, count);
     s.put_value(key, std::move(v));
   }
+  // Entries past the window of this admission no longer suppress anything (a policy with a
+  // longer window later starts from what is left).
+  prune_dedup(s, tenant, env.timestamp_ms(), p->dedup_window_ms());
   if (p->dedup_window_ms() > 0 && p->content_hash() && p->content_hash()->size() == 32) {
     hash256 h;
     std::copy(p->content_hash()->begin(), p->content_hash()->end(), h.begin());

@@ -11,13 +11,18 @@
 //   T<tenant>\0H<execution>\0<seq:be32>        event index: executions offset (be64)
 //   T<tenant>\0M<due:be64><execution>\0<step:be16>  timer (value empty)
 //   T<tenant>\0P                               tenant policy: version (be32) + normalised JSON
-//   T<tenant>\0U<YYYY-MM-DD>                   AI spend of a UTC day, micro-USD (be64)
-//   T<tenant>\0V<YYYY-MM>                      AI spend of a UTC month, micro-USD (be64)
+//   T<tenant>\0U<YYYY-MM-DD>                   AI spend of a UTC day, micro-USD (be64); pruned
+//                                              62 days after (retention:: in tenant_policy.h)
+//   T<tenant>\0V<YYYY-MM>                      AI spend of a UTC month, micro-USD (be64);
+//                                              pruned 24 months after
 //   T<tenant>\0N<channel>                      notifications admitted in the channel's current
 //                                              rate-limit window: window start (be64) + count
 //                                              (be32); a new window replaces the old one
 //   T<tenant>\0X<content hash: 32 bytes>       last admission of this notification content:
-//                                              time (be64) + command id
+//                                              time (be64) + command id; pruned once past the
+//                                              dedup window, at most 20,000 per tenant
+// The U, V, N and X keys of a tenant are read as a whole (prefix scans) by prefetch; the
+// appliers prune U, V and X (POLICY.md, Retention).
 
 #include <cstdint>
 #include <string>

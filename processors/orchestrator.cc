@@ -932,7 +932,21 @@ void orchestrator::decider::after_failure(execution_state& e, uint16_t idx) {
 // ------------------------------------------------------------------------------ processor
 
 orchestrator::orchestrator(orchestrator_options options)
-    : _options(options), _state(std::make_unique<orchestrator_state>()) {}
+    : _options(options), _state(std::make_unique<orchestrator_state>()) {
+  _state->count_decide_reads(&_probe.decide_reads);
+}
+
+// Marks the state as deciding for its lifetime: store reads then count as decide_reads.
+class orchestrator::deciding_scope {
+ public:
+  explicit deciding_scope(orchestrator_state& s) : _s(s) { _s.set_deciding(true); }
+  ~deciding_scope() { _s.set_deciding(false); }
+  deciding_scope(const deciding_scope&) = delete;
+  deciding_scope& operator=(const deciding_scope&) = delete;
+
+ private:
+  orchestrator_state& _s;
+};
 
 orchestrator::~orchestrator() = default;
 
@@ -983,12 +997,7 @@ void orchestrator::prefetch(std::span<const input> inputs) {
     const std::string_view tenant = sv(env->tenant_id());
     const std::string_view id = sv(env->execution_id());
     if (!valid_id(tenant)) continue;
-    // The tenant's policy, and for AI routing its spend of the record's day (the batch's own
-    // time is not known here; the record's is the same day nearly always).
-    if (const tenant_policy* p = _state->policy(tenant); p && p->ai) {
-      _state->value(keys::ai_spend_day(tenant, utc_day(env->timestamp_ms())));
-      _state->value(keys::ai_spend_month(tenant, utc_month(env->timestamp_ms())));
-    }
+    prefetch_tenant(tenant);
     if (!id.empty() && valid_id(id)) {
       if (execution_state* e = _state->find_execution(tenant, id)) {
         _state->find_definition(e->tenant, e->workflow, e->version);
@@ -999,10 +1008,41 @@ void orchestrator::prefetch(std::span<const input> inputs) {
       _state->tenant_known(tenant);
       _state->find_definition(tenant, sv(p->workflow()), p->version());
     }
+    if (env->payload_type() == fbs::Payload::PublishDefinition ||
+        env->payload_type() == fbs::Payload::PublishTenantPolicy) {
+      _state->chain(tenant);  // tenant-level events extend the tenant's chain
+      _state->tenant_known(tenant);
+    }
+    if (auto p = env->payload_as_PublishDefinition()) prefetch_definition(tenant, *p);
+  }
+}
+
+// The tenant's policy and all its policy counters: AI spend (any day: the batch's own time is
+// not known here), rate windows and dedup entries (the content hash is only known once a step
+// input is rendered). Loaded whether or not a policy is in force, since one published earlier
+// in the same batch applies at once; for a tenant without policy state the scans find nothing.
+void orchestrator::prefetch_tenant(std::string_view tenant) {
+  _state->policy(tenant);
+  _state->load_counters(tenant);
+}
+
+// The published workflow's existing version and latest one (a cheap look at the JSON: the
+// full validation runs when deciding).
+void orchestrator::prefetch_definition(std::string_view tenant, const fbs::PublishDefinition& p) {
+  const json doc = json::parse(sv(p.definition_json()), nullptr, false);
+  if (!doc.is_object() || !doc.contains("workflow") || !doc["workflow"].is_string()) return;
+  const std::string workflow = doc["workflow"].get<std::string>();
+  _state->find_definition(tenant, workflow, 0);
+  if (doc.contains("version") && doc["version"].is_number_unsigned()) {
+    const uint64_t v = doc["version"].get<uint64_t>();
+    if (v > 0 && v <= std::numeric_limits<uint32_t>::max()) {
+      _state->find_definition(tenant, workflow, static_cast<uint32_t>(v));
+    }
   }
 }
 
 void orchestrator::process(const input& in, batch_context& ctx) {
+  deciding_scope deciding(*_state);
   std::string why;
   std::string converted;  // a JSON envelope's bytes; `env` points into them
   const fbs::Envelope* env = decode_input(in, ctx.now_ms(), converted, why);
@@ -1042,6 +1082,14 @@ int64_t orchestrator::next_timer_ms() const {
 }
 
 void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
+  // Prefetch for the timers due now: their executions are cached (open() and the appliers keep
+  // every execution with a timer), their tenants' counters may have been evicted.
+  size_t due = 0;
+  for (const timer_entry& t : _state->timers()) {
+    if (t.due_ms > ctx.now_ms() || due++ >= max_timers) break;
+    prefetch_tenant(t.tenant);
+  }
+  deciding_scope deciding(*_state);
   for (size_t fired = 0; fired < max_timers; ++fired) {
     const auto& timers = _state->timers();
     if (timers.empty() || timers.begin()->due_ms > ctx.now_ms()) return;

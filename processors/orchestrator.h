@@ -30,6 +30,8 @@ struct orchestrator_probe {
   std::atomic<uint64_t> executions_started{0};
   std::atomic<uint64_t> executions_ended{0};
   std::atomic<uint64_t> forwarded{0};  // ingress records moved to their tenant's partition
+  // State store reads while deciding (a cache miss prefetch did not foresee): should stay 0.
+  std::atomic<uint64_t> decide_reads{0};
 };
 
 class orchestrator final : public partition_processor {
@@ -51,6 +53,10 @@ class orchestrator final : public partition_processor {
 
  private:
   class decider;
+  class deciding_scope;
+  // Loads what deciding `tenant`'s records needs beyond the record's own execution.
+  void prefetch_tenant(std::string_view tenant);
+  void prefetch_definition(std::string_view tenant, const fbs::PublishDefinition& p);
   orchestrator_options _options;
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;

@@ -12,7 +12,35 @@ std::string exec_key(std::string_view tenant, std::string_view id) {
 // Entries of the tenant-value cache kept across batches; beyond this it is emptied after a
 // flush (the store has every value; the cache only saves reads).
 constexpr size_t values_cached_max = 65'536;
+
+// The tenant counter kinds load_counters() holds completely (letters of execution_state.h).
+constexpr std::string_view counter_kinds = "UVNX";
+
+struct counter_key {
+  std::string_view tenant;
+  char kind = 0;
+  std::string_view rest;  // after the kind letter
+};
+
+// "T<tenant>\0<kind><rest>" with a counter kind; tenant ids hold no NUL.
+std::optional<counter_key> parse_counter_key(std::string_view key) {
+  if (!key.starts_with('T')) return std::nullopt;
+  const size_t nul = key.find('\0');
+  if (nul == std::string_view::npos || nul + 1 >= key.size()) return std::nullopt;
+  const char kind = key[nul + 1];
+  if (counter_kinds.find(kind) == std::string_view::npos) return std::nullopt;
+  return counter_key{key.substr(1, nul - 1), kind, key.substr(nul + 2)};
+}
+
+int64_t admitted_ms_of(const std::optional<std::string>& v) {
+  return v && v->size() >= 8 ? static_cast<int64_t>(keys::get_be64(*v)) : 0;
+}
 }  // namespace
+
+result<std::optional<std::string>> orchestrator_state::read(std::string_view key) {
+  if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
+  return _store->get(key);
+}
 
 result<void> orchestrator_state::open(state_store& store) {
   _store = &store;
@@ -40,9 +68,13 @@ result<void> orchestrator_state::open(state_store& store) {
 execution_state* orchestrator_state::find_execution(std::string_view tenant, std::string_view id) {
   std::string key = exec_key(tenant, id);
   if (auto it = _executions.find(key); it != _executions.end()) return it->second.get();
-  auto stored = _store->get(key);
+  if (_absent.contains(key)) return nullptr;
+  auto stored = read(key);
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
-  if (!stored->has_value()) return nullptr;
+  if (!stored->has_value()) {
+    _absent.insert(std::move(key));
+    return nullptr;
+  }
   auto e = std::make_unique<execution_state>();
   vassert(decode_execution(**stored, *e), "undecodable execution state for {}", id);
   execution_state* raw = e.get();
@@ -56,7 +88,7 @@ const definition* orchestrator_state::find_definition(std::string_view tenant,
     std::string lk = keys::latest(tenant, workflow);
     auto it = _latest.find(lk);
     if (it == _latest.end()) {
-      auto stored = _store->get(lk);
+      auto stored = read(lk);
       vassert(stored.has_value(), "state read failed: {}", stored.error().message);
       uint32_t v = stored->has_value() ? keys::get_be32(**stored) : 0;
       it = _latest.emplace(lk, v).first;
@@ -66,9 +98,13 @@ const definition* orchestrator_state::find_definition(std::string_view tenant,
   }
   std::string key = keys::definition(tenant, workflow, version);
   if (auto it = _definitions.find(key); it != _definitions.end()) return it->second.get();
-  auto stored = _store->get(key);
+  if (_absent.contains(key)) return nullptr;
+  auto stored = read(key);
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
-  if (!stored->has_value()) return nullptr;
+  if (!stored->has_value()) {
+    _absent.insert(std::move(key));
+    return nullptr;
+  }
   auto parsed = parse_definition(**stored, "");
   vassert(parsed.has_value(), "stored definition {} v{} no longer parses: {}", workflow, version,
           parsed.error().reason);
@@ -79,7 +115,7 @@ const definition* orchestrator_state::find_definition(std::string_view tenant,
 bool orchestrator_state::tenant_known(std::string_view tenant) {
   std::string t(tenant);
   if (auto it = _tenants.find(t); it != _tenants.end()) return it->second;
-  auto stored = _store->get(keys::tenant_registry(tenant));
+  auto stored = read(keys::tenant_registry(tenant));
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
   bool known = stored->has_value();
   _tenants.emplace(std::move(t), known);
@@ -90,7 +126,7 @@ tenant_chain& orchestrator_state::chain(std::string_view tenant) {
   std::string key = keys::tenant_chain(tenant);
   if (auto it = _chains.find(key); it != _chains.end()) return it->second;
   tenant_chain c;
-  auto stored = _store->get(key);
+  auto stored = read(key);
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
   if (stored->has_value()) vassert(decode_chain(**stored, c), "undecodable tenant chain");
   return _chains.emplace(std::move(key), c).first->second;
@@ -100,7 +136,7 @@ orchestrator_state::versioned_policy& orchestrator_state::load_policy(std::strin
   std::string key = keys::policy(tenant);
   if (auto it = _policies.find(key); it != _policies.end()) return it->second;
   versioned_policy v;
-  auto stored = _store->get(key);
+  auto stored = read(key);
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
   if (stored->has_value()) {
     const std::string& bytes = **stored;
@@ -124,7 +160,8 @@ uint32_t orchestrator_state::policy_version(std::string_view tenant) {
 
 const std::optional<std::string>& orchestrator_state::value(const std::string& key) {
   if (auto it = _values.find(key); it != _values.end()) return it->second;
-  auto stored = _store->get(key);
+  if (loaded_counters(key)) return _values.emplace(key, std::nullopt).first->second;
+  auto stored = read(key);
   vassert(stored.has_value(), "state read failed: {}", stored.error().message);
   return _values.emplace(key, std::move(*stored)).first->second;
 }
@@ -139,15 +176,92 @@ void orchestrator_state::put_policy(std::string_view tenant, uint32_t version,
   _policies[key] = versioned_policy{version, std::make_shared<const tenant_policy>(p)};
 }
 
+orchestrator_state::counter_index* orchestrator_state::loaded_counters(std::string_view key) {
+  auto k = parse_counter_key(key);
+  if (!k) return nullptr;
+  auto it = _counters.find(std::string(k->tenant));
+  return it == _counters.end() ? nullptr : &it->second;
+}
+
+void orchestrator_state::index_value(counter_index& idx, std::string_view key,
+                                     const std::optional<std::string>& v, bool present) {
+  auto k = parse_counter_key(key);
+  vassert(k.has_value(), "not a counter key: {} bytes", key.size());
+  switch (k->kind) {
+    case 'U':
+    case 'V': {
+      std::set<std::string>& when = k->kind == 'U' ? idx.days : idx.months;
+      if (present) {
+        when.emplace(k->rest);
+      } else {
+        when.erase(std::string(k->rest));
+      }
+      break;
+    }
+    case 'X':
+      if (present) {
+        idx.dedup.emplace(admitted_ms_of(v), std::string(key));
+      } else {
+        idx.dedup.erase({admitted_ms_of(v), std::string(key)});
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+void orchestrator_state::load_counters(std::string_view tenant) { ensure_counters(tenant); }
+
+orchestrator_state::counter_index& orchestrator_state::ensure_counters(std::string_view tenant) {
+  if (auto it = _counters.find(std::string(tenant)); it != _counters.end()) return it->second;
+  counter_index idx;
+  for (char kind : counter_kinds) {
+    const std::string prefix = keys::tenant_prefix(tenant) + kind;
+    if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
+    auto scanned = _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
+      std::optional<std::string> v{std::string(value)};
+      index_value(idx, key, v, true);
+      _values[std::string(key)] = std::move(v);
+      return true;
+    });
+    vassert(scanned.has_value(), "state scan failed: {}", scanned.error().message);
+  }
+  return _counters.emplace(std::string(tenant), std::move(idx)).first->second;
+}
+
+const orchestrator_state::counter_index& orchestrator_state::counters(std::string_view tenant) {
+  return ensure_counters(tenant);
+}
+
 void orchestrator_state::put_value(const std::string& key, std::string v) {
+  if (auto k = parse_counter_key(key)) {
+    // Loaded first, so the index never misses a change made before it was read.
+    counter_index& idx = ensure_counters(k->tenant);
+    if (auto it = _values.find(key); it != _values.end() && it->second) {
+      index_value(idx, key, it->second, false);
+    }
+    index_value(idx, key, v, true);
+  }
   _pending.put(key, v);
   _values[key] = std::move(v);
+}
+
+void orchestrator_state::del_value(const std::string& key) {
+  if (auto k = parse_counter_key(key)) {
+    counter_index& idx = ensure_counters(k->tenant);
+    if (auto it = _values.find(key); it != _values.end() && it->second) {
+      index_value(idx, key, it->second, false);
+    }
+  }
+  _pending.del(key);
+  _values[key] = std::nullopt;
 }
 
 execution_state& orchestrator_state::create_execution(execution_state e) {
   std::string key = exec_key(e.tenant, e.id);
   auto owned = std::make_unique<execution_state>(std::move(e));
   execution_state& ref = *owned;
+  _absent.erase(key);
   _executions[key] = std::move(owned);
   _dirty.insert(std::move(key));
   return ref;
@@ -177,14 +291,16 @@ void orchestrator_state::set_timer(execution_state& e, uint16_t step, int64_t du
 void orchestrator_state::put_definition(std::string_view tenant, const definition& d) {
   std::string key = keys::definition(tenant, d.workflow, d.version);
   _pending.put(key, d.normalized_json);
+  _absent.erase(key);
   _definitions[key] = std::make_shared<const definition>(d);
   std::string lk = keys::latest(tenant, d.workflow);
-  uint32_t& latest = _latest[lk];
-  if (latest == 0) {
-    auto stored = _store->get(lk);
+  auto known = _latest.find(lk);
+  if (known == _latest.end()) {
+    auto stored = read(lk);
     vassert(stored.has_value(), "state read failed: {}", stored.error().message);
-    if (stored->has_value()) latest = keys::get_be32(**stored);
+    known = _latest.emplace(lk, stored->has_value() ? keys::get_be32(**stored) : 0).first;
   }
+  uint32_t& latest = known->second;
   if (d.version > latest) {
     latest = d.version;
     std::string v;
@@ -233,7 +349,11 @@ void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& ev
   // Ended executions live on in the store only: the cache holds what can still change.
   for (const std::string& key : _ended) _executions.erase(key);
   _ended.clear();
-  if (_values.size() > values_cached_max) _values.clear();
+  _absent.clear();
+  if (_values.size() > values_cached_max) {
+    _values.clear();
+    _counters.clear();  // no longer complete in _values: loaded again by the next prefetch
+  }
   out = std::move(_pending);
   _pending = state_batch();
 }

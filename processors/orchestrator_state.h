@@ -3,6 +3,7 @@
 // cache over the state store plus the changes of the current batch. Appliers change it; the
 // decider only reads it.
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -42,8 +43,28 @@ class orchestrator_state {
   const tenant_policy* policy(std::string_view tenant);
   uint32_t policy_version(std::string_view tenant);
   // A tenant counter or record outside executions (AI spend, notification windows and
-  // content hashes; keys in execution_state.h). nullopt: absent.
+  // content hashes; keys in execution_state.h). nullopt: absent. For a tenant whose counters
+  // are loaded (load_counters) a key of those kinds never reads the store.
   const std::optional<std::string>& value(const std::string& key);
+  // Loads every AI spend (U, V), rate window (N) and dedup (X) key of the tenant, unless
+  // loaded: four short prefix scans, short because the appliers prune them (POLICY.md,
+  // Retention). Prefetch calls it, so the decider's lookups of these kinds never miss, even
+  // for a content hash only known once the step input is rendered.
+  void load_counters(std::string_view tenant);
+
+  // While set, every store read counts into `counter` (the probe's decide_reads): the
+  // orchestrator sets it around deciding, where prefetch should have left nothing to read.
+  void set_deciding(bool deciding) { _deciding = deciding; }
+  void count_decide_reads(std::atomic<uint64_t>* counter) { _decide_reads = counter; }
+
+  // The tenant's stored spend days and months and dedup entries, ordered for pruning.
+  struct counter_index {
+    std::set<std::string> days;                       // "YYYY-MM-DD" with a U key
+    std::set<std::string> months;                     // "YYYY-MM" with a V key
+    std::set<std::pair<int64_t, std::string>> dedup;  // (admitted_ms, X key), oldest first
+  };
+  // Loads the tenant's counters if needed (store reads: live, prefetch did it already).
+  const counter_index& counters(std::string_view tenant);
 
   // --- for appliers only ---
   execution_state& create_execution(execution_state e);
@@ -55,6 +76,7 @@ class orchestrator_state {
   void on_ended(const execution_state& e);
   void put_policy(std::string_view tenant, uint32_t version, const tenant_policy& p);
   void put_value(const std::string& key, std::string value);
+  void del_value(const std::string& key);
 
   const std::set<timer_entry>& timers() const { return _timers; }
   // After the commit: resolves pending event positions with the batch's committed executions
@@ -66,6 +88,9 @@ class orchestrator_state {
   std::unordered_map<std::string, std::unique_ptr<execution_state>> _executions;
   std::unordered_set<std::string> _dirty;
   std::unordered_set<std::string> _ended;  // evicted from the cache after the flush
+  // Execution and definition keys found absent in this batch (prefetch looked): not read
+  // again while deciding. Emptied by the flush, so unknown ids do not accumulate.
+  std::unordered_set<std::string> _absent;
   std::unordered_map<std::string, std::shared_ptr<const definition>> _definitions;
   std::unordered_map<std::string, uint32_t> _latest;
   std::unordered_map<std::string, bool> _tenants;
@@ -79,6 +104,15 @@ class orchestrator_state {
   versioned_policy& load_policy(std::string_view tenant);
   std::unordered_map<std::string, versioned_policy> _policies;
   std::unordered_map<std::string, std::optional<std::string>> _values;
+  // Tenants whose U, V, N and X keys are all in _values (absent there: absent in the store).
+  std::unordered_map<std::string, counter_index> _counters;
+  counter_index* loaded_counters(std::string_view key);
+  counter_index& ensure_counters(std::string_view tenant);  // of the key's tenant, if loaded
+  void index_value(counter_index& idx, std::string_view key, const std::optional<std::string>& v,
+                   bool present);
+  result<std::optional<std::string>> read(std::string_view key);
+  bool _deciding = false;
+  std::atomic<uint64_t>* _decide_reads = nullptr;
   state_batch _pending;
   std::vector<std::pair<std::string, uint64_t>> _unresolved;  // index key, batch ordinal
 };

@@ -539,8 +539,10 @@ std::string normalize_recipient(std::string_view to) {
 hash256 notification_hash(std::string_view channel, std::string_view to, std::string_view subject,
                           std::string_view body) {
   std::string buf;
-  for (std::string_view part :
-       {channel, std::string_view(normalize_recipient(to)), subject, body}) {
+  // Named: a temporary in the range initializer would be gone before the loop body reads it
+  // (GCC 12 does not extend it, C++23's P2718 is not implemented there).
+  const std::string recipient = normalize_recipient(to);
+  for (std::string_view part : {channel, std::string_view(recipient), subject, body}) {
     buf += fmt::format("{}:", part.size());
     buf.append(part);
   }

@@ -31,6 +31,24 @@ inline constexpr uint32_t rate_limit_max_max = 1'000'000;   // rate_limits[].max
 inline constexpr int32_t utc_offset_minutes_max = 14 * 60;  // quiet_hours.utc_offset_minutes
 }  // namespace policy_limits
 
+// How long the tenant counters of the policy live (POLICY.md, Retention). The appliers prune
+// them, driven only by the events they apply (never by the clock), so a replay prunes the same.
+namespace retention {
+// AI spend of a UTC day is kept this many days before the day of a later usage (a day's spend
+// is read only on that day: the rest is for operators and audits).
+inline constexpr int spend_days_kept = 62;
+// AI spend of a UTC month, kept this many months before the month of a later usage.
+inline constexpr int spend_months_kept = 24;
+// Spend keys deleted at most per applied AiUsageRecorded (older ones go with the next one).
+inline constexpr size_t spend_keys_pruned_per_event_max = 64;
+// Expired dedup entries deleted at most per applied NotificationAdmitted, oldest first: each
+// admission adds at most one, so the backlog shrinks by at least this minus one each time.
+inline constexpr size_t dedup_pruned_per_admission_max = 8;
+// Dedup entries a tenant keeps at most (all are held in memory while the tenant is active);
+// beyond it the oldest is forgotten even inside the window.
+inline constexpr size_t dedup_entries_per_tenant_max = 20'000;
+}  // namespace retention
+
 // ------------------------------------------------------------------------------ the policy
 
 enum class ai_tier : uint8_t { basic = 0, standard = 1, premium = 2 };

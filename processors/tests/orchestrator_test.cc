@@ -450,6 +450,13 @@ void expect_replay_rebuilds_the_state(harness& h) {
   }
 }
 
+// Prefetch loaded everything the decisions needed: no state store read while deciding.
+void expect_no_decide_reads(harness& h) {
+  for (uint32_t p = 0; p < h.n->get_log().partition_count(); ++p) {
+    EXPECT_EQ(h.n->orchestrator_of(p).probe().decide_reads.load(), 0u) << "partition " << p;
+  }
+}
+
 std::string ai_workflow(std::string_view tier, const json& extra = json::object()) {
   json step = {{"id", "draft"},
                {"kind", "ai"},
@@ -512,6 +519,7 @@ TEST(orchestrator_policy, ai_routing_records_the_choice_the_command_and_the_exac
   EXPECT_EQ(h.events_of("e1"),
             (std::vector<std::string>{"ExecutionStarted", "StepScheduled", "AiRouted",
                                       "AiUsageRecorded", "StepSucceeded", "ExecutionSucceeded"}));
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -536,6 +544,66 @@ TEST(orchestrator_policy, spend_accumulates_across_executions_and_a_new_day_star
   auto routed = payloads<fbs::AiRouted>(events(h, "e4", keep)).at(0);
   EXPECT_EQ(routed->day_spent_micros(), 0) << "a new UTC day";
   EXPECT_EQ(routed->month_spent_micros(), 1581) << "the same month";
+  expect_no_decide_reads(h);
+  expect_replay_rebuilds_the_state(h);
+}
+
+// The stored value of a state key of partition 0, nullopt when absent.
+std::optional<std::string> stored(harness& h, const std::string& key) {
+  auto v = h.n->partition(0).store().get(key);
+  EXPECT_TRUE(v.has_value());
+  return v ? *v : std::nullopt;
+}
+
+TEST(orchestrator_policy, spend_of_days_and_months_past_retention_is_pruned_by_later_usage) {
+  harness h("ai-retention", 1, false);
+  publish_policy(h, ai_policy_json());
+  h.publish(tenant, ai_workflow("standard"));
+  std::vector<record> keep_cmds;
+  int n = 0;
+  auto use = [&] {  // one execution with usage at the current time: 527 micro-USD
+    const std::string id = fmt::format("e{}", ++n);
+    h.start(tenant, id, "wf");
+    h.settle();
+    ack(h, *commands(h, stream::commands_ai, keep_cmds).back(), ai_answer(1234, 567));
+    EXPECT_EQ(h.exec(tenant, id)->status, exec_status::succeeded);
+  };
+  auto day = [&](int64_t after_days) { return utc_day(t0 + after_days * day_ms); };
+  use();  // 2023-11-14
+  h.clk.advance(2 * day_ms);
+  use();  // 2023-11-16
+  ASSERT_TRUE(stored(h, keys::ai_spend_day(tenant, day(0))).has_value());
+  // 63 days after the first: days before (this day - spend_days_kept) go, the rest stay.
+  h.clk.advance((retention::spend_days_kept + 1 - 2) * day_ms);
+  ASSERT_EQ(retention::spend_days_kept + 1, 63) << "the dates below assume 62 days";
+  use();  // 2024-01-16
+  EXPECT_FALSE(stored(h, keys::ai_spend_day(tenant, day(0))).has_value());
+  EXPECT_TRUE(stored(h, keys::ai_spend_day(tenant, day(2))).has_value());
+  EXPECT_TRUE(stored(h, keys::ai_spend_day(tenant, day(63))).has_value());
+  auto month = stored(h, keys::ai_spend_month(tenant, "2023-11"));
+  ASSERT_TRUE(month.has_value()) << "a month is kept far longer than a day";
+  EXPECT_EQ(keys::get_be64(*month), 2u * 527);
+  expect_no_decide_reads(h);
+  expect_replay_rebuilds_the_state(h);
+
+  // 800 days later (2026-03-26): months before 2024-03 go too.
+  h.clk.advance(800 * day_ms);
+  use();
+  EXPECT_FALSE(stored(h, keys::ai_spend_month(tenant, "2023-11")).has_value());
+  EXPECT_FALSE(stored(h, keys::ai_spend_month(tenant, "2024-01")).has_value());
+  EXPECT_FALSE(stored(h, keys::ai_spend_day(tenant, day(63))).has_value());
+  EXPECT_EQ(keys::get_be64(*stored(h, keys::ai_spend_month(tenant, "2026-03"))), 527u);
+  size_t spend_keys = 0;
+  for (char kind : {'U', 'V'}) {
+    auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + kind,
+                                                         [&](std::string_view, std::string_view) {
+                                                           ++spend_keys;
+                                                           return true;
+                                                         });
+    ASSERT_TRUE(scanned.has_value());
+  }
+  EXPECT_EQ(spend_keys, 2u) << "one day and one month are left";
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -558,6 +626,7 @@ TEST(orchestrator_policy, an_exhausted_budget_downgrades_to_a_cheaper_tier) {
   auto cmds = commands(h, stream::commands_ai, keep_cmds);
   EXPECT_EQ(sv(cmds.back()->payload_as_CallAi()->provider()), "local");
   EXPECT_EQ(sv(cmds.back()->payload_as_CallAi()->model()), "llama3");
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -595,6 +664,7 @@ TEST(orchestrator_policy, an_exhausted_budget_with_reject_fails_the_step_and_the
   EXPECT_EQ(e->steps[1].status, step_status::delaying) << "the fallback runs";
   h.run_for(20);
   EXPECT_EQ(h.exec(tenant, "e2")->status, exec_status::succeeded);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -643,6 +713,7 @@ TEST(orchestrator_policy, failover_tries_the_next_candidate_at_once_without_usin
   ack(h, *cmds[2], ai_answer(10, 10));
   EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
   EXPECT_EQ(h.exec(tenant, "e1")->steps[0].attempt, 3u);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -671,6 +742,7 @@ TEST(orchestrator_policy, a_slow_provider_times_out_at_its_latency_limit_and_fai
   EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
   EXPECT_EQ(payloads<fbs::AiUsageRecorded>(events(h, "e1", keep)).back()->cost_micros(),
             3000 + 15000);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -698,6 +770,7 @@ TEST(orchestrator_policy, an_invalid_policy_is_rejected_and_a_later_one_replaces
   h.start(tenant, "e1", "wf");
   h.settle();
   EXPECT_EQ(sv(payloads<fbs::AiRouted>(events(h, "e1", keep)).at(0)->provider()), "anthropic");
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -764,6 +837,7 @@ TEST(orchestrator_policy, an_opted_out_recipient_is_not_messaged_and_the_workflo
             json::parse(R"({"sent":false,"suppressed":"opted_out"})"));
   h.run_for(20);
   EXPECT_EQ(h.exec(tenant, "e1")->status, exec_status::succeeded);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -791,6 +865,87 @@ TEST(orchestrator_policy, the_same_message_twice_within_the_window_is_sent_once)
   h.start(tenant, "e3", "wf");
   h.settle();
   EXPECT_EQ(commands(h, stream::commands_notify, keep).size(), 2u);
+  expect_no_decide_reads(h);
+  expect_replay_rebuilds_the_state(h);
+}
+
+TEST(orchestrator_policy, dedup_entries_past_the_window_are_pruned_by_later_admissions) {
+  harness h("notify-dedup-prune", 1, false);
+  publish_policy(h, notify_policy_json());  // dedup_window_ms 600000
+  h.publish(tenant,
+            notify_workflow({{"channel", "email"}, {"to", "{{input.to}}"}, {"body", "hi"}}));
+  auto dedup_key = [](std::string_view to) {
+    return keys::notify_dedup(tenant, notification_hash("email", to, "", "hi"));
+  };
+  auto dedup_entries = [&] {
+    size_t n = 0;
+    auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + 'X',
+                                                         [&](std::string_view, std::string_view) {
+                                                           ++n;
+                                                           return true;
+                                                         });
+    EXPECT_TRUE(scanned.has_value());
+    return n;
+  };
+  std::vector<record> keep;
+  auto send = [&](std::string_view id, std::string_view to) {
+    h.start(tenant, id, "wf", json{{"to", to}}.dump());
+    h.settle();
+    return payloads<fbs::NotificationSuppressed>(events(h, id, keep)).empty();  // sent
+  };
+  EXPECT_TRUE(send("e1", "a@example.com"));
+  EXPECT_TRUE(send("e2", "b@example.com"));
+  EXPECT_EQ(dedup_entries(), 2u);
+  h.clk.advance(599'999);
+  EXPECT_FALSE(send("e3", "a@example.com")) << "a duplicate inside the window";
+  EXPECT_EQ(dedup_entries(), 2u) << "a suppression prunes nothing";
+  h.clk.advance(1);
+  // The window of a and b has passed: the next admission deletes both.
+  EXPECT_TRUE(send("e4", "c@example.com"));
+  EXPECT_FALSE(stored(h, dedup_key("a@example.com")).has_value());
+  EXPECT_FALSE(stored(h, dedup_key("b@example.com")).has_value());
+  EXPECT_TRUE(stored(h, dedup_key("c@example.com")).has_value());
+  EXPECT_EQ(dedup_entries(), 1u);
+  h.clk.advance(1000);
+  EXPECT_FALSE(send("e5", "c@example.com")) << "what was admitted stays a duplicate";
+  EXPECT_TRUE(send("e6", "a@example.com")) << "the pruned entry no longer suppresses";
+  EXPECT_EQ(dedup_entries(), 2u);
+  expect_no_decide_reads(h);
+  expect_replay_rebuilds_the_state(h);
+}
+
+// Pruning removes at most dedup_pruned_per_admission_max expired entries per admission, oldest
+// first; the rest go with the following admissions.
+TEST(orchestrator_policy, dedup_pruning_is_bounded_per_admission) {
+  harness h("notify-dedup-bound", 1, false);
+  publish_policy(h, notify_policy_json());
+  h.publish(tenant,
+            notify_workflow({{"channel", "email"}, {"to", "{{input.to}}"}, {"body", "hi"}}));
+  const size_t k = retention::dedup_pruned_per_admission_max;
+  auto dedup_entries = [&] {
+    size_t n = 0;
+    auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + 'X',
+                                                         [&](std::string_view, std::string_view) {
+                                                           ++n;
+                                                           return true;
+                                                         });
+    EXPECT_TRUE(scanned.has_value());
+    return n;
+  };
+  int n = 0;
+  auto send = [&] {
+    const std::string id = fmt::format("e{}", ++n);
+    h.start(tenant, id, "wf", json{{"to", fmt::format("u{}@example.com", n)}}.dump());
+    h.settle();
+  };
+  for (size_t i = 0; i < k + 3; ++i) send();
+  EXPECT_EQ(dedup_entries(), k + 3);
+  h.clk.advance(600'000);
+  send();
+  EXPECT_EQ(dedup_entries(), 3u + 1) << k << " pruned, 3 expired left, 1 added";
+  send();
+  EXPECT_EQ(dedup_entries(), 2u) << "the last 3 expired ones pruned";
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -824,6 +979,7 @@ TEST(orchestrator_policy, quiet_hours_hold_a_message_until_they_end) {
                                       "TimerFired", "NotificationAdmitted"}));
   ack(h, *cmds[0], {});
   EXPECT_EQ(h.exec(tenant, "e1")->steps[0].status, step_status::succeeded);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -853,6 +1009,7 @@ TEST(orchestrator_policy, a_message_over_the_rate_limit_waits_for_the_next_windo
   auto admitted = payloads<fbs::NotificationAdmitted>(events(h, "e3", keep));
   ASSERT_EQ(admitted.size(), 1u);
   EXPECT_EQ(admitted[0]->window_start_ms(), next_window);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 
@@ -994,6 +1151,7 @@ TEST(orchestrator_policy, random_policy_workloads_replay_to_the_same_state) {
   EXPECT_GT(priced, 0u);
   EXPECT_GT(admitted, 0u);
   EXPECT_GT(held, 0u);
+  expect_no_decide_reads(h);
   expect_replay_rebuilds_the_state(h);
 }
 

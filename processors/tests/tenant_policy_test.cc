@@ -328,6 +328,17 @@ TEST(tenant_policy, recipients_compare_without_spaces_dashes_or_case) {
             notification_hash("email", "a@b.c", "a", "bc"));
 }
 
+// The recipient is part of the content: the same text to two people is not a duplicate.
+TEST(tenant_policy, the_same_message_to_another_recipient_hashes_differently) {
+  EXPECT_NE(notification_hash("email", "a@example.com", "", "hi"),
+            notification_hash("email", "b@example.com", "", "hi"));
+  EXPECT_NE(notification_hash("sms", "+15550101", "", "hi"),
+            notification_hash("sms", "+15550102", "", "hi"));
+  const std::string long_a(40, 'a'), long_b(40, 'b');  // beyond the small-string buffer
+  EXPECT_NE(notification_hash("email", long_a + "@example.com", "", "hi"),
+            notification_hash("email", long_b + "@example.com", "", "hi"));
+}
+
 TEST(tenant_policy, quiet_hours_wrap_midnight_in_local_time) {
   quiet_hours q;
   q.start_minute = 21 * 60;
