@@ -549,6 +549,18 @@ TEST(orchestrator_policy, spend_accumulates_across_executions_and_a_new_day_star
 }
 
 // The stored value of a state key of partition 0, nullopt when absent.
+// The tenant's dedup hashes in partition 0's state (keys T<tenant>\0X...).
+size_t dedup_entries_of(harness& h) {
+  size_t n = 0;
+  auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + 'X',
+                                                       [&](std::string_view, std::string_view) {
+                                                         ++n;
+                                                         return true;
+                                                       });
+  EXPECT_TRUE(scanned.has_value());
+  return n;
+}
+
 std::optional<std::string> stored(harness& h, const std::string& key) {
   auto v = h.n->partition(0).store().get(key);
   EXPECT_TRUE(v.has_value());
@@ -877,16 +889,7 @@ TEST(orchestrator_policy, dedup_entries_past_the_window_are_pruned_by_later_admi
   auto dedup_key = [](std::string_view to) {
     return keys::notify_dedup(tenant, notification_hash("email", to, "", "hi"));
   };
-  auto dedup_entries = [&] {
-    size_t n = 0;
-    auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + 'X',
-                                                         [&](std::string_view, std::string_view) {
-                                                           ++n;
-                                                           return true;
-                                                         });
-    EXPECT_TRUE(scanned.has_value());
-    return n;
-  };
+  auto dedup_entries = [&] { return dedup_entries_of(h); };
   std::vector<record> keep;
   auto send = [&](std::string_view id, std::string_view to) {
     h.start(tenant, id, "wf", json{{"to", to}}.dump());
@@ -922,16 +925,7 @@ TEST(orchestrator_policy, dedup_pruning_is_bounded_per_admission) {
   h.publish(tenant,
             notify_workflow({{"channel", "email"}, {"to", "{{input.to}}"}, {"body", "hi"}}));
   const size_t k = retention::dedup_pruned_per_admission_max;
-  auto dedup_entries = [&] {
-    size_t n = 0;
-    auto scanned = h.n->partition(0).store().scan_prefix(keys::tenant_prefix(tenant) + 'X',
-                                                         [&](std::string_view, std::string_view) {
-                                                           ++n;
-                                                           return true;
-                                                         });
-    EXPECT_TRUE(scanned.has_value());
-    return n;
-  };
+  auto dedup_entries = [&] { return dedup_entries_of(h); };
   int n = 0;
   auto send = [&] {
     const std::string id = fmt::format("e{}", ++n);
