@@ -8,6 +8,9 @@
 #include <cctype>
 #include <chrono>
 #include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 
 #include <fmt/core.h>
@@ -235,7 +238,7 @@ result<bhttp::request<bhttp::string_body>> build_request(const http_request& r,
   return req;
 }
 
-// TLS context for one call: the system's CA paths or the configured bundle, peer verification.
+// A TLS context: the system's CA paths or the configured bundle, peer verification.
 result<std::unique_ptr<ssl::context>> make_tls_context(const http_tls_options& tls) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
   error_code ec;
@@ -261,6 +264,23 @@ result<std::unique_ptr<ssl::context>> make_tls_context(const http_tls_options& t
     }
   }
   return ctx;
+}
+
+// The TLS context for `tls`, built once per (CA file, verify) and shared by every later call:
+// loading the system's CA bundle parses a few hundred certificates, work a call must not
+// repeat. A context that failed to build is not kept, so the next call reports it again.
+// OpenSSL contexts are safe to share between threads once configured.
+result<std::shared_ptr<ssl::context>> shared_tls_context(const http_tls_options& tls) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, bool>, std::shared_ptr<ssl::context>> contexts;
+  std::lock_guard lock(mu);
+  auto key = std::make_pair(tls.ca_file, tls.verify);
+  if (auto it = contexts.find(key); it != contexts.end()) return it->second;
+  auto ctx = make_tls_context(tls);
+  if (!ctx) return std::unexpected(ctx.error());
+  std::shared_ptr<ssl::context> shared = std::move(*ctx);
+  contexts.emplace(std::move(key), shared);
+  return shared;
 }
 
 }  // namespace
@@ -368,11 +388,11 @@ result<http_response> http_call(const http_request& request, const http_tls_opti
   c->request = std::move(*built);
 
   try {
-    std::unique_ptr<ssl::context> tls_ctx;
+    std::shared_ptr<ssl::context> tls_ctx;
     std::optional<ssl::stream<tcp::socket>> tls_stream;
     std::optional<tcp::socket> plain;
     if (url->tls) {
-      auto ctx = make_tls_context(tls);
+      auto ctx = shared_tls_context(tls);
       if (!ctx) return std::unexpected(ctx.error());
       tls_ctx = std::move(*ctx);
       tls_stream.emplace(c->ioc, *tls_ctx);
