@@ -53,23 +53,21 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "bench/bench_common.h"
 #include "engine/assert.h"
 #include "engine/kafka_log.h"
+#include "engine/kafka_util.h"
 #include "engine/record.h"
 #include "engine/worker_runtime.h"
 #include "processors/client.h"
 #include "processors/node.h"
+#include "tests/kafka/broker_fixture.h"
 #include "topics/catalog.h"
-
-#ifndef AUTERITY_BROKER_SH
-#error "define AUTERITY_BROKER_SH (path of tests/kafka/broker.sh)"
-#endif
 
 namespace auterity::bench {
 namespace {
 
 namespace fs = std::filesystem;
-using steady = std::chrono::steady_clock;
 
 // ------------------------------------------------------------------------------- settings
 
@@ -101,10 +99,7 @@ struct bench_flags {
   bool json = false;
 };
 
-constexpr std::string_view acker_group = "bench.acker";
-constexpr std::string_view workflow_name = "bench-linear";
 constexpr uint32_t executions_unbounded = 2'000'000;  // index space of a time-bounded run
-constexpr size_t submit_batch_records_max = 1024;     // StartExecution records per setup commit
 constexpr size_t read_batch_bytes_max = 8 << 20;      // acker read limit
 // The acker's log is woken only by its own commits: keep its idle sleeps short.
 constexpr int64_t acker_idle_wait_ms_max = 1;
@@ -115,15 +110,6 @@ constexpr int watchdog_slack_s = 120;     // broker start, topics, setup, stop
 constexpr int raw_warmup_txns = 20;       // per raw producer, before the clock starts
 constexpr int raw_partitions = 8;         // of the raw topic: one per concurrent producer
 
-std::atomic<bool> interrupted{false};
-void on_signal(int) { interrupted = true; }
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch())
-      .count();
-}
-
-double ratio(double a, double b) { return b > 0 ? a / b : 0; }
 // (b − a) per d: a rate between two counter readings.
 double per(uint64_t b, uint64_t a, double d) { return ratio(static_cast<double>(b - a), d); }
 
@@ -132,63 +118,26 @@ std::string read_file(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-std::string first_line(const fs::path& p) {
-  std::ifstream in(p);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 // ------------------------------------------------------------------------------- broker
 
-std::string run_command(const std::string& command) {
-  std::string out;
-  FILE* p = ::popen(command.c_str(), "r");
-  if (!p) return "popen failed";
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  ::pclose(p);
-  return out;
-}
-
-std::string output_field(const std::string& out, const std::string& name) {
-  size_t at = out.rfind(name);
-  if (at == std::string::npos) return "";
-  at += name.size();
-  return out.substr(at, out.find('\n', at) - at);
-}
-
-// A throwaway cluster from broker.sh, stopped and deleted when this object goes; --owner also
-// stops it if this process dies first.
+// A throwaway cluster from broker.sh (tests/kafka/broker_fixture.h), stopped and deleted when
+// this object goes, or when this process dies first; with its JVM pids and start time.
 class broker_cluster {
  public:
   static result<std::unique_ptr<broker_cluster>> start(int nodes, const std::string& heap) {
     if (!heap.empty()) ::setenv("AUTERITY_KAFKA_HEAP", heap.c_str(), 1);
     const int64_t t = now_ns();
-    const std::string out = run_command(
-        fmt::format("{} start --nodes {} --owner {} 2>&1", AUTERITY_BROKER_SH, nodes, ::getpid()));
-    std::unique_ptr<broker_cluster> c(new broker_cluster);
-    c->_bootstrap = output_field(out, "BOOTSTRAP=");
-    c->_dir = output_field(out, "DIR=");
-    if (c->_bootstrap.empty() || c->_dir.empty()) {
-      c->_dir.clear();
-      return fail(errc::io, "broker.sh start failed:\n" + out);
-    }
+    std::unique_ptr<broker_cluster> c(new broker_cluster(nodes));
+    if (!c->_cluster.error().empty()) return fail(errc::io, c->_cluster.error());
     c->_start_s = static_cast<double>(now_ns() - t) / 1e9;
     for (int i = 1; i <= nodes; ++i) {
-      c->_pids.push_back(std::atoi(first_line(fmt::format("{}/node{}.pid", c->_dir, i)).c_str()));
+      const std::string pid_file = fmt::format("{}/node{}.pid", c->_cluster.dir(), i);
+      c->_pids.push_back(std::atoi(first_line(pid_file).c_str()));
     }
     return c;
   }
-  ~broker_cluster() {
-    if (!_dir.empty())
-      run_command(fmt::format("{} stop --dir {} --rm 2>&1", AUTERITY_BROKER_SH, _dir));
-  }
-  broker_cluster(const broker_cluster&) = delete;
-  broker_cluster& operator=(const broker_cluster&) = delete;
 
-  const std::string& bootstrap() const { return _bootstrap; }
+  const std::string& bootstrap() const { return _cluster.bootstrap(); }
   const std::vector<int>& pids() const { return _pids; }
   double start_s() const { return _start_s; }
   // "-Xmx512m" and "kafka-3.9.1" as the first node's command line has them.
@@ -205,9 +154,8 @@ class broker_cluster {
   }
 
  private:
-  broker_cluster() = default;
-  std::string _bootstrap;
-  std::string _dir;
+  explicit broker_cluster(int nodes) : _cluster(nodes) {}
+  testing::kafka_cluster _cluster;
   std::vector<int> _pids;
   double _start_s = 0;
 };
@@ -228,98 +176,6 @@ result<std::string> create_topics(const std::string& bootstrap, const bench_flag
   auto applied = apply_catalog(bootstrap, topics);
   if (!applied) return std::unexpected(applied.error());
   return raw.name;
-}
-
-// ------------------------------------------------------------------------------- workload
-// As orchestration_bench.cc: a linear workflow of task steps, tenants spread evenly over the
-// partitions, execution i on tenant i % tenants, a closed loop of --in-flight executions.
-
-std::string linear_workflow_json(uint32_t steps) {
-  std::string out = fmt::format(R"({{"workflow":"{}","version":1,"steps":[)", workflow_name);
-  for (uint32_t i = 0; i < steps; ++i) {
-    const std::string after = i == 0 ? "" : fmt::format(R"(,"after":["s{}"])", i - 1);
-    out += fmt::format(
-        R"({}{{"id":"s{}","kind":"task","action":"transform","input":{{"n":"{{{{input.n}}}}"}}{}}})",
-        i == 0 ? "" : ",", i, after);
-  }
-  return out + "]}";
-}
-
-std::vector<std::string> pick_tenants(uint32_t wanted, uint32_t partitions) {
-  const uint32_t per_partition = std::max<uint32_t>(1, (wanted + partitions - 1) / partitions);
-  std::vector<uint32_t> have(partitions, 0);
-  std::vector<std::string> out;
-  for (uint32_t i = 0; out.size() < size_t{per_partition} * partitions; ++i) {
-    std::string name = fmt::format("dealer-{}", i);
-    const uint32_t p = tenant_partition(name, partitions);
-    if (have[p] == per_partition) continue;
-    ++have[p];
-    out.push_back(std::move(name));
-  }
-  return out;
-}
-
-std::string execution_id(uint32_t index) { return fmt::format("x{}", index); }
-
-std::optional<uint32_t> execution_index(std::string_view id) {
-  uint32_t v = 0;
-  if (id.size() < 2 || id[0] != 'x') return std::nullopt;
-  auto [end, ec] = std::from_chars(id.data() + 1, id.data() + id.size(), v);
-  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
-  return v;
-}
-
-std::string start_command(std::string_view tenant, uint32_t index) {
-  const std::string id = execution_id(index);
-  const std::string request = "start-" + id;
-  const std::string input = fmt::format(R"({{"n":{}}})", index);
-  return client::start_execution({tenant, id, request, 0}, workflow_name, 0, input);
-}
-
-struct workload {
-  uint32_t executions = 0;
-  uint32_t in_flight = 0;
-  std::string last_step;
-  std::atomic<uint32_t> next_index{0};
-
-  std::optional<uint32_t> take_index() {
-    const uint32_t i = next_index.fetch_add(1, std::memory_order_relaxed);
-    return i < executions ? std::optional(i) : std::nullopt;
-  }
-};
-
-result<void> publish(log& l, const std::vector<std::string>& tenants, uint32_t steps) {
-  const std::string definition = linear_workflow_json(steps);
-  for (const std::string& t : tenants) {
-    const std::string request = "publish-" + t;
-    auto r = client::submit(l, t, client::publish_definition({t, "", request, 0}, definition));
-    if (!r) return r;
-  }
-  return {};
-}
-
-// The first --in-flight StartExecution commands, in batches (one transaction each).
-result<void> submit_starts(log& l, const std::vector<std::string>& tenants, workload& w) {
-  std::vector<commit_batch> batches(l.partition_count());
-  auto flush = [&](uint32_t p) -> result<void> {
-    auto r = l.commit(p, batches[p]);
-    batches[p].clear();
-    if (!r) return std::unexpected(r.error());
-    return {};
-  };
-  for (uint32_t n = 0; n < w.in_flight; ++n) {
-    const uint32_t i = *w.take_index();
-    const std::string& t = tenants[i % tenants.size()];
-    const uint32_t p = tenant_partition(t, l.partition_count());
-    batches[p].add(stream::ingress, t, start_command(t, i));
-    if (batches[p].appends.size() >= submit_batch_records_max) {
-      if (auto r = flush(p); !r) return r;
-    }
-  }
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    if (auto r = flush(p); !r) return r;
-  }
-  return {};
 }
 
 // ------------------------------------------------------------------------------ librdkafka
@@ -363,22 +219,13 @@ result<rk_ptr> make_producer(const std::string& bootstrap,
       {"retry.backoff.ms", "5"},
   };
   for (const auto& [k, v] : extra) conf[k] = v;
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[512];
-  for (const auto& [k, v] : conf) {
-    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(c);
-      return fail(errc::invalid, fmt::format("kafka setting {}={}: {}", k, v, err));
-    }
-  }
-  rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
-  rd_kafka_conf_set_opaque(c, failures);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
-  if (!rk) {
-    rd_kafka_conf_destroy(c);
-    return fail(errc::io, fmt::format("kafka producer: {}", err));
-  }
-  return rk_ptr(rk);
+  auto c = kafka_conf_new(conf);
+  if (!c) return std::unexpected(c.error());
+  rd_kafka_conf_set_dr_msg_cb(*c, on_delivery);
+  rd_kafka_conf_set_opaque(*c, failures);
+  auto rk = kafka_client_new(RD_KAFKA_PRODUCER, *c, "kafka producer");
+  if (!rk) return std::unexpected(rk.error());
+  return rk_ptr(*rk);
 }
 
 // Queues one record (copied); waits for room if librdkafka's queue is full.
@@ -452,61 +299,29 @@ class idempotent_sink final : public ack_sink {
 
 // ---------------------------------------------------------------------------------- acker
 
-struct latency_sample {
-  int64_t read_ns;
-  int64_t latency_ns;
-};
-
-struct acker_counters {
-  std::atomic<uint64_t> commits{0};
-  std::atomic<uint64_t> acks{0};
-  std::atomic<uint64_t> records{0};  // acks and closed-loop starts
-  std::atomic<uint64_t> commit_us{0};
-};
-
-ack_result success_ack() {
-  ack_result r;
-  r.status = fbs::AckStatus::Success;
-  r.output_json = "{}";
-  return r;
-}
-
 // Plays the connector worker for one partition, as in orchestration_bench.cc: reads
-// commands.step[p] through a log, acks every command with Success "{}", and commits the acks
+// commands.step[p] through a log, acks every command with Success "{}" (ack_writer,
+// bench_common.h), and commits the acks
 // (with the position and, in the closed loop, the next StartExecution of an ended execution's
 // tenant) through its sink.
-class acker {
+class acker final : public acker_base {
  public:
   // The acker commits through `own_sink` if given, else through `shared_sink`.
   acker(log& reader, std::unique_ptr<ack_sink> own_sink, ack_sink* shared_sink, uint32_t partition,
         std::vector<int64_t>& ack_commit_ns, workload& w, size_t batch_records_max)
-      : _log(reader),
+      : acker_base(ack_commit_ns, w),
+        _log(reader),
         _own_sink(std::move(own_sink)),
         _sink(_own_sink ? *_own_sink : *shared_sink),
         _partition(partition),
-        _ack_commit_ns(ack_commit_ns),
-        _workload(w),
         _batch_records_max(batch_records_max) {}
-  ~acker() { stop(); }
-
-  void start() {
-    _thread = std::thread([this] { loop(); });
-  }
-  void stop() {
-    _stop = true;
-    if (_thread.joinable()) _thread.join();
-  }
-  const acker_counters& counters() const { return _counters; }
-  const std::vector<latency_sample>& samples() const { return _samples; }  // after stop()
+  ~acker() override { stop(); }
 
  private:
-  void loop() {
-    pthread_setname_np(pthread_self(), "bench-acker");
-    while (!_stop.load(std::memory_order_relaxed)) {
-      const uint64_t generation = _log.generation(_partition);
-      if (serve() == 0) {
-        _log.wait(_partition, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
-      }
+  void run_once() override {
+    const uint64_t generation = _log.generation(_partition);
+    if (serve() == 0) {
+      _log.wait(_partition, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
     }
   }
 
@@ -518,13 +333,12 @@ class acker {
     if (*n == 0) return 0;
     const int64_t read_ns = now_ns();
     commit_batch out;
-    _indexes.clear();
-    for (const record& r : _records) ack_one(r, read_ns, out);
+    _acks.add(_records, read_ns, out);
     _next = _records.back().offset + 1;  // Kafka offsets have gaps
     out.set_position(std::string(acker_group), stream::commands_step, _next);
     _sink.commit(_partition, out);
     const int64_t committed_ns = now_ns();
-    for (uint32_t i : _indexes) _ack_commit_ns[i] = committed_ns;
+    _acks.committed(committed_ns);
     _counters.commits.fetch_add(1, std::memory_order_relaxed);
     _counters.acks.fetch_add(*n, std::memory_order_relaxed);
     _counters.records.fetch_add(out.appends.size(), std::memory_order_relaxed);
@@ -532,45 +346,13 @@ class acker {
     return *n;
   }
 
-  void ack_one(const record& r, int64_t read_ns, commit_batch& out) {
-    const fbs::Envelope* env = decode_envelope(r.value);
-    vassert(env != nullptr, "undecodable command at offset {}", r.offset);
-    const auto index = execution_index(sv(env->execution_id()));
-    vassert(index && *index < _ack_commit_ns.size(), "command for unknown execution '{}'",
-            sv(env->execution_id()));
-    if (const int64_t acked = _ack_commit_ns[*index]; acked != 0) {
-      _samples.push_back({read_ns, read_ns - acked});
-    }
-    _indexes.push_back(*index);
-    out.add(stream::acks, r.key, make_ack(*env, _success, _clock.now_ms()));
-    const auto* run_step = env->payload_as_RunStep();
-    vassert(run_step != nullptr, "command at offset {} is not a RunStep", r.offset);
-    if (sv(run_step->step()) == _workload.last_step) start_next(sv(env->tenant_id()), out);
-  }
-
-  void start_next(std::string_view tenant, commit_batch& out) {
-    if (_workload.in_flight == _workload.executions) return;
-    if (auto i = _workload.take_index()) {
-      out.add(stream::ingress, std::string(tenant), start_command(tenant, *i));
-    }
-  }
-
   log& _log;
   std::unique_ptr<ack_sink> _own_sink;
   ack_sink& _sink;
   uint32_t _partition;
-  std::vector<int64_t>& _ack_commit_ns;  // by execution index; each index has one owner
-  workload& _workload;
   size_t _batch_records_max;
   uint64_t _next = 0;
   std::vector<record> _records;
-  std::vector<uint32_t> _indexes;
-  std::vector<latency_sample> _samples;
-  const ack_result _success = success_ack();
-  system_clock _clock;
-  acker_counters _counters;
-  std::atomic<bool> _stop{false};
-  std::thread _thread;
 };
 
 // What the ackers read and commit through, by --acker.
@@ -624,15 +406,9 @@ thread_times read_threads(const fs::path& proc) {
   return out;
 }
 
-// user + nice + system + irq + softirq + steal of /proc/stat's "cpu" line, in seconds.
+// machine_busy_ticks() in seconds.
 double machine_busy_s() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  uint64_t v[8] = {};
-  in >> cpu;
-  for (uint64_t& x : v) in >> x;
-  return static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) /
-         static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return static_cast<double>(machine_busy_ticks()) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 double process_cpu_s() {
@@ -727,53 +503,6 @@ cpu_split split_cpu(const cpu_snapshot& a, const cpu_snapshot& b) {
 
 // ------------------------------------------------------------------------------- sampling
 
-struct totals {
-  int64_t at_ns = 0;
-  uint64_t transitions = 0;
-  uint64_t started = 0;
-  uint64_t ended = 0;
-  uint64_t stale_acks = 0;
-  uint64_t rejections = 0;
-  uint64_t deadletters = 0;
-  uint64_t orchestrator_commits = 0;
-  uint64_t orchestrator_inputs = 0;
-  uint64_t orchestrator_records_out = 0;
-  uint64_t orchestrator_commit_us = 0;
-  uint64_t acker_commits = 0;
-  uint64_t acks = 0;
-  uint64_t acker_records = 0;
-  uint64_t acker_commit_us = 0;
-};
-
-void add_orchestrator(node& n, uint32_t p, totals& t) {
-  const orchestrator_probe& o = n.orchestrator_of(p).probe();
-  t.transitions += o.step_transitions.load(std::memory_order_relaxed);
-  t.started += o.executions_started.load(std::memory_order_relaxed);
-  t.ended += o.executions_ended.load(std::memory_order_relaxed);
-  t.stale_acks += o.stale_acks.load(std::memory_order_relaxed);
-  t.rejections += o.rejections.load(std::memory_order_relaxed);
-  t.deadletters += o.deadletters.load(std::memory_order_relaxed);
-  const partition_probe& r = n.partition(p).probe();
-  t.orchestrator_commits += r.batches.load(std::memory_order_relaxed);
-  t.orchestrator_inputs += r.inputs.load(std::memory_order_relaxed);
-  t.orchestrator_records_out += r.records_out.load(std::memory_order_relaxed);
-  t.orchestrator_commit_us += r.commit_us_total.load(std::memory_order_relaxed);
-}
-
-totals read_totals(node& n, const acker_side& side) {
-  totals t;
-  t.at_ns = now_ns();
-  for (uint32_t p = 0; p < n.partitions(); ++p) add_orchestrator(n, p, t);
-  for (const auto& a : side.ackers) {
-    const acker_counters& c = a->counters();
-    t.acker_commits += c.commits.load(std::memory_order_relaxed);
-    t.acks += c.acks.load(std::memory_order_relaxed);
-    t.acker_records += c.records.load(std::memory_order_relaxed);
-    t.acker_commit_us += c.commit_us.load(std::memory_order_relaxed);
-  }
-  return t;
-}
-
 struct run_record {
   int64_t started_ns = 0;
   totals first, last, end;
@@ -841,7 +570,7 @@ run_record run(node& n, const acker_side& side, const bench_flags& f, const work
   progress_printer progress(f.progress_s);
   while (!r.window_closed && !interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
-    r.end = read_totals(n, side);
+    r.end = read_totals(n, side.ackers);
     progress.sample(r.end, r.started_ns);
     observe(r.end, f, w, broker_pids, r);
     r.timed_out = r.end.at_ns > deadline_ns;
@@ -862,10 +591,10 @@ run_record run(node& n, const acker_side& side, const bench_flags& f, const work
 // until the orchestrator's transitions reach the acks (or drain_timeout_ms passes).
 totals drain(node& n, const acker_side& side) {
   const int64_t deadline = now_ns() + int64_t{drain_timeout_ms} * 1'000'000;
-  totals t = read_totals(n, side);
+  totals t = read_totals(n, side.ackers);
   while (t.transitions < t.acks && now_ns() < deadline && !interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(sample_interval_ms));
-    t = read_totals(n, side);
+    t = read_totals(n, side.ackers);
   }
   return t;
 }
@@ -927,12 +656,6 @@ int64_t raw_transaction(rd_kafka_t* rk, const std::string& topic, uint32_t parti
   e.reset(rd_kafka_commit_transaction(rk, kafka_timeout_ms));
   vassert(!e, "raw commit_transaction: {}", e ? rd_kafka_error_string(e.get()) : "");
   return now_ns() - t;
-}
-
-double percentile_ms(std::vector<int64_t>& v, double q) {
-  if (v.empty()) return 0;
-  std::ranges::sort(v);
-  return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) / 1e6;
 }
 
 // Clock of a raw variant: producers warm up, then all run from `start_ns` to `end_ns`.
@@ -1000,28 +723,6 @@ raw_result run_raw(const std::string& bootstrap, const std::string& topic, const
 
 // -------------------------------------------------------------------------------- results
 
-struct latency_summary {
-  size_t count = 0;
-  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
-};
-
-latency_summary summarize_latency(const acker_side& side, int64_t from_ns, int64_t to_ns) {
-  std::vector<int64_t> v;
-  for (const auto& a : side.ackers) {
-    for (const latency_sample& s : a->samples()) {
-      if (s.read_ns >= from_ns && s.read_ns <= to_ns) v.push_back(s.latency_ns);
-    }
-  }
-  latency_summary out;
-  out.count = v.size();
-  if (v.empty()) return out;
-  out.p50_ms = percentile_ms(v, 0.50);
-  out.p90_ms = percentile_ms(v, 0.90);
-  out.p99_ms = percentile_ms(v, 0.99);
-  out.max_ms = static_cast<double>(v.back()) / 1e6;
-  return out;
-}
-
 struct report {
   double window_s = 0;
   double transitions_per_s = 0;
@@ -1056,7 +757,7 @@ report make_report(const run_record& r, const acker_side& side) {
   out.acker_commit_ms = per(b.acker_commit_us, a.acker_commit_us, acker_commits) / 1e3;
   out.records_per_s = per(b.orchestrator_records_out + b.acker_records,
                           a.orchestrator_records_out + a.acker_records, out.window_s);
-  out.latency = summarize_latency(side, a.at_ns, b.at_ns);
+  out.latency = summarize_latency(side.ackers, a.at_ns, b.at_ns);
   out.cpu = split_cpu(r.cpu_first, r.cpu_last);
   return out;
 }
@@ -1217,15 +918,11 @@ result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string&
 // if it races that creation, so an offset fetch goes first, retried until the coordinator
 // answers.
 result<void> warm_group_coordinator(const std::string& bootstrap, const std::string& topic) {
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[512];
-  for (auto [k, v] :
-       {std::pair{"bootstrap.servers", bootstrap.c_str()}, {"group.id", "bench.warm"}}) {
-    vassert(rd_kafka_conf_set(c, k, v, err, sizeof err) == RD_KAFKA_CONF_OK, "{}", err);
-  }
-  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> rk(
-      rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err), rd_kafka_destroy);
-  if (!rk) return fail(errc::io, fmt::format("kafka consumer: {}", err));
+  auto c = kafka_conf_new({{"bootstrap.servers", bootstrap}, {"group.id", "bench.warm"}});
+  vassert(c.has_value(), "{}", c.error().message);
+  auto client = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka consumer");
+  if (!client) return std::unexpected(client.error());
+  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> rk(*client, rd_kafka_destroy);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, topic.c_str(), 0);
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -1286,9 +983,7 @@ std::optional<report> run_engine(const bench_flags& f, const broker_cluster& b,
                                  const std::string& prefix) {
   temp_dir dir{make_temp_dir(f.dir), f.keep_state};
   system_clock clk;
-  workload w{.executions = f.executions,
-             .in_flight = f.in_flight,
-             .last_step = fmt::format("s{}", f.steps - 1)};
+  workload w(f.executions, f.in_flight, f.steps);
   const kafka_log_options k = engine_kafka(b.bootstrap(), prefix, f);
   auto opened = open_node(f, dir.path, k, clk, w);
   if (!opened) return fmt::print(stderr, "kafka_bench: {}\n", opened.error().message), std::nullopt;

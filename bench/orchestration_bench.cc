@@ -35,17 +35,16 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "bench/bench_common.h"
 #include "engine/assert.h"
 #include "engine/record.h"
 #include "engine/worker_runtime.h"
-#include "processors/client.h"
 #include "processors/node.h"
 
 namespace auterity::bench {
 namespace {
 
 namespace fs = std::filesystem;
-using steady = std::chrono::steady_clock;
 
 // ------------------------------------------------------------------------------- settings
 
@@ -64,23 +63,12 @@ struct bench_flags {
   bool json = false;
 };
 
-constexpr std::string_view acker_group = "bench.acker";
-constexpr std::string_view workflow_name = "bench-linear";
-constexpr size_t submit_batch_records_max = 1024;  // StartExecution records per setup commit
-constexpr size_t read_batch_bytes_max = 8 << 20;   // acker read limit
+constexpr size_t read_batch_bytes_max = 8 << 20;  // acker read limit
 // A single acker sleeps on one partition at a time, so a commit elsewhere does not wake it: keep
 // its sleeps short.
 constexpr int64_t acker_idle_wait_ms_max = 1;
 constexpr int64_t sample_interval_ms = 10;
 constexpr int fdatasync_probe_rounds = 31;
-
-std::atomic<bool> interrupted{false};
-void on_signal(int) { interrupted = true; }
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch())
-      .count();
-}
 
 // -------------------------------------------------------------------------- temp data dir
 
@@ -150,161 +138,29 @@ double fdatasync_p50_us(const std::string& dir, int rounds) {
   return static_cast<double>(ns[ns.size() / 2]) / 1e3;
 }
 
-// ------------------------------------------------------------------------------- workload
-
-std::string linear_workflow_json(uint32_t steps) {
-  std::string out = fmt::format(R"({{"workflow":"{}","version":1,"steps":[)", workflow_name);
-  for (uint32_t i = 0; i < steps; ++i) {
-    const std::string after = i == 0 ? "" : fmt::format(R"(,"after":["s{}"])", i - 1);
-    out += fmt::format(
-        R"({}{{"id":"s{}","kind":"task","action":"transform","input":{{"n":"{{{{input.n}}}}"}}{}}})",
-        i == 0 ? "" : ",", i, after);
-  }
-  return out + "]}";
-}
-
-// Tenants spread so every partition gets the same number: candidate names are taken in order
-// and kept only if their partition still needs one.
-std::vector<std::string> pick_tenants(uint32_t wanted, uint32_t partitions) {
-  const uint32_t per_partition = std::max<uint32_t>(1, (wanted + partitions - 1) / partitions);
-  std::vector<uint32_t> have(partitions, 0);
-  std::vector<std::string> out;
-  for (uint32_t i = 0; out.size() < size_t{per_partition} * partitions; ++i) {
-    std::string name = fmt::format("dealer-{}", i);
-    uint32_t p = tenant_partition(name, partitions);
-    if (have[p] == per_partition) continue;
-    ++have[p];
-    out.push_back(std::move(name));
-  }
-  return out;
-}
-
-std::string execution_id(uint32_t index) { return fmt::format("x{}", index); }
-
-std::optional<uint32_t> execution_index(std::string_view id) {
-  uint32_t v = 0;
-  if (id.size() < 2 || id[0] != 'x') return std::nullopt;
-  auto [end, ec] = std::from_chars(id.data() + 1, id.data() + id.size(), v);
-  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
-  return v;
-}
-
-result<void> publish(log& l, const std::vector<std::string>& tenants, uint32_t steps) {
-  const std::string definition = linear_workflow_json(steps);
-  for (const std::string& t : tenants) {
-    const std::string request = "publish-" + t;
-    auto r = client::submit(l, t, client::publish_definition({t, "", request, 0}, definition));
-    if (!r) return r;
-  }
-  return {};
-}
-
-std::string start_command(std::string_view tenant, uint32_t index) {
-  const std::string id = execution_id(index);
-  const std::string request = "start-" + id;
-  const std::string input = fmt::format(R"({{"n":{}}})", index);
-  return client::start_execution({tenant, id, request, 0}, workflow_name, 0, input);
-}
-
-// What the run starts: `executions` in all, at most `in_flight` at once. The first
-// `in_flight` are submitted before the node starts; the ackers start one more each time an
-// execution's last step is acked, until `executions` were started (a closed loop).
-struct workload {
-  uint32_t executions = 0;
-  uint32_t in_flight = 0;
-  std::string last_step;                // id of the last step: its ack ends an execution
-  std::atomic<uint32_t> next_index{0};  // next execution index to start
-
-  std::optional<uint32_t> take_index() {
-    uint32_t i = next_index.fetch_add(1, std::memory_order_relaxed);
-    return i < executions ? std::optional(i) : std::nullopt;
-  }
-};
-
-// The initial StartExecution commands go in batches straight to ingress, so setup with fsync
-// on does not take one fdatasync per execution. Execution i belongs to tenant i % tenants.
-result<void> submit_starts(log& l, const std::vector<std::string>& tenants, workload& w) {
-  std::vector<commit_batch> batches(l.partition_count());
-  auto flush = [&](uint32_t p) -> result<void> {
-    auto r = l.commit(p, batches[p]);
-    batches[p].clear();
-    if (!r) return std::unexpected(r.error());
-    return {};
-  };
-  for (uint32_t n = 0; n < w.in_flight; ++n) {
-    const uint32_t i = *w.take_index();
-    const std::string& t = tenants[i % tenants.size()];
-    const uint32_t p = tenant_partition(t, l.partition_count());
-    batches[p].add(stream::ingress, t, start_command(t, i));
-    if (batches[p].appends.size() >= submit_batch_records_max) {
-      if (auto r = flush(p); !r) return r;
-    }
-  }
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    if (auto r = flush(p); !r) return r;
-  }
-  return {};
-}
-
 // ---------------------------------------------------------------------------------- acker
 
-struct latency_sample {
-  int64_t read_ns;  // when the acker read the next command
-  int64_t latency_ns;
-};
-
-struct acker_counters {
-  std::atomic<uint64_t> commits{0};
-  std::atomic<uint64_t> acks{0};
-};
-
-ack_result success_ack() {
-  ack_result r;
-  r.status = fbs::AckStatus::Success;
-  r.output_json = "{}";
-  return r;
-}
-
-// Plays the connector worker for some partitions: acks every command with Success "{}".
-// Latency of a step = when the acker reads an execution's next command − when the ack of its
-// previous command was committed. The workflow is linear, so an execution has at most one
-// command outstanding and its last ack time is all the state needed. In a closed loop, the
-// ack of an execution's last step is committed together with the start of the next one, for
-// the same tenant (same partition: one atomic commit).
-class acker {
+// Plays the connector worker for some partitions: acks every command with Success "{}"
+// (ack_writer, bench_common.h) and commits the acks with its position, one partition at a time.
+class acker final : public acker_base {
  public:
   acker(log& l, std::vector<uint32_t> partitions, std::vector<int64_t>& ack_commit_ns, workload& w,
         size_t batch_records_max)
-      : _log(l),
+      : acker_base(ack_commit_ns, w),
+        _log(l),
         _partitions(std::move(partitions)),
-        _ack_commit_ns(ack_commit_ns),
-        _workload(w),
         _batch_records_max(batch_records_max),
         _next(_partitions.size(), 0) {}
-  ~acker() { stop(); }
-
-  void start() {
-    _thread = std::thread([this] { loop(); });
-  }
-  void stop() {
-    _stop = true;
-    if (_thread.joinable()) _thread.join();
-  }
-  const acker_counters& counters() const { return _counters; }
-  const std::vector<latency_sample>& samples() const { return _samples; }  // after stop()
+  ~acker() override { stop(); }
 
  private:
-  void loop() {
-    pthread_setname_np(pthread_self(), "bench-acker");
-    size_t idle_turn = 0;
-    while (!_stop.load(std::memory_order_relaxed)) {
-      const uint32_t wait_on = _partitions[idle_turn++ % _partitions.size()];
-      const uint64_t generation = _log.generation(wait_on);
-      size_t done = 0;
-      for (size_t i = 0; i < _partitions.size(); ++i) done += serve(i);
-      if (done == 0) {
-        _log.wait(wait_on, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
-      }
+  void run_once() override {
+    const uint32_t wait_on = _partitions[_idle_turn++ % _partitions.size()];
+    const uint64_t generation = _log.generation(wait_on);
+    size_t done = 0;
+    for (size_t i = 0; i < _partitions.size(); ++i) done += serve(i);
+    if (done == 0) {
+      _log.wait(wait_on, generation, std::chrono::milliseconds(acker_idle_wait_ms_max));
     }
   }
 
@@ -318,56 +174,23 @@ class acker {
     if (*n == 0) return 0;
     const int64_t read_ns = now_ns();
     commit_batch out;
-    _indexes.clear();
-    for (const record& r : _records) ack_one(r, read_ns, out);
+    _acks.add(_records, read_ns, out);
     _next[slot] = _records.back().offset + 1;  // offsets may have gaps (Kafka)
     out.set_position(std::string(acker_group), stream::commands_step, _next[slot]);
     auto c = _log.commit(p, out);
     vassert(c.has_value(), "acker commit p{}: {}", p, c.error().message);
-    const int64_t committed_ns = now_ns();
-    for (uint32_t i : _indexes) _ack_commit_ns[i] = committed_ns;
+    _acks.committed(now_ns());
     _counters.commits.fetch_add(1, std::memory_order_relaxed);
     _counters.acks.fetch_add(*n, std::memory_order_relaxed);
     return *n;
   }
 
-  void ack_one(const record& r, int64_t read_ns, commit_batch& out) {
-    const fbs::Envelope* env = decode_envelope(r.value);
-    vassert(env != nullptr, "undecodable command at offset {}", r.offset);
-    const auto index = execution_index(sv(env->execution_id()));
-    vassert(index && *index < _ack_commit_ns.size(), "command for unknown execution '{}'",
-            sv(env->execution_id()));
-    if (const int64_t acked = _ack_commit_ns[*index]; acked != 0) {
-      _samples.push_back({read_ns, read_ns - acked});
-    }
-    _indexes.push_back(*index);
-    out.add(stream::acks, r.key, make_ack(*env, _success, _clock.now_ms()));
-    const auto* run_step = env->payload_as_RunStep();
-    vassert(run_step != nullptr, "command at offset {} is not a RunStep", r.offset);
-    if (sv(run_step->step()) == _workload.last_step) start_next(sv(env->tenant_id()), out);
-  }
-
-  void start_next(std::string_view tenant, commit_batch& out) {
-    if (_workload.in_flight == _workload.executions) return;  // all started up front
-    if (auto i = _workload.take_index()) {
-      out.add(stream::ingress, std::string(tenant), start_command(tenant, *i));
-    }
-  }
-
   log& _log;
   std::vector<uint32_t> _partitions;
-  std::vector<int64_t>& _ack_commit_ns;  // by execution index; each index has one owner
-  workload& _workload;
   size_t _batch_records_max;
   std::vector<uint64_t> _next;  // next commands.step offset, by slot
   std::vector<record> _records;
-  std::vector<uint32_t> _indexes;
-  std::vector<latency_sample> _samples;
-  const ack_result _success = success_ack();
-  system_clock _clock;
-  acker_counters _counters;
-  std::atomic<bool> _stop{false};
-  std::thread _thread;
+  size_t _idle_turn = 0;  // the partition to sleep on next
 };
 
 std::vector<std::unique_ptr<acker>> make_ackers(log& l, const bench_flags& f, workload& w,
@@ -399,23 +222,6 @@ struct cpu_snapshot {
   uint64_t machine_busy_ticks = 0;  // all processes, from /proc/stat (USER_HZ ticks)
 };
 
-// user + nice + system + irq + softirq + steal of the "cpu" line of /proc/stat.
-uint64_t machine_busy_ticks() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  uint64_t v[8] = {};
-  in >> cpu;
-  for (uint64_t& x : v) in >> x;
-  return v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-}
-
-std::string read_first_line(const fs::path& p) {
-  std::ifstream in(p);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 cpu_snapshot take_cpu_snapshot() {
   cpu_snapshot s;
   std::error_code ec;
@@ -423,9 +229,9 @@ cpu_snapshot take_cpu_snapshot() {
     int tid = 0;
     const std::string name = task.path().filename().string();
     std::from_chars(name.data(), name.data() + name.size(), tid);
-    const uint64_t run_ns = std::strtoull(read_first_line(task.path() / "schedstat").c_str(),
-                                          nullptr, 10);  // first field: ns on a CPU
-    s.threads[tid] = {read_first_line(task.path() / "comm"), run_ns};
+    const uint64_t run_ns = std::strtoull(first_line(task.path() / "schedstat").c_str(), nullptr,
+                                          10);  // first field: ns on a CPU
+    s.threads[tid] = {first_line(task.path() / "comm"), run_ns};
   }
   rusage u{};
   ::getrusage(RUSAGE_SELF, &u);
@@ -479,44 +285,6 @@ std::vector<int> new_threads(const cpu_snapshot& before, const cpu_snapshot& aft
 }
 
 // ------------------------------------------------------------------------------- sampling
-
-struct totals {
-  int64_t at_ns = 0;
-  uint64_t transitions = 0;
-  uint64_t started = 0;
-  uint64_t ended = 0;
-  uint64_t stale_acks = 0;
-  uint64_t rejections = 0;
-  uint64_t orchestrator_commits = 0;
-  uint64_t orchestrator_inputs = 0;
-  uint64_t orchestrator_records_out = 0;
-  uint64_t orchestrator_commit_us = 0;
-  uint64_t acker_commits = 0;
-  uint64_t acks = 0;
-};
-
-totals read_totals(node& n, const std::vector<std::unique_ptr<acker>>& ackers) {
-  totals t;
-  t.at_ns = now_ns();
-  for (uint32_t p = 0; p < n.partitions(); ++p) {
-    const orchestrator_probe& o = n.orchestrator_of(p).probe();
-    t.transitions += o.step_transitions.load(std::memory_order_relaxed);
-    t.started += o.executions_started.load(std::memory_order_relaxed);
-    t.ended += o.executions_ended.load(std::memory_order_relaxed);
-    t.stale_acks += o.stale_acks.load(std::memory_order_relaxed);
-    t.rejections += o.rejections.load(std::memory_order_relaxed);
-    const partition_probe& r = n.partition(p).probe();
-    t.orchestrator_commits += r.batches.load(std::memory_order_relaxed);
-    t.orchestrator_inputs += r.inputs.load(std::memory_order_relaxed);
-    t.orchestrator_records_out += r.records_out.load(std::memory_order_relaxed);
-    t.orchestrator_commit_us += r.commit_us_total.load(std::memory_order_relaxed);
-  }
-  for (const auto& a : ackers) {
-    t.acker_commits += a->counters().commits.load(std::memory_order_relaxed);
-    t.acks += a->counters().acks.load(std::memory_order_relaxed);
-  }
-  return t;
-}
 
 // The measuring window: from the first sample where the initial StartExecution commands have
 // been processed (the start phase, which also builds the first commands, is over) to the first
@@ -576,33 +344,6 @@ run_record run(node& n, const std::vector<std::unique_ptr<acker>>& ackers, const
 
 // -------------------------------------------------------------------------------- results
 
-struct latency_summary {
-  size_t count = 0;
-  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
-};
-
-latency_summary summarize_latency(const std::vector<std::unique_ptr<acker>>& ackers,
-                                  int64_t from_ns, int64_t to_ns) {
-  std::vector<int64_t> v;
-  for (const auto& a : ackers) {
-    for (const latency_sample& s : a->samples()) {
-      if (s.read_ns >= from_ns && s.read_ns <= to_ns) v.push_back(s.latency_ns);
-    }
-  }
-  latency_summary out;
-  out.count = v.size();
-  if (v.empty()) return out;
-  std::ranges::sort(v);
-  auto at = [&](double q) {
-    return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]) / 1e6;
-  };
-  out.p50_ms = at(0.50);
-  out.p90_ms = at(0.90);
-  out.p99_ms = at(0.99);
-  out.max_ms = static_cast<double>(v.back()) / 1e6;
-  return out;
-}
-
 struct report {
   double fdatasync_before_us = 0;  // disk probe before and after the run
   double fdatasync_after_us = 0;
@@ -621,8 +362,6 @@ struct report {
   uint64_t transitions = 0;
   uint64_t ended = 0;
 };
-
-double ratio(double a, double b) { return b > 0 ? a / b : 0; }
 
 report make_report(const run_record& r, const std::vector<std::unique_ptr<acker>>& ackers,
                    const std::vector<int>& orchestrator_tids) {
@@ -750,9 +489,7 @@ int run_bench(const bench_flags& f) {
   auto dir = temp_dir::create(f.dir);
   if (!dir) return fmt::print(stderr, "orchestration_bench: {}\n", dir.error().message), 2;
   system_clock clk;
-  workload w{.executions = f.executions,
-             .in_flight = f.in_flight,
-             .last_step = fmt::format("s{}", f.steps - 1)};
+  workload w(f.executions, f.in_flight, f.steps);
   auto opened = open_node(f, dir->path(), clk, w);
   if (!opened) return fmt::print(stderr, "orchestration_bench: {}\n", opened.error().message), 2;
   node& n = **opened;

@@ -81,6 +81,7 @@
 
 #include "engine/assert.h"
 #include "engine/crc32c.h"
+#include "engine/fixed_int.h"
 
 // Returns the error of a failed result<...> from the enclosing function.
 #define ELOG_TRY(expr)                                           \
@@ -124,27 +125,13 @@ bool valid_stream(stream s) { return idx(s) < stream_count; }
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-template <typename T>
-void put(std::string& buf, T v) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &v, sizeof(T));
-  buf.append(bytes, sizeof(T));
-}
-
-template <typename T>
-T get(const char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
-
 // Starts a frame; finish_frame() fills in length and crc once the body is appended.
 size_t start_frame(std::string& buf, frame_type type) {
   size_t at = buf.size();
-  put<uint32_t>(buf, frame_magic);
-  put<uint32_t>(buf, 0);  // crc
-  put<uint32_t>(buf, 0);  // body_len
-  put<uint8_t>(buf, static_cast<uint8_t>(type));
+  put_fixed<uint32_t>(buf, frame_magic);
+  put_fixed<uint32_t>(buf, 0);  // crc
+  put_fixed<uint32_t>(buf, 0);  // body_len
+  put_fixed<uint8_t>(buf, static_cast<uint8_t>(type));
   buf.append(3, '\0');
   return at;
 }
@@ -158,9 +145,9 @@ void finish_frame(std::string& buf, size_t at) {
 
 void append_data_frame(std::string& buf, const commit_batch::append& a, uint64_t offset) {
   size_t at = start_frame(buf, frame_type::data);
-  put<uint8_t>(buf, static_cast<uint8_t>(a.s));
-  put<uint64_t>(buf, offset);
-  put<uint32_t>(buf, static_cast<uint32_t>(a.key.size()));
+  put_fixed<uint8_t>(buf, static_cast<uint8_t>(a.s));
+  put_fixed<uint64_t>(buf, offset);
+  put_fixed<uint32_t>(buf, static_cast<uint32_t>(a.key.size()));
   buf.append(a.key);
   buf.append(a.value);
   finish_frame(buf, at);
@@ -177,14 +164,14 @@ void append_commit_frame(std::string& buf, uint64_t commit_start,
   vassert(frames <= UINT32_MAX && positions <= UINT32_MAX, "group of {} frames, {} positions",
           frames, positions);
   size_t at = start_frame(buf, frame_type::commit);
-  put<uint64_t>(buf, commit_start);
-  put<uint32_t>(buf, static_cast<uint32_t>(frames));
-  put<uint32_t>(buf, static_cast<uint32_t>(positions));
+  put_fixed<uint64_t>(buf, commit_start);
+  put_fixed<uint32_t>(buf, static_cast<uint32_t>(frames));
+  put_fixed<uint32_t>(buf, static_cast<uint32_t>(positions));
   for (const commit_batch* b : batches) {
     for (const auto& p : b->positions) {
-      put<uint8_t>(buf, static_cast<uint8_t>(p.s));
-      put<uint64_t>(buf, p.next_offset);
-      put<uint16_t>(buf, static_cast<uint16_t>(p.group.size()));
+      put_fixed<uint8_t>(buf, static_cast<uint8_t>(p.s));
+      put_fixed<uint64_t>(buf, p.next_offset);
+      put_fixed<uint16_t>(buf, static_cast<uint16_t>(p.group.size()));
       buf.append(p.group);
     }
   }
@@ -226,7 +213,7 @@ class body_reader {
   template <typename T>
   T num() {
     if (_rest.size() < sizeof(T)) return fail_read<T>();
-    T v = get<T>(_rest.data());
+    T v = get_fixed<T>(_rest.data());
     _rest.remove_prefix(sizeof(T));
     return v;
   }
@@ -269,12 +256,12 @@ struct frame_check {
 // `buf` starts where the frame should be and runs to the end of what was read.
 frame_check check_frame(std::string_view buf) {
   if (buf.size() < frame_header_bytes) return {std::nullopt, "truncated frame header"};
-  if (get<uint32_t>(buf.data()) != frame_magic) return {std::nullopt, "bad frame magic"};
-  uint32_t body_len = get<uint32_t>(buf.data() + 8);
+  if (get_fixed<uint32_t>(buf.data()) != frame_magic) return {std::nullopt, "bad frame magic"};
+  uint32_t body_len = get_fixed<uint32_t>(buf.data() + 8);
   if (buf.size() - frame_header_bytes < body_len) return {std::nullopt, "truncated frame body"};
   size_t bytes = frame_header_bytes + body_len;
   uint32_t crc = crc32c::value(buf.data() + frame_crc_from, bytes - frame_crc_from);
-  if (get<uint32_t>(buf.data() + 4) != crc) return {std::nullopt, "frame crc mismatch"};
+  if (get_fixed<uint32_t>(buf.data() + 4) != crc) return {std::nullopt, "frame crc mismatch"};
   auto type = static_cast<frame_type>(buf[12]);
   if (type != frame_type::data && type != frame_type::commit) {
     return {std::nullopt, "unknown frame type"};

@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include "engine/assert.h"
+#include "engine/kafka_util.h"
 
 namespace auterity {
 
@@ -74,21 +75,13 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
   };
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[512];
-  for (const auto& [k, v] : conf) {
-    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(c);
-      return fail(errc::invalid, fmt::format("kafka setting {}={}: {}", k, v, err));
-    }
-  }
-  rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
-  rd_kafka_conf_set_opaque(c, m.get());
-  m->_impl->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-  if (!m->_impl->rk) {
-    rd_kafka_conf_destroy(c);
-    return fail(errc::io, fmt::format("kafka group member: {}", err));
-  }
+  auto c = kafka_conf_new(conf);
+  if (!c) return std::unexpected(c.error());
+  rd_kafka_conf_set_rebalance_cb(*c, on_rebalance);
+  rd_kafka_conf_set_opaque(*c, m.get());
+  auto rk = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka group member");
+  if (!rk) return std::unexpected(rk.error());
+  m->_impl->rk = *rk;
   rd_kafka_poll_set_consumer(m->_impl->rk);
   rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, m->_impl->topic.c_str(), RD_KAFKA_PARTITION_UA);

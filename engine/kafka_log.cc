@@ -22,6 +22,7 @@
 #include <fmt/core.h>
 
 #include "engine/assert.h"
+#include "engine/kafka_util.h"
 
 namespace auterity {
 
@@ -37,29 +38,12 @@ struct rk_deleter {
 };
 using rk_ptr = std::unique_ptr<rd_kafka_t, rk_deleter>;
 
-struct list_deleter {
-  void operator()(rd_kafka_topic_partition_list_t* l) const {
-    rd_kafka_topic_partition_list_destroy(l);
-  }
-};
-using list_ptr = std::unique_ptr<rd_kafka_topic_partition_list_t, list_deleter>;
-
-struct error_deleter {
-  void operator()(rd_kafka_error_t* e) const { rd_kafka_error_destroy(e); }
-};
-using error_ptr = std::unique_ptr<rd_kafka_error_t, error_deleter>;
-
-struct message_deleter {
-  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
-};
-using message_ptr = std::unique_ptr<rd_kafka_message_t, message_deleter>;
-
-struct cgmd_deleter {
-  void operator()(rd_kafka_consumer_group_metadata_t* m) const {
-    rd_kafka_consumer_group_metadata_destroy(m);
-  }
-};
-using cgmd_ptr = std::unique_ptr<rd_kafka_consumer_group_metadata_t, cgmd_deleter>;
+using list_ptr =
+    kafka_handle<rd_kafka_topic_partition_list_t, rd_kafka_topic_partition_list_destroy>;
+using error_ptr = kafka_handle<rd_kafka_error_t, rd_kafka_error_destroy>;
+using message_ptr = kafka_handle<rd_kafka_message_t, rd_kafka_message_destroy>;
+using cgmd_ptr =
+    kafka_handle<rd_kafka_consumer_group_metadata_t, rd_kafka_consumer_group_metadata_destroy>;
 
 // Delivery of one produced message: where it landed, or why not.
 struct delivery {
@@ -75,21 +59,12 @@ void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
 
 result<rk_ptr> make_client(rd_kafka_type_t type, const std::map<std::string, std::string>& conf,
                            bool with_delivery) {
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[512];
-  for (const auto& [k, v] : conf) {
-    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(c);
-      return fail(errc::invalid, fmt::format("kafka setting {}={}: {}", k, v, err));
-    }
-  }
-  if (with_delivery) rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
-  rd_kafka_t* rk = rd_kafka_new(type, c, err, sizeof err);
-  if (!rk) {
-    rd_kafka_conf_destroy(c);
-    return fail(errc::io, fmt::format("kafka client: {}", err));
-  }
-  return rk_ptr(rk);
+  auto c = kafka_conf_new(conf);
+  if (!c) return std::unexpected(c.error());
+  if (with_delivery) rd_kafka_conf_set_dr_msg_cb(*c, on_delivery);
+  auto rk = kafka_client_new(type, *c, "kafka client");
+  if (!rk) return std::unexpected(rk.error());
+  return rk_ptr(*rk);
 }
 
 error kafka_error(std::string_view what, const rd_kafka_error_t* e) {

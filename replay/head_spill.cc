@@ -8,26 +8,14 @@
 
 #include <fmt/core.h>
 
+#include "engine/fixed_int.h"
+
 namespace auterity {
 
 namespace {
 
 constexpr size_t run_buffer_bytes = 64 << 10;   // read-ahead per run while merging
 constexpr size_t fixed_bytes = 2 + 4 + 32 + 8;  // key length, count, hash, offset
-
-template <typename T>
-void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));
-  out.append(b, sizeof(T));
-}
-
-template <typename T>
-T get(const char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
 
 std::unexpected<error> io_error(const char* what) {
   return fail(errc::io, fmt::format("chain check spill file: {}: {}", what, std::strerror(errno)));
@@ -43,11 +31,11 @@ result<void> head_spill::add_run(std::vector<ended_history>& batch) {
   std::sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
   std::string bytes;
   for (const ended_history& h : batch) {
-    put<uint16_t>(bytes, static_cast<uint16_t>(h.key.size()));  // ids are <= 128 bytes each
+    put_fixed<uint16_t>(bytes, static_cast<uint16_t>(h.key.size()));  // ids are <= 128 bytes each
     bytes += h.key;
-    put<uint32_t>(bytes, h.count);
+    put_fixed<uint32_t>(bytes, h.count);
     bytes.append(reinterpret_cast<const char*>(h.last.data()), h.last.size());
-    put<uint64_t>(bytes, h.last_offset);
+    put_fixed<uint64_t>(bytes, h.last_offset);
   }
   if (::pwrite(fileno(_file.get()), bytes.data(), bytes.size(), static_cast<off_t>(_size)) !=
       static_cast<ssize_t>(bytes.size())) {
@@ -80,7 +68,7 @@ result<void> head_spill::advance(run& r) {
   auto more = fill(r, 2);
   if (!more) return std::unexpected(more.error());
   if (!*more) return {};
-  const size_t key_bytes = get<uint16_t>(r.buffer.data() + r.used);
+  const size_t key_bytes = get_fixed<uint16_t>(r.buffer.data() + r.used);
   more = fill(r, fixed_bytes + key_bytes);
   if (!more) return std::unexpected(more.error());
   if (!*more) return fail(errc::corrupt, "chain check spill file: a record is cut short");
@@ -88,9 +76,9 @@ result<void> head_spill::advance(run& r) {
   ended_history h;
   h.key.assign(p, key_bytes);
   p += key_bytes;
-  h.count = get<uint32_t>(p);
+  h.count = get_fixed<uint32_t>(p);
   std::memcpy(h.last.data(), p + 4, h.last.size());
-  h.last_offset = get<uint64_t>(p + 4 + h.last.size());
+  h.last_offset = get_fixed<uint64_t>(p + 4 + h.last.size());
   r.used += fixed_bytes + key_bytes;
   r.head = std::move(h);
   return {};

@@ -145,29 +145,33 @@ void add_number(std::string& out, std::string_view key, int64_t v, bool& first) 
   out += fmt::format("{}", v);
 }
 
-void add_bars(std::string& out, const execution_view& v) {
-  out += ",\"bars\":[";
-  for (size_t i = 0; i < v.bars.size(); ++i) {
-    const step_bar& b = v.bars[i];
+// Appends ,"key":[{...},...]: one object per item, whose fields add_fields(item, first) writes.
+template <typename T, typename F>
+void add_objects(std::string& out, std::string_view key, const std::vector<T>& items,
+                 F add_fields) {
+  out += fmt::format(",\"{}\":[", key);
+  for (size_t i = 0; i < items.size(); ++i) {
     bool first = true;
     out += i ? ",{" : "{";
+    add_fields(items[i], first);
+    out += "}";
+  }
+  out += "]";
+}
+
+void add_bars(std::string& out, const execution_view& v) {
+  add_objects(out, "bars", v.bars, [&](const step_bar& b, bool& first) {
     add_string(out, "step", b.step, first);
     add_number(out, "attempt", b.attempt, first);
     add_number(out, "start", b.start_ms, first);
     add_number(out, "end", b.end_ms, first);
     add_string(out, "outcome", b.outcome, first);
     add_string(out, "detail", b.detail, first);
-    out += "}";
-  }
-  out += "]";
+  });
 }
 
 void add_events(std::string& out, const execution_view& v) {
-  out += ",\"events\":[";
-  for (size_t i = 0; i < v.lines.size(); ++i) {
-    const timeline_line& l = v.lines[i];
-    bool first = true;
-    out += i ? ",{" : "{";
+  add_objects(out, "events", v.lines, [&](const timeline_line& l, bool& first) {
     add_number(out, "t", l.ts_ms, first);
     add_string(out, "where", fmt::format("{}@{}", stream_name(l.s), l.offset), first);
     add_string(out, "kind", l.kind, first);
@@ -181,9 +185,8 @@ void add_events(std::string& out, const execution_view& v) {
       if (d) out += ",";
       json_text::append_string(out, l.details[d], true);
     }
-    out += "]}";
-  }
-  out += "]";
+    out += "]";
+  });
 }
 
 }  // namespace

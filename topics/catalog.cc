@@ -13,31 +13,24 @@
 
 #include <fmt/format.h>
 
+#include "engine/kafka_util.h"
+
 namespace auterity {
 
 namespace {
 
 // --- librdkafka objects, each freed by its own destroy function ----------------------------
 
-template <auto destroy>
-struct deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    destroy(p);
-  }
-};
-using conf_ptr = std::unique_ptr<rd_kafka_conf_t, deleter<rd_kafka_conf_destroy>>;
-using kafka_ptr = std::unique_ptr<rd_kafka_t, deleter<rd_kafka_destroy>>;
-using queue_ptr = std::unique_ptr<rd_kafka_queue_t, deleter<rd_kafka_queue_destroy>>;
-using event_ptr = std::unique_ptr<rd_kafka_event_t, deleter<rd_kafka_event_destroy>>;
-using admin_options_ptr =
-    std::unique_ptr<rd_kafka_AdminOptions_t, deleter<rd_kafka_AdminOptions_destroy>>;
-using new_topic_ptr = std::unique_ptr<rd_kafka_NewTopic_t, deleter<rd_kafka_NewTopic_destroy>>;
-using new_partitions_ptr =
-    std::unique_ptr<rd_kafka_NewPartitions_t, deleter<rd_kafka_NewPartitions_destroy>>;
+using conf_ptr = kafka_handle<rd_kafka_conf_t, rd_kafka_conf_destroy>;
+using kafka_ptr = kafka_handle<rd_kafka_t, rd_kafka_destroy>;
+using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
+using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
+using admin_options_ptr = kafka_handle<rd_kafka_AdminOptions_t, rd_kafka_AdminOptions_destroy>;
+using new_topic_ptr = kafka_handle<rd_kafka_NewTopic_t, rd_kafka_NewTopic_destroy>;
+using new_partitions_ptr = kafka_handle<rd_kafka_NewPartitions_t, rd_kafka_NewPartitions_destroy>;
 using config_resource_ptr =
-    std::unique_ptr<rd_kafka_ConfigResource_t, deleter<rd_kafka_ConfigResource_destroy>>;
-using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
+    kafka_handle<rd_kafka_ConfigResource_t, rd_kafka_ConfigResource_destroy>;
+using metadata_ptr = kafka_handle<const rd_kafka_metadata_t, rd_kafka_metadata_destroy>;
 
 // The result of an admin request arrives within its request timeout; this is only a backstop.
 constexpr int result_grace_ms = 5000;

@@ -65,7 +65,10 @@ struct common_options {
   std::vector<CLI::Option*> valued;  // options that need a value when given
 };
 
-void add_common(CLI::App* cmd, common_options& c) {
+// A replay subcommand with the options all of them take; the caller adds its own.
+CLI::App* add_replay_subcommand(CLI::App* replay, const std::string& name,
+                                const std::string& description, common_options& c) {
+  auto* cmd = replay->add_subcommand(name, description);
   cmd->allow_extras();
   cmd->footer(exit_codes_help);
   c.valued.push_back(text_option(cmd, "--data", c.data,
@@ -82,6 +85,7 @@ void add_common(CLI::App* cmd, common_options& c) {
                                  "Partitions read at once (default: one per core)", "N"));
   cmd->add_flag("--no-progress", c.no_progress,
                 "No progress bar (it is drawn on stderr only when stderr is a terminal)");
+  return cmd;
 }
 
 // Checks what the parser let through: stray arguments and options given without a value.
@@ -211,11 +215,11 @@ int run_timeline(const timeline_flags& f) {
 }
 
 CLI::App* add_timeline(CLI::App* replay, timeline_flags& f) {
-  auto* cmd = replay->add_subcommand(
-      "timeline",
+  auto* cmd = add_replay_subcommand(
+      replay, "timeline",
       "What happened, when and why: events with their causes, step outputs and "
-      "errors, notifications sent, AI calls with model, tokens and cost");
-  add_common(cmd, f.c);
+      "errors, notifications sent, AI calls with model, tokens and cost",
+      f.c);
   auto& v = f.c.valued;
   v.push_back(
       text_option(cmd, "--tenant", f.tenant, "Only this tenant (reads only its partition)"));
@@ -319,11 +323,11 @@ int run_state(const state_flags& f) {
 }
 
 CLI::App* add_state(CLI::App* replay, state_flags& f) {
-  auto* cmd = replay->add_subcommand(
-      "state",
+  auto* cmd = add_replay_subcommand(
+      replay, "state",
       "An execution's state at a point of its partition's history, rebuilt by "
-      "replaying the executions records up to there through the appliers");
-  add_common(cmd, f.c);
+      "replaying the executions records up to there through the appliers",
+      f.c);
   auto& v = f.c.valued;
   v.push_back(text_option(cmd, "--tenant", f.tenant, "Tenant (required)"));
   v.push_back(text_option(cmd, "--execution", f.execution,
@@ -490,13 +494,13 @@ int run_verify(const verify_flags& f) {
 }
 
 CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
-  auto* cmd = replay->add_subcommand(
-      "verify",
+  auto* cmd = add_replay_subcommand(
+      replay, "verify",
       "Prove the history was not altered (hash chains: the first removed, altered or "
       "reordered event of each execution) and that replaying it gives the engine's "
       "state (every differing key). Exit 0 = verified, 1 = problems found (listed), "
-      "2 = usage or IO error");
-  add_common(cmd, f.c);
+      "2 = usage or IO error",
+      f.c);
   auto& v = f.c.valued;
   v.push_back(text_option(cmd, "--tenant", f.tenant,
                           "Only this tenant: its partition, its records, its state keys"));

@@ -179,37 +179,41 @@ constexpr const char* catalog_footer =
     "compacted; deadletter: 30 days; the others: 7 days. max.message.bytes fits the engine's\n"
     "1 MiB record limit. See topics/README.md.\n";
 
-CLI::App* add_apply(CLI::App* topics, topics_flags& f) {
-  auto* cmd = topics->add_subcommand(
-      "apply",
-      "Create missing topics and set configs that differ from the catalog (idempotent; prints "
-      "one line per topic: created / raised / set / ok)");
+// A topics subcommand with the cluster flags; its help ends with the catalog, then `footer`.
+CLI::App* add_topics_subcommand(CLI::App* topics, const std::string& name,
+                                const std::string& description, const std::string& footer,
+                                topics_flags& f) {
+  auto* cmd = topics->add_subcommand(name, description);
   add_cluster_flags(cmd, f);
+  cmd->footer(catalog_footer + footer);
+  return cmd;
+}
+
+CLI::App* add_apply(CLI::App* topics, topics_flags& f) {
+  auto* cmd = add_topics_subcommand(
+      topics, "apply",
+      "Create missing topics and set configs that differ from the catalog (idempotent; prints "
+      "one line per topic: created / raised / set / ok)",
+      "\nRefuses, changing nothing: fewer partitions than a topic has (Kafka cannot shrink),\na "
+      "different replication factor on an existing topic, a repartition without\n"
+      "--allow-repartition. Other topic-level settings an operator made are kept.\n\nExit: 0 "
+      "done (or nothing to do), 1 --dry-run found changes to make, 2 error or refused.",
+      f);
   cmd->add_flag("--allow-repartition", f.allow_repartition,
                 "Allow raising the partition count of existing topics. This moves tenants to "
                 "other partitions, away from their state and unread records: stop the engine "
                 "first");
   cmd->add_flag("--dry-run", f.dry_run,
                 "Print what would change and let the brokers validate it; change nothing");
-  cmd->footer(std::string(catalog_footer) +
-              "\nRefuses, changing nothing: fewer partitions than a topic has (Kafka cannot "
-              "shrink),\na different replication factor on an existing topic, a repartition "
-              "without\n--allow-repartition. Other topic-level settings an operator made are "
-              "kept.\n\nExit: 0 done (or nothing to do), 1 --dry-run found changes to make, "
-              "2 error or refused.");
   return cmd;
 }
 
 CLI::App* add_describe(CLI::App* topics, topics_flags& f) {
-  auto* cmd = topics->add_subcommand(
-      "describe",
+  return add_topics_subcommand(
+      topics, "describe",
       "Show each topic's partitions, replication and configs against the catalog, with a "
-      "verdict per topic (ok / missing / differs: what)");
-  add_cluster_flags(cmd, f);
-  cmd->footer(std::string(catalog_footer) +
-              "\nExit: 0 everything matches the catalog, 1 something is missing or differs, "
-              "2 error.");
-  return cmd;
+      "verdict per topic (ok / missing / differs: what)",
+      "\nExit: 0 everything matches the catalog, 1 something is missing or differs, 2 error.", f);
 }
 
 }  // namespace

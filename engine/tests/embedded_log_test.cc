@@ -819,6 +819,25 @@ commit_batch leader_commit() {
 
 const std::vector<std::string> group_test_groups = {"g", "w0", "w1", "w2"};
 
+// One try at queueing three_queued_commits() behind leader_commit()'s held flush, in a fresh log
+// under <root>/attempt<n> whose flushes fail from call `fail_from_call` on (never by default).
+// The queued commits can miss the group if a thread is not scheduled for 100 ms, so the tests
+// retry, at most group_attempts_max times.
+struct group_attempt {
+  group_attempt(const std::string& root, int n, size_t fail_from_call = SIZE_MAX)
+      : dir(fmt::format("{}/attempt{}", root, n)), lg(open_log(dir, flush.options(1))) {
+    if (!lg) return;
+    flush.fail_from_call(fail_from_call);
+    run = commit_behind_a_held_flush(*lg, flush, leader_commit(), three_queued_commits());
+  }
+  std::string dir;
+  flush_control flush;
+  std::unique_ptr<log> lg;  // null if the log did not open
+  held_flush_run run;
+};
+
+constexpr int group_attempts_max = 5;
+
 TEST_F(embedded_log_test, concurrent_committers_get_dense_increasing_offsets_and_share_flushes) {
   for (bool fsync : {true, false}) {
     SCOPED_TRACE(fmt::format("fsync {}", fsync));
@@ -902,15 +921,12 @@ TEST_F(embedded_log_test, concurrent_committers_get_dense_increasing_offsets_and
 }
 
 TEST_F(embedded_log_test, failed_flush_fails_every_commit_of_its_group_and_shows_none) {
-  // The queued commits can miss the group if a thread is not scheduled for 100 ms; retry then.
   for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the queued commits never formed one group";
-    std::string dir = fmt::format("{}/attempt{}", _root, attempt);
-    flush_control flush;
-    auto lg = open_log(dir, flush.options(1));
+    ASSERT_LT(attempt, group_attempts_max) << "the queued commits never formed one group";
+    // The leader's flush succeeds, the group's after it fails.
+    group_attempt a(_root, attempt, /*fail_from_call=*/2);
+    auto& [dir, flush, lg, run] = a;
     ASSERT_TRUE(lg);
-    flush.fail_from_call(2);  // the leader's flush succeeds, the group's after it fails
-    auto run = commit_behind_a_held_flush(*lg, flush, leader_commit(), three_queued_commits());
     ASSERT_TRUE(run.first.has_value()) << run.first.error().message;
     for (const auto& r : run.queued) ASSERT_FALSE(r.has_value()) << "committed past a failed flush";
     // A queued commit that missed the group is refused by the broken log instead; retry then.
@@ -954,12 +970,10 @@ TEST_F(embedded_log_test, group_cut_anywhere_shows_exactly_the_commit_before_it)
   std::string grouped_dump;
   uint64_t last_g = 0;
   for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the queued commits never formed one group";
-    std::string dir = fmt::format("{}/attempt{}", _root, attempt);
-    flush_control flush;
-    auto lg = open_log(dir, flush.options(1));
+    ASSERT_LT(attempt, group_attempts_max) << "the queued commits never formed one group";
+    group_attempt a(_root, attempt);
+    auto& [dir, flush, lg, run] = a;
     ASSERT_TRUE(lg);
-    auto run = commit_behind_a_held_flush(*lg, flush, leader_commit(), three_queued_commits());
     ASSERT_TRUE(run.first.has_value()) << run.first.error().message;
     for (const auto& r : run.queued) ASSERT_TRUE(r.has_value()) << r.error().message;
     sizes = flush.sizes();

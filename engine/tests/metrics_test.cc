@@ -101,42 +101,13 @@ struct exposition {
   }
 };
 
-class metrics_node {
+// A harness node (two partitions, in-process workers) that serves /metrics on `address`.
+class metrics_node : public testing::harness {
  public:
   explicit metrics_node(std::string address = "127.0.0.1:0")
-      : dir(testing::temp_dir("metrics")), clk(1'700'000'000'000) {
-    node_options o;
-    o.data_dir = dir;
-    o.partitions = 2;
-    o.fsync = false;
-    o.metrics_address = std::move(address);
-    auto opened = node::open(o, clk);
-    if (!opened) {
-      ADD_FAILURE() << opened.error().message;
-      return;
-    }
-    n = std::move(*opened);
-    auto r = n->recover();
-    if (!r) ADD_FAILURE() << r.error().message;
-  }
-  ~metrics_node() {
-    n.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
+      : harness("metrics", with_metrics(std::move(address))) {}
 
-  void submit(std::string bytes) {
-    auto r = n->submit(tenant, std::move(bytes));
-    ASSERT_TRUE(r.has_value()) << r.error().message;
-  }
-  void settle() {
-    for (int i = 0; i < 1000; ++i) {
-      auto w = n->step();
-      ASSERT_TRUE(w.has_value()) << w.error().message;
-      if (*w == 0) return;
-    }
-    FAIL() << "engine did not settle";
-  }
+  void submit(std::string bytes) { harness::submit(tenant, std::move(bytes)); }
   exposition scrape() {
     const std::string response = http_get(n->metrics_port(), "/metrics");
     EXPECT_TRUE(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"))
@@ -144,9 +115,12 @@ class metrics_node {
     return exposition::parse(response);
   }
 
-  std::string dir;
-  manual_clock clk;
-  std::unique_ptr<node> n;
+ private:
+  static node_options with_metrics(std::string address) {
+    node_options o = options(/*partitions=*/2, /*workers=*/true);
+    o.metrics_address = std::move(address);
+    return o;
+  }
 };
 
 TEST(metrics, a_scrape_shows_what_the_engine_did_on_the_tenants_partition) {

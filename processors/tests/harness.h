@@ -44,17 +44,28 @@ class harness {
  public:
   explicit harness(std::string name, uint32_t partitions = 2, bool workers = true,
                    int64_t start_ms = 1'700'000'000'000)
+      : harness(std::move(name), options(partitions, workers), start_ms) {}
+  // A node on `o`, recovered, in a fresh temp directory (o.data_dir is set here). If it does
+  // not open, the test fails and `n` stays null.
+  harness(std::string name, node_options o, int64_t start_ms = 1'700'000'000'000)
       : dir(temp_dir(name)), clk(start_ms) {
-    node_options o;
     o.data_dir = dir;
-    o.partitions = partitions;
-    o.fsync = false;
-    o.workers = workers;
     auto opened = node::open(o, clk);
-    if (!opened) ADD_FAILURE() << opened.error().message;
+    if (!opened) {
+      ADD_FAILURE() << opened.error().message;
+      return;
+    }
     n = std::move(*opened);
     auto r = n->recover();
     if (!r) ADD_FAILURE() << r.error().message;
+  }
+  // What the first constructor opens: no fsync (tests do not survive power loss).
+  static node_options options(uint32_t partitions, bool workers) {
+    node_options o;
+    o.partitions = partitions;
+    o.fsync = false;
+    o.workers = workers;
+    return o;
   }
   ~harness() {
     n.reset();

@@ -37,6 +37,7 @@ class kafka_cluster {
 
   const std::string& bootstrap() const { return _bootstrap; }
   const std::string& error() const { return _error; }
+  const std::string& dir() const { return _dir; }  // broker.sh's files: nodeN.pid, logs
   void kill_node(int n) {
     run(fmt::format("{} kill-node {} --dir {} 2>&1", AUTERITY_BROKER_SH, n, _dir));
   }

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "engine/kafka_util.h"
 #include "topics/catalog.h"
 
 namespace auterity {
@@ -82,20 +83,12 @@ class broker : public ::testing::Test {
 
 // --- librdkafka, directly -----------------------------------------------------------------
 
-template <auto destroy>
-struct deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    destroy(p);
-  }
-};
-using kafka_ptr = std::unique_ptr<rd_kafka_t, deleter<rd_kafka_destroy>>;
-using queue_ptr = std::unique_ptr<rd_kafka_queue_t, deleter<rd_kafka_queue_destroy>>;
-using event_ptr = std::unique_ptr<rd_kafka_event_t, deleter<rd_kafka_event_destroy>>;
-using resource_ptr =
-    std::unique_ptr<rd_kafka_ConfigResource_t, deleter<rd_kafka_ConfigResource_destroy>>;
-using new_topic_ptr = std::unique_ptr<rd_kafka_NewTopic_t, deleter<rd_kafka_NewTopic_destroy>>;
-using metadata_ptr = std::unique_ptr<const rd_kafka_metadata_t, deleter<rd_kafka_metadata_destroy>>;
+using kafka_ptr = kafka_handle<rd_kafka_t, rd_kafka_destroy>;
+using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
+using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
+using resource_ptr = kafka_handle<rd_kafka_ConfigResource_t, rd_kafka_ConfigResource_destroy>;
+using new_topic_ptr = kafka_handle<rd_kafka_NewTopic_t, rd_kafka_NewTopic_destroy>;
+using metadata_ptr = kafka_handle<const rd_kafka_metadata_t, rd_kafka_metadata_destroy>;
 
 kafka_ptr raw_client(const std::string& bootstrap) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
