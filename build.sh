@@ -52,7 +52,7 @@ install_missing
 build
 dir=${BUILD_DIR:-build}
 case "$what" in
-  demo) exec "$dir/engine/auterity" demo "$@" ;;
+  demo) exec "$dir/cli/auterity" demo "$@" ;;
   test)
     tests/kafka/broker.sh fetch  # Kafka 3.9 jars from Maven Central, cached after the first run
     cd "$dir" && exec ctest --output-on-failure --timeout 900 "$@" ;;

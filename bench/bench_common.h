@@ -20,7 +20,7 @@
 #include "engine/record.h"
 #include "engine/result.h"
 #include "engine/worker_runtime.h"
-#include "processors/node.h"
+#include "node/node.h"
 
 namespace auterity::bench {
 

@@ -17,7 +17,7 @@
 #include <CLI/CLI.hpp>
 
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "tests/connectors/service_process.h"
 
 #ifndef AUTERITY_FAKE_SERVICES

@@ -39,7 +39,7 @@
 #include "engine/assert.h"
 #include "engine/record.h"
 #include "engine/worker_runtime.h"
-#include "processors/node.h"
+#include "node/node.h"
 
 namespace auterity::bench {
 namespace {

@@ -47,7 +47,7 @@
 #include "engine/record.h"
 #include "processors/client.h"
 #include "processors/definition.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "replay/timeline.h"
 #include "replay/verify.h"
 

@@ -22,7 +22,7 @@
 
 #include "engine/record.h"
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "tests/kafka/broker_fixture.h"
 #include "topics/catalog.h"
 

@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/embedded_log.h"
-#include "processors/connectors.h"
+#include "connectors/connectors.h"
 
 namespace auterity {
 namespace {

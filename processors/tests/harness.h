@@ -14,7 +14,7 @@
 
 #include "engine/record.h"
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 
 namespace auterity::testing {
 

@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "processors/client.h"
-#include "processors/connectors.h"
-#include "processors/node.h"
+#include "connectors/connectors.h"
+#include "node/node.h"
 #include "replay/state_replay.h"
 #include "replay/tests/golden.h"
 #include "replay/tests/history_file.h"

@@ -2,7 +2,7 @@
 // chat completions and Anthropic messages APIs with the real services' shapes: answers read,
 // usage counted, errors classified, the key kept out of reasons, deadlines kept.
 
-#include "processors/ai_connectors.h"
+#include "connectors/ai_connectors.h"
 
 #include <cstdlib>
 

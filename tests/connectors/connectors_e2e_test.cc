@@ -23,7 +23,7 @@
 
 #include "engine/http_client.h"
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "replay/timeline.h"
 #include "tests/connectors/service_process.h"
 

@@ -15,7 +15,7 @@
 
 #include "engine/http_client.h"
 #include "engine/record.h"
-#include "processors/http_connectors.h"
+#include "connectors/http_connectors.h"
 #include "tests/connectors/connector_test_support.h"
 
 namespace auterity {

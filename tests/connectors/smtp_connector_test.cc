@@ -1,7 +1,7 @@
 // The SMTP connector against a real SMTP server (aiosmtpd, tests/connectors/smtp_sink.py) on
 // loopback: what arrives in the mailbox, how refusals are classified, AUTH and STARTTLS.
 
-#include "processors/smtp_connector.h"
+#include "connectors/smtp_connector.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -30,7 +30,7 @@ struct demo_flags {
   std::optional<kafka_log_options> kafka;  // run on Kafka instead of the embedded log
   partition_runtime_options runtime;
   std::string metrics_address;  // Prometheus /metrics; empty: off
-  std::string connectors_file;  // processors/connector_config.h; empty: local only
+  std::string connectors_file;  // connectors/connector_config.h; empty: local only
   std::vector<stream> worker_streams = {stream::commands_step, stream::commands_ai,
                                         stream::commands_notify};
   worker_options worker;

@@ -12,9 +12,9 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/cli/cli.h"
+#include "cli/cli.h"
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "replay/timeline.h"
 #include "workflows.h"
 

@@ -41,7 +41,7 @@ struct node_options {
   // e.g. one written in another language: engine/WORKERS.md).
   std::vector<stream> worker_streams = {stream::commands_step, stream::commands_ai,
                                         stream::commands_notify};
-  // The connectors' configuration file (processors/connector_config.h); empty: local actions,
+  // The connectors' configuration file (connectors/connector_config.h); empty: local actions,
   // no AI provider, every notification to the outbox.
   std::string connectors_file;
   worker_options worker;  // of each in-process worker (concurrency, deadline, batch)

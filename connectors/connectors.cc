@@ -1,4 +1,4 @@
-#include "processors/connectors.h"
+#include "connectors/connectors.h"
 
 #include <fcntl.h>
 #include <unistd.h>

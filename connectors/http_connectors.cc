@@ -1,4 +1,4 @@
-#include "processors/http_connectors.h"
+#include "connectors/http_connectors.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

@@ -1,4 +1,4 @@
-#include "processors/node.h"
+#include "node/node.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -9,7 +9,7 @@
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
 #include "processors/client.h"
-#include "processors/connector_config.h"
+#include "connectors/connector_config.h"
 
 namespace auterity {
 

@@ -1,4 +1,4 @@
-#include "processors/smtp_connector.h"
+#include "connectors/smtp_connector.h"
 
 #include <openssl/ssl.h>
 

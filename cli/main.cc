@@ -11,11 +11,11 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
-#include "engine/cli/cli.h"
+#include "cli/cli.h"
 #include "engine/embedded_log.h"
 #include "engine/record.h"
 #include "processors/client.h"
-#include "processors/node.h"
+#include "node/node.h"
 #include "replay/timeline.h"
 
 namespace auterity {

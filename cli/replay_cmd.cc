@@ -15,7 +15,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
-#include "engine/cli/cli.h"
+#include "cli/cli.h"
 #include "engine/record.h"
 #include "processors/execution_state.h"
 #include "replay/json_text.h"

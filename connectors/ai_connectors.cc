@@ -1,4 +1,4 @@
-#include "processors/ai_connectors.h"
+#include "connectors/ai_connectors.h"
 
 #include <algorithm>
 #include <cctype>

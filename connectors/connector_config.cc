@@ -1,4 +1,4 @@
-#include "processors/connector_config.h"
+#include "connectors/connector_config.h"
 
 #include <fstream>
 #include <map>
@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/http_client.h"
-#include "processors/ai_connectors.h"
-#include "processors/connectors.h"
-#include "processors/http_connectors.h"
-#include "processors/smtp_connector.h"
+#include "connectors/ai_connectors.h"
+#include "connectors/connectors.h"
+#include "connectors/http_connectors.h"
+#include "connectors/smtp_connector.h"
 
 namespace auterity {
 

@@ -6,7 +6,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
-#include "engine/cli/cli.h"
+#include "cli/cli.h"
 #include "topics/catalog.h"
 
 namespace auterity {
