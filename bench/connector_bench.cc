@@ -16,8 +16,8 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "tests/connectors/service_process.h"
 
 #ifndef AUTERITY_FAKE_SERVICES

@@ -59,8 +59,8 @@
 #include "engine/kafka_util.h"
 #include "engine/record.h"
 #include "engine/worker_runtime.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "tests/kafka/broker_fixture.h"
 #include "topics/catalog.h"
 

@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "replay/timeline.h"
 #include "workflows.h"
 

@@ -14,8 +14,8 @@
 #include "cli/cli.h"
 #include "engine/embedded_log.h"
 #include "engine/record.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "replay/timeline.h"
 
 namespace auterity {
@@ -42,6 +42,7 @@ struct common_flags {
   std::string connectors;  // connector configuration file (`run`, `demo`); empty: local only
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
   worker_options worker;
+  bool orchestrator = true;  // false: `auterity worker`, connector workers only
 };
 
 // --connectors and --workers: what the in-process connector workers do.
@@ -134,6 +135,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.runtime = f.runtime;
   o.fsync = !f.no_fsync;
   o.workers = workers;
+  o.orchestrator = f.orchestrator;
   o.worker_streams = worker_streams_of(f);
   o.connectors_file = f.connectors;
   o.worker = f.worker;
@@ -163,13 +165,13 @@ struct run_stats {
 
   static run_stats read(node& n) {
     run_stats s;
-    for (uint32_t p = 0; p < n.partitions(); ++p) {
-      const partition_probe& pr = n.partition(p).probe();
+    // Only what runs here: on Kafka, another instance runs the rest.
+    n.for_each_probe([&](uint32_t, const partition_probe& pr) {
       s.inputs += pr.inputs.load();
       s.events += pr.records_out.load();
       s.commits += pr.batches.load();
       s.commit_us += pr.commit_us_total.load();
-    }
+    });
     return s;
   }
 };
@@ -197,7 +199,12 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
-  if (f.kafka.empty()) {
+  if (!f.orchestrator) {
+    fmt::print(stderr,
+               "auterity: worker instance {} joined the worker groups on {} ({} partitions in "
+               "all; Kafka assigns this instance its share; Ctrl-C to stop)\n",
+               f.instance, f.kafka, (*n)->partitions());
+  } else if (f.kafka.empty()) {
     fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
                (*n)->partitions(), f.data_dir);
   } else {
@@ -212,6 +219,12 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
   auto last_print = std::chrono::steady_clock::now();
   while (!g_interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (auto why = (*n)->fatal()) {
+      // Another process runs as this instance: going on would fight it for the partitions.
+      fmt::print(stderr, "auterity: stopping: {}\n", *why);
+      (*n)->stop();
+      return 3;
+    }
     const auto now = std::chrono::steady_clock::now();
     if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
       print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
@@ -282,7 +295,9 @@ int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
     if (partition >= 0 && static_cast<uint32_t>(partition) != p) continue;
     std::vector<record> recs;
-    for (uint64_t off = 0; off < l.end_offset(*s, p);) {
+    auto end = l.end_offset(*s, p);
+    if (!end) return report(end.error());
+    for (uint64_t off = 0; off < *end;) {
       recs.clear();
       auto r = l.read(*s, p, off, 1024, 8 << 20, recs);
       if (!r) return report(r.error());
@@ -351,6 +366,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
                       "any free port; default: off)");
+
+  common_flags wf;
+  wf.orchestrator = false;
+  auto* worker_cmd = app.add_subcommand(
+      "worker",
+      "Run connector workers only, as a process of their own, on Kafka (engine/WORKERS.md): they "
+      "join the groups auterity.worker.commands.<step|ai|notify> with the engine's in-process "
+      "workers and any other worker, and Kafka splits the partitions among them");
+  add_common(worker_cmd, wf);
+  add_worker_flags(worker_cmd, wf);
+  worker_cmd->add_option("--metrics", wf.metrics,
+                         "Serve Prometheus /metrics on this address (port 0: any free port)");
 
   std::string tenant, execution, workflow, file, params, input = "{}", name, payload = "{}",
                                                          reason = "cancelled by operator";
@@ -436,6 +463,17 @@ int main(int argc, char** argv) {
     return run_demo(demo, g_interrupted);
   }
   if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
+  if (worker_cmd->parsed()) {
+    if (wf.kafka.empty()) {
+      return report(error{errc::invalid,
+                          "`auterity worker` needs --kafka: the embedded log allows one process "
+                          "per data directory, whose `run` serves the workers in process"});
+    }
+    if (worker_streams_of(wf).empty()) {
+      return report(error{errc::invalid, "`auterity worker --workers none` has nothing to run"});
+    }
+    return cmd_run(wf, /*until_quiet=*/false, stats_interval_s);
+  }
   if (pub->parsed()) {
     bool ok = false;
     std::string def = read_file(file, ok);

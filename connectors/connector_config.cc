@@ -7,11 +7,11 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/http_client.h"
 #include "connectors/ai_connectors.h"
 #include "connectors/connectors.h"
 #include "connectors/http_connectors.h"
 #include "connectors/smtp_connector.h"
+#include "engine/http_client.h"
 
 namespace auterity {
 

@@ -23,6 +23,8 @@ const char* errc_name(errc code) {
       return "rocksdb";
     case errc::timeout:
       return "timeout";
+    case errc::fenced:
+      return "fenced";
   }
   return "unknown";
 }

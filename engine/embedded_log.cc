@@ -842,17 +842,24 @@ class embedded_log final : public log {
     return n;
   }
 
-  uint64_t end_offset(stream s, uint32_t p) override {
+  result<uint64_t> end_offset(stream s, uint32_t p) override {
     partition& part = checked(s, p);
     std::shared_lock lock(part.index_mu);
     return part.data.index[idx(s)].size();
   }
 
-  uint64_t position(std::string_view group, stream s, uint32_t p) override {
+  result<uint64_t> position(std::string_view group, stream s, uint32_t p) override {
     partition& part = checked(s, p);
     std::shared_lock lock(part.index_mu);
     auto it = part.data.positions.find(group);
     return it == part.data.positions.end() ? 0 : it->second[idx(s)];
+  }
+
+  // One process per data directory, and a commit is visible when commit() returns: every
+  // record below the end is decided.
+  result<void> await_decided(stream s, uint32_t p, uint64_t, std::chrono::milliseconds) override {
+    (void)checked(s, p);
+    return {};
   }
 
   void wait(uint32_t p, uint64_t seen_generation, std::chrono::milliseconds timeout) override {

@@ -16,13 +16,16 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include <fmt/core.h>
 
 #include "engine/assert.h"
+#include "engine/fault.h"
 #include "engine/kafka_util.h"
+#include "engine/partition_runtime.h"
 
 namespace auterity {
 
@@ -88,17 +91,31 @@ class kafka_log final : public log {
     auto meta = make_client(RD_KAFKA_CONSUMER, consumer_conf("auterity.meta"), false);
     if (!meta) return std::unexpected(meta.error());
     _meta = std::move(*meta);
+    // ListOffsets answers with the isolation level of the handle that asks: read_committed gives
+    // the last stable offset (await_decided), read_uncommitted the log end (end_offset).
+    std::map<std::string, std::string> uncommitted = consumer_conf("auterity.meta");
+    uncommitted["isolation.level"] = "read_uncommitted";
+    auto meta_end = make_client(RD_KAFKA_CONSUMER, uncommitted, false);
+    if (!meta_end) return std::unexpected(meta_end.error());
+    _meta_end = std::move(*meta_end);
     auto partitions = discover_partitions();
     if (!partitions) return std::unexpected(partitions.error());
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
     if (_options.read_only) return {};
+    return make_producer();
+  }
+
+  // A new transactional producer; init_transactions aborts what an earlier producer of this
+  // instance left open and fences it.
+  result<void> make_producer() {
+    _producer.reset();
     auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(), true);
     if (!producer) return std::unexpected(producer.error());
-    _producer = std::move(*producer);
-    if (error_ptr e{rd_kafka_init_transactions(_producer.get(), _options.request_timeout_ms)}) {
+    if (error_ptr e{rd_kafka_init_transactions(producer->get(), _options.request_timeout_ms)}) {
       return std::unexpected(kafka_error("init_transactions", e.get()));
     }
+    _producer = std::move(*producer);
     return {};
   }
 
@@ -151,29 +168,62 @@ class kafka_log final : public log {
     return fetch(**r, s, p, from, max_records, max_bytes, out);
   }
 
-  // The high watermark. The interface has no error channel, and metrics and status ask for it
-  // too: while the broker does not answer, the last known value is returned rather than
-  // stopping the engine.
-  uint64_t end_offset(stream s, uint32_t p) override {
-    int64_t low = 0, high = 0;
-    std::lock_guard lock(_meta_mu);
-    uint64_t& known = _known_ends[{static_cast<int>(s), p}];
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(_meta.get(), topic(s).c_str(), static_cast<int32_t>(p),
-                                         &low, &high, _options.request_timeout_ms);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) known = static_cast<uint64_t>(high);
-    return known;
+  // The high watermark, asked with read_uncommitted isolation: a read_committed handle would
+  // answer with the last stable offset, which an open transaction holds back (librdkafka >=
+  // 1.7.1 asks ListOffsets with the handle's isolation level).
+  result<uint64_t> end_offset(stream s, uint32_t p) override {
+    if (p >= _partitions) {
+      return fail(errc::invalid, fmt::format("end of partition {} of {}", p, _partitions));
+    }
+    return watermark(_meta_end.get(), s, p, "log end");
   }
 
-  uint64_t position(std::string_view group, stream s, uint32_t p) override {
-    rd_kafka_t* c = group_consumer(group);
+  result<uint64_t> position(std::string_view group, stream s, uint32_t p) override {
+    if (p >= _partitions) {
+      return fail(errc::invalid, fmt::format("position on partition {} of {}", p, _partitions));
+    }
+    auto c = group_consumer(group);
+    if (!c) return std::unexpected(c.error());
     list_ptr list(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(list.get(), topic(s).c_str(), static_cast<int32_t>(p));
-    rd_kafka_resp_err_t err = rd_kafka_committed(c, list.get(), _options.request_timeout_ms);
-    vassert(err == RD_KAFKA_RESP_ERR_NO_ERROR, "committed offset of {} on {}/{}: {}",
-            kafka_group_id(group), topic(s), p, rd_kafka_err2str(err));
+    // read_committed: OffsetFetch with require_stable, so an open transaction's pending offsets
+    // are waited for (UNSTABLE_OFFSET_COMMIT is retried) rather than skipped.
+    rd_kafka_resp_err_t err = rd_kafka_committed(*c, list.get(), _options.request_timeout_ms);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = list->elems[0].err;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return fail(err == RD_KAFKA_RESP_ERR__TIMED_OUT ? errc::timeout : errc::io,
+                  fmt::format("committed offset of {} on {}/{} (a transaction holding its offsets "
+                              "may still be open): {}",
+                              kafka_group_id(group), topic(s), p, rd_kafka_err2str(err)));
+    }
     const int64_t offset = list->elems[0].offset;
     return offset < 0 ? 0 : static_cast<uint64_t>(offset);
+  }
+
+  result<void> await_decided(stream s, uint32_t p, uint64_t end,
+                             std::chrono::milliseconds timeout) override {
+    if (p >= _partitions) {
+      return fail(errc::invalid, fmt::format("await partition {} of {}", p, _partitions));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    uint64_t stable = 0;
+    for (;;) {
+      auto lso = watermark(_meta.get(), s, p, "last stable offset");
+      if (lso) {
+        stable = *lso;
+        if (stable >= end) return {};
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return fail(errc::timeout,
+                    lso ? fmt::format("{}/{}: records up to {} are still in an open transaction "
+                                      "(last stable offset {}) after {} ms; a paused or dead "
+                                      "instance's transaction ends when it resumes or after "
+                                      "transaction.timeout.ms",
+                                      topic(s), p, end, stable, timeout.count())
+                        : lso.error().message);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
 
   // Wake-ups come from this process's own commits; records produced by other processes are
@@ -191,6 +241,20 @@ class kafka_log final : public log {
 
  private:
   std::string topic(stream s) const { return _options.topic_prefix + std::string(stream_name(s)); }
+
+  result<uint64_t> watermark(rd_kafka_t* handle, stream s, uint32_t p, std::string_view what) {
+    int64_t low = 0, high = 0;
+    std::lock_guard lock(_meta_mu);
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(handle, topic(s).c_str(), static_cast<int32_t>(p), &low,
+                                         &high, _options.request_timeout_ms);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || high < 0) {
+      return fail(err == RD_KAFKA_RESP_ERR__TIMED_OUT ? errc::timeout : errc::io,
+                  fmt::format("{} of {}/{} from {}: {}", what, topic(s), p, _options.bootstrap,
+                              rd_kafka_err2str(err)));
+    }
+    return static_cast<uint64_t>(high);
+  }
 
   std::map<std::string, std::string> producer_conf() const {
     std::map<std::string, std::string> c = {
@@ -309,33 +373,78 @@ class kafka_log final : public log {
   }
 
   // One transaction: produce, send offsets, commit. Aborts on any failure that allows it.
+  //
+  // Failures, by what librdkafka says the producer can still do:
+  //   - abortable (a refused TxnOffsetCommit of a member that lost its partitions, a failed
+  //     produce): the transaction is aborted and every batch in it fails; the producer goes on;
+  //   - retriable (commit_transaction timed out): asked again, up to request_timeout_ms more;
+  //   - fenced (another producer with this transactional.id): errc::fenced, the producer is
+  //     dropped and the commit fails for good — two processes run as one instance;
+  //   - other fatal errors (idempotence state lost, e.g. after a broker lost acked data): the
+  //     producer is dropped and the next commit makes a new one (init_transactions).
+  // A failed commit may have committed (an answer lost with its broker); callers treat it as
+  // unknown and recover from the log (the partition runtime steps down).
   result<void> transaction(const std::vector<pending_commit*>& group) {
+    if (!_producer) {
+      if (_fenced) return fail(errc::fenced, *_fenced);
+      if (auto made = make_producer(); !made) return made;
+    }
     rd_kafka_t* rk = _producer.get();
-    if (error_ptr e{rd_kafka_begin_transaction(rk)}) {
-      return std::unexpected(kafka_error("begin_transaction", e.get()));
+    if (error_ptr e{rd_kafka_begin_transaction(rk)})
+      return producer_failed("begin_transaction", e.get());
+    bool decides = false;  // carries an orchestrator batch (fault points count only those)
+    for (const pending_commit* c : group) {
+      for (const auto& pos : c->batch->positions)
+        decides = decides || pos.group == orchestrator_group;
     }
     result<void> produced;
     for (pending_commit* c : group) {
       if (produced) produced = produce_all(c->partition, *c->batch, c->deliveries);
     }
+    if (produced && decides) fault_point("txn.produced");
     if (produced) produced = send_offsets(group);
+    if (produced && decides) fault_point("txn.offsets_sent");
     if (produced) {
-      error_ptr e{rd_kafka_commit_transaction(rk, _options.request_timeout_ms)};
-      if (!e) {
-        for (pending_commit* c : group) {
-          if (auto d = check_deliveries(c->deliveries); !d) return d;
+      for (int attempt = 0;; ++attempt) {
+        error_ptr e{rd_kafka_commit_transaction(rk, _options.request_timeout_ms)};
+        if (!e) {
+          for (pending_commit* c : group) {
+            if (auto d = check_deliveries(c->deliveries); !d) return d;
+          }
+          return {};
         }
-        return {};
+        if (rd_kafka_error_is_retriable(e.get()) && attempt < 1) continue;
+        if (!rd_kafka_error_txn_requires_abort(e.get()))
+          return producer_failed("commit_transaction", e.get());
+        produced = std::unexpected(kafka_error("commit_transaction", e.get()));
+        break;
       }
-      produced = std::unexpected(kafka_error("commit_transaction", e.get()));
-      if (!rd_kafka_error_txn_requires_abort(e.get())) return produced;  // fatal or fenced
     }
     error_ptr abort{rd_kafka_abort_transaction(rk, _options.request_timeout_ms)};
     if (abort) {
-      return fail(errc::io, fmt::format("{}; then abort_transaction: {}", produced.error().message,
-                                        rd_kafka_error_string(abort.get())));
+      auto dropped = producer_failed("abort_transaction", abort.get());
+      return fail(dropped.error().code,
+                  fmt::format("{}; then {}", produced.error().message, dropped.error().message));
     }
     return produced;
+  }
+
+  // A producer error that is not abortable: fenced, fatal or not even retriable. The producer
+  // is dropped (a fenced one for good).
+  result<void> producer_failed(std::string_view what, const rd_kafka_error_t* e) {
+    error err = kafka_error(what, e);
+    const rd_kafka_resp_err_t code = rd_kafka_error_code(e);
+    if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+        code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
+      _fenced = fmt::format(
+          "instance {} was fenced: another process started with the same "
+          "--instance (transactional.id auterity.{}); {}",
+          _options.instance_id, _options.instance_id, err.message);
+      _producer.reset();
+      return fail(errc::fenced, *_fenced);
+    }
+    if (rd_kafka_error_is_fatal(e)) _producer.reset();
+    return std::unexpected(err);
   }
 
   result<void> produce_all(uint32_t p, const commit_batch& batch,
@@ -478,23 +587,24 @@ class kafka_log final : public log {
     return n;
   }
 
-  rd_kafka_t* group_consumer(std::string_view group) {
+  result<rd_kafka_t*> group_consumer(std::string_view group) {
     std::lock_guard lock(_groups_mu);
     rk_ptr& c = _groups[std::string(group)];
     if (!c) {
       auto made = make_client(RD_KAFKA_CONSUMER, consumer_conf(kafka_group_id(group)), false);
-      vassert(made.has_value(), "kafka consumer for group {}: {}", group, made.error().message);
+      if (!made) return std::unexpected(made.error());
       c = std::move(*made);
     }
     return c.get();
   }
 
   kafka_log_options _options;
-  rk_ptr _producer;
-  rk_ptr _meta;
-  std::mutex _meta_mu;
-  std::map<std::pair<int, uint32_t>, uint64_t> _known_ends;  // guarded by _meta_mu
+  rk_ptr _producer;     // null after a fatal producer error: the next commit makes a new one
+  rk_ptr _meta;         // read_committed: last stable offsets
+  rk_ptr _meta_end;     // read_uncommitted: log ends
+  std::mutex _meta_mu;  // one ListOffsets at a time per log
   uint32_t _partitions = 0;
+  std::optional<std::string> _fenced;  // why the producer was fenced; only the committer uses it
   std::mutex _txn_mu;
   std::condition_variable _txn_cv;
   std::vector<pending_commit*> _queue;  // guarded by _txn_mu

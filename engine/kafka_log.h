@@ -7,7 +7,10 @@
 //              instance fences its predecessor (init_transactions bumps the epoch) and a stale
 //              instance cannot commit.
 //   read()     read_committed consumers: aborted and open transactions are never seen.
-//   position() the consumer group's committed offset (group "auterity.<group>").
+//   position() the consumer group's committed offset (group "auterity.<group>"), stable: it
+//              waits for an open transaction that holds pending offsets of the group.
+//   end_offset() the log end (read_uncommitted high watermark); await_decided() polls the last
+//              stable offset. A new owner's restore uses both: docs/ownership-handover.md.
 //
 // See engine/README.md ("Kafka backend") for threading and costs.
 
@@ -24,10 +27,13 @@ struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
   std::string instance_id = "engine-1";  // transactional.id = "auterity.<instance_id>"
   std::string topic_prefix;              // topic = prefix + stream name
-  int transaction_timeout_ms = 60'000;   // broker aborts a transaction left open this long
-  int request_timeout_ms = 30'000;       // longest wait for one broker answer
-  int topic_metadata_wait_ms = 10'000;   // how long missing topics are looked for at open
-  int read_wait_ms_max = 10'000;         // longest a read waits for its first fetch answer
+  // The broker aborts a transaction left open this long. It bounds how long a paused or dead
+  // instance's open transaction holds up a new owner's restore and every read_committed reader
+  // of the partitions it wrote (docs/ownership-handover.md); Kafka Streams uses 10 s too.
+  int transaction_timeout_ms = 10'000;
+  int request_timeout_ms = 30'000;      // longest wait for one broker answer
+  int topic_metadata_wait_ms = 10'000;  // how long missing topics are looked for at open
+  int read_wait_ms_max = 10'000;        // longest a read waits for its first fetch answer
   std::map<std::string, std::string> producer_config;  // extra librdkafka settings
   std::map<std::string, std::string> consumer_config;
   // Live group metadata for a logical group (kafka_membership::group_metadata_copy()), or

@@ -99,12 +99,24 @@ class log {
   virtual result<size_t> read(stream s, uint32_t partition, uint64_t from, size_t max_records,
                               size_t max_bytes, std::vector<record>& out) = 0;
 
-  // Offset after the last committed record (embedded: the record count; Kafka: the high
-  // watermark, which may sit past a transaction marker).
-  virtual uint64_t end_offset(stream s, uint32_t partition) = 0;
+  // Offset after the last record written to (s, partition), whether its transaction is
+  // committed, still open or aborted (embedded: the record count; Kafka: the high watermark,
+  // read with read_uncommitted isolation, which may sit past a transaction marker). Fails if
+  // the backend cannot tell (Kafka: no broker answer within its request timeout); it never
+  // returns a stale value.
+  virtual result<uint64_t> end_offset(stream s, uint32_t partition) = 0;
 
-  // Committed next offset of a consumer group; 0 if the group never committed.
-  virtual uint64_t position(std::string_view group, stream s, uint32_t partition) = 0;
+  // Committed next offset of a consumer group; 0 if the group never committed. Stable: on
+  // Kafka, while a transaction that holds pending offsets of the group on (s, partition) is
+  // open, it waits until that transaction commits or aborts (OffsetFetch require_stable), and
+  // fails if that takes longer than the request timeout.
+  virtual result<uint64_t> position(std::string_view group, stream s, uint32_t partition) = 0;
+
+  // Waits until every record of (s, partition) below `end` is decided (committed or aborted),
+  // so that read() reaches `end`; errc::timeout after `timeout`. The embedded log has no open
+  // transactions across processes: it returns at once. Kafka: polls the last stable offset.
+  virtual result<void> await_decided(stream s, uint32_t partition, uint64_t end,
+                                     std::chrono::milliseconds timeout) = 0;
 
   // Blocks until a commit touches `partition` after the call began or `timeout` passes.
   // Spurious wake-ups are allowed; callers re-check.

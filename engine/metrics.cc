@@ -94,6 +94,18 @@ constexpr metric_def restore_duration{
 constexpr metric_def restore_replayed{
     "auterity_restore_replayed_records",
     "executions records the partition's restore replayed through the appliers", metric_kind::gauge};
+constexpr metric_def restore_wait{
+    "auterity_restore_wait_seconds",
+    "Of the partition's last restore: time spent reading stable positions and waiting for an "
+    "earlier owner's open transaction to be decided (docs/ownership-handover.md)",
+    metric_kind::gauge};
+constexpr metric_def read_errors{"auterity_partition_read_errors_total",
+                                 "Reads of a partition's inputs that failed and were tried again",
+                                 metric_kind::counter};
+constexpr metric_def worker_errors{
+    "auterity_worker_errors_total",
+    "Worker rounds that failed (read or commit) and were tried again from the committed positions",
+    metric_kind::counter};
 constexpr metric_def consumer_lag{
     "auterity_consumer_lag_records",
     "End offset of the stream minus the group's committed position (Kafka: the high "
@@ -131,17 +143,20 @@ void collect_partition(metrics_writer& w, uint32_t partition, const partition_pr
   w.add(inputs_total, l, value_of(probe.inputs));
   w.add(events_total, l, value_of(probe.events));
   w.add(records_out_total, l, value_of(probe.records_out));
+  w.add(read_errors, l, value_of(probe.read_errors));
   w.add(commit_duration, l, probe.commit_latency_us.snapshot(1e6));
   w.add(commit_records, l, probe.commit_records.snapshot());
   if (!probe.restored.load(std::memory_order_relaxed)) return;
   w.add(restore_duration, l, value_of(probe.restore_ms) / 1000.0);
   w.add(restore_replayed, l, value_of(probe.replayed));
+  w.add(restore_wait, l, value_of(probe.restore_wait_ms) / 1000.0);
 }
 
 void collect_lag(metrics_writer& w, log& l, std::string_view group, stream s, uint32_t partition,
                  uint64_t position) {
-  const uint64_t end = l.end_offset(s, partition);
-  const double lag = end > position ? static_cast<double>(end - position) : 0.0;
+  auto end = l.end_offset(s, partition);
+  if (!end) return;  // the broker does not answer: no sample rather than a wrong one
+  const double lag = *end > position ? static_cast<double>(*end - position) : 0.0;
   w.add(consumer_lag,
         {{"group", std::string(group)},
          {"stream", std::string(stream_name(s))},
@@ -171,6 +186,7 @@ void collect_worker(metrics_writer& w, std::string_view group, stream commands,
   w.add(worker_deadlines, passed, value_of(probe.deadline_passed));
   w.add(worker_exceptions, labels, value_of(probe.connector_exceptions));
   w.add(worker_in_flight, labels, value_of(probe.in_flight));
+  w.add(worker_errors, labels, value_of(probe.errors));
   w.add(worker_call_duration, labels, probe.call_latency_us.snapshot(1e6));
 }
 

@@ -6,7 +6,7 @@
 
 #include <fmt/core.h>
 
-#include "engine/assert.h"
+#include "engine/fault.h"
 
 namespace auterity {
 
@@ -33,14 +33,34 @@ partition_runtime::~partition_runtime() { stop(); }
 result<void> partition_runtime::recover() {
   auto start = std::chrono::steady_clock::now();
   if (auto r = _processor->open(*_store, _partition); !r) return r;
+  // 1. Positions first. They are stable: a transaction of an earlier owner that holds pending
+  //    positions of this partition is waited for until it commits or aborts. From here on no
+  //    transaction of an earlier owner can commit for this partition (fencing).
+  auto ingress = _log.position(orchestrator_group, stream::ingress, _partition);
+  if (!ingress) return std::unexpected(ingress.error());
+  auto acks = _log.position(orchestrator_group, stream::acks, _partition);
+  if (!acks) return std::unexpected(acks.error());
+  fault_point("restore.positions_read");
+  // 2. The log end of executions, open transactions included.
+  auto end = _log.end_offset(stream::executions, _partition);
+  if (!end) return std::unexpected(end.error());
   uint64_t from = _store->checkpoint();
-  const uint64_t end = _log.end_offset(stream::executions, _partition);
-  if (from > end) {
+  if (from > *end) {
     return fail(errc::corrupt,
                 fmt::format("partition {}: state checkpoint {} is beyond the end of executions "
                             "({}): the state directory does not belong to this log",
-                            _partition, from, end));
+                            _partition, from, *end));
   }
+  // 3. Everything below the end decided: a committed transaction's events are readable, an
+  //    earlier owner's transaction that can no longer commit is aborted.
+  if (auto d = _log.await_decided(stream::executions, _partition, *end,
+                                  std::chrono::milliseconds(_options.restore_wait_ms_max));
+      !d) {
+    return fail(d.error().code,
+                fmt::format("partition {}: restore: {}", _partition, d.error().message));
+  }
+  _probe.restore_wait_ms.store(micros_since(start) / 1000, std::memory_order_relaxed);
+  // 4. Replay from the local checkpoint to the end.
   for (;;) {
     _scratch.clear();
     auto n = _log.read(stream::executions, _partition, from, _options.batch_records_max,
@@ -53,9 +73,10 @@ result<void> partition_runtime::recover() {
     _processor->flush(_state_out, {});
     if (auto w = _store->write(_state_out, from); !w) return w;
   }
+  // 5. Decide from the positions of step 1.
   _checkpoint = from;
-  _ingress_next = _log.position(orchestrator_group, stream::ingress, _partition);
-  _acks_next = _log.position(orchestrator_group, stream::acks, _partition);
+  _ingress_next = *ingress;
+  _acks_next = *acks;
   _probe.on_restored(micros_since(start) / 1000, _ingress_next, _acks_next);
   return {};
 }
@@ -72,6 +93,7 @@ result<void> partition_runtime::read_inputs(std::vector<input>& inputs) {
 }
 
 result<bool> partition_runtime::run_once() {
+  if (failed()) return std::unexpected(failure());
   std::vector<input> inputs;
   if (auto r = read_inputs(inputs); !r) return std::unexpected(r.error());
   const int64_t now = _clock.now_ms();
@@ -91,10 +113,9 @@ result<bool> partition_runtime::run_once() {
 
   auto start = std::chrono::steady_clock::now();
   auto committed = _log.commit(_partition, _out);
-  // A failed commit leaves memory ahead of the log; the only safe continuation is a restart
-  // that recovers from the log.
-  vassert(committed.has_value(), "partition {}: commit failed: {}", _partition,
-          committed.error().message);
+  // A failed commit leaves memory ahead of the log: this runtime must not decide again.
+  if (!committed) return fail_for_good(committed.error());
+  fault_point("txn.committed");
   _event_offsets.clear();
   for (size_t i = 0; i < _out.appends.size(); ++i) {
     if (_out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
@@ -105,13 +126,27 @@ result<bool> partition_runtime::run_once() {
 
   _processor->flush(_state_out, _event_offsets);
   auto written = _store->write(_state_out, _checkpoint);
-  vassert(written.has_value(), "partition {}: state write failed: {}", _partition,
-          written.error().message);
+  if (!written) return fail_for_good(written.error());
 
   _probe.batches.fetch_add(1, std::memory_order_relaxed);
   _probe.inputs.fetch_add(inputs.size(), std::memory_order_relaxed);
   _probe.records_out.fetch_add(_out.appends.size(), std::memory_order_relaxed);
   return true;
+}
+
+result<bool> partition_runtime::fail_for_good(error e) {
+  e.message = fmt::format("partition {}: {}", _partition, e.message);
+  {
+    std::lock_guard lock(_failure_mu);
+    _failure = e;
+  }
+  _failed.store(true, std::memory_order_release);
+  return std::unexpected(std::move(e));
+}
+
+error partition_runtime::failure() const {
+  std::lock_guard lock(_failure_mu);
+  return _failure;
 }
 
 void partition_runtime::start() {
@@ -128,7 +163,15 @@ void partition_runtime::loop() {
   while (!_stop.load(std::memory_order_relaxed)) {
     const uint64_t generation = _log.generation(_partition);
     auto worked = run_once();
-    vassert(worked.has_value(), "partition {}: {}", _partition, worked.error().message);
+    if (!worked) {
+      if (failed()) return;  // the owner replaces this runtime
+      if (_probe.read_errors.fetch_add(1, std::memory_order_relaxed) % 50 == 0) {
+        fmt::print(stderr, "auterity: partition {}: {} (retrying)\n", _partition,
+                   worked.error().message);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(_options.retry_wait_ms));
+      continue;
+    }
     if (*worked) {
       if (_options.commit_interval_ms > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(_options.commit_interval_ms));

@@ -4,11 +4,23 @@
 // and input positions atomically to the log, and only then writes the state batch with the
 // executions offset it reflects (the checkpoint). Recovery replays executions from the
 // checkpoint through the processor's appliers.
+//
+// Recovery is also the ownership handover (docs/ownership-handover.md): positions first (stable:
+// a transaction holding pending positions of the partition is waited for), then the log end of
+// executions, then a wait until everything below that end is decided, then replay. So the state
+// and the positions reflect the same committed transactions, whatever an earlier owner that is
+// paused or dead left open.
+//
+// A failed commit leaves memory ahead of the log (and may or may not have committed): the
+// runtime then stops deciding for good (failed()), and its owner drops it and recovers a new one
+// from the local state, which is written only after a commit succeeded (step down). A failed
+// read leaves nothing behind: the loop waits and tries again.
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -102,6 +114,13 @@ struct partition_runtime_options {
   // commit. 0 commits as soon as there is work (lowest latency); raising it trades latency
   // for fewer, larger commits (on Kafka, fewer transactions).
   int64_t commit_interval_ms = 0;
+  // Longest a restore waits for an earlier owner's open transaction on executions to be decided
+  // (committed or aborted). It should exceed the log's transaction timeout (Kafka: 10 s), after
+  // which the broker aborts it; past it, recover() fails with errc::timeout and the caller
+  // tries again later.
+  int64_t restore_wait_ms_max = 20'000;
+  // Pause after a failed read before the loop tries again.
+  int64_t retry_wait_ms = 200;
 };
 
 // Bucket bounds of the commit histograms: an fdatasync on an SSD takes ~0.1-5 ms, a Kafka
@@ -129,6 +148,8 @@ struct partition_probe {
   std::atomic<uint64_t> ingress_next{0};
   std::atomic<uint64_t> acks_next{0};
   std::atomic<bool> restored{false};
+  std::atomic<uint64_t> restore_wait_ms{0};  // of the last restore: waiting for positions/end
+  std::atomic<uint64_t> read_errors{0};
 
   void on_restored(uint64_t ms, uint64_t ingress, uint64_t acks) {
     restore_ms.store(ms, std::memory_order_relaxed);
@@ -158,13 +179,19 @@ class partition_runtime {
                     partition_runtime_options options = {});
   ~partition_runtime();
 
-  // Recovery: replay executions[p] from the checkpoint to the end, then persist the state.
+  // Recovery and handover: positions, the log end, the wait for it to be decided, then replay
+  // of executions[p] from the checkpoint to the end, persisting the state as it goes.
   result<void> recover();
-  // Runs one batch if there is work; returns false if there was nothing to do.
+  // Runs one batch if there is work; returns false if there was nothing to do. An error from
+  // the commit or the state write makes the runtime failed().
   result<bool> run_once();
-  // Runs batches on a thread of its own until stop().
+  // Runs batches on a thread of its own until stop() or until it fails.
   void start();
   void stop();
+  // A commit or state write failed: this runtime decides nothing more; its owner replaces it
+  // (recovering from the store and the log). The error says why.
+  bool failed() const { return _failed.load(std::memory_order_acquire); }
+  error failure() const;
 
   uint32_t partition() const { return _partition; }
   const partition_probe& probe() const { return _probe; }
@@ -190,7 +217,12 @@ class partition_runtime {
   commit_batch _out;
   state_batch _state_out;
   std::atomic<bool> _stop{false};
+  std::atomic<bool> _failed{false};
+  mutable std::mutex _failure_mu;
+  error _failure{errc::io, ""};  // guarded by _failure_mu
   std::thread _thread;
+
+  result<bool> fail_for_good(error e);
 };
 
 }  // namespace auterity

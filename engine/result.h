@@ -16,6 +16,7 @@ enum class errc {
   not_found,
   rocksdb,  // RocksDB returned a non-ok status
   timeout,  // a deadline passed before the work finished
+  fenced,   // another process took this instance's identity (same transactional id)
 };
 
 const char* errc_name(errc);

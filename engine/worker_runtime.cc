@@ -240,7 +240,13 @@ void worker_runtime::run_command(slot& s) {
 result<size_t> worker_runtime::run_partition(uint32_t p) {
   const std::string g = group();
   if (_next.size() != _log.partition_count()) _next.assign(_log.partition_count(), std::nullopt);
-  if (!_next[p]) _next[p] = _log.position(g, _stream, p);
+  if (!_next[p]) {
+    // Stable: an earlier member's transaction holding this group's offsets is waited for, so
+    // its acks are either counted in the position or aborted (docs/ownership-handover.md).
+    auto pos = _log.position(g, _stream, p);
+    if (!pos) return std::unexpected(pos.error());
+    _next[p] = *pos;
+  }
   const uint64_t from = *_next[p];
   _scratch.clear();
   auto n = _log.read(_stream, p, from, _options.batch_records_max, 8 << 20, _scratch);
@@ -285,7 +291,11 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
   }
   const uint64_t next = _scratch.back().offset + 1;
   out.set_position(g, _stream, next);
-  if (auto c = _log.commit(p, out); !c) return std::unexpected(c.error());
+  if (auto c = _log.commit(p, out); !c) {
+    // Unknown outcome (committed or not): read the position again before the next batch.
+    _next[p].reset();
+    return std::unexpected(c.error());
+  }
   _next[p] = next;
   _probe.commands.fetch_add(*n, std::memory_order_relaxed);
   return *n;
@@ -323,7 +333,26 @@ void worker_runtime::loop() {
   while (!_stop.load(std::memory_order_relaxed)) {
     const uint64_t generation = _log.generation_any();
     auto n = run_once();
-    vassert(n.has_value(), "worker {}: {}", group(), n.error().message);
+    if (!n) {
+      // A fenced producer is for good (another process runs as this instance); anything else
+      // (a lost partition, a broker away) is tried again from the committed positions. The
+      // commands of a failed batch run again: their idempotency keys keep the effects single.
+      _probe.errors.fetch_add(1, std::memory_order_relaxed);
+      if (n.error().code == errc::fenced) {
+        fmt::print(stderr, "auterity: worker {}: {}\n", group(), n.error().message);
+        _fenced.store(true);
+        return;
+      }
+      if (_probe.errors.load(std::memory_order_relaxed) % 50 == 1) {
+        fmt::print(stderr, "auterity: worker {}: {} (retrying)\n", group(), n.error().message);
+      }
+      {
+        std::lock_guard lock(_run_mu);
+        _next.clear();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
     if (*n > 0) continue;
     _log.wait_any(generation, std::chrono::milliseconds(_options.idle_wait_ms_max));
   }

@@ -114,6 +114,7 @@ struct worker_probe {
   std::atomic<uint64_t> connector_exceptions{0};  // execute() threw (acked retryable)
   std::atomic<uint64_t> in_flight{0};             // commands in a connector now
   std::atomic<uint64_t> in_flight_max{0};         // most commands in connectors at once
+  std::atomic<uint64_t> errors{0};  // rounds that failed (read or commit), then tried again
   atomic_histogram call_latency_us{connector_call_bounds_us};  // one connector call
 };
 
@@ -158,6 +159,9 @@ class worker_runtime {
   // batch in progress to finish, so a revoked partition is no longer worked on when it returns.
   void set_partitions(const std::vector<uint32_t>& partitions);
   const worker_probe& probe() const { return _probe; }
+  // The loop ended because the log's producer was fenced (another process runs as this
+  // instance); other failures are tried again.
+  bool fenced() const { return _fenced.load(); }
 
  private:
   struct slot;
@@ -179,6 +183,7 @@ class worker_runtime {
   // answer an offset fetch with the previous commit until the last transaction's markers land.
   std::vector<std::optional<uint64_t>> _next;
   std::atomic<bool> _stop{false};
+  std::atomic<bool> _fenced{false};  // the log's producer was fenced: the loop ended for good
   std::thread _thread;
 };
 

@@ -6,10 +6,10 @@
 
 #include <fmt/core.h>
 
+#include "connectors/connector_config.h"
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
 #include "processors/client.h"
-#include "connectors/connector_config.h"
 
 namespace auterity {
 
@@ -49,9 +49,12 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
   }
   n->_orchestrators.assign(n->_options.partitions, nullptr);
   n->_partitions.resize(n->_options.partitions);
-  if (!n->group_mode()) {
+  n->_wanted.assign(n->_options.partitions, false);
+  n->_retry_at.assign(n->_options.partitions, std::chrono::steady_clock::time_point{});
+  if (!n->group_mode() && options.orchestrator) {
     for (uint32_t p = 0; p < n->_options.partitions; ++p) {
       if (auto r = n->open_partition(p); !r) return std::unexpected(r.error());
+      n->_wanted[p] = true;
     }
   }
   if (options.workers) {
@@ -114,6 +117,13 @@ std::vector<uint32_t> node::owned_partitions() {
   return out;
 }
 
+void node::for_each_probe(const std::function<void(uint32_t, const partition_probe&)>& fn) {
+  std::lock_guard lock(_parts_mu);
+  for (uint32_t p = 0; p < _partitions.size(); ++p) {
+    if (_partitions[p]) fn(p, _partitions[p]->probe());
+  }
+}
+
 result<void> node::recover() {
   std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
@@ -123,20 +133,16 @@ result<void> node::recover() {
   return {};
 }
 
-// Kafka assigned partitions to this instance: restore each (local checkpoint, then catch-up
-// from executions) and run it.
+// Kafka assigned partitions to this instance: restore each (positions, the executions end and
+// the wait for it to be decided, then the local checkpoint and catch-up: the handover of
+// docs/ownership-handover.md) and run it. A restore that fails (an earlier owner's transaction
+// still open past restore_wait_ms_max, a broker away) is retried by the supervisor.
 void node::on_assigned(const std::vector<uint32_t>& parts) {
   std::lock_guard lock(_parts_mu);
   for (uint32_t p : parts) {
-    if (!_partitions[p]) {
-      auto opened = open_partition(p);
-      vassert(opened.has_value(), "partition {}: {}", p, opened.error().message);
-    }
-    auto recovered = _partitions[p]->recover();
-    vassert(recovered.has_value(), "partition {}: restore: {}", p, recovered.error().message);
-    _partitions[p]->start();
-    fmt::print(stderr, "auterity: partition {} assigned, restored in {} ms\n", p,
-               _partitions[p]->probe().restore_ms.load());
+    _wanted[p] = true;
+    close_partition(p);  // nothing should be open; if it is, it is from an older assignment
+    restore(p);
   }
 }
 
@@ -145,9 +151,76 @@ void node::on_assigned(const std::vector<uint32_t>& parts) {
 void node::on_revoked(const std::vector<uint32_t>& parts) {
   std::lock_guard lock(_parts_mu);
   for (uint32_t p : parts) {
+    _wanted[p] = false;
+    if (!_partitions[p]) continue;
     close_partition(p);
     fmt::print(stderr, "auterity: partition {} released\n", p);
   }
+}
+
+bool node::restore(uint32_t p) {
+  auto failed = [&](const error& e) {
+    close_partition(p);
+    _restore_failures.fetch_add(1);
+    _retry_at[p] = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    fmt::print(stderr, "auterity: partition {}: restore failed, retrying in 1 s: {}\n", p,
+               e.message);
+    return false;
+  };
+  if (!_partitions[p]) {
+    if (auto opened = open_partition(p); !opened) return failed(opened.error());
+  }
+  if (auto recovered = _partitions[p]->recover(); !recovered) return failed(recovered.error());
+  _partitions[p]->start();
+  const partition_probe& probe = _partitions[p]->probe();
+  fmt::print(stderr,
+             "auterity: partition {} assigned, restored in {} ms ({} ms waiting for "
+             "stable positions and the executions end)\n",
+             p, probe.restore_ms.load(), probe.restore_wait_ms.load());
+  return true;
+}
+
+void node::supervise() {
+  while (_supervising.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (const auto& w : _workers) {
+      if (!w->fenced()) continue;
+      std::lock_guard lock(_fatal_mu);
+      if (!_fatal)
+        _fatal = fmt::format(
+            "worker {}: the producer was fenced by another process "
+            "running as this instance",
+            w->group());
+    }
+    std::lock_guard lock(_parts_mu);
+    const auto now = std::chrono::steady_clock::now();
+    for (uint32_t p = 0; p < _partitions.size(); ++p) {
+      if (_partitions[p] && _partitions[p]->failed()) {
+        // Step down: drop the in-memory state; the local store holds only committed state.
+        const error why = _partitions[p]->failure();
+        close_partition(p);
+        _step_downs.fetch_add(1);
+        if (why.code == errc::fenced) {
+          std::lock_guard f(_fatal_mu);
+          if (!_fatal) _fatal = why.message;
+        }
+        fmt::print(stderr,
+                   "auterity: partition {} stepped down ({}); restoring it if still "
+                   "owned\n",
+                   p, why.message);
+        // librdkafka reports lost partitions on its own thread: give it a moment, so a
+        // partition that was taken away is not restored only to be revoked.
+        _retry_at[p] = now + std::chrono::milliseconds(500);
+        continue;
+      }
+      if (_wanted[p] && !_partitions[p] && now >= _retry_at[p] && !fatal()) restore(p);
+    }
+  }
+}
+
+std::optional<std::string> node::fatal() const {
+  std::lock_guard lock(_fatal_mu);
+  return _fatal;
 }
 
 void* node::group_metadata(std::string_view group) {
@@ -161,11 +234,11 @@ void* node::group_metadata(std::string_view group) {
 // Joins the orchestrator group and one group per worker stream. _members_mu is taken only to
 // publish each member: a commit of a worker may ask for group metadata meanwhile.
 void node::start_groups() {
-  auto member = kafka_membership::join(*_options.kafka, orchestrator_group, stream::ingress,
-                                       {[this](const auto& parts) { on_assigned(parts); },
-                                        [this](const auto& parts) { on_revoked(parts); }});
-  vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
-  {
+  if (_options.orchestrator) {
+    auto member = kafka_membership::join(*_options.kafka, orchestrator_group, stream::ingress,
+                                         {[this](const auto& parts) { on_assigned(parts); },
+                                          [this](const auto& parts) { on_revoked(parts); }});
+    vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*member));
   }
@@ -189,13 +262,19 @@ void node::start() {
     start_groups();
   } else {
     std::lock_guard lock(_parts_mu);
-    for (auto& p : _partitions) p->start();
+    for (auto& p : _partitions) {
+      if (p) p->start();
+    }
   }
+  _supervising = true;
+  _supervisor = std::thread([this] { supervise(); });
   _started = true;
 }
 
 void node::stop() {
   if (!_started) return;
+  _supervising = false;
+  if (_supervisor.joinable()) _supervisor.join();
   std::vector<std::unique_ptr<kafka_membership>> members;
   {
     std::lock_guard lock(_members_mu);
@@ -217,6 +296,7 @@ result<size_t> node::step(bool workers) {
   size_t work = 0;
   std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
+    if (!p) continue;
     auto r = p->run_once();
     if (!r) return std::unexpected(r.error());
     work += *r ? 1 : 0;
@@ -272,10 +352,15 @@ node_summary node::summary() {
   // Kafka offsets have gaps (transaction markers), so "caught up" cannot be read off the end
   // offsets; there quiet means only that no timer is pending.
   bool quiet = true;
+  auto caught_up = [&](std::string_view group, stream st, uint32_t p) {
+    auto pos = _log->position(group, st, p);
+    auto end = _log->end_offset(st, p);
+    return pos && end && *pos == *end;
+  };
   std::lock_guard lock(_parts_mu);
   for (uint32_t p = 0; p < _options.partitions; ++p) {
-    s.events += _log->end_offset(stream::executions, p);
-    s.deadletters += _log->end_offset(stream::deadletter, p);
+    s.events += _log->end_offset(stream::executions, p).value_or(0);
+    s.deadletters += _log->end_offset(stream::deadletter, p).value_or(0);
     if (!_orchestrators[p]) continue;  // not owned by this instance
     const orchestrator& o = *_orchestrators[p];
     s.rejections += o.probe().rejections.load();
@@ -284,11 +369,11 @@ node_summary node::summary() {
     quiet = quiet && o.published_next_timer_ms() == std::numeric_limits<int64_t>::max();
     if (!_dense_offsets) continue;
     for (stream in : {stream::ingress, stream::acks}) {
-      quiet = quiet && _log->position(orchestrator_group, in, p) == _log->end_offset(in, p);
+      quiet = quiet && caught_up(orchestrator_group, in, p);
     }
     for (const auto& w : _workers) {
       const stream c = w->commands();
-      quiet = quiet && _log->position(w->group(), c, p) == _log->end_offset(c, p);
+      quiet = quiet && caught_up(w->group(), c, p);
     }
   }
   for (uint32_t p = 0; p < _options.partitions; ++p) {
@@ -378,8 +463,8 @@ void node::collect_metrics(metrics_writer& w) {
     // infallible; there, the broker's own group lag tools cover the workers (README).
     if (_options.kafka) continue;
     for (uint32_t p = 0; p < _options.partitions; ++p) {
-      collect_lag(w, *_log, worker->group(), worker->commands(), p,
-                  _log->position(worker->group(), worker->commands(), p));
+      auto position = _log->position(worker->group(), worker->commands(), p);
+      if (position) collect_lag(w, *_log, worker->group(), worker->commands(), p, *position);
     }
   }
 }

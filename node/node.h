@@ -8,12 +8,15 @@
 //   <data>/state/pNNN/ RocksDB of partition NNN
 //   <data>/outbox/     notifications written by the outbox connector
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/clock.h"
@@ -36,6 +39,9 @@ struct node_options {
   // (scale-out). Off: own every partition (single instance, and read-only tools).
   bool kafka_group = false;
   bool fsync = true;
+  // Run the orchestrator's partitions. Off: a worker-only process (`auterity worker`), which
+  // joins only the worker groups of `worker_streams`.
+  bool orchestrator = true;
   bool workers = true;  // run connector workers in-process
   // Which command streams the in-process workers take (others are left to external workers,
   // e.g. one written in another language: engine/WORKERS.md).
@@ -81,6 +87,9 @@ class node {
   const orchestrator& orchestrator_of(uint32_t p) const { return *_orchestrators[p]; }
   // Partitions this node runs now.
   std::vector<uint32_t> owned_partitions();
+  // Calls fn with the probe of every partition open now (counters only; runtimes come and go
+  // with assignments, so nothing is kept).
+  void for_each_probe(const std::function<void(uint32_t, const partition_probe&)>& fn);
 
   result<void> submit(std::string_view tenant, std::string bytes);
   // Reads an execution's stored state (any thread). Reflects committed batches.
@@ -90,6 +99,14 @@ class node {
   node_summary summary();
   // The port /metrics is served on; 0 if metrics are off.
   uint16_t metrics_port() const;
+  // Why this node cannot go on, if so: its producer was fenced by another process running as
+  // the same instance. Everything else (a lost partition, a broker away) is handled in process:
+  // the partition steps down and is restored again (docs/ownership-handover.md).
+  std::optional<std::string> fatal() const;
+  // Partition runtimes replaced after a failed commit, and restores that failed and were tried
+  // again, since start.
+  uint64_t step_downs() const { return _step_downs.load(); }
+  uint64_t restore_failures() const { return _restore_failures.load(); }
 
  private:
   node(node_options options, clock& clk);
@@ -97,6 +114,10 @@ class node {
   void close_partition(uint32_t p);         // caller holds _parts_mu
   void on_assigned(const std::vector<uint32_t>& parts);
   void on_revoked(const std::vector<uint32_t>& parts);
+  // Opens, recovers and starts p; on failure leaves it closed for the supervisor to retry.
+  bool restore(uint32_t p);  // caller holds _parts_mu
+  // Replaces failed runtimes and retries failed restores of wanted partitions.
+  void supervise();
   void* group_metadata(std::string_view group);
   void start_groups();
   result<void> start_metrics();
@@ -107,6 +128,16 @@ class node {
   std::recursive_mutex _parts_mu;                               // guards which partitions are open
   std::vector<orchestrator*> _orchestrators;                    // null: not open
   std::vector<std::unique_ptr<partition_runtime>> _partitions;  // null: not open
+  // Partitions this node should run (all, or what Kafka assigned), guarded by _parts_mu; a
+  // wanted partition that is not open is restored by the supervisor.
+  std::vector<bool> _wanted;
+  std::vector<std::chrono::steady_clock::time_point> _retry_at;  // guarded by _parts_mu
+  std::thread _supervisor;
+  std::atomic<bool> _supervising{false};
+  std::atomic<uint64_t> _step_downs{0};
+  std::atomic<uint64_t> _restore_failures{0};
+  mutable std::mutex _fatal_mu;
+  std::optional<std::string> _fatal;  // guarded by _fatal_mu
   std::mutex _members_mu;
   std::vector<std::unique_ptr<kafka_membership>> _members;  // group mode: orchestrator, workers
   std::vector<std::unique_ptr<worker_runtime>> _workers;

@@ -36,13 +36,11 @@ merged_reader::merged_reader(log& l, uint32_t partition, std::span<const stream>
     : _partition(partition) {
   _cursors.reserve(streams.size());
   for (stream s : streams) {
-    _cursors.push_back(cursor{stream_reader(l, s, partition, 0, l.end_offset(s, partition), p),
-                              {},
-                              0,
-                              false,
-                              nullptr,
-                              INT64_MIN,
-                              {}});
+    // Without an answer for the end, read until the log has nothing more: a broker that does
+    // not answer then fails the reads, which report it.
+    const uint64_t end = l.end_offset(s, partition).value_or(UINT64_MAX);
+    _cursors.push_back(
+        cursor{stream_reader(l, s, partition, 0, end, p), {}, 0, false, nullptr, INT64_MIN, {}});
   }
 }
 

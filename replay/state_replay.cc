@@ -216,7 +216,9 @@ result<void> state_rebuilder::flush(uint64_t next_offset) {
 
 result<rebuild_result> rebuild(log& l, uint32_t partition, state_rebuilder& r,
                                const rebuild_limit& limit) {
-  const uint64_t end = std::min(limit.end_offset, l.end_offset(stream::executions, partition));
+  auto log_end = l.end_offset(stream::executions, partition);
+  if (!log_end) return std::unexpected(log_end.error());
+  const uint64_t end = std::min(limit.end_offset, *log_end);
   stream_reader reader(l, stream::executions, partition, 0, end);
   chain_check_options o;
   o.tenant = r.tenant();

@@ -58,12 +58,15 @@ std::vector<uint32_t> selected_partitions(const log& l, const verify_options& o)
 class partition_verifier {
  public:
   partition_verifier(log& l, uint32_t p, state_store* live, const verify_options& o)
-      : _log(l), _live(live), _o(o), _end(l.end_offset(stream::executions, p)) {
+      : _log(l), _live(live), _o(o) {
     _v.partition = p;
   }
 
   result<partition_verification> run() {
     const auto start = std::chrono::steady_clock::now();
+    auto end = _log.end_offset(stream::executions, _v.partition);
+    if (!end) return std::unexpected(end.error());
+    _end = *end;
     chain_checker checker(_v.partition, check_options());
     if (auto r = open_rebuilder(); !r) return std::unexpected(r.error());
     if (auto r = scan(checker); !r) return std::unexpected(r.error());
@@ -174,7 +177,7 @@ class partition_verifier {
   log& _log;
   state_store* _live;
   const verify_options& _o;
-  uint64_t _end;
+  uint64_t _end = 0;  // the executions end when run() began
   std::unique_ptr<state_rebuilder> _rebuilder;
   partition_verification _v;
 };
@@ -243,8 +246,9 @@ result<std::vector<std::string>> compare_with_replay(log& l, uint32_t partition,
 
 result<chain_report> verify_chains(log& l, uint32_t partition) {
   chain_checker checker(partition);
-  stream_reader reader(l, stream::executions, partition, 0,
-                       l.end_offset(stream::executions, partition));
+  auto end = l.end_offset(stream::executions, partition);
+  if (!end) return std::unexpected(end.error());
+  stream_reader reader(l, stream::executions, partition, 0, *end);
   for (;;) {
     auto batch = reader.next();
     if (!batch) return std::unexpected(batch.error());

@@ -45,9 +45,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/record.h"
+#include "node/node.h"
 #include "processors/client.h"
 #include "processors/definition.h"
-#include "node/node.h"
 #include "replay/timeline.h"
 #include "replay/verify.h"
 
@@ -215,7 +215,7 @@ uint64_t bytes_under(const fs::path& path) {
 template <typename F>
 void for_each_record(log& l, stream s, uint32_t p, F&& fn) {
   std::vector<record> recs;
-  const uint64_t end = l.end_offset(s, p);
+  const uint64_t end = *l.end_offset(s, p);
   for (uint64_t from = 0; from < end;) {
     recs.clear();
     auto n = l.read(s, p, from, 1024, 8 << 20, recs);
@@ -545,7 +545,7 @@ void census_commands(log& l, uint32_t p, census& c, problems& bad) {
     }
     c.ack_commands[std::string(sv(e->tenant_id())) + "/" + std::string(sv(ack->command_id()))]++;
   });
-  c.deadletters += l.end_offset(stream::deadletter, p);
+  c.deadletters += *l.end_offset(stream::deadletter, p);
 }
 
 // Every consumer read its input to the end and no timer is pending: nothing is left to do.
@@ -556,18 +556,18 @@ void check_nothing_left(node& n, uint32_t p, problems& bad) {
                         n.orchestrator_of(p).published_next_timer_ms()));
   }
   for (stream s : {stream::ingress, stream::acks}) {
-    const uint64_t pos = l.position(orchestrator_group, s, p);
-    if (pos != l.end_offset(s, p)) {
+    const uint64_t pos = *l.position(orchestrator_group, s, p);
+    if (pos != *l.end_offset(s, p)) {
       bad.add(fmt::format("orchestrator at {}/{} offset {} of {}", stream_name(s), p, pos,
-                          l.end_offset(s, p)));
+                          *l.end_offset(s, p)));
     }
   }
   for (stream s : {stream::commands_step, stream::commands_ai, stream::commands_notify}) {
     const std::string group = fmt::format("worker.{}", stream_name(s));
-    const uint64_t pos = l.position(group, s, p);
-    if (pos != l.end_offset(s, p)) {
+    const uint64_t pos = *l.position(group, s, p);
+    if (pos != *l.end_offset(s, p)) {
       bad.add(fmt::format("{} at {}/{} offset {} of {}", group, stream_name(s), p, pos,
-                          l.end_offset(s, p)));
+                          *l.end_offset(s, p)));
     }
   }
 }

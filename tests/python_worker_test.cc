@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/record.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "tests/kafka/broker_fixture.h"
 #include "topics/catalog.h"
 
@@ -55,6 +55,16 @@ const std::string workflow = json{
           {"after", {"copy"}},
           {"input", {{"name", "{{steps.copy.output.name}}"}, {"n", "{{steps.copy.output.n}}"}}}},
      })}}.dump();
+
+// Two steps both kinds of worker run (`transform`).
+const std::string transform_only =
+    json{
+        {"workflow", "copy2"},
+        {"version", 1},
+        {"steps",
+         json::array({{{"id", "a"}, {"kind", "task"}, {"action", "transform"}},
+                      {{"id", "b"}, {"kind", "task"}, {"action", "transform"}, {"after", {"a"}}}})}}
+        .dump();
 
 const std::string unknown_action =
     json{{"workflow", "teleport"},
@@ -297,6 +307,44 @@ TEST_F(python_worker_test, an_unknown_action_fails_the_execution_with_the_worker
             "step 'beam' failed: unknown task action 'teleport' (python worker actions: "
             "transform, upper)");
   expect_one_ack_per_command(1);
+}
+
+// Issue 8: the reference worker and the engine's own step workers (`auterity worker`, here a
+// worker-only node in group mode) are members of one group, auterity.worker.commands.step, so
+// Kafka gives each partition to one of them and every command is answered once. (The Python
+// worker used to join auterity.worker.step and answered every command a second time.)
+TEST_F(python_worker_test, python_and_engine_step_workers_share_the_group) {
+  node_options o;
+  o.data_dir = dir + "/step-worker";
+  o.orchestrator = false;
+  o.kafka_group = true;
+  o.worker_streams = {stream::commands_step};
+  kafka_log_options k;
+  k.bootstrap = cluster->bootstrap();
+  k.instance_id = "step-worker-" + prefix;
+  k.topic_prefix = prefix;
+  o.kafka = k;
+  auto engine_worker = node::open(o, clk);
+  ASSERT_TRUE(engine_worker.has_value()) << engine_worker.error().message;
+  (*engine_worker)->start();
+  constexpr int executions = 40;
+  for (const char* tenant : {"acme", "bayside"}) publish(tenant, transform_only);
+  for (int i = 0; i < executions; ++i) {
+    start(i % 2 ? "bayside" : "acme", fmt::format("s{}", i), "copy2", json{{"n", i}});
+  }
+  wait_for_executions();
+  (*engine_worker)->stop();
+  for (const auto& [tenant, id] : ids) {
+    auto e = n->execution(tenant, id);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->status, exec_status::succeeded) << id << ": " << e->result;
+  }
+  expect_one_ack_per_command(executions * 2);
+  // The Python worker really was a member that worked (it reports its count when it stops).
+  const std::string out = worker->output();
+  const size_t at = out.find("acknowledged ");
+  ASSERT_NE(at, std::string::npos) << out;
+  EXPECT_GT(std::stoul(out.substr(at + 13)), 0u) << out;
 }
 
 }  // namespace

@@ -133,7 +133,7 @@ void run_seed(uint64_t seed, totals& t) {
     }
     if (inject && w.chance(0.08)) {  // a redelivered ack
       const uint32_t p = w.uniform(0, 2);
-      const uint64_t end = l.end_offset(stream::acks, p);
+      const uint64_t end = *l.end_offset(stream::acks, p);
       if (end > 0) {
         std::vector<record> recs;
         ASSERT_TRUE(

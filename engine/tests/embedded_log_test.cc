@@ -75,11 +75,11 @@ std::string dump(log& lg, const std::vector<std::string>& groups) {
   std::string text;
   for (uint32_t p = 0; p < lg.partition_count(); ++p) {
     for (stream s : all_streams) {
-      text += fmt::format("p{} s{} end {}\n", p, int(s), lg.end_offset(s, p));
+      text += fmt::format("p{} s{} end {}\n", p, int(s), *lg.end_offset(s, p));
       for (const record& r : read_all(lg, s, p)) {
         text += fmt::format("  {} {:?} {:?}\n", r.offset, r.key, r.value);
       }
-      for (const auto& g : groups) text += fmt::format("  pos {} {}\n", g, lg.position(g, s, p));
+      for (const auto& g : groups) text += fmt::format("  pos {} {}\n", g, *lg.position(g, s, p));
     }
   }
   return text;
@@ -149,7 +149,7 @@ TEST_F(embedded_log_test, offsets_are_dense_per_stream_and_partition_and_values_
   for (uint32_t p = 0; p < 3; ++p) {
     for (stream s : all_streams) {
       const auto& want = model[{s, p}];
-      EXPECT_EQ(lg->end_offset(s, p), want.size());
+      EXPECT_EQ(*lg->end_offset(s, p), want.size());
       auto got = read_all(*lg, s, p);
       ASSERT_EQ(got.size(), want.size());
       for (size_t o = 0; o < got.size(); ++o) {
@@ -218,7 +218,7 @@ TEST_F(embedded_log_test, out_of_range_arguments_are_rejected) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::invalid);
   EXPECT_TRUE(out.empty());
-  EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
+  EXPECT_EQ(*lg->end_offset(stream::executions, 0), 1u);
 }
 
 // 2 ----------------------------------------------------------------------------------------------
@@ -252,10 +252,10 @@ TEST_F(embedded_log_test, records_end_offsets_and_positions_survive_reopen) {
   auto lg = open_log(_dir, o);
   ASSERT_TRUE(lg);
   EXPECT_EQ(dump(*lg, groups), before);
-  EXPECT_EQ(lg->position("orchestrator", stream::ingress, 0), 5u);
-  EXPECT_EQ(lg->position("orchestrator", stream::ingress, 1), 0u);
-  EXPECT_EQ(lg->position("worker.step", stream::commands_step, 1), 4u);
-  EXPECT_EQ(lg->end_offset(stream::executions, 0), 2u);
+  EXPECT_EQ(*lg->position("orchestrator", stream::ingress, 0), 5u);
+  EXPECT_EQ(*lg->position("orchestrator", stream::ingress, 1), 0u);
+  EXPECT_EQ(*lg->position("worker.step", stream::commands_step, 1), 4u);
+  EXPECT_EQ(*lg->end_offset(stream::executions, 0), 2u);
 
   commit_batch b;
   b.add(stream::executions, "t1", "e2");
@@ -296,7 +296,7 @@ TEST_F(embedded_log_test, reopen_with_another_partition_count_fails_with_invalid
             fmt::format("data dir {} was created with 2 partitions, asked for 3", _dir));
   auto lg = open_log(_dir, fast_options(2));
   ASSERT_TRUE(lg);
-  EXPECT_EQ(lg->end_offset(stream::ingress, 1), 1u);
+  EXPECT_EQ(*lg->end_offset(stream::ingress, 1), 1u);
 }
 
 // 5 ----------------------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ TEST_F(embedded_log_test, commit_cut_anywhere_shows_exactly_the_previous_commit)
   }
   log& lg = **opened;
   std::mt19937_64 rng(seed);
-  for (uint64_t n = lg.position("g", stream::ingress, 0) + 1;; ++n) {
+  for (uint64_t n = *lg.position("g", stream::ingress, 0) + 1;; ++n) {
     int k = 1 + int(rng() % 5);
     commit_batch b;
     for (int i = 0; i < k; ++i) {
@@ -482,8 +482,8 @@ TEST_F(embedded_log_test, kill_9_loses_no_acknowledged_commit_and_shows_no_parti
     uint64_t in_executions = whole_commits(*lg, stream::executions);
     uint64_t in_steps = whole_commits(*lg, stream::commands_step);
     EXPECT_EQ(in_executions, in_steps);
-    EXPECT_EQ(lg->end_offset(stream::executions, 0), lg->end_offset(stream::commands_step, 0));
-    EXPECT_EQ(lg->position("g", stream::ingress, 0), in_executions);
+    EXPECT_EQ(*lg->end_offset(stream::executions, 0), *lg->end_offset(stream::commands_step, 0));
+    EXPECT_EQ(*lg->position("g", stream::ingress, 0), in_executions);
     uint64_t last_acked = acked->load();
     EXPECT_GE(in_executions, last_acked) << "an acknowledged commit was lost";
     EXPECT_LE(in_executions, last_acked + 1) << "at most the commit in flight may survive";
@@ -541,8 +541,8 @@ TEST_F(embedded_log_test, segments_roll_at_segment_bytes_max_and_read_back_in_or
     ASSERT_EQ(recs.size(), values.size());
     for (size_t i = 0; i < recs.size(); ++i) EXPECT_EQ(recs[i].value, values[i]);
   }
-  EXPECT_EQ(lg->position("g", stream::executions, 0), 398u);
-  EXPECT_EQ(lg->position("g", stream::executions, 1), 399u);
+  EXPECT_EQ(*lg->position("g", stream::executions, 0), 398u);
+  EXPECT_EQ(*lg->position("g", stream::executions, 1), 399u);
 }
 
 // 9 ----------------------------------------------------------------------------------------------
@@ -559,9 +559,9 @@ TEST_F(embedded_log_test, oversize_record_fails_with_too_large_and_writes_nothin
   auto r = lg->commit(0, b);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::too_large);
-  EXPECT_EQ(lg->end_offset(stream::executions, 0), 0u);
-  EXPECT_EQ(lg->end_offset(stream::ingress, 0), 0u);
-  EXPECT_EQ(lg->position("g", stream::ingress, 0), 0u);
+  EXPECT_EQ(*lg->end_offset(stream::executions, 0), 0u);
+  EXPECT_EQ(*lg->end_offset(stream::ingress, 0), 0u);
+  EXPECT_EQ(*lg->position("g", stream::ingress, 0), 0u);
   EXPECT_EQ(lg->generation(0), generation_before);
   EXPECT_EQ(fs::file_size(last_segment(_dir, 0)), size_before);
 
@@ -635,9 +635,9 @@ TEST_F(embedded_log_test, concurrent_readers_never_see_part_of_a_commit) {
     std::vector<record> out;
     while (!done) {
       // Read in this order: a later call sees at least what an earlier one saw.
-      uint64_t pos = lg->position("g", stream::executions, 0);
-      uint64_t steps = lg->end_offset(stream::commands_step, 0);
-      uint64_t execs = lg->end_offset(stream::executions, 0);
+      uint64_t pos = *lg->position("g", stream::executions, 0);
+      uint64_t steps = *lg->end_offset(stream::commands_step, 0);
+      uint64_t execs = *lg->end_offset(stream::executions, 0);
       ASSERT_LE(pos, steps);
       ASSERT_LE(steps, execs);
       if (execs == 0) continue;
@@ -652,7 +652,7 @@ TEST_F(embedded_log_test, concurrent_readers_never_see_part_of_a_commit) {
   writer.join();
   r1.join();
   r2.join();
-  EXPECT_EQ(lg->end_offset(stream::executions, 0), commits);
+  EXPECT_EQ(*lg->end_offset(stream::executions, 0), commits);
 }
 
 TEST_F(embedded_log_test, damage_before_the_last_commit_fails_with_corrupt_naming_the_file) {
@@ -689,9 +689,9 @@ TEST_F(embedded_log_test, last_commit_with_a_hole_is_dropped_as_never_acknowledg
   write_bytes(seg, bytes, /*append=*/false);
   auto lg = open_log(_dir, fast_options(1));
   ASSERT_TRUE(lg);
-  EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
-  EXPECT_EQ(lg->end_offset(stream::commands_step, 0), 0u);
-  EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
+  EXPECT_EQ(*lg->end_offset(stream::executions, 0), 1u);
+  EXPECT_EQ(*lg->end_offset(stream::commands_step, 0), 0u);
+  EXPECT_EQ(*lg->position("g", stream::ingress, 0), 1u);
   EXPECT_EQ(fs::file_size(seg), after_first);
 }
 
@@ -865,8 +865,8 @@ TEST_F(embedded_log_test, concurrent_committers_get_dense_increasing_offsets_and
           auto r = lg->commit(0, b);
           ASSERT_TRUE(r.has_value()) << r.error().message;
           // Visible when commit() returns: its records and its position.
-          EXPECT_GE(lg->end_offset(stream::executions, 0), r->back() + 1);
-          EXPECT_EQ(lg->position(group, stream::acks, 0), uint64_t(i + 1));
+          EXPECT_GE(*lg->end_offset(stream::executions, 0), r->back() + 1);
+          EXPECT_EQ(*lg->position(group, stream::acks, 0), uint64_t(i + 1));
           offsets[t].push_back(std::move(*r));
         }
       });
@@ -901,7 +901,8 @@ TEST_F(embedded_log_test, concurrent_committers_get_dense_increasing_offsets_and
         EXPECT_EQ(recs[o].value, expected[o]) << "offset " << o;
       }
       for (int t = 0; t < threads; ++t) {
-        EXPECT_EQ(l.position(fmt::format("w{}", t), stream::acks, 0), uint64_t(commits_per_thread));
+        EXPECT_EQ(*l.position(fmt::format("w{}", t), stream::acks, 0),
+                  uint64_t(commits_per_thread));
       }
     };
     check(*lg);
@@ -942,11 +943,11 @@ TEST_F(embedded_log_test, failed_flush_fails_every_commit_of_its_group_and_shows
       EXPECT_EQ(r.error().message, run.queued[0].error().message) << "one flush, one error";
     }
     // Only the leader's commit shows; the failed group's records, positions and wake-ups don't.
-    EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
-    EXPECT_EQ(lg->end_offset(stream::acks, 0), 0u);
-    EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
+    EXPECT_EQ(*lg->end_offset(stream::executions, 0), 1u);
+    EXPECT_EQ(*lg->end_offset(stream::acks, 0), 0u);
+    EXPECT_EQ(*lg->position("g", stream::ingress, 0), 1u);
     for (int i = 0; i < 3; ++i) {
-      EXPECT_EQ(lg->position(fmt::format("w{}", i), stream::commands_step, 0), 0u);
+      EXPECT_EQ(*lg->position(fmt::format("w{}", i), stream::commands_step, 0), 0u);
     }
     EXPECT_EQ(lg->generation(0), 1u);
     std::vector<record> out;
@@ -983,7 +984,7 @@ TEST_F(embedded_log_test, group_cut_anywhere_shows_exactly_the_commit_before_it)
     // queued commit's position of "g" wins.
     auto last = std::ranges::max_element(run.queued, {}, [](const auto& r) { return r->front(); });
     last_g = 100 + uint64_t(last - run.queued.begin());
-    EXPECT_EQ(lg->position("g", stream::ingress, 0), last_g);
+    EXPECT_EQ(*lg->position("g", stream::ingress, 0), last_g);
     lg.reset();
     fs::rename(dir, _dir);
     break;
@@ -997,9 +998,9 @@ TEST_F(embedded_log_test, group_cut_anywhere_shows_exactly_the_commit_before_it)
     auto lg = open_log(_dir, fast_options(1));
     ASSERT_TRUE(lg);
     leader_only = dump(*lg, group_test_groups);
-    EXPECT_EQ(lg->end_offset(stream::executions, 0), 1u);
-    EXPECT_EQ(lg->end_offset(stream::acks, 0), 0u);
-    EXPECT_EQ(lg->position("g", stream::ingress, 0), 1u);
+    EXPECT_EQ(*lg->end_offset(stream::executions, 0), 1u);
+    EXPECT_EQ(*lg->end_offset(stream::acks, 0), 0u);
+    EXPECT_EQ(*lg->position("g", stream::ingress, 0), 1u);
   }
   // Every byte inside the group, including right after a queued commit's last data frame.
   for (uint64_t cut = sizes[0] + 1; cut < sizes[1]; ++cut) {
@@ -1014,7 +1015,7 @@ TEST_F(embedded_log_test, group_cut_anywhere_shows_exactly_the_commit_before_it)
   auto lg = open_log(_dir, fast_options(1));
   ASSERT_TRUE(lg);
   EXPECT_EQ(dump(*lg, group_test_groups), grouped_dump) << "uncut, the whole group is there";
-  EXPECT_EQ(lg->position("g", stream::ingress, 0), last_g);
+  EXPECT_EQ(*lg->position("g", stream::ingress, 0), last_g);
 }
 
 TEST(crc32c_test, matches_known_values_in_both_implementations) {

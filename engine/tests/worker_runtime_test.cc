@@ -20,8 +20,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/embedded_log.h"
 #include "connectors/connectors.h"
+#include "engine/embedded_log.h"
 
 namespace auterity {
 namespace {
@@ -194,7 +194,7 @@ TEST_F(worker_runtime_test, runs_up_to_concurrency_commands_at_once_and_acks_in_
     EXPECT_EQ(got[i].output, fmt::format(R"({{"execution":"x{:02}"}})", i));
   }
   // The position moved with the acks: nothing is run again.
-  EXPECT_EQ(l->position((*w)->group(), stream::commands_step, 0), 16u);
+  EXPECT_EQ(*l->position((*w)->group(), stream::commands_step, 0), 16u);
   auto again = (*w)->run_once();
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(*again, 0u);

@@ -13,8 +13,8 @@
 #include <gtest/gtest.h>
 
 #include "engine/record.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 
 namespace auterity::testing {
 
@@ -108,7 +108,7 @@ class harness {
     std::vector<record> out;
     log& l = n->get_log();
     for (uint32_t p = 0; p < l.partition_count(); ++p) {
-      for (uint64_t off = 0; off < l.end_offset(s, p);) {
+      for (uint64_t off = 0; off < *l.end_offset(s, p);) {
         auto r = l.read(s, p, off, 1024, 8 << 20, out);
         EXPECT_TRUE(r.has_value());
         if (!r || *r == 0) break;

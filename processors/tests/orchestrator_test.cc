@@ -1059,7 +1059,7 @@ TEST(orchestrator_policy, random_policy_workloads_replay_to_the_same_state) {
   auto collect = [&](stream st, std::vector<uint64_t>& seen) {
     for (uint32_t p = 0; p < l.partition_count(); ++p) {
       std::vector<record> recs;
-      while (seen[p] < l.end_offset(st, p)) {
+      while (seen[p] < *l.end_offset(st, p)) {
         recs.clear();
         ASSERT_TRUE(l.read(st, p, seen[p], 256, 8 << 20, recs).has_value());
         for (const record& r : recs) pending.push_back(r.value);

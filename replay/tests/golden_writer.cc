@@ -15,9 +15,9 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "processors/client.h"
 #include "connectors/connectors.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "replay/state_replay.h"
 #include "replay/tests/golden.h"
 #include "replay/tests/history_file.h"

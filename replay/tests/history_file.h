@@ -154,7 +154,7 @@ inline result<std::vector<logged_record>> read_log(log& l, std::vector<stream> s
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
     for (stream s : streams) {
       std::vector<record> recs;
-      for (uint64_t from = 0; from < l.end_offset(s, p);) {
+      for (uint64_t from = 0; from < *l.end_offset(s, p);) {
         recs.clear();
         auto n = l.read(s, p, from, 1024, 8 << 20, recs);
         if (!n) return std::unexpected(n.error());

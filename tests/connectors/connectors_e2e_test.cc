@@ -22,8 +22,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/http_client.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 #include "replay/timeline.h"
 #include "tests/connectors/service_process.h"
 
@@ -235,7 +235,7 @@ std::vector<event> events_of(node& n, std::string_view tenant, std::string_view 
   const uint32_t p = tenant_partition(tenant, n.partitions());
   std::vector<event> out;
   std::vector<record> batch;
-  for (uint64_t from = 0; from < n.get_log().end_offset(stream::executions, p);) {
+  for (uint64_t from = 0; from < *n.get_log().end_offset(stream::executions, p);) {
     batch.clear();
     auto r = n.get_log().read(stream::executions, p, from, 1024, 8 << 20, batch);
     if (!r || batch.empty()) break;

@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "connectors/http_connectors.h"
 #include "engine/http_client.h"
 #include "engine/record.h"
-#include "connectors/http_connectors.h"
 #include "tests/connectors/connector_test_support.h"
 
 namespace auterity {

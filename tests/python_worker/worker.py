@@ -34,9 +34,10 @@ from auterity.schema.Payload import Payload
 from auterity.schema.RecordKind import RecordKind
 from auterity.schema.RunStep import RunStep
 
-# The engine's consumer group for commands.step: "auterity." + "worker.step". The topic prefix is
-# not part of it (engine/kafka_log.cc, kafka_group_id).
-GROUP_ID = "auterity.worker.step"
+# The engine's consumer group for commands.step: "auterity." + "worker.commands.step" (the
+# worker runtime's group is "worker." + the stream's name). The topic prefix is not part of it
+# (engine/kafka_log.cc, kafka_group_id). The engine's own step workers are members of it too.
+GROUP_ID = "auterity.worker.commands.step"
 FILE_IDENTIFIER = b"AUTR"
 PAYLOAD_BYTES_MAX = 64 * 1024  # processors/limits.h payload_bytes_max: output_json, input_json
 COMMAND_DEADLINE_MS = 30_000  # a command without deadline_ms must be answered this fast

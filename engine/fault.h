@@ -1,0 +1,29 @@
+#pragma once
+// Fault points: named places in the commit and restore paths where a test can stop or kill the
+// process deterministically, e.g. between "offsets in the transaction" and "commit" (the fault
+// suite, tests/faults/). Armed only by the environment, read once at the first hit:
+//
+//   AUTERITY_FAULT=point:action[@n][,point:action[@n]...]
+//
+// action `stop`: print "auterity: fault point <point> reached (pid <pid>): stopping" to stderr
+// and SIGSTOP this process (the test sends SIGCONT); `kill`: the same line with "killing",
+// then SIGKILL. `@n` fires at the n-th time the point is reached (default 1); each entry fires
+// once. Points (docs/ownership-handover.md has the sequence they sit in):
+//
+//   txn.produced           Kafka: a transaction carrying an orchestrator batch has produced its
+//                          records, before send_offsets_to_transaction
+//   txn.offsets_sent       the same transaction after send_offsets_to_transaction, before
+//                          commit_transaction
+//   txn.committed          a partition's commit succeeded, before its local state is written
+//   restore.positions_read a new owner read the committed positions, before the executions end
+//
+// Unarmed, a fault point costs one relaxed atomic load. A malformed AUTERITY_FAULT is reported
+// on stderr at the first hit and ignored.
+
+#include <string_view>
+
+namespace auterity {
+
+void fault_point(std::string_view point);
+
+}  // namespace auterity
