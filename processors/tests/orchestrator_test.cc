@@ -2,7 +2,9 @@
 // failures, retries, timeouts, signals, delays and cancels end up in the history.
 
 #include <cstdlib>
+#include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -1473,6 +1475,67 @@ TEST(orchestrator_held_signals, held_signals_survive_a_restart_within_the_window
   ASSERT_EQ(rej.size(), 1u);
   EXPECT_EQ(rej[0].execution, "ghost");
   EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unknown_execution));
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
+}
+
+// Random signals before, after and without their starts, with restarts: every signal ends in
+// exactly one SignalReceived or one rejection, caused by it, and the state is what replay
+// rebuilds.
+TEST(orchestrator_held_signals, random_early_signals_are_each_delivered_or_rejected_once) {
+  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
+  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+  SCOPED_TRACE(fmt::format("AUTERITY_TEST_SEED={}", seed));
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+
+  harness h("held-property", 2);
+  const std::vector<std::string> tenants{"acme", "bayside"};
+  for (const std::string& t : tenants) h.publish(t, two_waits());
+  h.settle();
+  int signals = 0;
+  std::set<std::pair<std::string, std::string>> started;
+  for (int round = 0; round < 300; ++round) {
+    const std::string& t = tenants[uniform(0, 1)];
+    const std::string id = fmt::format("e{}", uniform(0, 20));
+    const int roll = uniform(0, 99);
+    if (roll < 55) {
+      h.submit(t, client::signal({t, id, fmt::format("sig-{}", signals++), h.clk.now_ms()},
+                                 uniform(0, 1) ? "go" : "later", "{}"));
+    } else if (roll < 80 && !started.contains({t, id})) {
+      h.start(t, id, "wf");
+      started.emplace(t, id);
+    } else if (roll == 99) {  // restart on the same data
+      h.n.reset();
+      node_options o = harness::options(2, true);
+      o.data_dir = h.dir;
+      auto reopened = node::open(o, h.clk);
+      ASSERT_TRUE(reopened.has_value()) << reopened.error().message;
+      h.n = std::move(*reopened);
+      ASSERT_TRUE(h.n->recover().has_value());
+    }
+    h.clk.advance(uniform(0, 2000));
+    h.settle();
+  }
+  h.clk.advance(limits::signal_hold_ms);
+  h.settle();
+
+  std::map<std::string, int> outcomes;  // signal record id -> SignalReceived + rejections
+  for (const record& r : h.read_all(stream::executions)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && (e->payload_type() == fbs::Payload::SignalReceived ||
+              e->payload_type() == fbs::Payload::CommandRejected)) {
+      outcomes[std::string(sv(e->causation_id()))]++;
+    }
+  }
+  for (int i = 0; i < signals; ++i) {
+    EXPECT_EQ(outcomes[fmt::format("sig-{}", i)], 1) << "sig-" << i;
+  }
+  std::vector<record> keep;
+  std::map<fbs::HeldSignalsOutcome, int> released;
+  for (const auto* r : tenant_events<fbs::HeldSignalsReleased>(h, keep)) released[r->outcome()]++;
+  EXPECT_GT(released[fbs::HeldSignalsOutcome::Delivered], 0) << "the workload holds and delivers";
+  EXPECT_GT(released[fbs::HeldSignalsOutcome::Expired], 0) << "the workload lets holds expire";
   expect_replay_rebuilds_the_state(h);
   expect_no_decide_reads(h);
 }
