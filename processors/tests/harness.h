@@ -13,8 +13,8 @@
 #include <gtest/gtest.h>
 
 #include "engine/record.h"
-#include "processors/client.h"
 #include "node/node.h"
+#include "processors/client.h"
 
 namespace auterity::testing {
 
