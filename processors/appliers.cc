@@ -140,6 +140,29 @@ void timer_fired_v1(orchestrator_state& s, const fbs::Envelope& env, execution_s
   s.set_timer(*e, step_of(s, *e, p->step()), 0);
 }
 
+// Tenant-level: the signal's execution id has no history yet.
+void signal_held_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_SignalHeld();
+  held_signal h;
+  h.name = sv(p->name());
+  h.payload_json = sv(p->payload_json());
+  h.command_id = sv(p->command_id());
+  h.source_partition = p->source_partition();
+  h.source_offset = p->source_offset();
+  h.held_ms = env.timestamp_ms();
+  h.expires_at_ms = p->expires_at_ms();
+  s.hold_signal(sv(env.tenant_id()), sv(p->execution()), std::move(h));
+}
+
+// Tenant-level, for either outcome: what follows (SignalReceived events in the execution's
+// history, or rejections) carries the signals themselves.
+void held_signals_released_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_HeldSignalsReleased();
+  const size_t released = s.release_held(sv(env.tenant_id()), sv(p->execution()));
+  vassert(released == p->count(), "HeldSignalsReleased of {} names {} signals, {} were held",
+          sv(p->execution()), p->count(), released);
+}
+
 void end_execution(orchestrator_state& s, const fbs::Envelope& env, execution_state* e,
                    exec_status status, std::string_view result) {
   e->status = status;
@@ -365,6 +388,8 @@ constexpr std::array<std::array<applier, versions>, payload_slots> make_table() 
   set(fbs::Payload::NotificationSuppressed, 1, notification_suppressed_v1);
   set(fbs::Payload::NotificationDeferred, 1, notification_deferred_v1);
   set(fbs::Payload::NotificationAdmitted, 1, notification_admitted_v1);
+  set(fbs::Payload::SignalHeld, 1, signal_held_v1);
+  set(fbs::Payload::HeldSignalsReleased, 1, held_signals_released_v1);
   return t;
 }
 constexpr auto appliers = make_table();

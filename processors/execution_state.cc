@@ -232,6 +232,32 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   return r.done();
 }
 
+namespace {
+constexpr uint8_t held_signal_format = 1;
+}  // namespace
+
+std::string encode_held_signal(const held_signal& h) {
+  std::string out;
+  writer w(out);
+  w.num(held_signal_format);
+  w.str(h.name);
+  w.str(h.payload_json);
+  w.str(h.command_id);
+  w.num(h.source_partition);
+  w.num(h.source_offset);
+  w.num(h.held_ms);
+  w.num(h.expires_at_ms);
+  return out;
+}
+
+bool decode_held_signal(std::string_view bytes, held_signal& h) {
+  reader r(bytes);
+  uint8_t format = 0;
+  return r.num(format) && format == held_signal_format && r.str(h.name) && r.str(h.payload_json) &&
+         r.str(h.command_id) && r.num(h.source_partition) && r.num(h.source_offset) &&
+         r.num(h.held_ms) && r.num(h.expires_at_ms) && r.done();
+}
+
 std::string encode_chain(const tenant_chain& c) {
   std::string out;
   writer w(out);
@@ -309,6 +335,21 @@ std::string event_index(std::string_view tenant, std::string_view execution, uin
 }
 std::string timer_prefix(std::string_view tenant) { return section(tenant, 'M'); }
 std::string policy(std::string_view tenant) { return section(tenant, 'P'); }
+std::string held_signal_prefix(std::string_view tenant) { return section(tenant, 'S'); }
+std::string held_signal(std::string_view tenant, std::string_view execution, uint32_t seq) {
+  std::string k = section(tenant, 'S', execution);
+  k.push_back('\0');
+  put_be32(k, seq);
+  return k;
+}
+bool parse_held_signal(std::string_view key, std::string_view tenant, std::string& execution) {
+  const std::string prefix = held_signal_prefix(tenant);
+  if (!key.starts_with(prefix) || key.size() < prefix.size() + 1 + 4) return false;
+  const std::string_view rest = key.substr(prefix.size(), key.size() - prefix.size() - 4);
+  if (!rest.ends_with('\0')) return false;
+  execution.assign(rest.substr(0, rest.size() - 1));
+  return true;
+}
 std::string ai_spend_day(std::string_view tenant, std::string_view day) {
   return section(tenant, 'U', day);
 }

@@ -9,7 +9,11 @@
 //   T<tenant>\0L<workflow>                     latest version (be32)
 //   T<tenant>\0E<execution>                    execution state (encode_execution)
 //   T<tenant>\0H<execution>\0<seq:be32>        event index: executions offset (be64)
-//   T<tenant>\0M<due:be64><execution>\0<step:be16>  timer (value empty)
+//   T<tenant>\0M<due:be64><execution>\0<step:be16>  timer (value empty); step 0xFFFF: the end
+//                                              of the hold window of <execution>'s held signals
+//   T<tenant>\0S<execution>\0<seq:be32>        a signal held for an execution id not known yet
+//                                              (encode_held_signal), seq in arrival order;
+//                                              deleted when released (HeldSignalsReleased)
 //   T<tenant>\0P                               tenant policy: version (be32) + normalised JSON
 //   T<tenant>\0U<YYYY-MM-DD>                   AI spend of a UTC day, micro-USD (be64); pruned
 //                                              62 days after (retention:: in tenant_policy.h)
@@ -101,6 +105,24 @@ struct execution_state {
 std::string encode_execution(const execution_state& e);
 bool decode_execution(std::string_view bytes, execution_state& out);
 
+// A signal held for an execution id the partition does not know yet (SignalHeld), until its
+// start arrives or its hold window ends (processors/README.md, Signals before their start).
+struct held_signal {
+  std::string name;
+  std::string payload_json;       // normalised
+  std::string command_id;         // the Signal's record id: causation of its delivery or rejection
+  uint32_t source_partition = 0;  // where the Signal was read on ingress
+  uint64_t source_offset = 0;
+  int64_t held_ms = 0;        // when it was held
+  int64_t expires_at_ms = 0;  // end of the execution id's hold window
+  // What it counts against limits::signals_held_bytes_per_tenant_max.
+  size_t bytes() const { return name.size() + payload_json.size(); }
+  auto operator<=>(const held_signal&) const = default;
+};
+
+std::string encode_held_signal(const held_signal& h);
+bool decode_held_signal(std::string_view bytes, held_signal& out);
+
 struct tenant_chain {
   uint32_t event_count = 0;
   hash256 last_hash{};
@@ -121,6 +143,10 @@ std::string timer(std::string_view tenant, int64_t due_ms, std::string_view exec
                   uint16_t step);
 std::string timer_prefix(std::string_view tenant);
 std::string policy(std::string_view tenant);
+std::string held_signal(std::string_view tenant, std::string_view execution, uint32_t seq);
+std::string held_signal_prefix(std::string_view tenant);  // T<tenant>\0S
+// The execution id of a held signal key of `tenant`; false if it is not one.
+bool parse_held_signal(std::string_view key, std::string_view tenant, std::string& execution);
 std::string ai_spend_day(std::string_view tenant, std::string_view day);      // "YYYY-MM-DD"
 std::string ai_spend_month(std::string_view tenant, std::string_view month);  // "YYYY-MM"
 std::string notify_window(std::string_view tenant, std::string_view channel);

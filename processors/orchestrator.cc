@@ -98,10 +98,27 @@ class orchestrator::decider {
               std::string_view reason);
 
  private:
+  // The ingress command a rejection answers: the input being decided, or a held signal.
+  struct command_source {
+    std::string_view tenant;
+    std::string_view execution;
+    std::string_view causation;  // the command's record id
+    std::string_view stream;
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+  };
+  void reject(const command_source& c, rejection_code code, std::string_view reason);
+  static command_source held_source(std::string_view tenant, std::string_view execution,
+                                    const held_signal& h);
   void publish_definition(const input& in, const fbs::Envelope& env);
   void publish_policy(const input& in, const fbs::Envelope& env);
   void start_execution(const input& in, const fbs::Envelope& env);
   void signal(const input& in, const fbs::Envelope& env);
+  void deliver_signal(execution_state& e, const std::string& name, const std::string& payload);
+  void hold_signal(const input& in, const fbs::Envelope& env, const std::string& name,
+                   const std::string& payload);
+  void deliver_held(execution_state& e);
+  void expire_held(const timer_entry& t);
   void cancel(const input& in, const fbs::Envelope& env);
   execution_state* running_execution(const input& in, const fbs::Envelope& env);
 
@@ -223,16 +240,32 @@ void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payl
 
 void orchestrator::decider::reject(const input& in, const fbs::Envelope* env, rejection_code code,
                                    std::string_view reason) {
-  const std::string source = std::string(stream_name(in.s));
+  reject(command_source{env ? sv(env->tenant_id()) : std::string_view(),
+                        env ? sv(env->execution_id()) : std::string_view(), _causation,
+                        stream_name(in.s), in.partition, in.rec.offset},
+         code, reason);
+}
+
+orchestrator::decider::command_source orchestrator::decider::held_source(std::string_view tenant,
+                                                                         std::string_view execution,
+                                                                         const held_signal& h) {
+  return {tenant,         execution, h.command_id, stream_name(stream::ingress), h.source_partition,
+          h.source_offset};
+}
+
+// The record id is "rej/<stream>/<partition>/<offset>" of the command, whenever it is
+// rejected: a held signal's late rejection has the id an immediate one would have had.
+void orchestrator::decider::reject(const command_source& c, rejection_code code,
+                                   std::string_view reason) {
   auto payload = fbs::CreateCommandRejected(_fbb, static_cast<uint16_t>(code), str(reason),
-                                            str(source), in.partition, in.rec.offset);
-  const std::string record_id = "rej/" + source_ref(in);
+                                            str(c.stream), c.partition, c.offset);
+  const std::string record_id = fmt::format("rej/{}/{}/{}", c.stream, c.partition, c.offset);
   envelope_header h;
   h.kind = fbs::RecordKind::Rejection;
-  h.tenant_id = env ? sv(env->tenant_id()) : std::string_view();
-  h.execution_id = env ? sv(env->execution_id()) : std::string_view();
+  h.tenant_id = c.tenant;
+  h.execution_id = c.execution;
   h.record_id = record_id;
-  h.causation_id = _causation;
+  h.causation_id = c.causation;
   h.timestamp_ms = _ctx.now_ms();
   std::string bytes = finish_envelope(_fbb, h, fbs::Payload::CommandRejected, payload.Union());
   _ctx.append_event(std::string(h.tenant_id), std::move(bytes));
@@ -374,9 +407,11 @@ void orchestrator::decider::start_execution(const input& in, const fbs::Envelope
   vassert(e != nullptr, "ExecutionStarted did not create {}", id);
   _o._probe.executions_started.fetch_add(1, std::memory_order_relaxed);
   advance(*e);
+  deliver_held(*e);
 }
 
-// The running execution a signal or cancel names, or null after rejecting the command.
+// The running execution a cancel names, or null after rejecting the command. A cancel for an
+// unknown execution is not held (processors/README.md, Signals before their start).
 execution_state* orchestrator::decider::running_execution(const input& in,
                                                           const fbs::Envelope& env) {
   execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
@@ -396,8 +431,11 @@ execution_state* orchestrator::decider::running_execution(const input& in,
 
 void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
   auto p = env.payload_as_Signal();
-  execution_state* e = running_execution(in, env);
-  if (!e) return;
+  execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
+  if (e && e->status != exec_status::running) {
+    return reject(in, &env, rejection_code::execution_finished,
+                  fmt::format("execution '{}' has {}", e->id, exec_status_name(e->status)));
+  }
   const std::string_view payload = sv(p->payload_json());
   if (payload.size() > limits::payload_bytes_max) {
     return reject(in, &env, rejection_code::payload_too_large,
@@ -413,17 +451,111 @@ void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
   }
   const std::string normalized = parsed.dump();
   const std::string name(sv(p->name()));
-  if (!emit(*e, fbs::Payload::SignalReceived, [&](auto& b) {
-        return fbs::CreateSignalReceived(b, str(name), str(normalized)).Union();
+  if (!e) return hold_signal(in, env, name, normalized);
+  deliver_signal(*e, name, normalized);
+}
+
+void orchestrator::decider::deliver_signal(execution_state& e, const std::string& name,
+                                           const std::string& payload) {
+  if (!emit(e, fbs::Payload::SignalReceived, [&](auto& b) {
+        return fbs::CreateSignalReceived(b, str(name), str(payload)).Union();
       })) {
     return;
   }
-  const definition& d = def(*e);
+  const definition& d = def(e);
   for (uint16_t i = 0; i < d.steps.size(); ++i) {
-    if (e->steps[i].status == step_status::waiting && d.steps[i].signal == name) {
-      succeed_step(*e, i, normalized);
+    if (e.steps[i].status == step_status::waiting && d.steps[i].signal == name) {
+      succeed_step(e, i, payload);
       return;
     }
+  }
+}
+
+// A signal for an execution id this partition does not know: its start may be on its way
+// (forwarded from the wrong partition), so it is held for limits::signal_hold_ms rather than
+// rejected. Not held (rejected at once, unknown_execution as before): an id no start could
+// have, a tenant with no published workflow (no start can be accepted), or over a limit.
+void orchestrator::decider::hold_signal(const input& in, const fbs::Envelope& env,
+                                        const std::string& name, const std::string& payload) {
+  const std::string_view tenant = sv(env.tenant_id());
+  const std::string_view id = sv(env.execution_id());
+  const std::string unknown = fmt::format("no execution '{}' for tenant '{}'", id, tenant);
+  if (!valid_id(id) || !_s.tenant_known(tenant)) {
+    return reject(in, &env, rejection_code::unknown_execution, unknown);
+  }
+  const std::vector<held_signal>* held = _s.held(tenant, id);
+  const orchestrator_state::held_totals totals = _s.held_of_tenant(tenant);
+  if (held && held->size() >= limits::signals_held_per_execution_max) {
+    return reject(in, &env, rejection_code::unknown_execution,
+                  fmt::format("{}; not held: {} signals are held for it already "
+                              "(signals_held_per_execution_max)",
+                              unknown, held->size()));
+  }
+  if (totals.signals >= limits::signals_held_per_tenant_max) {
+    return reject(in, &env, rejection_code::unknown_execution,
+                  fmt::format("{}; not held: the tenant has {} signals held for executions not "
+                              "started yet (signals_held_per_tenant_max)",
+                              unknown, totals.signals));
+  }
+  const size_t bytes = name.size() + payload.size();
+  if (totals.bytes + bytes > limits::signals_held_bytes_per_tenant_max) {
+    return reject(
+        in, &env, rejection_code::unknown_execution,
+        fmt::format("{}; not held: the tenant's held signals would take {} bytes, more "
+                    "than {} (signals_held_bytes_per_tenant_max)",
+                    unknown, totals.bytes + bytes, limits::signals_held_bytes_per_tenant_max));
+  }
+  // One window per execution id, opened by its first held signal.
+  const int64_t expires_at =
+      held ? held->front().expires_at_ms : _ctx.now_ms() + limits::signal_hold_ms;
+  emit_tenant_event(tenant, fbs::Payload::SignalHeld, [&](auto& b) {
+    return fbs::CreateSignalHeld(b, str(id), str(name), str(payload), str(_causation), in.partition,
+                                 in.rec.offset, expires_at)
+        .Union();
+  });
+}
+
+// Right after a start: the signals held for the new execution, in arrival order, each decided
+// as if it had arrived now (and caused by its own command).
+void orchestrator::decider::deliver_held(execution_state& e) {
+  const std::vector<held_signal>* held = _s.held(e.tenant, e.id);
+  if (!held) return;
+  const std::vector<held_signal> signals = *held;  // the release empties the hold
+  emit_tenant_event(e.tenant, fbs::Payload::HeldSignalsReleased, [&](auto& b) {
+    return fbs::CreateHeldSignalsReleased(b, str(e.id), static_cast<uint32_t>(signals.size()),
+                                          fbs::HeldSignalsOutcome::Delivered)
+        .Union();
+  });
+  const std::string start_causation = std::move(_causation);
+  for (const held_signal& h : signals) {
+    _causation = h.command_id;
+    if (e.status != exec_status::running) {
+      reject(held_source(e.tenant, e.id, h), rejection_code::execution_finished,
+             fmt::format("execution '{}' has {}", e.id, exec_status_name(e.status)));
+      continue;
+    }
+    deliver_signal(e, h.name, h.payload_json);
+  }
+  _causation = start_causation;
+}
+
+// The hold window of an execution id ended before its start arrived: each signal held for it
+// is rejected as it would have been on arrival, referencing its own command.
+void orchestrator::decider::expire_held(const timer_entry& t) {
+  const std::vector<held_signal>* held = _s.held(t.tenant, t.execution);
+  vassert(held != nullptr, "hold window timer of {} without held signals", t.execution);
+  const std::vector<held_signal> signals = *held;  // the release empties the hold
+  emit_tenant_event(t.tenant, fbs::Payload::HeldSignalsReleased, [&](auto& b) {
+    return fbs::CreateHeldSignalsReleased(b, str(t.execution),
+                                          static_cast<uint32_t>(signals.size()),
+                                          fbs::HeldSignalsOutcome::Expired)
+        .Union();
+  });
+  for (const held_signal& h : signals) {
+    reject(held_source(t.tenant, t.execution, h), rejection_code::unknown_execution,
+           fmt::format("no execution '{}' for tenant '{}': the signal was held {} ms "
+                       "(signal_hold_ms {}) and no start arrived",
+                       t.execution, t.tenant, _ctx.now_ms() - h.held_ms, limits::signal_hold_ms));
   }
 }
 
@@ -494,6 +626,7 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
 // ---------------------------------------------------------------------------------- timers
 
 void orchestrator::decider::on_timer(const timer_entry& t) {
+  if (t.step == timer_entry::hold_window) return expire_held(t);
   execution_state* e = _s.find_execution(t.tenant, t.execution);
   vassert(e != nullptr && e->status == exec_status::running,
           "timer for execution {} that is not running", t.execution);
@@ -955,6 +1088,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
   // Executions with a timer are running: load them now (recovery may do IO), so firing their
   // timers later never reads the store while deciding.
   for (const timer_entry& t : _state->timers()) {
+    if (t.step == timer_entry::hold_window) continue;  // an id with no execution yet
     if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
       _state->find_definition(e->tenant, e->workflow, e->version);
       _state->policy(e->tenant);
@@ -1001,12 +1135,16 @@ void orchestrator::prefetch(std::span<const input> inputs) {
     if (!id.empty() && valid_id(id)) {
       if (execution_state* e = _state->find_execution(tenant, id)) {
         _state->find_definition(e->tenant, e->workflow, e->version);
+      } else if (env->payload_type() == fbs::Payload::Signal) {
+        _state->tenant_known(tenant);  // to hold it, with a tenant-level SignalHeld
+        _state->chain(tenant);
       }
     }
     if (env->payload_type() == fbs::Payload::StartExecution) {
       auto p = env->payload_as_StartExecution();
       _state->tenant_known(tenant);
       _state->find_definition(tenant, sv(p->workflow()), p->version());
+      if (_state->held(tenant, id)) _state->chain(tenant);  // HeldSignalsReleased
     }
     if (env->payload_type() == fbs::Payload::PublishDefinition ||
         env->payload_type() == fbs::Payload::PublishTenantPolicy) {
@@ -1088,13 +1226,17 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
   for (const timer_entry& t : _state->timers()) {
     if (t.due_ms > ctx.now_ms() || due++ >= max_timers) break;
     prefetch_tenant(t.tenant);
+    if (t.step == timer_entry::hold_window) _state->chain(t.tenant);  // HeldSignalsReleased
   }
   deciding_scope deciding(*_state);
   for (size_t fired = 0; fired < max_timers; ++fired) {
     const auto& timers = _state->timers();
     if (timers.empty() || timers.begin()->due_ms > ctx.now_ms()) return;
     const timer_entry t = *timers.begin();
-    decider d(*this, ctx, fmt::format("timer/{}/{}/{}", t.execution, t.step, t.due_ms));
+    decider d(*this, ctx,
+              t.step == timer_entry::hold_window
+                  ? fmt::format("hold/{}/{}", t.execution, t.due_ms)
+                  : fmt::format("timer/{}/{}/{}", t.execution, t.step, t.due_ms));
     d.on_timer(t);
   }
 }

@@ -61,8 +61,72 @@ result<void> orchestrator_state::open(state_store& store) {
           return true;
         });
     if (!scanned) return scanned;
+    if (auto held = load_held(tenant); !held) return held;
   }
   return {};
+}
+
+result<void> orchestrator_state::load_held(std::string_view tenant) {
+  return _store->scan_prefix(
+      keys::held_signal_prefix(tenant), [&](std::string_view key, std::string_view value) {
+        std::string execution;
+        held_signal h;
+        vassert(keys::parse_held_signal(key, tenant, execution) && decode_held_signal(value, h),
+                "malformed held signal in state store");
+        held_totals& totals = _held_totals[std::string(tenant)];
+        totals.signals++;
+        totals.bytes += h.bytes();
+        _held[{std::string(tenant), std::move(execution)}].push_back(std::move(h));
+        return true;  // keys are in (execution, seq) order: each list in arrival order
+      });
+}
+
+const std::vector<held_signal>* orchestrator_state::held(std::string_view tenant,
+                                                         std::string_view execution) const {
+  auto it = _held.find({std::string(tenant), std::string(execution)});
+  return it == _held.end() ? nullptr : &it->second;
+}
+
+orchestrator_state::held_totals orchestrator_state::held_of_tenant(std::string_view tenant) const {
+  auto it = _held_totals.find(std::string(tenant));
+  return it == _held_totals.end() ? held_totals{} : it->second;
+}
+
+void orchestrator_state::hold_signal(std::string_view tenant, std::string_view execution,
+                                     held_signal h) {
+  std::vector<held_signal>& list = _held[{std::string(tenant), std::string(execution)}];
+  if (list.empty()) {
+    _timers.insert(timer_entry{h.expires_at_ms, std::string(tenant), std::string(execution),
+                               timer_entry::hold_window});
+    _pending.put(keys::timer(tenant, h.expires_at_ms, execution, timer_entry::hold_window), "");
+  }
+  _pending.put(keys::held_signal(tenant, execution, static_cast<uint32_t>(list.size())),
+               encode_held_signal(h));
+  held_totals& totals = _held_totals[std::string(tenant)];
+  totals.signals++;
+  totals.bytes += h.bytes();
+  list.push_back(std::move(h));
+}
+
+size_t orchestrator_state::release_held(std::string_view tenant, std::string_view execution) {
+  auto it = _held.find({std::string(tenant), std::string(execution)});
+  if (it == _held.end()) return 0;
+  const std::vector<held_signal>& list = it->second;
+  const int64_t due = list.front().expires_at_ms;
+  _timers.erase(
+      timer_entry{due, std::string(tenant), std::string(execution), timer_entry::hold_window});
+  _pending.del(keys::timer(tenant, due, execution, timer_entry::hold_window));
+  auto totals = _held_totals.find(std::string(tenant));
+  vassert(totals != _held_totals.end(), "held signals of {} without tenant totals", execution);
+  for (uint32_t seq = 0; seq < list.size(); ++seq) {
+    _pending.del(keys::held_signal(tenant, execution, seq));
+    totals->second.signals--;
+    totals->second.bytes -= list[seq].bytes();
+  }
+  if (totals->second.signals == 0) _held_totals.erase(totals);
+  const size_t released = list.size();
+  _held.erase(it);
+  return released;
 }
 
 execution_state* orchestrator_state::find_execution(std::string_view tenant, std::string_view id) {

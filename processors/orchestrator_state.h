@@ -17,17 +17,22 @@
 #include "engine/state_store.h"
 #include "processors/definition.h"
 #include "processors/execution_state.h"
+#include "processors/limits.h"
 #include "processors/tenant_policy.h"
 
 namespace auterity {
 
 struct timer_entry {
+  // The step of `execution` whose timer this is, or hold_window: the end of the hold window of
+  // the signals held for `execution`, an id the partition does not know (it has no steps).
+  static constexpr uint16_t hold_window = 0xFFFF;
   int64_t due_ms;
   std::string tenant;
   std::string execution;
   uint16_t step;
   auto operator<=>(const timer_entry&) const = default;
 };
+static_assert(limits::steps_per_definition_max < timer_entry::hold_window);
 
 class orchestrator_state {
  public:
@@ -66,6 +71,16 @@ class orchestrator_state {
   // Loads the tenant's counters if needed (store reads: live, prefetch did it already).
   const counter_index& counters(std::string_view tenant);
 
+  // Signals held for an execution id this partition does not know yet, in arrival order; null
+  // if none. All held signals are in memory (open() loads them; limits::signals_held_* bound
+  // them), so deciding never reads them from the store.
+  const std::vector<held_signal>* held(std::string_view tenant, std::string_view execution) const;
+  struct held_totals {
+    size_t signals = 0;
+    size_t bytes = 0;  // held_signal::bytes()
+  };
+  held_totals held_of_tenant(std::string_view tenant) const;
+
   // --- for appliers only ---
   execution_state& create_execution(execution_state e);
   void mark_dirty(const execution_state& e);
@@ -77,6 +92,10 @@ class orchestrator_state {
   void put_policy(std::string_view tenant, uint32_t version, const tenant_policy& p);
   void put_value(const std::string& key, std::string value);
   void del_value(const std::string& key);
+  // Adds a held signal; the first for an execution id sets its hold-window timer.
+  void hold_signal(std::string_view tenant, std::string_view execution, held_signal h);
+  // Removes every signal held for the id and its timer; returns how many there were.
+  size_t release_held(std::string_view tenant, std::string_view execution);
 
   const std::set<timer_entry>& timers() const { return _timers; }
   // After the commit: resolves pending event positions with the batch's committed executions
@@ -97,6 +116,9 @@ class orchestrator_state {
   std::unordered_map<std::string, tenant_chain> _chains;
   std::unordered_set<std::string> _dirty_chains;
   std::set<timer_entry> _timers;
+  std::map<std::pair<std::string, std::string>, std::vector<held_signal>> _held;  // tenant, id
+  std::unordered_map<std::string, held_totals> _held_totals;  // by tenant; absent: none
+  result<void> load_held(std::string_view tenant);
   struct versioned_policy {
     uint32_t version = 0;  // 0: none
     std::shared_ptr<const tenant_policy> policy;

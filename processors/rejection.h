@@ -11,6 +11,7 @@ enum class rejection_code : uint16_t {
   unknown_tenant = 1,        // no workflow was ever published for the tenant
   unknown_workflow = 2,      // no such workflow (or version) for the tenant
   unknown_execution = 3,     // signal/cancel/ack for an execution this partition does not hold
+                             // (a signal: once its hold window ends, or if it cannot be held)
   invalid_input = 4,         // input or payload JSON malformed or not an object
   invalid_definition = 5,    // definition JSON fails validation (reason says where)
   definition_cycle = 6,      // the step graph has a cycle

@@ -190,6 +190,26 @@ std::string notification_admitted(const fbs::Envelope& e) {
   return s;
 }
 
+// ------------------------------------------------------------------------- held signals
+
+std::string signal_held(const fbs::Envelope& e) {
+  auto p = e.payload_as_SignalHeld();
+  return fmt::format(
+      "signal {} for execution {} held until {} (+{}ms): no such execution yet (request {}): {}",
+      sv(p->name()), sv(p->execution()), format_time_ms(p->expires_at_ms()),
+      p->expires_at_ms() - e.timestamp_ms(), sv(p->command_id()), clip(sv(p->payload_json())));
+}
+
+std::string held_signals_released(const fbs::Envelope& e) {
+  auto p = e.payload_as_HeldSignalsReleased();
+  const std::string what = fmt::format("{} held signal{} of execution {}", p->count(),
+                                       p->count() == 1 ? "" : "s", sv(p->execution()));
+  if (p->outcome() == fbs::HeldSignalsOutcome::Delivered) {
+    return what + " delivered: the execution started";
+  }
+  return what + " expired: no start arrived; rejected (unknown_execution)";
+}
+
 // ------------------------------------------------------------------ commands, acks, rejects
 
 std::string run_step(const fbs::Envelope& e) {
@@ -266,6 +286,8 @@ constexpr std::array<describer, payload_slots> make_table() {
   set(fbs::Payload::NotificationSuppressed, notification_suppressed);
   set(fbs::Payload::NotificationDeferred, notification_deferred);
   set(fbs::Payload::NotificationAdmitted, notification_admitted);
+  set(fbs::Payload::SignalHeld, signal_held);
+  set(fbs::Payload::HeldSignalsReleased, held_signals_released);
   return t;
 }
 constexpr auto describers = make_table();

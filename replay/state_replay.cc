@@ -153,9 +153,14 @@ std::optional<std::string> state_rebuilder::precondition_failure(const fbs::Enve
   const std::string_view tenant = sv(e.tenant_id());
   const std::string_view execution = sv(e.execution_id());
   const bool tenant_level =
-      type == fbs::Payload::DefinitionPublished || type == fbs::Payload::TenantPolicyPublished;
+      type == fbs::Payload::DefinitionPublished || type == fbs::Payload::TenantPolicyPublished ||
+      type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased;
   if (execution.empty() != tenant_level) {
-    return "only DefinitionPublished and TenantPolicyPublished are tenant-level events";
+    return "only DefinitionPublished, TenantPolicyPublished, SignalHeld and HeldSignalsReleased "
+           "are tenant-level events";
+  }
+  if (type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased) {
+    return std::nullopt;  // a tenant chain that was intact up to here holds what they name
   }
   if (type == fbs::Payload::TenantPolicyPublished) {
     auto parsed = parse_tenant_policy(sv(e.payload_as_TenantPolicyPublished()->policy_json()));

@@ -2,7 +2,9 @@
 // failures, retries, timeouts, signals, delays and cancels end up in the history.
 
 #include <cstdlib>
+#include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -1216,6 +1218,326 @@ TEST(orchestrator_policy, the_replay_timeline_shows_model_reason_cost_and_notifi
   const std::string html = timeline(timeline_format::html);
   EXPECT_NE(html.find("routed to openai/gpt-4o-mini"), std::string::npos);
   EXPECT_NE(html.find("suppressed: opted_out"), std::string::npos);
+}
+
+// ------------------------------------------------------------ signals before their start
+
+// A workflow that waits for "go" at once and for "later" after a 100 ms delay.
+std::string two_waits() {
+  return workflow(
+      "wf", json::array(
+                {{{"id", "w"}, {"kind", "wait_signal"}, {"signal", "go"}},
+                 {{"id", "d"}, {"kind", "delay"}, {"delay_ms", 100}},
+                 {{"id", "w2"}, {"kind", "wait_signal"}, {"signal", "later"}, {"after", {"d"}}}}));
+}
+
+// The tenant-level events of one payload type (pointing into `keep`).
+template <typename T>
+std::vector<const T*> tenant_events(harness& h, std::vector<record>& keep) {
+  keep = h.read_all(stream::executions);
+  std::vector<const T*> out;
+  for (const record& r : keep) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && e->kind() == fbs::RecordKind::Event && sv(e->execution_id()).empty()) {
+      if (auto p = e->payload_as<T>()) out.push_back(p);
+    }
+  }
+  return out;
+}
+
+std::string tenant_timeline(harness& h) {
+  timeline_options o;
+  o.scope.tenant = tenant;
+  o.format = timeline_format::text;
+  o.threads = 1;
+  char* buf = nullptr;
+  size_t size = 0;
+  std::FILE* out = open_memstream(&buf, &size);
+  auto r = write_timeline(h.n->get_log(), o, out);
+  std::fclose(out);
+  std::string text(buf, size);
+  std::free(buf);
+  EXPECT_TRUE(r.has_value()) << r.error().message;
+  return text;
+}
+
+// The raw rejection records (record id, causation) on executions.
+std::vector<std::pair<std::string, std::string>> rejection_ids(harness& h) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const record& r : h.read_all(stream::executions)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && e->payload_type() == fbs::Payload::CommandRejected) {
+      out.emplace_back(sv(e->record_id()), sv(e->causation_id()));
+    }
+  }
+  return out;
+}
+
+TEST(orchestrator_held_signals, a_signal_that_overtakes_its_start_is_delivered_after_it) {
+  harness h("held-deliver", 1);
+  h.publish(tenant, two_waits());
+  h.settle();
+  // Both signals are decided before the start, as when the start was forwarded.
+  h.submit(tenant, client::signal({tenant, "e1", "sig-go", h.clk.now_ms()}, "go", R"({"n":1})"));
+  h.submit(tenant,
+           client::signal({tenant, "e1", "sig-later", h.clk.now_ms()}, "later", R"({"n":2})"));
+  h.settle();
+  EXPECT_TRUE(h.rejections().empty()) << h.rejections().front().reason;
+  EXPECT_FALSE(h.exec(tenant, "e1").has_value());
+  h.run_for(1000, 100);
+  h.start(tenant, "e1", "wf");
+  h.settle();
+  auto e = h.exec(tenant, "e1");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->steps[0].status, step_status::succeeded) << "the waiting step got its signal";
+  EXPECT_EQ(e->steps[0].output_json, R"({"n":1})");
+  ASSERT_EQ(e->signals.size(), 1u) << "'later' is kept for the step that waits later";
+  h.run_for(150);
+  e = h.exec(tenant, "e1");
+  EXPECT_EQ(e->status, exec_status::succeeded);
+  EXPECT_EQ(e->steps[2].output_json, R"({"n":2})");
+  EXPECT_TRUE(e->signals.empty());
+
+  // In the execution's history: the start, then each signal, in arrival order, caused by its
+  // own command — as if they had arrived after the start.
+  std::vector<record> keep;
+  auto evs = events(h, "e1", keep);
+  ASSERT_FALSE(evs.empty());
+  EXPECT_EQ(evs.front()->payload_type(), fbs::Payload::ExecutionStarted);
+  std::vector<std::string> causes;
+  for (const fbs::Envelope* ev : evs) {
+    if (ev->payload_type() == fbs::Payload::SignalReceived)
+      causes.emplace_back(sv(ev->causation_id()));
+  }
+  EXPECT_EQ(causes, (std::vector<std::string>{"sig-go", "sig-later"}));
+  std::vector<record> keep2;
+  auto held = tenant_events<fbs::SignalHeld>(h, keep2);
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[0]->expires_at_ms(), held[1]->expires_at_ms()) << "one window per id";
+  auto released = tenant_events<fbs::HeldSignalsReleased>(h, keep2);
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(released[0]->count(), 2u);
+  EXPECT_EQ(released[0]->outcome(), fbs::HeldSignalsOutcome::Delivered);
+
+  // The hold window's timer went with the release: nothing is rejected when it would have ended.
+  EXPECT_EQ(h.n->orchestrator_of(0).next_timer_ms(), std::numeric_limits<int64_t>::max());
+  h.clk.advance(limits::signal_hold_ms);
+  h.settle();
+  EXPECT_TRUE(h.rejections().empty());
+
+  const std::string text = tenant_timeline(h);
+  for (const char* expected :
+       {"signal go for execution e1 held until", "no such execution yet (request sig-go)",
+        "2 held signals of execution e1 delivered: the execution started"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << expected << "\n" << text;
+  }
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
+}
+
+TEST(orchestrator_held_signals, a_held_signal_whose_start_never_comes_is_rejected_after_the_hold) {
+  harness h("held-expire", 1);
+  h.publish(tenant, two_waits());
+  h.settle();
+  h.submit(tenant, client::signal({tenant, "ghost", "sig-1", h.clk.now_ms()}, "go", "{}"));
+  h.settle();
+  h.clk.advance(10'000);
+  h.submit(tenant, client::signal({tenant, "ghost", "sig-2", h.clk.now_ms()}, "go", "{}"));
+  h.settle();
+  // The window opened with the first signal: both wait until it ends, and not a ms longer.
+  h.clk.advance(limits::signal_hold_ms - 10'000 - 1);
+  h.settle();
+  EXPECT_TRUE(h.rejections().empty()) << "held, not rejected, within signal_hold_ms";
+  h.clk.advance(1);
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 2u);
+  for (const auto& r : rej) {
+    EXPECT_EQ(r.code, static_cast<uint16_t>(rejection_code::unknown_execution));
+    EXPECT_EQ(r.execution, "ghost");
+    EXPECT_NE(r.reason.find("no execution 'ghost' for tenant 'acme'"), std::string::npos);
+    EXPECT_NE(r.reason.find("no start arrived"), std::string::npos) << r.reason;
+  }
+  EXPECT_NE(rej[0].reason.find("held 30000 ms"), std::string::npos) << rej[0].reason;
+  EXPECT_NE(rej[1].reason.find("held 20000 ms"), std::string::npos) << rej[1].reason;
+
+  // Each rejection answers its own command: the record id an immediate rejection would have.
+  std::vector<std::string> expected_ids;
+  for (const record& r : h.read_all(stream::ingress)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && e->payload_type() == fbs::Payload::Signal) {
+      expected_ids.push_back(fmt::format("rej/ingress/0/{}", r.offset));
+    }
+  }
+  auto ids = rejection_ids(h);
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(ids[0], std::make_pair(expected_ids.at(0), std::string("sig-1")));
+  EXPECT_EQ(ids[1], std::make_pair(expected_ids.at(1), std::string("sig-2")));
+
+  // A start after the window runs without them.
+  h.start(tenant, "ghost", "wf");
+  h.settle();
+  EXPECT_EQ(h.exec(tenant, "ghost")->steps[0].status, step_status::waiting);
+  EXPECT_NE(tenant_timeline(h).find("2 held signals of execution ghost expired: no start arrived"),
+            std::string::npos);
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
+}
+
+TEST(orchestrator_held_signals, signals_beyond_the_hold_limits_are_rejected_at_once) {
+  harness h("held-limits", 1);
+  h.publish(tenant, two_waits());
+  h.settle();
+  auto sig = [&](std::string_view id, std::string_view payload = "{}") {
+    h.submit(tenant, client::signal({tenant, id, "sig", h.clk.now_ms()}, "go", payload));
+  };
+  for (size_t i = 0; i <= limits::signals_held_per_execution_max; ++i) sig("one");
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u) << "the 65th signal for one id";
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unknown_execution));
+  EXPECT_NE(rej[0].reason.find("signals_held_per_execution_max"), std::string::npos)
+      << rej[0].reason;
+
+  // The tenant's other ids, up to signals_held_per_tenant_max in all.
+  const size_t per_id = 48;
+  size_t held = limits::signals_held_per_execution_max;
+  for (int id = 0; held < limits::signals_held_per_tenant_max; ++id) {
+    for (size_t i = 0; i < per_id && held < limits::signals_held_per_tenant_max; ++i, ++held) {
+      sig(fmt::format("x{}", id));
+    }
+  }
+  sig("over");
+  h.settle(100'000);
+  rej = h.rejections();
+  ASSERT_EQ(rej.size(), 2u);
+  EXPECT_NE(rej[1].reason.find("signals_held_per_tenant_max"), std::string::npos) << rej[1].reason;
+
+  // A start releases its id's signals, making room for others.
+  h.start(tenant, "one", "wf");
+  h.settle();
+  EXPECT_EQ(h.exec(tenant, "one")->steps[0].status, step_status::succeeded);
+  sig("new");
+  h.settle();
+  EXPECT_EQ(h.rejections().size(), 2u) << "held: the tenant is below its limit again";
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
+
+  // Bytes: large payloads reach signals_held_bytes_per_tenant_max long before the counts.
+  harness b("held-bytes", 1);
+  b.publish("big", two_waits());
+  b.settle();
+  const std::string payload = json{{"s", std::string(60'000, 'x')}}.dump();
+  const size_t fits = limits::signals_held_bytes_per_tenant_max / (payload.size() + 2);
+  for (size_t i = 0; i < fits + 3; ++i) {
+    b.submit("big", client::signal({"big", fmt::format("b{}", i % 2), "sig", b.clk.now_ms()}, "go",
+                                   payload));
+  }
+  b.settle();
+  rej = b.rejections();
+  ASSERT_EQ(rej.size(), 3u);
+  EXPECT_NE(rej[0].reason.find("signals_held_bytes_per_tenant_max"), std::string::npos)
+      << rej[0].reason;
+  expect_replay_rebuilds_the_state(b);
+}
+
+TEST(orchestrator_held_signals, held_signals_survive_a_restart_within_the_window) {
+  harness h("held-restart", 1);
+  h.publish(tenant, two_waits());
+  h.settle();
+  h.submit(tenant, client::signal({tenant, "late", "sig-late", h.clk.now_ms()}, "go",
+                                  R"({"after":"restart"})"));
+  h.submit(tenant, client::signal({tenant, "ghost", "sig-ghost", h.clk.now_ms()}, "go", "{}"));
+  h.settle();
+  expect_replay_rebuilds_the_state(h);
+
+  // Stop and recover the node on the same data, 5 s into the window.
+  h.n.reset();
+  h.clk.advance(5'000);
+  node_options o = harness::options(1, true);
+  o.data_dir = h.dir;
+  auto reopened = node::open(o, h.clk);
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().message;
+  h.n = std::move(*reopened);
+  ASSERT_TRUE(h.n->recover().has_value());
+  EXPECT_EQ(h.n->orchestrator_of(0).next_timer_ms(), 1'700'000'000'000 + limits::signal_hold_ms)
+      << "the hold window's timer is durable";
+
+  h.start(tenant, "late", "wf");
+  h.settle();
+  auto e = h.exec(tenant, "late");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->steps[0].output_json, R"({"after":"restart"})");
+  EXPECT_TRUE(h.rejections().empty());
+  h.clk.advance(limits::signal_hold_ms);
+  h.settle();
+  auto rej = h.rejections();
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_EQ(rej[0].execution, "ghost");
+  EXPECT_EQ(rej[0].code, static_cast<uint16_t>(rejection_code::unknown_execution));
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
+}
+
+// Random signals before, after and without their starts, with restarts: every signal ends in
+// exactly one SignalReceived or one rejection, caused by it, and the state is what replay
+// rebuilds.
+TEST(orchestrator_held_signals, random_early_signals_are_each_delivered_or_rejected_once) {
+  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
+  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+  SCOPED_TRACE(fmt::format("AUTERITY_TEST_SEED={}", seed));
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+
+  harness h("held-property", 2);
+  const std::vector<std::string> tenants{"acme", "bayside"};
+  for (const std::string& t : tenants) h.publish(t, two_waits());
+  h.settle();
+  int signals = 0;
+  std::set<std::pair<std::string, std::string>> started;
+  for (int round = 0; round < 300; ++round) {
+    const std::string& t = tenants[uniform(0, 1)];
+    const std::string id = fmt::format("e{}", uniform(0, 20));
+    const int roll = uniform(0, 99);
+    if (roll < 55) {
+      h.submit(t, client::signal({t, id, fmt::format("sig-{}", signals++), h.clk.now_ms()},
+                                 uniform(0, 1) ? "go" : "later", "{}"));
+    } else if (roll < 80 && !started.contains({t, id})) {
+      h.start(t, id, "wf");
+      started.emplace(t, id);
+    } else if (roll == 99) {  // restart on the same data
+      h.n.reset();
+      node_options o = harness::options(2, true);
+      o.data_dir = h.dir;
+      auto reopened = node::open(o, h.clk);
+      ASSERT_TRUE(reopened.has_value()) << reopened.error().message;
+      h.n = std::move(*reopened);
+      ASSERT_TRUE(h.n->recover().has_value());
+    }
+    h.clk.advance(uniform(0, 2000));
+    h.settle();
+  }
+  h.clk.advance(limits::signal_hold_ms);
+  h.settle();
+
+  std::map<std::string, int> outcomes;  // signal record id -> SignalReceived + rejections
+  for (const record& r : h.read_all(stream::executions)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (e && (e->payload_type() == fbs::Payload::SignalReceived ||
+              e->payload_type() == fbs::Payload::CommandRejected)) {
+      outcomes[std::string(sv(e->causation_id()))]++;
+    }
+  }
+  for (int i = 0; i < signals; ++i) {
+    EXPECT_EQ(outcomes[fmt::format("sig-{}", i)], 1) << "sig-" << i;
+  }
+  std::vector<record> keep;
+  std::map<fbs::HeldSignalsOutcome, int> released;
+  for (const auto* r : tenant_events<fbs::HeldSignalsReleased>(h, keep)) released[r->outcome()]++;
+  EXPECT_GT(released[fbs::HeldSignalsOutcome::Delivered], 0) << "the workload holds and delivers";
+  EXPECT_GT(released[fbs::HeldSignalsOutcome::Expired], 0) << "the workload lets holds expire";
+  expect_replay_rebuilds_the_state(h);
+  expect_no_decide_reads(h);
 }
 
 }  // namespace
