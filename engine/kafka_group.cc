@@ -2,6 +2,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
 #include <fmt/core.h>
 
 #include "engine/assert.h"
@@ -10,8 +15,12 @@
 namespace auterity {
 
 struct kafka_membership::impl {
+  // Replaced after a fatal consumer error (rejoin); readers of the group metadata hold mu.
+  std::mutex mu;
   rd_kafka_t* rk = nullptr;
   std::string topic;
+  std::map<std::string, std::string> conf;
+  uint64_t rejoins = 0;
 };
 
 namespace {
@@ -61,7 +70,7 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
   m->_group = group;
   m->_cb = std::move(cb);
   m->_impl->topic = options.topic_prefix + std::string(stream_name(s));
-  const std::map<std::string, std::string> conf = {
+  m->_impl->conf = {
       {"bootstrap.servers", options.bootstrap},
       {"group.id", kafka_group_id(group)},
       {"enable.auto.commit", "false"},
@@ -75,24 +84,31 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
   };
-  auto c = kafka_conf_new(conf);
-  if (!c) return std::unexpected(c.error());
-  rd_kafka_conf_set_rebalance_cb(*c, on_rebalance);
-  rd_kafka_conf_set_opaque(*c, m.get());
-  auto rk = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka group member");
+  auto rk = m->subscribe();
   if (!rk) return std::unexpected(rk.error());
   m->_impl->rk = *rk;
-  rd_kafka_poll_set_consumer(m->_impl->rk);
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, m->_impl->topic.c_str(), RD_KAFKA_PARTITION_UA);
-  const rd_kafka_resp_err_t sub = rd_kafka_subscribe(m->_impl->rk, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (sub) {
-    return fail(errc::io, fmt::format("subscribe {} to {}: {}", kafka_group_id(group),
-                                      m->_impl->topic, rd_kafka_err2str(sub)));
-  }
   m->_thread = std::thread([raw = m.get()] { raw->poll_loop(); });
   return m;
+}
+
+result<rd_kafka_t*> kafka_membership::subscribe() {
+  auto c = kafka_conf_new(_impl->conf);
+  if (!c) return std::unexpected(c.error());
+  rd_kafka_conf_set_rebalance_cb(*c, on_rebalance);
+  rd_kafka_conf_set_opaque(*c, this);
+  auto rk = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka group member");
+  if (!rk) return std::unexpected(rk.error());
+  rd_kafka_poll_set_consumer(*rk);
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, _impl->topic.c_str(), RD_KAFKA_PARTITION_UA);
+  const rd_kafka_resp_err_t sub = rd_kafka_subscribe(*rk, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (sub) {
+    rd_kafka_destroy(*rk);
+    return fail(errc::io, fmt::format("subscribe {} to {}: {}", kafka_group_id(_group),
+                                      _impl->topic, rd_kafka_err2str(sub)));
+  }
+  return *rk;
 }
 
 void kafka_membership::poll_loop() {
@@ -102,6 +118,41 @@ void kafka_membership::poll_loop() {
     if (rd_kafka_message_t* msg = rd_kafka_consumer_poll(_impl->rk, 100)) {
       rd_kafka_message_destroy(msg);
     }
+    char why[512];
+    if (rd_kafka_fatal_error(_impl->rk, why, sizeof why) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rejoin(why);
+    }
+  }
+}
+
+// A fatal consumer error (e.g. FENCED_INSTANCE_ID after a coordinator moved during a broker
+// loss) ends this consumer for good: give up what it owned (stopping it first, as on a
+// revocation), and join again with a new consumer under the same static id. Until the new
+// member is assigned, commits of the group carry the dead member's metadata and are refused.
+void kafka_membership::rejoin(const char* why) {
+  std::vector<uint32_t> owned;
+  {
+    std::lock_guard lock(_owned_mu);
+    owned.swap(_owned);
+  }
+  fmt::print(stderr, "auterity: group {}: fatal consumer error ({}); rejoining\n",
+             kafka_group_id(_group), why);
+  if (_cb.revoked && !owned.empty()) _cb.revoked(owned);
+  for (;;) {
+    auto rk = subscribe();
+    if (rk) {
+      std::lock_guard lock(_impl->mu);
+      rd_kafka_destroy_flags(_impl->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+      _impl->rk = *rk;
+      _impl->rejoins++;
+      return;
+    }
+    fmt::print(stderr, "auterity: group {}: rejoin failed, retrying in 1 s: {}\n",
+               kafka_group_id(_group), rk.error().message);
+    for (int i = 0; i < 10 && !_stop.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (_stop.load()) return;
   }
 }
 
@@ -122,6 +173,7 @@ std::vector<uint32_t> kafka_membership::owned() const {
 }
 
 void* kafka_membership::group_metadata_copy() const {
+  std::lock_guard lock(_impl->mu);
   return rd_kafka_consumer_group_metadata(_impl->rk);
 }
 

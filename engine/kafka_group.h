@@ -21,6 +21,8 @@
 
 #include "engine/kafka_log.h"
 
+struct rd_kafka_s;  // librdkafka's rd_kafka_t; the header does not include librdkafka
+
 namespace auterity {
 
 class kafka_membership {
@@ -50,6 +52,9 @@ class kafka_membership {
  private:
   kafka_membership() = default;
   void poll_loop();
+  // A new consumer of the group, subscribed (join() and rejoin()).
+  result<rd_kafka_s*> subscribe();
+  void rejoin(const char* why);
 
   std::unique_ptr<impl> _impl;
   std::string _group;

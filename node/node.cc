@@ -418,6 +418,17 @@ void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_prob
   w.add(executions_ended_total, l, o.executions_ended.load());
 }
 
+constexpr metric_def step_downs_total{
+    "auterity_partition_step_downs_total",
+    "Partition runtimes dropped after a failed commit (lost ownership, fenced, broker away) and "
+    "restored again if still owned (docs/ownership-handover.md)",
+    metric_kind::counter};
+constexpr metric_def restore_failures_total{
+    "auterity_partition_restore_failures_total",
+    "Partition restores that failed (e.g. an earlier owner's transaction still open past "
+    "restore_wait_ms_max) and were retried",
+    metric_kind::counter};
+
 struct orchestrator_position {
   uint32_t partition;
   uint64_t ingress, acks;
@@ -438,6 +449,8 @@ uint16_t node::metrics_port() const { return _metrics ? _metrics->port() : 0; }
 
 // Runs on the metrics server's thread for each scrape.
 void node::collect_metrics(metrics_writer& w) {
+  w.add(step_downs_total, {}, static_cast<double>(_step_downs.load()));
+  w.add(restore_failures_total, {}, static_cast<double>(_restore_failures.load()));
   std::vector<orchestrator_position> owned;
   {
     // A revoked partition's probes go with its runtime. (A scrape waits while a partition is

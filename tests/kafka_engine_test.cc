@@ -407,7 +407,14 @@ TEST_F(kafka_engine, instances_join_and_leave_under_load) {
         all_done = all_done && e && e->status != exec_status::running;
       }
     }
-    if (all_done) break;
+    // Done, and b took over a's partitions (if a finished its share before it left, b gets
+    // them on a later run, once a's session has expired).
+    const std::string b_log = read_text(b + "/engine.log");
+    bool moved = true;
+    for (uint32_t p = 0; p < partitions; ++p) {
+      moved = moved && b_log.find(fmt::format("partition {} assigned", p)) != std::string::npos;
+    }
+    if (all_done && moved) break;
     status = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b"), 180);
   }
   ASSERT_TRUE(exited_ok(status)) << "instance b failed; log: " << b << "/engine.log";
