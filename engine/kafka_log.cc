@@ -242,18 +242,45 @@ class kafka_log final : public log {
  private:
   std::string topic(stream s) const { return _options.topic_prefix + std::string(stream_name(s)); }
 
+  // ListOffsets goes to the leader librdkafka has cached; that cache is not refreshed by a
+  // handle that consumes nothing, so after a leader moved (a broker died) every query went to
+  // the dead leader ("Not leader for partition") until the process restarted. On a leadership
+  // error the topic's metadata is asked for again and the query repeated, a few times.
   result<uint64_t> watermark(rd_kafka_t* handle, stream s, uint32_t p, std::string_view what) {
     int64_t low = 0, high = 0;
     std::lock_guard lock(_meta_mu);
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(handle, topic(s).c_str(), static_cast<int32_t>(p), &low,
-                                         &high, _options.request_timeout_ms);
+    const std::string t = topic(s);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int attempt = 0;; ++attempt) {
+      err = rd_kafka_query_watermark_offsets(handle, t.c_str(), static_cast<int32_t>(p), &low,
+                                             &high, _options.request_timeout_ms);
+      const bool leadership = err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                              err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                              err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                              err == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+                              err == RD_KAFKA_RESP_ERR__TRANSPORT;
+      if (!leadership || attempt >= leader_refreshes_max) break;
+      refresh_metadata(handle, t);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100 * (attempt + 1)));
+    }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR || high < 0) {
       return fail(err == RD_KAFKA_RESP_ERR__TIMED_OUT ? errc::timeout : errc::io,
                   fmt::format("{} of {}/{} from {}: {}", what, topic(s), p, _options.bootstrap,
                               rd_kafka_err2str(err)));
     }
     return static_cast<uint64_t>(high);
+  }
+
+  static constexpr int leader_refreshes_max = 5;  // metadata refreshes per watermark query
+
+  void refresh_metadata(rd_kafka_t* handle, const std::string& t) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(handle, t.c_str(), nullptr);
+    const rd_kafka_metadata_t* md = nullptr;
+    if (rd_kafka_metadata(handle, 0, rkt, &md, _options.request_timeout_ms) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
   }
 
   std::map<std::string, std::string> producer_conf() const {
@@ -378,8 +405,10 @@ class kafka_log final : public log {
   //   - abortable (a refused TxnOffsetCommit of a member that lost its partitions, a failed
   //     produce): the transaction is aborted and every batch in it fails; the producer goes on;
   //   - retriable (commit_transaction timed out): asked again, up to request_timeout_ms more;
-  //   - fenced (another producer with this transactional.id): errc::fenced, the producer is
-  //     dropped and the commit fails for good — two processes run as one instance;
+  //   - fenced (a newer epoch of this transactional.id: the coordinator timed out a
+  //     transaction of this paused process, or another process runs as this instance): the
+  //     producer is dropped and the next commit makes a new one; the third fence within
+  //     fence_window fails every later commit with errc::fenced (two processes, one instance);
   //   - other fatal errors (idempotence state lost, e.g. after a broker lost acked data): the
   //     producer is dropped and the next commit makes a new one (init_transactions).
   // A failed commit may have committed (an answer lost with its broker); callers treat it as
@@ -436,12 +465,28 @@ class kafka_log final : public log {
     const rd_kafka_resp_err_t code = rd_kafka_error_code(e);
     if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
         code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
-      _fenced = fmt::format(
-          "instance {} was fenced: another process started with the same "
-          "--instance (transactional.id auterity.{}); {}",
-          _options.instance_id, _options.instance_id, err.message);
+      // Two causes look alike: another process started with this --instance (its
+      // init_transactions bumped the epoch), or this process was paused past
+      // transaction.timeout.ms and the coordinator aborted its transaction and bumped the epoch
+      // itself. The second is recovered by a new producer; the first would then fence the other
+      // process in turn, so fences that keep coming are taken for the first.
       _producer.reset();
-      return fail(errc::fenced, *_fenced);
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(_fences, [&](auto t) { return now - t > fence_window; });
+      _fences.push_back(now);
+      if (_fences.size() >= fences_max) {
+        _fenced = fmt::format(
+            "instance {} was fenced {} times within {} s: another process "
+            "runs with the same --instance (transactional.id auterity.{}); {}",
+            _options.instance_id, _fences.size(), fence_window.count(), _options.instance_id,
+            err.message);
+        return fail(errc::fenced, *_fenced);
+      }
+      fmt::print(stderr,
+                 "auterity: the producer of instance {} was fenced ({}); if this process was "
+                 "paused past transaction.timeout.ms that is expected: making a new one\n",
+                 _options.instance_id, err.message);
+      return std::unexpected(err);
     }
     if (rd_kafka_error_is_fatal(e)) _producer.reset();
     return std::unexpected(err);
@@ -605,6 +650,9 @@ class kafka_log final : public log {
   std::mutex _meta_mu;  // one ListOffsets at a time per log
   uint32_t _partitions = 0;
   std::optional<std::string> _fenced;  // why the producer was fenced; only the committer uses it
+  static constexpr size_t fences_max = 3;  // fences within fence_window: another process
+  static constexpr std::chrono::seconds fence_window{60};
+  std::vector<std::chrono::steady_clock::time_point> _fences;  // only the committer uses it
   std::mutex _txn_mu;
   std::condition_variable _txn_cv;
   std::vector<pending_commit*> _queue;  // guarded by _txn_mu
