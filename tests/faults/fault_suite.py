@@ -532,7 +532,8 @@ def read_topic(bootstrap, topic, partitions, timeout):
 class Findings:
     """Failed checks with example ids, and the figures for the results table."""
 
-    def __init__(self):
+    def __init__(self, quiet=False):
+        self.quiet = quiet
         self.failed = collections.OrderedDict()  # check -> (count, [examples])
         self.passed = []
         self.figures = collections.Counter()
@@ -543,7 +544,8 @@ class Findings:
         n, ex = self.failed.get(check, (0, []))
         self.failed[check] = (n + (count if count is not None else len(examples)),
                               (ex + examples)[:EXAMPLES_MAX])
-        say(f"FAILED {check}: {'; '.join(str(e) for e in examples[:EXAMPLES_MAX])}")
+        if not self.quiet:
+            say(f"FAILED {check}: {'; '.join(str(e) for e in examples[:EXAMPLES_MAX])}")
 
     def check(self, check, bad, what):
         """Records `check` as passed if `bad` is empty, else failed with examples."""
@@ -556,8 +558,17 @@ class Findings:
 TERMINAL = ("ExecutionSucceeded", "ExecutionFailed", "ExecutionCancelled")
 
 
-def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncertain, receiver):
-    """The exactly-once checks over what read_committed consumers read from the topics."""
+CHECKED_TOPICS = ("executions",) + COMMAND_TOPICS + ("acks", "deadletter")
+
+
+def read_log(bootstrap, prefix, partitions):
+    """{topic: [(partition, offset, value)]} for every topic the checks read."""
+    return {t: read_topic(bootstrap, prefix + t, partitions, READ_WAIT_S) for t in CHECKED_TOPICS}
+
+
+def check_log(findings, schema, log, expected, uncertain, requests, bad):
+    """The exactly-once checks over what read_committed consumers read from the topics (`log`,
+    from read_log) and what the notification receiver got (`requests`, `bad`)."""
     f = findings
     # -- events on `executions`
     events = {}  # record id -> value digest
@@ -567,7 +578,7 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     ends = collections.defaultdict(list)  # execution -> [(seq, type, reason)]
     event_commands = {}  # command id -> execution
     rejections, bad_records, bad_ids = [], [], []
-    for p, off, value in read_topic(bootstrap, prefix + "executions", partitions, READ_WAIT_S):
+    for p, off, value in log["executions"]:
         d = schema.decode(value)
         if d is None:
             bad_records.append(f"executions/{p}@{off}")
@@ -649,7 +660,7 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     commands = collections.Counter()
     notify_commands = set()
     for topic in COMMAND_TOPICS:
-        for p, off, value in read_topic(bootstrap, prefix + topic, partitions, READ_WAIT_S):
+        for p, off, value in log[topic]:
             d = schema.decode(value)
             if d is None:
                 bad_records.append(f"{topic}/{p}@{off}")
@@ -671,7 +682,7 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     # -- acks: exactly one per command
     acks = collections.Counter()
     notify_ok = set()
-    for p, off, value in read_topic(bootstrap, prefix + "acks", partitions, READ_WAIT_S):
+    for p, off, value in log["acks"]:
         d = schema.decode(value)
         if d is None or d[1] != "StepAck":
             bad_records.append(f"acks/{p}@{off}")
@@ -692,7 +703,7 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     f.check("no_ack_without_command", stray, "ack for a command that is not on a command topic")
 
     deadletters = []
-    for p, off, value in read_topic(bootstrap, prefix + "deadletter", partitions, READ_WAIT_S):
+    for p, off, value in log["deadletter"]:
         d = schema.decode(value)
         reason = text(schema.payload(d[0], "DeadLetter").Reason()) if d else "?"
         deadletters.append(f"deadletter/{p}@{off}: {reason}")
@@ -700,7 +711,6 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     f.check("records_readable", bad_records, "undecodable record")
 
     # -- notification effects at the provider (the HTTP receiver)
-    requests, bad = receiver.snapshot()
     bodies = collections.defaultdict(set)
     for key, body, _ in requests:
         bodies[key].add(body)
@@ -722,7 +732,62 @@ def check_log(findings, schema, bootstrap, prefix, partitions, expected, uncerta
     f.check("one_notification_per_execution", twice_notified, "effects under several keys")
     f.check("notifications_match_commands", unknown + [str(b) for b in bad],
             "received, no such notify command (or a malformed request)")
-    return events, commands
+
+
+# Each tampering of a clean log, and the check that must notice it.
+SELF_CHECKS = [
+    ("duplicate an event (same bytes)", "no_event_twice"),
+    ("duplicate an event with other bytes", "no_event_id_reused"),
+    ("drop an event from the middle of a history", "no_sequence_gaps"),
+    ("drop an ExecutionStarted", "every_start_ran"),
+    ("drop a terminal event", "ended_within_run"),
+    ("duplicate a command", "no_command_twice"),
+    ("drop a command", "commands_match_events"),
+    ("duplicate an ack", "one_ack_per_command"),
+    ("drop an ack", "every_command_acked"),
+    ("a second body under a notification key", "notification_key_one_body"),
+    ("drop a notification's deliveries", "notifications_delivered"),
+]
+
+
+def self_check(findings, schema, log, expected, uncertain, requests, bad):
+    """Proves the checks can fail: runs them again on a copy of the (clean) log tampered once
+    for each entry of SELF_CHECKS, and fails `checker_self_test` for any tampering that went
+    unnoticed."""
+    ev = {}  # execution -> {seq: index in log["executions"]}
+    for i, (_, _, value) in enumerate(log["executions"]):
+        d = schema.decode(value)
+        if d and d[0].Kind() == schema.RecordKind.Event and text(d[0].ExecutionId()):
+            rid = text(d[0].RecordId())
+            ev.setdefault(text(d[0].ExecutionId()), {})[int(rid.rpartition("#")[2])] = i
+    victims = [x for x in expected if len(ev.get(x, {})) >= 6][:5]
+    if len(victims) < 5 or len(log["commands.step"]) < 2 or len(log["commands.ai"]) < 2 \
+            or len(requests) < 2:
+        findings.fail("checker_self_test", ["too little history to tamper with"])
+        return
+    t = {k: list(v) for k, v in log.items()}
+    x = log["executions"]
+    t["executions"].append(x[ev[victims[0]][3]])
+    p, o, v = x[ev[victims[1]][3]]
+    t["executions"].append((p, o, v + b"\0"))  # decodes the same, other bytes
+    drop = {ev[victims[2]][2], ev[victims[3]][0], ev[victims[4]][max(ev[victims[4]])]}
+    t["executions"] = [r for i, r in enumerate(t["executions"]) if i not in drop]
+    t["commands.step"] = t["commands.step"][1:] + t["commands.step"][-1:]
+    # The ack dropped and the one duplicated answer AI commands, which stay untouched.
+    ai = {text(schema.decode(v)[0].RecordId()) for _, _, v in log["commands.ai"]}
+    ai_acks = [i for i, (_, _, v) in enumerate(log["acks"])
+               if text(schema.payload(schema.decode(v)[0], "StepAck").CommandId()) in ai]
+    t["acks"] = [r for i, r in enumerate(log["acks"]) if i != ai_acks[0]]
+    t["acks"].append(log["acks"][ai_acks[-1]])
+    first_key = requests[0][0]
+    tampered_requests = [r for r in requests if r[0] != first_key]
+    key, body, at = requests[-1]
+    tampered_requests.append((key, body + b" ", at))
+    probe = Findings(quiet=True)
+    check_log(probe, schema, t, expected, uncertain, tampered_requests, bad)
+    missed = [f"{check} did not notice: {what}" for what, check in SELF_CHECKS
+              if check not in probe.failed]
+    findings.check("checker_self_test", missed, "tampered log")
 
 
 # -------------------------------------------------------------------------------------- phase
@@ -1021,8 +1086,14 @@ class Phase:
                 f"{self.name}/{p.name}: status {rc} (None: still running {STOP_WAIT_S} s "
                 f"after SIGTERM); log {p.log_path}"], "SIGTERM")
         t = now()
-        check_log(self.findings, self.suite.schema, self.bootstrap, self.prefix, self.partitions,
-                  expected, self.load.undelivered, self.receiver)
+        log = read_log(self.bootstrap, self.prefix, self.partitions)
+        requests, bad = self.receiver.snapshot()
+        check_log(self.findings, self.suite.schema, log, expected, self.load.undelivered,
+                  requests, bad)
+        if self.suite.args.mode == "ci" and not self.suite.self_checked:
+            self_check(self.findings, self.suite.schema, log, expected, self.load.undelivered,
+                       requests, bad)
+            self.suite.self_checked = True
         say(f"{self.name}: topics read and checked in {now() - t:.1f} s")
         for p in self.instances():
             t = now()
@@ -1059,6 +1130,7 @@ class Suite:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         CLIENT_LOG.addHandler(handler)
         self.clusters = []
+        self.self_checked = False
         self.schema = Schema(args.python_gen)
         help_text = subprocess.run([args.auterity, "--help"], capture_output=True, text=True)
         self.has_worker = re.search(r"^\s+worker\b", help_text.stdout, re.M) is not None
