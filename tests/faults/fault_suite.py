@@ -23,6 +23,7 @@ schema (`--python-gen <build>/generated/python`). See tests/faults/README.md.
 import argparse
 import bisect
 import collections
+import ctypes
 import hashlib
 import json
 import logging
@@ -199,6 +200,11 @@ def text(b):
 # ---------------------------------------------------------------------------------- processes
 
 
+def die_with_suite():
+    """Child preexec: SIGKILL when the suite dies (ctest timeout, SIGKILL), never orphaned."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Proc:
     """One child process (`auterity run`, `auterity worker`); output appended to its log."""
 
@@ -224,7 +230,8 @@ class Proc:
             self.log_from = log.tell()
         log = open(self.log_path, "ab")
         self.p = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=die_with_suite)
         log.close()
         self.expected_exit = False
         self.paused = False
