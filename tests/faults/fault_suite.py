@@ -332,11 +332,14 @@ class Receiver:
                     else:
                         receiver.requests.append((key, body, now()))
                 answer = b'{"ok":true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the worker was killed after sending: its redelivery comes later
 
             def log_message(self, *args):
                 pass
