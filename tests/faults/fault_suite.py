@@ -54,6 +54,7 @@ FAULT_POINT_WAIT_S = 60  # an armed fault point must be reached within this
 RECOVERY_WAIT_S = 120  # every partition must commit again within this after a fault's remedy
 SETTLE_S = 2  # steady load between two faults
 DRAIN_WAIT_S = 180  # after the load stops, every execution must end within this
+STUCK_DRAIN_WAIT_S = 30  # the same when a partition already stopped committing
 STOP_WAIT_S = 60  # an instance must exit after SIGTERM within this
 READ_WAIT_S = 120  # the checkers must read each topic to its end within this
 VERIFY_WAIT_S = 300  # one `auterity replay verify`
@@ -820,6 +821,7 @@ class Phase:
         self.load = None
         self.tail = None
         self.faults = []
+        self.stuck = False  # some partition stopped committing: no more faults, short drain
 
     # -- setup and teardown
 
@@ -941,6 +943,7 @@ class Phase:
         self.findings.fail("progress_after_fault", [
             f"{self.name}: partitions {silent} committed nothing within {RECOVERY_WAIT_S} s "
             f"after {what}"])
+        self.stuck = True  # more faults would say nothing more; the run stays bounded
         return False
 
     # -- faults
@@ -1084,7 +1087,8 @@ class Phase:
         for i, fault in enumerate(self.faults):
             end = self.faults[i + 1]["t_fault"] if i + 1 < len(self.faults) else t_load_stop
             fault["stall"], fault["partition"] = self.tail.longest_gap(fault["t_fault"], end)
-        deadline = now() + DRAIN_WAIT_S
+        drain_wait = STUCK_DRAIN_WAIT_S if self.stuck else DRAIN_WAIT_S
+        deadline = now() + drain_wait
         next_report = now() + 15
         while True:
             self.supervise()
@@ -1099,7 +1103,7 @@ class Phase:
             f"{now() - t_load_stop:.1f} s after the load stopped")
         if missing:
             self.findings.fail("executions_finish", [
-                f"{len(missing)} still running {DRAIN_WAIT_S} s after the load stopped, e.g. "
+                f"{len(missing)} still running {drain_wait} s after the load stopped, e.g. "
                 f"{', '.join(missing[:EXAMPLES_MAX])}"], len(missing))
         self.tail.stop()
         for p in self.procs.values():
@@ -1184,7 +1188,7 @@ class Suite:
         end = now() + self.args.minutes * 60
         try:
             p.setup()
-            while now() < end:
+            while now() < end and not p.stuck:
                 p.run_fault(self.rng.choice(classes))
             p.finish()
         finally:
@@ -1195,6 +1199,9 @@ class Suite:
             p.setup()
             instances = p.instances()
             for i, cls in enumerate(classes):
+                if p.stuck:
+                    say(f"{p.name}: stuck; the remaining faults are skipped")
+                    break
                 # The fault points rotate over the instances, so each one is fenced once.
                 target = instances[i % len(instances)] if fixed_targets and "@" in cls else None
                 p.run_fault(cls, target)
