@@ -1106,6 +1106,8 @@ class Phase:
                 f"{len(missing)} still running {drain_wait} s after the load stopped, e.g. "
                 f"{', '.join(missing[:EXAMPLES_MAX])}"], len(missing))
         self.tail.stop()
+        for check in ("processes_stayed_up", "progress_after_fault", "executions_finish"):
+            self.findings.check(check, [], "")  # recorded as they happened; listed when ok
         for p in self.procs.values():
             rc = p.terminate(STOP_WAIT_S)
             self.findings.check("clean_exit", [] if rc == 0 else [
