@@ -2,9 +2,11 @@
 // (rd_kafka_consumer_group_metadata_new for groups without a live member, error objects that
 // say whether a transaction must be aborted or the producer is fenced).
 //
-// Threading: commits serialise on one transactional producer (one open transaction at a
-// time). Each (stream, partition) that is read gets a consumer of its own, assigned to that
-// one partition, so readers of different partitions never contend; each consumer costs a few
+// Threading: commits queue for one committer thread, which runs one transaction at a time on
+// its transactional producer (group commit); a committer stuck in librdkafka past
+// request_timeout_ms + 5 s is left behind and replaced (librdkafka#5456). Each (stream,
+// partition) that is read gets a consumer of its own, assigned to that one partition, so
+// readers of different partitions never contend; each consumer costs a few
 // librdkafka threads and one connection per broker. Positions are read with one consumer per
 // group (OffsetFetch, no group membership).
 
@@ -13,8 +15,10 @@
 #include <librdkafka/rdkafka.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -84,6 +88,9 @@ struct reader {
 };
 
 class kafka_log final : public log {
+  struct committer;
+  struct pending_commit;
+
  public:
   explicit kafka_log(kafka_log_options options) : _options(std::move(options)) {}
 
@@ -103,19 +110,34 @@ class kafka_log final : public log {
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
     if (_options.read_only) return {};
-    return make_producer();
+    auto c = std::make_shared<committer>();
+    if (auto made = make_producer(*c); !made) return made;
+    std::lock_guard lock(_txn_mu);
+    start_committer(std::move(c));
+    return {};
+  }
+
+  ~kafka_log() override {
+    std::shared_ptr<committer> c;
+    {
+      std::lock_guard lock(_txn_mu);
+      _closing = true;
+      c = _committer;
+    }
+    _work_cv.notify_all();
+    if (c && c->thread.joinable()) c->thread.join();
   }
 
   // A new transactional producer; init_transactions aborts what an earlier producer of this
   // instance left open and fences it.
-  result<void> make_producer() {
-    _producer.reset();
+  result<void> make_producer(committer& c) {
+    c.producer.reset();
     auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(), true);
     if (!producer) return std::unexpected(producer.error());
     if (error_ptr e{rd_kafka_init_transactions(producer->get(), _options.request_timeout_ms)}) {
       return std::unexpected(kafka_error("init_transactions", e.get()));
     }
-    _producer = std::move(*producer);
+    c.producer = std::move(*producer);
     return {};
   }
 
@@ -136,24 +158,36 @@ class kafka_log final : public log {
       }
     }
     if (batch.empty()) return std::vector<uint64_t>();
-    if (!_producer) return fail(errc::invalid, "this Kafka log was opened read-only");
-    pending_commit mine{p, &batch, std::vector<delivery>(batch.appends.size())};
+    if (_options.read_only) return fail(errc::invalid, "this Kafka log was opened read-only");
+    auto mine = std::make_shared<pending_commit>();
+    mine->partition = p;
+    mine->batch = &batch;
+    mine->positions = batch.positions;
+    mine->deliveries.resize(batch.appends.size());
     std::unique_lock lock(_txn_mu);
-    _queue.push_back(&mine);
-    // Group commit: whoever finds no transaction running commits everything queued so far in
-    // one transaction; the others wait for it. Each batch stays atomic (it is inside one
-    // transaction) and concurrent partitions and workers share the transaction's round trips.
-    while (!mine.done) {
-      if (!_committing) {
-        lead_commits(lock);
-      } else {
-        _txn_cv.wait(lock);
+    // Group commit: the committer thread commits everything queued so far in one transaction;
+    // the callers wait for it. Each batch stays atomic (it is inside one transaction) and
+    // concurrent partitions and workers share the transaction's round trips.
+    _queue.push_back(mine);
+    _work_cv.notify_one();
+    const auto stall = std::chrono::milliseconds(_options.request_timeout_ms + stall_margin_ms);
+    while (!mine->done) {
+      if (_txn_cv.wait_for(lock, stall) == std::cv_status::no_timeout || mine->done) continue;
+      // librdkafka 2.0.2 can block in send_offsets_to_transaction for good when the group
+      // coordinator is lost (its timeout is not enforced, librdkafka#5456): a transaction that
+      // runs past request_timeout_ms + stall_margin_ms is given up, with its thread and
+      // producer, and a new committer (a new producer, whose init_transactions fences and
+      // aborts the old transaction) takes the queue.
+      const auto busy = _committer->busy_since;
+      if (busy != std::chrono::steady_clock::time_point{} &&
+          std::chrono::steady_clock::now() - busy >= stall) {
+        abandon_committer();
       }
     }
-    if (!mine.outcome) return std::unexpected(mine.outcome.error());
+    if (!mine->outcome) return std::unexpected(mine->outcome.error());
     std::vector<uint64_t> offsets;
-    offsets.reserve(mine.deliveries.size());
-    for (const delivery& d : mine.deliveries) offsets.push_back(static_cast<uint64_t>(d.offset));
+    offsets.reserve(mine->deliveries.size());
+    for (const delivery& d : mine->deliveries) offsets.push_back(static_cast<uint64_t>(d.offset));
     return offsets;
   }
 
@@ -372,31 +406,85 @@ class kafka_log final : public log {
     return static_cast<uint32_t>(counts[first]);
   }
 
+  // One commit() waiting for its transaction. Shared with the committer, which may outlive the
+  // caller's wait when it is given up; the caller's appends are read only while producing
+  // (before any call that can block for good), the positions are copied.
   struct pending_commit {
-    uint32_t partition;
-    const commit_batch* batch;
+    uint32_t partition = 0;
+    const commit_batch* batch = nullptr;
+    std::vector<commit_batch::position> positions;
     std::vector<delivery> deliveries;
     result<void> outcome{};
-    bool done = false;
+    bool done = false;  // guarded by _txn_mu
+  };
+  using pending_ptr = std::shared_ptr<pending_commit>;
+
+  // The thread that runs transactions and the producer it uses (only that thread touches it).
+  struct committer {
+    std::thread thread;
+    rk_ptr producer;  // null after a fatal producer error: the next transaction makes one
+    std::chrono::steady_clock::time_point busy_since{};  // guarded by _txn_mu; {}: idle
+    std::vector<pending_ptr> in_flight;                  // guarded by _txn_mu
+    std::atomic<bool> abandoned{false};
   };
 
-  // Called with _txn_mu held; commits what is queued (repeatedly) and completes the waiters.
-  void lead_commits(std::unique_lock<std::mutex>& lock) {
-    _committing = true;
-    while (!_queue.empty()) {
-      std::vector<pending_commit*> group;
-      group.swap(_queue);
+  static constexpr int stall_margin_ms = 5'000;
+
+  void start_committer(std::shared_ptr<committer> c) {  // caller holds _txn_mu
+    _committer = c;
+    c->thread = std::thread([this, c] { run_committer(c); });
+  }
+
+  // With _txn_mu held: fails the stuck transaction's batches and the queue (their outcome is
+  // unknown: the partition runtimes step down and recover from the log), leaves the stuck
+  // thread and its producer behind, and starts a new committer.
+  void abandon_committer() {
+    std::shared_ptr<committer> old = _committer;
+    old->abandoned = true;
+    old->thread.detach();
+    _abandoned_committers.push_back(old);
+    const error why{errc::timeout,
+                    fmt::format("a Kafka transaction did not finish within {} ms (a lost group "
+                                "coordinator, librdkafka#5456); it was given up",
+                                _options.request_timeout_ms + stall_margin_ms)};
+    fmt::print(stderr, "auterity: {}\n", why.message);
+    for (const pending_ptr& c : old->in_flight) {
+      c->outcome = std::unexpected(why);
+      c->done = true;
+    }
+    for (const pending_ptr& c : _queue) {
+      c->outcome = std::unexpected(why);
+      c->done = true;
+    }
+    _queue.clear();
+    _txn_cv.notify_all();
+    start_committer(std::make_shared<committer>());
+  }
+
+  void run_committer(std::shared_ptr<committer> self) {
+    std::unique_lock lock(_txn_mu);
+    while (!_closing && !self->abandoned) {
+      if (_queue.empty()) {
+        _work_cv.wait(lock);
+        continue;
+      }
+      self->in_flight.swap(_queue);
+      self->busy_since = std::chrono::steady_clock::now();
+      std::vector<pending_ptr> group = self->in_flight;
       lock.unlock();
-      const result<void> r = transaction(group);
+      const result<void> r = transaction(*self, group);
+      if (self->abandoned) return;  // given up: its callers were answered, `this` may be gone
       lock.lock();
-      for (pending_commit* c : group) {
+      self->busy_since = {};
+      self->in_flight.clear();
+      if (self->abandoned) return;
+      for (const pending_ptr& c : group) {
         c->outcome = r;
         c->done = true;
       }
-      for (pending_commit* c : group) bump(c->partition);
+      for (const pending_ptr& c : group) bump(c->partition);
       _txn_cv.notify_all();
     }
-    _committing = false;
   }
 
   // One transaction: produce, send offsets, commit. Aborts on any failure that allows it.
@@ -413,45 +501,44 @@ class kafka_log final : public log {
   //     producer is dropped and the next commit makes a new one (init_transactions).
   // A failed commit may have committed (an answer lost with its broker); callers treat it as
   // unknown and recover from the log (the partition runtime steps down).
-  result<void> transaction(const std::vector<pending_commit*>& group) {
-    if (!_producer) {
-      if (_fenced) return fail(errc::fenced, *_fenced);
-      if (auto made = make_producer(); !made) return made;
+  result<void> transaction(committer& self, const std::vector<pending_ptr>& group) {
+    if (!self.producer) {
+      if (auto fenced = fenced_for_good()) return fail(errc::fenced, *fenced);
+      if (auto made = make_producer(self); !made) return made;
     }
-    rd_kafka_t* rk = _producer.get();
+    rd_kafka_t* rk = self.producer.get();
     if (error_ptr e{rd_kafka_begin_transaction(rk)})
-      return producer_failed("begin_transaction", e.get());
+      return producer_failed(self, "begin_transaction", e.get());
     bool decides = false;  // carries an orchestrator batch (fault points count only those)
-    for (const pending_commit* c : group) {
-      for (const auto& pos : c->batch->positions)
-        decides = decides || pos.group == orchestrator_group;
+    for (const pending_ptr& c : group) {
+      for (const auto& pos : c->positions) decides = decides || pos.group == orchestrator_group;
     }
     result<void> produced;
-    for (pending_commit* c : group) {
-      if (produced) produced = produce_all(c->partition, *c->batch, c->deliveries);
+    for (const pending_ptr& c : group) {
+      if (produced) produced = produce_all(rk, c->partition, *c->batch, c->deliveries);
     }
     if (produced && decides) fault_point("txn.produced");
-    if (produced) produced = send_offsets(group);
+    if (produced) produced = send_offsets(rk, group);
     if (produced && decides) fault_point("txn.offsets_sent");
     if (produced) {
       for (int attempt = 0;; ++attempt) {
         error_ptr e{rd_kafka_commit_transaction(rk, _options.request_timeout_ms)};
         if (!e) {
-          for (pending_commit* c : group) {
+          for (const pending_ptr& c : group) {
             if (auto d = check_deliveries(c->deliveries); !d) return d;
           }
           return {};
         }
         if (rd_kafka_error_is_retriable(e.get()) && attempt < 1) continue;
         if (!rd_kafka_error_txn_requires_abort(e.get()))
-          return producer_failed("commit_transaction", e.get());
+          return producer_failed(self, "commit_transaction", e.get());
         produced = std::unexpected(kafka_error("commit_transaction", e.get()));
         break;
       }
     }
     error_ptr abort{rd_kafka_abort_transaction(rk, _options.request_timeout_ms)};
     if (abort) {
-      auto dropped = producer_failed("abort_transaction", abort.get());
+      auto dropped = producer_failed(self, "abort_transaction", abort.get());
       return fail(dropped.error().code,
                   fmt::format("{}; then {}", produced.error().message, dropped.error().message));
     }
@@ -460,7 +547,7 @@ class kafka_log final : public log {
 
   // A producer error that is not abortable: fenced, fatal or not even retriable. The producer
   // is dropped (a fenced one for good).
-  result<void> producer_failed(std::string_view what, const rd_kafka_error_t* e) {
+  result<void> producer_failed(committer& self, std::string_view what, const rd_kafka_error_t* e) {
     error err = kafka_error(what, e);
     const rd_kafka_resp_err_t code = rd_kafka_error_code(e);
     if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
@@ -470,7 +557,8 @@ class kafka_log final : public log {
       // transaction.timeout.ms and the coordinator aborted its transaction and bumped the epoch
       // itself. The second is recovered by a new producer; the first would then fence the other
       // process in turn, so fences that keep coming are taken for the first.
-      _producer.reset();
+      self.producer.reset();
+      std::lock_guard lock(_fence_mu);
       const auto now = std::chrono::steady_clock::now();
       std::erase_if(_fences, [&](auto t) { return now - t > fence_window; });
       _fences.push_back(now);
@@ -488,18 +576,23 @@ class kafka_log final : public log {
                  _options.instance_id, err.message);
       return std::unexpected(err);
     }
-    if (rd_kafka_error_is_fatal(e)) _producer.reset();
+    if (rd_kafka_error_is_fatal(e)) self.producer.reset();
     return std::unexpected(err);
   }
 
-  result<void> produce_all(uint32_t p, const commit_batch& batch,
+  std::optional<std::string> fenced_for_good() {
+    std::lock_guard lock(_fence_mu);
+    return _fenced;
+  }
+
+  result<void> produce_all(rd_kafka_t* rk, uint32_t p, const commit_batch& batch,
                            std::vector<delivery>& deliveries) {
     for (size_t i = 0; i < batch.appends.size(); ++i) {
       const auto& a = batch.appends[i];
       const std::string t = topic(a.s);
       for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            _producer.get(), RD_KAFKA_V_TOPIC(t.c_str()),
+            rk, RD_KAFKA_V_TOPIC(t.c_str()),
             RD_KAFKA_V_PARTITION(static_cast<int32_t>(a.partition.value_or(p))),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(a.key.data(), a.key.size()),
             RD_KAFKA_V_VALUE(const_cast<char*>(a.value.data()), a.value.size()),
@@ -508,16 +601,16 @@ class kafka_log final : public log {
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
           return fail(errc::io, fmt::format("produce to {}/{}: {}", t, p, rd_kafka_err2str(err)));
         }
-        rd_kafka_poll(_producer.get(), 10);  // the local queue is full: let deliveries drain
+        rd_kafka_poll(rk, 10);  // the local queue is full: let deliveries drain
       }
     }
     return {};
   }
 
-  result<void> send_offsets(const std::vector<pending_commit*>& group) {
+  result<void> send_offsets(rd_kafka_t* rk, const std::vector<pending_ptr>& group) {
     std::map<std::string, list_ptr> by_group;
-    for (const pending_commit* c : group) {
-      for (const auto& pos : c->batch->positions) {
+    for (const pending_ptr& c : group) {
+      for (const auto& pos : c->positions) {
         list_ptr& l = by_group[pos.group];
         if (!l) l.reset(rd_kafka_topic_partition_list_new(4));
         rd_kafka_topic_partition_list_add(l.get(), topic(pos.s).c_str(),
@@ -529,7 +622,7 @@ class kafka_log final : public log {
       void* live = _options.group_metadata ? _options.group_metadata(group) : nullptr;
       cgmd_ptr md(live ? static_cast<rd_kafka_consumer_group_metadata_t*>(live)
                        : rd_kafka_consumer_group_metadata_new(kafka_group_id(group).c_str()));
-      if (error_ptr e{rd_kafka_send_offsets_to_transaction(_producer.get(), list.get(), md.get(),
+      if (error_ptr e{rd_kafka_send_offsets_to_transaction(rk, list.get(), md.get(),
                                                            _options.request_timeout_ms)}) {
         return std::unexpected(kafka_error("send_offsets_to_transaction", e.get()));
       }
@@ -644,19 +737,22 @@ class kafka_log final : public log {
   }
 
   kafka_log_options _options;
-  rk_ptr _producer;     // null after a fatal producer error: the next commit makes a new one
   rk_ptr _meta;         // read_committed: last stable offsets
   rk_ptr _meta_end;     // read_uncommitted: log ends
   std::mutex _meta_mu;  // one ListOffsets at a time per log
   uint32_t _partitions = 0;
-  std::optional<std::string> _fenced;  // why the producer was fenced; only the committer uses it
+  std::optional<std::string> _fenced;      // why the producer was fenced for good; _fence_mu
   static constexpr size_t fences_max = 3;  // fences within fence_window: another process
   static constexpr std::chrono::seconds fence_window{60};
-  std::vector<std::chrono::steady_clock::time_point> _fences;  // only the committer uses it
+  std::vector<std::chrono::steady_clock::time_point> _fences;  // recent fences; _fence_mu
   std::mutex _txn_mu;
   std::condition_variable _txn_cv;
-  std::vector<pending_commit*> _queue;  // guarded by _txn_mu
-  bool _committing = false;             // a thread is running lead_commits
+  std::vector<pending_ptr> _queue;        // guarded by _txn_mu
+  std::condition_variable _work_cv;       // the committer waits for work
+  std::shared_ptr<committer> _committer;  // guarded by _txn_mu; null when read-only
+  std::vector<std::shared_ptr<committer>> _abandoned_committers;  // stuck for good; kept alive
+  bool _closing = false;                                          // guarded by _txn_mu
+  std::mutex _fence_mu;                                           // guards _fenced and _fences
   std::mutex _readers_mu;
   std::map<std::pair<int, uint32_t>, std::unique_ptr<reader>> _readers;
   std::mutex _groups_mu;
