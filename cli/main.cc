@@ -262,9 +262,8 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
   if (!f.kafka.empty() && with_state && !std::filesystem::is_directory(f.data_dir, ec)) {
     return fail(errc::not_found, fmt::format("data directory {} does not exist", f.data_dir));
   }
-  auto src = f.kafka.empty()
-                 ? open_embedded_source(f.data_dir, with_state)
-                 : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
+  auto src = f.kafka.empty() ? open_embedded_source(f.data_dir, with_state)
+                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity: warning: {}\n", damage_text(d));
@@ -279,11 +278,11 @@ int cmd_timeline(const common_flags& f, const std::string& tenant, const std::st
   const uint32_t p = tenant_partition(tenant, src->events->partition_count());
   const state_store* store = src->stores[p].get();
   if (!store) {
-    return report(error{errc::not_found,
-                        fmt::format("{}/state/p{:03} holds no state: the timeline reads the "
-                                    "engine's event index (`auterity replay timeline` reads "
-                                    "the log alone)",
-                                    f.data_dir, p)});
+    return report(
+        error{errc::not_found, fmt::format("{}/state/p{:03} holds no state: the timeline reads the "
+                                           "engine's event index (`auterity replay timeline` reads "
+                                           "the log alone)",
+                                           f.data_dir, p)});
   }
   auto entries = load_timeline(*src->events, p, *store, tenant, id);
   if (!entries) return report(entries.error());

@@ -857,8 +857,8 @@ class partition_recovery {
       auto fd = open_file(_files[i].path, O_RDONLY);
       if (!fd) return std::unexpected(fd.error());
       const uint64_t end = i + 1 < keep ? _files[i + 1].base : _committed_end;
-      d.segments.push_back(segment{_files[i].path, std::move(*fd), _files[i].base,
-                                   end - _files[i].base});
+      d.segments.push_back(
+          segment{_files[i].path, std::move(*fd), _files[i].base, end - _files[i].base});
     }
     d.index = std::move(_index);
     d.positions = std::move(_positions);
@@ -1336,8 +1336,9 @@ result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log
                 fmt::format("{} holds no embedded log ({}/meta is missing)", dir, dir));
   }
   if (options.partitions != 0 && options.partitions != **stored) {
-    return fail(errc::invalid, fmt::format("data dir {} was created with {} partitions, asked for {}",
-                                           dir, **stored, options.partitions));
+    return fail(errc::invalid,
+                fmt::format("data dir {} was created with {} partitions, asked for {}", dir,
+                            **stored, options.partitions));
   }
   options.partitions = **stored;
   auto lock = lock_dir_shared(dir);
@@ -1349,8 +1350,8 @@ result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log
                                              partition_dir(dir, p), dir, options.partitions));
     }
   }
-  auto opened = std::make_unique<embedded_log>(
-      dir, options, *lock ? std::move(**lock) : unique_fd());
+  auto opened =
+      std::make_unique<embedded_log>(dir, options, *lock ? std::move(**lock) : unique_fd());
   ELOG_TRY(opened->recover());
   return std::unique_ptr<log>(std::move(opened));
 }
@@ -1358,8 +1359,9 @@ result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log
 }  // namespace
 
 std::string damage_text(const log_damage& d) {
-  std::string where = fmt::format("log partition {}: {} bytes after the last commit ({} at byte {})",
-                                  d.partition, d.bytes, d.segment, d.file_pos);
+  std::string where =
+      fmt::format("log partition {}: {} bytes after the last commit ({} at byte {})", d.partition,
+                  d.bytes, d.segment, d.file_pos);
   std::string what = d.bad_segment == d.segment && d.bad_pos == d.file_pos
                          ? d.problem
                          : fmt::format("{} at byte {} of {}", d.problem, d.bad_pos, d.bad_segment);
@@ -1367,13 +1369,15 @@ std::string damage_text(const log_damage& d) {
     return fmt::format("{}: a torn tail ({}); moved to {} and cut", where, what, d.quarantine);
   }
   if (d.committed) {
-    return fmt::format("{}: DAMAGED COMMITTED DATA ({}); read-only, nothing changed; only the "
-                       "records before it are read",
-                       where, what);
+    return fmt::format(
+        "{}: DAMAGED COMMITTED DATA ({}); read-only, nothing changed; only the "
+        "records before it are read",
+        where, what);
   }
-  return fmt::format("{}: a torn tail ({}), as a crash during a commit leaves it; read-only, "
-                     "nothing changed; the engine's next start moves it to quarantine",
-                     where, what);
+  return fmt::format(
+      "{}: a torn tail ({}), as a crash during a commit leaves it; read-only, "
+      "nothing changed; the engine's next start moves it to quarantine",
+      where, what);
 }
 
 uint64_t embedded_log_quarantined_bytes() { return g_quarantined_bytes.load(); }

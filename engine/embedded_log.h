@@ -16,14 +16,14 @@ namespace auterity {
 // engine/README.md, "Crash guarantees and damage").
 struct log_damage {
   uint32_t partition = 0;
-  std::string segment;       // the segment file where the readable prefix ends
-  uint64_t file_pos = 0;     // where it ends in that file: the end of the last valid commit
-  uint64_t bytes = 0;        // bytes after it, in that segment and any later one
-  std::string bad_segment;   // the segment holding the first bytes that are not a valid frame
-  uint64_t bad_pos = 0;      // where they are in it
-  std::string problem;       // what is wrong with them ("truncated frame body", ...)
-  bool committed = false;    // committed data follows: damage, not a torn write
-  std::string quarantine;    // writable open: the file now holding the cut bytes
+  std::string segment;      // the segment file where the readable prefix ends
+  uint64_t file_pos = 0;    // where it ends in that file: the end of the last valid commit
+  uint64_t bytes = 0;       // bytes after it, in that segment and any later one
+  std::string bad_segment;  // the segment holding the first bytes that are not a valid frame
+  uint64_t bad_pos = 0;     // where they are in it
+  std::string problem;      // what is wrong with them ("truncated frame body", ...)
+  bool committed = false;   // committed data follows: damage, not a torn write
+  std::string quarantine;   // writable open: the file now holding the cut bytes
 };
 
 // One line for an operator: partition, segment, offset, bytes and what was done.
