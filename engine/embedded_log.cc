@@ -1,7 +1,11 @@
 // The embedded log: the log interface over one data directory.
 //
 // Layout of a data directory:
-//   <dir>/LOCK     flock(LOCK_EX | LOCK_NB), held while the log is open: one process per dir.
+//   <dir>/LOCK     flock(LOCK_EX | LOCK_NB), held while the log is open: one writing process
+//                  per dir. A read-only open takes LOCK_SH instead (readers share the dir with
+//                  each other, not with a writer) and never creates the file.
+//   <dir>/quarantine/pNNN-<segment>-<offset>.bin
+//                  bytes a writable recovery cut off a partition's torn tail, kept (see below).
 //   <dir>/meta     text: "auterity-embedded-log 1\npartitions N\n". Written last at creation
 //                  (after the partition directories), so a crash while creating just retries.
 //   <dir>/pNNN/    one directory per partition: p000, p001, ...
@@ -33,7 +37,11 @@
 // exception: if that commit frame is the only one and belongs to the commit right after the
 // committed end, its pages reached the disk out of order before its fdatasync returned; it was
 // never acknowledged, so it is dropped like any torn tail. (With options.fsync off, a power loss
-// can tear several commits; that is reported as corrupt rather than guessed at.)
+// can tear several commits; that is reported as corrupt rather than guessed at.) Before cutting,
+// the writable recovery copies the bytes it cuts to a quarantine file, fsynced, and reports
+// them (options.on_damage, else stderr). A read-only open cuts nothing and writes nothing: it
+// reports the bytes after the committed end (a torn tail, or damage inside committed data,
+// which it does not fail on) and serves the records before them.
 //
 // Memory: each record costs 16 bytes of index (segment, frame size, position in the file), so
 // read() needs no scan; 10 million records in a partition cost 160 MB. Every segment file stays
