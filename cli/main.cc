@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "engine/record.h"
 #include "node/node.h"
 #include "processors/client.h"
+#include "replay/source.h"
 #include "replay/timeline.h"
 
 namespace auterity {
@@ -125,13 +127,12 @@ uint32_t partitions_for(const common_flags& f) {
 }
 
 result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool workers,
-                                        bool kafka_group = false, bool read_only = false) {
+                                        bool kafka_group = false) {
   node_options o;
   o.kafka_group = kafka_group;
   o.data_dir = f.data_dir;
   o.partitions = partitions_for(f);
   o.kafka = kafka_of(f);
-  if (o.kafka) o.kafka->read_only = read_only;
   o.runtime = f.runtime;
   o.fsync = !f.no_fsync;
   o.workers = workers;
@@ -253,12 +254,37 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
   return 0;
 }
 
+// The read-only commands (status, timeline, dump) open the log and the state as the replay
+// commands do (replay/source.h): read-only, creating nothing, never repairing; a missing data
+// directory is an error. Damage found in the log is named on stderr.
+result<replay_source> open_read_only(const common_flags& f, bool with_state) {
+  std::error_code ec;
+  if (!f.kafka.empty() && with_state && !std::filesystem::is_directory(f.data_dir, ec)) {
+    return fail(errc::not_found, fmt::format("data directory {} does not exist", f.data_dir));
+  }
+  auto src = f.kafka.empty() ? open_embedded_source(f.data_dir, with_state)
+                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
+  if (src) {
+    for (const log_damage& d : src->damage) {
+      fmt::print(stderr, "auterity: warning: {}\n", damage_text(d));
+    }
+  }
+  return src;
+}
+
 int cmd_timeline(const common_flags& f, const std::string& tenant, const std::string& id) {
-  system_clock clk;
-  auto n = open_node(f, clk, false, false, /*read_only=*/true);
-  if (!n) return report(n.error());
-  const uint32_t p = tenant_partition(tenant, (*n)->partitions());
-  auto entries = load_timeline((*n)->get_log(), p, (*n)->partition(p).store(), tenant, id);
+  auto src = open_read_only(f, /*with_state=*/true);
+  if (!src) return report(src.error());
+  const uint32_t p = tenant_partition(tenant, src->events->partition_count());
+  const state_store* store = src->stores[p].get();
+  if (!store) {
+    return report(
+        error{errc::not_found, fmt::format("{}/state/p{:03} holds no state: the timeline reads the "
+                                           "engine's event index (`auterity replay timeline` reads "
+                                           "the log alone)",
+                                           f.data_dir, p)});
+  }
+  auto entries = load_timeline(*src->events, p, *store, tenant, id);
   if (!entries) return report(entries.error());
   if (entries->empty()) {
     fmt::print(stderr, "auterity: no events for execution '{}' of tenant '{}'\n", id, tenant);
@@ -269,13 +295,23 @@ int cmd_timeline(const common_flags& f, const std::string& tenant, const std::st
 }
 
 int cmd_status(const common_flags& f) {
-  system_clock clk;
-  auto n = open_node(f, clk, false, false, /*read_only=*/true);
-  if (!n) return report(n.error());
-  (*n)->for_each_execution([](const execution_state& e) {
-    fmt::print("{:<16} {:<24} {:<12} {:<10} {}\n", e.tenant, e.id, e.workflow,
-               exec_status_name(e.status), e.result.substr(0, 80));
-  });
+  auto src = open_read_only(f, /*with_state=*/true);
+  if (!src) return report(src.error());
+  for (const auto& store : src->stores) {
+    if (!store) continue;
+    auto scanned = store->scan_prefix("T", [](std::string_view key, std::string_view value) {
+      const size_t nul = key.find('\0');
+      if (nul == std::string_view::npos || nul + 1 >= key.size() || key[nul + 1] != 'E') {
+        return true;
+      }
+      execution_state e;
+      if (!decode_execution(value, e)) return true;
+      fmt::print("{:<16} {:<24} {:<12} {:<10} {}\n", e.tenant, e.id, e.workflow,
+                 exec_status_name(e.status), e.result.substr(0, 80));
+      return true;
+    });
+    if (!scanned) return report(scanned.error());
+  }
   return 0;
 }
 
@@ -288,10 +324,9 @@ int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition
                stream_arg);
     return 2;
   }
-  system_clock clk;
-  auto n = open_node(f, clk, false, false, /*read_only=*/true);
-  if (!n) return report(n.error());
-  log& l = (*n)->get_log();
+  auto src = open_read_only(f, /*with_state=*/false);
+  if (!src) return report(src.error());
+  log& l = *src->events;
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
     if (partition >= 0 && static_cast<uint32_t>(partition) != p) continue;
     std::vector<record> recs;

@@ -104,9 +104,17 @@ std::optional<std::string> check_command_line(CLI::App* cmd, const common_option
   return std::nullopt;
 }
 
+// Every replay command opens the log and the state read-only; damage found on the way is
+// printed on stderr (verify also lists it in its report).
 result<replay_source> open_source(const common_options& c, bool with_state) {
-  if (c.kafka.empty()) return open_embedded_source(c.data, with_state);
-  return open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state);
+  auto src = c.kafka.empty() ? open_embedded_source(c.data, with_state)
+                             : open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state);
+  if (src) {
+    for (const log_damage& d : src->damage) {
+      fmt::print(stderr, "auterity replay: warning: {}\n", damage_text(d));
+    }
+  }
+  return src;
 }
 
 std::optional<unsigned> parse_count(const std::string& text) {
@@ -383,6 +391,7 @@ void print_partition(const partition_verification& v, bool chains, bool state) {
     if (!chains) fmt::print("  NOT APPLIED {} at offset {}: {}\n", s.record_id, s.offset, s.reason);
   }
   for (const std::string& n : v.notes) fmt::print("  note: {}\n", n);
+  for (const std::string& d : v.log_damage) fmt::print("  LOG {}\n", d);
 }
 
 std::string verify_json(const verify_report& r) {
@@ -414,6 +423,10 @@ std::string verify_json(const verify_report& r) {
     out += "],\"notes\":[";
     for (size_t k = 0; k < v.notes.size(); ++k) {
       out += (k ? "," : "") + json_text::quote(v.notes[k]);
+    }
+    out += "],\"log_damage\":[";
+    for (size_t k = 0; k < v.log_damage.size(); ++k) {
+      out += (k ? "," : "") + json_text::quote(v.log_damage[k]);
     }
     out += "]}";
   }
@@ -464,6 +477,13 @@ int run_verify(const verify_flags& f) {
   auto report = verify_log(l, stores, o);
   meter->finish();
   if (!report) return fail_error(report.error());
+  for (const log_damage& d : src->damage) {
+    for (partition_verification& v : report->partitions) {
+      if (v.partition != d.partition) continue;
+      v.log_damage.push_back(damage_text(d));
+      if (d.committed) ++v.log_damage_problems;
+    }
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (f.format == "json") {

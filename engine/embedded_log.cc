@@ -1,7 +1,11 @@
 // The embedded log: the log interface over one data directory.
 //
 // Layout of a data directory:
-//   <dir>/LOCK     flock(LOCK_EX | LOCK_NB), held while the log is open: one process per dir.
+//   <dir>/LOCK     flock(LOCK_EX | LOCK_NB), held while the log is open: one writing process
+//                  per dir. A read-only open takes LOCK_SH instead (readers share the dir with
+//                  each other, not with a writer) and never creates the file.
+//   <dir>/quarantine/pNNN-<segment>-<offset>.bin
+//                  bytes a writable recovery cut off a partition's torn tail, kept (see below).
 //   <dir>/meta     text: "auterity-embedded-log 1\npartitions N\n". Written last at creation
 //                  (after the partition directories), so a crash while creating just retries.
 //   <dir>/pNNN/    one directory per partition: p000, p001, ...
@@ -33,7 +37,11 @@
 // exception: if that commit frame is the only one and belongs to the commit right after the
 // committed end, its pages reached the disk out of order before its fdatasync returned; it was
 // never acknowledged, so it is dropped like any torn tail. (With options.fsync off, a power loss
-// can tear several commits; that is reported as corrupt rather than guessed at.)
+// can tear several commits; that is reported as corrupt rather than guessed at.) Before cutting,
+// the writable recovery copies the bytes it cuts to a quarantine file, fsynced, and reports
+// them (options.on_damage, else stderr). A read-only open cuts nothing and writes nothing: it
+// reports the bytes after the committed end (a torn tail, or damage inside committed data,
+// which it does not fail on) and serves the records before them.
 //
 // Memory: each record costs 16 bytes of index (segment, frame size, position in the file), so
 // read() needs no scan; 10 million records in a partition cost 160 MB. Every segment file stays
@@ -118,6 +126,10 @@ constexpr size_t group_commit_bytes_max = 4 << 20;
 constexpr size_t group_commit_batches_max = 64;
 
 enum class frame_type : uint8_t { data = 1, commit = 2 };
+
+// What writable opens of this process moved to quarantine (embedded_log_quarantined_bytes()).
+std::atomic<uint64_t> g_quarantined_bytes{0};
+std::atomic<uint64_t> g_quarantined_files{0};
 
 size_t idx(stream s) { return static_cast<size_t>(s); }
 bool valid_stream(stream s) { return idx(s) < stream_count; }
@@ -461,6 +473,25 @@ result<unique_fd> lock_dir(const std::string& dir) {
   return fail_io("flock", path);
 }
 
+// A read-only open's lock: shared, so readers run beside each other but not beside a writer
+// (whose exclusive lock conflicts with it both ways). No LOCK file means no writer ever opened
+// the directory; the reader does not create one, so it reads unlocked.
+result<std::optional<unique_fd>> lock_dir_shared(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0 && errno == ENOENT) return std::optional<unique_fd>();
+  if (raw < 0) return fail_io("open", path);
+  unique_fd fd(raw);
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) return std::optional<unique_fd>(std::move(fd));
+  if (errno == EWOULDBLOCK) {
+    return fail(errc::locked,
+                fmt::format("data dir {} is in use by a running auterity process ({} is locked); "
+                            "read-only commands read a stopped engine's directory or a copy of it",
+                            dir, path));
+  }
+  return fail_io("flock", path);
+}
+
 std::string meta_text(uint32_t partitions) {
   return fmt::format("{}\npartitions {}\n", meta_magic, partitions);
 }
@@ -555,23 +586,45 @@ struct partition_data {
 
 class partition_recovery {
  public:
-  explicit partition_recovery(std::string pdir) : _dir(std::move(pdir)) {}
+  // Writable: cuts an uncommitted tail after moving it to `quarantine_dir`. Read-only: changes
+  // nothing, and damage inside committed data is reported rather than failing.
+  partition_recovery(std::string pdir, uint32_t partition, bool read_only,
+                     std::string quarantine_dir)
+      : _dir(std::move(pdir)),
+        _partition(partition),
+        _read_only(read_only),
+        _quarantine_dir(std::move(quarantine_dir)) {}
 
   result<partition_data> run() {
     auto files = list_segments(_dir);
     if (!files) return std::unexpected(files.error());
     _files = std::move(*files);
     for (uint32_t i = 0; i < _files.size() && !_bad; ++i) ELOG_TRY(scan_segment(i));
-    if (_bad) ELOG_TRY(check_damage_is_uncommitted());
+    bool committed_damage = false;
+    if (_bad) {
+      auto committed = damage_is_committed();
+      if (!committed) return std::unexpected(committed.error());
+      committed_damage = *committed;
+    }
+    if (committed_damage && !_read_only) {
+      return corrupt(_bad->segment, _bad->file_pos,
+                     fmt::format("{}, and committed data follows it", _bad->problem));
+    }
+    ELOG_TRY(find_damage(committed_damage));
+    if (_read_only) return build_read_only();
+    if (_damage) ELOG_TRY(quarantine());
     ELOG_TRY(cut_tail());
     return build();
   }
+
+  // Bytes after the last valid commit frame, if any; set by run().
+  const std::optional<log_damage>& damage() const { return _damage; }
 
  private:
   struct bad_frame {
     uint32_t segment;
     uint64_t file_pos;
-    const char* problem;
+    std::string problem;
   };
 
   std::unexpected<error> corrupt(uint32_t seg, uint64_t file_pos, std::string_view why) const {
@@ -587,14 +640,21 @@ class partition_recovery {
     std::string_view view = *buf;
     for (uint64_t pos = 0; pos < view.size();) {
       frame_check c = check_frame(view.substr(pos));
-      const char* problem = c.problem;
+      std::string problem = c.problem ? c.problem : "";
       if (c.frame && c.frame->type == frame_type::data) {
-        problem = apply_data(*c.frame, seg, pos);
+        if (const char* p = apply_data(*c.frame, seg, pos)) problem = p;
       } else if (c.frame) {
-        ELOG_TRY(apply_commit(*c.frame, seg, pos));
+        auto applied = apply_commit(*c.frame, seg, pos);
+        if (!applied && !_read_only) return std::unexpected(applied.error());
+        if (!applied) {
+          // A whole, checksummed commit frame that does not fit: committed data is damaged.
+          _bad = bad_frame{seg, pos, applied.error().message};
+          _bad_is_committed = true;
+          return {};
+        }
       }
-      if (problem) {
-        _bad = bad_frame{seg, pos, problem};
+      if (!problem.empty()) {
+        _bad = bad_frame{seg, pos, std::move(problem)};
         return {};
       }
       pos += c.frame->bytes;
@@ -605,7 +665,7 @@ class partition_recovery {
 
   // Data frames wait in `_pending` until their commit frame shows the commit is whole. A data
   // frame that does not fit is treated like a torn one: only a commit frame after it would make
-  // it committed, and check_damage_is_uncommitted() looks for that. Returns the problem, if any.
+  // it committed, and damage_is_committed() looks for that. Returns the problem, if any.
   const char* apply_data(const frame_view& f, uint32_t seg, uint64_t file_pos) {
     auto d = decode_data(f.body);
     if (!d || f.bytes > UINT32_MAX) return "undecodable data frame";
@@ -637,14 +697,14 @@ class partition_recovery {
   }
 
   // After a bad frame, frames can only be found again by searching for the magic. A valid
-  // commit frame found that way means the damage is inside committed data.
-  result<void> check_damage_is_uncommitted() {
+  // commit frame found that way means the damage is inside committed data, except a single one
+  // that belongs to the commit right after the committed end (never acknowledged: see the top).
+  result<bool> damage_is_committed() {
+    if (_bad_is_committed) return true;
     auto starts = commit_starts_after_bad();
     if (!starts) return std::unexpected(starts.error());
-    if (starts->empty()) return {};
-    if (starts->size() == 1 && starts->front() == _committed_end) return {};  // unacknowledged
-    return corrupt(_bad->segment, _bad->file_pos,
-                   fmt::format("{}, and committed data follows it", _bad->problem));
+    if (starts->empty()) return false;
+    return !(starts->size() == 1 && starts->front() == _committed_end);
   }
 
   // commit_start of every valid commit frame after the bad frame, in this and later segments.
@@ -671,6 +731,79 @@ class partition_recovery {
       }
       at += c.frame->bytes;
     }
+  }
+
+  // The segment where the committed end lies: the last one starting at or before it (a segment
+  // starting exactly there holds only what follows).
+  size_t end_segment() const {
+    size_t seg = 0;
+    while (seg + 1 < _files.size() && _files[seg + 1].base <= _committed_end) ++seg;
+    return seg;
+  }
+
+  // What follows the committed end, in the segment holding it and every later one.
+  result<void> find_damage(bool committed) {
+    if (_files.empty()) return {};
+    const size_t seg = end_segment();
+    uint64_t bytes = 0;
+    for (size_t i = seg; i < _files.size(); ++i) {
+      std::error_code ec;
+      const uint64_t size = fs::file_size(_files[i].path, ec);
+      if (ec) return fail(errc::io, fmt::format("stat {}: {}", _files[i].path, ec.message()));
+      const uint64_t from = i == seg ? _committed_end - _files[seg].base : 0;
+      if (size > from) bytes += size - from;
+    }
+    if (bytes == 0) return {};
+    log_damage d;
+    d.partition = _partition;
+    d.segment = _files[seg].path;
+    d.file_pos = _committed_end - _files[seg].base;
+    d.bytes = bytes;
+    d.committed = committed;
+    if (_bad) {
+      d.bad_segment = _files[_bad->segment].path;
+      d.bad_pos = _bad->file_pos;
+      d.problem = _bad->problem;
+    } else {
+      d.bad_segment = d.segment;
+      d.bad_pos = d.file_pos;
+      d.problem = "data frames with no commit frame after them";
+    }
+    _damage = std::move(d);
+    return {};
+  }
+
+  // Copies the bytes after the committed end to <log>/quarantine/pNNN-<segment>-<offset>.bin
+  // (".1", ".2", ... if that name is taken), durably, before cut_tail() removes them. A crash in
+  // between quarantines them again on the next open, under the next free name.
+  result<void> quarantine() {
+    const size_t seg = end_segment();
+    std::string bytes;
+    for (size_t i = seg; i < _files.size(); ++i) {
+      auto buf = read_whole_file(_files[i].path);
+      if (!buf) return std::unexpected(buf.error());
+      const uint64_t from = i == seg ? _committed_end - _files[seg].base : 0;
+      if (buf->size() > from) bytes.append(*buf, from);
+    }
+    if (::mkdir(_quarantine_dir.c_str(), 0755) < 0 && errno != EEXIST) {
+      return fail_io("mkdir", _quarantine_dir);
+    }
+    const std::string stem = fmt::format("{}/p{:03}-{:020}-{}", _quarantine_dir, _partition,
+                                         _files[seg].base, _damage->file_pos);
+    std::string path = stem + ".bin";
+    std::error_code ec;
+    for (int n = 1; fs::exists(path, ec); ++n) path = fmt::format("{}.{}.bin", stem, n);
+    const std::string tmp = path + ".tmp";
+    auto fd = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    if (!fd) return std::unexpected(fd.error());
+    ELOG_TRY(pwrite_all(fd->get(), bytes, 0, tmp));
+    ELOG_TRY(sync_file(fd->get(), tmp));
+    if (::rename(tmp.c_str(), path.c_str()) < 0) return fail_io("rename", tmp);
+    ELOG_TRY(sync_dir(_quarantine_dir));
+    _damage->quarantine = path;
+    g_quarantined_bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+    g_quarantined_files.fetch_add(1, std::memory_order_relaxed);
+    return {};
   }
 
   // Drops everything after the committed end. Later segments go first, newest first, so a crash
@@ -723,7 +856,27 @@ class partition_recovery {
     return d;
   }
 
+  // The segments up to the committed end, opened for reading; each one's size is what is
+  // committed in it. A partition with no segment file has no segment (commit() is refused).
+  result<partition_data> build_read_only() {
+    partition_data d;
+    const size_t keep = _files.empty() ? 0 : end_segment() + 1;
+    for (size_t i = 0; i < keep; ++i) {
+      auto fd = open_file(_files[i].path, O_RDONLY);
+      if (!fd) return std::unexpected(fd.error());
+      const uint64_t end = i + 1 < keep ? _files[i + 1].base : _committed_end;
+      d.segments.push_back(
+          segment{_files[i].path, std::move(*fd), _files[i].base, end - _files[i].base});
+    }
+    d.index = std::move(_index);
+    d.positions = std::move(_positions);
+    return d;
+  }
+
   std::string _dir;
+  uint32_t _partition;
+  bool _read_only;
+  std::string _quarantine_dir;
   std::vector<segment_file> _files;
   stream_index _index;
   stream_index _pending;  // data frames after the last commit frame
@@ -732,6 +885,8 @@ class partition_recovery {
   uint64_t _committed_end = 0;  // logical position after the last valid commit frame
   uint64_t _scanned_end = 0;    // logical position after the last fully scanned segment
   std::optional<bad_frame> _bad;
+  bool _bad_is_committed = false;  // the bad frame is a whole commit frame that does not fit
+  std::optional<log_damage> _damage;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -794,8 +949,10 @@ class embedded_log final : public log {
     for (uint32_t p = 0; p < _options.partitions; ++p) {
       auto part = std::make_unique<partition>();
       part->dir = partition_dir(_dir, p);
-      auto data = partition_recovery(part->dir).run();
+      partition_recovery recovery(part->dir, p, _options.read_only, _dir + "/quarantine");
+      auto data = recovery.run();
       if (!data) return std::unexpected(data.error());
+      if (recovery.damage()) report(*recovery.damage());
       part->data = std::move(*data);
       _parts.push_back(std::move(part));
     }
@@ -805,6 +962,9 @@ class embedded_log final : public log {
   uint32_t partition_count() const override { return _options.partitions; }
 
   result<std::vector<uint64_t>> commit(uint32_t p, const commit_batch& batch) override {
+    if (_options.read_only) {
+      return fail(errc::invalid, fmt::format("commit to the log in {}, opened read-only", _dir));
+    }
     ELOG_TRY(check_batch(p, batch));
     if (batch.empty()) return std::vector<uint64_t>();  // nothing to make durable or visible
     partition& part = *_parts[p];
@@ -878,6 +1038,11 @@ class embedded_log final : public log {
   uint64_t generation_any() override { return _any_generation; }
 
  private:
+  void report(const log_damage& d) const {
+    if (_options.on_damage) return _options.on_damage(d);
+    fmt::print(stderr, "auterity: {}\n", damage_text(d));
+  }
+
   // For calls with no error channel: an out-of-range argument is a caller bug.
   partition& checked(uint32_t p) {
     vassert(p < partition_count(), "partition {} of a log with {} partitions", p,
@@ -1150,6 +1315,7 @@ class embedded_log final : public log {
   std::string _dir;
   embedded_log_options _options;
   unique_fd _lock;  // declared before _parts: released after every segment file is closed
+                    // (read-only: shared, or none if the directory has no LOCK file)
   std::vector<std::unique_ptr<partition>> _parts;
   std::mutex _any_mu;
   std::condition_variable _any_cv;
@@ -1164,10 +1330,70 @@ result<void> check_options(const embedded_log_options& options) {
   return {};
 }
 
+// Opens `dir` as it is: no directory, meta, partition, segment, LOCK or quarantine file is
+// created, truncated or written.
+result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log_options options) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return fail(errc::not_found, fmt::format("{}: no such directory (no embedded log there)", dir));
+  }
+  auto stored = read_meta(dir);
+  if (!stored) return std::unexpected(stored.error());
+  if (!*stored) {
+    return fail(errc::not_found,
+                fmt::format("{} holds no embedded log ({}/meta is missing)", dir, dir));
+  }
+  if (options.partitions != 0 && options.partitions != **stored) {
+    return fail(errc::invalid,
+                fmt::format("data dir {} was created with {} partitions, asked for {}", dir,
+                            **stored, options.partitions));
+  }
+  options.partitions = **stored;
+  auto lock = lock_dir_shared(dir);
+  if (!lock) return std::unexpected(lock.error());
+  for (uint32_t p = 0; p < options.partitions; ++p) {
+    if (!fs::is_directory(partition_dir(dir, p), ec)) {
+      return fail(errc::corrupt, fmt::format("{} is missing: {}/meta says the log has {} "
+                                             "partitions",
+                                             partition_dir(dir, p), dir, options.partitions));
+    }
+  }
+  auto opened =
+      std::make_unique<embedded_log>(dir, options, *lock ? std::move(**lock) : unique_fd());
+  ELOG_TRY(opened->recover());
+  return std::unique_ptr<log>(std::move(opened));
+}
+
 }  // namespace
+
+std::string damage_text(const log_damage& d) {
+  std::string where =
+      fmt::format("log partition {}: {} bytes after the last commit ({} at byte {})", d.partition,
+                  d.bytes, d.segment, d.file_pos);
+  std::string what = d.bad_segment == d.segment && d.bad_pos == d.file_pos
+                         ? d.problem
+                         : fmt::format("{} at byte {} of {}", d.problem, d.bad_pos, d.bad_segment);
+  if (!d.quarantine.empty()) {
+    return fmt::format("{}: a torn tail ({}); moved to {} and cut", where, what, d.quarantine);
+  }
+  if (d.committed) {
+    return fmt::format(
+        "{}: DAMAGED COMMITTED DATA ({}); read-only, nothing changed; only the "
+        "records before it are read",
+        where, what);
+  }
+  return fmt::format(
+      "{}: a torn tail ({}), as a crash during a commit leaves it; read-only, "
+      "nothing changed; the engine's next start moves it to quarantine",
+      where, what);
+}
+
+uint64_t embedded_log_quarantined_bytes() { return g_quarantined_bytes.load(); }
+uint64_t embedded_log_quarantined_files() { return g_quarantined_files.load(); }
 
 result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
                                                const embedded_log_options& options) {
+  if (options.read_only) return open_read_only(dir, options);
   ELOG_TRY(check_options(options));
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -2,6 +2,7 @@
 // The embedded log: the log interface over a data directory, for running on one machine with
 // no servers. See engine/README.md for the file format and its crash guarantees.
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -11,6 +12,23 @@
 
 namespace auterity {
 
+// Bytes of a partition that an open found after the last valid commit frame (see
+// engine/README.md, "Crash guarantees and damage").
+struct log_damage {
+  uint32_t partition = 0;
+  std::string segment;      // the segment file where the readable prefix ends
+  uint64_t file_pos = 0;    // where it ends in that file: the end of the last valid commit
+  uint64_t bytes = 0;       // bytes after it, in that segment and any later one
+  std::string bad_segment;  // the segment holding the first bytes that are not a valid frame
+  uint64_t bad_pos = 0;     // where they are in it
+  std::string problem;      // what is wrong with them ("truncated frame body", ...)
+  bool committed = false;   // committed data follows: damage, not a torn write
+  std::string quarantine;   // writable open: the file now holding the cut bytes
+};
+
+// One line for an operator: partition, segment, offset, bytes and what was done.
+std::string damage_text(const log_damage& d);
+
 struct embedded_log_options {
   uint32_t partitions = 4;                 // fixed when the directory is created; checked on open
   bool fsync = true;                       // fdatasync every commit (durable against power loss)
@@ -18,14 +36,31 @@ struct embedded_log_options {
   // Test only: when set, commits call it instead of fdatasync(2) (it returns and sets errno as
   // fdatasync does), so a test can hold a flush while others queue, or make it fail.
   std::function<int(int fd)> fdatasync_for_testing;
+  // Read-only: creates, truncates, repairs and writes nothing. The directory must hold a log
+  // (errc::not_found naming the path otherwise); `partitions` 0 takes the stored count. Takes a
+  // shared lock, so readers run beside each other but not beside a writer (errc::locked either
+  // way). A torn or damaged tail is reported through on_damage and the prefix before it is
+  // served; commit() fails with errc::invalid.
+  bool read_only = false;
+  // Called during open for each partition with bytes after its last valid commit: read-only,
+  // they are left as they are; writable, a torn tail has been moved to a quarantine file and
+  // cut (damage inside committed data fails the open with errc::corrupt instead). Unset: the
+  // damage_text() line is printed on stderr.
+  std::function<void(const log_damage&)> on_damage;
 };
 
-// Opens (creating if needed) the log in `dir`. Takes an exclusive lock on the directory
-// (errc::locked if another process holds it). Recovery drops any uncommitted tail.
+// Opens the log in `dir`, creating it if needed (unless read_only). Writable, it takes an
+// exclusive lock on the directory (errc::locked if another process holds it) and recovery moves
+// any uncommitted tail to <dir>/quarantine/ before cutting it.
 result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
                                                const embedded_log_options& options);
 
 // The partition count a data directory was created with; nullopt if it holds no log yet.
 result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir);
+
+// Bytes this process's writable opens moved to quarantine files, and how many files (for
+// /metrics: auterity_log_quarantined_bytes_total, auterity_log_quarantined_files_total).
+uint64_t embedded_log_quarantined_bytes();
+uint64_t embedded_log_quarantined_files();
 
 }  // namespace auterity

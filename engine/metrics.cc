@@ -17,6 +17,7 @@
 #include <fmt/core.h>
 
 #include "engine/assert.h"
+#include "engine/embedded_log.h"
 #include "engine/log.h"
 #include "engine/partition_runtime.h"
 #include "engine/worker_runtime.h"
@@ -126,6 +127,15 @@ constexpr metric_def worker_call_duration{
 constexpr metric_def worker_exceptions{"auterity_worker_connector_exceptions_total",
                                        "Connector calls that threw (acked as retryable failures)",
                                        metric_kind::counter};
+constexpr metric_def log_quarantined_bytes{
+    "auterity_log_quarantined_bytes_total",
+    "Bytes of torn log tails that recovery moved to <data>/log/quarantine/ before cutting them "
+    "(embedded log)",
+    metric_kind::counter};
+constexpr metric_def log_quarantined_files{
+    "auterity_log_quarantined_files_total",
+    "Quarantine files recovery wrote, one per torn partition tail (embedded log)",
+    metric_kind::counter};
 constexpr metric_def worker_in_flight{
     "auterity_worker_in_flight", "Commands in a connector call now (bounded by the concurrency)",
     metric_kind::gauge};
@@ -150,6 +160,11 @@ void collect_partition(metrics_writer& w, uint32_t partition, const partition_pr
   w.add(restore_duration, l, value_of(probe.restore_ms) / 1000.0);
   w.add(restore_replayed, l, value_of(probe.replayed));
   w.add(restore_wait, l, value_of(probe.restore_wait_ms) / 1000.0);
+}
+
+void collect_log_quarantine(metrics_writer& w) {
+  w.add(log_quarantined_bytes, {}, static_cast<double>(embedded_log_quarantined_bytes()));
+  w.add(log_quarantined_files, {}, static_cast<double>(embedded_log_quarantined_files()));
 }
 
 void collect_lag(metrics_writer& w, log& l, std::string_view group, stream s, uint32_t partition,

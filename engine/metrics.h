@@ -100,6 +100,8 @@ class metrics_writer {
 void collect_partition(metrics_writer& w, uint32_t partition, const partition_probe& probe);
 void collect_worker(metrics_writer& w, std::string_view group, stream commands,
                     const worker_probe& probe);
+// What the embedded log's recoveries in this process moved to quarantine (bytes, files).
+void collect_log_quarantine(metrics_writer& w);
 // Lag of `group` on (s, partition): the log's end offset minus `position`, the group's
 // committed next offset. Asks the log for the end offset (Kafka: a broker round trip).
 void collect_lag(metrics_writer& w, log& l, std::string_view group, stream s, uint32_t partition,

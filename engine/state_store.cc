@@ -1,6 +1,7 @@
 #include "engine/state_store.h"
 
 #include <algorithm>
+#include <cstdarg>
 #include <filesystem>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
@@ -123,6 +125,13 @@ rocksdb::Options make_options(const state_store_options& opts) {
   return options;
 }
 
+// RocksDB's info log for read-only opens, which must not create a LOG file.
+class discard_logger final : public rocksdb::Logger {
+ public:
+  using rocksdb::Logger::Logv;
+  void Logv(const char*, va_list) override {}
+};
+
 rocksdb::WriteOptions write_options() {
   rocksdb::WriteOptions options;
   options.sync = false;  // the log is the source of truth, see state_store::write
@@ -201,7 +210,13 @@ state_store::~state_store() = default;
 
 result<std::unique_ptr<state_store>> state_store::open(const std::string& dir,
                                                        const state_store_options& options) {
-  if (options.create_if_missing) {
+  std::error_code exists_ec;
+  if (options.read_only && !std::filesystem::exists(dir + "/CURRENT", exists_ec)) {
+    return fail(errc::not_found, fmt::format("state store {}: no RocksDB there ({}/CURRENT is "
+                                             "missing)",
+                                             dir, dir));
+  }
+  if (options.create_if_missing && !options.read_only) {
     // RocksDB creates only the last path component; partitions live deeper (data/<p>/state).
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -210,7 +225,16 @@ result<std::unique_ptr<state_store>> state_store::open(const std::string& dir,
   auto store = std::make_unique<impl>();
   store->dir = dir;
   rocksdb::DB* db = nullptr;
-  auto status = rocksdb::DB::Open(make_options(options), dir, &db);
+  rocksdb::Options db_options = make_options(options);
+  rocksdb::Status status;
+  if (options.read_only) {
+    db_options.create_if_missing = false;
+    // The info log would be a new file in the directory: discard it instead.
+    db_options.info_log = std::make_shared<discard_logger>();
+    status = rocksdb::DB::OpenForReadOnly(db_options, dir, &db);
+  } else {
+    status = rocksdb::DB::Open(db_options, dir, &db);
+  }
   if (!status.ok()) return rocksdb_error(dir, "open", status);
   store->db.reset(db);
 

@@ -41,6 +41,10 @@ class state_batch {
 
 struct state_store_options {
   bool create_if_missing = true;
+  // RocksDB's read-only open (DB::OpenForReadOnly): no file or directory is created or
+  // changed, the WAL is replayed in memory only, and no lock is taken. The store must exist
+  // (errc::not_found naming the directory otherwise); write() and delete_range() fail.
+  bool read_only = false;
   size_t block_cache_bytes = 64ull << 20;
 };
 

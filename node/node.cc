@@ -470,6 +470,7 @@ void node::collect_metrics(metrics_writer& w) {
     collect_lag(w, *_log, orchestrator_group, stream::ingress, o.partition, o.ingress);
     collect_lag(w, *_log, orchestrator_group, stream::acks, o.partition, o.acks);
   }
+  if (!_options.kafka) collect_log_quarantine(w);
   for (const auto& worker : _workers) {
     collect_worker(w, worker->group(), worker->commands(), worker->probe());
     // A group's committed offset on Kafka is a broker round trip that the log treats as

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "processors/ids.h"
 #include "processors/limits.h"
 #include "processors/strict_json.h"
 #include "processors/template.h"
@@ -89,13 +90,10 @@ bool is_ascii_alnum(char c) {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-bool valid_id(std::string_view s) {
-  if (s.empty() || s.size() > limits::id_bytes_max) return false;
-  return std::ranges::all_of(
-      s, [](char c) { return is_ascii_alnum(c) || c == '_' || c == '.' || c == '-'; });
-}
+// The rule signals are checked against at the door too (ids.h).
+bool valid_id(std::string_view s) { return ids::valid_name(s); }
 
-constexpr std::string_view id_rule = "use 1 to 128 characters from A-Z a-z 0-9 _ . -";
+constexpr std::string_view id_rule = ids::name_rule;
 
 // Step ids appear inside template paths (steps.<id>.output...), where a path component named
 // output, status or error ends the id; an id made of such components, or with an empty

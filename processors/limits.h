@@ -14,6 +14,19 @@ inline constexpr size_t id_bytes_max = 128;                 // tenant, execution
 inline constexpr uint32_t retry_attempts_max = 20;          // retry.max_attempts upper bound
 inline constexpr uint64_t timer_ms_max = 366ull * 24 * 3600 * 1000;  // any timeout/delay/backoff
 
+// Checked at the door, on every ingress command (processors/README.md, Limits):
+// a record id is 1..record_id_bytes_max bytes of UTF-8 with no control character;
+inline constexpr size_t record_id_bytes_max = 128;
+// a timestamp_ms, when given (0: not given), is at or after 2000-01-01T00:00:00Z and at most
+// timestamp_future_ms_max ahead of the partition's clock (the batch time). An hour allows for
+// an upstream clock that is off, not for a date typed wrong.
+inline constexpr int64_t timestamp_ms_min = 946'684'800'000;   // 2000-01-01T00:00:00Z, ms
+inline constexpr int64_t timestamp_future_ms_max = 3'600'000;  // 1 hour, ms
+// JSON nesting of an execution's input, a signal payload and a step output: steps render
+// their inputs from these, so a start or signal deeper than this is rejected when it arrives,
+// not at the first step.
+inline constexpr int json_value_depth_max = 128;  // levels of objects and arrays
+
 // Signals for an execution id the partition does not know yet are held for its start
 // (processors/README.md, Signals before their start). The window opens with the first signal
 // held for an id. It must outlast the worst delay of a start forwarded from the wrong

@@ -12,8 +12,10 @@
 
 #include "engine/assert.h"
 #include "engine/json_envelope.h"
+#include "processors/ids.h"
 #include "processors/limits.h"
 #include "processors/orchestrator_state.h"
+#include "processors/strict_json.h"
 #include "processors/template.h"
 #include "processors/tenant_policy.h"
 
@@ -31,6 +33,21 @@ bool valid_id(std::string_view id) {
     if (!ok) return false;
   }
   return true;
+}
+
+// Parses an input or signal payload as a step will render from it: nesting deeper than
+// json_value_depth_max is refused here, when the command arrives (template.cc applies the same
+// limit when a step renders). Discarded if not JSON; `too_deep` says why otherwise.
+json parse_value(std::string_view text, bool& too_deep) {
+  too_deep = false;
+  json::parser_callback_t check = [&too_deep](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= limits::json_value_depth_max) {
+      too_deep = true;
+    }
+    return true;
+  };
+  return json::parse(text, check, /*allow_exceptions=*/false);
 }
 
 std::string source_ref(const input& in) {
@@ -91,6 +108,7 @@ class orchestrator::decider {
       : _o(o), _s(*o._state), _ctx(ctx), _causation(std::move(causation)) {}
 
   void on_ingress(const input& in, const fbs::Envelope& env);
+  std::optional<std::string> timestamp_problem(int64_t ts) const;
   void on_ack(const input& in, const fbs::Envelope& env);
   void on_timer(const timer_entry& t);
 
@@ -300,6 +318,12 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
         in, &env, rejection_code::wrong_record,
         fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home, in.partition));
   }
+  if (auto why = ids::record_id_problem(sv(env.record_id()))) {
+    return reject(in, &env, rejection_code::missing_field, *why);
+  }
+  if (auto why = timestamp_problem(env.timestamp_ms())) {
+    return reject(in, &env, rejection_code::invalid_timestamp, *why);
+  }
   switch (env.payload_type()) {
     case fbs::Payload::PublishDefinition:
       return publish_definition(in, env);
@@ -315,6 +339,23 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
       return reject(in, &env, rejection_code::wrong_record,
                     fmt::format("{} is not an upstream command", payload_name(env.payload_type())));
   }
+}
+
+// 0 is "not given" (FlatBuffers' default; a JSON envelope without one is stamped with the
+// batch time): the engine's own time stamps what the command causes either way.
+std::optional<std::string> orchestrator::decider::timestamp_problem(int64_t ts) const {
+  if (ts == 0) return std::nullopt;
+  if (ts < limits::timestamp_ms_min) {
+    return fmt::format("timestamp_ms {} is before 2000-01-01T00:00:00Z (timestamp_ms_min {})", ts,
+                       limits::timestamp_ms_min);
+  }
+  if (ts > _ctx.now_ms() && ts - _ctx.now_ms() > limits::timestamp_future_ms_max) {
+    return fmt::format(
+        "timestamp_ms {} is {} ms ahead of the partition's clock ({}); "
+        "timestamp_future_ms_max is {}",
+        ts, ts - _ctx.now_ms(), _ctx.now_ms(), limits::timestamp_future_ms_max);
+  }
+  return std::nullopt;
 }
 
 void orchestrator::decider::publish_definition(const input& in, const fbs::Envelope& env) {
@@ -387,10 +428,15 @@ void orchestrator::decider::start_execution(const input& in, const fbs::Envelope
                   fmt::format("input is {} bytes; payload_bytes_max is {}", input_json.size(),
                               limits::payload_bytes_max));
   }
-  json parsed =
-      json::parse(input_json.empty() ? std::string_view("{}") : input_json, nullptr, false);
+  bool too_deep = false;
+  json parsed = parse_value(input_json.empty() ? std::string_view("{}") : input_json, too_deep);
   if (parsed.is_discarded() || !parsed.is_object()) {
     return reject(in, &env, rejection_code::invalid_input, "input is not a JSON object");
+  }
+  if (too_deep) {
+    return reject(in, &env, rejection_code::invalid_input,
+                  fmt::format("input is nested deeper than {} levels (json_value_depth_max)",
+                              limits::json_value_depth_max));
   }
   const std::string normalized_input = parsed.dump();
   execution_state probe_exec;
@@ -442,12 +488,24 @@ void orchestrator::decider::signal(const input& in, const fbs::Envelope& env) {
                   fmt::format("signal payload is {} bytes; payload_bytes_max is {}", payload.size(),
                               limits::payload_bytes_max));
   }
-  json parsed = json::parse(payload.empty() ? std::string_view("{}") : payload, nullptr, false);
+  bool too_deep = false;
+  json parsed = parse_value(payload.empty() ? std::string_view("{}") : payload, too_deep);
   if (parsed.is_discarded()) {
     return reject(in, &env, rejection_code::invalid_input, "signal payload is not JSON");
   }
+  if (too_deep) {
+    return reject(in, &env, rejection_code::invalid_input,
+                  fmt::format("signal payload is nested deeper than {} levels "
+                              "(json_value_depth_max)",
+                              limits::json_value_depth_max));
+  }
   if (sv(p->name()).empty()) {
     return reject(in, &env, rejection_code::missing_field, "signal has no name");
+  }
+  if (!ids::valid_name(sv(p->name()))) {
+    return reject(in, &env, rejection_code::missing_field,
+                  fmt::format("signal name {:?} is invalid: {}, as in definitions",
+                              echo_text(sv(p->name()), 64), ids::name_rule));
   }
   const std::string normalized = parsed.dump();
   const std::string name(sv(p->name()));
@@ -1203,8 +1261,11 @@ void orchestrator::process(const input& in, batch_context& ctx) {
     _probe.deadletters.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  // A record id refused at the door (ids::record_id_problem) is not carried on as the cause:
+  // the rejection names the command by its position instead.
   const std::string_view record_id = sv(env->record_id());
-  decider d(*this, ctx, record_id.empty() ? source_ref(in) : std::string(record_id));
+  decider d(*this, ctx,
+            ids::record_id_problem(record_id) ? source_ref(in) : std::string(record_id));
   if (env->schema_version() > schema_version_current) {
     return d.reject(in, env, rejection_code::unsupported_version,
                     fmt::format("schema version {} is newer than this engine's {}",

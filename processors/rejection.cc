@@ -34,6 +34,8 @@ std::string_view rejection_code_name(rejection_code code) {
       return "missing_field";
     case rejection_code::invalid_policy:
       return "invalid_policy";
+    case rejection_code::invalid_timestamp:
+      return "invalid_timestamp";
   }
   // A number read from a newer record: shown, never interpreted.
   return "unknown";

@@ -17,8 +17,9 @@ namespace {
 using json = nlohmann::json;
 
 // Nesting accepted in an input, output or template. Values are copied and dumped by
-// recursive code; no real payload comes near this.
-constexpr int json_depth_max = 128;
+// recursive code; no real payload comes near this. The orchestrator checks starts and signals
+// against the same limit when they arrive.
+constexpr int json_depth_max = limits::json_value_depth_max;
 // User text echoed in an error is cut to this many bytes.
 constexpr size_t echo_bytes_max = 64;
 

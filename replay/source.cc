@@ -28,6 +28,7 @@ result<void> open_stores(replay_source& src, const std::string& data_dir, bool w
     if (!std::filesystem::exists(dir + "/CURRENT", ec)) continue;
     state_store_options so;
     so.create_if_missing = false;  // never invent an empty state to compare with
+    so.read_only = true;           // an audit changes no byte of the evidence
     // Replay reads the stores in sequential scans (chain ends, the state comparison) and does
     // at most a few point reads: a small cache keeps memory low.
     so.block_cache_bytes = 16ull << 20;
@@ -57,6 +58,10 @@ result<replay_source> open_kafka_source(const std::string& bootstrap,
 }
 
 result<replay_source> open_embedded_source(const std::string& data_dir, bool with_state) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(data_dir, ec)) {
+    return fail(errc::not_found, fmt::format("data directory {} does not exist", data_dir));
+  }
   const std::string log_dir = data_dir + "/log";
   auto partitions = embedded_log_partitions(log_dir);
   if (!partitions) return std::unexpected(partitions.error());
@@ -64,13 +69,16 @@ result<replay_source> open_embedded_source(const std::string& data_dir, bool wit
     return fail(errc::not_found,
                 fmt::format("{} holds no embedded log (expected {}/meta)", data_dir, log_dir));
   }
+  std::vector<log_damage> damage;
   embedded_log_options lo;
   lo.partitions = **partitions;
-  lo.fsync = false;  // replay only reads; recovery's cut of a torn tail needs no sync either
+  lo.read_only = true;
+  lo.on_damage = [&damage](const log_damage& d) { damage.push_back(d); };  // during the open only
   auto l = open_embedded_log(log_dir, lo);
   if (!l) return std::unexpected(l.error());
   replay_source src;
   src.events = std::move(*l);
+  src.damage = std::move(damage);
   if (auto r = open_stores(src, data_dir, with_state); !r) return std::unexpected(r.error());
   return src;
 }

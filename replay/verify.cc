@@ -187,7 +187,7 @@ class partition_verifier {
 uint64_t verify_report::problems() const {
   uint64_t n = 0;
   for (const partition_verification& p : partitions) {
-    n += p.chain_problems_total + p.state_differences;
+    n += p.chain_problems_total + p.state_differences + p.log_damage_problems;
   }
   return n;
 }

@@ -50,12 +50,18 @@ struct partition_verification {
   uint64_t records_not_applied = 0;
   std::vector<skipped_record> not_applied;
   std::vector<std::string> notes;  // what could not be checked, and why
+  // Bytes after the log's last valid commit, found by the read-only open (one line each, from
+  // the caller: engine/embedded_log.h damage_text). Damage inside committed data counts as a
+  // problem; a torn tail, as a crash during a commit leaves it, does not (lost acknowledged
+  // events show up as chain problems).
+  std::vector<std::string> log_damage;
+  uint64_t log_damage_problems = 0;
   double seconds = 0;
 };
 
 struct verify_report {
   std::vector<partition_verification> partitions;
-  uint64_t problems() const;  // chain problems + state differences
+  uint64_t problems() const;  // chain problems + state differences + damaged committed data
   bool ok() const { return problems() == 0; }
 };
 

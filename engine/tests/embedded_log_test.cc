@@ -48,7 +48,29 @@ embedded_log_options fast_options(uint32_t partitions) {
   embedded_log_options o;
   o.partitions = partitions;
   o.fsync = false;  // kill -9 keeps the page cache; fsync only matters for power loss
+  o.on_damage = [](const log_damage&) {};  // the kill -9 test tears thousands of tails
   return o;
+}
+
+embedded_log_options read_only_options(std::vector<log_damage>* damage = nullptr) {
+  embedded_log_options o;
+  o.partitions = 0;  // as stored
+  o.read_only = true;
+  o.on_damage = [damage](const log_damage& d) {
+    if (damage) damage->push_back(d);
+  };
+  return o;
+}
+
+// Every file under `dir` with its bytes, to show that a read-only open changed nothing.
+std::map<std::string, std::string> tree(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    out[e.path().string()] =
+        e.is_directory() ? "dir" : std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return out;
 }
 
 std::unique_ptr<log> open_log(const std::string& dir, const embedded_log_options& o) {
@@ -672,6 +694,149 @@ TEST_F(embedded_log_test, damage_before_the_last_commit_fails_with_corrupt_namin
   EXPECT_NE(r.error().message.find(seg.filename().string()), std::string::npos)
       << r.error().message;
   EXPECT_EQ(fs::file_size(seg), bytes.size()) << "committed data is not truncated away";
+}
+
+// Read-only opens (the audits' path) -----------------------------------------------------------
+
+TEST_F(embedded_log_test, read_only_open_of_a_missing_dir_fails_with_not_found_and_creates_none) {
+  auto r = open_embedded_log(_dir, read_only_options());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+  EXPECT_NE(r.error().message.find(_dir), std::string::npos) << r.error().message;
+  EXPECT_FALSE(fs::exists(_dir));
+  fs::create_directory(_dir);
+  r = open_embedded_log(_dir, read_only_options());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+  EXPECT_EQ(r.error().message,
+            fmt::format("{} holds no embedded log ({}/meta is missing)", _dir, _dir));
+  EXPECT_TRUE(fs::is_empty(_dir));
+}
+
+TEST_F(embedded_log_test, read_only_opens_share_the_dir_with_each_other_but_not_with_a_writer) {
+  {
+    auto lg = open_log(_dir, fast_options(2));
+    ASSERT_TRUE(lg);
+    auto reader = open_embedded_log(_dir, read_only_options());
+    ASSERT_FALSE(reader) << "a reader beside the running engine";
+    EXPECT_EQ(reader.error().code, errc::locked);
+    EXPECT_NE(reader.error().message.find("read-only commands read a stopped engine's directory"),
+              std::string::npos)
+        << reader.error().message;
+  }
+  auto a = open_log(_dir, read_only_options());
+  auto b = open_log(_dir, read_only_options());
+  ASSERT_TRUE(a && b) << "readers share the lock";
+  EXPECT_EQ(a->partition_count(), 2u) << "the stored count";
+  auto writer = open_embedded_log(_dir, fast_options(2));
+  ASSERT_FALSE(writer) << "the engine does not start under an audit";
+  EXPECT_EQ(writer.error().code, errc::locked);
+  commit_batch batch;
+  batch.add(stream::ingress, "k", "v");
+  auto c = a->commit(0, batch);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, errc::invalid);
+}
+
+TEST_F(embedded_log_test,
+       read_only_open_reports_a_torn_tail_serves_the_commits_and_changes_nothing) {
+  two_commits w;
+  {
+    auto lg = open_log(_dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    w = write_two_commits(*lg, _dir);
+  }
+  fs::path seg = last_segment(_dir, 0);
+  const std::string second = file_bytes(seg).substr(w.after_first);
+  // The second commit torn: its first frame and a half.
+  fs::resize_file(seg, w.after_first + second.size() / 2);
+  const auto before = tree(_dir);
+  std::vector<log_damage> damage;
+  auto lg = open_log(_dir, read_only_options(&damage));
+  ASSERT_TRUE(lg);
+  EXPECT_EQ(dump(*lg, two_commit_groups), w.first_dump);
+  lg.reset();
+  EXPECT_EQ(tree(_dir), before) << "a read-only open changed the directory";
+  ASSERT_EQ(damage.size(), 1u);
+  const log_damage& d = damage[0];
+  EXPECT_EQ(d.partition, 0u);
+  EXPECT_EQ(d.segment, seg.string());
+  EXPECT_EQ(d.file_pos, w.after_first);
+  EXPECT_EQ(d.bytes, second.size() / 2);
+  EXPECT_FALSE(d.committed);
+  EXPECT_TRUE(d.quarantine.empty());
+  EXPECT_NE(damage_text(d).find(fmt::format("log partition 0: {} bytes after the last commit ({} "
+                                            "at byte {}): a torn tail",
+                                            second.size() / 2, seg.string(), w.after_first)),
+            std::string::npos)
+      << damage_text(d);
+}
+
+TEST_F(embedded_log_test, read_only_open_reports_damaged_committed_data_and_serves_the_prefix) {
+  two_commits w;
+  {
+    auto lg = open_log(_dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    w = write_two_commits(*lg, _dir);
+  }
+  fs::path seg = last_segment(_dir, 0);
+  std::string bytes = file_bytes(seg);
+  bytes[w.after_first + 20] ^= 0x40;               // inside the second commit's first frame
+  bytes += file_bytes(seg).substr(w.after_first);  // and a third commit after it
+  write_bytes(seg, bytes, /*append=*/false);
+  const auto before = tree(_dir);
+  std::vector<log_damage> damage;
+  auto lg = open_log(_dir, read_only_options(&damage));
+  ASSERT_TRUE(lg);
+  EXPECT_EQ(dump(*lg, two_commit_groups), w.first_dump);
+  lg.reset();
+  EXPECT_EQ(tree(_dir), before);
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_TRUE(damage[0].committed);
+  EXPECT_EQ(damage[0].file_pos, w.after_first);
+  EXPECT_EQ(damage[0].bytes, bytes.size() - w.after_first);
+  EXPECT_EQ(damage[0].problem, "frame crc mismatch");
+  EXPECT_NE(damage_text(damage[0]).find("DAMAGED COMMITTED DATA"), std::string::npos);
+  // The writable open still refuses it (salvage is a decision, not a side effect of opening).
+  auto writable = open_embedded_log(_dir, fast_options(1));
+  ASSERT_FALSE(writable);
+  EXPECT_EQ(writable.error().code, errc::corrupt);
+}
+
+TEST_F(embedded_log_test, recovery_moves_a_torn_tail_to_a_quarantine_file_before_cutting_it) {
+  two_commits w;
+  {
+    auto lg = open_log(_dir, fast_options(1));
+    ASSERT_TRUE(lg);
+    w = write_two_commits(*lg, _dir);
+  }
+  fs::path seg = last_segment(_dir, 0);
+  const std::string cut = file_bytes(seg).substr(w.after_first, 29);
+  fs::resize_file(seg, w.after_first + cut.size());
+  const uint64_t bytes_before = embedded_log_quarantined_bytes();
+  const uint64_t files_before = embedded_log_quarantined_files();
+  for (int round = 0; round < 2; ++round) {  // the same tear twice: a second, free name
+    SCOPED_TRACE(round);
+    std::vector<log_damage> damage;
+    embedded_log_options o = fast_options(1);
+    o.on_damage = [&](const log_damage& d) { damage.push_back(d); };
+    auto lg = open_log(_dir, o);
+    ASSERT_TRUE(lg);
+    EXPECT_EQ(dump(*lg, two_commit_groups), w.first_dump);
+    ASSERT_EQ(damage.size(), 1u);
+    const std::string expected =
+        fmt::format("{}/quarantine/p000-{}-{}{}.bin", _dir, seg.stem().string(), w.after_first,
+                    round == 0 ? "" : ".1");
+    EXPECT_EQ(damage[0].quarantine, expected);
+    EXPECT_EQ(file_bytes(expected), cut) << "the quarantine file holds exactly the bytes cut";
+    EXPECT_EQ(fs::file_size(seg), w.after_first);
+    EXPECT_NE(damage_text(damage[0]).find("moved to " + expected + " and cut"), std::string::npos)
+        << damage_text(damage[0]);
+    lg.reset();
+    write_bytes(seg, cut, /*append=*/true);
+  }
+  EXPECT_EQ(embedded_log_quarantined_bytes() - bytes_before, 2 * cut.size());
+  EXPECT_EQ(embedded_log_quarantined_files() - files_before, 2u);
 }
 
 TEST_F(embedded_log_test, last_commit_with_a_hole_is_dropped_as_never_acknowledged) {
