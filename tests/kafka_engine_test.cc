@@ -195,13 +195,13 @@ class kafka_fixture : public ::testing::Test {
   std::vector<std::pair<std::string, std::string>> submit_load(node& n, size_t executions) {
     std::vector<std::pair<std::string, std::string>> ids;
     for (const char* tenant : {"acme", "bayside"}) {
-      EXPECT_TRUE(n.submit(tenant, client::publish_definition({tenant, "", "pub", 1}, workflow)));
+      EXPECT_TRUE(n.submit(tenant, client::publish_definition({tenant, "", "pub", 0}, workflow)));
     }
     for (size_t i = 0; i < executions; ++i) {
       const std::string tenant = i % 2 ? "bayside" : "acme";
       const std::string id = fmt::format("x{}", i);
       auto r = n.submit(
-          tenant, client::start_execution({tenant, id, id, 1}, "lead", 0, json{{"n", i}}.dump()));
+          tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump()));
       EXPECT_TRUE(r.has_value()) << r.error().message;
       ids.emplace_back(tenant, id);
     }
@@ -226,7 +226,7 @@ TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   commit_batch misplaced;
   misplaced.add(
       stream::ingress, "acme",
-      client::start_execution({"acme", "misplaced", "misplaced", 1}, "lead", 0, R"({"n":999})"));
+      client::start_execution({"acme", "misplaced", "misplaced", 0}, "lead", 0, R"({"n":999})"));
   const uint32_t wrong = (tenant_partition("acme", partitions) + 1) % partitions;
   ASSERT_TRUE((*n)->get_log().commit(wrong, misplaced).has_value());
   ids.emplace_back("acme", "misplaced");

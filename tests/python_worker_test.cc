@@ -180,12 +180,12 @@ class python_worker_test : public ::testing::Test {
   }
 
   void publish(const std::string& tenant, const std::string& definition) {
-    auto r = n->submit(tenant, client::publish_definition({tenant, "", "pub", 1}, definition));
+    auto r = n->submit(tenant, client::publish_definition({tenant, "", "pub", 0}, definition));
     ASSERT_TRUE(r.has_value()) << r.error().message;
   }
   void start(const std::string& tenant, const std::string& id, const std::string& wf,
              const json& input) {
-    auto r = n->submit(tenant, client::start_execution({tenant, id, id, 1}, wf, 0, input.dump()));
+    auto r = n->submit(tenant, client::start_execution({tenant, id, id, 0}, wf, 0, input.dump()));
     ASSERT_TRUE(r.has_value()) << r.error().message;
     ids.emplace_back(tenant, id);
   }

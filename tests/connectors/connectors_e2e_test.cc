@@ -166,9 +166,9 @@ TEST(connectors_e2e, worker_killed_after_its_side_effect_completes_once) {
     auto n = node::open(node_without_workers(dir), clk);
     ASSERT_TRUE(n.has_value()) << n.error().message;
     ASSERT_TRUE(
-        (*n)->submit("acme", client::publish_definition({"acme", "", "pub", 1}, crm_workflow)));
+        (*n)->submit("acme", client::publish_definition({"acme", "", "pub", 0}, crm_workflow)));
     ASSERT_TRUE(
-        (*n)->submit("acme", client::start_execution({"acme", "lead-1", "start", 1}, "lead-to-crm",
+        (*n)->submit("acme", client::start_execution({"acme", "lead-1", "start", 0}, "lead-to-crm",
                                                      0, R"({"name":"Maria"})")));
   }
   const std::vector<std::string> run = {AUTERITY_BIN,
@@ -341,8 +341,8 @@ TEST(connectors_e2e, ai_failover_to_the_next_candidate_with_costs_in_history) {
   ai_fixture f("ai-failover");
   ASSERT_NE(f.ai.port(), 0) << f.ai.error();
   ASSERT_TRUE(f.n);
-  f.submit(client::publish_definition({"acme", "", "pub", 1}, draft_workflow));
-  f.submit(client::publish_policy({"acme", "", "policy-1", 1},
+  f.submit(client::publish_definition({"acme", "", "pub", 0}, draft_workflow));
+  f.submit(client::publish_policy({"acme", "", "policy-1", 0},
                                   policy({candidate("cheap", "always-500", "standard", 100, 200),
                                           candidate("good", "gpt-test", "premium", 1000, 2000)},
                                          nullptr)));
@@ -394,13 +394,13 @@ TEST(connectors_e2e, ai_budget_exhaustion_downgrades_then_rejects) {
   ai_fixture f("ai-budget");
   ASSERT_NE(f.ai.port(), 0) << f.ai.error();
   ASSERT_TRUE(f.n);
-  f.submit(client::publish_definition({"acme", "", "pub", 1}, draft_workflow));
+  f.submit(client::publish_definition({"acme", "", "pub", 0}, draft_workflow));
   const json candidates = {candidate("good", "gpt-test", "standard", 1000, 2000),
                            candidate("cheap", "gpt-basic", "basic", 10, 20)};
   // One estimate is ~ 15 input + 100 output tokens = ~215 micro-USD: a budget of 600 lets a
   // few calls through.
   f.submit(client::publish_policy(
-      {"acme", "", "policy-1", 1},
+      {"acme", "", "policy-1", 0},
       policy(candidates, {{"day_micros", 600}, {"when_exhausted", "downgrade"}})));
   int64_t spent = 0;
   bool downgraded = false;
@@ -431,7 +431,7 @@ TEST(connectors_e2e, ai_budget_exhaustion_downgrades_then_rejects) {
   ASSERT_TRUE(downgraded) << "the budget never ran out";
 
   f.submit(client::publish_policy(
-      {"acme", "", "policy-2", 2},
+      {"acme", "", "policy-2", 0},
       policy(candidates, {{"day_micros", 600}, {"when_exhausted", "reject"}})));
   // The budget is nearly spent: the next standard call cannot fit, and rejecting fails it.
   const execution_state e = f.run("lead-rejected");
