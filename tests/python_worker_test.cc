@@ -158,14 +158,8 @@ class python_worker_test : public ::testing::Test {
     ASSERT_TRUE(applied.has_value()) << applied.error().message;
     // The engine runs the orchestrator and its AI and notify workers, but leaves commands.step
     // to the Python worker.
-    node_options o;
-    o.data_dir = dir;
+    node_options o = kafka_node("engine-" + prefix, dir);
     o.worker_streams = {stream::commands_ai, stream::commands_notify};
-    kafka_log_options k;
-    k.bootstrap = cluster->bootstrap();
-    k.instance_id = "engine-" + prefix;
-    k.topic_prefix = prefix;
-    o.kafka = k;
     auto opened = node::open(o, clk);
     ASSERT_TRUE(opened.has_value()) << opened.error().message;
     n = std::move(*opened);
@@ -177,6 +171,18 @@ class python_worker_test : public ::testing::Test {
     worker.reset();
     n.reset();
     if (!HasFailure()) fs::remove_all(dir);
+  }
+
+  // Options of a node on the test's cluster and topics.
+  node_options kafka_node(const std::string& instance, const std::string& data_dir) {
+    node_options o;
+    o.data_dir = data_dir;
+    kafka_log_options k;
+    k.bootstrap = cluster->bootstrap();
+    k.instance_id = instance;
+    k.topic_prefix = prefix;
+    o.kafka = k;
+    return o;
   }
 
   void publish(const std::string& tenant, const std::string& definition) {
@@ -314,16 +320,10 @@ TEST_F(python_worker_test, an_unknown_action_fails_the_execution_with_the_worker
 // Kafka gives each partition to one of them and every command is answered once. (The Python
 // worker used to join auterity.worker.step and answered every command a second time.)
 TEST_F(python_worker_test, python_and_engine_step_workers_share_the_group) {
-  node_options o;
-  o.data_dir = dir + "/step-worker";
+  node_options o = kafka_node("step-worker-" + prefix, dir + "/step-worker");
   o.orchestrator = false;
   o.kafka_group = true;
   o.worker_streams = {stream::commands_step};
-  kafka_log_options k;
-  k.bootstrap = cluster->bootstrap();
-  k.instance_id = "step-worker-" + prefix;
-  k.topic_prefix = prefix;
-  o.kafka = k;
   auto engine_worker = node::open(o, clk);
   ASSERT_TRUE(engine_worker.has_value()) << engine_worker.error().message;
   (*engine_worker)->start();

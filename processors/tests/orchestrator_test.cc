@@ -21,6 +21,12 @@
 namespace auterity {
 namespace {
 
+// The seed of a randomized test: AUTERITY_TEST_SEED reruns one, else a fresh one.
+uint64_t test_seed() {
+  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
+  return env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+}
+
 using testing::ai_candidates;
 using testing::harness;
 using json = nlohmann::json;
@@ -1014,8 +1020,7 @@ TEST(orchestrator_policy, a_message_over_the_rate_limit_waits_for_the_next_windo
 // a policy replaced midway) on two tenants; then the state rebuilt from the log must equal the
 // live state byte for byte. Prints its seed; rerun one with AUTERITY_TEST_SEED=<seed>.
 TEST(orchestrator_policy, random_policy_workloads_replay_to_the_same_state) {
-  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
-  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+  const uint64_t seed = test_seed();
   SCOPED_TRACE(fmt::format("AUTERITY_TEST_SEED={}", seed));
   std::mt19937_64 rng(seed);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
@@ -1483,8 +1488,7 @@ TEST(orchestrator_held_signals, held_signals_survive_a_restart_within_the_window
 // exactly one SignalReceived or one rejection, caused by it, and the state is what replay
 // rebuilds.
 TEST(orchestrator_held_signals, random_early_signals_are_each_delivered_or_rejected_once) {
-  const char* env_seed = std::getenv("AUTERITY_TEST_SEED");
-  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 10) : std::random_device{}();
+  const uint64_t seed = test_seed();
   SCOPED_TRACE(fmt::format("AUTERITY_TEST_SEED={}", seed));
   std::mt19937_64 rng(seed);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
