@@ -51,7 +51,7 @@ struct common_flags {
 void add_worker_flags(CLI::App* cmd, common_flags& f) {
   cmd->add_option("--connectors", f.connectors,
                   "Connector configuration (JSON): HTTP steps, AI providers, SMS/WhatsApp/email/"
-                  "Slack/webhook channels; see processors/README.md. Default: local actions "
+                  "Slack/webhook channels; see connectors/README.md. Default: local actions "
                   "only, no AI provider (AI steps take their fallback), notifications to the "
                   "outbox file")
       ->check(CLI::ExistingFile);

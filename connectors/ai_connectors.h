@@ -2,7 +2,7 @@
 // AI provider connectors for commands.ai: one connector per configured provider, speaking the
 // OpenAI chat completions API (OpenAI, and the OpenAI-compatible servers: llama.cpp, Ollama's
 // /v1, vLLM, LM Studio, ...) or the Anthropic messages API. Configuration keys, what is sent
-// and how errors are classified: processors/README.md, "AI providers".
+// and how errors are classified: connectors/README.md, "AI providers".
 //
 // A CallAi's input_json is the step's rendered input:
 //   {"prompt": string (required), "system": string, "max_tokens": int, "temperature": number,

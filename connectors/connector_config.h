@@ -1,7 +1,7 @@
 #pragma once
 // The connector workers' configuration: one JSON file (`auterity run|demo --connectors FILE`)
 // naming the step, AI and notification connectors and where their secrets are. Format and
-// examples: processors/README.md, "Connector configuration".
+// examples: connectors/README.md, "Connector configuration".
 //
 // Routing inside each worker:
 //   commands.step    action "http" -> the HTTP step connector; any other action -> the local

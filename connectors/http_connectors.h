@@ -1,7 +1,7 @@
 #pragma once
 // Connectors that speak HTTP (engine/http_client.h): the `http` step action and the SMS
 // (Twilio), WhatsApp (Cloud API), Slack (incoming webhook) and generic webhook notification
-// channels. Config keys, input format and error classification: processors/README.md,
+// channels. Config keys, input format and error classification: connectors/README.md,
 // "Connectors".
 //
 // Each factory validates its whole config section (unknown keys, missing keys, secrets only
@@ -24,7 +24,7 @@
 
 namespace auterity {
 
-// Limits of the http step (documented in processors/README.md).
+// Limits of the http step (documented in connectors/README.md).
 inline constexpr size_t http_step_headers_max = 32;          // headers in one step input
 inline constexpr size_t http_error_excerpt_bytes_max = 200;  // response body quoted in errors
 // Longest per-call timeout a config may set (`timeout_ms`); the command deadline still applies.

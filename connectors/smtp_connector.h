@@ -2,7 +2,7 @@
 // Email over SMTP for commands.notify (channel "email"): one SMTP conversation per
 // SendNotification (Boost.Asio on a private io_context, so the whole exchange — resolve,
 // connect, TLS, every reply — is bounded by the command's deadline). Configuration keys, what
-// is sent and how replies are classified: processors/README.md, "Email (SMTP)".
+// is sent and how replies are classified: connectors/README.md, "Email (SMTP)".
 //
 // Conversation: greeting 220, EHLO (HELO if EHLO is refused), STARTTLS + EHLO again when
 // configured, AUTH PLAIN or LOGIN when a username is configured, MAIL FROM, RCPT TO (the
