@@ -343,12 +343,10 @@ void worker_runtime::loop() {
         _fenced.store(true);
         return;
       }
+      // A failed commit has already dropped its partition's position (run_partition), a failed
+      // position read never set it, and a failed read leaves it right: nothing to reset here.
       if (_probe.errors.load(std::memory_order_relaxed) % 50 == 1) {
         fmt::print(stderr, "auterity: worker {}: {} (retrying)\n", group(), n.error().message);
-      }
-      {
-        std::lock_guard lock(_run_mu);
-        _next.clear();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
