@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <set>
 #include <thread>
 
 #include <fmt/core.h>
@@ -17,6 +19,7 @@
 #include "engine/record.h"
 #include "node/node.h"
 #include "processors/client.h"
+#include "processors/orchestrator_state.h"
 #include "replay/source.h"
 #include "replay/timeline.h"
 
@@ -275,7 +278,18 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
 int cmd_timeline(const common_flags& f, const std::string& tenant, const std::string& id) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
-  const uint32_t p = tenant_partition(tenant, src->events->partition_count());
+  uint32_t p = tenant_partition(tenant, src->events->partition_count());
+  // A moved tenant: follow the placement entries from its default partition (the event index
+  // where it lives now covers its history from before the move too).
+  for (uint32_t hops = 0; hops < src->events->partition_count() && src->stores[p]; ++hops) {
+    auto placed = src->stores[p]->get(keys::placement(tenant));
+    placement_entry where;
+    if (!placed || !placed->has_value() || !decode_placement(**placed, where) ||
+        where.ph != placement_entry::phase::moved_out) {
+      break;
+    }
+    p = where.partition;
+  }
   const state_store* store = src->stores[p].get();
   if (!store) {
     return report(
@@ -291,6 +305,65 @@ int cmd_timeline(const common_flags& f, const std::string& tenant, const std::st
     return 1;
   }
   fmt::print("{}", format_timeline(*entries));
+  return 0;
+}
+
+// One row per partition: its tenants, running executions, state bytes and input lag, and the
+// tenants with the most running executions (what makes it hot); moved tenants are shown
+// where they live now.
+int cmd_partitions_show(const common_flags& f, size_t top) {
+  auto src = open_read_only(f, /*with_state=*/true);
+  if (!src) return report(src.error());
+  log& l = *src->events;
+  fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", "partition", "tenants",
+             "moved out", "running", "state bytes", "ingress lag", "acks lag", "hottest tenants");
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    auto lag = [&](stream s) -> std::string {
+      auto end = l.end_offset(s, p);
+      auto pos = l.position(orchestrator_group, s, p);
+      if (!end || !pos) return "?";
+      return std::to_string(*end > *pos ? *end - *pos : 0);
+    };
+    const state_store* store = p < src->stores.size() ? src->stores[p].get() : nullptr;
+    if (!store) {
+      fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", p, "-", "-", "-", "-",
+                 lag(stream::ingress), lag(stream::acks), "(no state here)");
+      continue;
+    }
+    std::set<std::string> tenants;
+    std::map<std::string, uint64_t> running;
+    uint64_t moved_out = 0, bytes = 0;
+    auto scanned = store->scan_all([&](std::string_view key, std::string_view value) {
+      bytes += key.size() + value.size();
+      if (key.starts_with('R')) tenants.emplace(key.substr(1));
+      placement_entry where;
+      if (key.starts_with('O') && decode_placement(value, where) &&
+          where.ph == placement_entry::phase::moved_out) {
+        ++moved_out;
+      }
+      const size_t nul = key.find('\0');
+      if (key.starts_with('T') && nul != std::string_view::npos && nul + 1 < key.size() &&
+          key[nul + 1] == 'E') {
+        execution_state e;
+        if (decode_execution(value, e) && e.status == exec_status::running) running[e.tenant]++;
+      }
+      return true;
+    });
+    if (!scanned) return report(scanned.error());
+    std::vector<std::pair<uint64_t, std::string>> hot;
+    uint64_t total = 0;
+    for (const auto& [t, n] : running) {
+      hot.emplace_back(n, t);
+      total += n;
+    }
+    std::sort(hot.rbegin(), hot.rend());
+    std::string hottest;
+    for (size_t i = 0; i < hot.size() && i < top; ++i) {
+      hottest += fmt::format("{}{}:{}", i ? " " : "", hot[i].second, hot[i].first);
+    }
+    fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", p, tenants.size(), moved_out,
+               total, bytes, lag(stream::ingress), lag(stream::acks), hottest);
+  }
   return 0;
 }
 
@@ -458,6 +531,30 @@ int main(int argc, char** argv) {
   can->add_option("--id", execution, "Execution id")->required();
   can->add_option("--reason", reason, "Why")->capture_default_str();
 
+  auto* tenants = app.add_subcommand("tenants", "Operator commands on tenants");
+  tenants->require_subcommand(1);
+  uint32_t move_to = 0;
+  auto* tmove = tenants->add_subcommand(
+      "move",
+      "Move a tenant, with all its running executions, timers, definitions, policy and "
+      "windows, to another partition (docs/tenant-moves.md). Published as a command on "
+      "ingress, decided in order with the tenant's other commands; a refused move is a "
+      "rejection (invalid_move) with the reason, in `dump executions`");
+  add_common(tmove, f);
+  tmove->add_option("tenant", tenant, "Tenant id")->required();
+  tmove->add_option("--to", move_to, "Target partition (0 .. partitions-1)")->required();
+
+  auto* parts = app.add_subcommand("partitions", "Operator commands on partitions");
+  parts->require_subcommand(1);
+  size_t hottest = 3;
+  auto* pshow = parts->add_subcommand(
+      "show",
+      "One row per partition: tenants, tenants moved away, running executions, state bytes, "
+      "input lag and the tenants with the most running executions (read-only; on Kafka, the "
+      "state of the partitions whose stores are in --data)");
+  add_common(pshow, f);
+  pshow->add_option("--hottest", hottest, "Tenants listed per partition")->capture_default_str();
+
   auto* tl = app.add_subcommand("timeline", "Print an execution's timeline from the log");
   add_common(tl, f);
   tl->add_option("--tenant", tenant, "Tenant id")->required();
@@ -534,6 +631,10 @@ int main(int argc, char** argv) {
   if (can->parsed()) {
     return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));
   }
+  if (tmove->parsed()) {
+    return submit_one(f, tenant, client::move_tenant({tenant, "", rid, wall_ms()}, move_to));
+  }
+  if (pshow->parsed()) return cmd_partitions_show(f, hottest);
   if (tl->parsed()) return cmd_timeline(f, tenant, execution);
   if (st->parsed()) return cmd_status(f);
   if (dump->parsed()) return cmd_dump(f, stream_arg, partition);

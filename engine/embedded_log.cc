@@ -31,6 +31,20 @@
 // commit frames). So a group is as atomic on disk as a single commit: recovery keeps all of it
 // or none, and never has to tell apart several unacknowledged commit frames after a tear.
 //
+//   forward type 3: u8 stream | u32 target partition | u32 key_len | key | value
+//           An append to another partition's stream (commit_batch::append::partition), counted
+//           among the commit's data frames. It has no offset in this partition.
+//
+// Forwarding: a commit of partition p with appends to partition q writes them as forward frames
+// in p's commit (atomic with everything else of it), then delivers them: one commit of q with
+// the records and the position of consumer group "forwarded.pNNN" (p) on (ingress, q) = how many
+// of p's forwards to q are delivered, counted in p's commit order. Delivery happens before the
+// commit() that wrote them returns, so a reader sees them a moment after p's records. A crash
+// (or a failed write) between the two commits leaves forwards that the count says are not
+// delivered: the next writable open delivers them before anything else runs. So each is
+// delivered exactly once and in order per (p, q), as on Kafka, where one transaction spans both
+// partitions. A read-only open delivers nothing: undelivered forwards are not visible there.
+//
 // Recovery (open): every segment is scanned in order. The committed end is the end of the last
 // valid commit frame; what follows (a torn write, half a commit) is cut off. A bad frame
 // followed by a later valid commit frame means committed data is damaged: errc::corrupt. One
@@ -111,6 +125,7 @@ constexpr std::string_view frame_magic_bytes = "AUTL";
 constexpr size_t frame_header_bytes = 16;
 constexpr size_t frame_crc_from = 8;  // the crc covers the header after itself, then the body
 constexpr size_t data_fixed_bytes = 1 + 8 + 4;
+constexpr size_t forward_fixed_bytes = 1 + 4 + 4;
 constexpr size_t commit_fixed_bytes = 8 + 4 + 4;
 constexpr size_t position_fixed_bytes = 1 + 8 + 2;
 constexpr size_t frame_body_bytes_max = UINT32_MAX;  // the body_len field
@@ -125,7 +140,7 @@ constexpr std::string_view meta_magic = "auterity-embedded-log 1";
 constexpr size_t group_commit_bytes_max = 4 << 20;
 constexpr size_t group_commit_batches_max = 64;
 
-enum class frame_type : uint8_t { data = 1, commit = 2 };
+enum class frame_type : uint8_t { data = 1, commit = 2, forward = 3 };
 
 // What writable opens of this process moved to quarantine (embedded_log_quarantined_bytes()).
 std::atomic<uint64_t> g_quarantined_bytes{0};
@@ -165,6 +180,18 @@ void append_data_frame(std::string& buf, const commit_batch::append& a, uint64_t
   finish_frame(buf, at);
 }
 
+// An append to another partition (forwarding): no offset here; the log delivers it to the
+// target partition after the commit (see "Forwarding" at the top).
+void append_forward_frame(std::string& buf, const commit_batch::append& a) {
+  size_t at = start_frame(buf, frame_type::forward);
+  put_fixed<uint8_t>(buf, static_cast<uint8_t>(a.s));
+  put_fixed<uint32_t>(buf, *a.partition);
+  put_fixed<uint32_t>(buf, static_cast<uint32_t>(a.key.size()));
+  buf.append(a.key);
+  buf.append(a.value);
+  finish_frame(buf, at);
+}
+
 // One commit frame for the batches of a group, in order: their data frame count and positions.
 void append_commit_frame(std::string& buf, uint64_t commit_start,
                          std::span<const commit_batch* const> batches) {
@@ -192,8 +219,11 @@ void append_commit_frame(std::string& buf, uint64_t commit_start,
   finish_frame(buf, at);
 }
 
-size_t data_frame_bytes(const commit_batch::append& a) {
-  return frame_header_bytes + data_fixed_bytes + a.key.size() + a.value.size();
+// Bytes of the frame an append takes in the commit's partition `p`.
+size_t data_frame_bytes(const commit_batch::append& a, uint32_t p) {
+  const bool foreign = a.partition && *a.partition != p;
+  return frame_header_bytes + (foreign ? forward_fixed_bytes : data_fixed_bytes) + a.key.size() +
+         a.value.size();
 }
 
 size_t commit_frame_body_bytes(const commit_batch& batch) {
@@ -203,9 +233,9 @@ size_t commit_frame_body_bytes(const commit_batch& batch) {
 }
 
 // What the batch takes on disk as a commit of its own.
-size_t commit_bytes(const commit_batch& batch) {
+size_t commit_bytes(const commit_batch& batch, uint32_t p) {
   size_t n = frame_header_bytes + commit_frame_body_bytes(batch);
-  for (const auto& a : batch.appends) n += data_frame_bytes(a);
+  for (const auto& a : batch.appends) n += data_frame_bytes(a, p);
   return n;
 }
 
@@ -275,7 +305,7 @@ frame_check check_frame(std::string_view buf) {
   uint32_t crc = crc32c::value(buf.data() + frame_crc_from, bytes - frame_crc_from);
   if (get_fixed<uint32_t>(buf.data() + 4) != crc) return {std::nullopt, "frame crc mismatch"};
   auto type = static_cast<frame_type>(buf[12]);
-  if (type != frame_type::data && type != frame_type::commit) {
+  if (type != frame_type::data && type != frame_type::commit && type != frame_type::forward) {
     return {std::nullopt, "unknown frame type"};
   }
   return {frame_view{type, buf.substr(frame_header_bytes, body_len), bytes}};
@@ -295,6 +325,22 @@ std::optional<data_frame> decode_data(std::string_view body) {
   auto key = r.bytes(r.num<uint32_t>());
   if (!r.ok() || s >= stream_count) return std::nullopt;
   return data_frame{static_cast<stream>(s), offset, key, r.rest()};
+}
+
+struct forward_frame {
+  stream s;
+  uint32_t target;
+  std::string_view key;
+  std::string_view value;
+};
+
+std::optional<forward_frame> decode_forward(std::string_view body) {
+  body_reader r(body);
+  auto s = r.num<uint8_t>();
+  auto target = r.num<uint32_t>();
+  auto key = r.bytes(r.num<uint32_t>());
+  if (!r.ok() || s >= stream_count) return std::nullopt;
+  return forward_frame{static_cast<stream>(s), target, key, r.rest()};
 }
 
 struct position_update {
@@ -575,10 +621,19 @@ struct segment {
   uint64_t size = 0;  // bytes of whole commits in it
 };
 
+// A committed forward frame (an append to another partition), found by recovery.
+struct forward_ref {
+  uint32_t target;
+  uint32_t segment;
+  uint32_t frame_bytes;
+  uint64_t file_pos;
+};
+
 struct partition_data {
   std::vector<segment> segments;  // commits append to the last one
   stream_index index;
   group_positions positions;
+  std::vector<forward_ref> forwards;  // recovery only: redelivery of undelivered forwards
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -643,6 +698,8 @@ class partition_recovery {
       std::string problem = c.problem ? c.problem : "";
       if (c.frame && c.frame->type == frame_type::data) {
         if (const char* p = apply_data(*c.frame, seg, pos)) problem = p;
+      } else if (c.frame && c.frame->type == frame_type::forward) {
+        if (const char* p = apply_forward(*c.frame, seg, pos)) problem = p;
       } else if (c.frame) {
         auto applied = apply_commit(*c.frame, seg, pos);
         if (!applied && !_read_only) return std::unexpected(applied.error());
@@ -677,6 +734,15 @@ class partition_recovery {
     return nullptr;
   }
 
+  const char* apply_forward(const frame_view& f, uint32_t seg, uint64_t file_pos) {
+    auto d = decode_forward(f.body);
+    if (!d || f.bytes > UINT32_MAX) return "undecodable forward frame";
+    if (d->target == _partition) return "forward frame to its own partition";
+    _pending_forwards.push_back({d->target, seg, static_cast<uint32_t>(f.bytes), file_pos});
+    ++_pending_frames;
+    return nullptr;
+  }
+
   result<void> apply_commit(const frame_view& f, uint32_t seg, uint64_t file_pos) {
     auto c = decode_commit(f.body);
     if (!c) return corrupt(seg, file_pos, "undecodable commit frame");
@@ -688,6 +754,8 @@ class partition_recovery {
       _pending[s].clear();
     }
     _pending_frames = 0;
+    _forwards.insert(_forwards.end(), _pending_forwards.begin(), _pending_forwards.end());
+    _pending_forwards.clear();
     for (const auto& p : c->positions) {
       auto it = _positions.try_emplace(std::string(p.group)).first;
       it->second[idx(p.s)] = p.next_offset;  // the last commit frame wins
@@ -853,6 +921,7 @@ class partition_recovery {
     }
     d.index = std::move(_index);
     d.positions = std::move(_positions);
+    d.forwards = std::move(_forwards);
     return d;
   }
 
@@ -880,6 +949,8 @@ class partition_recovery {
   std::vector<segment_file> _files;
   stream_index _index;
   stream_index _pending;  // data frames after the last commit frame
+  std::vector<forward_ref> _pending_forwards;
+  std::vector<forward_ref> _forwards;  // committed
   uint32_t _pending_frames = 0;
   group_positions _positions;
   uint64_t _committed_end = 0;  // logical position after the last valid commit frame
@@ -896,7 +967,7 @@ class partition_recovery {
 // fills `outcome`, then sets `done` and signals `cv` with queue_mu held (so the caller cannot
 // return and free it before the signal).
 struct queued_commit {
-  explicit queued_commit(const commit_batch& b) : batch(&b), bytes(commit_bytes(b)) {}
+  queued_commit(const commit_batch& b, uint32_t p) : batch(&b), bytes(commit_bytes(b, p)) {}
 
   const commit_batch* batch;
   size_t bytes;  // commit_bytes(*batch)
@@ -922,6 +993,19 @@ struct partition {
   std::mutex wait_mu;
   std::condition_variable wait_cv;
   std::atomic<uint64_t> generation{0};  // changes with wait_mu held so no waiter misses it
+
+  // Forwarding (see the top): committed appends to other partitions not yet delivered, in
+  // commit order, each with its ordinal among this partition's forwards to its target.
+  struct outbox_entry {
+    commit_batch::append a;
+    uint64_t ordinal;
+  };
+  std::mutex outbox_mu;
+  std::deque<outbox_entry> outbox;         // guarded by outbox_mu
+  std::map<uint32_t, uint64_t> forwarded;  // by target: next ordinal; guarded by write_mu
+  std::mutex deliver_mu;                   // one delivery at a time from this partition
+  std::map<uint32_t, uint64_t> delivered;  // by target: ordinals below are delivered;
+                                           // guarded by deliver_mu
 };
 
 // A group encoded for the active segment, with the index entries it will publish and the
@@ -929,6 +1013,7 @@ struct partition {
 struct encoded_group {
   std::string bytes;
   stream_index entries;
+  std::vector<commit_batch::append> forwards;  // appends to other partitions, in order
   std::vector<std::vector<uint64_t>> offsets;  // per commit, in the order of its appends
 };
 
@@ -967,24 +1052,57 @@ class embedded_log final : public log {
     }
     ELOG_TRY(check_batch(p, batch));
     if (batch.empty()) return std::vector<uint64_t>();  // nothing to make durable or visible
-    partition& part = *_parts[p];
-    queued_commit me(batch);
-    std::unique_lock lock(part.queue_mu);
-    part.queue.push_back(&me);
-    me.cv.wait(lock, [&] { return me.done || part.queue.front() == &me; });
-    if (me.done) return std::move(me.outcome);  // a leader committed it
-    std::vector<queued_commit*> group = take_group(part);
-    lock.unlock();
-    commit_group(part, group);
-    lock.lock();
-    for (queued_commit* c : group) {
-      vassert(part.queue.front() == c, "group commit queue of {} out of order", part.dir);
-      part.queue.pop_front();
-      c->done = true;
-      if (c != &me) c->cv.notify_one();
+    auto outcome = commit_local(p, batch);
+    if (!outcome) return outcome;
+    const bool forwards =
+        std::any_of(batch.appends.begin(), batch.appends.end(),
+                    [&](const auto& a) { return a.partition && *a.partition != p; });
+    // Committed: a failed delivery is retried by the next commit of p or the next open, but the
+    // caller hears of it (its forwards are not visible yet).
+    if (forwards) ELOG_TRY(deliver(p));
+    return outcome;
+  }
+
+  // Delivers what recovery found committed but not delivered (writable opens only).
+  result<void> redeliver() {
+    for (uint32_t p = 0; p < partition_count(); ++p) {
+      partition& part = *_parts[p];
+      for (const forward_ref& f : part.data.forwards) {
+        if (f.target >= partition_count()) {
+          return fail(errc::corrupt, fmt::format("{}: a forward to partition {}; the log has {}",
+                                                 part.dir, f.target, partition_count()));
+        }
+        const uint64_t ordinal = part.forwarded[f.target]++;
+        const uint64_t delivered = delivered_from(p, f.target);
+        part.delivered[f.target] = delivered;
+        if (ordinal < delivered) continue;
+        const segment& seg = part.data.segments[f.segment];
+        std::string buf(f.frame_bytes, '\0');
+        ELOG_TRY(pread_all(seg.fd.get(), buf, f.file_pos, seg.path));
+        frame_check c = check_frame(buf);
+        std::optional<forward_frame> d;
+        if (c.frame && c.frame->type == frame_type::forward) d = decode_forward(c.frame->body);
+        if (!d) {
+          return fail(errc::corrupt,
+                      fmt::format("{} at byte {}: not a forward frame ({})", seg.path, f.file_pos,
+                                  c.problem ? c.problem : "wrong frame"));
+        }
+        part.outbox.push_back(
+            {commit_batch::append{d->s, std::string(d->key), std::string(d->value), d->target},
+             ordinal});
+      }
+      part.data.forwards = {};
+      // A target that holds more than this partition has (its tail was lost with fsync off):
+      // later forwards are numbered after what the target has, so none counts as delivered.
+      for (auto& [target, next] : part.forwarded) next = std::max(next, part.delivered[target]);
+      for (uint32_t q = 0; q < partition_count(); ++q) {
+        if (q == p || part.forwarded.contains(q)) continue;
+        const uint64_t delivered = delivered_from(p, q);
+        if (delivered > 0) part.forwarded[q] = part.delivered[q] = delivered;
+      }
     }
-    if (!part.queue.empty()) part.queue.front()->cv.notify_one();  // the next leader
-    return std::move(me.outcome);
+    for (uint32_t p = 0; p < partition_count(); ++p) ELOG_TRY(deliver(p));
+    return {};
   }
 
   result<size_t> read(stream s, uint32_t p, uint64_t from, size_t max_records, size_t max_bytes,
@@ -1043,6 +1161,69 @@ class embedded_log final : public log {
     fmt::print(stderr, "auterity: {}\n", damage_text(d));
   }
 
+  // Group commit of one partition's batch (foreign appends become forward frames).
+  result<std::vector<uint64_t>> commit_local(uint32_t p, const commit_batch& batch) {
+    partition& part = *_parts[p];
+    queued_commit me(batch, p);
+    std::unique_lock lock(part.queue_mu);
+    part.queue.push_back(&me);
+    me.cv.wait(lock, [&] { return me.done || part.queue.front() == &me; });
+    if (me.done) return std::move(me.outcome);  // a leader committed it
+    std::vector<queued_commit*> group = take_group(part);
+    lock.unlock();
+    commit_group(p, part, group);
+    lock.lock();
+    for (queued_commit* c : group) {
+      vassert(part.queue.front() == c, "group commit queue of {} out of order", part.dir);
+      part.queue.pop_front();
+      c->done = true;
+      if (c != &me) c->cv.notify_one();
+    }
+    if (!part.queue.empty()) part.queue.front()->cv.notify_one();  // the next leader
+    return std::move(me.outcome);
+  }
+
+  // The consumer group whose position on (ingress, q) counts p's forwards delivered to q.
+  static std::string forward_group(uint32_t p) { return fmt::format("forwarded.p{:03}", p); }
+
+  uint64_t delivered_from(uint32_t p, uint32_t q) {
+    partition& target = *_parts[q];
+    std::shared_lock lock(target.index_mu);
+    auto it = target.data.positions.find(forward_group(p));
+    return it == target.data.positions.end() ? 0 : it->second[idx(stream::ingress)];
+  }
+
+  // Delivers p's undelivered forwards: per target, one commit of the target's partition with
+  // the records and the new count of what is delivered, so a crash between p's commit and this
+  // one (or a failed delivery) is delivered again by the next open, and never twice.
+  result<void> deliver(uint32_t p) {
+    partition& part = *_parts[p];
+    std::lock_guard deliver_lock(part.deliver_mu);
+    std::map<uint32_t, std::pair<commit_batch, uint64_t>> by_target;  // batch, next delivered
+    {
+      std::lock_guard lock(part.outbox_mu);
+      for (const auto& e : part.outbox) {
+        const uint32_t q = *e.a.partition;
+        if (e.ordinal < part.delivered[q]) continue;
+        auto& [b, next] = by_target[q];
+        b.add(e.a.s, e.a.key, e.a.value);
+        next = e.ordinal + 1;
+      }
+    }
+    for (auto& [q, todo] : by_target) {
+      auto& [b, next] = todo;
+      b.set_position(forward_group(p), stream::ingress, next);
+      ELOG_TRY(commit_local(q, b));
+      part.delivered[q] = next;
+    }
+    std::lock_guard lock(part.outbox_mu);
+    while (!part.outbox.empty() &&
+           part.outbox.front().ordinal < part.delivered[*part.outbox.front().a.partition]) {
+      part.outbox.pop_front();
+    }
+    return {};
+  }
+
   // For calls with no error channel: an out-of-range argument is a caller bug.
   partition& checked(uint32_t p) {
     vassert(p < partition_count(), "partition {} of a log with {} partitions", p,
@@ -1061,11 +1242,9 @@ class embedded_log final : public log {
                                              partition_count()));
     }
     for (const auto& a : batch.appends) {
-      if (a.partition && *a.partition != p) {
-        return fail(errc::invalid, fmt::format("append to partition {} in a commit of partition "
-                                               "{}: the embedded log commits one partition at a "
-                                               "time",
-                                               *a.partition, p));
+      if (a.partition && *a.partition >= partition_count()) {
+        return fail(errc::invalid, fmt::format("append to partition {}; the log has {} partitions",
+                                               *a.partition, partition_count()));
       }
       ELOG_TRY(check_append(a));
     }
@@ -1135,9 +1314,9 @@ class embedded_log final : public log {
 
   // Writes, syncs and publishes the group, and sets every commit's outcome. noexcept: the
   // followers wait for their outcome, so the leader must not leave by an exception.
-  void commit_group(partition& part, std::span<queued_commit* const> group) noexcept {
+  void commit_group(uint32_t p, partition& part, std::span<queued_commit* const> group) noexcept {
     std::lock_guard write_lock(part.write_mu);
-    auto written = write_group(part, group);
+    auto written = write_group(p, part, group);
     if (!written) {
       for (queued_commit* c : group) c->outcome = std::unexpected(written.error());
       return;
@@ -1146,7 +1325,8 @@ class embedded_log final : public log {
     for (size_t i = 0; i < group.size(); ++i) group[i]->outcome = std::move(written->offsets[i]);
   }
 
-  result<encoded_group> write_group(partition& part, std::span<queued_commit* const> group) {
+  result<encoded_group> write_group(uint32_t p, partition& part,
+                                    std::span<queued_commit* const> group) {
     if (part.broken) return fail(errc::io, *part.broken);
     size_t sum = 0;
     std::vector<const commit_batch*> batches;
@@ -1156,7 +1336,7 @@ class embedded_log final : public log {
       batches.push_back(c->batch);
     }
     ELOG_TRY(roll_if_needed(part, group_bytes(sum, group.size())));
-    encoded_group g = encode(part.data, batches, group_bytes(sum, group.size()));
+    encoded_group g = encode(p, part.data, batches, group_bytes(sum, group.size()));
     vassert(g.bytes.size() == group_bytes(sum, group.size()), "group of {} bytes, expected {}",
             g.bytes.size(), group_bytes(sum, group.size()));
     ELOG_TRY(write_commit(part, g.bytes));
@@ -1165,8 +1345,8 @@ class embedded_log final : public log {
 
   // Offsets are dense and follow the queue: the index sizes change only under write_mu, which
   // the leader holds, and each append takes the next offset of its stream.
-  static encoded_group encode(const partition_data& d, std::span<const commit_batch* const> batches,
-                              size_t bytes) {
+  static encoded_group encode(uint32_t p, const partition_data& d,
+                              std::span<const commit_batch* const> batches, size_t bytes) {
     const segment& active = d.segments.back();
     auto seg = static_cast<uint32_t>(d.segments.size() - 1);
     encoded_group g;
@@ -1176,6 +1356,12 @@ class embedded_log final : public log {
       auto& offsets = g.offsets.emplace_back();
       offsets.reserve(b->appends.size());
       for (const auto& a : b->appends) {
+        if (a.partition && *a.partition != p) {
+          append_forward_frame(g.bytes, a);
+          g.forwards.push_back(a);
+          offsets.push_back(UINT64_MAX);  // known once delivered, in the target's stream
+          continue;
+        }
         auto& entries = g.entries[idx(a.s)];
         uint64_t offset = d.index[idx(a.s)].size() + entries.size();
         size_t at = g.bytes.size();
@@ -1231,6 +1417,12 @@ class embedded_log final : public log {
         }
       }
       part.data.segments.back().size += g.bytes.size();
+    }
+    if (!g.forwards.empty()) {
+      std::lock_guard lock(part.outbox_mu);
+      for (const auto& a : g.forwards) {
+        part.outbox.push_back({a, part.forwarded[*a.partition]++});
+      }
     }
     {
       std::lock_guard lock(part.wait_mu);
@@ -1403,6 +1595,7 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
   ELOG_TRY(prepare_layout(dir, options.partitions));
   auto opened = std::make_unique<embedded_log>(dir, options, std::move(*lock));
   ELOG_TRY(opened->recover());
+  ELOG_TRY(opened->redeliver());
   return std::unique_ptr<log>(std::move(opened));
 }
 

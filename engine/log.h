@@ -51,8 +51,11 @@ struct commit_batch {
     stream s;
     std::string key;
     std::string value;
-    // Another partition than the commit's (forwarding a mis-placed ingress record). Only
-    // backends that commit across partitions take it (Kafka); the embedded log refuses it.
+    // Another partition than the commit's (forwarding a record to the partition that owns its
+    // tenant). Atomic with the commit: Kafka writes it in the same transaction; the embedded
+    // log writes it in the commit and delivers it right after, exactly once even across a
+    // crash (engine/embedded_log.cc, Forwarding). Its offset in the commit's result is
+    // UINT64_MAX on the embedded log (known only in the target's stream).
     std::optional<uint32_t> partition = std::nullopt;
   };
   struct position {

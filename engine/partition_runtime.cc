@@ -98,6 +98,15 @@ result<bool> partition_runtime::run_once() {
   if (auto r = read_inputs(inputs); !r) return std::unexpected(r.error());
   const int64_t now = _clock.now_ms();
   if (inputs.empty() && _processor->next_timer_ms() > now) return false;
+  // A barrier goes alone, after what precedes it (which then commits without it).
+  bool alone = false;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].s == stream::ingress && _processor->barrier(inputs[i])) {
+      alone = i == 0;
+      inputs.resize(alone ? 1 : i);
+      break;
+    }
+  }
 
   _processor->prefetch(inputs);
   _out.clear();
@@ -107,7 +116,7 @@ result<bool> partition_runtime::run_once() {
     if (in.s == stream::ingress) _ingress_next = in.rec.offset + 1;
     if (in.s == stream::acks) _acks_next = in.rec.offset + 1;
   }
-  _processor->fire_timers(ctx, _options.timers_per_batch_max);
+  if (!alone) _processor->fire_timers(ctx, _options.timers_per_batch_max);
   _out.set_position(std::string(orchestrator_group), stream::ingress, _ingress_next);
   _out.set_position(std::string(orchestrator_group), stream::acks, _acks_next);
 

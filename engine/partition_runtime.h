@@ -93,6 +93,10 @@ class partition_processor {
   virtual void replay(uint64_t offset, std::string_view bytes) = 0;
   // Loads into memory the state the inputs will need: the only IO of a batch.
   virtual void prefetch(std::span<const input> inputs) = 0;
+  // A barrier input is decided alone, in a batch of its own with no timers, after every earlier
+  // batch is committed and its state written: so its decision (and its prefetch) sees the
+  // partition's whole state in the store (a tenant move exports it). An ingress input only.
+  virtual bool barrier(const input&) const { return false; }
   // Decides one input: appends events (applied on the spot), commands, rejections.
   virtual void process(const input& in, batch_context& ctx) = 0;
   // Earliest due time of a timer, INT64_MAX if none.

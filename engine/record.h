@@ -43,6 +43,11 @@ std::string finish_envelope(flatbuffers::FlatBufferBuilder& fbb, const envelope_
 inline std::string_view sv(const flatbuffers::String* s) {
   return s ? std::string_view(s->data(), s->size()) : std::string_view();
 }
+// The bytes of a [ubyte] field (empty if absent).
+inline std::string_view sv(const flatbuffers::Vector<uint8_t>* v) {
+  return v ? std::string_view(reinterpret_cast<const char*>(v->data()), v->size())
+           : std::string_view();
+}
 
 std::string_view payload_name(fbs::Payload type);
 

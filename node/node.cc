@@ -10,6 +10,7 @@
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
 #include "processors/client.h"
+#include "processors/orchestrator_state.h"
 
 namespace auterity {
 
@@ -83,7 +84,7 @@ result<void> node::open_partition(uint32_t p) {
   auto store = state_store::open(fmt::format("{}/state/p{:03}", _options.data_dir, p));
   if (!store) return std::unexpected(store.error());
   auto o = std::make_unique<orchestrator>(
-      orchestrator_options{_options.partitions, /*forward_misplaced=*/_options.kafka.has_value()});
+      orchestrator_options{_options.partitions, /*forward_misplaced=*/true});
   _orchestrators[p] = o.get();
   _partitions[p] = std::make_unique<partition_runtime>(*_log, p, std::move(*store), std::move(o),
                                                        _clock, _options.runtime);
@@ -315,9 +316,20 @@ result<void> node::submit(std::string_view tenant, std::string bytes) {
 }
 
 std::optional<execution_state> node::execution(std::string_view tenant, std::string_view id) {
-  const uint32_t p = tenant_partition(tenant, _options.partitions);
+  uint32_t p = tenant_partition(tenant, _options.partitions);
   std::lock_guard lock(_parts_mu);
-  if (!_partitions[p] && _started) return std::nullopt;  // owned by another instance now
+  // A tenant moved away is found where its default partition's placement entry points, and so
+  // on (docs/tenant-moves.md); each partition that saw it leave knows where it went.
+  for (uint32_t hops = 0; hops < _options.partitions; ++hops) {
+    if (!_partitions[p] && _started) return std::nullopt;  // owned by another instance now
+    auto placed = partition(p).store().get(keys::placement(tenant));
+    placement_entry where;
+    if (!placed || !placed->has_value() || !decode_placement(**placed, where) ||
+        where.ph != placement_entry::phase::moved_out) {
+      break;
+    }
+    p = where.partition;
+  }
   auto stored = partition(p).store().get(keys::execution(tenant, id));
   if (!stored || !stored->has_value()) return std::nullopt;
   execution_state e;
@@ -407,6 +419,19 @@ constexpr metric_def executions_ended_total{"auterity_executions_ended_total",
                                             "Executions that succeeded, failed or were cancelled",
                                             metric_kind::counter};
 
+constexpr metric_def forwarded_total{
+    "auterity_forwarded_total",
+    "Inputs sent on to the partition that owns their tenant (mis-placed or moved tenant)",
+    metric_kind::counter};
+constexpr metric_def tenants_moved_out_total{
+    "auterity_tenants_moved_out_total",
+    "Tenants this partition moved away (docs/tenant-moves.md), since the process started",
+    metric_kind::counter};
+constexpr metric_def tenants_moved_in_total{
+    "auterity_tenants_moved_in_total",
+    "Tenants installed on this partition by a move, since the process started",
+    metric_kind::counter};
+
 void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_probe& o) {
   const metric_labels l = {{"partition", std::to_string(p)}};
   w.add(commands_total, l, o.commands_out.load());
@@ -416,6 +441,9 @@ void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_prob
   w.add(step_transitions_total, l, o.step_transitions.load());
   w.add(executions_started_total, l, o.executions_started.load());
   w.add(executions_ended_total, l, o.executions_ended.load());
+  w.add(forwarded_total, l, o.forwarded.load());
+  w.add(tenants_moved_out_total, l, o.tenants_moved_out.load());
+  w.add(tenants_moved_in_total, l, o.tenants_moved_in.load());
 }
 
 constexpr metric_def step_downs_total{

@@ -359,6 +359,66 @@ void notification_admitted_v1(orchestrator_state& s, const fbs::Envelope& env, e
   }
 }
 
+// --------------------------------------------------------------- tenant moves (tenant_move.h)
+
+void tenant_moved_out_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_TenantMovedOut();
+  const std::string_view tenant = sv(env.tenant_id());
+  s.drop_tenant(tenant);
+  placement_entry out;
+  out.ph = placement_entry::phase::moved_out;
+  out.partition = p->to_partition();
+  out.epoch = p->epoch();
+  s.put_placement(tenant, out);
+}
+
+hash256 hash_of(const flatbuffers::Vector<uint8_t>* v) {
+  hash256 h{};
+  if (v && v->size() == h.size()) std::copy(v->begin(), v->end(), h.begin());
+  return h;
+}
+
+void tenant_state_installed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  const fbs::TenantStateChunk* c = env.payload_as_TenantStateInstalled()->chunk();
+  const std::string_view tenant = sv(env.tenant_id());
+  placement_entry p;
+  const placement_entry* now = s.placement(tenant);
+  // The decider installs chunks in order only; a log edited otherwise still replays (to a state
+  // the comparison with the engine's then shows as different).
+  if (c->seq() > 0 && now && now->ph == placement_entry::phase::installing &&
+      now->next_seq == c->seq()) {
+    p = *now;
+  } else {
+    s.drop_tenant(tenant);  // whatever an earlier stay left (nothing, normally)
+    p.ph = placement_entry::phase::installing;
+    p.partition = c->from_partition();
+    p.epoch = c->epoch();
+  }
+  s.forget_tenant(tenant);
+  if (c->entries()) {
+    for (const fbs::StateEntry* e : *c->entries()) s.install(sv(e->key()), sv(e->value()));
+  }
+  std::string chained(p.rolling.begin(), p.rolling.end());
+  const hash256 chunk = hash_of(c->digest());
+  chained.append(chunk.begin(), chunk.end());
+  p.rolling = sha256(chained);
+  p.next_seq = c->seq() + 1;
+  s.put_placement(tenant, p);
+  if (c->seq() + 1 == c->count()) {
+    s.set_chain(tenant, tenant_chain{c->chain_events(), hash_of(c->chain_hash())});
+  }
+}
+
+void tenant_moved_in_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state*) {
+  auto p = env.payload_as_TenantMovedIn();
+  placement_entry here;
+  here.ph = placement_entry::phase::here;
+  here.partition = p->to_partition();
+  here.epoch = p->epoch();
+  s.put_placement(sv(env.tenant_id()), here);
+  s.load_installed(sv(env.tenant_id()));
+}
+
 constexpr size_t payload_slots = static_cast<size_t>(fbs::Payload::MAX) + 1;
 constexpr size_t versions = schema_version_current + 1;
 
@@ -390,6 +450,9 @@ constexpr std::array<std::array<applier, versions>, payload_slots> make_table() 
   set(fbs::Payload::NotificationAdmitted, 1, notification_admitted_v1);
   set(fbs::Payload::SignalHeld, 1, signal_held_v1);
   set(fbs::Payload::HeldSignalsReleased, 1, held_signals_released_v1);
+  set(fbs::Payload::TenantMovedOut, 1, tenant_moved_out_v1);
+  set(fbs::Payload::TenantStateInstalled, 1, tenant_state_installed_v1);
+  set(fbs::Payload::TenantMovedIn, 1, tenant_moved_in_v1);
   return t;
 }
 constexpr auto appliers = make_table();
@@ -416,6 +479,18 @@ void apply_record(orchestrator_state& s, record_position where, std::string_view
   const std::string_view tenant = sv(env->tenant_id());
   const std::string_view id = sv(env->execution_id());
 
+  if (env->payload_type() == fbs::Payload::TenantStateInstalled) {
+    // Carries state into the tenant's range; not chained (the chain continues with the
+    // TenantMovedIn that follows the last chunk).
+    appliers[type][version](s, *env, nullptr);
+    return;
+  }
+  if (env->payload_type() == fbs::Payload::TenantMovedOut) {
+    // The last event of the tenant here: its chain head leaves with its state (the target's
+    // TenantMovedIn links to it), and nothing of the tenant stays behind.
+    appliers[type][version](s, *env, nullptr);
+    return;
+  }
   if (id.empty()) {  // tenant-level event: chained per tenant
     appliers[type][version](s, *env, nullptr);
     tenant_chain& c = s.chain(tenant);

@@ -57,6 +57,11 @@ std::string cancel(const command_header& h, std::string_view reason) {
                  [&](auto& b) { return fbs::CreateCancelExecution(b, str(b, reason)).Union(); });
 }
 
+std::string move_tenant(const command_header& h, uint32_t to) {
+  return command(h, fbs::Payload::MoveTenant,
+                 [&](auto& b) { return fbs::CreateMoveTenant(b, to).Union(); });
+}
+
 result<void> submit(log& l, std::string_view tenant, std::string bytes) {
   commit_batch b;
   b.add(stream::ingress, std::string(tenant), std::move(bytes));

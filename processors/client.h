@@ -26,6 +26,9 @@ std::string start_execution(const command_header& h, std::string_view workflow, 
                             std::string_view input_json);
 std::string signal(const command_header& h, std::string_view name, std::string_view payload_json);
 std::string cancel(const command_header& h, std::string_view reason);
+// Operator command: moves the tenant with all its state to partition `to` (docs/tenant-moves.md).
+// h.execution stays empty.
+std::string move_tenant(const command_header& h, uint32_t to);
 
 // Appends one ingress record to the tenant's partition (default placement).
 result<void> submit(log& l, std::string_view tenant, std::string bytes);

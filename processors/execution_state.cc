@@ -295,6 +295,11 @@ std::string tenant_registry(std::string_view tenant) {
   k.append(tenant);
   return k;
 }
+std::string placement(std::string_view tenant) {
+  std::string k = "O";
+  k.append(tenant);
+  return k;
+}
 std::string tenant_prefix(std::string_view tenant) {
   std::string k = "T";
   k.append(tenant);

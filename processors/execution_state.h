@@ -132,6 +132,7 @@ bool decode_chain(std::string_view bytes, tenant_chain& out);
 
 namespace keys {
 std::string tenant_registry(std::string_view tenant);
+std::string placement(std::string_view tenant);      // O<tenant>: where it lives (tenant moves)
 std::string tenant_prefix(std::string_view tenant);  // T<tenant>\0
 std::string tenant_chain(std::string_view tenant);
 std::string definition(std::string_view tenant, std::string_view workflow, uint32_t version);

@@ -39,4 +39,12 @@ inline constexpr size_t signals_held_per_tenant_max = 1'000;  // held for all of
 // Bytes of names and payloads held per tenant: held signals stay in memory until released.
 inline constexpr size_t signals_held_bytes_per_tenant_max = 4 << 20;
 
+// Tenant moves (docs/tenant-moves.md): the source sends the tenant's state in chunks of about
+// move_chunk_bytes_max (a chunk is one record, under record_bytes_max); one state entry (an
+// execution, a definition) must fit one chunk; the whole state must fit the move's single
+// transaction and the memory that builds it.
+inline constexpr size_t move_chunk_bytes_max = 512 << 10;
+inline constexpr size_t move_entry_bytes_max = 960 << 10;
+inline constexpr size_t move_state_bytes_max = 256 << 20;
+
 }  // namespace auterity::limits

@@ -140,6 +140,14 @@ class orchestrator::decider {
   void cancel(const input& in, const fbs::Envelope& env);
   execution_state* running_execution(const input& in, const fbs::Envelope& env);
 
+  // Tenant moves (docs/tenant-moves.md). The partition that decides for the tenant: nullopt if
+  // this one, else where its inputs go (while its state is being installed here: back to this
+  // partition's own ingress, behind the chunks still to come).
+  std::optional<uint32_t> owner_elsewhere(std::string_view tenant, uint32_t here) const;
+  void forward(const input& in, uint32_t to);
+  void move_tenant(const input& in, const fbs::Envelope& env);
+  void install_chunk(const input& in, const fbs::Envelope& env);
+
   void advance(execution_state& e);
   // The AI router's choice for an attempt of an ai step (tenant_policy.h: route_ai).
   struct ai_choice {
@@ -179,8 +187,9 @@ class orchestrator::decider {
   template <typename F>
   bool emit(execution_state& e, fbs::Payload type, F&& build);
   void append_event(execution_state& e, fbs::Payload type, flatbuffers::Offset<void> payload);
+  // Returns the event's hash (its place in the tenant chain).
   template <typename F>
-  void emit_tenant_event(std::string_view tenant, fbs::Payload type, F&& build);
+  hash256 emit_tenant_event(std::string_view tenant, fbs::Payload type, F&& build);
 
   const definition& def(const execution_state& e) {
     const definition* d = _s.find_definition(e.tenant, e.workflow, e.version);
@@ -234,8 +243,8 @@ void orchestrator::decider::append_event(execution_state& e, fbs::Payload type,
 }
 
 template <typename F>
-void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payload type,
-                                              F&& build) {
+hash256 orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payload type,
+                                                 F&& build) {
   tenant_chain& c = _s.chain(tenant);
   flatbuffers::Offset<void> payload = build(_fbb);
   const std::string record_id = fmt::format("tenant:{}#{}", tenant, c.event_count);
@@ -254,6 +263,7 @@ void orchestrator::decider::emit_tenant_event(std::string_view tenant, fbs::Payl
     _ctx.append(stream::definitions,
                 fmt::format("{}/{}/{}", tenant, sv(p->workflow()), p->version()), bytes);
   }
+  return sha256(bytes);
 }
 
 void orchestrator::decider::reject(const input& in, const fbs::Envelope* env, rejection_code code,
@@ -305,18 +315,21 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
                               "[A-Za-z0-9_.:-]",
                               tenant, limits::id_bytes_max));
   }
-  const uint32_t home = tenant_partition(tenant, _o._options.partitions);
-  if (home != in.partition && _o._options.forward_misplaced) {
-    // The record goes on, as published, to where its tenant's state lives; that partition
-    // decides it. Committed with this batch, so it is forwarded exactly once.
-    _ctx.append_to(stream::ingress, home, in.rec.key, in.rec.value);
-    _o._probe.forwarded.fetch_add(1, std::memory_order_relaxed);
-    return;
+  if (env.payload_type() == fbs::Payload::TenantStateChunk) return install_chunk(in, env);
+  if (env.payload_type() == fbs::Payload::MoveTenant) {
+    const placement_entry* p = _s.placement(tenant);
+    if (p && p->ph == placement_entry::phase::installing) {
+      return reject(in, &env, rejection_code::invalid_move,
+                    fmt::format("a move of tenant '{}' to partition {} (epoch {}) is in progress: "
+                                "{} chunks of its state installed so far",
+                                tenant, in.partition, p->epoch, p->next_seq));
+    }
   }
-  if (home != in.partition) {
+  if (auto owner = owner_elsewhere(tenant, in.partition)) {
+    if (_o._options.forward_misplaced) return forward(in, *owner);
     return reject(
         in, &env, rejection_code::wrong_record,
-        fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, home, in.partition));
+        fmt::format("tenant '{}' is placed on partition {}, not {}", tenant, *owner, in.partition));
   }
   if (auto why = ids::record_id_problem(sv(env.record_id()))) {
     return reject(in, &env, rejection_code::missing_field, *why);
@@ -335,6 +348,8 @@ void orchestrator::decider::on_ingress(const input& in, const fbs::Envelope& env
       return signal(in, env);
     case fbs::Payload::CancelExecution:
       return cancel(in, env);
+    case fbs::Payload::MoveTenant:
+      return move_tenant(in, env);
     default:
       return reject(in, &env, rejection_code::wrong_record,
                     fmt::format("{} is not an upstream command", payload_name(env.payload_type())));
@@ -634,6 +649,10 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
         in, &env, rejection_code::wrong_record,
         fmt::format("acks takes StepAck records; got {}", payload_name(env.payload_type())));
   }
+  if (_o._options.forward_misplaced && valid_id(sv(env.tenant_id()))) {
+    // An ack of a command issued before its tenant moved away follows the tenant.
+    if (auto owner = owner_elsewhere(sv(env.tenant_id()), in.partition)) return forward(in, *owner);
+  }
   auto ack = env.payload_as_StepAck();
   execution_state* e = _s.find_execution(sv(env.tenant_id()), sv(env.execution_id()));
   if (!e) {
@@ -679,6 +698,235 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
       if (try_failover(*e, i, sv(ack->error()))) return;
       return step_failed(*e, i, st.attempt, sv(ack->error()));
   }
+}
+
+// ---------------------------------------------------------------------------- tenant moves
+
+std::optional<uint32_t> orchestrator::decider::owner_elsewhere(std::string_view tenant,
+                                                               uint32_t here) const {
+  if (const placement_entry* p = _s.placement(tenant)) {
+    switch (p->ph) {
+      case placement_entry::phase::here:
+        return std::nullopt;
+      case placement_entry::phase::moved_out:
+        return p->partition;
+      case placement_entry::phase::installing:
+        return here;
+    }
+  }
+  const uint32_t home = tenant_partition(tenant, _o._options.partitions);
+  if (home == here) return std::nullopt;
+  return home;
+}
+
+// The record goes on, as it came, to the partition that decides for its tenant (which may send
+// it on again, if the tenant moved on from there). Committed with this batch's positions, so it
+// is forwarded exactly once.
+void orchestrator::decider::forward(const input& in, uint32_t to) {
+  _ctx.append_to(in.s, to, in.rec.key, in.rec.value);
+  _o._probe.forwarded.fetch_add(1, std::memory_order_relaxed);
+}
+
+struct orchestrator::move_export {
+  std::string tenant;
+  result<orchestrator_state::tenant_export> state;
+};
+
+namespace {
+
+hash256 chunk_digest(const std::vector<std::pair<std::string, std::string>>& entries, size_t from,
+                     size_t to) {
+  std::string bytes;
+  for (size_t i = from; i < to; ++i) {
+    keys::put_be32(bytes, static_cast<uint32_t>(entries[i].first.size()));
+    bytes += entries[i].first;
+    keys::put_be32(bytes, static_cast<uint32_t>(entries[i].second.size()));
+    bytes += entries[i].second;
+  }
+  return sha256(bytes);
+}
+
+hash256 chain_digest(const hash256& rolling, const hash256& chunk) {
+  std::string bytes(rolling.begin(), rolling.end());
+  bytes.append(chunk.begin(), chunk.end());
+  return sha256(bytes);
+}
+
+bool same_hash(const flatbuffers::Vector<uint8_t>* v, const hash256& h) {
+  return v && v->size() == h.size() && std::equal(h.begin(), h.end(), v->begin());
+}
+
+}  // namespace
+
+// Runs alone in its batch (a barrier): everything decided before it is in the store, which is
+// what the prefetch exported. In one commit: TenantMovedOut here (the tenant's state is dropped
+// from this partition), and the state, in chunks, on the target's ingress.
+void orchestrator::decider::move_tenant(const input& in, const fbs::Envelope& env) {
+  const std::string tenant(sv(env.tenant_id()));
+  const uint32_t to = env.payload_as_MoveTenant()->to_partition();
+  const uint32_t partitions = _o._options.partitions;
+  if (to >= partitions) {
+    return reject(in, &env, rejection_code::invalid_move,
+                  fmt::format("partition {} does not exist: the log has {} partitions (0..{})", to,
+                              partitions, partitions - 1));
+  }
+  if (to == in.partition) {
+    return reject(in, &env, rejection_code::invalid_move,
+                  fmt::format("tenant '{}' is already on partition {}", tenant, to));
+  }
+  const move_export* ex = _o._export.get();
+  vassert(ex && ex->tenant == tenant, "move of {} decided without its prefetched state", tenant);
+  if (!ex->state) {
+    return reject(
+        in, &env, rejection_code::invalid_move,
+        fmt::format("reading tenant '{}''s state failed: {}", tenant, ex->state.error().message));
+  }
+  const auto& entries = ex->state->entries;
+  if (ex->state->bytes > limits::move_state_bytes_max) {
+    return reject(in, &env, rejection_code::invalid_move,
+                  fmt::format("tenant '{}' holds {} bytes of state; move_state_bytes_max is {}",
+                              tenant, ex->state->bytes, limits::move_state_bytes_max));
+  }
+  // Chunks: [first entry, end) ranges of about move_chunk_bytes_max.
+  std::vector<std::pair<size_t, size_t>> chunks;
+  size_t from = 0, bytes = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const size_t n = entries[i].first.size() + entries[i].second.size();
+    if (n > limits::move_entry_bytes_max) {
+      return reject(in, &env, rejection_code::invalid_move,
+                    fmt::format("an entry of tenant '{}''s state is {} bytes; "
+                                "move_entry_bytes_max is {}",
+                                tenant, n, limits::move_entry_bytes_max));
+    }
+    if (i > from && bytes + n > limits::move_chunk_bytes_max) {
+      chunks.emplace_back(from, i);
+      from = i;
+      bytes = 0;
+    }
+    bytes += n;
+  }
+  chunks.emplace_back(from, entries.size());  // at least one, maybe empty
+  std::vector<hash256> digests;
+  hash256 rolling{};
+  for (const auto& [a, b] : chunks) {
+    digests.push_back(chunk_digest(entries, a, b));
+    rolling = chain_digest(rolling, digests.back());
+  }
+  const placement_entry* was = _s.placement(tenant);
+  const uint32_t epoch = (was ? was->epoch : 0) + 1;
+  const uint32_t chain_before = _s.chain(tenant).event_count;
+  const auto count = static_cast<uint32_t>(chunks.size());
+  const hash256 moved_out = emit_tenant_event(tenant, fbs::Payload::TenantMovedOut, [&](auto& b) {
+    return fbs::CreateTenantMovedOut(b, to, epoch, count, static_cast<uint32_t>(entries.size()),
+                                     ex->state->bytes, ex->state->running,
+                                     b.CreateVector(rolling.data(), rolling.size()))
+        .Union();
+  });
+  for (uint32_t seq = 0; seq < count; ++seq) {
+    flatbuffers::FlatBufferBuilder fbb(limits::move_chunk_bytes_max + 4096);
+    std::vector<flatbuffers::Offset<fbs::StateEntry>> list;
+    for (size_t i = chunks[seq].first; i < chunks[seq].second; ++i) {
+      const auto& [k, v] = entries[i];
+      list.push_back(fbs::CreateStateEntry(
+          fbb, fbb.CreateVector(reinterpret_cast<const uint8_t*>(k.data()), k.size()),
+          fbb.CreateVector(reinterpret_cast<const uint8_t*>(v.data()), v.size())));
+    }
+    const bool last = seq + 1 == count;
+    using bytes_offset = flatbuffers::Offset<flatbuffers::Vector<uint8_t>>;
+    auto payload = fbs::CreateTenantStateChunk(
+        fbb, in.partition, to, epoch, seq, count, fbb.CreateVector(list),
+        fbb.CreateVector(digests[seq].data(), digests[seq].size()),
+        last ? fbb.CreateVector(rolling.data(), rolling.size()) : bytes_offset(),
+        last ? chain_before + 1 : 0,
+        last ? fbb.CreateVector(moved_out.data(), moved_out.size()) : bytes_offset());
+    const std::string record_id = fmt::format("move/{}/{}/{}", tenant, epoch, seq);
+    envelope_header h;
+    h.kind = fbs::RecordKind::Command;
+    h.tenant_id = tenant;
+    h.record_id = record_id;
+    h.causation_id = _causation;
+    h.timestamp_ms = _ctx.now_ms();
+    _ctx.append_to(stream::ingress, to, tenant,
+                   finish_envelope(fbb, h, fbs::Payload::TenantStateChunk, payload.Union()));
+  }
+  _o._probe.tenants_moved_out.fetch_add(1, std::memory_order_relaxed);
+}
+
+// A chunk of a tenant moving here. Chunks arrive in order, right behind each other in the
+// source's transaction; each is checked against its digest and installed with an event that
+// carries it; the last one completes the move.
+void orchestrator::decider::install_chunk(const input& in, const fbs::Envelope& env) {
+  const std::string tenant(sv(env.tenant_id()));
+  const fbs::TenantStateChunk* c = env.payload_as_TenantStateChunk();
+  if (c->to_partition() != in.partition || c->count() == 0 || c->seq() >= c->count()) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("state chunk {} of {} for partition {} arrived on partition {}",
+                              c->seq(), c->count(), c->to_partition(), in.partition));
+  }
+  const placement_entry* p = _s.placement(tenant);
+  const bool installing = p && p->ph == placement_entry::phase::installing;
+  const bool expected = c->seq() == 0
+                            ? !installing && (!p || p->epoch < c->epoch())
+                            : installing && p->epoch == c->epoch() && p->next_seq == c->seq();
+  if (!expected) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("state chunk {} of tenant '{}' epoch {} out of order (placement "
+                              "here: {})",
+                              c->seq(), tenant, c->epoch(),
+                              p ? fmt::format("phase {} epoch {} next chunk {}",
+                                              static_cast<int>(p->ph), p->epoch, p->next_seq)
+                                : std::string("none")));
+  }
+  std::vector<std::pair<std::string, std::string>> entries;
+  if (c->entries()) {
+    for (const fbs::StateEntry* e : *c->entries()) {
+      entries.emplace_back(std::string(sv(e->key())), std::string(sv(e->value())));
+    }
+  }
+  const hash256 digest = chunk_digest(entries, 0, entries.size());
+  const bool last = c->seq() + 1 == c->count();
+  if (!same_hash(c->digest(), digest) ||
+      (last &&
+       !same_hash(c->state_digest(), chain_digest(installing ? p->rolling : hash256{}, digest)))) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("state chunk {} of tenant '{}' epoch {} fails its digest check",
+                              c->seq(), tenant, c->epoch()));
+  }
+  // The event carries the chunk as it came (a verbatim copy of the table).
+  flatbuffers::FlatBufferBuilder fbb(in.rec.value.size() + 1024);
+  std::vector<flatbuffers::Offset<fbs::StateEntry>> list;
+  for (const auto& [k, v] : entries) {
+    list.push_back(fbs::CreateStateEntry(
+        fbb, fbb.CreateVector(reinterpret_cast<const uint8_t*>(k.data()), k.size()),
+        fbb.CreateVector(reinterpret_cast<const uint8_t*>(v.data()), v.size())));
+  }
+  auto bytes_of = [&](const flatbuffers::Vector<uint8_t>* v) {
+    return v ? fbb.CreateVector(v->data(), v->size())
+             : flatbuffers::Offset<flatbuffers::Vector<uint8_t>>();
+  };
+  auto chunk = fbs::CreateTenantStateChunk(fbb, c->from_partition(), c->to_partition(), c->epoch(),
+                                           c->seq(), c->count(), fbb.CreateVector(list),
+                                           bytes_of(c->digest()), bytes_of(c->state_digest()),
+                                           c->chain_events(), bytes_of(c->chain_hash()));
+  auto payload = fbs::CreateTenantStateInstalled(fbb, chunk);
+  const std::string record_id = fmt::format("move/{}/{}/{}", tenant, c->epoch(), c->seq());
+  envelope_header h;
+  h.kind = fbs::RecordKind::Event;
+  h.tenant_id = tenant;
+  h.record_id = record_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  std::string event = finish_envelope(fbb, h, fbs::Payload::TenantStateInstalled, payload.Union());
+  const record_position where = _ctx.append_event(tenant, event);
+  apply_record(_s, where, event);
+  if (!last) return;
+  emit_tenant_event(tenant, fbs::Payload::TenantMovedIn, [&](auto& b) {
+    return fbs::CreateTenantMovedIn(
+               b, c->from_partition(), in.partition, c->epoch(), c->count(),
+               b.CreateVector(c->state_digest()->data(), c->state_digest()->size()))
+        .Union();
+  });
+  _o._probe.tenants_moved_in.fetch_add(1, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------- timers
@@ -1180,7 +1428,28 @@ const fbs::Envelope* decode_input(const input& in, int64_t now_ms, std::string& 
 
 }  // namespace
 
+bool orchestrator::barrier(const input& in) const {
+  if (in.s != stream::ingress) return false;
+  std::string converted, why;
+  const fbs::Envelope* env = decode_input(in, 0, converted, why);
+  return env && env->payload_type() == fbs::Payload::MoveTenant;
+}
+
 void orchestrator::prefetch(std::span<const input> inputs) {
+  if (!_state->moved_in().empty()) {
+    // Tenants installed since (or by replay): load the executions their timers belong to, as
+    // open() does, so firing them reads nothing while deciding.
+    std::set<std::string> tenants = std::move(_state->moved_in());
+    _state->moved_in().clear();
+    for (const timer_entry& t : _state->timers()) {
+      if (t.step == timer_entry::hold_window || !tenants.contains(t.tenant)) continue;
+      if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
+        _state->find_definition(e->tenant, e->workflow, e->version);
+        _state->policy(e->tenant);
+      }
+    }
+  }
+  _export.reset();
   std::string converted, why;
   for (const input& in : inputs) {
     // JSON envelopes are converted here too (their time stamp does not matter for loading).
@@ -1210,6 +1479,12 @@ void orchestrator::prefetch(std::span<const input> inputs) {
       _state->tenant_known(tenant);
     }
     if (auto p = env->payload_as_PublishDefinition()) prefetch_definition(tenant, *p);
+    if (env->payload_type() == fbs::Payload::MoveTenant && inputs.size() == 1) {
+      // A barrier: the store holds everything decided so far.
+      _state->chain(tenant);
+      _export = std::make_unique<move_export>(
+          move_export{std::string(tenant), _state->export_tenant(tenant, in.partition)});
+    }
   }
 }
 

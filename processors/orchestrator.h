@@ -15,9 +15,10 @@ class orchestrator_state;
 
 struct orchestrator_options {
   uint32_t partitions = 1;  // total partitions, to check tenant placement
-  // Forward an ingress record found on a partition other than its tenant's (a producer that
-  // did not use murmur2) instead of rejecting it. Needs a log that commits across partitions.
-  bool forward_misplaced = false;
+  // Forward an input found on a partition that does not own its tenant (a producer that did
+  // not use murmur2, a tenant moved away) to the one that does, in the same commit, instead of
+  // rejecting it. Both logs commit across partitions (engine/log.h).
+  bool forward_misplaced = true;
 };
 
 // Counters of one partition's orchestrator (relaxed atomics, read by other threads).
@@ -29,7 +30,9 @@ struct orchestrator_probe {
   std::atomic<uint64_t> commands_out{0};
   std::atomic<uint64_t> executions_started{0};
   std::atomic<uint64_t> executions_ended{0};
-  std::atomic<uint64_t> forwarded{0};  // ingress records moved to their tenant's partition
+  std::atomic<uint64_t> forwarded{0};  // inputs sent on to the partition that owns their tenant
+  std::atomic<uint64_t> tenants_moved_out{0};
+  std::atomic<uint64_t> tenants_moved_in{0};
   // State store reads while deciding (a cache miss prefetch did not foresee): should stay 0.
   std::atomic<uint64_t> decide_reads{0};
 };
@@ -42,6 +45,7 @@ class orchestrator final : public partition_processor {
   result<void> open(state_store& store, uint32_t partition) override;
   void replay(uint64_t offset, std::string_view bytes) override;
   void prefetch(std::span<const input> inputs) override;
+  bool barrier(const input& in) const override;  // a MoveTenant command
   void process(const input& in, batch_context& ctx) override;
   int64_t next_timer_ms() const override;
   void fire_timers(batch_context& ctx, size_t max_timers) override;
@@ -61,6 +65,9 @@ class orchestrator final : public partition_processor {
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;
   std::atomic<int64_t> _published_next_timer{INT64_MAX};
+  // The state of the tenant a MoveTenant input moves, read by prefetch (a barrier batch).
+  struct move_export;
+  std::unique_ptr<move_export> _export;
 };
 
 // True if an applier exists for events of `type` written with schema `version`. Replay asks

@@ -37,9 +37,171 @@ int64_t admitted_ms_of(const std::optional<std::string>& v) {
 }
 }  // namespace
 
+// The tenant whose range holds `key` ("T<tenant>\0..." or "R<tenant>"), or empty.
+static std::string_view tenant_of_key(std::string_view key) {
+  if (key.starts_with('R')) return key.substr(1);
+  if (!key.starts_with('T')) return {};
+  const size_t nul = key.find('\0');
+  return nul == std::string_view::npos ? std::string_view() : key.substr(1, nul - 1);
+}
+
 result<std::optional<std::string>> orchestrator_state::read(std::string_view key) {
+  if (!_installed.empty()) {
+    if (auto it = _installed.find(key); it != _installed.end()) return it->second;
+  }
+  // A tenant dropped in this batch: the store still holds its keys until the flush.
+  if (!_dropped.empty() && _dropped.contains(tenant_of_key(key))) return std::nullopt;
   if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
   return _store->get(key);
+}
+
+std::string encode_placement(const placement_entry& p) {
+  std::string v(1, static_cast<char>(p.ph));
+  keys::put_be32(v, p.partition);
+  keys::put_be32(v, p.epoch);
+  keys::put_be32(v, p.next_seq);
+  v.append(reinterpret_cast<const char*>(p.rolling.data()), p.rolling.size());
+  return v;
+}
+
+bool decode_placement(std::string_view b, placement_entry& out) {
+  if (b.size() != 1 + 12 + 32 || static_cast<uint8_t>(b[0]) > 2) return false;
+  out.ph = static_cast<placement_entry::phase>(b[0]);
+  out.partition = keys::get_be32(b.substr(1));
+  out.epoch = keys::get_be32(b.substr(5));
+  out.next_seq = keys::get_be32(b.substr(9));
+  std::copy(b.begin() + 13, b.end(), out.rolling.begin());
+  return true;
+}
+
+const placement_entry* orchestrator_state::placement(std::string_view tenant) const {
+  auto it = _placements.find(std::string(tenant));
+  return it == _placements.end() ? nullptr : &it->second;
+}
+
+void orchestrator_state::put_placement(std::string_view tenant, const placement_entry& p) {
+  _placements[std::string(tenant)] = p;
+  _pending.put(keys::placement(tenant), encode_placement(p));
+}
+
+namespace {
+template <typename Map, typename Pred>
+void erase_where(Map& m, Pred pred) {
+  for (auto it = m.begin(); it != m.end();) it = pred(*it) ? m.erase(it) : std::next(it);
+}
+}  // namespace
+
+void orchestrator_state::forget_tenant(std::string_view tenant) {
+  const std::string prefix = keys::tenant_prefix(tenant);
+  const std::string registry = keys::tenant_registry(tenant);
+  auto in_range = [&](std::string_view key) { return key.starts_with(prefix) || key == registry; };
+  erase_where(_executions, [&](const auto& kv) { return in_range(kv.first); });
+  erase_where(_dirty, [&](const auto& k) { return in_range(k); });
+  erase_where(_ended, [&](const auto& k) { return in_range(k); });
+  erase_where(_absent, [&](const auto& k) { return in_range(k); });
+  erase_where(_definitions, [&](const auto& kv) { return in_range(kv.first); });
+  erase_where(_latest, [&](const auto& kv) { return in_range(kv.first); });
+  erase_where(_chains, [&](const auto& kv) { return in_range(kv.first); });
+  erase_where(_dirty_chains, [&](const auto& k) { return in_range(k); });
+  erase_where(_policies, [&](const auto& kv) { return in_range(kv.first); });
+  erase_where(_values, [&](const auto& kv) { return in_range(kv.first); });
+  _unresolved.erase(std::remove_if(_unresolved.begin(), _unresolved.end(),
+                                   [&](const auto& u) { return in_range(u.first); }),
+                    _unresolved.end());
+  _counters.erase(std::string(tenant));
+  _tenants.erase(std::string(tenant));
+  erase_where(_timers, [&](const timer_entry& t) { return t.tenant == tenant; });
+  erase_where(_held, [&](const auto& kv) { return kv.first.first == tenant; });
+  _held_totals.erase(std::string(tenant));
+}
+
+void orchestrator_state::drop_tenant(std::string_view tenant) {
+  forget_tenant(tenant);
+  _dropped.emplace(tenant);
+  std::string end = "T";
+  end.append(tenant);
+  end.push_back('\x01');  // just past every "T<tenant>\0..." key
+  _pending.delete_range(keys::tenant_prefix(tenant), end);
+  _pending.del(keys::tenant_registry(tenant));
+  erase_where(_installed, [&](const auto& kv) {
+    return std::string_view(kv.first).starts_with(keys::tenant_prefix(tenant));
+  });
+}
+
+void orchestrator_state::install(std::string_view key, std::string_view value) {
+  _pending.put(key, value);
+  _installed.insert_or_assign(std::string(key), std::string(value));
+}
+
+void orchestrator_state::set_chain(std::string_view tenant, const tenant_chain& c) {
+  _chains[keys::tenant_chain(tenant)] = c;
+  mark_chain_dirty(tenant);
+}
+
+result<orchestrator_state::tenant_export> orchestrator_state::export_tenant(std::string_view tenant,
+                                                                            uint32_t partition) {
+  tenant_export out;
+  const std::string chain_key = keys::tenant_chain(tenant);
+  auto registry = _store->get(keys::tenant_registry(tenant));
+  if (!registry) return std::unexpected(registry.error());
+  if (*registry) out.entries.emplace_back(keys::tenant_registry(tenant), **registry);
+  const std::string exec_prefix = keys::execution(tenant, "");
+  const std::string index_prefix = keys::tenant_prefix(tenant) + 'H';
+  auto scanned = _store->scan_prefix(
+      keys::tenant_prefix(tenant), [&](std::string_view key, std::string_view value) {
+        if (key == chain_key) return true;
+        std::string v(value);
+        // An event index entry names the partition whose executions stream holds the event.
+        if (key.starts_with(index_prefix) && v.size() == 8) keys::put_be32(v, partition);
+        if (key.starts_with(exec_prefix)) {
+          execution_state e;
+          if (decode_execution(value, e) && e.status == exec_status::running) ++out.running;
+        }
+        out.bytes += key.size() + v.size();
+        out.entries.emplace_back(std::string(key), std::move(v));
+        return true;
+      });
+  if (!scanned) return std::unexpected(scanned.error());
+  return out;
+}
+
+// Keys of `prefix` as this batch sees them: the store's (unless the tenant was dropped in this
+// batch) overlaid with what a move installed in it.
+std::map<std::string, std::string> orchestrator_state::scan_seen(std::string_view tenant,
+                                                                 const std::string& prefix) {
+  std::map<std::string, std::string> out;
+  if (!_dropped.contains(tenant)) {
+    auto scanned = _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
+      out.emplace(key, value);
+      return true;
+    });
+    vassert(scanned.has_value(), "state scan failed: {}", scanned.error().message);
+  }
+  for (auto it = _installed.lower_bound(prefix);
+       it != _installed.end() && std::string_view(it->first).starts_with(prefix); ++it) {
+    out.insert_or_assign(it->first, it->second);
+  }
+  return out;
+}
+
+void orchestrator_state::load_installed(std::string_view tenant) {
+  for (const auto& [key, value] : scan_seen(tenant, keys::timer_prefix(tenant))) {
+    timer_entry t;
+    vassert(keys::parse_timer(key, t.tenant, t.due_ms, t.execution, t.step),
+            "malformed timer key in a moved tenant's state");
+    _timers.insert(std::move(t));
+  }
+  for (const auto& [key, value] : scan_seen(tenant, keys::held_signal_prefix(tenant))) {
+    std::string execution;
+    held_signal h;
+    vassert(keys::parse_held_signal(key, tenant, execution) && decode_held_signal(value, h),
+            "malformed held signal in a moved tenant's state");
+    held_totals& totals = _held_totals[std::string(tenant)];
+    totals.signals++;
+    totals.bytes += h.bytes();
+    _held[{std::string(tenant), std::move(execution)}].push_back(std::move(h));
+  }
+  _moved_in.emplace(tenant);
 }
 
 result<void> orchestrator_state::open(state_store& store) {
@@ -50,6 +212,13 @@ result<void> orchestrator_state::open(state_store& store) {
     return true;
   });
   if (!listed) return listed;
+  auto placed = store.scan_prefix("O", [&](std::string_view key, std::string_view value) {
+    placement_entry p;
+    vassert(decode_placement(value, p), "malformed placement entry in state store");
+    _placements[std::string(key.substr(1))] = p;
+    return true;
+  });
+  if (!placed) return placed;
   for (const std::string& tenant : tenants) {
     _tenants[tenant] = true;
     auto scanned =
@@ -281,14 +450,23 @@ orchestrator_state::counter_index& orchestrator_state::ensure_counters(std::stri
   counter_index idx;
   for (char kind : counter_kinds) {
     const std::string prefix = keys::tenant_prefix(tenant) + kind;
-    if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
-    auto scanned = _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
-      std::optional<std::string> v{std::string(value)};
-      index_value(idx, key, v, true);
-      _values[std::string(key)] = std::move(v);
-      return true;
-    });
-    vassert(scanned.has_value(), "state scan failed: {}", scanned.error().message);
+    if (!_dropped.contains(tenant)) {
+      if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
+      auto scanned =
+          _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
+            std::optional<std::string> v{std::string(value)};
+            index_value(idx, key, v, true);
+            _values[std::string(key)] = std::move(v);
+            return true;
+          });
+      vassert(scanned.has_value(), "state scan failed: {}", scanned.error().message);
+    }
+    for (auto it = _installed.lower_bound(prefix);
+         it != _installed.end() && std::string_view(it->first).starts_with(prefix); ++it) {
+      std::optional<std::string> v{it->second};
+      index_value(idx, it->first, v, true);
+      _values[it->first] = std::move(v);
+    }
   }
   return _counters.emplace(std::string(tenant), std::move(idx)).first->second;
 }
@@ -420,6 +598,8 @@ void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& ev
   }
   out = std::move(_pending);
   _pending = state_batch();
+  _installed.clear();  // in the store once `out` is written
+  _dropped.clear();
 }
 
 }  // namespace auterity

@@ -34,6 +34,23 @@ struct timer_entry {
 };
 static_assert(limits::steps_per_definition_max < timer_entry::hold_window);
 
+// Where a tenant's state lives, as this partition knows it (docs/tenant-moves.md). A tenant
+// with no entry sits on its default partition, tenant_partition(tenant, partition count).
+struct placement_entry {
+  enum class phase : uint8_t {
+    here = 0,        // moved in: this partition decides for it
+    moved_out = 1,   // moved to `partition`: its inputs are forwarded there
+    installing = 2,  // chunks of its state are arriving (next_seq of count)
+  };
+  phase ph = phase::here;
+  uint32_t partition = 0;  // moved_out: where it went; installing: where it comes from
+  uint32_t epoch = 0;
+  uint32_t next_seq = 0;  // installing: the next chunk expected
+  hash256 rolling{};      // installing: SHA-256 chained over the chunk digests so far
+};
+std::string encode_placement(const placement_entry& p);
+bool decode_placement(std::string_view bytes, placement_entry& out);
+
 class orchestrator_state {
  public:
   result<void> open(state_store& store);
@@ -81,7 +98,37 @@ class orchestrator_state {
   };
   held_totals held_of_tenant(std::string_view tenant) const;
 
+  // The tenant's placement entry on this partition; null: none (default placement). All entries
+  // are in memory (open() loads them; one per tenant ever moved in or out).
+  const placement_entry* placement(std::string_view tenant) const;
+  // Every key and value of the tenant's state as stored (the store must be current: the
+  // orchestrator calls it with no batch pending), except its chain head, with event index
+  // entries naming this partition; sorted by key. Plus the running executions' count.
+  struct tenant_export {
+    std::vector<std::pair<std::string, std::string>> entries;
+    size_t bytes = 0;
+    uint32_t running = 0;
+  };
+  result<tenant_export> export_tenant(std::string_view tenant, uint32_t partition);
+  // Tenants moved in whose running executions prefetch has not loaded yet (their timers may
+  // fire any time); the orchestrator empties it.
+  std::set<std::string>& moved_in() { return _moved_in; }
+
   // --- for appliers only ---
+  void put_placement(std::string_view tenant, const placement_entry& p);
+  // Forgets the tenant here: every key of its range and its registry entry are deleted with this
+  // batch, and nothing of it stays in memory (its timers stop).
+  void drop_tenant(std::string_view tenant);
+  // Writes an entry of a tenant's state as received in a move (into this batch's changes).
+  // Call forget_tenant() for the tenant first, once per chunk: nothing cached may shadow it.
+  void install(std::string_view key, std::string_view value);
+  // Drops every cached entry of the tenant's range (no store change).
+  void forget_tenant(std::string_view tenant);
+  // The tenant's chain head as the source left it, before its TenantMovedIn extends it.
+  void set_chain(std::string_view tenant, const tenant_chain& c);
+  // Puts the moved-in tenant's timers and held signals in memory (from the store and what this
+  // batch installed), so they fire and are released here from now on.
+  void load_installed(std::string_view tenant);
   execution_state& create_execution(execution_state e);
   void mark_dirty(const execution_state& e);
   void mark_chain_dirty(std::string_view tenant);
@@ -117,7 +164,17 @@ class orchestrator_state {
   std::unordered_set<std::string> _dirty_chains;
   std::set<timer_entry> _timers;
   std::map<std::pair<std::string, std::string>, std::vector<held_signal>> _held;  // tenant, id
-  std::unordered_map<std::string, held_totals> _held_totals;  // by tenant; absent: none
+  std::unordered_map<std::string, held_totals> _held_totals;     // by tenant; absent: none
+  std::unordered_map<std::string, placement_entry> _placements;  // by tenant
+  std::set<std::string> _moved_in;
+  // Keys a move installed in this batch (also in _pending): read() sees them before the store
+  // has them, so a batch or a replay run that installs a tenant can decide or apply for it.
+  std::map<std::string, std::string, std::less<>> _installed;
+  // Tenants dropped in this batch: the store holds their old keys until the flush, so reads of
+  // their range see only _installed.
+  std::set<std::string, std::less<>> _dropped;
+  std::map<std::string, std::string> scan_seen(std::string_view tenant, const std::string& prefix);
+
   result<void> load_held(std::string_view tenant);
   struct versioned_policy {
     uint32_t version = 0;  // 0: none

@@ -36,6 +36,8 @@ std::string_view rejection_code_name(rejection_code code) {
       return "invalid_policy";
     case rejection_code::invalid_timestamp:
       return "invalid_timestamp";
+    case rejection_code::invalid_move:
+      return "invalid_move";
   }
   // A number read from a newer record: shown, never interpreted.
   return "unknown";

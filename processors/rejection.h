@@ -25,6 +25,7 @@ enum class rejection_code : uint16_t {
   missing_field = 14,        // a required envelope field (tenant, execution id) is empty
   invalid_policy = 15,       // a tenant policy fails validation (reason names the field)
   invalid_timestamp = 16,    // a command's timestamp_ms before 2000 or too far in the future
+  invalid_move = 17,         // a tenant move refused: no such partition, already there, too large
 };
 
 std::string_view rejection_code_name(rejection_code code);

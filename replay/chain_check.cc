@@ -5,6 +5,8 @@
 
 #include <fmt/core.h>
 
+#include "processors/execution_state.h"
+
 namespace auterity {
 
 namespace {
@@ -131,6 +133,10 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
   const std::string_view tenant = sv(env->tenant_id());
   if (!_o.tenant.empty() && tenant != _o.tenant) return true;
   if (env->kind() != fbs::RecordKind::Event) return true;  // rejections are not chained
+  if (env->payload_type() == fbs::Payload::TenantStateInstalled) {
+    moved_in(tenant, *env->payload_as_TenantStateInstalled()->chunk());
+    return true;  // not chained itself
+  }
   ++_events;
   const std::string_view execution = sv(env->execution_id());
   _key.assign(tenant);
@@ -152,6 +158,14 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
     next_event(c, it->first, e);
   }
   bool trusted = !c.broken;
+  if (env->payload_type() == fbs::Payload::TenantMovedOut) {
+    // The tenant's chains continue on the partition it moved to, from the heads its state
+    // carries there (TenantStateInstalled); nothing of it is expected here any more.
+    const std::string prefix = std::string(tenant) + '\0';
+    std::erase_if(_chains,
+                  [&](const auto& kv) { return std::string_view(kv.first).starts_with(prefix); });
+    return trusted;
+  }
   if (!execution.empty() && is_terminal(env->payload_type())) {
     if (c.pending != suspect::none) resolve(c, it->first, nullptr);
     if (!c.broken) {
@@ -160,6 +174,37 @@ result<bool> chain_checker::add(uint64_t offset, std::string_view bytes) {
     _chains.erase(it);  // an ended execution needs no memory
   }
   return trusted;
+}
+
+// A chunk of a tenant moving here: its running executions' chains, and (last chunk) the tenant
+// chain, continue from the heads the source left, as if their earlier events had been read.
+void chain_checker::moved_in(std::string_view tenant, const fbs::TenantStateChunk& chunk) {
+  auto seed = [&](std::string_view execution, uint32_t count, const hash256& last) {
+    _key.assign(tenant);
+    _key.push_back('\0');
+    _key.append(execution);
+    chain& c = _chains[_key];
+    c = chain{};
+    c.last = last;
+    c.count = count;
+    _open_peak = std::max(_open_peak, _chains.size());
+  };
+  const std::string prefix = keys::execution(tenant, "");
+  if (chunk.entries()) {
+    for (const fbs::StateEntry* entry : *chunk.entries()) {
+      const std::string_view key = sv(entry->key());
+      if (!key.starts_with(prefix)) continue;
+      execution_state e;
+      if (!decode_execution(sv(entry->value()), e) || e.status != exec_status::running) continue;
+      seed(key.substr(prefix.size()), e.event_count, e.last_hash);
+    }
+  }
+  if (chunk.seq() + 1 == chunk.count() && chunk.chain_hash() &&
+      chunk.chain_hash()->size() == hash256{}.size()) {
+    hash256 head;
+    std::copy(chunk.chain_hash()->begin(), chunk.chain_hash()->end(), head.begin());
+    seed("", chunk.chain_events(), head);
+  }
 }
 
 void chain_checker::first_event(chain& c, std::string_view key, const event_view& e) {

@@ -129,6 +129,7 @@ class chain_checker {
   };
   using chain_map = std::unordered_map<std::string, chain, string_hash, std::equal_to<>>;
 
+  void moved_in(std::string_view tenant, const fbs::TenantStateChunk& chunk);
   void first_event(chain& c, std::string_view key, const event_view& e);
   void next_event(chain& c, std::string_view key, const event_view& e);
   void resolve(chain& c, std::string_view key, const event_view* next);

@@ -130,6 +130,32 @@ void state_rebuilder::remember_definition(const fbs::Envelope& e) {
   latest = std::max(latest, parsed->version);
 }
 
+// A chunk of a tenant moving here: its definitions and running executions, as if their
+// events had been read here.
+void state_rebuilder::remember_moved_in(const fbs::Envelope& e) {
+  const fbs::TenantStateChunk* c = e.payload_as_TenantStateInstalled()->chunk();
+  if (!c->entries()) return;
+  const std::string_view tenant = sv(e.tenant_id());
+  const std::string definitions = keys::tenant_prefix(tenant) + 'D';
+  const std::string executions = keys::execution(tenant, "");
+  for (const fbs::StateEntry* entry : *c->entries()) {
+    const std::string_view key = sv(entry->key());
+    if (key.starts_with(definitions)) {
+      auto parsed = parse_definition(sv(entry->value()), "");
+      if (!parsed) continue;
+      std::set<std::string, std::less<>> steps;
+      for (const step_def& st : parsed->steps) steps.insert(st.id);
+      _definitions[definition_key(tenant, parsed->workflow, parsed->version)] = std::move(steps);
+      uint32_t& latest = _latest[execution_key(tenant, parsed->workflow)];
+      latest = std::max(latest, parsed->version);
+    } else if (key.starts_with(executions)) {
+      execution_state x;
+      if (!decode_execution(sv(entry->value()), x) || x.status != exec_status::running) continue;
+      _open[execution_key(tenant, x.id)] = definition_key(tenant, x.workflow, x.version);
+    }
+  }
+}
+
 // The definition key an ExecutionStarted refers to (version 0: the latest published).
 std::string state_rebuilder::started_definition(const fbs::Envelope& e) const {
   auto p = e.payload_as_ExecutionStarted();
@@ -154,13 +180,21 @@ std::optional<std::string> state_rebuilder::precondition_failure(const fbs::Enve
   const std::string_view execution = sv(e.execution_id());
   const bool tenant_level =
       type == fbs::Payload::DefinitionPublished || type == fbs::Payload::TenantPolicyPublished ||
-      type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased;
+      type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased ||
+      type == fbs::Payload::TenantMovedOut || type == fbs::Payload::TenantStateInstalled ||
+      type == fbs::Payload::TenantMovedIn;
   if (execution.empty() != tenant_level) {
-    return "only DefinitionPublished, TenantPolicyPublished, SignalHeld and HeldSignalsReleased "
-           "are tenant-level events";
+    return "only DefinitionPublished, TenantPolicyPublished, SignalHeld, HeldSignalsReleased and "
+           "the tenant move events are tenant-level events";
   }
-  if (type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased) {
+  if (type == fbs::Payload::SignalHeld || type == fbs::Payload::HeldSignalsReleased ||
+      type == fbs::Payload::TenantMovedOut || type == fbs::Payload::TenantMovedIn) {
     return std::nullopt;  // a tenant chain that was intact up to here holds what they name
+  }
+  if (type == fbs::Payload::TenantStateInstalled) {
+    const fbs::TenantStateChunk* c = e.payload_as_TenantStateInstalled()->chunk();
+    if (!c || c->seq() >= c->count()) return "a state chunk with no chunk or a bad sequence";
+    return std::nullopt;
   }
   if (type == fbs::Payload::TenantPolicyPublished) {
     auto parsed = parse_tenant_policy(sv(e.payload_as_TenantPolicyPublished()->policy_json()));
@@ -208,6 +242,7 @@ void state_rebuilder::add(uint64_t offset, std::string_view bytes, bool trusted)
     return;
   }
   if (e->payload_type() == fbs::Payload::DefinitionPublished) remember_definition(*e);
+  if (e->payload_type() == fbs::Payload::TenantStateInstalled) remember_moved_in(*e);
   if (e->payload_type() == fbs::Payload::ExecutionStarted) _open[exec] = started_definition(*e);
   _orchestrator->replay(offset, bytes);
   ++_applied;

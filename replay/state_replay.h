@@ -64,6 +64,7 @@ class state_rebuilder {
   std::optional<std::string> precondition_failure(const fbs::Envelope& e);
   std::string started_definition(const fbs::Envelope& e) const;
   void remember_definition(const fbs::Envelope& e);
+  void remember_moved_in(const fbs::Envelope& e);
   void skip(uint64_t offset, std::string_view record_id, std::string reason);
 
   std::string _dir;

@@ -11,18 +11,22 @@ namespace auterity {
 result<std::vector<timeline_entry>> load_timeline(log& l, uint32_t partition,
                                                   const state_store& store, std::string_view tenant,
                                                   std::string_view execution) {
-  std::vector<uint64_t> offsets;
-  auto scanned = store.scan_prefix(keys::event_index_prefix(tenant, execution),
-                                   [&](std::string_view, std::string_view v) {
-                                     offsets.push_back(keys::get_be64(v));
-                                     return true;
-                                   });
+  // An index entry is the event's offset in this partition's executions stream, or, for an
+  // event written before the tenant moved here, its offset and the partition it is on.
+  std::vector<std::pair<uint32_t, uint64_t>> offsets;
+  auto scanned = store.scan_prefix(
+      keys::event_index_prefix(tenant, execution), [&](std::string_view, std::string_view v) {
+        offsets.emplace_back(v.size() == 12 ? keys::get_be32(v.substr(8)) : partition,
+                             keys::get_be64(v));
+        return true;
+      });
   if (!scanned) return std::unexpected(scanned.error());
   std::vector<timeline_entry> out;
   std::vector<record> recs;
-  for (uint64_t off : offsets) {
+  for (auto [p, off] : offsets) {
     recs.clear();
-    auto n = l.read(stream::executions, partition, off, 1, 1 << 20, recs);
+    if (p >= l.partition_count()) continue;
+    auto n = l.read(stream::executions, p, off, 1, 1 << 20, recs);
     if (!n) return std::unexpected(n.error());
     if (*n == 0) continue;  // indexed but not yet readable: cannot happen after a commit
     const fbs::Envelope* e = decode_envelope(recs[0].value);

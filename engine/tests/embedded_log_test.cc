@@ -1208,5 +1208,106 @@ TEST(crc32c_test, matches_known_values_in_both_implementations) {
   }
 }
 
+// Forwarding -------------------------------------------------------------------------------------
+
+// The values of (s, p), in offset order.
+std::vector<std::string> values(log& lg, stream s, uint32_t p) {
+  std::vector<std::string> out;
+  for (const record& r : read_all(lg, s, p)) out.push_back(r.value);
+  return out;
+}
+
+TEST_F(embedded_log_test, appends_to_another_partition_are_delivered_once_in_order) {
+  auto lg = open_log(_dir, fast_options(3));
+  ASSERT_TRUE(lg);
+  for (int i = 0; i < 5; ++i) {
+    commit_batch b;
+    b.add(stream::executions, "t", fmt::format("e{}", i));
+    b.add_to(stream::ingress, 1, "t", fmt::format("to1-{}", i));
+    b.add_to(stream::acks, 2, "t", fmt::format("to2-{}", i));
+    b.set_position("g", stream::ingress, i + 1);
+    auto offsets = lg->commit(0, b);
+    ASSERT_OK(offsets);
+    EXPECT_EQ((*offsets)[0], uint64_t(i));
+    // Visible when commit() returns.
+    EXPECT_EQ(*lg->end_offset(stream::ingress, 1), uint64_t(i + 1));
+  }
+  EXPECT_EQ(values(*lg, stream::ingress, 1),
+            (std::vector<std::string>{"to1-0", "to1-1", "to1-2", "to1-3", "to1-4"}));
+  EXPECT_EQ(values(*lg, stream::acks, 2),
+            (std::vector<std::string>{"to2-0", "to2-1", "to2-2", "to2-3", "to2-4"}));
+  EXPECT_TRUE(values(*lg, stream::ingress, 0).empty()) << "nothing lands on the source";
+  const std::string before = dump(*lg, {"g"});
+  lg.reset();
+  lg = open_log(_dir, fast_options(3));
+  ASSERT_TRUE(lg);
+  EXPECT_EQ(dump(*lg, {"g"}), before) << "a reopen delivers nothing twice";
+}
+
+// A crash after the source's commit and before the delivery (or a torn delivery): the next
+// open delivers what is missing, once, in order, and a later open delivers nothing more.
+TEST_F(embedded_log_test, forwards_lost_between_the_two_commits_are_delivered_by_the_next_open) {
+  for (int lost : {1, 2}) {
+    SCOPED_TRACE(fmt::format("{} deliveries cut", lost));
+    const std::string dir = fmt::format("{}/lost{}", _root, lost);
+    std::vector<uint64_t> target_sizes;  // p001's bytes before each commit
+    {
+      auto lg = open_log(dir, fast_options(2));
+      ASSERT_TRUE(lg);
+      for (int i = 0; i < 4; ++i) {
+        target_sizes.push_back(fs::file_size(last_segment(dir, 1)));
+        commit_batch b;
+        b.add(stream::executions, "t", fmt::format("e{}", i));
+        b.add_to(stream::ingress, 1, "t", fmt::format("f{}", i));
+        ASSERT_OK(lg->commit(0, b));
+      }
+      commit_batch own;  // the target's own record after the forwards
+      own.add(stream::ingress, "u", "own");
+      if (lost == 1) ASSERT_OK(lg->commit(1, own));
+    }
+    // Cut the target back to before the last `lost` deliveries (for lost == 1, the target's own
+    // commit after them goes too: a crash loses both).
+    fs::resize_file(last_segment(dir, 1), target_sizes[4 - lost]);
+    for (int reopen = 0; reopen < 2; ++reopen) {
+      auto lg = open_log(dir, fast_options(2));
+      ASSERT_TRUE(lg);
+      EXPECT_EQ(values(*lg, stream::ingress, 1),
+                (std::vector<std::string>{"f0", "f1", "f2", "f3"}));
+      EXPECT_EQ(values(*lg, stream::executions, 0).size(), 4u);
+    }
+  }
+}
+
+TEST_F(embedded_log_test, read_only_open_delivers_nothing_and_writes_nothing) {
+  {
+    auto lg = open_log(_dir, fast_options(2));
+    ASSERT_TRUE(lg);
+    commit_batch b;
+    b.add_to(stream::ingress, 1, "t", "f");
+    ASSERT_OK(lg->commit(0, b));
+  }
+  fs::resize_file(last_segment(_dir, 1), 0);  // the delivery is lost
+  const auto files = tree(_dir);
+  {
+    auto lg = open_log(_dir, read_only_options());
+    ASSERT_TRUE(lg);
+    EXPECT_TRUE(values(*lg, stream::ingress, 1).empty());
+  }
+  EXPECT_EQ(tree(_dir), files);
+  auto lg = open_log(_dir, fast_options(2));
+  ASSERT_TRUE(lg);
+  EXPECT_EQ(values(*lg, stream::ingress, 1), std::vector<std::string>{"f"});
+}
+
+TEST_F(embedded_log_test, append_to_a_partition_the_log_does_not_have_is_refused) {
+  auto lg = open_log(_dir, fast_options(2));
+  ASSERT_TRUE(lg);
+  commit_batch b;
+  b.add_to(stream::ingress, 2, "t", "f");
+  auto r = lg->commit(0, b);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid);
+  EXPECT_NE(r.error().message.find("partition 2"), std::string::npos) << r.error().message;
+}
 }  // namespace
 }  // namespace auterity
