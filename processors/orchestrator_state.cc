@@ -452,13 +452,12 @@ orchestrator_state::counter_index& orchestrator_state::ensure_counters(std::stri
     const std::string prefix = keys::tenant_prefix(tenant) + kind;
     if (!_dropped.contains(tenant)) {
       if (_deciding && _decide_reads) _decide_reads->fetch_add(1, std::memory_order_relaxed);
-      auto scanned =
-          _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
-            std::optional<std::string> v{std::string(value)};
-            index_value(idx, key, v, true);
-            _values[std::string(key)] = std::move(v);
-            return true;
-          });
+      auto scanned = _store->scan_prefix(prefix, [&](std::string_view key, std::string_view value) {
+        std::optional<std::string> v{std::string(value)};
+        index_value(idx, key, v, true);
+        _values[std::string(key)] = std::move(v);
+        return true;
+      });
       vassert(scanned.has_value(), "state scan failed: {}", scanned.error().message);
     }
     for (auto it = _installed.lower_bound(prefix);
