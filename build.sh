@@ -11,6 +11,7 @@ packages=(
   cmake ninja-build g++ ccache pkg-config
   librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev libboost1.81-dev
+  libtomlplusplus-dev
 )
 
 # Only the test command needs these: the replay tests render the HTML timeline in headless
