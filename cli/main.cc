@@ -275,8 +275,11 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
+  // On Kafka the partitions are given up on stop, their state with them: count before.
+  std::optional<node_summary> before;
+  if (!f.kafka.empty()) before = (*n)->summary();
   (*n)->stop();
-  node_summary s = (*n)->summary();
+  node_summary s = before ? *before : (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
   }

@@ -106,6 +106,15 @@ void on_preflight_error(rd_kafka_t*, int err, const char* reason, void* opaque) 
                                       "the broker's CA, and the client certificate and key)",
                                       reason)};
     }
+  } else if (std::string_view(reason).find("SSL routines") != std::string_view::npos) {
+    // A TLS alert after the handshake started: the broker refused our certificate (or none).
+    if (!sink->fatal) {
+      sink->fatal = error{errc::unauthorized,
+                          fmt::format("Kafka TLS handshake refused: {} (the broker did not accept "
+                                      "the client certificate: check ssl.certificate.location, "
+                                      "ssl.key.location and that the broker trusts its CA)",
+                                      reason)};
+    }
   } else {
     sink->last_transport = reason;
   }
