@@ -39,18 +39,19 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# build [TARGET...]: everything, or only the targets named (the demo needs only `auterity`).
 build() {
   local dir=${BUILD_DIR:-build}
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DAUTERITY_WERROR="${AUTERITY_WERROR:-ON}" >/dev/null
-  ninja -C "$dir"
+  ninja -C "$dir" "$@"
 }
 
 what=${1:-build}
 [ $# -gt 0 ] && shift
 [ "$what" = test ] && test_packages
 install_missing
-build
+if [ "$what" = demo ]; then build auterity; else build; fi
 dir=${BUILD_DIR:-build}
 case "$what" in
   demo) exec "$dir/cli/auterity" demo "$@" ;;
