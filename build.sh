@@ -22,6 +22,8 @@ test_packages() {
   # Loopback protocol servers of the connector tests (Python's http.server, aiosmtpd) and the
   # Python worker built from the schema (flatbuffers, confluent-kafka).
   packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
+  # The ops tests: a real Prometheus (and promtool) checks the dashboard and alert rules.
+  packages+=(prometheus python3-yaml)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }

@@ -28,7 +28,11 @@ namespace auterity {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
+// The first SIGTERM/SIGINT drains (the engine finishes its batches, commits and leaves its
+// groups); a second one exits at once, as an operator who repeats Ctrl-C expects.
+void on_signal(int sig) {
+  if (g_interrupted.exchange(true)) ::_exit(128 + sig);
+}
 
 int report(const error& e) {
   fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));

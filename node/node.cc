@@ -497,9 +497,13 @@ void node::collect_metrics(metrics_writer& w) {
   if (!_options.kafka) collect_log_quarantine(w);
   for (const auto& worker : _workers) {
     collect_worker(w, worker->group(), worker->commands(), worker->probe());
-    // A group's committed offset on Kafka is a broker round trip that the log treats as
-    // infallible; there, the broker's own group lag tools cover the workers (README).
-    if (_options.kafka) continue;
+    if (_options.kafka) {
+      // The worker's own committed positions (no offset fetch): the partitions it runs.
+      for (const auto& [p, next] : worker->positions()) {
+        collect_lag(w, *_log, worker->group(), worker->commands(), p, next);
+      }
+      continue;
+    }
     for (uint32_t p = 0; p < _options.partitions; ++p) {
       auto position = _log->position(worker->group(), worker->commands(), p);
       if (position) collect_lag(w, *_log, worker->group(), worker->commands(), p, *position);

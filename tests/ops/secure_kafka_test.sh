@@ -135,7 +135,20 @@ run_engine "$work/mtls.toml"
 check "engine over mutual TLS: exit 0" test "$rc" -eq 0
 check "engine over mutual TLS: the fourth execution succeeded" contains "$out" " succeeded 4"
 
-# 6. config check masks the secret.
+# 6. SIGTERM drains: the engine finishes, commits, leaves its groups and exits 0.
+"$bin" run --config "$work/mtls.toml" >"$work/term.log" 2>&1 &
+engine=$!
+for _ in $(seq 1 300); do grep -q "assigned, restored" "$work/term.log" && break; sleep 0.1; done
+kill -TERM "$engine"
+set +e
+wait "$engine"
+rc=$?
+set -e
+out="$(cat "$work/term.log")"
+check "SIGTERM: exit 0" test "$rc" -eq 0
+check "SIGTERM: the partitions were released (the group left)" contains "$out" "released"
+
+# 7. config check masks the secret.
 submit config check "$work/scram512.toml"
 check "config check: valid" test "$rc" -eq 0
 check "config check: secret masked" contains "$out" '"****" (env:AUTERITY_TEST_KAFKA_PASSWORD, resolves)'
