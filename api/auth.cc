@@ -178,9 +178,9 @@ result<void> key_store::load_locked() {
   return {};
 }
 
-void key_store::maybe_reload_locked() {
+void key_store::maybe_reload_locked(bool force) {
   const auto now = std::chrono::steady_clock::now();
-  if (now - _checked < std::chrono::milliseconds(api_limits::key_file_check_ms)) return;
+  if (!force && now - _checked < std::chrono::milliseconds(api_limits::key_file_check_ms)) return;
   _checked = now;
   struct stat st{};
   int64_t mtime = -2, size = -2;
@@ -256,7 +256,8 @@ std::optional<principal> key_store::authenticate(std::string_view presented) {
   }
   const std::string digest = hex(sha256(secret));
   std::lock_guard lock(_mu);
-  maybe_reload_locked();
+  // A key not known yet may have just been created: look at the file (one stat) now.
+  maybe_reload_locked(!_keys.contains(id) && !_ephemeral.contains(id));
   const key_entry* k = nullptr;
   if (auto it = _keys.find(id); it != _keys.end()) k = &it->second;
   if (auto it = _ephemeral.find(id); !k && it != _ephemeral.end()) k = &it->second;

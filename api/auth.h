@@ -76,14 +76,15 @@ class key_store {
   result<std::vector<key_entry>> list();
 
   // The principal of a presented key, or nullopt (unknown, revoked, malformed). Reloads the
-  // file if it changed, at most every key_file_check_ms.
+  // file if it changed: looked at every key_file_check_ms, and at once for a key id not
+  // known yet.
   std::optional<principal> authenticate(std::string_view presented);
   // A key known only to this process (not in the file): the local CLI's admin key.
   std::string add_ephemeral(std::string_view tenant, api_role role, std::string_view id);
 
  private:
   result<void> load_locked();
-  void maybe_reload_locked();
+  void maybe_reload_locked(bool force);
   std::string _path;
   std::mutex _mu;
   std::map<std::string, key_entry, std::less<>> _keys;  // by id
