@@ -21,6 +21,8 @@ test_packages() {
   # Loopback protocol servers of the connector tests (Python's http.server, aiosmtpd) and the
   # Python worker built from the schema (flatbuffers, confluent-kafka).
   packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
+  # The API's contract test installs schemathesis from PyPI into a venv (api/README.md).
+  packages+=(python3-venv)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }
