@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include <fmt/core.h>
@@ -17,6 +19,7 @@
 #include "api/service.h"
 #include "cli/api_commands.h"
 #include "engine/http_client.h"
+#include "engine/kafka_log.h"
 
 namespace auterity {
 
@@ -295,6 +298,99 @@ command_runner add_keys_commands(CLI::App& app) {
       return 0;
     }
     return std::nullopt;
+  };
+}
+
+}  // namespace auterity
+
+// --------------------------------------------------------------------------------- gateway
+
+namespace auterity {
+
+namespace {
+
+// The API over a Kafka log alone: commands and decisions, no partition state.
+class log_access final : public engine_access {
+ public:
+  explicit log_access(std::unique_ptr<log> l) : _log(std::move(l)) {}
+  log& events() override { return *_log; }
+  uint32_t partitions() const override { return _log->partition_count(); }
+  bool with_store(uint32_t, const std::function<void(const state_store&)>&) override {
+    return false;
+  }
+  bool ready() override { return true; }
+
+ private:
+  std::unique_ptr<log> _log;
+};
+
+std::atomic<bool> g_gateway_stop{false};
+void on_gateway_signal(int) { g_gateway_stop = true; }
+
+}  // namespace
+
+command_runner add_gateway_command(CLI::App& app) {
+  struct flags {
+    std::string kafka;
+    std::string instance = "gateway-1";
+    std::string topic_prefix;
+    std::string data_dir = "auterity-gateway";
+    http_flags http;
+  };
+  auto f = std::make_shared<flags>();
+  auto* cmd = app.add_subcommand(
+      "gateway",
+      "A stateless HTTP API gateway in front of Kafka (api/README.md): commands go to ingress, "
+      "?wait_ms= answers from the executions topic; run several behind a load balancer, each "
+      "with its own --instance. Reads of state are answered 503 (not served here yet)");
+  cmd->add_option("--kafka", f->kafka, "Bootstrap servers")->required();
+  cmd->add_option("--instance", f->instance,
+                  "Gateway instance id (transactional.id auterity.<id>; unique per gateway)")
+      ->capture_default_str();
+  cmd->add_option("--topic-prefix", f->topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--data", f->data_dir, "Directory of the API key file (api/keys.jsonl)")
+      ->capture_default_str();
+  add_http_flags(cmd, f->http);
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    if (f->http.address.empty()) {
+      fmt::print(stderr, "auterity: gateway needs --http host:port\n");
+      return 2;
+    }
+    kafka_log_options k;
+    k.bootstrap = f->kafka;
+    k.instance_id = f->instance;
+    k.topic_prefix = f->topic_prefix;
+    auto l = open_kafka_log(k);
+    if (!l) {
+      fmt::print(stderr, "auterity: {} ({})\n", l.error().message, errc_name(l.error().code));
+      return 2;
+    }
+    log_access access(std::move(*l));
+    api_options o;
+    o.http.address = f->http.address;
+    o.http.threads = f->http.threads;
+    o.keys_file = key_store::default_path(f->data_dir);
+    o.rate_per_s = f->http.rate_per_s;
+    o.rate_burst = f->http.burst;
+    if (!f->http.jwks.empty()) {
+      o.jwt = jwt_options{f->http.jwks, f->http.issuer, f->http.audience, f->http.tenant_claim,
+                          f->http.role_claim};
+    }
+    system_clock clk;
+    auto server = api_server::start(access, o, clk);
+    if (!server) {
+      fmt::print(stderr, "auterity: {} ({})\n", server.error().message,
+                 errc_name(server.error().code));
+      return 2;
+    }
+    std::signal(SIGINT, on_gateway_signal);
+    std::signal(SIGTERM, on_gateway_signal);
+    fmt::print(stderr, "auterity: gateway {} on Kafka {}: HTTP API on port {} ({} partitions)\n",
+               f->instance, f->kafka, (*server)->port(), access.partitions());
+    while (!g_gateway_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server->reset();
+    return 0;
   };
 }
 

@@ -65,5 +65,7 @@ int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::s
                const std::string& reason);
 
 command_runner add_keys_commands(CLI::App& app);
+// `auterity gateway --kafka B --http ADDR`: the API in front of Kafka, no state.
+command_runner add_gateway_command(CLI::App& app);
 
 }  // namespace auterity

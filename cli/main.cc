@@ -205,7 +205,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
     if (!f.kafka.empty()) {
       (*n)->stop();
       return report(error{errc::invalid, "--http serves the embedded log; on Kafka run "
-                                         "`auterity gateway` (not built yet: api/README.md)"});
+                                         "`auterity gateway --kafka B --http ADDR`"});
     }
     auto a = start_http(**n, f.data_dir, http, clk);
     if (!a) {
@@ -501,7 +501,7 @@ int main(int argc, char** argv) {
   dump->add_option("--partition", partition, "Only this partition");
 
   std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_keys_commands(app)};
+                                         add_keys_commands(app), add_gateway_command(app)};
 
   CLI11_PARSE(app, argc, argv);
 

@@ -3,6 +3,8 @@
 // and parsed HTTP exchanges, and JWTs signed with keys made for the test.
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -25,6 +27,8 @@
 #include "api/service.h"
 #include "engine/http_client.h"
 #include "node/node.h"
+
+extern char** environ;
 
 namespace auterity::api_test {
 
@@ -87,6 +91,22 @@ inline std::string raw_exchange(uint16_t port, const std::string& bytes, int tim
   std::string out = read_all(fd, timeout_ms);
   ::close(fd);
   return out;
+}
+
+// Starts a program with stdout and stderr appended to `out`; its pid, -1 on failure.
+inline pid_t spawn(std::vector<std::string> args, const std::string& out) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
 }
 
 class engine_with_api {
