@@ -38,10 +38,14 @@ std::optional<api_role> parse_role(std::string_view name) {
 
 std::string_view role_name(api_role r) {
   switch (r) {
-    case api_role::publisher: return "publisher";
-    case api_role::auditor: return "auditor";
-    case api_role::operator_: return "operator";
-    case api_role::admin: return "admin";
+    case api_role::publisher:
+      return "publisher";
+    case api_role::auditor:
+      return "auditor";
+    case api_role::operator_:
+      return "operator";
+    case api_role::admin:
+      return "admin";
   }
   return "?";
 }
@@ -49,9 +53,12 @@ std::string_view role_name(api_role r) {
 bool role_allows(api_role r, api_action a) {
   switch (r) {
     case api_role::admin:
-    case api_role::operator_: return true;
-    case api_role::publisher: return a == api_action::start || a == api_action::signal;
-    case api_role::auditor: return a == api_action::read;
+    case api_role::operator_:
+      return true;
+    case api_role::publisher:
+      return a == api_action::start || a == api_action::signal;
+    case api_role::auditor:
+      return a == api_action::read;
   }
   return false;
 }
@@ -82,12 +89,18 @@ std::optional<std::string> base64url_decode(std::string_view in) {
   int bits = 0;
   for (char c : in) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '-') v = 62;
-    else if (c == '_') v = 63;
-    else return std::nullopt;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '-')
+      v = 62;
+    else if (c == '_')
+      v = 63;
+    else
+      return std::nullopt;
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -182,7 +195,7 @@ void key_store::maybe_reload_locked(bool force) {
   const auto now = std::chrono::steady_clock::now();
   if (!force && now - _checked < std::chrono::milliseconds(api_limits::key_file_check_ms)) return;
   _checked = now;
-  struct stat st{};
+  struct stat st {};
   int64_t mtime = -2, size = -2;
   if (::stat(_path.c_str(), &st) == 0) {
     mtime = int64_t(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
@@ -195,8 +208,8 @@ void key_store::maybe_reload_locked(bool force) {
   }
 }
 
-result<std::string> key_store::create(std::string_view tenant, api_role role,
-                                      std::string_view name, int64_t now_ms) {
+result<std::string> key_store::create(std::string_view tenant, api_role role, std::string_view name,
+                                      int64_t now_ms) {
   if (tenant == any_tenant ? role != api_role::admin : !ids::valid_name(tenant)) {
     return fail(errc::invalid, tenant == any_tenant
                                    ? "tenant '*' (every tenant) is for the admin role only"
@@ -204,9 +217,12 @@ result<std::string> key_store::create(std::string_view tenant, api_role role,
   }
   const std::string id = "k" + random_hex(key_id_hex / 2).substr(1);
   const std::string secret = random_hex(key_secret_hex / 2);
-  json j = {{"op", "create"},  {"id", id},
-            {"tenant", tenant}, {"role", role_name(role)},
-            {"sha256", hex(sha256(secret))}, {"name", name},
+  json j = {{"op", "create"},
+            {"id", id},
+            {"tenant", tenant},
+            {"role", role_name(role)},
+            {"sha256", hex(sha256(secret))},
+            {"name", name},
             {"at_ms", now_ms}};
   if (auto r = append_line(_path, j.dump()); !r) return std::unexpected(r.error());
   return fmt::format("ak_{}_{}", id, secret);
@@ -291,8 +307,10 @@ EVP_PKEY* pkey_from_params(const char* type, OSSL_PARAM_BLD* bld) {
 }
 
 EVP_PKEY* rsa_key(const std::string& n, const std::string& e) {
-  BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), int(n.size()), nullptr);
-  BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()), int(e.size()), nullptr);
+  BIGNUM* bn_n =
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), int(n.size()), nullptr);
+  BIGNUM* bn_e =
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()), int(e.size()), nullptr);
   OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
   EVP_PKEY* pkey = nullptr;
   if (bn_n && bn_e && bld && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) &&
@@ -343,8 +361,7 @@ bool verify_sha256(EVP_PKEY* pkey, std::string_view data, const std::string& sig
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok = ctx && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
             EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                             reinterpret_cast<const unsigned char*>(data.data()),
-                             data.size()) == 1;
+                             reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
   EVP_MD_CTX_free(ctx);
   return ok;
 }
@@ -387,8 +404,8 @@ result<std::unique_ptr<jwt_verifier>> jwt_verifier::open(const jwt_options& opti
     }
     if (!entry->pkey) {
       return fail(errc::invalid,
-                  fmt::format("{}: key {} ({}) is not a valid public key", options.jwks_file,
-                              index, entry->kid.empty() ? entry->kty : entry->kid));
+                  fmt::format("{}: key {} ({}) is not a valid public key", options.jwks_file, index,
+                              entry->kid.empty() ? entry->kty : entry->kid));
     }
     v->_keys.push_back(std::move(entry));
   }
@@ -415,9 +432,12 @@ result<principal> jwt_verifier::verify(std::string_view token, int64_t now_s) co
   if (!header.is_object() || !claims.is_object()) return fail(errc::invalid, "bad JSON");
   const std::string alg = header.value("alg", "");
   std::string kty;
-  if (alg == "RS256") kty = "RSA";
-  else if (alg == "ES256") kty = "EC";
-  else return fail(errc::invalid, "algorithm not accepted");
+  if (alg == "RS256")
+    kty = "RSA";
+  else if (alg == "ES256")
+    kty = "EC";
+  else
+    return fail(errc::invalid, "algorithm not accepted");
   const std::string kid = header.contains("kid") && header["kid"].is_string()
                               ? header["kid"].get<std::string>()
                               : std::string();
@@ -464,8 +484,8 @@ result<principal> jwt_verifier::verify(std::string_view token, int64_t now_s) co
     }
     if (!found) return fail(errc::invalid, "wrong audience");
   }
-  const json* tenant = claims.contains(_options.tenant_claim) ? &claims[_options.tenant_claim]
-                                                                : nullptr;
+  const json* tenant =
+      claims.contains(_options.tenant_claim) ? &claims[_options.tenant_claim] : nullptr;
   const json* role = claims.contains(_options.role_claim) ? &claims[_options.role_claim] : nullptr;
   if (!tenant || !tenant->is_string() || !role || !role->is_string()) {
     return fail(errc::invalid, "no tenant or role claim");

@@ -34,11 +34,11 @@ std::string_view role_name(api_role r);
 
 // What a request may do. The tenant check comes first and answers "not found".
 enum class api_action : uint8_t {
-  start,        // publisher, operator, admin
-  signal,       // publisher, operator, admin
-  cancel,       // operator, admin
-  publish,      // definitions and policy: operator, admin
-  read,         // executions, timelines, events, definitions, policy: auditor, operator, admin
+  start,    // publisher, operator, admin
+  signal,   // publisher, operator, admin
+  cancel,   // operator, admin
+  publish,  // definitions and policy: operator, admin
+  read,     // executions, timelines, events, definitions, policy: auditor, operator, admin
 };
 bool role_allows(api_role r, api_action a);
 

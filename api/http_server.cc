@@ -4,10 +4,10 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/core.h>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/core.h>
 
 #include "api/limits.h"
 #include "engine/http_client.h"
@@ -79,10 +79,9 @@ class session : public std::enable_shared_from_this<session> {
     _parser->header_limit(api_limits::header_bytes_max);
     _parser->body_limit(api_limits::body_bytes_max);
     _stream.expires_after(std::chrono::milliseconds(api_limits::request_read_ms_max));
-    http::async_read(_stream, _buffer, *_parser,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->on_read(ec);
-                     });
+    http::async_read(
+        _stream, _buffer, *_parser,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -95,9 +94,9 @@ class session : public std::enable_shared_from_this<session> {
     if (ec) {
       _srv.stats.bad_requests++;
       if (ec == http::error::body_limit) {
-        return fail(413, "Content Too Large",
-                    fmt::format("the body exceeds body_bytes_max ({} bytes)",
-                                api_limits::body_bytes_max));
+        return fail(
+            413, "Content Too Large",
+            fmt::format("the body exceeds body_bytes_max ({} bytes)", api_limits::body_bytes_max));
       }
       if (ec == http::error::header_limit) {
         return fail(431, "Request Header Fields Too Large",
@@ -159,11 +158,12 @@ class session : public std::enable_shared_from_this<session> {
     res->keep_alive(_keep_alive);
     res->prepare_payload();
     _stream.expires_after(std::chrono::milliseconds(api_limits::response_write_ms_max));
-    http::async_write(_stream, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-      if (ec) return self->close();
-      if (!res->keep_alive()) return self->close();
-      self->read();
-    });
+    http::async_write(_stream, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (ec) return self->close();
+                        if (!res->keep_alive()) return self->close();
+                        self->read();
+                      });
   }
 
   // Server-sent events: headers by hand (no length: the stream ends when the connection does).
@@ -301,8 +301,8 @@ result<std::unique_ptr<http_server>> http_server::start(const http_server_option
   if (!ec) impl->acceptor.bind(ep, ec);
   if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    return fail(errc::io, fmt::format("--http {}: cannot listen: {}", options.address,
-                                      ec.message()));
+    return fail(errc::io,
+                fmt::format("--http {}: cannot listen: {}", options.address, ec.message()));
   }
   impl->port = impl->acceptor.local_endpoint().port();
   impl->accept();

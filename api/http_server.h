@@ -26,8 +26,8 @@
 namespace auterity {
 
 struct api_request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path and query as sent
+  std::string method;                                        // "GET", "POST", ...
+  std::string target;                                        // path and query as sent
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
   std::string body;
   std::string header(std::string_view lower_name) const;  // first value, "" if absent

@@ -1,14 +1,14 @@
 #include "api/service.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <variant>
-#include <cmath>
-#include <map>
 
 #include <fmt/core.h>
 #include <openssl/rand.h>
@@ -45,17 +45,28 @@ api_response json_response(int status, const json& body) {
 
 std::string_view status_title(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
   }
 }
 
@@ -148,14 +159,20 @@ int json_depth(std::string_view s) {
   bool in_string = false, escaped = false;
   for (char c : s) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') deepest = std::max(deepest, ++depth);
-    else if (c == '}' || c == ']') --depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '{' || c == '[')
+      deepest = std::max(deepest, ++depth);
+    else if (c == '}' || c == ']')
+      --depth;
   }
   return deepest;
 }
@@ -226,7 +243,8 @@ class rate_limiter {
     auto [it, fresh] = _buckets.try_emplace(credential, bucket{burst, now});
     bucket& b = it->second;
     if (!fresh) {
-      b.tokens = std::min(burst, b.tokens + rate * std::chrono::duration<double>(now - b.at).count());
+      b.tokens =
+          std::min(burst, b.tokens + rate * std::chrono::duration<double>(now - b.at).count());
       b.at = now;
     }
     if (b.tokens >= 1) {
@@ -312,8 +330,7 @@ class ingress_batcher {
       commit_batch b;
       for (item& it : batch) b.add(stream::ingress, it.tenant, std::move(it.bytes));
       auto r = _log.commit(p, b);
-      const result<void> outcome =
-          r ? result<void>{} : result<void>(std::unexpected(r.error()));
+      const result<void> outcome = r ? result<void>{} : result<void>(std::unexpected(r.error()));
       for (item& it : batch) it.done(outcome);
       batch.clear();
     }
@@ -513,8 +530,8 @@ void api_server::impl::handle(api_request&& req, api_responder respond) {
   target_parts t = split_target(req.target);
   const auto& seg = t.segments;
   const bool get = req.method == "GET";
-  if (t.ok && seg.size() == 1 && (seg[0] == "health" || seg[0] == "ready" ||
-                                  seg[0] == "openapi.json")) {
+  if (t.ok && seg.size() == 1 &&
+      (seg[0] == "health" || seg[0] == "ready" || seg[0] == "openapi.json")) {
     if (!get) {
       api_response r = problem(405, "use GET");
       r.headers.emplace_back("Allow", "GET");
@@ -550,8 +567,20 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
   const auto& seg = t.segments;
   const std::string& m = req.method;
   // Which route and action; the method decides between reading and writing.
-  enum class kind { none, definitions, definition, definition_version, policy, executions,
-                    execution, signals, cancel, timeline, timeline_html, events };
+  enum class kind {
+    none,
+    definitions,
+    definition,
+    definition_version,
+    policy,
+    executions,
+    execution,
+    signals,
+    cancel,
+    timeline,
+    timeline_html,
+    events
+  };
   kind k = kind::none;
   const size_t n = seg.size();
   if (n == 3 && seg[2] == "definitions") k = kind::definitions;
@@ -603,7 +632,8 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
     case kind::definitions:
       if (m == "POST") return publish(req, t, who, tenant, std::move(respond));
       return respond(list_definitions(tenant));
-    case kind::definition: return respond(get_definition(tenant, seg[3]));
+    case kind::definition:
+      return respond(get_definition(tenant, seg[3]));
     case kind::definition_version:
       return respond(get_definition_version(tenant, seg[3], seg[5]));
     case kind::policy:
@@ -612,13 +642,20 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
     case kind::executions:
       if (m == "POST") return start(req, t, who, tenant, std::move(respond));
       return respond(list_executions(t, tenant));
-    case kind::execution: return respond(get_execution(tenant, seg[3]));
-    case kind::signals: return signal(req, t, who, tenant, seg[3], std::move(respond));
-    case kind::cancel: return cancel(req, t, who, tenant, seg[3], std::move(respond));
-    case kind::timeline: return respond(timeline_json(tenant, seg[3]));
-    case kind::timeline_html: return respond(timeline_html(tenant, seg[3]));
-    case kind::events: return respond(events(req, t, tenant, seg[3]));
-    case kind::none: break;
+    case kind::execution:
+      return respond(get_execution(tenant, seg[3]));
+    case kind::signals:
+      return signal(req, t, who, tenant, seg[3], std::move(respond));
+    case kind::cancel:
+      return cancel(req, t, who, tenant, seg[3], std::move(respond));
+    case kind::timeline:
+      return respond(timeline_json(tenant, seg[3]));
+    case kind::timeline_html:
+      return respond(timeline_html(tenant, seg[3]));
+    case kind::events:
+      return respond(events(req, t, tenant, seg[3]));
+    case kind::none:
+      break;
   }
   respond(not_found());
 }
@@ -636,11 +673,10 @@ api_response rejected(const fbs::CommandRejected& r) {
     status = 409;
   }
   if (code == rejection_code::unknown_execution) status = 404;
-  return problem(status, fmt::format("rejected: {}", sv(r.reason())),
-                 {{"rejection",
-                   {{"name", rejection_code_name(code)},
-                    {"code", r.code()},
-                    {"reason", sv(r.reason())}}}});
+  return problem(
+      status, fmt::format("rejected: {}", sv(r.reason())),
+      {{"rejection",
+        {{"name", rejection_code_name(code)}, {"code", r.code()}, {"reason", sv(r.reason())}}}});
 }
 
 std::optional<int64_t> wait_of(const target_parts& t, api_response& bad) {
@@ -757,8 +793,9 @@ void api_server::impl::publish(const api_request& req, const target_parts& t, co
   const json& j = std::get<json>(body);
   if (auto p = unknown_fields(j, {"definition", "params"})) return respond(std::move(*p));
   if (!j.contains("definition") || !j["definition"].is_object()) {
-    return respond(problem(400, "definition: the workflow definition, a JSON object "
-                                "(processors/DEFINITIONS.md)"));
+    return respond(problem(400,
+                           "definition: the workflow definition, a JSON object "
+                           "(processors/DEFINITIONS.md)"));
   }
   if (j.contains("params") && !j["params"].is_object()) {
     return respond(problem(400, "params: a JSON object"));
@@ -782,10 +819,10 @@ void api_server::impl::publish(const api_request& req, const target_parts& t, co
     return json_response(200, b);
   };
   const std::string params = j.contains("params") ? j["params"].dump() : std::string();
-  submit(who, tenant,
-         client::publish_definition({tenant, "", rid, clk.now_ms()}, j["definition"].dump(),
-                                    params),
-         *wait_ms, std::move(accepted), std::move(decided), std::move(respond), rid);
+  submit(
+      who, tenant,
+      client::publish_definition({tenant, "", rid, clk.now_ms()}, j["definition"].dump(), params),
+      *wait_ms, std::move(accepted), std::move(decided), std::move(respond), rid);
 }
 
 void api_server::impl::put_policy(const api_request& req, const target_parts& t,
@@ -830,9 +867,9 @@ void api_server::impl::signal(const api_request& req, const target_parts& t, con
     if (auto* r = env.payload_as_CommandRejected()) return rejected(*r);
     // Held: the execution's start has not arrived (yet); it is delivered or rejected later.
     const bool held = env.payload_type() == fbs::Payload::SignalHeld;
-    return json_response(held ? 202 : 200, {{"execution_id", id},
-                                            {"outcome", held ? "held" : "accepted"},
-                                            {"request_id", rid}});
+    return json_response(
+        held ? 202 : 200,
+        {{"execution_id", id}, {"outcome", held ? "held" : "accepted"}, {"request_id", rid}});
   };
   const std::string payload = j.contains("payload") ? j["payload"].dump() : std::string("{}");
   submit(who, tenant, client::signal({tenant, id, rid, clk.now_ms()}, *name, payload), *wait_ms,
@@ -935,8 +972,8 @@ json execution_json(const execution_state& e, const std::vector<std::string>& na
     if (!s.output_json.empty()) st["output"] = parse_or_string(s.output_json);
     if (!s.error.empty()) st["error"] = s.error;
     const bool active = s.status == step_status::running || s.status == step_status::waiting ||
-                        s.status == step_status::delaying ||
-                        s.status == step_status::retry_wait || s.status == step_status::deferred;
+                        s.status == step_status::delaying || s.status == step_status::retry_wait ||
+                        s.status == step_status::deferred;
     if (active && e.status == exec_status::running) running.push_back(name);
     steps.push_back(std::move(st));
   }
@@ -1030,23 +1067,24 @@ api_response api_server::impl::list_definitions(const std::string& tenant) {
 }
 
 api_response api_server::impl::get_definition(const std::string& tenant,
-                                               const std::string& workflow) {
+                                              const std::string& workflow) {
   return *read_store(tenant, [&](const state_store& s) {
     std::vector<uint32_t> versions;
     const std::string prefix = keys::tenant_prefix(tenant) + "D" + workflow + std::string(1, '\0');
     (void)s.scan_prefix(prefix, [&](std::string_view key, std::string_view) {
-      if (key.size() == prefix.size() + 4) versions.push_back(keys::get_be32(key.substr(prefix.size())));
+      if (key.size() == prefix.size() + 4)
+        versions.push_back(keys::get_be32(key.substr(prefix.size())));
       return true;
     });
     if (versions.empty()) return not_found();
-    return json_response(200,
-                         {{"workflow", workflow}, {"versions", versions}, {"latest", versions.back()}});
+    return json_response(
+        200, {{"workflow", workflow}, {"versions", versions}, {"latest", versions.back()}});
   });
 }
 
 api_response api_server::impl::get_definition_version(const std::string& tenant,
-                                                       const std::string& workflow,
-                                                       const std::string& version) {
+                                                      const std::string& workflow,
+                                                      const std::string& version) {
   if (version.size() > 9 || version.find_first_not_of("0123456789") != std::string::npos) {
     return not_found();
   }
@@ -1054,9 +1092,8 @@ api_response api_server::impl::get_definition_version(const std::string& tenant,
   return *read_store(tenant, [&](const state_store& s) {
     auto d = s.get(keys::definition(tenant, workflow, v));
     if (!d || !*d) return not_found();
-    return json_response(200, {{"workflow", workflow},
-                               {"version", v},
-                               {"definition", parse_or_string(**d)}});
+    return json_response(
+        200, {{"workflow", workflow}, {"version", v}, {"definition", parse_or_string(**d)}});
   });
 }
 
@@ -1145,8 +1182,8 @@ api_response api_server::impl::events(const api_request& req, const target_parts
   }
   if (streams.fetch_add(1) >= api_limits::event_streams_max) {
     streams--;
-    api_response r = problem(503, fmt::format("event_streams_max ({}) streams are open",
-                                              api_limits::event_streams_max));
+    api_response r = problem(
+        503, fmt::format("event_streams_max ({}) streams are open", api_limits::event_streams_max));
     r.headers.emplace_back("Retry-After", "5");
     return r;
   }
@@ -1222,7 +1259,8 @@ result<std::unique_ptr<api_server>> api_server::start(engine_access& engine,
     im->jwt = std::move(*v);
   }
   if (!(options.rate_per_s > 0) || options.rate_burst < 1) {
-    return fail(errc::invalid, "the rate limit must be above 0 requests/s with a burst of 1 or more");
+    return fail(errc::invalid,
+                "the rate limit must be above 0 requests/s with a burst of 1 or more");
   }
   im->batcher = std::make_unique<ingress_batcher>(engine.events());
   im->watcher = std::make_unique<decision_watcher>(engine.events());

@@ -37,10 +37,10 @@ class engine_access {
 
 struct api_options {
   http_server_options http;
-  std::string keys_file;            // key_store path; empty: no API keys
-  std::optional<jwt_options> jwt;   // JWT bearer tokens; nullopt: off
-  double rate_per_s = 1000;         // requests per second per credential (token bucket)
-  double rate_burst = 2000;         // bucket size
+  std::string keys_file;           // key_store path; empty: no API keys
+  std::optional<jwt_options> jwt;  // JWT bearer tokens; nullopt: off
+  double rate_per_s = 1000;        // requests per second per credential (token bucket)
+  double rate_burst = 2000;        // bucket size
 };
 
 class api_server {

@@ -8,8 +8,8 @@
 
 #include <csignal>
 #include <filesystem>
-#include <thread>
 #include <fstream>
+#include <thread>
 
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
@@ -151,9 +151,9 @@ int call_api(const local_endpoint& ep, std::string_view method, const std::strin
     const std::string outcome = j.is_object() ? j.value("outcome", "") : "";
     fmt::print("{} through the running engine's API: {}{}\n", what,
                outcome == "pending" ? "submitted, no decision yet" : outcome,
-               j.is_object() && j.contains("version") ? fmt::format(" (version {})",
-                                                                    j["version"].dump())
-                                                      : "");
+               j.is_object() && j.contains("version")
+                   ? fmt::format(" (version {})", j["version"].dump())
+                   : "");
     return 0;
   }
   if (j.is_object() && j.contains("rejection")) {
@@ -199,8 +199,8 @@ int api_publish(const local_endpoint& ep, const std::string& tenant, const std::
 int api_policy(const local_endpoint& ep, const std::string& tenant, const std::string& policy) {
   auto p = parse_arg(policy, "the policy");
   if (!p) return 2;
-  return call_api(ep, "PUT", fmt::format("/v1/tenants/{}/policy{}", tenant, wait_query),
-                  p->dump(), "policy");
+  return call_api(ep, "PUT", fmt::format("/v1/tenants/{}/policy{}", tenant, wait_query), p->dump(),
+                  "policy");
 }
 
 int api_start(const local_endpoint& ep, const std::string& tenant, const std::string& id,

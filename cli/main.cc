@@ -12,11 +12,11 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "api/service.h"
 #include "cli/api_commands.h"
 #include "cli/cli.h"
 #include "engine/embedded_log.h"
 #include "engine/record.h"
-#include "api/service.h"
 #include "node/node.h"
 #include "processors/client.h"
 #include "replay/source.h"
@@ -204,8 +204,9 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   if (!http.address.empty()) {
     if (!f.kafka.empty()) {
       (*n)->stop();
-      return report(error{errc::invalid, "--http serves the embedded log; on Kafka run "
-                                         "`auterity gateway --kafka B --http ADDR`"});
+      return report(error{errc::invalid,
+                          "--http serves the embedded log; on Kafka run "
+                          "`auterity gateway --kafka B --http ADDR`"});
     }
     auto a = start_http(**n, f.data_dir, http, clk);
     if (!a) {
@@ -525,8 +526,8 @@ int main(int argc, char** argv) {
   // An engine serving the data directory's API takes commands while it runs (api/README.md);
   // without one they go straight into the log.
   std::optional<local_endpoint> served;
-  if (f.kafka.empty() && (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() ||
-                          can->parsed())) {
+  if (f.kafka.empty() &&
+      (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() || can->parsed())) {
     served = find_endpoint(f.data_dir);
   }
   if (worker_cmd->parsed()) {

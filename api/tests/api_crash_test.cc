@@ -32,9 +32,9 @@ std::optional<json> read_endpoint(const std::string& data, pid_t pid) {
 }
 
 TEST(api_crash, every_start_answered_202_exists_exactly_once_after_kill_9) {
-  const std::string data = (std::filesystem::temp_directory_path() /
-                            fmt::format("auterity-api-crash-{}", ::getpid()))
-                               .string();
+  const std::string data =
+      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-crash-{}", ::getpid()))
+          .string();
   std::filesystem::remove_all(data);
   const std::string out = data + ".log";
   const std::string bin = AUTERITY_BIN;
@@ -89,8 +89,8 @@ TEST(api_crash, every_start_answered_202_exists_exactly_once_after_kill_9) {
   }
   ASSERT_GT(answered.size(), 50u) << "too few starts got through to mean anything";
   // Restart and let the engine process everything left in ingress.
-  const pid_t pid = spawn({bin, "run", "--data", data, "--until-quiet", "--stats-interval-s", "0"},
-                          out);
+  const pid_t pid =
+      spawn({bin, "run", "--data", data, "--until-quiet", "--stats-interval-s", "0"}, out);
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "see " << out;

@@ -30,15 +30,14 @@ uint16_t port_in_log(const std::string& path) {
 TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
   testing::kafka_cluster cluster(1);
   ASSERT_TRUE(cluster.error().empty()) << cluster.error();
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           fmt::format("auterity-api-gateway-{}", ::getpid()))
-                              .string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-gateway-{}", ::getpid()))
+          .string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const std::string bin = AUTERITY_BIN, log = dir + "/out.log";
-  const pid_t topics = spawn({bin, "topics", "apply", "--bootstrap", cluster.bootstrap(),
-                              "--partitions", "4"},
-                             log);
+  const pid_t topics =
+      spawn({bin, "topics", "apply", "--bootstrap", cluster.bootstrap(), "--partitions", "4"}, log);
   int status = 0;
   ::waitpid(topics, &status, 0);
   ASSERT_EQ(WEXITSTATUS(status), 0);
@@ -78,11 +77,11 @@ TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
                   R"({"execution_id":"g-2","workflow":"nope"})");
   EXPECT_EQ(bad.status, 422) << bad.body;
   EXPECT_EQ(bad.j()["rejection"]["name"], "unknown_workflow");
-  auto sig = call("POST", "/v1/tenants/acme/executions/g-1/signals?wait_ms=20000", op,
-                  R"({"name":"go"})");
+  auto sig =
+      call("POST", "/v1/tenants/acme/executions/g-1/signals?wait_ms=20000", op, R"({"name":"go"})");
   EXPECT_EQ(sig.status, 200) << sig.body;
-  auto again = call("POST", "/v1/tenants/acme/executions/g-1/signals?wait_ms=20000", op,
-                    R"({"name":"go"})");
+  auto again =
+      call("POST", "/v1/tenants/acme/executions/g-1/signals?wait_ms=20000", op, R"({"name":"go"})");
   EXPECT_EQ(again.status, 409) << again.body;  // the execution succeeded with the first
   EXPECT_EQ(again.j()["rejection"]["name"], "execution_finished");
   // Without a wait: 202 once the command is in the ingress topic.

@@ -38,8 +38,10 @@ TEST(api, a_new_user_publishes_starts_follows_signals_and_reads_the_timeline) {
   EXPECT_EQ(conflict.j()["rejection"]["code"], 13);
 
   // Start without waiting: 202 and where to look.
-  const std::string start_body =
-      json{{"execution_id", "lead-1"}, {"workflow", "waits"}, {"input", {{"name", "Maria"}}}}.dump();
+  const std::string start_body = json{
+      {"execution_id", "lead-1"},
+      {"workflow", "waits"},
+      {"input", {{"name", "Maria"}}}}.dump();
   auto s = e.call("POST", "/v1/tenants/acme/executions", op, start_body);
   ASSERT_EQ(s.status, 202) << s.body;
   EXPECT_EQ(s.header("location"), "/v1/tenants/acme/executions/lead-1");
@@ -49,9 +51,10 @@ TEST(api, a_new_user_publishes_starts_follows_signals_and_reads_the_timeline) {
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(again.j()["duplicate"], true);
   // The same id with another input is a conflict, not a silent success.
-  auto other = e.call("POST", "/v1/tenants/acme/executions?wait_ms=10000", op,
-                      json{{"execution_id", "lead-1"}, {"workflow", "waits"},
-                           {"input", {{"name", "Other"}}}}.dump());
+  auto other =
+      e.call("POST", "/v1/tenants/acme/executions?wait_ms=10000", op,
+             json{{"execution_id", "lead-1"}, {"workflow", "waits"}, {"input", {{"name", "Other"}}}}
+                 .dump());
   EXPECT_EQ(other.status, 409) << other.body;
   EXPECT_EQ(other.j()["rejection"]["name"], "duplicate_execution");
   // A rejection says why, with the stable name and code.
@@ -71,8 +74,9 @@ TEST(api, a_new_user_publishes_starts_follows_signals_and_reads_the_timeline) {
   auto sig = e.call("POST", "/v1/tenants/acme/executions/lead-1/signals?wait_ms=10000", op,
                     R"({"name":"go","payload":{"text":"Saturday 10am?"}})");
   ASSERT_EQ(sig.status, 200) << sig.body;
-  for (int i = 0; i < 100 && e.call("GET", "/v1/tenants/acme/executions/lead-1", op)
-                                     .j()["status"] != "succeeded";
+  for (int i = 0;
+       i < 100 &&
+       e.call("GET", "/v1/tenants/acme/executions/lead-1", op).j()["status"] != "succeeded";
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -120,16 +124,18 @@ TEST(api, lists_filter_and_page_with_a_cursor) {
   const std::string op = e.key("acme", "operator");
   e.seed("acme", "x-00");
   for (int i = 1; i < 7; ++i) {
-    auto s = e.call("POST", "/v1/tenants/acme/executions?wait_ms=10000", op,
-                    json{{"execution_id", fmt::format("x-{:02}", i)}, {"workflow", "waits"}}.dump());
+    auto s =
+        e.call("POST", "/v1/tenants/acme/executions?wait_ms=10000", op,
+               json{{"execution_id", fmt::format("x-{:02}", i)}, {"workflow", "waits"}}.dump());
     ASSERT_EQ(s.status, 201);
   }
   e.call("POST", "/v1/tenants/acme/executions/x-03/cancel?wait_ms=10000", op, "");
   std::vector<std::string> seen;
   std::string cursor;
   for (int page = 0; page < 10; ++page) {
-    auto r = e.call("GET", "/v1/tenants/acme/executions?status=running&limit=2" +
-                               (cursor.empty() ? "" : "&cursor=" + cursor),
+    auto r = e.call("GET",
+                    "/v1/tenants/acme/executions?status=running&limit=2" +
+                        (cursor.empty() ? "" : "&cursor=" + cursor),
                     op);
     ASSERT_EQ(r.status, 200) << r.body;
     const json page_body = r.j();
@@ -155,8 +161,8 @@ TEST(api, lists_filter_and_page_with_a_cursor) {
 TEST(api, a_credential_of_one_tenant_learns_nothing_of_another) {
   engine_with_api e;
   e.seed("tenant-b", "b-1");
-  auto pol = e.call("PUT", "/v1/tenants/tenant-b/policy?wait_ms=10000", e.key("tenant-b", "operator"),
-                    "{}");
+  auto pol = e.call("PUT", "/v1/tenants/tenant-b/policy?wait_ms=10000",
+                    e.key("tenant-b", "operator"), "{}");
   const std::string b_auditor = e.key("tenant-b", "auditor");
   const json b_before = e.call("GET", "/v1/tenants/tenant-b/executions/b-1", b_auditor).j();
   ASSERT_EQ(b_before["status"], "running");
@@ -167,7 +173,8 @@ TEST(api, a_credential_of_one_tenant_learns_nothing_of_another) {
     const std::string x = "/v1/tenants/" + t;
     return std::vector<endpoint>{
         {"GET", x + "/definitions", ""},
-        {"POST", x + "/definitions?wait_ms=3000", json{{"definition", json::parse(waits_definition)}}.dump()},
+        {"POST", x + "/definitions?wait_ms=3000",
+         json{{"definition", json::parse(waits_definition)}}.dump()},
         {"GET", x + "/definitions/waits", ""},
         {"GET", x + "/definitions/waits/versions/1", ""},
         {"GET", x + "/policy", ""},
@@ -210,8 +217,9 @@ TEST(api, a_credential_of_one_tenant_learns_nothing_of_another) {
   // The control: the same walk with an admin of every tenant does reach B.
   const std::string root = e.key("*", "admin");
   EXPECT_EQ(e.call("GET", "/v1/tenants/tenant-b/executions/b-1", root).status, 200);
-  EXPECT_EQ(e.call("GET", "/v1/tenants/tenant-b/executions/b-1", e.key("tenant-b", "auditor")).status,
-            200);
+  EXPECT_EQ(
+      e.call("GET", "/v1/tenants/tenant-b/executions/b-1", e.key("tenant-b", "auditor")).status,
+      200);
 }
 
 TEST(api, roles_limit_what_a_credential_does_in_its_own_tenant) {
@@ -223,7 +231,9 @@ TEST(api, roles_limit_what_a_credential_does_in_its_own_tenant) {
                     const std::string& body = "") { return e.call(m, path, key, body).status; };
   const std::string x = "/v1/tenants/acme";
   // publisher: start and signal only.
-  EXPECT_EQ(status(publisher, "POST", x + "/executions", R"({"execution_id":"r-2","workflow":"waits"})"), 202);
+  EXPECT_EQ(
+      status(publisher, "POST", x + "/executions", R"({"execution_id":"r-2","workflow":"waits"})"),
+      202);
   EXPECT_EQ(status(publisher, "POST", x + "/executions/r-1/signals", R"({"name":"other"})"), 202);
   EXPECT_EQ(status(publisher, "GET", x + "/executions/r-1"), 403);
   EXPECT_EQ(status(publisher, "POST", x + "/executions/r-1/cancel", "{}"), 403);
@@ -232,7 +242,9 @@ TEST(api, roles_limit_what_a_credential_does_in_its_own_tenant) {
   EXPECT_EQ(status(auditor, "GET", x + "/executions/r-1"), 200);
   EXPECT_EQ(status(auditor, "GET", x + "/executions/r-1/timeline"), 200);
   EXPECT_EQ(status(auditor, "GET", x + "/definitions"), 200);
-  EXPECT_EQ(status(auditor, "POST", x + "/executions", R"({"execution_id":"r-3","workflow":"waits"})"), 403);
+  EXPECT_EQ(
+      status(auditor, "POST", x + "/executions", R"({"execution_id":"r-3","workflow":"waits"})"),
+      403);
   EXPECT_EQ(status(auditor, "POST", x + "/executions/r-1/signals", R"({"name":"go"})"), 403);
   EXPECT_EQ(status(auditor, "PUT", x + "/policy", "{}"), 403);
   // operator: everything of its tenant.
@@ -249,16 +261,15 @@ TEST(api, revoked_keys_and_bad_tokens_are_refused) {
   const std::string jwks = (std::filesystem::temp_directory_path() /
                             fmt::format("auterity-api-jwks-{}.json", ::getpid()))
                                .string();
-  {
-    std::ofstream(jwks) << json{{"keys", {rsa.jwk(), ec.jwk()}}}.dump();
-  }
+  { std::ofstream(jwks) << json{{"keys", {rsa.jwk(), ec.jwk()}}}.dump(); }
   api_options o;
   o.jwt = jwt_options{jwks, "https://idp.example", "auterity", "tenant", "role"};
   engine_with_api e(o);
   e.seed("acme", "j-1");
   const int64_t now = wall_now_ms() / 1000;
-  json claims = {{"iss", "https://idp.example"}, {"aud", "auterity"}, {"sub", "alice@crm"},
-                 {"tenant", "acme"},             {"role", "operator"}, {"exp", now + 300}};
+  json claims = {{"iss", "https://idp.example"}, {"aud", "auterity"},
+                 {"sub", "alice@crm"},           {"tenant", "acme"},
+                 {"role", "operator"},           {"exp", now + 300}};
   const std::string path = "/v1/tenants/acme/executions/j-1";
   EXPECT_EQ(e.call("GET", path, rsa.sign(claims)).status, 200);
   EXPECT_EQ(e.call("GET", path, ec.sign(claims)).status, 200);
@@ -283,7 +294,7 @@ TEST(api, revoked_keys_and_bad_tokens_are_refused) {
   EXPECT_EQ(refused(wrong_iss, rsa), 401);
   EXPECT_EQ(refused(no_exp, rsa), 401);
   EXPECT_EQ(refused(bad_role, rsa), 401);
-  EXPECT_EQ(refused(claims, stranger), 401);  // forged: same kid, another key
+  EXPECT_EQ(refused(claims, stranger), 401);      // forged: same kid, another key
   EXPECT_EQ(refused(claims, rsa, "ES256"), 401);  // algorithm confusion
   EXPECT_EQ(refused(other_tenant, rsa), 404);     // valid, but for another tenant
   // alg none and HS256 with the public key as secret: refused.
@@ -355,8 +366,9 @@ TEST(api, bad_http_gets_a_4xx_or_a_closed_connection_and_never_stalls_the_server
                                              std::string(api_limits::header_bytes_max, 'a') +
                                              "\r\n\r\n")),
             431);
-  EXPECT_EQ(e.call("POST", "/v1/tenants/acme/executions", op, "execution_id=x", "text/plain").status,
-            415);
+  EXPECT_EQ(
+      e.call("POST", "/v1/tenants/acme/executions", op, "execution_id=x", "text/plain").status,
+      415);
   EXPECT_EQ(e.call("POST", "/v1/tenants/acme/executions", op, "{\"execution_id\":").status, 400);
   EXPECT_EQ(e.call("POST", "/v1/tenants/acme/executions", op, "[1,2]").status, 400);
   const std::string deep = std::string(200, '[') + std::string(200, ']');
@@ -364,11 +376,13 @@ TEST(api, bad_http_gets_a_4xx_or_a_closed_connection_and_never_stalls_the_server
                   R"({"execution_id":"d","workflow":"w","input":{"a":)" + deep + "}}");
   EXPECT_EQ(d.status, 400);
   EXPECT_NE(d.j()["detail"].get<std::string>().find("json_depth_max"), std::string::npos);
+  EXPECT_EQ(
+      e.call("POST", "/v1/tenants/acme/executions", op, R"({"execution_id":"a b","workflow":"w"})")
+          .status,
+      400);
   EXPECT_EQ(e.call("POST", "/v1/tenants/acme/executions", op,
-                   R"({"execution_id":"a b","workflow":"w"})").status,
-            400);
-  EXPECT_EQ(e.call("POST", "/v1/tenants/acme/executions", op,
-                   R"({"execution_id":"ok","workflow":"w","extra":1})").status,
+                   R"({"execution_id":"ok","workflow":"w","extra":1})")
+                .status,
             400);
   EXPECT_EQ(e.call("GET", "/v1/tenants/acme/executions/%ZZ", op).status, 404);
   EXPECT_EQ(e.call("GET", "/v2/anything", op).status, 404);
@@ -402,11 +416,11 @@ TEST(api, bad_http_gets_a_4xx_or_a_closed_connection_and_never_stalls_the_server
 // Reads an event stream until `until` is seen in it or the server closes it.
 std::vector<std::pair<int64_t, std::string>> read_events(uint16_t port, const std::string& path,
                                                          const std::string& key,
-                                                         const std::string& last_id,
-                                                         int timeout_ms, bool& ended) {
+                                                         const std::string& last_id, int timeout_ms,
+                                                         bool& ended) {
   int fd = connect_to(port);
-  std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n", path,
-                                key);
+  std::string req =
+      fmt::format("GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n", path, key);
   if (!last_id.empty()) req += "Last-Event-ID: " + last_id + "\r\n";
   req += "\r\n";
   (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);

@@ -4,9 +4,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -204,8 +204,11 @@ struct signing_key {
       size_t len = 0;
       EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &len);
       std::string p(reinterpret_cast<char*>(pub), len);
-      return {{"kty", "EC"}, {"crv", "P-256"}, {"kid", kid},
-              {"x", base64url_encode(p.substr(1, 32))}, {"y", base64url_encode(p.substr(33, 32))}};
+      return {{"kty", "EC"},
+              {"crv", "P-256"},
+              {"kid", kid},
+              {"x", base64url_encode(p.substr(1, 32))},
+              {"y", base64url_encode(p.substr(33, 32))}};
     }
     BIGNUM *n = nullptr, *e = nullptr;
     EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n);
@@ -215,7 +218,9 @@ struct signing_key {
       BN_bn2bin(b, reinterpret_cast<unsigned char*>(s.data()));
       return s;
     };
-    json j = {{"kty", "RSA"}, {"kid", kid}, {"n", base64url_encode(bytes(n))},
+    json j = {{"kty", "RSA"},
+              {"kid", kid},
+              {"n", base64url_encode(bytes(n))},
               {"e", base64url_encode(bytes(e))}};
     BN_free(n);
     BN_free(e);
@@ -224,8 +229,9 @@ struct signing_key {
 
   std::string sign(const json& claims, std::string alg = "") const {
     if (alg.empty()) alg = ec ? "ES256" : "RS256";
-    const std::string input = base64url_encode(json{{"alg", alg}, {"kid", kid}, {"typ", "JWT"}}.dump()) +
-                              "." + base64url_encode(claims.dump());
+    const std::string input =
+        base64url_encode(json{{"alg", alg}, {"kid", kid}, {"typ", "JWT"}}.dump()) + "." +
+        base64url_encode(claims.dump());
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     size_t len = 0;
     EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, pkey);
