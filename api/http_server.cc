@@ -8,6 +8,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "api/limits.h"
 #include "engine/http_client.h"
@@ -39,6 +40,7 @@ std::string problem_body(int status, std::string_view title, std::string_view de
 struct http_server::impl {
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
+  std::optional<net::ssl::context> tls;  // set: every connection speaks TLS
   api_handler handler;
   std::vector<std::thread> threads;
   std::atomic<size_t> connections{0};
@@ -61,27 +63,52 @@ struct http_server::impl {
 
 namespace {
 
-class session : public std::enable_shared_from_this<session> {
+// A connection: Stream is beast::tcp_stream, or beast::ssl_stream over one for TLS.
+template <class Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
+  static constexpr bool tls = !std::is_same_v<Stream, beast::tcp_stream>;
+
  public:
-  session(tcp::socket&& socket, http_server::impl& srv) : _stream(std::move(socket)), _srv(srv) {}
+  template <class... Args>
+  session(http_server::impl& srv, tcp::socket&& socket, Args&... args)
+      : _stream(std::move(socket), args...), _srv(srv) {}
   ~session() {
     finish_stream();
     _srv.connections--;
   }
 
   void run() {
-    net::dispatch(_stream.get_executor(), [self = shared_from_this()] { self->read(); });
+    net::dispatch(_stream.get_executor(), [self = this->shared_from_this()] { self->start(); });
   }
 
  private:
+  auto& lowest() { return beast::get_lowest_layer(_stream); }
+
+  void start() {
+    if constexpr (tls) {
+      // The handshake counts against the same deadline as a request.
+      lowest().expires_after(std::chrono::milliseconds(api_limits::request_read_ms_max));
+      _stream.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                  self->_srv.stats.bad_requests++;
+                                  return self->close();
+                                }
+                                self->read();
+                              });
+    } else {
+      read();
+    }
+  }
+
   void read() {
     _parser.emplace();
     _parser->header_limit(api_limits::header_bytes_max);
     _parser->body_limit(api_limits::body_bytes_max);
-    _stream.expires_after(std::chrono::milliseconds(api_limits::request_read_ms_max));
+    lowest().expires_after(std::chrono::milliseconds(api_limits::request_read_ms_max));
     http::async_read(
         _stream, _buffer, *_parser,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -108,7 +135,7 @@ class session : public std::enable_shared_from_this<session> {
       }
       return close();  // reset by the peer, ...
     }
-    _stream.expires_never();
+    lowest().expires_never();
     auto req = _parser->release();
     _keep_alive = req.keep_alive();
     _version = req.version();
@@ -120,7 +147,7 @@ class session : public std::enable_shared_from_this<session> {
     }
     r.body = std::move(req.body());
     auto answered = std::make_shared<std::atomic<bool>>(false);
-    api_responder respond = [self = shared_from_this(), answered](api_response resp) {
+    api_responder respond = [self = this->shared_from_this(), answered](api_response resp) {
       if (answered->exchange(true)) return;
       net::post(self->_stream.get_executor(),
                 [self, resp = std::move(resp)]() mutable { self->write(std::move(resp)); });
@@ -157,9 +184,9 @@ class session : public std::enable_shared_from_this<session> {
     res->body() = std::move(resp.body);
     res->keep_alive(_keep_alive);
     res->prepare_payload();
-    _stream.expires_after(std::chrono::milliseconds(api_limits::response_write_ms_max));
+    lowest().expires_after(std::chrono::milliseconds(api_limits::response_write_ms_max));
     http::async_write(_stream, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
                         if (ec) return self->close();
                         if (!res->keep_alive()) return self->close();
                         self->read();
@@ -180,14 +207,14 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   void send_stream(std::shared_ptr<std::string> text, bool more) {
-    _stream.expires_after(std::chrono::milliseconds(api_limits::response_write_ms_max));
+    lowest().expires_after(std::chrono::milliseconds(api_limits::response_write_ms_max));
     net::async_write(_stream, net::buffer(*text),
-                     [self = shared_from_this(), text, more](beast::error_code ec, size_t) {
+                     [self = this->shared_from_this(), text, more](beast::error_code ec, size_t) {
                        if (ec || !more) {
                          self->finish_stream();
                          return self->close();
                        }
-                       self->_stream.expires_never();
+                       self->lowest().expires_never();
                        self->poll_later();
                      });
   }
@@ -195,7 +222,7 @@ class session : public std::enable_shared_from_this<session> {
   void poll_later() {
     if (!_timer) _timer.emplace(_stream.get_executor());
     _timer->expires_after(std::chrono::milliseconds(api_limits::event_poll_ms));
-    _timer->async_wait([self = shared_from_this()](beast::error_code ec) {
+    _timer->async_wait([self = this->shared_from_this()](beast::error_code ec) {
       if (ec) return;
       auto text = std::make_shared<std::string>();
       bool more = true;
@@ -223,11 +250,11 @@ class session : public std::enable_shared_from_this<session> {
 
   void close() {
     beast::error_code ec;
-    _stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    _stream.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().close();
   }
 
-  beast::tcp_stream _stream;
+  Stream _stream;
   http_server::impl& _srv;
   beast::flat_buffer _buffer;
   std::optional<http::request_parser<http::string_body>> _parser;
@@ -250,7 +277,13 @@ void http_server::impl::accept() {
         socket.close(ec);
       } else {
         connections++;
-        std::make_shared<session>(std::move(socket), *this)->run();
+        if (tls) {
+          std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket),
+                                                                          *tls)
+              ->run();
+        } else {
+          std::make_shared<session<beast::tcp_stream>>(*this, std::move(socket))->run();
+        }
       }
       return accept();
     }
@@ -289,6 +322,26 @@ result<std::unique_ptr<http_server>> http_server::start(const http_server_option
   }
   auto impl = std::make_unique<http_server::impl>();
   impl->handler = std::move(handler);
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+      return fail(errc::invalid, "TLS needs both a certificate chain and a private key file");
+    }
+    impl->tls.emplace(net::ssl::context::tls_server);
+    impl->tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                           net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                           net::ssl::context::no_tlsv1_1);
+    beast::error_code tls_ec;
+    impl->tls->use_certificate_chain_file(options.tls_cert_file, tls_ec);
+    if (tls_ec) {
+      return fail(errc::invalid,
+                  fmt::format("TLS certificate {}: {}", options.tls_cert_file, tls_ec.message()));
+    }
+    impl->tls->use_private_key_file(options.tls_key_file, net::ssl::context::pem, tls_ec);
+    if (tls_ec) {
+      return fail(errc::invalid,
+                  fmt::format("TLS key {}: {}", options.tls_key_file, tls_ec.message()));
+    }
+  }
   beast::error_code ec;
   const auto addr = net::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
   if (ec) {

@@ -52,6 +52,10 @@ using api_handler = std::function<void(api_request&&, api_responder)>;
 struct http_server_options {
   std::string address = "127.0.0.1:0";  // host:port; port 0 picks a free one
   unsigned threads = 2;
+  // TLS (OpenSSL, TLS 1.2 and up) on every connection when both are set: PEM files of the
+  // certificate chain and of its private key.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 struct http_server_stats {

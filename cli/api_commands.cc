@@ -44,6 +44,11 @@ void add_http_flags(CLI::App* cmd, http_flags& f) {
   cmd->add_option("--http-burst", f.burst, "Requests a credential may send at once")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1e9));
+  cmd->add_option("--http-tls-cert", f.tls_cert,
+                  "Serve HTTPS with this certificate chain (PEM; with --http-tls-key)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--http-tls-key", f.tls_key, "Private key of --http-tls-cert (PEM)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--jwks", f.jwks,
                   "Accept JWT bearer tokens (RS256, ES256) signed by a key of this JWKS file")
       ->check(CLI::ExistingFile);
@@ -81,6 +86,8 @@ result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_
   api_options o;
   o.http.address = f.address;
   o.http.threads = f.threads;
+  o.http.tls_cert_file = f.tls_cert;
+  o.http.tls_key_file = f.tls_key;
   o.keys_file = key_store::default_path(data_dir);
   o.rate_per_s = f.rate_per_s;
   o.rate_burst = f.burst;
@@ -101,9 +108,12 @@ result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_
   const std::string key = s->server->keys().add_ephemeral(any_tenant, api_role::admin, "klocal");
   std::string host = f.address.substr(0, f.address.rfind(':'));
   if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
-  const json endpoint = {{"url", fmt::format("http://{}:{}", host, s->server->port())},
-                         {"pid", ::getpid()},
-                         {"key", key}};
+  const bool tls = !f.tls_cert.empty();
+  json endpoint = {
+      {"url", fmt::format("{}://{}:{}", tls ? "https" : "http", host, s->server->port())},
+      {"pid", ::getpid()},
+      {"key", key}};
+  if (tls) endpoint["ca_file"] = std::filesystem::absolute(f.tls_cert).string();
   s->endpoint_file = endpoint_path(data_dir);
   std::error_code ec;
   std::filesystem::create_directories(data_dir + "/api", ec);
@@ -129,7 +139,8 @@ std::optional<local_endpoint> find_endpoint(const std::string& data_dir) {
   const auto pid = j["pid"].get<int64_t>();
   // A file left by an engine that was killed: nobody serves.
   if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) return std::nullopt;
-  return local_endpoint{j["url"].get<std::string>(), j["key"].get<std::string>()};
+  return local_endpoint{j["url"].get<std::string>(), j["key"].get<std::string>(),
+                        j.value("ca_file", "")};
 }
 
 int call_api(const local_endpoint& ep, std::string_view method, const std::string& path,
@@ -140,7 +151,9 @@ int call_api(const local_endpoint& ep, std::string_view method, const std::strin
   r.headers = {{"Authorization", "Bearer " + ep.key}, {"Content-Type", "application/json"}};
   r.body = body;
   r.deadline_ms = wall_now_ms() + 40'000;
-  auto resp = http_call(r);
+  http_tls_options tls;
+  tls.ca_file = ep.ca_file;
+  auto resp = http_call(r, tls);
   if (!resp) {
     fmt::print(stderr, "auterity: the engine serving this data directory did not answer: {}\n",
                resp.error().message);
@@ -370,6 +383,8 @@ command_runner add_gateway_command(CLI::App& app) {
     api_options o;
     o.http.address = f->http.address;
     o.http.threads = f->http.threads;
+    o.http.tls_cert_file = f->http.tls_cert;
+    o.http.tls_key_file = f->http.tls_key;
     o.keys_file = key_store::default_path(f->data_dir);
     o.rate_per_s = f->http.rate_per_s;
     o.rate_burst = f->http.burst;

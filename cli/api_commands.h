@@ -20,6 +20,7 @@ struct http_flags {
   unsigned threads = 2;
   double rate_per_s = 1000;
   double burst = 2000;
+  std::string tls_cert, tls_key;  // PEM; both set: HTTPS
   std::string jwks, issuer, audience;
   std::string tenant_claim = "tenant";
   std::string role_claim = "role";
@@ -45,6 +46,7 @@ result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_
 struct local_endpoint {
   std::string url;
   std::string key;
+  std::string ca_file;  // HTTPS: the engine's certificate, trusted for this call
 };
 // The engine serving data_dir's API, if one runs.
 std::optional<local_endpoint> find_endpoint(const std::string& data_dir);

@@ -413,6 +413,41 @@ TEST(api, bad_http_gets_a_4xx_or_a_closed_connection_and_never_stalls_the_server
   EXPECT_EQ(e.call("GET", "/v1/health", "").status, 200);
 }
 
+TEST(api, https_with_a_certificate_and_plain_http_on_it_refused) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-tls-{}", ::getpid()))
+          .string();
+  std::filesystem::create_directories(dir);
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  ASSERT_EQ(std::system(fmt::format("openssl req -x509 -newkey ec -pkeyopt "
+                                    "ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -addext "
+                                    "subjectAltName=IP:127.0.0.1 -days 1 -keyout {} -out {} "
+                                    ">/dev/null 2>&1",
+                                    key, cert)
+                            .c_str()),
+            0);
+  api_options o;
+  o.http.tls_cert_file = cert;
+  o.http.tls_key_file = key;
+  engine_with_api e(o);
+  e.scheme = "https";
+  e.tls.ca_file = cert;
+  e.seed("acme", "t-1");
+  auto r = e.call("GET", "/v1/tenants/acme/executions/t-1", e.key("acme", "auditor"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  // Plain HTTP on the TLS port: no answer, the connection is closed (no stuck thread).
+  const std::string plain = raw_exchange(e.port(), "GET /v1/health HTTP/1.1\r\n\r\n", 5000);
+  EXPECT_EQ(plain.find("HTTP/1.1 200"), std::string::npos);
+  EXPECT_EQ(e.call("GET", "/v1/health", "").status, 200);
+  // An untrusted client fails its handshake; the server is unharmed.
+  e.tls.ca_file.clear();
+  EXPECT_EQ(e.call("GET", "/v1/health", "").status, -1);
+  api_options broken;
+  broken.http.tls_cert_file = cert;  // no key
+  EXPECT_THROW(engine_with_api{broken}, std::runtime_error);
+  std::filesystem::remove_all(dir);
+}
+
 // Reads an event stream until `until` is seen in it or the server closes it.
 std::vector<std::pair<int64_t, std::string>> read_events(uint16_t port, const std::string& path,
                                                          const std::string& key,

@@ -129,7 +129,12 @@ class engine_with_api {
     _access->set_ready(true);
     o.keys_file = key_store::default_path(_dir.string());
     auto s = api_server::start(*_access, o, _clock);
-    if (!s) throw std::runtime_error(s.error().message);
+    if (!s) {
+      _node->stop();
+      _node.reset();
+      std::filesystem::remove_all(_dir);
+      throw std::runtime_error(s.error().message);
+    }
     _server = std::move(*s);
   }
   ~engine_with_api() {
@@ -147,17 +152,20 @@ class engine_with_api {
     return *ks.create(tenant, *parse_role(role), "test", wall_now_ms());
   }
 
+  std::string scheme = "http";
+  http_tls_options tls;  // for https
+
   reply call(std::string_view method, const std::string& path, const std::string& credential,
              const std::string& body = {}, std::string content_type = "application/json",
              std::vector<std::pair<std::string, std::string>> extra = {}) {
     http_request r;
     r.method = std::string(method);
-    r.url = fmt::format("http://127.0.0.1:{}{}", port(), path);
+    r.url = fmt::format("{}://127.0.0.1:{}{}", scheme, port(), path);
     if (!credential.empty()) r.headers.emplace_back("Authorization", "Bearer " + credential);
     if (!body.empty() || method != "GET") r.headers.emplace_back("Content-Type", content_type);
     for (auto& h : extra) r.headers.push_back(h);
     r.body = body;
-    auto resp = http_call(r);
+    auto resp = http_call(r, tls);
     if (!resp) return reply{-1, "", resp.error().message, {}};
     return reply{resp->status, resp->header("content-type"), resp->body, resp->headers};
   }
