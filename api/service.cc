@@ -344,6 +344,9 @@ class ingress_batcher {
 
 // Tails executions and answers the requests waiting for the orchestrator's decision on their
 // command (the record whose causation id is the command's record id), or for their deadline.
+// Only partitions with waiters are read: each starts where executions ended when its first
+// waiter registered (before its command was submitted, so its decision lies past that point);
+// an idle watcher reads nothing and asks the log nothing (on Kafka: no broker round trips).
 class decision_watcher {
  public:
   struct waiter {
@@ -351,13 +354,10 @@ class decision_watcher {
     clock_type::time_point deadline;
     std::function<api_response(const fbs::Envelope&)> decided;
     std::function<api_response()> pending;
+    uint32_t partition = 0;
   };
 
-  explicit decision_watcher(log& l) : _log(l), _pos(l.partition_count(), 0) {
-    for (uint32_t p = 0; p < _pos.size(); ++p) {
-      auto end = _log.end_offset(stream::executions, p);
-      _pos[p] = end ? *end : 0;
-    }
+  explicit decision_watcher(log& l) : _log(l), _parts(l.partition_count()) {
     _thread = std::thread([this] { run(); });
   }
   ~decision_watcher() {
@@ -367,42 +367,69 @@ class decision_watcher {
     for (auto& [id, w] : _waiters) w.respond(w.pending());
   }
 
-  void add(const std::string& record_id, waiter w) {
+  // Registers before the command is submitted; false if the log cannot tell where executions
+  // ends (Kafka: no broker answer), and then nobody waits.
+  bool add(const std::string& record_id, waiter w) {
+    const uint32_t p = w.partition;
+    std::optional<uint64_t> start;
+    {
+      std::lock_guard lock(_mu);
+      if (_parts[p].waiters > 0) {
+        _parts[p].waiters++;
+        _waiters.emplace(record_id, std::move(w));
+        return true;
+      }
+    }
+    auto end = _log.end_offset(stream::executions, p);
+    if (!end) return false;
     std::lock_guard lock(_mu);
+    part& pt = _parts[p];
+    if (pt.waiters == 0) pt.pos = *end;  // otherwise another waiter started it earlier
+    pt.waiters++;
     _waiters.emplace(record_id, std::move(w));
-    _count = _waiters.size();
+    return true;
   }
+
   std::optional<waiter> remove(const std::string& record_id) {
     std::lock_guard lock(_mu);
+    return remove_locked(record_id);
+  }
+
+ private:
+  struct part {
+    uint64_t pos = 0;    // next executions offset to read; meaningful while waiters > 0
+    size_t waiters = 0;  // guarded by _mu
+  };
+
+  std::optional<waiter> remove_locked(const std::string& record_id) {
     auto it = _waiters.find(record_id);
     if (it == _waiters.end()) return std::nullopt;
     waiter w = std::move(it->second);
     _waiters.erase(it);
-    _count = _waiters.size();
+    _parts[w.partition].waiters--;
     return w;
   }
 
- private:
   void run() {
     std::vector<record> recs;
     while (!_stopping) {
       const uint64_t gen = _log.generation_any();
       bool read_any = false;
-      for (uint32_t p = 0; p < _pos.size(); ++p) {
-        auto end = _log.end_offset(stream::executions, p);
-        if (!end) continue;
-        // Nobody waits: skip ahead. A waiter added after this check submits its command after
-        // it, so its decision lies at or past `end`.
-        if (_count.load() == 0) {
-          _pos[p] = std::max(_pos[p], *end);
-          continue;
+      for (uint32_t p = 0; p < _parts.size(); ++p) {
+        uint64_t from;
+        {
+          std::lock_guard lock(_mu);
+          if (_parts[p].waiters == 0) continue;
+          from = _parts[p].pos;
         }
-        if (_pos[p] >= *end) continue;
         recs.clear();
-        auto n = _log.read(stream::executions, p, _pos[p], 1024, 8 << 20, recs);
+        auto n = _log.read(stream::executions, p, from, 1024, 8 << 20, recs);
         if (!n || *n == 0) continue;
         read_any = true;
-        _pos[p] = recs.back().offset + 1;
+        {
+          std::lock_guard lock(_mu);
+          _parts[p].pos = std::max(_parts[p].pos, recs.back().offset + 1);
+        }
         for (const record& r : recs) dispatch(r);
       }
       expire();
@@ -419,27 +446,29 @@ class decision_watcher {
 
   void expire() {
     const auto now = clock_type::now();
+    if (now < _next_expiry) return;
+    _next_expiry = now + std::chrono::milliseconds(10);
     std::vector<waiter> due;
     {
       std::lock_guard lock(_mu);
       for (auto it = _waiters.begin(); it != _waiters.end();) {
         if (it->second.deadline <= now) {
+          _parts[it->second.partition].waiters--;
           due.push_back(std::move(it->second));
           it = _waiters.erase(it);
         } else {
           ++it;
         }
       }
-      _count = _waiters.size();
     }
     for (waiter& w : due) w.respond(w.pending());
   }
 
   log& _log;
-  std::vector<uint64_t> _pos;
   std::mutex _mu;
+  std::vector<part> _parts;
   std::unordered_map<std::string, waiter> _waiters;
-  std::atomic<size_t> _count{0};
+  clock_type::time_point _next_expiry{};
   std::atomic<bool> _stopping{false};
   std::thread _thread;
 };
@@ -624,6 +653,14 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
   if (!role_allows(who.role, action)) {
     return respond(problem(403, fmt::format("the role {} may not do this", role_name(who.role))));
   }
+  // Reads need the tenant's partition state here (a gateway on Kafka has none): say so
+  // rather than "not found".
+  if (action == api_action::read &&
+      !engine.with_store(partition_of(tenant), [](const state_store&) {})) {
+    api_response r = problem(503, "the tenant's partition is not served by this process");
+    r.headers.emplace_back("Retry-After", "1");
+    return respond(std::move(r));
+  }
   // Ids in the path follow the engine's name rule; anything else cannot exist.
   for (size_t i = 3; i < n; i += 2) {
     if (!ids::valid_name(seg[i])) return respond(not_found());
@@ -702,7 +739,12 @@ void api_server::impl::submit(const principal&, std::string tenant, std::string 
     w.deadline = clock_type::now() + std::chrono::milliseconds(wait_ms);
     w.decided = std::move(decided);
     w.pending = [pending] { return pending; };
-    watcher->add(record_id, std::move(w));
+    w.partition = partition_of(tenant);
+    if (!watcher->add(record_id, std::move(w))) {
+      api_response p = problem(503, "the log did not answer; try again");
+      p.headers.emplace_back("Retry-After", "1");
+      return respond(std::move(p));
+    }
   }
   const bool queued = batcher->submit(
       std::move(tenant), std::move(bytes),

@@ -96,6 +96,7 @@ TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
   EXPECT_EQ(cross.body, ghost.body);
   // Reads need partition state, which a gateway does not hold.
   EXPECT_EQ(call("GET", "/v1/tenants/acme/executions/g-1", op, "").status, 503);
+  EXPECT_EQ(call("GET", "/v1/tenants/acme/executions/g-1/events", op, "").status, 503);
   ::kill(gateway, SIGTERM);
   ::waitpid(gateway, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
