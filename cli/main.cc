@@ -190,13 +190,35 @@ void print_stats(node& n, run_stats& last, double seconds) {
   last = now;
 }
 
-int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
+// Exit code of `run` when --verify-on-start finds the log does not match its anchors.
+constexpr int exit_anchors_mismatch = 4;
+
+// Writes an anchor (docs/anchors.md) if a writer is set; a failure is reported, not fatal: the
+// engine goes on and the next anchor covers more.
+void write_anchor(anchor_writer* w, bool force) {
+  if (!w) return;
+  if (auto r = w->write(wall_ms(), force); !r) {
+    fmt::print(stderr, "auterity: anchors: not written: {} ({})\n", r.error().message,
+               errc_name(r.error().code));
+  }
+}
+
+int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
+            const anchor_flags& af = {}) {
   system_clock clk;
   // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
+  // Before recovery: a log that does not match its anchors is not decided on.
+  auto anchors = open_run_anchors(af, (*n)->get_log(), f.data_dir, !f.kafka.empty());
+  if (!anchors) {
+    const int rc = report(anchors.error());
+    return anchors.error().code == errc::corrupt ? exit_anchors_mismatch : rc;
+  }
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
+  write_anchor(anchors->get(), /*force=*/true);
+  auto last_anchor = std::chrono::steady_clock::now();
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
@@ -227,6 +249,10 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
       return 3;
     }
     const auto now = std::chrono::steady_clock::now();
+    if (*anchors && now - last_anchor >= std::chrono::seconds(af.interval_s)) {
+      write_anchor(anchors->get(), /*force=*/false);
+      last_anchor = now;
+    }
     if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
       print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
       last_print = now;
@@ -247,6 +273,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
   (*n)->stop();
+  write_anchor(anchors->get(), /*force=*/true);  // clean shutdown: covers every commit
   node_summary s = (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
@@ -401,6 +428,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
                       "any free port; default: off)");
+  anchor_flags anchor_f;
+  add_anchor_flags(run_cmd, anchor_f);
 
   common_flags wf;
   wf.orchestrator = false;
@@ -477,7 +506,8 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app)};
+  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
+                                         add_anchors_commands(app)};
 
   CLI11_PARSE(app, argc, argv);
 
@@ -497,7 +527,7 @@ int main(int argc, char** argv) {
     demo.worker = demo_f.worker;
     return run_demo(demo, g_interrupted);
   }
-  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s, anchor_f);
   if (worker_cmd->parsed()) {
     if (wf.kafka.empty()) {
       return report(error{errc::invalid,
