@@ -21,6 +21,10 @@ test_packages() {
   # Loopback protocol servers of the connector tests (Python's http.server, aiosmtpd) and the
   # Python worker built from the schema (flatbuffers, confluent-kafka).
   packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
+  # The fuzz tests (tests/fuzz/): clang with libFuzzer and the sanitizers' runtimes, and
+  # llvm-symbolizer for readable crash reports. Debian 12's default clang (14) cannot use
+  # libstdc++ 12's std::expected; 19 can.
+  packages+=(clang-19 libclang-rt-19-dev llvm-19)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }
