@@ -48,6 +48,7 @@ using command_runner = std::function<std::optional<int>()>;
 command_runner add_replay_commands(CLI::App& app);   // cli/replay_cmd.cc
 command_runner add_topics_commands(CLI::App& app);   // cli/topics_cmd.cc
 command_runner add_anchors_commands(CLI::App& app);  // cli/anchors_cmd.cc
+command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc
 
 // Anchors written by `auterity run` (docs/anchors.md; cli/anchors_cmd.cc).
 struct anchor_flags {

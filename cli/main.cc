@@ -141,6 +141,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.connectors_file = f.connectors;
   o.worker = f.worker;
   o.metrics_address = f.metrics;
+  o.corrupt_partitions_offline = true;  // the healthy partitions keep running (docs/salvage.md)
   return node::open(o, clk);
 }
 
@@ -192,6 +193,8 @@ void print_stats(node& n, run_stats& last, double seconds) {
 
 // Exit code of `run` when --verify-on-start finds the log does not match its anchors.
 constexpr int exit_anchors_mismatch = 4;
+// Exit code of `run` that stopped while a partition was offline (damaged committed data).
+constexpr int exit_partition_offline = 5;
 
 // Writes an anchor (docs/anchors.md) if a writer is set; a failure is reported, not fatal: the
 // engine goes on and the next anchor covers more.
@@ -217,6 +220,12 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   }
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
+  for (const auto& [p, damage] : (*n)->offline_partitions()) {
+    fmt::print(stderr,
+               "auterity: partition {} is OFFLINE (its tenants wait; the other partitions run): "
+               "{}; salvage it with `auterity repair --data {} --partition {}` (docs/salvage.md)\n",
+               p, damage, f.data_dir, p);
+  }
   write_anchor(anchors->get(), /*force=*/true);
   auto last_anchor = std::chrono::steady_clock::now();
   if (uint16_t port = (*n)->metrics_port()) {
@@ -277,6 +286,11 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   node_summary s = (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
+  }
+  if (!(*n)->offline_partitions().empty()) {
+    fmt::print(stderr, "auterity: {} partition(s) were offline (damaged committed data)\n",
+               (*n)->offline_partitions().size());
+    return exit_partition_offline;
   }
   return 0;
 }
@@ -339,7 +353,16 @@ int cmd_status(const common_flags& f) {
     });
     if (!scanned) return report(scanned.error());
   }
-  return 0;
+  int rc = 0;
+  for (const log_damage& d : src->damage) {
+    if (!d.committed) continue;
+    fmt::print(
+        "partition {} OFFLINE: damaged committed data ({} at byte {} of {}); the engine "
+        "does not run it: `auterity repair --data {} --partition {}`\n",
+        d.partition, d.problem, d.bad_pos, d.bad_segment, f.data_dir, d.partition);
+    rc = 1;
+  }
+  return rc;
 }
 
 int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition) {
@@ -507,7 +530,7 @@ int main(int argc, char** argv) {
   dump->add_option("--partition", partition, "Only this partition");
 
   std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_anchors_commands(app)};
+                                         add_anchors_commands(app), add_repair_commands(app)};
 
   CLI11_PARSE(app, argc, argv);
 

@@ -10,10 +10,12 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
 #include "engine/anchors.h"
@@ -377,6 +379,55 @@ result<std::optional<anchor_check>> check_anchors(log& l, const verify_flags& f)
   return check;
 }
 
+// Gaps declared by `auterity repair` (<data>/log/repairs/, docs/salvage.md), as notes on their
+// partition: declared, so not problems, but never silent.
+void add_repair_notes(const std::string& data, verify_report& report) {
+  std::error_code ec;
+  const std::string dir = data + "/log/repairs";
+  if (!std::filesystem::is_directory(dir, ec)) return;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".json") files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    std::string text;
+    uint32_t partition = UINT32_MAX;
+    if (j.is_object() && j.contains("partition") && j["partition"].is_number_unsigned()) {
+      partition = j["partition"].get<uint32_t>();
+      std::string histories;
+      uint64_t events = 0, count = 0;
+      for (const auto& h : j.value("histories", nlohmann::json::array())) {
+        const uint64_t n = h.value("events_lost", uint64_t{0});
+        if (n == 0) continue;
+        events += n;
+        if (count++ < 5) {
+          histories += fmt::format("{}{}/{} from {}", count > 1 ? ", " : "", h.value("tenant", ""),
+                                   h.value("execution", ""), h.value("first_lost_event", ""));
+        }
+      }
+      if (count > 5) histories += fmt::format(" and {} more", count - 5);
+      text = fmt::format(
+          "DECLARED GAP (repair {}, {}{}): {} bytes cut from the partition's log after its "
+          "last good commit ({} unreadable), executions kept up to offset {}; {} event(s) of {} "
+          "histor{} lost{}{}; quarantined in {}",
+          file, format_time_ms(j.value("time_ms", int64_t{0})),
+          j.value("reason", "").empty() ? "" : ", reason: " + j.value("reason", ""),
+          j.value("cut_bytes", uint64_t{0}), j.value("unreadable_bytes", uint64_t{0}),
+          j.contains("kept") ? j["kept"].value("executions", uint64_t{0}) : 0, events, count,
+          count == 1 ? "y" : "ies", histories.empty() ? "" : ": ", histories,
+          j.value("quarantine", "(not recorded)"));
+    } else {
+      text = fmt::format("UNREADABLE repair declaration {}", file);
+    }
+    for (partition_verification& v : report.partitions) {
+      if (partition == UINT32_MAX || v.partition == partition) v.notes.push_back(text);
+    }
+  }
+}
+
 std::string anchors_json(const anchor_check& a) {
   std::string out =
       fmt::format(",\"anchors\":{{\"checked\":{},\"partition_heads\":{},\"problems\":[", a.anchors,
@@ -511,6 +562,7 @@ int run_verify(const verify_flags& f) {
       if (d.committed) ++v.log_damage_problems;
     }
   }
+  if (f.c.kafka.empty()) add_repair_notes(f.c.data, *report);
   auto anchors = check_anchors(l, f);
   if (!anchors) return fail_error(anchors.error());
   const bool anchors_ok = !*anchors || (*anchors)->problems.empty();

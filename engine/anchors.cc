@@ -322,7 +322,6 @@ result<std::unique_ptr<anchor_writer>> anchor_writer::open(log& l, anchor_key ke
   std::unique_ptr<anchor_writer> w(new anchor_writer(l, std::move(key), std::move(options)));
   const uint32_t parts = l.partition_count();
   for (uint32_t p = 0; p < parts; ++p) w->_heads.push_back({p, 0, {}});
-  w->_behind.assign(parts, false);
   auto warn = [&](std::string s) {
     if (warnings) warnings->push_back(std::move(s));
   };
@@ -369,12 +368,13 @@ result<std::unique_ptr<anchor_writer>> anchor_writer::open(log& l, anchor_key ke
     auto end = l.end_offset(stream::executions, p);
     if (!end) return std::unexpected(end.error());
     if (*end < w->_heads[p].end) {
-      w->_behind[p] = true;
       warn(
           fmt::format("partition {}: the log's executions end at offset {}, before the last "
-                      "anchor's end {}: records were removed; the partition keeps its anchored "
-                      "head (replay verify --anchors reports it)",
+                      "anchor's end {}: records were removed (a repair, docs/salvage.md?); its "
+                      "chain starts again from offset 0, and the earlier anchors keep showing "
+                      "the cut (replay verify --anchors: TRUNCATED)",
                       p, *end, w->_heads[p].end));
+      w->_heads[p] = partition_head{p, 0, {}};
     }
   }
   return w;
@@ -383,7 +383,6 @@ result<std::unique_ptr<anchor_writer>> anchor_writer::open(log& l, anchor_key ke
 result<bool> anchor_writer::write(int64_t now_ms, bool force) {
   bool changed = !_written_any;
   for (partition_head& h : _heads) {
-    if (_behind[h.partition]) continue;
     auto end = _log.end_offset(stream::executions, h.partition);
     if (!end) return std::unexpected(end.error());
     if (*end == h.end) continue;

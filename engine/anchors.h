@@ -134,7 +134,6 @@ class anchor_writer {
   anchor_key _key;
   anchor_writer_options _options;
   std::vector<partition_head> _heads;
-  std::vector<bool> _behind;  // the log ends before the anchored end: keep the anchored head
   bool _written_any = false;
   bool _needs_newline = false;  // the file ends with a torn line
 };
