@@ -13,6 +13,7 @@ inline constexpr uint32_t events_per_execution_max = 2048;  // events in one exe
 inline constexpr size_t id_bytes_max = 128;                 // tenant, execution, workflow, step ids
 inline constexpr uint32_t retry_attempts_max = 20;          // retry.max_attempts upper bound
 inline constexpr uint64_t timer_ms_max = 366ull * 24 * 3600 * 1000;  // any timeout/delay/backoff
+inline constexpr size_t switch_cases_max = 32;  // cases of one switch step (and a default)
 
 // Checked at the door, on every ingress command (processors/README.md, Limits):
 // a record id is 1..record_id_bytes_max bytes of UTF-8 with no control character;

@@ -152,6 +152,12 @@ class orchestrator::decider {
   };
 
   void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
+  void decide_inline(execution_state& e, uint16_t idx, uint32_t attempt);
+  std::optional<std::string> branch_not_taken(const execution_state& e, const definition& d,
+                                              uint16_t idx);
+  static bool is_switch_target(const step_def& sw, uint16_t idx);
+  static bool in_case(const step_def& sw, std::string_view taken, uint16_t idx);
+  static std::string switch_taken(const step_state& st);
   void start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,
                      const std::string& rendered, const ai_choice* choice);
   ai_choice choose_ai(const execution_state& e, uint16_t idx, const ai_policy& p,
@@ -739,6 +745,7 @@ template_scope orchestrator::decider::scope(const execution_state& e, const defi
   sc.execution_id = e.id;
   sc.workflow = e.workflow;
   sc.input_json = e.input_json;
+  sc.now_ms = _ctx.now_ms();
   sc.step = [&e, &d](std::string_view id, std::string_view& status, std::string_view& output,
                      std::string_view& error) {
     const int idx = d.step_index(id);
@@ -765,6 +772,11 @@ void orchestrator::decider::advance(execution_state& e) {
       for (uint16_t dep : sd.after) ready = ready && step_resolved(e.steps[dep].status);
       if (!ready) continue;
       progressed = true;
+      if (auto why = branch_not_taken(e, d, idx)) {
+        emit(e, fbs::Payload::StepSkipped,
+             [&](auto& b) { return fbs::CreateStepSkipped(b, str(sd.id), str(*why)).Union(); });
+        continue;
+      }
       if (sd.when) {
         auto holds = evaluate_condition(*sd.when, scope(e, d));
         if (!holds) {
@@ -772,7 +784,10 @@ void orchestrator::decider::advance(execution_state& e) {
           continue;
         }
         if (!*holds) {
-          const std::string reason = fmt::format("condition on {} not met", sd.when->path);
+          const std::string reason =
+              sd.when->operation == condition::op::expression
+                  ? fmt::format("condition not met: {}", clip_error(sd.when->path))
+                  : fmt::format("condition on {} not met", sd.when->path);
           emit(e, fbs::Payload::StepSkipped,
                [&](auto& b) { return fbs::CreateStepSkipped(b, str(sd.id), str(reason)).Union(); });
           continue;
@@ -789,6 +804,68 @@ void orchestrator::decider::advance(execution_state& e) {
   emit(e, fbs::Payload::ExecutionSucceeded,
        [&](auto& b) { return fbs::CreateExecutionSucceeded(b, str(output)).Union(); });
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Why step `idx` (whose dependencies are all resolved) is skipped for a branch not taken, or
+// nullopt if it is not (processors/DEFINITIONS.md, Branches):
+//   - a target of a switch that did not take its case (or did not succeed) is not taken;
+//   - a step any of whose dependencies was skipped that way is not taken either, unless it
+//     joins: a join is not taken only when all of its dependencies were skipped that way.
+// A skip by `when` does not propagate, as before switches existed. Computed from the resolved
+// dependencies' state alone, so it gives the same answer whenever it is asked.
+std::optional<std::string> orchestrator::decider::branch_not_taken(const execution_state& e,
+                                                                   const definition& d,
+                                                                   uint16_t idx) {
+  const step_def& sd = d.steps[idx];
+  size_t not_taken = 0;
+  std::optional<std::string> first;
+  for (uint16_t dep : sd.after) {
+    const step_def& dd = d.steps[dep];
+    std::optional<std::string> why;
+    if (dd.kind == step_kind::switch_ && is_switch_target(dd, idx)) {
+      const std::string taken = switch_taken(e.steps[dep]);
+      if (taken.empty()) {
+        why = fmt::format("branch not taken: switch '{}' ended {}", dd.id,
+                          step_status_name(e.steps[dep].status));
+      } else if (!in_case(dd, taken, idx)) {
+        why = fmt::format("branch not taken: switch '{}' took case '{}'", dd.id, taken);
+      }
+    }
+    if (!why && e.steps[dep].status == step_status::skipped && branch_not_taken(e, d, dep)) {
+      why = fmt::format("branch not taken: '{}' was on a branch not taken", dd.id);
+    }
+    if (why) {
+      ++not_taken;
+      if (!first) first = std::move(why);
+    }
+  }
+  if (not_taken == 0) return std::nullopt;
+  if (sd.join && not_taken < sd.after.size()) return std::nullopt;
+  return first;
+}
+
+bool orchestrator::decider::is_switch_target(const step_def& sw, uint16_t idx) {
+  if (std::ranges::find(sw.default_then, idx) != sw.default_then.end()) return true;
+  return std::ranges::any_of(
+      sw.cases, [idx](const switch_case& c) { return std::ranges::find(c.then, idx) != c.then.end(); });
+}
+
+bool orchestrator::decider::in_case(const step_def& sw, std::string_view taken, uint16_t idx) {
+  if (taken == default_case_name) {
+    return std::ranges::find(sw.default_then, idx) != sw.default_then.end();
+  }
+  for (const switch_case& c : sw.cases) {
+    if (c.name == taken) return std::ranges::find(c.then, idx) != c.then.end();
+  }
+  return false;
+}
+
+// The case a succeeded switch took ({"case": name}), "" if it did not succeed.
+std::string orchestrator::decider::switch_taken(const step_state& st) {
+  if (st.status != step_status::succeeded) return "";
+  const json out = json::parse(st.output_json, nullptr, false);
+  if (!out.is_object() || !out.contains("case") || !out["case"].is_string()) return "";
+  return out["case"].get<std::string>();
 }
 
 std::string orchestrator::decider::execution_output(const execution_state& e, const definition& d) {
@@ -809,6 +886,9 @@ std::string orchestrator::decider::execution_output(const execution_state& e, co
 void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt) {
   const definition& d = def(e);
   const step_def& sd = d.steps[idx];
+  if (sd.kind == step_kind::compute || sd.kind == step_kind::switch_) {
+    return decide_inline(e, idx, attempt);
+  }
   auto rendered = render_template(sd.input_template, scope(e, d));
   if (!rendered) return step_failed(e, idx, attempt, rendered.error());
   if (sd.kind == step_kind::ai) {
@@ -823,6 +903,46 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, u
     }
   }
   start_attempt(e, idx, attempt, *rendered, nullptr);
+}
+
+// compute and switch steps decide here and now: StepScheduled then StepSucceeded (or
+// StepFailed) in the same decision, with no command and no timer.
+void orchestrator::decider::decide_inline(execution_state& e, uint16_t idx, uint32_t attempt) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  std::string output;
+  std::string error;
+  if (sd.kind == step_kind::compute) {
+    auto rendered = render_template(sd.output_template, scope(e, d));
+    if (rendered) {
+      output = std::move(*rendered);
+    } else {
+      error = rendered.error();
+    }
+  } else {
+    std::string taken(default_case_name);
+    for (const switch_case& c : sd.cases) {
+      auto holds = evaluate_condition(condition{c.when, condition::op::expression, ""}, scope(e, d));
+      if (!holds) {
+        error = fmt::format("case '{}': {}", c.name, holds.error());
+        break;
+      }
+      if (*holds) {
+        taken = c.name;
+        break;
+      }
+    }
+    output = json{{"case", taken}}.dump();
+  }
+  if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
+        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(""),
+                                        str(error.empty() ? output : "{}"), 0)
+            .Union();
+      })) {
+    return;
+  }
+  if (!error.empty()) return step_failed(e, idx, attempt, error);
+  succeed_step(e, idx, output);
 }
 
 void orchestrator::decider::start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,

@@ -1,5 +1,6 @@
 #include "processors/template.h"
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <utility>
@@ -8,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "processors/expr.h"
 #include "processors/limits.h"
 #include "processors/strict_json.h"
 
@@ -174,6 +176,20 @@ class resolver {
         _execution_tenant(std::string(scope.tenant_id)),
         _execution_workflow(std::string(scope.workflow)) {}
 
+  // The value at the path `text`, or nullptr if there is none (expressions).
+  std::expected<const json*, std::string> find(std::string_view text) {
+    auto p = parse_path(text);
+    if (!p) return std::unexpected(p.error());
+    return find(*p);
+  }
+
+  expr::scope expression_scope() {
+    expr::scope s;
+    s.find = [this](std::string_view text) { return find(text); };
+    s.now_ms = _scope.now_ms;
+    return s;
+  }
+
   // The value at `p`, or nullptr if there is none.
   std::expected<const json*, std::string> find(const path& p) {
     switch (p.from) {
@@ -256,6 +272,55 @@ class resolver {
   std::map<std::string, step_view, std::less<>> _steps;
 };
 
+// ---- expressions ---------------------------------------------------------------------------
+
+// The template grammar before expressions: one or more paths separated by ??. Such a text is
+// read exactly as it always was (a path part may hold '-' or '$', which an expression would
+// read as operators), so every definition published before expressions renders the same.
+struct legacy_expression {
+  std::vector<path> alternatives;
+  std::vector<std::string_view> texts;
+};
+
+std::optional<legacy_expression> legacy_paths(std::string_view inner) {
+  legacy_expression out;
+  std::string_view rest = inner;
+  while (true) {
+    const size_t split = rest.find("??");
+    const std::string_view text = trim(rest.substr(0, split));
+    if (text.empty()) return std::nullopt;
+    auto p = parse_path(text);
+    if (!p) return std::nullopt;
+    out.alternatives.push_back(std::move(*p));
+    out.texts.push_back(text);
+    if (split == std::string_view::npos) break;
+    rest.remove_prefix(split + 2);
+  }
+  return out;
+}
+
+// Compiles an expression with the template path grammar; `step_refs` (if given) collects the
+// steps its paths name. Columns in errors are shifted by `column_offset`.
+std::expected<expr::program, std::string> compile_expression(std::string_view text,
+                                                             size_t column_offset,
+                                                             std::vector<std::string>* step_refs) {
+  auto checker = [step_refs](std::string_view text) -> std::expected<void, std::string> {
+    auto p = parse_path(text);
+    if (!p) return std::unexpected(p.error());
+    if (step_refs != nullptr && !p->step_id.empty()) step_refs->push_back(p->step_id);
+    return {};
+  };
+  auto program = expr::compile(text, checker);
+  if (program || column_offset == 0) return program;
+  // "column N: ..." -> "column N+offset: ..."
+  std::string_view why = program.error();
+  size_t column = 0;
+  size_t i = 7;
+  if (!why.starts_with("column ")) return program;
+  while (i < why.size() && why[i] >= '0' && why[i] <= '9') column = column * 10 + (why[i++] - '0');
+  return std::unexpected(fmt::format("column {}{}", column + column_offset, why.substr(i)));
+}
+
 // ---- rendering ---------------------------------------------------------------------------
 
 class renderer {
@@ -310,30 +375,27 @@ class renderer {
     return {};
   }
 
-  // `expression` includes its braces. Every alternative must parse, even when an earlier one
-  // is found, so a typo cannot hide behind data that happens to be present.
+  // `expression` includes its braces. A legacy `path ?? path` expression is read as before;
+  // anything else is an expression (docs/expressions.md).
   std::expected<const json*, std::string> evaluate(std::string_view expression) {
-    std::vector<path> alternatives;
-    std::vector<std::string_view> texts;
-    std::string_view rest = expression.substr(2, expression.size() - 4);
-    while (true) {
-      const size_t split = rest.find("??");
-      const std::string_view text = trim(rest.substr(0, split));
-      if (text.empty()) {
-        return std::unexpected(fmt::format("template: empty path in '{}'", echo(expression)));
+    const std::string_view inner = expression.substr(2, expression.size() - 4);
+    auto legacy = legacy_paths(inner);
+    if (!legacy) {
+      auto program = compile_expression(inner, 0, nullptr);
+      if (!program) return std::unexpected("template: " + program.error());
+      auto value = program->evaluate(_resolver.expression_scope());
+      if (!value) {
+        return std::unexpected(
+            fmt::format("template: {} in '{}'", value.error(), echo(expression)));
       }
-      auto p = parse_path(text);
-      if (!p) return std::unexpected("template: " + p.error());
-      alternatives.push_back(std::move(*p));
-      texts.push_back(text);
-      if (split == std::string_view::npos) break;
-      rest.remove_prefix(split + 2);
+      return &_results.emplace_back(std::move(*value));
     }
-    for (const path& p : alternatives) {
+    for (const path& p : legacy->alternatives) {
       auto found = _resolver.find(p);
       if (!found) return std::unexpected("template: " + found.error());
       if (*found != nullptr) return *found;
     }
+    const auto& texts = legacy->texts;
     std::string missing = fmt::format("template: path '{}' not found", echo(texts.front()));
     for (size_t i = 1; i < texts.size(); ++i) missing += fmt::format(", nor '{}'", echo(texts[i]));
     return std::unexpected(missing);
@@ -352,10 +414,37 @@ class renderer {
   }
 
   resolver _resolver;
+  std::deque<json> _results;  // values computed by expressions, referred to until rendered
   size_t _inserted_bytes = 0;
 };
 
 }  // namespace
+
+std::expected<void, std::string> check_expression(std::string_view text, size_t column_offset,
+                                                  std::vector<std::string>& step_refs,
+                                                  expression_use use) {
+  try {
+    if (use == expression_use::template_value) {
+      if (auto legacy = legacy_paths(text)) {
+        for (const path& p : legacy->alternatives) {
+          if (!p.step_id.empty()) step_refs.push_back(p.step_id);
+        }
+        return {};
+      }
+    }
+    auto program = compile_expression(text, column_offset, &step_refs);
+    if (!program) return std::unexpected(program.error());
+    if (use == expression_use::condition && program->result_type() != expr::type::boolean &&
+        program->result_type() != expr::type::any) {
+      return std::unexpected(fmt::format("column {}: a condition must be bool, not {}",
+                                         column_offset + 1,
+                                         expr::type_name(program->result_type())));
+    }
+    return {};
+  } catch (const std::exception& e) {
+    return std::unexpected(json_error_text(e.what()));
+  }
+}
 
 std::expected<std::string, std::string> render_template(std::string_view template_json,
                                                         const template_scope& scope) {
@@ -382,6 +471,18 @@ std::expected<std::string, std::string> render_template(std::string_view templat
 std::expected<bool, std::string> evaluate_condition(const condition& c,
                                                     const template_scope& scope) {
   try {
+    if (c.operation == condition::op::expression) {
+      auto program = compile_expression(c.path, 0, nullptr);
+      if (!program) return std::unexpected("condition: " + program.error());
+      resolver r(scope);
+      auto value = program->evaluate(r.expression_scope());
+      if (!value) return std::unexpected("condition: " + value.error());
+      if (!value->is_boolean()) {
+        return std::unexpected(fmt::format("condition: the result must be bool, not {}",
+                                           value->type_name()));
+      }
+      return value->get<bool>();
+    }
     auto p = parse_path(c.path);
     if (!p) return std::unexpected("condition: " + p.error());
     std::optional<json> expected_value;
@@ -403,6 +504,8 @@ std::expected<bool, std::string> evaluate_condition(const condition& c,
         return actual != nullptr && *actual == *expected_value;
       case condition::op::not_equals:
         return actual == nullptr || *actual != *expected_value;
+      case condition::op::expression:
+        break;  // handled above
     }
     return std::unexpected(std::string("condition: unknown operation"));
   } catch (const std::exception& e) {

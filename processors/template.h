@@ -6,11 +6,16 @@
 //   - a path that does not exist (and has no ?? alternative) is an error, never "".
 // Paths: input.<...>, steps.<id>.output.<...>, steps.<id>.status, steps.<id>.error,
 // execution.id, execution.tenant, execution.workflow. Array elements by number: items.0.name
+//   - any other text between the braces is an expression (processors/expr.h,
+//     docs/expressions.md): "{{ lower(trim(input.reply)) }}", "{{ input.budget ?? 0 }}".
+//     A text that reads as "path ?? path" keeps the path meaning above.
 
+#include <cstdint>
 #include <expected>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "processors/definition.h"
 
@@ -27,13 +32,23 @@ struct template_scope {
   std::function<bool(std::string_view step_id, std::string_view& status,
                      std::string_view& output_json, std::string_view& error)>
       step;
+  int64_t now_ms = 0;  // now() in expressions: the decision's clock (batch time)
 };
+
+enum class expression_use : uint8_t { template_value, condition };
+
+// Checks the text between one template's braces (template_value) or a `when`/case expression
+// (condition: it must be bool when its type is known) as evaluation will read it, collecting
+// the step ids its paths name. Errors carry "column N: ", shifted by `column_offset`.
+std::expected<void, std::string> check_expression(std::string_view text, size_t column_offset,
+                                                  std::vector<std::string>& step_refs,
+                                                  expression_use use);
 
 // Renders `template_json` (compact JSON) to compact JSON, or returns a readable error.
 std::expected<std::string, std::string> render_template(std::string_view template_json,
                                                         const template_scope& scope);
 
-// Evaluates a step's `when` condition.
+// Evaluates a step's `when` condition (a legacy path form, or an expression: op::expression).
 std::expected<bool, std::string> evaluate_condition(const condition& c,
                                                     const template_scope& scope);
 
