@@ -1463,13 +1463,11 @@ outcome evaluator::call(const node& n) {
         _vars.pop_back();
         if (!v) return v;
         if (!keep) return std::unexpected(keep.error());
-        if (n.function == fn::map) {
-          out.push_back(std::move(v->j));
-        } else if (*keep) {
-          out.push_back(item);
+        if (n.function == fn::map || *keep) {
+          auto charged = charge(n, 16);
+          if (!charged) return std::unexpected(charged.error());
+          out.push_back(n.function == fn::map ? std::move(v->j) : item);
         }
-        auto charged = charge(n, 16);
-        if (!charged) return std::unexpected(charged.error());
       }
       return value{std::move(out)};
     }

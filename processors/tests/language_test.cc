@@ -1,0 +1,447 @@
+// The workflow language: expressions (processors/expr.h, docs/expressions.md), `when`
+// expressions, compute and switch steps, from publish-time errors to golden timelines.
+
+#include <cstdio>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "processors/definition.h"
+#include "processors/expr.h"
+#include "processors/template.h"
+#include "processors/tests/harness.h"
+#include "replay/timeline_export.h"
+
+namespace auterity {
+namespace {
+
+using json = nlohmann::json;
+using testing::harness;
+
+constexpr const char* tenant = "acme";
+
+// ---- the expression language ----------------------------------------------------------------
+
+class expressions : public ::testing::Test {
+ protected:
+  json input = json::parse(R"({
+    "name": "Ann", "budget": 45000, "reply": "  YES ", "first-name": "Ann",
+    "contact": {"preferred": "email", "phone": "+15550100", "email": "ann@example.com"},
+    "leads": [{"name": "A", "model": "F-150", "budget": 30000},
+              {"name": "B", "model": "Ranger", "budget": 20000},
+              {"name": "C", "model": "F-150", "budget": 50000}],
+    "seen": "2026-11-30", "nothing": null})");
+
+  std::expected<json, std::string> run(std::string_view text, int64_t now_ms = 0) {
+    auto p = expr::compile(text, nullptr);
+    if (!p) return std::unexpected(p.error());
+    expr::scope s;
+    s.now_ms = now_ms;
+    s.find = [this](std::string_view path) -> std::expected<const json*, std::string> {
+      // input.<a>.<b>...: enough of the path grammar for these tests.
+      const json* v = &input;
+      std::string_view rest = path;
+      if (!rest.starts_with("input")) return nullptr;
+      rest.remove_prefix(5);
+      while (!rest.empty()) {
+        rest.remove_prefix(1);
+        const size_t dot = rest.find('.');
+        const std::string part(rest.substr(0, dot));
+        rest = dot == std::string_view::npos ? "" : rest.substr(dot);
+        if (v->is_object() && v->contains(part)) {
+          v = &(*v)[part];
+        } else if (v->is_array() && !part.empty() && std::isdigit(part[0]) &&
+                   std::stoul(part) < v->size()) {
+          v = &(*v)[std::stoul(part)];
+        } else {
+          return nullptr;
+        }
+      }
+      return v;
+    };
+    return p->evaluate(s);
+  }
+
+  json value(std::string_view text, int64_t now_ms = 0) {
+    auto v = run(text, now_ms);
+    EXPECT_TRUE(v.has_value()) << text << ": " << v.error();
+    return v ? *v : json();
+  }
+
+  std::string error(std::string_view text) {
+    auto v = run(text);
+    EXPECT_FALSE(v.has_value()) << text << " gave " << v->dump();
+    return v ? "" : v.error();
+  }
+};
+
+TEST_F(expressions, comparisons_logic_and_membership) {
+  EXPECT_EQ(value("input.budget >= 40000 and input.contact.preferred == 'email'"), true);
+  EXPECT_EQ(value("input.budget < 40000 or not (input.name != 'Ann')"), true);
+  EXPECT_EQ(value("input.contact.preferred in ['sms', 'email']"), true);
+  EXPECT_EQ(value("'phone' in input.contact"), true);
+  EXPECT_EQ(value("'fax' in input.contact"), false);
+  EXPECT_EQ(value("'a' < 'b' and 2.5 > 2"), true);
+  EXPECT_EQ(value("1 == 1.0"), true);
+  // `and` short-circuits: the right side is not evaluated.
+  EXPECT_EQ(value("false and input.missing > 1"), false);
+}
+
+TEST_F(expressions, missing_paths_defaults_and_exists) {
+  EXPECT_EQ(value("input.score ?? 0"), 0);
+  EXPECT_EQ(value("input.nickname ?? input.name"), "Ann");
+  EXPECT_EQ(value("input.budget ?? 0 >= 40000"), true) << "?? binds tighter than comparisons";
+  EXPECT_EQ(value("exists(input.contact.phone) and not exists(input.contact.fax)"), true);
+  EXPECT_EQ(value("input.nothing == null"), true) << "a field holding null exists";
+  EXPECT_EQ(value("input.missing == 1"), false);
+  EXPECT_EQ(value("input.missing != 1"), true);
+  EXPECT_NE(error("input.missing > 1").find("path 'input.missing' not found"), std::string::npos);
+  EXPECT_NE(error("input.a ?? input.b").find("'input.a' nor 'input.b'"), std::string::npos);
+}
+
+TEST_F(expressions, arithmetic) {
+  EXPECT_EQ(value("1 + 2 * 3 - 4 / 2"), 5);
+  EXPECT_EQ(value("7 / 2"), 3.5);
+  EXPECT_EQ(value("7 % 3"), 1);
+  EXPECT_EQ(value("-input.budget + 5000"), -40000);
+  EXPECT_EQ(value("'a' + 'b'"), "ab");
+  EXPECT_EQ(value("[1] + [2]"), json::array({1, 2}));
+  EXPECT_NE(error("1 / 0").find("division by zero"), std::string::npos);
+  EXPECT_TRUE(value("3037000500 * 3037000500 * 4").is_number_float())
+      << "past int64 the result is a double, never a wrapped integer";
+  EXPECT_NE(error("input.name * 2").find("cannot apply '*' to string and number"),
+            std::string::npos);
+}
+
+TEST_F(expressions, string_functions) {
+  EXPECT_EQ(value("lower(trim(input.reply)) == 'yes'"), true);
+  EXPECT_EQ(value("upper(input.name)"), "ANN");
+  EXPECT_EQ(value("contains(input.contact.email, '@')"), true);
+  EXPECT_EQ(value("starts_with(input.contact.phone, '+1') and ends_with(input.name, 'nn')"),
+            true);
+  EXPECT_EQ(value("format('{} has {}', input.name, input.budget)"), "Ann has 45000");
+  EXPECT_EQ(value("length('é!')"), 2) << "characters, not bytes";
+  EXPECT_EQ(value("string(12) + '!'"), "12!");
+  EXPECT_EQ(value("input.contact.preferred == 'sms' ? input.contact.phone : input.contact.email"),
+            "ann@example.com");
+  EXPECT_EQ(value("input['first-name']"), "Ann") << "a key that is not a name, in brackets";
+}
+
+TEST_F(expressions, list_functions) {
+  EXPECT_EQ(value("length(input.leads)"), 3);
+  EXPECT_EQ(value("map(filter(input.leads, l, l.model == 'F-150'), l, l.name)"),
+            json::array({"A", "C"}));
+  EXPECT_EQ(value("sum(map(input.leads, l, l.budget))"), 100000);
+  EXPECT_EQ(value("max(map(input.leads, l, l.budget))"), 50000);
+  EXPECT_EQ(value("min(3, 1, 2)"), 1);
+  EXPECT_EQ(value("join(map(input.leads, l, l.name), ', ')"), "A, B, C");
+  EXPECT_EQ(value("input.leads[1].model"), "Ranger");
+  EXPECT_EQ(value("input.leads.2.name"), "C");
+  EXPECT_EQ(value("contains(['a', 'b'], 'b')"), true);
+  EXPECT_EQ(value("round(2.5)"), 3);
+}
+
+TEST_F(expressions, time_comes_from_the_scope_clock) {
+  const int64_t now = 1'764'979'200'000;  // 2025-12-06T00:00:00Z
+  EXPECT_EQ(value("date(now())", now), "2025-12-06");
+  EXPECT_EQ(value("timestamp(now() + hours(1) + 5)", now), "2025-12-06T01:00:00.005Z");
+  EXPECT_EQ(value("parse_time('2025-12-06T00:00:00Z') == now()", now), true);
+  EXPECT_EQ(value("(now() - parse_time(input.seen)) / days(1)", now), -359)
+      << "2026-11-30 is 359 days after 2025-12-06";
+  EXPECT_EQ(value("date(now())", 0), "1970-01-01") << "the same scope, the same answer";
+  EXPECT_NE(error("parse_time('yesterday')").find("YYYY-MM-DD"), std::string::npos);
+}
+
+TEST_F(expressions, compile_errors_name_the_column) {
+  auto compile_error = [](std::string_view text) {
+    auto p = expr::compile(text, nullptr);
+    EXPECT_FALSE(p.has_value()) << text;
+    return p ? "" : p.error();
+  };
+  EXPECT_EQ(compile_error("lowr(input.name)").substr(0, 10), "column 1: ");
+  EXPECT_NE(compile_error("lowr(input.name)").find("unknown function 'lowr'"), std::string::npos);
+  EXPECT_NE(compile_error("input.a == 'x' and lower(5)").find("column 26: argument 1 of lower() "
+                                                              "must be string, not number"),
+            std::string::npos);
+  EXPECT_NE(compile_error("1 + 'a'").find("column 3: cannot add number and string"),
+            std::string::npos);
+  EXPECT_NE(compile_error("input.a ==").find("column 11: expected a value"), std::string::npos);
+  EXPECT_NE(compile_error("input.a == 1 == 2").find("do not chain"), std::string::npos);
+  EXPECT_NE(compile_error("customer.name").find("unknown name 'customer.name'"), std::string::npos);
+  EXPECT_NE(compile_error("'open").find("unclosed string"), std::string::npos);
+  EXPECT_NE(compile_error("format('{} {}', 1)").find("format() has 2 '{}' and 1 value"),
+            std::string::npos);
+  EXPECT_NE(compile_error("filter(input.l, input, true)").find("a name for its element"),
+            std::string::npos);
+  EXPECT_NE(compile_error("input.a and 3").find("must be bool, not number"), std::string::npos);
+}
+
+TEST_F(expressions, limits_are_named_and_enforced) {
+  // Deep nesting: rejected at compile time, by name.
+  std::string deep(100, '(');
+  deep += "1";
+  deep += std::string(100, ')');
+  auto p = expr::compile(deep, nullptr);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().find("expression_depth_max"), std::string::npos) << p.error();
+  std::string chain = "1";
+  for (int i = 0; i < 100; ++i) chain += " + 1";
+  p = expr::compile(chain, nullptr);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().find("expression_depth_max"), std::string::npos) << p.error();
+  // Long text.
+  p = expr::compile(std::string(expr::expression_bytes_max + 1, '1'), nullptr);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().find("expression_bytes_max"), std::string::npos);
+  // Unbounded work: a list of 3 000 elements filtered against itself is 9 000 000 steps.
+  input["big"] = json::array();
+  for (int i = 0; i < 3000; ++i) input["big"].push_back(i);
+  EXPECT_NE(error("length(filter(input.big, a, length(filter(input.big, b, a < 0)) > 0))")
+                .find("expression_steps_max"),
+            std::string::npos);
+  // Unbounded memory: a string doubled in every element.
+  input["text"] = std::string(1000, 'x');
+  EXPECT_NE(error("length(map(input.big, a, input.text + input.text))")
+                .find("expression_value_bytes_max"),
+            std::string::npos);
+}
+
+// ---- definitions -----------------------------------------------------------------------------
+
+std::string workflow(const json& steps) {
+  return json{{"workflow", "wf"}, {"version", 1}, {"steps", steps}}.dump();
+}
+
+std::string publish_error(const json& steps) {
+  auto d = parse_definition(workflow(steps), "");
+  EXPECT_FALSE(d.has_value()) << steps.dump();
+  return d ? "" : d.error().reason;
+}
+
+TEST(language_definitions, when_expressions_are_checked_at_publish) {
+  auto d = parse_definition(
+      workflow(json::array({{{"id", "a"}, {"kind", "delay"}, {"delay_ms", 1}},
+                            {{"id", "b"},
+                             {"kind", "delay"},
+                             {"delay_ms", 1},
+                             {"after", {"a"}},
+                             {"when", "steps.a.status == 'succeeded' and input.x >= 3"}}})),
+      "");
+  ASSERT_TRUE(d.has_value()) << d.error().reason;
+  EXPECT_EQ(d->steps[1].when->operation, condition::op::expression);
+
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "a"}, {"kind", "delay"}, {"delay_ms", 1}, {"when", "input.x >= "}}})),
+            "step 'a': when: column 12: expected a value, found the end of the expression");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "a"}, {"kind", "delay"}, {"delay_ms", 1}, {"when", "input.x + 1"}}})),
+            "step 'a': when: column 1: a condition must be bool, not number");
+  EXPECT_NE(publish_error(json::array({{{"id", "a"},
+                                        {"kind", "delay"},
+                                        {"delay_ms", 1},
+                                        {"when", "steps.b.status == 'failed'"}},
+                                       {{"id", "b"}, {"kind", "delay"}, {"delay_ms", 1}}}))
+                .find("step 'a' refers to steps.b which is not one of its dependencies"),
+            std::string::npos);
+}
+
+TEST(language_definitions, template_expressions_are_checked_at_publish_with_the_column) {
+  EXPECT_EQ(publish_error(json::array({{{"id", "a"},
+                                        {"kind", "task"},
+                                        {"action", "t"},
+                                        {"input", {{"x", "Hi {{ lowr(input.name) }}"}}}}})),
+            "step 'a': field input.x: column 7: unknown function 'lowr' (functions: lower, upper, "
+            "trim, contains, starts_with, ends_with, format, length, filter, map, sum, join, min, "
+            "max, round, exists, string, now, date, timestamp, parse_time, days, hours, minutes) "
+            "in \"Hi {{ lowr(input.name) }}\"");
+  // Legacy path templates are read as they always were: '-' in a key is part of the path.
+  auto d = parse_definition(workflow(json::array({{{"id", "a"},
+                                                   {"kind", "task"},
+                                                   {"action", "t"},
+                                                   {"input", {{"x", "{{input.first-name}}"}}}}})),
+                            "");
+  ASSERT_TRUE(d.has_value()) << d.error().reason;
+}
+
+TEST(language_definitions, compute_and_switch_errors) {
+  EXPECT_EQ(publish_error(json::array({{{"id", "c"}, {"kind", "compute"}}})),
+            "step 'c': compute steps need field 'output', an object");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "c"}, {"kind", "compute"}, {"output", {{"x", 1}}}, {"retry", json::object()}}})),
+            "step 'c': field 'retry' does not apply to compute steps");
+  EXPECT_NE(publish_error(json::array({{{"id", "s"}, {"kind", "switch"}}})).find("need field 'cases'"),
+            std::string::npos);
+  const json target = {{"id", "t"}, {"kind", "delay"}, {"delay_ms", 1}};
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "s"},
+                  {"kind", "switch"},
+                  {"cases", {{{"name", "hot"}, {"when", "input.score >"}, {"then", {"t"}}}}}},
+                 target})),
+            "step 's': case 'hot': when: column 14: expected a value, found the end of the "
+            "expression");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "s"},
+                  {"kind", "switch"},
+                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"nope"}}}}}},
+                 target})),
+            "step 's': case 'hot': then names unknown step 'nope'");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "s"},
+                  {"kind", "switch"},
+                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}},
+                  {"default", {"t"}}},
+                 target})),
+            "step 's': step 't' is in two branches (a step belongs to one case)");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "s"},
+                  {"kind", "switch"},
+                  {"cases", {{{"name", "default"}, {"when", "true"}, {"then", json::array()}}}}}})),
+            "step 's': cases[0]: the name 'default' is the default branch's; use 'default' beside "
+            "'cases'");
+  // A target that comes before its switch forms a cycle.
+  EXPECT_NE(publish_error(json::array(
+                {{{"id", "s"},
+                  {"kind", "switch"},
+                  {"after", {"t"}},
+                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}}},
+                 target}))
+                .find("cycle"),
+            std::string::npos);
+}
+
+// ---- execution: golden timelines -------------------------------------------------------------
+
+std::string execution_timeline(harness& h, std::string_view execution) {
+  timeline_options o;
+  o.scope.tenant = tenant;
+  o.scope.execution = std::string(execution);
+  o.format = timeline_format::text;
+  o.threads = 1;
+  char* buf = nullptr;
+  size_t size = 0;
+  std::FILE* out = open_memstream(&buf, &size);
+  auto r = write_timeline(h.n->get_log(), o, out);
+  std::fclose(out);
+  std::string text(buf, size);
+  std::free(buf);
+  EXPECT_TRUE(r.has_value()) << r.error().message;
+  return text;
+}
+
+// The event descriptions of a timeline and the commands they sent, without times, offsets and
+// causes: "StepScheduled step x attempt 1 scheduled".
+std::string events_only(const std::string& timeline) {
+  static const std::regex event(R"(^\s*\+\s+\S+\s+ex@\d+\s+#\d+\s+(\S+)\s+(.*?)  <- .*$)");
+  std::string out;
+  std::istringstream lines(timeline);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, event)) {
+      out += m[2].str() + "\n";
+    } else if (const size_t at = line.find("\u21b3 command"); at != std::string::npos) {
+      out += line.substr(at) + "\n";
+    }
+  }
+  return out;
+}
+
+// score (compute) -> route (switch: hot / warm / default) -> call_now | offer | nurture;
+// offer -> offer_followup (propagates the skip); log joins all three branches.
+json routing_workflow() {
+  return json::parse(R"({"workflow": "route", "version": 1, "steps": [
+    {"id": "score", "kind": "compute",
+     "output": {"score": "{{ (input.budget ?? 0 >= 40000 ? 40 : 10) + (input.timeline == 'now' ? 30 : 0) }}"}},
+    {"id": "route", "kind": "switch", "after": ["score"],
+     "cases": [{"name": "hot", "when": "steps.score.output.score >= 70", "then": ["call_now"]},
+               {"name": "warm", "when": "steps.score.output.score >= 40", "then": ["offer"]}],
+     "default": ["nurture"]},
+    {"id": "call_now", "kind": "task", "action": "transform", "input": {"who": "{{ upper(input.name) }}"}},
+    {"id": "offer", "kind": "task", "action": "transform", "input": {"x": 1}},
+    {"id": "offer_followup", "kind": "delay", "delay_ms": 5, "after": ["offer"]},
+    {"id": "nurture", "kind": "delay", "delay_ms": 5},
+    {"id": "log", "kind": "task", "action": "transform", "join": true,
+     "after": ["call_now", "offer_followup", "nurture"],
+     "input": {"branch": "{{ steps.route.output.case }}"}}
+  ]})");
+}
+
+TEST(language_execution, switch_takes_one_case_and_skips_propagate_to_a_join) {
+  harness h("switch", 1);
+  h.publish(tenant, routing_workflow().dump());
+  h.start(tenant, "hot", "route", R"({"name": "ann", "budget": 50000, "timeline": "now"})");
+  h.start(tenant, "warm", "route", R"({"name": "bo", "budget": 50000})");
+  h.start(tenant, "cold", "route", R"({"name": "cy"})");
+  h.settle();
+  h.run_for(20, 5);
+  for (const char* id : {"hot", "warm", "cold"}) {
+    auto e = h.exec(tenant, id);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->status, exec_status::succeeded) << id << ": " << e->result;
+  }
+  EXPECT_EQ(events_only(execution_timeline(h, "hot")),
+            "started route v1 with input {\"budget\":50000,\"name\":\"ann\",\"timeline\":\"now\"}\n"
+            "step score attempt 1 scheduled\n"
+            "step score succeeded: {\"score\":70}\n"
+            "step route attempt 1 scheduled\n"
+            "step route succeeded: {\"case\":\"hot\"}\n"
+            "step call_now attempt 1 scheduled -> command hot/call_now/1\n"
+            "\u21b3 command: task transform\n"
+            "step offer skipped (branch not taken: switch 'route' took case 'hot')\n"
+            "step offer_followup skipped (branch not taken: 'offer' was on a branch not taken)\n"
+            "step nurture skipped (branch not taken: switch 'route' took case 'hot')\n"
+            "step call_now succeeded: {\"who\":\"ANN\"}\n"
+            "step log attempt 1 scheduled -> command hot/log/1\n"
+            "\u21b3 command: task transform\n"
+            "step log succeeded: {\"branch\":\"hot\"}\n"
+            "execution succeeded: {\"log\":{\"branch\":\"hot\"}}\n");
+  EXPECT_EQ(events_only(execution_timeline(h, "cold")),
+            "started route v1 with input {\"name\":\"cy\"}\n"
+            "step score attempt 1 scheduled\n"
+            "step score succeeded: {\"score\":10}\n"
+            "step route attempt 1 scheduled\n"
+            "step route succeeded: {\"case\":\"default\"}\n"
+            "step call_now skipped (branch not taken: switch 'route' took case 'default')\n"
+            "step offer skipped (branch not taken: switch 'route' took case 'default')\n"
+            "step offer_followup skipped (branch not taken: 'offer' was on a branch not taken)\n"
+            "step nurture attempt 1 scheduled, timer at +5ms\n"
+            "timer fired: Delay of step nurture attempt 1\n"
+            "step nurture succeeded: {\"delayed_ms\":5}\n"
+            "step log attempt 1 scheduled -> command cold/log/1\n"
+            "\u21b3 command: task transform\n"
+            "step log succeeded: {\"branch\":\"default\"}\n"
+            "execution succeeded: {\"log\":{\"branch\":\"default\"}}\n");
+  auto warm = h.exec(tenant, "warm");
+  EXPECT_EQ(warm->steps[3].status, step_status::succeeded) << "offer ran";
+  EXPECT_EQ(warm->steps[4].status, step_status::succeeded) << "offer_followup ran";
+  EXPECT_EQ(warm->steps[2].status, step_status::skipped) << "call_now did not";
+}
+
+TEST(language_execution, a_when_skip_does_not_propagate_and_a_bad_case_fails_the_switch) {
+  harness h("switch-errors", 1);
+  h.publish(tenant, json::parse(R"({"workflow": "w", "version": 1, "steps": [
+    {"id": "maybe", "kind": "delay", "delay_ms": 1, "when": "input.go ?? false"},
+    {"id": "after_maybe", "kind": "compute", "after": ["maybe"], "output": {"ran": true}},
+    {"id": "route", "kind": "switch", "after": ["after_maybe"],
+     "cases": [{"name": "big", "when": "input.n > 10", "then": ["big_step"]}]},
+    {"id": "big_step", "kind": "compute", "output": {"big": true}}
+  ]})").dump());
+  h.start(tenant, "e1", "w", R"({"n": 50})");
+  h.start(tenant, "e2", "w", R"({"n": "fifty"})");
+  h.settle();
+  auto e1 = h.exec(tenant, "e1");
+  ASSERT_EQ(e1->status, exec_status::succeeded) << e1->result;
+  EXPECT_EQ(e1->steps[0].status, step_status::skipped);
+  EXPECT_EQ(e1->steps[1].status, step_status::succeeded) << "a skip by when lets dependents run";
+  EXPECT_EQ(e1->steps[3].status, step_status::succeeded);
+  auto e2 = h.exec(tenant, "e2");
+  ASSERT_EQ(e2->status, exec_status::failed);
+  EXPECT_NE(e2->result.find("case 'big': condition: column 9: cannot order string and number"),
+            std::string::npos)
+      << e2->result;
+}
+
+}  // namespace
+}  // namespace auterity
