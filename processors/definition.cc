@@ -37,6 +37,8 @@ std::string_view step_kind_name(step_kind k) {
       return "compute";
     case step_kind::switch_:
       return "switch";
+    case step_kind::foreach:
+      return "foreach";
   }
   return "unknown";
 }
@@ -393,7 +395,8 @@ std::string_view trim(std::string_view s) {
 
 // Finds the {{...}} expressions of one template string as render_template will.
 std::expected<void, std::string> check_template_string(std::string_view s,
-                                                       std::vector<std::string>& step_refs) {
+                                                       std::vector<std::string>& step_refs,
+                                                       bool item_scope) {
   for (size_t open = s.find("{{"); open != std::string_view::npos; open = s.find("{{", open)) {
     const size_t close = s.find("}}", open + 2);
     if (close == std::string_view::npos) {
@@ -404,7 +407,8 @@ std::expected<void, std::string> check_template_string(std::string_view s,
       return std::unexpected(
           fmt::format("empty path in '{}'", echo(s.substr(open, close + 2 - open))));
     }
-    auto ok = check_expression(expression, open + 2, step_refs, expression_use::template_value);
+    auto ok = check_expression(expression, open + 2, step_refs, expression_use::template_value,
+                               item_scope);
     if (!ok) {
       return std::unexpected(fmt::format("{} in \"{}\"", ok.error(), echo(s)));
     }
@@ -414,18 +418,19 @@ std::expected<void, std::string> check_template_string(std::string_view s,
 }
 
 std::expected<void, std::string> check_template(const json& node, const std::string& field,
-                                                std::vector<std::string>& step_refs) {
+                                                std::vector<std::string>& step_refs,
+                                                bool item_scope = false) {
   if (node.is_string()) {
-    auto ok = check_template_string(node.get_ref<const std::string&>(), step_refs);
+    auto ok = check_template_string(node.get_ref<const std::string&>(), step_refs, item_scope);
     if (!ok) return std::unexpected(fmt::format("field {}: {}", field, ok.error()));
   } else if (node.is_array()) {
     for (size_t i = 0; i < node.size(); ++i) {
-      auto ok = check_template(node[i], fmt::format("{}[{}]", field, i), step_refs);
+      auto ok = check_template(node[i], fmt::format("{}[{}]", field, i), step_refs, item_scope);
       if (!ok) return ok;
     }
   } else if (node.is_object()) {
     for (const auto& [key, value] : node.items()) {
-      auto ok = check_template(value, field + "." + key, step_refs);
+      auto ok = check_template(value, field + "." + key, step_refs, item_scope);
       if (!ok) return ok;
     }
   }
@@ -448,13 +453,15 @@ struct parsed_step {
   std::vector<std::string> default_names;
 };
 
-constexpr std::array<std::string_view, 16> step_fields = {
-    "id",       "kind",   "after",      "action",   "tier",   "input",      "when",  "retry",
-    "timeout_ms", "delay_ms", "signal", "on_failure", "output", "cases", "default", "join"};
+constexpr std::array<std::string_view, 20> step_fields = {
+    "id",      "kind",       "after",      "action",      "tier",           "input",   "when",
+    "retry",   "timeout_ms", "delay_ms",   "signal",      "on_failure",     "output",  "cases",
+    "default", "join",       "items",      "concurrency", "on_item_failure", "do"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
   for (step_kind k : {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal,
-                      step_kind::delay, step_kind::compute, step_kind::switch_}) {
+                      step_kind::delay, step_kind::compute, step_kind::switch_,
+                      step_kind::foreach}) {
     if (step_kind_name(k) == name) return k;
   }
   return std::nullopt;
@@ -470,7 +477,11 @@ bool field_applies(std::string_view field, step_kind kind) {
     return kind == step_kind::task || kind == step_kind::ai || kind == step_kind::notify;
   }
   if (field == "timeout_ms") {
-    return kind != step_kind::delay && kind != step_kind::compute && kind != step_kind::switch_;
+    return kind != step_kind::delay && kind != step_kind::compute && kind != step_kind::switch_ &&
+           kind != step_kind::foreach;
+  }
+  if (field == "items" || field == "concurrency" || field == "on_item_failure" || field == "do") {
+    return kind == step_kind::foreach;
   }
   if (field == "output") return kind == step_kind::compute;
   if (field == "cases" || field == "default") return kind == step_kind::switch_;
@@ -563,6 +574,81 @@ outcome<std::vector<std::string>> read_step_names(const json& v, const std::stri
   return names;
 }
 
+checked read_behaviour(const json& v, step_def& def, const std::string& owner);
+checked read_kind_fields(const json& v, step_def& def, const std::string& owner);
+checked read_input(const json& v, parsed_step& step, const std::string& owner, bool item_scope);
+
+// items, concurrency, on_item_failure and do (a task or notify body: action, input, retry,
+// timeout_ms), kept in the foreach step's own fields.
+checked read_foreach(const json& v, parsed_step& step, const std::string& owner) {
+  const json* items = member(v, "items");
+  if (items == nullptr || !items->is_string()) {
+    return invalid(fmt::format(
+        "{}: foreach steps need field 'items', an expression giving a list, such as "
+        "\"input.leads\"",
+        owner));
+  }
+  step.def.items = items->get<std::string>();
+  auto items_ok =
+      check_expression(step.def.items, 0, step.step_refs, expression_use::template_value);
+  if (!items_ok) return invalid(fmt::format("{}: items: {}", owner, items_ok.error()));
+  if (const json* c = member(v, "concurrency")) {
+    auto n = read_integer(*c, 1, limits::foreach_concurrency_max, owner + ": concurrency");
+    if (!n) return std::unexpected(n.error());
+    step.def.concurrency = static_cast<uint32_t>(*n);
+  }
+  if (const json* f = member(v, "on_item_failure")) {
+    if (*f == "fail_fast") {
+      step.def.collect_failures = false;
+    } else if (*f == "collect") {
+      step.def.collect_failures = true;
+    } else {
+      return invalid(fmt::format("{}: on_item_failure must be \"fail_fast\" or \"collect\", not {}",
+                                 owner, echo_json(*f)));
+    }
+  }
+  const json* body = member(v, "do");
+  if (body == nullptr || !body->is_object()) {
+    return invalid(fmt::format(
+        "{}: foreach steps need field 'do', the step to run per item: {{\"kind\": \"task\" or "
+        "\"notify\", \"action\", \"input\", \"retry\", \"timeout_ms\"}}",
+        owner));
+  }
+  constexpr std::array<std::string_view, 5> body_fields = {"kind", "action", "input", "retry",
+                                                           "timeout_ms"};
+  for (const auto& [key, value] : body->items()) {
+    if (std::ranges::find(body_fields, key) == body_fields.end()) {
+      return invalid(fmt::format("{}: unknown field 'do.{}' (allowed: {})", owner, echo(key),
+                                 join(body_fields)));
+    }
+  }
+  const json* kind = member(*body, "kind");
+  if (kind == nullptr || (*kind != "task" && *kind != "notify")) {
+    return invalid(fmt::format("{}: do.kind must be \"task\" or \"notify\", not {}", owner,
+                               kind ? echo_json(*kind) : std::string("missing")));
+  }
+  parsed_step inner;
+  inner.def.kind = *kind == "task" ? step_kind::task : step_kind::notify;
+  if (inner.def.kind != step_kind::task && member(*body, "action") != nullptr) {
+    return invalid(fmt::format("{}: field 'do.action' does not apply to notify steps", owner));
+  }
+  const std::string body_owner = owner + ": do";
+  checked ok = read_kind_fields(*body, inner.def, body_owner);
+  if (ok) {
+    const json* input = member(*body, "input");
+    ok = read_input(input != nullptr ? *input : json::object(), inner, owner, true);
+  }
+  if (ok) ok = read_behaviour(*body, inner.def, body_owner);
+  if (!ok) return ok;
+  step.def.body_kind = inner.def.kind;
+  step.def.action = inner.def.action;
+  step.def.input_template = inner.def.input_template;
+  step.def.retry = inner.def.retry;
+  step.def.timeout_ms = inner.def.timeout_ms;
+  for (std::string& ref : inner.step_refs) step.step_refs.push_back(std::move(ref));
+  return {};
+}
+
 checked read_switch(const json& v, parsed_step& step, const std::string& owner) {
   const json* cases = member(v, "cases");
   if (cases == nullptr || !cases->is_array() || cases->empty()) {
@@ -620,7 +706,8 @@ checked read_switch(const json& v, parsed_step& step, const std::string& owner) 
   return {};
 }
 
-checked read_input(const json& v, parsed_step& step, const std::string& owner) {
+checked read_input(const json& v, parsed_step& step, const std::string& owner,
+                   bool item_scope) {
   if (!v.is_object()) return invalid(fmt::format("{}: input must be an object", owner));
   const char* required = step.def.kind == step_kind::ai       ? "prompt"
                          : step.def.kind == step_kind::notify ? "channel"
@@ -632,7 +719,7 @@ checked read_input(const json& v, parsed_step& step, const std::string& owner) {
                                  step_kind_name(step.def.kind), required));
     }
   }
-  auto ok = check_template(v, "input", step.step_refs);
+  auto ok = check_template(v, item_scope ? "do.input" : "input", step.step_refs, item_scope);
   if (!ok) return invalid(fmt::format("{}: {}", owner, ok.error()));
   step.def.input_template = v.dump();
   return {};
@@ -666,7 +753,7 @@ outcome<step_kind> read_kind(const json& v, const std::string& owner) {
   if (!known) {
     return invalid(
         fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, compute, "
-                    "switch, not {}",
+                    "switch, foreach, not {}",
                     owner, echo_json(*kind)));
   }
   for (const auto& [key, value] : v.items()) {
@@ -772,7 +859,7 @@ outcome<parsed_step> read_step(const json& v, size_t index) {
   step.def.input_template = "{}";
   if (ok && field_applies("input", step.def.kind)) {
     const json* input = member(v, "input");
-    ok = read_input(input != nullptr ? *input : json::object(), step, owner);
+    ok = read_input(input != nullptr ? *input : json::object(), step, owner, false);
   }
   if (ok && step.def.kind == step_kind::compute) {
     const json* output = member(v, "output");
@@ -785,6 +872,7 @@ outcome<parsed_step> read_step(const json& v, size_t index) {
     step.def.output_template = output->dump();
   }
   if (ok && step.def.kind == step_kind::switch_) ok = read_switch(v, step, owner);
+  if (ok && step.def.kind == step_kind::foreach) ok = read_foreach(v, step, owner);
   if (const json* join = member(v, "join"); ok && join != nullptr) {
     if (!join->is_boolean()) {
       return invalid(fmt::format("{}: join must be true or false, not {}", owner, echo_json(*join)));

@@ -21,6 +21,7 @@ enum class step_kind : uint8_t {
   delay = 4,
   compute = 5,  // its output is its rendered `output` template; no command, no attempt to retry
   switch_ = 6,  // takes the first case whose condition holds, or the default
+  foreach = 7,  // runs its body (a task or notify) once per item of a list
 };
 std::string_view step_kind_name(step_kind k);
 
@@ -75,6 +76,13 @@ struct step_def {
   // step whose dependency was skipped that way is skipped too (processors/DEFINITIONS.md,
   // Branches).
   bool join = false;
+  // foreach: `items` is an expression giving the list; the body's kind is `body_kind`, and
+  // its action, input_template (may use item and index), retry and timeout_ms are the fields
+  // above.
+  std::string items;
+  step_kind body_kind = step_kind::task;
+  uint32_t concurrency = 1;  // items running at once, 1..limits::foreach_concurrency_max
+  bool collect_failures = false;  // false: the first item to fail for good fails the step
 };
 
 // The name a switch reports when no case holds.

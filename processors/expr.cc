@@ -553,7 +553,10 @@ class parser {
     }
     if (is_keyword(word)) return fail(at, fmt::format("unexpected '{}'", word));
     if (peek("(")) return call(word, at);
-    if (word == "input" || word == "steps" || word == "execution") return path(word, at);
+    if (word == "input" || word == "steps" || word == "execution" || word == "item" ||
+        word == "index") {
+      return path(word, at);
+    }
     if (std::ranges::find(_bound, word) != _bound.end()) {
       auto n = make(op::var, at, type::any);
       n->text = word;
@@ -564,8 +567,8 @@ class parser {
       ++end;
       while (end < _s.size() && is_ident(_s[end])) ++end;
     }
-    return fail(at, fmt::format("unknown name '{}': a path starts with input, steps or "
-                                "execution; strings are quoted ('{}')",
+    return fail(at, fmt::format("unknown name '{}': a path starts with input, steps, execution "
+                                "(or item, index in a foreach); strings are quoted ('{}')",
                                 _s.substr(at, end - at), word));
   }
 
@@ -639,7 +642,8 @@ class parser {
           while (_i < _s.size() && is_ident(_s[_i])) ++_i;
           const std::string var(_s.substr(begin, _i - begin));
           if (var.empty() || !is_ident_start(var[0]) || is_keyword(var) || var == "input" ||
-              var == "steps" || var == "execution" || find_function(var) != nullptr) {
+              var == "steps" || var == "execution" || var == "item" || var == "index" ||
+              find_function(var) != nullptr) {
             return fail(begin, fmt::format("{}() takes a list, a name for its element and an "
                                            "expression: {}(list, x, ...)",
                                            name, name));

@@ -70,6 +70,8 @@ enum class source : uint8_t {
   execution_id,
   execution_tenant,
   execution_workflow,
+  item,        // a foreach item
+  item_index,  // its index
 };
 
 struct path {
@@ -80,7 +82,7 @@ struct path {
 
 constexpr std::string_view path_grammar =
     "a path is input.<field>..., steps.<id>.output..., steps.<id>.status, steps.<id>.error, "
-    "execution.id, execution.tenant or execution.workflow";
+    "execution.id, execution.tenant or execution.workflow (and item..., index in a foreach)";
 
 bool ends_step_id(std::string_view part) {
   return part == "output" || part == "status" || part == "error";
@@ -108,6 +110,16 @@ std::expected<path, std::string> parse_path(std::string_view text) {
   if (parts[0] == "input") {
     p.from = source::input;
     p.below.assign(parts.begin() + 1, parts.end());
+    return p;
+  }
+  if (parts[0] == "item") {
+    p.from = source::item;
+    p.below.assign(parts.begin() + 1, parts.end());
+    return p;
+  }
+  if (parts[0] == "index") {
+    if (parts.size() != 1) return malformed("index has no fields");
+    p.from = source::item_index;
     return p;
   }
   if (parts[0] == "execution") {
@@ -204,6 +216,19 @@ class resolver {
         return &_execution_tenant;
       case source::execution_workflow:
         return &_execution_workflow;
+      case source::item: {
+        if (_scope.item_json.empty()) return nullptr;
+        if (!_item) {
+          auto doc = parse_limited(_scope.item_json);
+          if (!doc) return std::unexpected("item is not valid JSON: " + doc.error());
+          _item = std::move(*doc);
+        }
+        return descend(&*_item, p.below);
+      }
+      case source::item_index:
+        if (_scope.item_index < 0) return nullptr;
+        _index = _scope.item_index;
+        return &_index;
       case source::step_status:
       case source::step_error:
       case source::step_output:
@@ -269,6 +294,8 @@ class resolver {
   json _execution_tenant;
   json _execution_workflow;
   std::optional<json> _input;
+  std::optional<json> _item;
+  json _index;
   std::map<std::string, step_view, std::less<>> _steps;
 };
 
@@ -301,12 +328,19 @@ std::optional<legacy_expression> legacy_paths(std::string_view inner) {
 
 // Compiles an expression with the template path grammar; `step_refs` (if given) collects the
 // steps its paths name. Columns in errors are shifted by `column_offset`.
+constexpr std::string_view item_outside_foreach =
+    "item and index exist only in the do.input of a foreach step";
+
 std::expected<expr::program, std::string> compile_expression(std::string_view text,
                                                              size_t column_offset,
-                                                             std::vector<std::string>* step_refs) {
-  auto checker = [step_refs](std::string_view text) -> std::expected<void, std::string> {
+                                                             std::vector<std::string>* step_refs,
+                                                             bool item_scope = true) {
+  auto checker = [step_refs, item_scope](std::string_view text) -> std::expected<void, std::string> {
     auto p = parse_path(text);
     if (!p) return std::unexpected(p.error());
+    if (!item_scope && (p->from == source::item || p->from == source::item_index)) {
+      return std::unexpected(std::string(item_outside_foreach));
+    }
     if (step_refs != nullptr && !p->step_id.empty()) step_refs->push_back(p->step_id);
     return {};
   };
@@ -422,17 +456,21 @@ class renderer {
 
 std::expected<void, std::string> check_expression(std::string_view text, size_t column_offset,
                                                   std::vector<std::string>& step_refs,
-                                                  expression_use use) {
+                                                  expression_use use, bool item_scope) {
   try {
     if (use == expression_use::template_value) {
       if (auto legacy = legacy_paths(text)) {
         for (const path& p : legacy->alternatives) {
+          if (!item_scope && (p.from == source::item || p.from == source::item_index)) {
+            return std::unexpected(fmt::format("column {}: {}", column_offset + 1,
+                                               item_outside_foreach));
+          }
           if (!p.step_id.empty()) step_refs.push_back(p.step_id);
         }
         return {};
       }
     }
-    auto program = compile_expression(text, column_offset, &step_refs);
+    auto program = compile_expression(text, column_offset, &step_refs, item_scope);
     if (!program) return std::unexpected(program.error());
     if (use == expression_use::condition && program->result_type() != expr::type::boolean &&
         program->result_type() != expr::type::any) {
@@ -465,6 +503,20 @@ std::expected<std::string, std::string> render_template(std::string_view templat
     return out;
   } catch (const std::exception& e) {
     return std::unexpected("template: " + json_error_text(e.what()));
+  }
+}
+
+std::expected<std::string, std::string> evaluate_expression(std::string_view text,
+                                                           const template_scope& scope) {
+  try {
+    auto program = compile_expression(text, 0, nullptr);
+    if (!program) return std::unexpected(program.error());
+    resolver r(scope);
+    auto value = program->evaluate(r.expression_scope());
+    if (!value) return std::unexpected(value.error());
+    return value->dump();
+  } catch (const std::exception& e) {
+    return std::unexpected(json_error_text(e.what()));
   }
 }
 

@@ -123,8 +123,49 @@ std::string signal_received(const fbs::Envelope& e) {
 
 std::string timer_fired(const fbs::Envelope& e) {
   auto p = e.payload_as_TimerFired();
+  if (p->item() >= 0) {
+    return fmt::format("timer fired: {} of step {} item {} attempt {}",
+                       fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->item(),
+                       p->attempt());
+  }
   return fmt::format("timer fired: {} of step {} attempt {}",
                      fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->attempt());
+}
+
+// -------------------------------------------------------------------------- foreach items
+
+std::string item_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemScheduled();
+  std::string s = fmt::format("step {} item {} attempt {} scheduled", sv(p->step()), p->item(),
+                              p->attempt());
+  if (p->command_id() && p->command_id()->size()) {
+    s += fmt::format(" -> command {}", sv(p->command_id()));
+  }
+  if (p->timer_at_ms()) s += fmt::format(", timer at +{}ms", p->timer_at_ms() - e.timestamp_ms());
+  return s;
+}
+
+std::string item_succeeded(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemSucceeded();
+  return fmt::format("step {} item {} succeeded: {}", sv(p->step()), p->item(),
+                     clip(sv(p->output_json())));
+}
+
+std::string item_failed(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemFailed();
+  return fmt::format("step {} item {} failed: {}", sv(p->step()), p->item(), sv(p->error()));
+}
+
+std::string item_retry_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemRetryScheduled();
+  return fmt::format("step {} item {} attempt {} failed ({}); retry in {}ms", sv(p->step()),
+                     p->item(), p->attempt(), sv(p->error()), p->retry_at_ms() - e.timestamp_ms());
+}
+
+std::string item_timed_out(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemTimedOut();
+  return fmt::format("step {} item {} attempt {} timed out", sv(p->step()), p->item(),
+                     p->attempt());
 }
 
 // ------------------------------------------------------------------- tenant policy events
@@ -288,6 +329,11 @@ constexpr std::array<describer, payload_slots> make_table() {
   set(fbs::Payload::NotificationAdmitted, notification_admitted);
   set(fbs::Payload::SignalHeld, signal_held);
   set(fbs::Payload::HeldSignalsReleased, held_signals_released);
+  set(fbs::Payload::ItemScheduled, item_scheduled);
+  set(fbs::Payload::ItemSucceeded, item_succeeded);
+  set(fbs::Payload::ItemFailed, item_failed);
+  set(fbs::Payload::ItemRetryScheduled, item_retry_scheduled);
+  set(fbs::Payload::ItemTimedOut, item_timed_out);
   return t;
 }
 constexpr auto describers = make_table();
