@@ -9,11 +9,16 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <set>
+
 #include "processors/definition.h"
 #include "processors/expr.h"
+#include "processors/limits.h"
 #include "processors/template.h"
 #include "processors/tests/harness.h"
 #include "replay/timeline_export.h"
+#include "replay/verify.h"
 
 namespace auterity {
 namespace {
@@ -441,6 +446,249 @@ TEST(language_execution, a_when_skip_does_not_propagate_and_a_bad_case_fails_the
   EXPECT_NE(e2->result.find("case 'big': condition: column 9: cannot order string and number"),
             std::string::npos)
       << e2->result;
+}
+
+// ---- foreach -----------------------------------------------------------------------------------
+
+TEST(language_definitions, foreach_errors) {
+  const json body = {{"kind", "task"}, {"action", "transform"}, {"input", {{"x", "{{ item }}"}}}};
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"}, {"kind", "foreach"}, {"do", body}}})),
+            "step 'f': foreach steps need field 'items', an expression giving a list, such as "
+            "\"input.leads\"");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "f"}, {"kind", "foreach"}, {"items", "input.leads +"}, {"do", body}}})),
+            "step 'f': items: column 14: expected a value, found the end of the expression");
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.leads"},
+                                        {"concurrency", 500},
+                                        {"do", body}}})),
+            "step 'f': concurrency must be an integer from 1 to 100, not 500");
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.leads"},
+                                        {"on_item_failure", "ignore"},
+                                        {"do", body}}})),
+            "step 'f': on_item_failure must be \"fail_fast\" or \"collect\", not \"ignore\"");
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.leads"},
+                                        {"do", {{"kind", "delay"}}}}})),
+            "step 'f': do.kind must be \"task\" or \"notify\", not \"delay\"");
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.leads"},
+                                        {"do", {{"kind", "task"}, {"input", json::object()}}}}})),
+            "step 'f': do: task steps need field 'action'");
+  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.leads"},
+                                        {"do", {{"kind", "task"}, {"action", "t"}, {"when", "true"}}}}})),
+            "step 'f': unknown field 'do.when' (allowed: kind, action, input, retry, timeout_ms)");
+  // item and index exist only in the body.
+  EXPECT_EQ(publish_error(json::array({{{"id", "t"},
+                                        {"kind", "task"},
+                                        {"action", "t"},
+                                        {"input", {{"x", "{{ item.name }}"}}}}})),
+            "step 't': field input.x: column 3: item and index exist only in the do.input of a "
+            "foreach step in \"{{ item.name }}\"");
+  EXPECT_NE(publish_error(json::array({{{"id", "f"},
+                                        {"kind", "foreach"},
+                                        {"items", "item.list"},
+                                        {"do", body}}}))
+                .find("item and index exist only"),
+            std::string::npos);
+}
+
+json fanout_workflow(std::string_view policy, int concurrency) {
+  return json{{"workflow", "fan"},
+              {"version", 1},
+              {"steps",
+               json::array({{{"id", "each"},
+                             {"kind", "foreach"},
+                             {"items", "filter(input.leads, l, l.model == input.model)"},
+                             {"concurrency", concurrency},
+                             {"on_item_failure", policy},
+                             {"do",
+                              {{"kind", "task"},
+                               {"action", "flaky"},
+                               {"input",
+                                {{"to", "{{ item.name }}"},
+                                 {"n", "{{ index }}"},
+                                 {"succeed_on_attempt", "{{ item.ok_at ?? 1 }}"}}},
+                               {"retry", {{"max_attempts", 2}, {"backoff_ms", 5}}}}}},
+                            {{"id", "report"},
+                             {"kind", "compute"},
+                             {"after", {"each"}},
+                             {"output",
+                              {{"sent", "{{ length(filter(steps.each.output.items, o, o != null)) }}"},
+                               {"failed", "{{ map(steps.each.output.failed, f, f.index) }}"}}}}})}};
+}
+
+const char* fanout_input = R"({"model": "F-150", "leads": [
+  {"name": "A", "model": "F-150"}, {"name": "B", "model": "Ranger"},
+  {"name": "C", "model": "F-150", "ok_at": 2}, {"name": "D", "model": "F-150", "ok_at": 3},
+  {"name": "E", "model": "F-150"}]})";
+
+TEST(language_execution, foreach_runs_items_in_a_window_and_collects_outputs_in_item_order) {
+  harness h("foreach", 1);
+  h.publish(tenant, fanout_workflow("collect", 2).dump());
+  h.start(tenant, "e1", "fan", fanout_input);
+  h.settle();
+  h.run_for(40, 5);
+  auto e = h.exec(tenant, "e1");
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  const json each = json::parse(e->steps[0].output_json);
+  EXPECT_EQ(each["items"], json::parse(R"([{"attempt":1},{"attempt":2},null,{"attempt":1}])"))
+      << "outputs in item order; D failed after its 2 attempts";
+  EXPECT_EQ(each["failed"][0]["index"], 2);
+  EXPECT_EQ(json::parse(e->steps[1].output_json), json::parse(R"({"sent":3,"failed":[2]})"));
+  // Golden timeline: at most two items out at once; each item has its own attempts,
+  // retries and commands.
+  // The ItemScheduled lines name their command; the commands' own detail lines are attached
+  // by replay/history.cc to StepScheduled only.
+  EXPECT_EQ(events_only(execution_timeline(h, "e1")),
+            "started fan v1 with input {\"leads\":[{\"model\":\"F-150\",\"name\":\"A\"},"
+            "{\"model\":\"Ranger\",\"name\":\"B\"},{\"model\":\"F-150\",\"name\":\"C\",\"ok"
+            "\u2026 (193 bytes)\n"
+            "step each attempt 1 scheduled\n"
+            "step each item 0 attempt 1 scheduled -> command e1/each[0]/1\n"
+            "step each item 1 attempt 1 scheduled -> command e1/each[1]/1\n"
+            "step each item 0 succeeded: {\"attempt\":1}\n"
+            "step each item 2 attempt 1 scheduled -> command e1/each[2]/1\n"
+            "step each item 1 attempt 1 failed (flaky: attempt 1 fails, 2 will succeed); retry in "
+            "5ms\n"
+            "step each item 2 attempt 1 failed (flaky: attempt 1 fails, 3 will succeed); retry in "
+            "5ms\n"
+            "timer fired: Retry of step each item 1 attempt 1\n"
+            "step each item 1 attempt 2 scheduled -> command e1/each[1]/2\n"
+            "timer fired: Retry of step each item 2 attempt 1\n"
+            "step each item 2 attempt 2 scheduled -> command e1/each[2]/2\n"
+            "step each item 1 succeeded: {\"attempt\":2}\n"
+            "step each item 3 attempt 1 scheduled -> command e1/each[3]/1\n"
+            "step each item 2 failed: flaky: attempt 2 fails, 3 will succeed (after 2 attempts)\n"
+            "step each item 3 succeeded: {\"attempt\":1}\n"
+            "step each succeeded: {\"failed\":[{\"error\":\"flaky: attempt 2 fails, 3 will "
+            "succeed (after 2 attempts)\",\"index\":2}],\"items\":\u2026 (149 bytes)\n"
+            "step report attempt 1 scheduled\n"
+            "step report succeeded: {\"failed\":[2],\"sent\":3}\n"
+            "execution succeeded: {\"report\":{\"failed\":[2],\"sent\":3}}\n");
+}
+
+TEST(language_execution, foreach_fails_fast_and_cancels_the_items_still_out) {
+  harness h("foreach-fast", 1);
+  h.publish(tenant, fanout_workflow("fail_fast", 3).dump());
+  // X fails for good on its second attempt while Y and Z are out on theirs.
+  h.start(tenant, "e1", "fan", R"({"model": "F-150", "leads": [
+    {"name": "X", "model": "F-150", "ok_at": 3}, {"name": "Y", "model": "F-150", "ok_at": 2},
+    {"name": "Z", "model": "F-150", "ok_at": 2}, {"name": "W", "model": "F-150"}]})");
+  h.settle();
+  h.run_for(40, 5);
+  auto e = h.exec(tenant, "e1");
+  ASSERT_EQ(e->status, exec_status::failed);
+  EXPECT_EQ(e->result,
+            "step 'each' failed: item 0 failed: flaky: attempt 2 fails, 3 will succeed (after 2 "
+            "attempts)");
+  EXPECT_EQ(e->steps[0].items[1].status, step_status::cancelled) << "Y was out";
+  EXPECT_EQ(e->steps[0].items[2].status, step_status::cancelled) << "Z was out";
+  EXPECT_EQ(e->steps[0].items[3].attempt, 0u) << "W never started";
+  EXPECT_EQ(e->steps[1].status, step_status::cancelled);
+  EXPECT_GE(h.n->orchestrator_of(0).probe().stale_acks.load(), 2u) << "Y's and Z's acks";
+}
+
+TEST(language_execution, foreach_item_count_is_limited_and_an_empty_list_succeeds) {
+  harness h("foreach-limits", 1);
+  h.publish(tenant, json{{"workflow", "big"},
+                         {"version", 1},
+                         {"steps",
+                          json::array({{{"id", "each"},
+                                        {"kind", "foreach"},
+                                        {"items", "input.list"},
+                                        {"do", {{"kind", "task"}, {"action", "transform"}}}}})}}
+                        .dump());
+  json big = json::array();
+  for (size_t i = 0; i <= limits::foreach_items_max; ++i) big.push_back(i);
+  h.start(tenant, "big", "big", json{{"list", big}}.dump());
+  h.start(tenant, "empty", "big", R"({"list": []})");
+  h.start(tenant, "object", "big", R"({"list": {"a": 1}})");
+  h.settle();
+  EXPECT_EQ(h.exec(tenant, "big")->result,
+            "step 'each' failed: items has 1001 elements; foreach_items_max is 1000");
+  EXPECT_EQ(h.exec(tenant, "object")->result,
+            "step 'each' failed: items must be a list, not object");
+  auto empty = h.exec(tenant, "empty");
+  ASSERT_EQ(empty->status, exec_status::succeeded) << empty->result;
+  EXPECT_EQ(empty->steps[0].output_json, R"({"failed":[],"items":[]})");
+}
+
+// 1 000 items, 50 at a time, with the node closed and reopened in the middle (its state is
+// then rebuilt from RocksDB and the log): every item runs once and the outputs are in order.
+TEST(language_execution, foreach_of_1000_items_survives_a_restart) {
+  std::string dir;
+  const json wf = {{"workflow", "many"},
+                   {"version", 1},
+                   {"steps",
+                    json::array({{{"id", "each"},
+                                  {"kind", "foreach"},
+                                  {"items", "input.list"},
+                                  {"concurrency", 50},
+                                  {"do",
+                                   {{"kind", "task"},
+                                    {"action", "transform"},
+                                    {"input", {{"i", "{{ item * 2 }}"}}}}}}})}};
+  json list = json::array();
+  for (int i = 0; i < 1000; ++i) list.push_back(i);
+  {
+    harness h("foreach-1000", 1);
+    h.publish(tenant, wf.dump());
+    h.start(tenant, "e1", "many", json{{"list", list}}.dump());
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE(h.n->step().has_value());
+    auto e = h.exec(tenant, "e1");
+    ASSERT_EQ(e->status, exec_status::running);
+    size_t done = 0;
+    for (const item_state& item : e->steps[0].items) done += item.status == step_status::succeeded;
+    EXPECT_GT(done, 0u);
+    EXPECT_LT(done, 1000u) << "stopped in the middle";
+    dir = h.dir + "-kept";
+    h.n.reset();
+    std::filesystem::rename(h.dir, dir);
+  }
+  manual_clock clk(1'700'000'000'000 + 1000);
+  node_options o;
+  o.data_dir = dir;
+  o.partitions = 1;
+  o.fsync = false;
+  auto n = node::open(o, clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_TRUE((*n)->recover().has_value());
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE((*n)->step().has_value());
+  auto e = (*n)->execution(tenant, "e1");
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  const json out = json::parse(e->steps[0].output_json);
+  ASSERT_EQ(out["items"].size(), 1000u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(out["items"][i]["i"], 2 * i);
+  // One command per item, none repeated across the restart.
+  std::set<std::string> commands;
+  size_t total = 0;
+  log& l = (*n)->get_log();
+  std::vector<record> recs;
+  for (uint64_t off = 0; off < *l.end_offset(stream::commands_step, 0);) {
+    recs.clear();
+    ASSERT_TRUE(l.read(stream::commands_step, 0, off, 1024, 8 << 20, recs).has_value());
+    if (recs.empty()) break;
+    for (const record& r : recs) {
+      commands.insert(std::string(sv(decode_envelope(r.value)->record_id())));
+      ++total;
+    }
+    off = recs.back().offset + 1;
+  }
+  EXPECT_EQ(commands.size(), 1000u);
+  EXPECT_EQ(total, 1000u);
+  auto diffs = compare_with_replay(l, 0, (*n)->partition(0).store(), dir + "/rebuilt");
+  ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+  EXPECT_TRUE(diffs->empty()) << diffs->front();
+  n->reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
