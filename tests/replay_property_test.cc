@@ -80,7 +80,21 @@ class workload {
       // Expressions decided in the orchestrator: compute, and switch (branches set above).
       s.erase("on_failure");
       if (chance(0.3)) s["on_failure"] = "continue";
-      if (kind < 92) {
+      if (kind < 89) {
+        // Fan-out: 0 to 4 items, each with its own attempts, retries and timeouts.
+        s["kind"] = "foreach";
+        s["items"] = "filter([input.v, input.v + 1, input.v + 2, 7], x, x % 2 == 0)";
+        s["concurrency"] = uniform(1, 3);
+        s["on_item_failure"] = chance(0.5) ? "collect" : "fail_fast";
+        const int action = uniform(0, 99);
+        json body = {{"kind", "task"},
+                     {"action", action < 40 ? "transform" : action < 90 ? "flaky" : "fail"},
+                     {"input", {{"item", "{{ item }}"}, {"index", "{{ index }}"}}},
+                     {"retry", {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}}}};
+        if (action >= 40 && action < 90) body["input"]["succeed_on_attempt"] = "{{ item % 3 + 1 }}";
+        if (chance(0.3)) body["timeout_ms"] = uniform(1, 20);
+        s["do"] = body;
+      } else if (kind < 94) {
         s["kind"] = "compute";
         json output = {{"double", "{{ input.v * 2 + 1 }}"},
                        {"label", "{{ format('{}-{}', input.v, execution.id) }}"}};
@@ -138,6 +152,7 @@ struct totals {
   uint64_t events = 0;
   uint64_t retries = 0;
   uint64_t timeouts = 0;
+  uint64_t item_attempts = 0;  // foreach items
   uint64_t succeeded = 0;
   uint64_t failed = 0;
   uint64_t stale_acks = 0;
@@ -229,6 +244,7 @@ void run_seed(uint64_t seed, totals& t) {
     auto ev = h.events_of(exec);
     t.retries += std::count(ev.begin(), ev.end(), "StepRetryScheduled");
     t.timeouts += std::count(ev.begin(), ev.end(), "StepTimedOut");
+    t.item_attempts += std::count(ev.begin(), ev.end(), "ItemScheduled");
   }
   h.n->for_each_execution([&](const execution_state& e) {
     t.succeeded += e.status == exec_status::succeeded;
@@ -249,9 +265,9 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   }
   fmt::print(
       "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
-      "{} stale/duplicate acks, {} rejections, {} deadletters\n",
-      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.stale_acks, t.rejections,
-      t.deadletters);
+      "{} foreach item attempts, {} stale/duplicate acks, {} rejections, {} deadletters\n",
+      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.stale_acks,
+      t.rejections, t.deadletters);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);
