@@ -408,6 +408,13 @@ void notification_suppressed_v1(orchestrator_state& s, const fbs::Envelope& env,
 void notification_deferred_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_NotificationDeferred();
   int idx = step_of(s, *e, p->step());
+  if (p->item() >= 0) {  // a foreach item (absent before foreach: -1)
+    const auto item = static_cast<uint32_t>(p->item());
+    vassert(item < e->steps[idx].items.size(), "deferral of unknown item {}", item);
+    e->steps[idx].items[item].status = step_status::deferred;
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), item, p->until_ms());
+    return;
+  }
   e->steps[idx].status = step_status::deferred;
   s.set_timer(*e, idx, p->until_ms());
 }
@@ -415,8 +422,15 @@ void notification_deferred_v1(orchestrator_state& s, const fbs::Envelope& env, e
 void notification_admitted_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_NotificationAdmitted();
   int idx = step_of(s, *e, p->step());
-  e->steps[idx].status = step_status::running;
-  s.set_timer(*e, idx, p->timer_at_ms());
+  if (p->item() >= 0) {  // a foreach item (absent before foreach: -1)
+    const auto item = static_cast<uint32_t>(p->item());
+    vassert(item < e->steps[idx].items.size(), "admission of unknown item {}", item);
+    e->steps[idx].items[item].status = step_status::running;
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), item, p->timer_at_ms());
+  } else {
+    e->steps[idx].status = step_status::running;
+    s.set_timer(*e, idx, p->timer_at_ms());
+  }
   const std::string_view tenant = sv(env.tenant_id());
   if (p->window_start_ms() != 0) {
     const std::string key = keys::notify_window(tenant, sv(p->channel()));

@@ -175,6 +175,10 @@ class orchestrator::decider {
   void item_retry_or_fail(execution_state& e, uint16_t idx, uint32_t item, std::string_view error);
   void item_failed(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
                    std::string_view error);
+  void emit_item_command(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                         const std::string& rendered, int64_t timer_at);
+  void notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                           const std::string& rendered, const notify_policy& p);
   void on_item_ack(const input& in, const fbs::Envelope& env, execution_state& e,
                    std::string_view step, uint32_t item);
   void on_item_timer(execution_state& e, uint16_t idx, uint32_t item);
@@ -1068,7 +1072,10 @@ void orchestrator::decider::foreach_progress(execution_state& e, uint16_t idx) {
     if (item.status == step_status::failed && !sd.collect_failures) {
       return step_failed(e, idx, 1, fmt::format("item {} failed: {}", k, item.error));
     }
-    if (item.status == step_status::running || item.status == step_status::retry_wait) ++running;
+    if (item.status == step_status::running || item.status == step_status::retry_wait ||
+        item.status == step_status::deferred) {
+      ++running;
+    }
     if (item.status == step_status::succeeded || item.status == step_status::failed) ++done;
   }
   if (done == st.items.size()) {
@@ -1112,18 +1119,12 @@ void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint
   sc.item_index = item;
   auto rendered = render_template(sd.input_template, sc);
   if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
-  if (sd.body_kind == step_kind::notify) {
-    if (const tenant_policy* tp = _s.policy(e.tenant); tp && tp->notify) {
-      // Never send around the tenant's opt-outs, quiet hours and rate limits.
-      return item_failed(e, idx, item, attempt,
-                         "a foreach cannot send notifications under a tenant notification "
-                         "policy yet (processors/DEFINITIONS.md, Fan-out)");
-    }
-  }
-  const std::string name = fmt::format("{}[{}]", sd.id, item);
-  const std::string command_id = fmt::format("{}/{}/{}", e.id, name, attempt);
+  const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
+  const tenant_policy* tp = _s.policy(e.tenant);
+  const bool policed = sd.body_kind == step_kind::notify && tp && tp->notify;
+  // Under a notification policy the attempt's timeout starts when the message is admitted.
   const int64_t timer_at =
-      sd.timeout_ms ? _ctx.now_ms() + static_cast<int64_t>(sd.timeout_ms) : 0;
+      sd.timeout_ms && !policed ? _ctx.now_ms() + static_cast<int64_t>(sd.timeout_ms) : 0;
   if (!emit(e, fbs::Payload::ItemScheduled, [&](auto& b) {
         return fbs::CreateItemScheduled(b, str(sd.id), item, attempt, str(command_id),
                                         str(*rendered), timer_at)
@@ -1131,19 +1132,29 @@ void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint
       })) {
     return;
   }
+  if (policed) return notify_item_or_hold(e, idx, item, attempt, *rendered, *tp->notify);
+  emit_item_command(e, idx, item, attempt, *rendered, timer_at);
+}
+
+void orchestrator::decider::emit_item_command(execution_state& e, uint16_t idx, uint32_t item,
+                                              uint32_t attempt, const std::string& rendered,
+                                              int64_t timer_at) {
+  const step_def& sd = def(e).steps[idx];
+  const std::string name = fmt::format("{}[{}]", sd.id, item);
+  const std::string command_id = fmt::format("{}/{}/{}", e.id, name, attempt);
   flatbuffers::Offset<void> payload;
   fbs::Payload type;
   stream target;
   if (sd.body_kind == step_kind::task) {
     type = fbs::Payload::RunStep;
     target = stream::commands_step;
-    payload = fbs::CreateRunStep(_fbb, str(name), attempt, str(sd.action), str(*rendered),
+    payload = fbs::CreateRunStep(_fbb, str(name), attempt, str(sd.action), str(rendered),
                                  str(command_id), timer_at)
                   .Union();
   } else {
     type = fbs::Payload::SendNotification;
     target = stream::commands_notify;
-    const notification_fields f = notification_of(*rendered);
+    const notification_fields f = notification_of(rendered);
     payload = fbs::CreateSendNotification(_fbb, str(name), attempt, str(f.channel), str(f.to),
                                           str(f.subject), str(f.body), str(command_id), timer_at)
                   .Union();
@@ -1157,6 +1168,68 @@ void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint
   h.timestamp_ms = _ctx.now_ms();
   _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
   _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The tenant's notification policy for one item, as notify_or_hold for a step: suppressed
+// (the item succeeds unsent), deferred (an item timer), or admitted and sent.
+void orchestrator::decider::notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item,
+                                                uint32_t attempt, const std::string& rendered,
+                                                const notify_policy& p) {
+  const step_def& sd = def(e).steps[idx];
+  const notification_fields f = notification_of(rendered);
+  const hash256 hash = notification_hash(f.channel, f.to, f.subject, f.body);
+  std::optional<dedup_entry> previous;
+  if (const auto& v = _s.value(keys::notify_dedup(e.tenant, hash)); v && v->size() >= 8) {
+    previous = dedup_entry{static_cast<int64_t>(keys::get_be64(*v)), v->substr(8)};
+  }
+  std::optional<window_count> window;
+  if (const auto& v = _s.value(keys::notify_window(e.tenant, f.channel)); v && v->size() == 12) {
+    window = window_count{static_cast<int64_t>(keys::get_be64(*v)),
+                          keys::get_be32(std::string_view(*v).substr(8))};
+  }
+  const std::string own_prefix = fmt::format("{}/{}[{}]/", e.id, sd.id, item);
+  const int64_t now = _ctx.now_ms();
+  const auto slot = static_cast<int32_t>(item);
+  const notify_decision d = decide_notification(
+      p, notification{f.channel, f.to, f.subject, f.body, own_prefix}, now, previous, window);
+  switch (d.v) {
+    case notify_decision::verdict::suppress:
+      if (!emit(e, fbs::Payload::NotificationSuppressed, [&](auto& b) {
+            return fbs::CreateNotificationSuppressed(b, str(sd.id), attempt, str(f.channel),
+                                                     str(f.to), str(d.reason), slot)
+                .Union();
+          })) {
+        return;
+      }
+      if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
+            return fbs::CreateItemSucceeded(b, str(sd.id), item, attempt, str(d.output_json))
+                .Union();
+          })) {
+        return;
+      }
+      return foreach_progress(e, idx);
+    case notify_decision::verdict::defer:
+      emit(e, fbs::Payload::NotificationDeferred, [&](auto& b) {
+        return fbs::CreateNotificationDeferred(b, str(sd.id), attempt, str(f.channel), d.until_ms,
+                                               str(d.reason), slot)
+            .Union();
+      });
+      return;
+    case notify_decision::verdict::admit:
+      break;
+  }
+  const int64_t timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
+  const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
+  if (!emit(e, fbs::Payload::NotificationAdmitted, [&](auto& b) {
+        auto h = b.CreateVector(hash.data(), hash.size());
+        return fbs::CreateNotificationAdmitted(
+                   b, str(sd.id), attempt, str(f.channel), str(f.to), h, d.window_start_ms,
+                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id), slot)
+            .Union();
+      })) {
+    return;
+  }
+  emit_item_command(e, idx, item, attempt, rendered, timer_at);
 }
 
 void orchestrator::decider::item_failed(execution_state& e, uint16_t idx, uint32_t item,
@@ -1248,6 +1321,20 @@ void orchestrator::decider::on_item_timer(execution_state& e, uint16_t idx, uint
   if (status == step_status::retry_wait) {
     const json items = json::parse(e.steps[idx].items_json);
     return schedule_item(e, idx, item, attempt + 1, items);
+  }
+  if (status == step_status::deferred) {
+    // The deferral ended: render again and ask the policy again (it may have changed).
+    const json items = json::parse(e.steps[idx].items_json);
+    template_scope sc = scope(e, d);
+    const std::string item_json = items.at(item).dump();
+    sc.item_json = item_json;
+    sc.item_index = item;
+    auto rendered = render_template(d.steps[idx].input_template, sc);
+    if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
+    const tenant_policy* tp = _s.policy(e.tenant);
+    const notify_policy none;
+    return notify_item_or_hold(e, idx, item, attempt, *rendered,
+                               tp && tp->notify ? *tp->notify : none);
   }
   vassert(status == step_status::running, "timer for item {} of {} in state {}", item, step_id,
           step_status_name(status));

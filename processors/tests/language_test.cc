@@ -10,6 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
 #include <set>
 
 #include "processors/definition.h"
@@ -689,6 +692,93 @@ TEST(language_execution, foreach_of_1000_items_survives_a_restart) {
   EXPECT_TRUE(diffs->empty()) << diffs->front();
   n->reset();
   std::filesystem::remove_all(dir);
+}
+
+// ---- the shipped samples ---------------------------------------------------------------------
+
+std::string read_sample(const char* name) {
+  std::ifstream in(std::string(AUTERITY_WORKFLOWS_DIR) + "/" + name);
+  EXPECT_TRUE(in.good()) << name;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The notifications the engine sent (SendNotification commands): step -> (channel, to, body).
+std::map<std::string, std::vector<std::string>> sent(harness& h, std::string_view execution) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const record& r : h.read_all(stream::commands_notify)) {
+    const fbs::Envelope* e = decode_envelope(r.value);
+    if (!e || sv(e->execution_id()) != execution) continue;
+    auto n = e->payload_as_SendNotification();
+    out[std::string(sv(n->step()))] = {std::string(sv(n->channel())), std::string(sv(n->to())),
+                                       std::string(sv(n->body()))};
+  }
+  return out;
+}
+
+TEST(language_samples, new_lead_scores_in_the_definition_and_survives_a_timed_out_draft) {
+  harness h("sample-new-lead", 1);
+  h.publish(tenant, read_sample("new_lead.json"));
+  // Prefers email and also gave a phone: every message must go to the email address.
+  h.start(tenant, "ann", "new-lead",
+          R"({"name": "Ann", "vehicle": "F-150", "budget": 61000, "timeline": "now",
+              "source": "referral", "trade_in": true,
+              "contact": {"preferred": "email", "phone": "+15550100", "email": "ann@example.com"}})");
+  // No workers: the AI draft's command stays unanswered until its 10 s timeout.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(h.n->step(false).has_value());
+  h.clk.advance(10'001);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(h.n->step(false).has_value());
+  h.settle();
+  h.run_for(6'000, 100);  // the reply window, then the follow-up delay
+  auto e = h.exec(tenant, "ann");
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  EXPECT_EQ(json::parse(e->steps[0].output_json),
+            json::parse(R"({"score": 100, "reasons": ["budget >= 40000", "buying this week",
+                            "referral", "has trade-in"]})"))
+      << "the scoring rules of the definition";
+  EXPECT_EQ(json::parse(e->steps[1].output_json)["case"], "hot");
+  EXPECT_EQ(e->steps[3].status, step_status::timed_out) << "draft";
+  EXPECT_EQ(e->steps[4].status, step_status::succeeded) << "fallback_reply runs after a timeout";
+  auto messages = sent(h, "ann");
+  EXPECT_EQ(messages["alert_sales"][2],
+            "Hot lead: call Ann now about the F-150 (score 100: budget >= 40000, buying this week, "
+            "referral, has trade-in)");
+  EXPECT_EQ(messages["send_email"][1], "ann@example.com");
+  EXPECT_NE(messages["send_email"][2].find("thanks for your interest"), std::string::npos);
+  EXPECT_FALSE(messages.contains("send_sms"));
+  EXPECT_EQ(messages["followup"][0], "email");
+  EXPECT_EQ(messages["followup"][1], "ann@example.com") << "the channel/address bug";
+}
+
+TEST(language_samples, price_drop_campaign_messages_each_interested_lead_under_the_policy) {
+  harness h("sample-price-drop", 1);
+  h.submit(tenant, client::publish_policy({tenant, "", "policy", h.clk.now_ms()},
+                                          read_sample("dealer_policy.json")));
+  h.publish(tenant, read_sample("price_drop.json"), R"({"dealer_name": "Acme Motors"})");
+  h.start(tenant, "drop", "price-drop", R"({"model": "F-150", "old_price": 61000, "new_price": 57500,
+    "leads": [
+      {"name": "Ann", "model": "F-150", "preferred": "email", "email": "ann@example.com"},
+      {"name": "Bo", "model": "Civic", "preferred": "sms", "phone": "+15550100001"},
+      {"name": "Cy", "model": "f-150", "preferred": "sms", "phone": "+15550100002"},
+      {"name": "Di", "model": "F-150", "preferred": "sms", "phone": "+15550100003"},
+      {"name": "Ed", "model": "F-150", "preferred": "email", "email": "ed@example.com"}]})");
+  h.settle();
+  h.run_for(1'000, 50);
+  auto e = h.exec(tenant, "drop");
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  const json campaign = json::parse(e->steps[1].output_json);
+  ASSERT_EQ(campaign["items"].size(), 4u) << campaign.dump();
+  EXPECT_EQ(campaign["items"][2]["sent"], false) << "Di opted out (dealer_policy.json)";
+  auto messages = sent(h, "drop");
+  EXPECT_EQ(messages["campaign[0]"][1], "ann@example.com");
+  EXPECT_EQ(messages["campaign[1]"][1], "+15550100002");
+  EXPECT_EQ(messages["campaign[1]"][2],
+            "Hi Cy, good news from Acme Motors: the F-150 is now $57500 (was $61000). Reply to "
+            "book a test drive.");
+  EXPECT_FALSE(messages.contains("campaign[2]"));
+  EXPECT_EQ(messages["campaign[3]"][1], "ed@example.com");
+  EXPECT_EQ(messages["report"][2],
+            "Price drop on the F-150: 3 of 4 interested leads messaged, 1 not sent (1 other leads "
+            "not interested)");
 }
 
 }  // namespace
