@@ -208,23 +208,32 @@ std::string ai_usage_recorded(const fbs::Envelope& e) {
       p->input_tokens(), p->output_tokens(), format_cost_micros(p->cost_micros()), sv(p->day()));
 }
 
+// "step x" or, for a foreach item's notification, "step x item 3".
+std::string step_and_item(const flatbuffers::String* step, int32_t item) {
+  return item >= 0 ? fmt::format("step {} item {}", sv(step), item)
+                   : fmt::format("step {}", sv(step));
+}
+
 std::string notification_suppressed(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationSuppressed();
-  return fmt::format("notification of step {} attempt {} ({} to {}) suppressed: {}", sv(p->step()),
-                     p->attempt(), sv(p->channel()), sv(p->to()), sv(p->reason()));
+  return fmt::format("notification of {} attempt {} ({} to {}) suppressed: {}",
+                     step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
+                     sv(p->to()), sv(p->reason()));
 }
 
 std::string notification_deferred(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationDeferred();
-  return fmt::format("notification of step {} attempt {} ({}) deferred until {} (+{}ms): {}",
-                     sv(p->step()), p->attempt(), sv(p->channel()), format_time_ms(p->until_ms()),
+  return fmt::format("notification of {} attempt {} ({}) deferred until {} (+{}ms): {}",
+                     step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
+                     format_time_ms(p->until_ms()),
                      p->until_ms() - e.timestamp_ms(), sv(p->reason()));
 }
 
 std::string notification_admitted(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationAdmitted();
-  std::string s = fmt::format("notification of step {} attempt {} admitted ({} to {})",
-                              sv(p->step()), p->attempt(), sv(p->channel()), sv(p->to()));
+  std::string s = fmt::format("notification of {} attempt {} admitted ({} to {})",
+                              step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
+                              sv(p->to()));
   if (p->window_start_ms()) {
     s += fmt::format("; counts in the rate window from {}", format_time_ms(p->window_start_ms()));
   }
