@@ -4,6 +4,7 @@
 
 #include <fmt/core.h>
 
+#include "processors/rejection.h"
 #include "replay/record_json.h"
 #include "replay/time_text.h"
 #include "replay/timeline.h"
@@ -292,7 +293,9 @@ std::string step_ack(const fbs::Envelope& e) {
 
 std::string command_rejected(const fbs::Envelope& e) {
   auto p = e.payload_as_CommandRejected();
-  return fmt::format("REJECTED {} (code {}): {}", sv(e.causation_id()), p->code(), sv(p->reason()));
+  return fmt::format("REJECTED {} ({}, code {}): {}", sv(e.causation_id()),
+                     rejection_code_name(static_cast<rejection_code>(p->code())), p->code(),
+                     sv(p->reason()));
 }
 
 std::string dead_letter(const fbs::Envelope& e) {
