@@ -187,9 +187,11 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
     }
     // Ids unique across tenants too: connectors key idempotency on the command id alone.
     started s{d.tenant, fmt::format("price-drop-{}{}-f150", run_tag, d.tenant), false};
-    const std::string input =
-        json{{"model", "F-150"}, {"old_price", 61000}, {"new_price", 57500}, {"leads", campaign_leads}}
-            .dump();
+    const std::string input = json{
+        {"model", "F-150"},
+        {"old_price", 61000},
+        {"new_price", 57500},
+        {"leads", campaign_leads}}.dump();
     auto r = n.submit(s.tenant, client::start_execution({s.tenant, s.id, "start-" + s.id, now_ms()},
                                                         "price-drop", 0, input));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;

@@ -369,8 +369,8 @@ result<std::string> json_argument(const std::string& value, std::string_view fla
   if (value != "-" && !value.starts_with("@")) return value;
   std::FILE* in = value == "-" ? stdin : std::fopen(value.c_str() + 1, "rb");
   if (in == nullptr) {
-    return fail(errc::io, fmt::format("{}: cannot read {}: {}", flag, value.substr(1),
-                                      std::strerror(errno)));
+    return fail(errc::io,
+                fmt::format("{}: cannot read {}: {}", flag, value.substr(1), std::strerror(errno)));
   }
   std::string text;
   char buf[65536];
@@ -445,8 +445,7 @@ int cmd_start_wait(common_flags f, const std::string& tenant, const std::string&
       }
     }
   }
-  fmt::print(stderr,
-             "auterity: no answer to start {} within {} s{}\n", rid, wait_s,
+  fmt::print(stderr, "auterity: no answer to start {} within {} s{}\n", rid, wait_s,
              embedded ? "" : ": is an engine (`auterity run --kafka ...`) running?");
   return 1;
 }
@@ -642,8 +641,7 @@ int main(int argc, char** argv) {
   if (sig->parsed()) {
     auto text = json_argument(payload, "--payload");
     if (!text) return report(text.error());
-    return submit_one(f, tenant,
-                      client::signal({tenant, execution, rid, wall_ms()}, name, *text));
+    return submit_one(f, tenant, client::signal({tenant, execution, rid, wall_ms()}, name, *text));
   }
   if (can->parsed()) {
     return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));

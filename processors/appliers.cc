@@ -88,8 +88,8 @@ void step_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, executio
 item_state& item_of(orchestrator_state& s, execution_state& e, const flatbuffers::String* step,
                     uint32_t item, int& idx) {
   idx = step_of(s, e, step);
-  vassert(item < e.steps[idx].items.size(), "event of execution {} names item {} of {}", e.id,
-          item, sv(step));
+  vassert(item < e.steps[idx].items.size(), "event of execution {} names item {} of {}", e.id, item,
+          sv(step));
   return e.steps[idx].items[item];
 }
 

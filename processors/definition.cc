@@ -454,14 +454,15 @@ struct parsed_step {
 };
 
 constexpr std::array<std::string_view, 20> step_fields = {
-    "id",      "kind",       "after",      "action",      "tier",           "input",   "when",
-    "retry",   "timeout_ms", "delay_ms",   "signal",      "on_failure",     "output",  "cases",
-    "default", "join",       "items",      "concurrency", "on_item_failure", "do"};
+    "id",     "kind",       "after",       "action",          "tier",
+    "input",  "when",       "retry",       "timeout_ms",      "delay_ms",
+    "signal", "on_failure", "output",      "cases",           "default",
+    "join",   "items",      "concurrency", "on_item_failure", "do"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
-  for (step_kind k : {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal,
-                      step_kind::delay, step_kind::compute, step_kind::switch_,
-                      step_kind::foreach}) {
+  for (step_kind k :
+       {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal, step_kind::delay,
+        step_kind::compute, step_kind::switch_, step_kind::foreach}) {
     if (step_kind_name(k) == name) return k;
   }
   return std::nullopt;
@@ -526,8 +527,8 @@ outcome<condition> read_when(const json& v, const std::string& owner,
     c.operation = condition::op::expression;
     c.path = v.get<std::string>();
     if (c.path.find("{{") != std::string::npos) {
-      return invalid(fmt::format("{}: when: an expression has no {{{{ }}}}: write {}", owner,
-                                 "input.x == 1"));
+      return invalid(
+          fmt::format("{}: when: an expression has no {{{{ }}}}: write {}", owner, "input.x == 1"));
     }
     auto ok = check_expression(c.path, 0, step_refs, expression_use::condition);
     if (!ok) return invalid(fmt::format("{}: when: {}", owner, ok.error()));
@@ -583,10 +584,10 @@ checked read_input(const json& v, parsed_step& step, const std::string& owner, b
 checked read_foreach(const json& v, parsed_step& step, const std::string& owner) {
   const json* items = member(v, "items");
   if (items == nullptr || !items->is_string()) {
-    return invalid(fmt::format(
-        "{}: foreach steps need field 'items', an expression giving a list, such as "
-        "\"input.leads\"",
-        owner));
+    return invalid(
+        fmt::format("{}: foreach steps need field 'items', an expression giving a list, such as "
+                    "\"input.leads\"",
+                    owner));
   }
   step.def.items = items->get<std::string>();
   auto items_ok =
@@ -652,10 +653,10 @@ checked read_foreach(const json& v, parsed_step& step, const std::string& owner)
 checked read_switch(const json& v, parsed_step& step, const std::string& owner) {
   const json* cases = member(v, "cases");
   if (cases == nullptr || !cases->is_array() || cases->empty()) {
-    return invalid(fmt::format(
-        "{}: switch steps need field 'cases', a non-empty array of "
-        R"({{"name": n, "when": expression, "then": [step ids]}})",
-        owner));
+    return invalid(
+        fmt::format("{}: switch steps need field 'cases', a non-empty array of "
+                    R"({{"name": n, "when": expression, "then": [step ids]}})",
+                    owner));
   }
   if (cases->size() > limits::switch_cases_max) {
     return invalid(fmt::format("{}: {} cases, more than {} (switch_cases_max)", owner,
@@ -678,15 +679,17 @@ checked read_switch(const json& v, parsed_step& step, const std::string& owner) 
     auto n = read_name(*name, where + ": name");
     if (!n) return std::unexpected(n.error());
     if (*n == default_case_name) {
-      return invalid(where + ": the name 'default' is the default branch's; use 'default' "
-                             "beside 'cases'");
+      return invalid(where +
+                     ": the name 'default' is the default branch's; use 'default' "
+                     "beside 'cases'");
     }
     if (!names.insert(*n).second) return invalid(fmt::format("{}: case '{}' twice", owner, *n));
     pc.name = *n;
     const json* when = member(c, "when");
     if (when == nullptr || !when->is_string()) {
-      return invalid(where + ": needs 'when', an expression such as \"steps.score.output.score "
-                             ">= 70\"");
+      return invalid(where +
+                     ": needs 'when', an expression such as \"steps.score.output.score "
+                     ">= 70\"");
     }
     pc.when = when->get<std::string>();
     auto ok = check_expression(pc.when, 0, step.step_refs, expression_use::condition);
@@ -706,8 +709,7 @@ checked read_switch(const json& v, parsed_step& step, const std::string& owner) 
   return {};
 }
 
-checked read_input(const json& v, parsed_step& step, const std::string& owner,
-                   bool item_scope) {
+checked read_input(const json& v, parsed_step& step, const std::string& owner, bool item_scope) {
   if (!v.is_object()) return invalid(fmt::format("{}: input must be an object", owner));
   const char* required = step.def.kind == step_kind::ai       ? "prompt"
                          : step.def.kind == step_kind::notify ? "channel"
@@ -875,7 +877,8 @@ outcome<parsed_step> read_step(const json& v, size_t index) {
   if (ok && step.def.kind == step_kind::foreach) ok = read_foreach(v, step, owner);
   if (const json* join = member(v, "join"); ok && join != nullptr) {
     if (!join->is_boolean()) {
-      return invalid(fmt::format("{}: join must be true or false, not {}", owner, echo_json(*join)));
+      return invalid(
+          fmt::format("{}: join must be true or false, not {}", owner, echo_json(*join)));
     }
     step.def.join = join->get<bool>();
   }
@@ -915,16 +918,16 @@ checked resolve_after(std::vector<parsed_step>& steps, const std::map<std::strin
       for (const std::string& name : names) {
         const auto it = ids.find(name);
         if (it == ids.end()) {
-          return invalid(fmt::format("step '{}': {} names unknown step '{}'", sw.def.id, branch,
-                                     echo(name)));
+          return invalid(
+              fmt::format("step '{}': {} names unknown step '{}'", sw.def.id, branch, echo(name)));
         }
         if (it->second == s) {
           return invalid(fmt::format("step '{}': {} names the switch itself", sw.def.id, branch));
         }
         if (!seen.insert(it->second).second) {
-          return invalid(fmt::format(
-              "step '{}': step '{}' is in two branches (a step belongs to one case)", sw.def.id,
-              name));
+          return invalid(
+              fmt::format("step '{}': step '{}' is in two branches (a step belongs to one case)",
+                          sw.def.id, name));
         }
         out.push_back(it->second);
         auto& after = steps[it->second].def.after;

@@ -69,9 +69,9 @@ struct step_def {
   uint64_t delay_ms = 0;    // delay steps
   std::string signal;       // wait_signal steps: signal name
   failure_mode on_failure = failure_mode::fail;
-  std::string output_template;             // compute: compact JSON of "output" (a template)
-  std::vector<switch_case> cases;          // switch: tried in order
-  std::vector<uint16_t> default_then;      // switch: steps of the default branch
+  std::string output_template;         // compute: compact JSON of "output" (a template)
+  std::vector<switch_case> cases;      // switch: tried in order
+  std::vector<uint16_t> default_then;  // switch: steps of the default branch
   // Runs when any of its `after` steps was not skipped for a branch not taken; without it a
   // step whose dependency was skipped that way is skipped too (processors/DEFINITIONS.md,
   // Branches).
@@ -81,7 +81,7 @@ struct step_def {
   // above.
   std::string items;
   step_kind body_kind = step_kind::task;
-  uint32_t concurrency = 1;  // items running at once, 1..limits::foreach_concurrency_max
+  uint32_t concurrency = 1;       // items running at once, 1..limits::foreach_concurrency_max
   bool collect_failures = false;  // false: the first item to fail for good fails the step
 };
 

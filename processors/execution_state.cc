@@ -147,9 +147,8 @@ std::string encode_execution(const execution_state& e) {
   std::string out;
   out.reserve(256 + e.input_json.size() + e.steps.size() * 32);
   writer w(out);
-  const bool items = std::ranges::any_of(e.steps, [](const step_state& s) {
-    return !s.items.empty() || !s.items_json.empty();
-  });
+  const bool items = std::ranges::any_of(
+      e.steps, [](const step_state& s) { return !s.items.empty() || !s.items_json.empty(); });
   const bool ai = items || has_ai_attempts(e);
   w.num<uint8_t>(items ? execution_format_items : ai ? execution_format_ai : execution_format);
   w.str(e.tenant);

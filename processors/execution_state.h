@@ -87,8 +87,8 @@ struct step_state {
   int64_t timer_at_ms = 0;  // 0: no timer
   std::string output_json;
   std::string error;
-  std::vector<ai_attempt> ai;  // routed attempts, oldest first (tenants with an AI policy)
-  std::string items_json;      // foreach: the list, fixed when the step started
+  std::vector<ai_attempt> ai;     // routed attempts, oldest first (tenants with an AI policy)
+  std::string items_json;         // foreach: the list, fixed when the step started
   std::vector<item_state> items;  // foreach: one per element of items_json
 
   // Attempts that used the retry budget: failovers do not.

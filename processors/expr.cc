@@ -303,8 +303,8 @@ class parser {
                                                    std::initializer_list<type> allowed,
                                                    std::string_view what) {
     if (accepts(n->t, allowed)) return std::nullopt;
-    return fail(n->column - 1, fmt::format("{} must be {}, not {}", what, allowed_text(allowed),
-                                           type_name(n->t)));
+    return fail(n->column - 1,
+                fmt::format("{} must be {}, not {}", what, allowed_text(allowed), type_name(n->t)));
   }
 
   result logical(op kind, std::string_view word, result (parser::*operand)()) {
@@ -433,7 +433,8 @@ class parser {
       type t = type::number;
       if (plus) {
         for (const node_ptr& side : {*left, *right}) {
-          if (auto bad = want(side, {type::number, type::string, type::list}, "an operand of '+'")) {
+          if (auto bad =
+                  want(side, {type::number, type::string, type::list}, "an operand of '+'")) {
             return *bad;
           }
         }
@@ -649,8 +650,8 @@ class parser {
                                            name, name));
           }
           if (std::ranges::find(_bound, var) != _bound.end()) {
-            return fail(begin, fmt::format("'{}' is already bound by an enclosing filter or map",
-                                           var));
+            return fail(begin,
+                        fmt::format("'{}' is already bound by an enclosing filter or map", var));
           }
           bound = var;
           args.push_back(nullptr);
@@ -673,7 +674,7 @@ class parser {
     const int n = static_cast<int>(args.size());
     if (n < f->args_min || (f->args_max >= 0 && n > f->args_max)) {
       std::string expected = f->args_min == f->args_max ? fmt::format("{}", f->args_min)
-                             : f->args_max < 0 ? fmt::format("at least {}", f->args_min)
+                             : f->args_max < 0          ? fmt::format("at least {}", f->args_min)
                                                : fmt::format("{} to {}", f->args_min, f->args_max);
       return fail(at, fmt::format("{}() takes {} argument{}, not {}", name, expected,
                                   f->args_min == 1 && f->args_max == 1 ? "" : "s", n));
@@ -689,8 +690,7 @@ class parser {
   std::optional<std::unexpected<parse_error>> check_arguments(const fn_info& f,
                                                               const std::vector<node_ptr>& a) {
     auto arg = [&](size_t i, std::initializer_list<type> allowed) {
-      return want(a[i], allowed,
-                  fmt::format("argument {} of {}()", i + 1, f.name));
+      return want(a[i], allowed, fmt::format("argument {} of {}()", i + 1, f.name));
     };
     switch (f.id) {
       case fn::lower:
@@ -809,7 +809,8 @@ class parser {
           out += '\t';
           break;
         default:
-          return fail(_i - 2, fmt::format("unknown escape '\\{}' (known: \\\\ \\' \\\" \\n \\t)", e));
+          return fail(_i - 2,
+                      fmt::format("unknown escape '\\{}' (known: \\\\ \\' \\\" \\n \\t)", e));
       }
     }
     auto n = make(op::literal, at, type::string);
@@ -892,8 +893,8 @@ class evaluator {
 
   outcome eval(const node& n) {
     if (++_steps > expression_steps_max) {
-      return std::unexpected(fmt::format(
-          "expression_steps_max ({}) evaluation steps exceeded", expression_steps_max));
+      return std::unexpected(
+          fmt::format("expression_steps_max ({}) evaluation steps exceeded", expression_steps_max));
     }
     switch (n.kind) {
       case op::literal:
@@ -1107,8 +1108,8 @@ class evaluator {
         if (item == l->j) return value{true};
       }
       if (_steps > expression_steps_max) {
-        return std::unexpected(fmt::format(
-            "expression_steps_max ({}) evaluation steps exceeded", expression_steps_max));
+        return std::unexpected(fmt::format("expression_steps_max ({}) evaluation steps exceeded",
+                                           expression_steps_max));
       }
       return value{false};
     }
@@ -1128,8 +1129,8 @@ class evaluator {
     const json& a = l->j;
     const json& b = r->j;
     if (n.kind == op::add && a.is_string() && b.is_string()) {
-      auto charged = charge(n, a.get_ref<const std::string&>().size() +
-                                   b.get_ref<const std::string&>().size());
+      auto charged = charge(
+          n, a.get_ref<const std::string&>().size() + b.get_ref<const std::string&>().size());
       if (!charged) return std::unexpected(charged.error());
       return value{a.get<std::string>() + b.get<std::string>()};
     }
@@ -1143,8 +1144,8 @@ class evaluator {
     static constexpr std::array<char, 5> symbol = {'+', '-', '*', '/', '%'};
     const char sym = symbol[static_cast<size_t>(n.kind) - static_cast<size_t>(op::add)];
     if (!a.is_number() || !b.is_number()) {
-      return error_at(n, fmt::format("cannot apply '{}' to {} and {}", sym,
-                                     type_name(type_of(a)), type_name(type_of(b))));
+      return error_at(n, fmt::format("cannot apply '{}' to {} and {}", sym, type_name(type_of(a)),
+                                     type_name(type_of(b))));
     }
     const auto ai = as_int(a);
     const auto bi = as_int(b);
@@ -1253,9 +1254,9 @@ outcome evaluator::fold(const node& n, const json& items) {
     auto ok = tick(n);
     if (!ok) return std::unexpected(ok.error());
     if (!item.is_number()) {
-      return error_at(n, fmt::format("{}() takes a list of numbers, found {}",
-                                     n.function == fn::sum ? "sum" : "min/max",
-                                     type_name(type_of(item))));
+      return error_at(
+          n, fmt::format("{}() takes a list of numbers, found {}",
+                         n.function == fn::sum ? "sum" : "min/max", type_name(type_of(item))));
     }
     if (n.function == fn::sum) {
       const auto i = as_int(item);
@@ -1327,15 +1328,16 @@ outcome evaluator::time_call(const node& n) {
                                      "not \"{}\"",
                                      echo_text(t, 40)));
     }
-    return value{days_from_civil(*y, static_cast<unsigned>(*mo), static_cast<unsigned>(*d)) *
-                     day_ms +
-                 ms};
+    return value{
+        days_from_civil(*y, static_cast<unsigned>(*mo), static_cast<unsigned>(*d)) * day_ms + ms};
   }
   auto v = number_arg(n, 0);
   if (!v) return std::unexpected(v.error());
   const double x = v->get<double>();
   if (n.function == fn::days || n.function == fn::hours || n.function == fn::minutes) {
-    const double unit = n.function == fn::days ? day_ms : n.function == fn::hours ? 3'600'000 : 60'000;
+    const double unit = n.function == fn::days    ? day_ms
+                        : n.function == fn::hours ? 3'600'000
+                                                  : 60'000;
     const double out = x * unit;
     if (!(std::fabs(out) < 9e15)) return error_at(n, "the result is out of range");
     if (out == std::floor(out)) return value{static_cast<int64_t>(out)};
@@ -1355,8 +1357,7 @@ outcome evaluator::time_call(const node& n) {
   return value{fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
                            static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
                            static_cast<unsigned>(ymd.day()), hms.hours().count(),
-                           hms.minutes().count(), hms.seconds().count(),
-                           hms.subseconds().count())};
+                           hms.minutes().count(), hms.seconds().count(), hms.subseconds().count())};
 }
 
 outcome evaluator::call(const node& n) {
@@ -1421,8 +1422,8 @@ outcome evaluator::call(const node& n) {
       size_t used = 1;
       for (size_t p = f->find("{}"); p != std::string::npos; p = f->find("{}", copied)) {
         if (used >= n.args.size()) {
-          return error_at(n, fmt::format("format() has more '{{}}' than values ({})",
-                                         n.args.size() - 1));
+          return error_at(
+              n, fmt::format("format() has more '{{}}' than values ({})", n.args.size() - 1));
         }
         auto v = present(*n.args[used++]);
         if (!v) return v;
@@ -1433,8 +1434,8 @@ outcome evaluator::call(const node& n) {
         if (!charged) return std::unexpected(charged.error());
       }
       if (used != n.args.size()) {
-        return error_at(n, fmt::format("format() has {} '{{}}' and {} values", used - 1,
-                                       n.args.size() - 1));
+        return error_at(
+            n, fmt::format("format() has {} '{{}}' and {} values", used - 1, n.args.size() - 1));
       }
       out.append(*f, copied);
       return value{std::move(out)};
@@ -1580,9 +1581,10 @@ std::expected<json, std::string> program::evaluate(const scope& s) const {
 
 std::expected<program, std::string> compile(std::string_view text, const path_checker& check) {
   if (text.size() > expression_bytes_max) {
-    return std::unexpected(fmt::format("column 1: the expression is {} bytes, more than {} "
-                                       "(expression_bytes_max)",
-                                       text.size(), expression_bytes_max));
+    return std::unexpected(
+        fmt::format("column 1: the expression is {} bytes, more than {} "
+                    "(expression_bytes_max)",
+                    text.size(), expression_bytes_max));
   }
   if (text.find_first_not_of(" \t\n\r") == std::string_view::npos) {
     return std::unexpected(std::string("column 1: empty expression"));
@@ -1591,7 +1593,8 @@ std::expected<program, std::string> compile(std::string_view text, const path_ch
     parser p(text, check);
     auto root = p.parse();
     if (!root) {
-      return std::unexpected(fmt::format("column {}: {}", root.error().column, root.error().message));
+      return std::unexpected(
+          fmt::format("column {}: {}", root.error().column, root.error().message));
     }
     if (height(**root) > expression_depth_max) {
       return std::unexpected(fmt::format(
@@ -1604,8 +1607,8 @@ std::expected<program, std::string> compile(std::string_view text, const path_ch
     out._text = std::string(text);
     return out;
   } catch (const std::exception& ex) {
-    return std::unexpected(fmt::format("column 1: expression could not be read: {}",
-                                       json_error_text(ex.what())));
+    return std::unexpected(
+        fmt::format("column 1: expression could not be read: {}", json_error_text(ex.what())));
   }
 }
 

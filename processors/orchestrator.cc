@@ -879,8 +879,9 @@ std::optional<std::string> orchestrator::decider::branch_not_taken(const executi
 
 bool orchestrator::decider::is_switch_target(const step_def& sw, uint16_t idx) {
   if (std::ranges::find(sw.default_then, idx) != sw.default_then.end()) return true;
-  return std::ranges::any_of(
-      sw.cases, [idx](const switch_case& c) { return std::ranges::find(c.then, idx) != c.then.end(); });
+  return std::ranges::any_of(sw.cases, [idx](const switch_case& c) {
+    return std::ranges::find(c.then, idx) != c.then.end();
+  });
 }
 
 bool orchestrator::decider::in_case(const step_def& sw, std::string_view taken, uint16_t idx) {
@@ -956,7 +957,8 @@ void orchestrator::decider::decide_inline(execution_state& e, uint16_t idx, uint
   } else {
     std::string taken(default_case_name);
     for (const switch_case& c : sd.cases) {
-      auto holds = evaluate_condition(condition{c.when, condition::op::expression, ""}, scope(e, d));
+      auto holds =
+          evaluate_condition(condition{c.when, condition::op::expression, ""}, scope(e, d));
       if (!holds) {
         error = fmt::format("case '{}': {}", c.name, holds.error());
         break;
@@ -1038,8 +1040,7 @@ void orchestrator::decider::start_foreach(execution_state& e, uint16_t idx) {
   if (!value) return step_failed(e, idx, 1, "items: " + value.error());
   json items = json::parse(*value, nullptr, false);
   if (!items.is_array()) {
-    return step_failed(e, idx, 1,
-                       fmt::format("items must be a list, not {}", items.type_name()));
+    return step_failed(e, idx, 1, fmt::format("items must be a list, not {}", items.type_name()));
   }
   if (items.size() > limits::foreach_items_max) {
     return step_failed(e, idx, 1,
@@ -1049,8 +1050,8 @@ void orchestrator::decider::start_foreach(execution_state& e, uint16_t idx) {
   const std::string scheduled = json{{"items", items}}.dump();
   if (scheduled.size() > limits::payload_bytes_max) {
     return step_failed(e, idx, 1,
-                       fmt::format("items are {} bytes; payload_bytes_max is {}",
-                                   scheduled.size(), limits::payload_bytes_max));
+                       fmt::format("items are {} bytes; payload_bytes_max is {}", scheduled.size(),
+                                   limits::payload_bytes_max));
   }
   if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
         return fbs::CreateStepScheduled(b, str(sd.id), 1, str(""), str(scheduled), 0).Union();
@@ -1283,11 +1284,12 @@ void orchestrator::decider::on_item_ack(const input& in, const fbs::Envelope& en
     case fbs::AckStatus::Success: {
       if (output.size() > limits::payload_bytes_max) {
         return item_failed(e, i, item, ack->attempt(),
-                           fmt::format("output is {} bytes; payload_bytes_max is {}",
-                                       output.size(), limits::payload_bytes_max));
+                           fmt::format("output is {} bytes; payload_bytes_max is {}", output.size(),
+                                       limits::payload_bytes_max));
       }
       json parsed = json::parse(output.empty() ? std::string_view("{}") : output, nullptr, false);
-      if (parsed.is_discarded()) return item_failed(e, i, item, ack->attempt(), "output is not JSON");
+      if (parsed.is_discarded())
+        return item_failed(e, i, item, ack->attempt(), "output is not JSON");
       const std::string normalized = parsed.dump();
       if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
             return fbs::CreateItemSucceeded(b, str(step), item, ack->attempt(), str(normalized))

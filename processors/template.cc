@@ -335,7 +335,8 @@ std::expected<expr::program, std::string> compile_expression(std::string_view te
                                                              size_t column_offset,
                                                              std::vector<std::string>* step_refs,
                                                              bool item_scope = true) {
-  auto checker = [step_refs, item_scope](std::string_view text) -> std::expected<void, std::string> {
+  auto checker = [step_refs,
+                  item_scope](std::string_view text) -> std::expected<void, std::string> {
     auto p = parse_path(text);
     if (!p) return std::unexpected(p.error());
     if (!item_scope && (p->from == source::item || p->from == source::item_index)) {
@@ -462,8 +463,8 @@ std::expected<void, std::string> check_expression(std::string_view text, size_t 
       if (auto legacy = legacy_paths(text)) {
         for (const path& p : legacy->alternatives) {
           if (!item_scope && (p.from == source::item || p.from == source::item_index)) {
-            return std::unexpected(fmt::format("column {}: {}", column_offset + 1,
-                                               item_outside_foreach));
+            return std::unexpected(
+                fmt::format("column {}: {}", column_offset + 1, item_outside_foreach));
           }
           if (!p.step_id.empty()) step_refs.push_back(p.step_id);
         }
@@ -507,7 +508,7 @@ std::expected<std::string, std::string> render_template(std::string_view templat
 }
 
 std::expected<std::string, std::string> evaluate_expression(std::string_view text,
-                                                           const template_scope& scope) {
+                                                            const template_scope& scope) {
   try {
     auto program = compile_expression(text, 0, nullptr);
     if (!program) return std::unexpected(program.error());
@@ -530,8 +531,8 @@ std::expected<bool, std::string> evaluate_condition(const condition& c,
       auto value = program->evaluate(r.expression_scope());
       if (!value) return std::unexpected("condition: " + value.error());
       if (!value->is_boolean()) {
-        return std::unexpected(fmt::format("condition: the result must be bool, not {}",
-                                           value->type_name()));
+        return std::unexpected(
+            fmt::format("condition: the result must be bool, not {}", value->type_name()));
       }
       return value->get<bool>();
     }

@@ -56,7 +56,7 @@ std::expected<std::string, std::string> render_template(std::string_view templat
 
 // Evaluates an expression (a foreach's items) to compact JSON, or a readable error.
 std::expected<std::string, std::string> evaluate_expression(std::string_view text,
-                                                           const template_scope& scope);
+                                                            const template_scope& scope);
 
 // Evaluates a step's `when` condition (a legacy path form, or an expression: op::expression).
 std::expected<bool, std::string> evaluate_condition(const condition& c,

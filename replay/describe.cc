@@ -137,8 +137,8 @@ std::string timer_fired(const fbs::Envelope& e) {
 
 std::string item_scheduled(const fbs::Envelope& e) {
   auto p = e.payload_as_ItemScheduled();
-  std::string s = fmt::format("step {} item {} attempt {} scheduled", sv(p->step()), p->item(),
-                              p->attempt());
+  std::string s =
+      fmt::format("step {} item {} attempt {} scheduled", sv(p->step()), p->item(), p->attempt());
   if (p->command_id() && p->command_id()->size()) {
     s += fmt::format(" -> command {}", sv(p->command_id()));
   }
@@ -226,15 +226,15 @@ std::string notification_deferred(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationDeferred();
   return fmt::format("notification of {} attempt {} ({}) deferred until {} (+{}ms): {}",
                      step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
-                     format_time_ms(p->until_ms()),
-                     p->until_ms() - e.timestamp_ms(), sv(p->reason()));
+                     format_time_ms(p->until_ms()), p->until_ms() - e.timestamp_ms(),
+                     sv(p->reason()));
 }
 
 std::string notification_admitted(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationAdmitted();
-  std::string s = fmt::format("notification of {} attempt {} admitted ({} to {})",
-                              step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
-                              sv(p->to()));
+  std::string s =
+      fmt::format("notification of {} attempt {} admitted ({} to {})",
+                  step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()), sv(p->to()));
   if (p->window_start_ms()) {
     s += fmt::format("; counts in the rate window from {}", format_time_ms(p->window_start_ms()));
   }

@@ -68,8 +68,8 @@ class workload {
       if (when < 25) {
         s["when"] = {{"path", fmt::format("steps.{}.status", dep)}, {"equals", "succeeded"}};
       } else if (when < 40) {
-        s["when"] = fmt::format("steps.{}.status == 'succeeded' or input.v > {}", dep,
-                                uniform(0, 1000));
+        s["when"] =
+            fmt::format("steps.{}.status == 'succeeded' or input.v > {}", dep, uniform(0, 1000));
       }
       if (after.size() >= 2 && chance(0.3)) s["join"] = true;
     }
@@ -88,7 +88,9 @@ class workload {
         s["on_item_failure"] = chance(0.5) ? "collect" : "fail_fast";
         const int action = uniform(0, 99);
         json body = {{"kind", "task"},
-                     {"action", action < 40 ? "transform" : action < 90 ? "flaky" : "fail"},
+                     {"action", action < 40   ? "transform"
+                                : action < 90 ? "flaky"
+                                              : "fail"},
                      {"input", {{"item", "{{ item }}"}, {"index", "{{ index }}"}}},
                      {"retry", {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}}}};
         if (action >= 40 && action < 90) body["input"]["succeed_on_attempt"] = "{{ item % 3 + 1 }}";

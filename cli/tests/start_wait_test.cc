@@ -36,8 +36,8 @@ class start_wait : public ::testing::Test {
     std::string tmpl = ::testing::TempDir() + "/auterity-cli-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir = tmpl;
-    const outcome pub = auterity(fmt::format("publish --tenant acme {}/new_lead.json",
-                                             AUTERITY_WORKFLOWS_DIR));
+    const outcome pub =
+        auterity(fmt::format("publish --tenant acme {}/new_lead.json", AUTERITY_WORKFLOWS_DIR));
     ASSERT_EQ(pub.code, 0) << pub.out;
   }
   void TearDown() override { std::filesystem::remove_all(dir); }
@@ -57,12 +57,12 @@ class start_wait : public ::testing::Test {
 
 TEST_F(start_wait, prints_accepted_or_rejected_with_the_name_and_reason) {
   const std::string input = write("in.json", R"({"name": "Ann", "budget": 50000})");
-  outcome o = auterity(fmt::format(
-      "start --tenant acme --workflow new-lead --id lead-1 --input @{} --wait", input));
+  outcome o = auterity(
+      fmt::format("start --tenant acme --workflow new-lead --id lead-1 --input @{} --wait", input));
   EXPECT_EQ(o.code, 0) << o.out;
   EXPECT_EQ(o.out, "accepted: execution lead-1 of new-lead v2 started\n");
-  o = auterity(fmt::format(
-      "start --tenant acme --workflow new-lead --id lead-1 --input @{} --wait", input));
+  o = auterity(
+      fmt::format("start --tenant acme --workflow new-lead --id lead-1 --input @{} --wait", input));
   EXPECT_EQ(o.code, 4) << o.out;
   EXPECT_EQ(o.out, "rejected: duplicate_execution (code 8): execution 'lead-1' already exists\n");
   o = auterity("start --tenant acme --workflow old-lead --id lead-2 --wait");
@@ -81,7 +81,8 @@ TEST_F(start_wait, prints_accepted_or_rejected_with_the_name_and_reason) {
 TEST_F(start_wait, input_from_stdin_goes_beyond_the_argument_limit) {
   // 100 000 bytes: over Linux's 128 KiB single-argument limit once quoted twice, and over the
   // engine's 64 KiB payload limit, which the rejection names.
-  const std::string big = write("big.json", fmt::format(R"({{"note": "{}"}})", std::string(100'000, 'x')));
+  const std::string big =
+      write("big.json", fmt::format(R"({{"note": "{}"}})", std::string(100'000, 'x')));
   outcome o = auterity("start --tenant acme --workflow new-lead --id big --input - --wait", big);
   EXPECT_EQ(o.code, 4) << o.out;
   EXPECT_NE(o.out.find("rejected: payload_too_large (code 7)"), std::string::npos) << o.out;

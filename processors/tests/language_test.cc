@@ -128,8 +128,7 @@ TEST_F(expressions, string_functions) {
   EXPECT_EQ(value("lower(trim(input.reply)) == 'yes'"), true);
   EXPECT_EQ(value("upper(input.name)"), "ANN");
   EXPECT_EQ(value("contains(input.contact.email, '@')"), true);
-  EXPECT_EQ(value("starts_with(input.contact.phone, '+1') and ends_with(input.name, 'nn')"),
-            true);
+  EXPECT_EQ(value("starts_with(input.contact.phone, '+1') and ends_with(input.name, 'nn')"), true);
   EXPECT_EQ(value("format('{} has {}', input.name, input.budget)"), "Ann has 45000");
   EXPECT_EQ(value("length('é!')"), 2) << "characters, not bytes";
   EXPECT_EQ(value("string(12) + '!'"), "12!");
@@ -171,8 +170,9 @@ TEST_F(expressions, compile_errors_name_the_column) {
   };
   EXPECT_EQ(compile_error("lowr(input.name)").substr(0, 10), "column 1: ");
   EXPECT_NE(compile_error("lowr(input.name)").find("unknown function 'lowr'"), std::string::npos);
-  EXPECT_NE(compile_error("input.a == 'x' and lower(5)").find("column 26: argument 1 of lower() "
-                                                              "must be string, not number"),
+  EXPECT_NE(compile_error("input.a == 'x' and lower(5)")
+                .find("column 26: argument 1 of lower() "
+                      "must be string, not number"),
             std::string::npos);
   EXPECT_NE(compile_error("1 + 'a'").find("column 3: cannot add number and string"),
             std::string::npos);
@@ -277,11 +277,13 @@ TEST(language_definitions, template_expressions_are_checked_at_publish_with_the_
 TEST(language_definitions, compute_and_switch_errors) {
   EXPECT_EQ(publish_error(json::array({{{"id", "c"}, {"kind", "compute"}}})),
             "step 'c': compute steps need field 'output', an object");
-  EXPECT_EQ(publish_error(json::array(
-                {{{"id", "c"}, {"kind", "compute"}, {"output", {{"x", 1}}}, {"retry", json::object()}}})),
-            "step 'c': field 'retry' does not apply to compute steps");
-  EXPECT_NE(publish_error(json::array({{{"id", "s"}, {"kind", "switch"}}})).find("need field 'cases'"),
-            std::string::npos);
+  EXPECT_EQ(
+      publish_error(json::array(
+          {{{"id", "c"}, {"kind", "compute"}, {"output", {{"x", 1}}}, {"retry", json::object()}}})),
+      "step 'c': field 'retry' does not apply to compute steps");
+  EXPECT_NE(
+      publish_error(json::array({{{"id", "s"}, {"kind", "switch"}}})).find("need field 'cases'"),
+      std::string::npos);
   const json target = {{"id", "t"}, {"kind", "delay"}, {"delay_ms", 1}};
   EXPECT_EQ(publish_error(json::array(
                 {{{"id", "s"},
@@ -290,19 +292,19 @@ TEST(language_definitions, compute_and_switch_errors) {
                  target})),
             "step 's': case 'hot': when: column 14: expected a value, found the end of the "
             "expression");
-  EXPECT_EQ(publish_error(json::array(
-                {{{"id", "s"},
-                  {"kind", "switch"},
-                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"nope"}}}}}},
-                 target})),
+  EXPECT_EQ(publish_error(
+                json::array({{{"id", "s"},
+                              {"kind", "switch"},
+                              {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"nope"}}}}}},
+                             target})),
             "step 's': case 'hot': then names unknown step 'nope'");
-  EXPECT_EQ(publish_error(json::array(
-                {{{"id", "s"},
-                  {"kind", "switch"},
-                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}},
-                  {"default", {"t"}}},
-                 target})),
-            "step 's': step 't' is in two branches (a step belongs to one case)");
+  EXPECT_EQ(
+      publish_error(json::array({{{"id", "s"},
+                                  {"kind", "switch"},
+                                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}},
+                                  {"default", {"t"}}},
+                                 target})),
+      "step 's': step 't' is in two branches (a step belongs to one case)");
   EXPECT_EQ(publish_error(json::array(
                 {{{"id", "s"},
                   {"kind", "switch"},
@@ -310,12 +312,12 @@ TEST(language_definitions, compute_and_switch_errors) {
             "step 's': cases[0]: the name 'default' is the default branch's; use 'default' beside "
             "'cases'");
   // A target that comes before its switch forms a cycle.
-  EXPECT_NE(publish_error(json::array(
-                {{{"id", "s"},
-                  {"kind", "switch"},
-                  {"after", {"t"}},
-                  {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}}},
-                 target}))
+  EXPECT_NE(publish_error(
+                json::array({{{"id", "s"},
+                              {"kind", "switch"},
+                              {"after", {"t"}},
+                              {"cases", {{{"name", "hot"}, {"when", "true"}, {"then", {"t"}}}}}},
+                             target}))
                 .find("cycle"),
             std::string::npos);
 }
@@ -435,7 +437,8 @@ TEST(language_execution, a_when_skip_does_not_propagate_and_a_bad_case_fails_the
     {"id": "route", "kind": "switch", "after": ["after_maybe"],
      "cases": [{"name": "big", "when": "input.n > 10", "then": ["big_step"]}]},
     {"id": "big_step", "kind": "compute", "output": {"big": true}}
-  ]})").dump());
+  ]})")
+                        .dump());
   h.start(tenant, "e1", "w", R"({"n": 50})");
   h.start(tenant, "e2", "w", R"({"n": "fifty"})");
   h.settle();
@@ -483,11 +486,12 @@ TEST(language_definitions, foreach_errors) {
                                         {"items", "input.leads"},
                                         {"do", {{"kind", "task"}, {"input", json::object()}}}}})),
             "step 'f': do: task steps need field 'action'");
-  EXPECT_EQ(publish_error(json::array({{{"id", "f"},
-                                        {"kind", "foreach"},
-                                        {"items", "input.leads"},
-                                        {"do", {{"kind", "task"}, {"action", "t"}, {"when", "true"}}}}})),
-            "step 'f': unknown field 'do.when' (allowed: kind, action, input, retry, timeout_ms)");
+  EXPECT_EQ(
+      publish_error(json::array({{{"id", "f"},
+                                  {"kind", "foreach"},
+                                  {"items", "input.leads"},
+                                  {"do", {{"kind", "task"}, {"action", "t"}, {"when", "true"}}}}})),
+      "step 'f': unknown field 'do.when' (allowed: kind, action, input, retry, timeout_ms)");
   // item and index exist only in the body.
   EXPECT_EQ(publish_error(json::array({{{"id", "t"},
                                         {"kind", "task"},
@@ -495,37 +499,37 @@ TEST(language_definitions, foreach_errors) {
                                         {"input", {{"x", "{{ item.name }}"}}}}})),
             "step 't': field input.x: column 3: item and index exist only in the do.input of a "
             "foreach step in \"{{ item.name }}\"");
-  EXPECT_NE(publish_error(json::array({{{"id", "f"},
-                                        {"kind", "foreach"},
-                                        {"items", "item.list"},
-                                        {"do", body}}}))
-                .find("item and index exist only"),
-            std::string::npos);
+  EXPECT_NE(
+      publish_error(
+          json::array({{{"id", "f"}, {"kind", "foreach"}, {"items", "item.list"}, {"do", body}}}))
+          .find("item and index exist only"),
+      std::string::npos);
 }
 
 json fanout_workflow(std::string_view policy, int concurrency) {
-  return json{{"workflow", "fan"},
-              {"version", 1},
-              {"steps",
-               json::array({{{"id", "each"},
-                             {"kind", "foreach"},
-                             {"items", "filter(input.leads, l, l.model == input.model)"},
-                             {"concurrency", concurrency},
-                             {"on_item_failure", policy},
-                             {"do",
-                              {{"kind", "task"},
-                               {"action", "flaky"},
-                               {"input",
-                                {{"to", "{{ item.name }}"},
-                                 {"n", "{{ index }}"},
-                                 {"succeed_on_attempt", "{{ item.ok_at ?? 1 }}"}}},
-                               {"retry", {{"max_attempts", 2}, {"backoff_ms", 5}}}}}},
-                            {{"id", "report"},
-                             {"kind", "compute"},
-                             {"after", {"each"}},
-                             {"output",
-                              {{"sent", "{{ length(filter(steps.each.output.items, o, o != null)) }}"},
-                               {"failed", "{{ map(steps.each.output.failed, f, f.index) }}"}}}}})}};
+  return json{
+      {"workflow", "fan"},
+      {"version", 1},
+      {"steps",
+       json::array({{{"id", "each"},
+                     {"kind", "foreach"},
+                     {"items", "filter(input.leads, l, l.model == input.model)"},
+                     {"concurrency", concurrency},
+                     {"on_item_failure", policy},
+                     {"do",
+                      {{"kind", "task"},
+                       {"action", "flaky"},
+                       {"input",
+                        {{"to", "{{ item.name }}"},
+                         {"n", "{{ index }}"},
+                         {"succeed_on_attempt", "{{ item.ok_at ?? 1 }}"}}},
+                       {"retry", {{"max_attempts", 2}, {"backoff_ms", 5}}}}}},
+                    {{"id", "report"},
+                     {"kind", "compute"},
+                     {"after", {"each"}},
+                     {"output",
+                      {{"sent", "{{ length(filter(steps.each.output.items, o, o != null)) }}"},
+                       {"failed", "{{ map(steps.each.output.failed, f, f.index) }}"}}}}})}};
 }
 
 const char* fanout_input = R"({"model": "F-150", "leads": [
@@ -601,14 +605,14 @@ TEST(language_execution, foreach_fails_fast_and_cancels_the_items_still_out) {
 
 TEST(language_execution, foreach_item_count_is_limited_and_an_empty_list_succeeds) {
   harness h("foreach-limits", 1);
-  h.publish(tenant, json{{"workflow", "big"},
-                         {"version", 1},
-                         {"steps",
-                          json::array({{{"id", "each"},
-                                        {"kind", "foreach"},
-                                        {"items", "input.list"},
-                                        {"do", {{"kind", "task"}, {"action", "transform"}}}}})}}
-                        .dump());
+  h.publish(tenant,
+            json{{"workflow", "big"},
+                 {"version", 1},
+                 {"steps", json::array({{{"id", "each"},
+                                         {"kind", "foreach"},
+                                         {"items", "input.list"},
+                                         {"do", {{"kind", "task"}, {"action", "transform"}}}}})}}
+                .dump());
   json big = json::array();
   for (size_t i = 0; i <= limits::foreach_items_max; ++i) big.push_back(i);
   h.start(tenant, "big", "big", json{{"list", big}}.dump());
@@ -630,15 +634,14 @@ TEST(language_execution, foreach_of_1000_items_survives_a_restart) {
   std::string dir;
   const json wf = {{"workflow", "many"},
                    {"version", 1},
-                   {"steps",
-                    json::array({{{"id", "each"},
-                                  {"kind", "foreach"},
-                                  {"items", "input.list"},
-                                  {"concurrency", 50},
-                                  {"do",
-                                   {{"kind", "task"},
-                                    {"action", "transform"},
-                                    {"input", {{"i", "{{ item * 2 }}"}}}}}}})}};
+                   {"steps", json::array({{{"id", "each"},
+                                           {"kind", "foreach"},
+                                           {"items", "input.list"},
+                                           {"concurrency", 50},
+                                           {"do",
+                                            {{"kind", "task"},
+                                             {"action", "transform"},
+                                             {"input", {{"i", "{{ item * 2 }}"}}}}}}})}};
   json list = json::array();
   for (int i = 0; i < 1000; ++i) list.push_back(i);
   {
@@ -754,7 +757,8 @@ TEST(language_samples, price_drop_campaign_messages_each_interested_lead_under_t
   h.submit(tenant, client::publish_policy({tenant, "", "policy", h.clk.now_ms()},
                                           read_sample("dealer_policy.json")));
   h.publish(tenant, read_sample("price_drop.json"), R"({"dealer_name": "Acme Motors"})");
-  h.start(tenant, "drop", "price-drop", R"({"model": "F-150", "old_price": 61000, "new_price": 57500,
+  h.start(tenant, "drop", "price-drop",
+          R"({"model": "F-150", "old_price": 61000, "new_price": 57500,
     "leads": [
       {"name": "Ann", "model": "F-150", "preferred": "email", "email": "ann@example.com"},
       {"name": "Bo", "model": "Civic", "preferred": "sms", "phone": "+15550100001"},
