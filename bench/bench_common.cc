@@ -55,7 +55,17 @@ uint64_t machine_busy_ticks() {
 
 // ------------------------------------------------------------------------------- workload
 
+uint32_t fanout_items = 0;
+
+std::string fanout_workflow_json() {
+  return fmt::format(
+      R"({{"workflow":"{}","version":1,"steps":[{{"id":"s0","kind":"foreach","items":"input.items",)"
+      R"("concurrency":100,"do":{{"kind":"task","action":"transform","input":{{"n":"{{{{index}}}}"}}}}}}]}})",
+      workflow_name);
+}
+
 std::string linear_workflow_json(uint32_t steps) {
+  if (fanout_items) return fanout_workflow_json();
   std::string out = fmt::format(R"({{"workflow":"{}","version":1,"steps":[)", workflow_name);
   for (uint32_t i = 0; i < steps; ++i) {
     const std::string after = i == 0 ? "" : fmt::format(R"(,"after":["s{}"])", i - 1);
@@ -93,7 +103,12 @@ std::optional<uint32_t> execution_index(std::string_view id) {
 std::string start_command(std::string_view tenant, uint32_t index) {
   const std::string id = execution_id(index);
   const std::string request = "start-" + id;
-  const std::string input = fmt::format(R"({{"n":{}}})", index);
+  std::string input = fmt::format(R"({{"n":{}}})", index);
+  if (fanout_items) {
+    input = fmt::format(R"({{"n":{},"items":[)", index);
+    for (uint32_t i = 0; i < fanout_items; ++i) input += fmt::format("{}{}", i ? "," : "", i);
+    input += "]}";
+  }
   return client::start_execution({tenant, id, request, 0}, workflow_name, 0, input);
 }
 

@@ -27,6 +27,12 @@ namespace auterity::bench {
 inline constexpr std::string_view acker_group = "bench.acker";
 inline constexpr std::string_view workflow_name = "bench-linear";
 
+// 0: the linear workflow. N > 0 (orchestration_bench --fanout N): the workflow is one foreach
+// step s0 over the N items of the input, 100 at a time (foreach_concurrency_max), its body a
+// transform task; each item's ack is a step transition, and the ack of item N-1 (started last,
+// acked last) ends an execution. Set before anything below is called.
+extern uint32_t fanout_items;
+
 // Set by SIGINT/SIGTERM (on_signal): the run stops early and still reports.
 extern std::atomic<bool> interrupted;
 void on_signal(int);
@@ -56,7 +62,10 @@ result<void> publish(log& l, const std::vector<std::string>& tenants, uint32_t s
 struct workload {
   // A linear workflow of `steps` steps (linear_workflow_json).
   workload(uint32_t executions_, uint32_t in_flight_, uint32_t steps)
-      : executions(executions_), in_flight(in_flight_), last_step(fmt::format("s{}", steps - 1)) {}
+      : executions(executions_),
+        in_flight(in_flight_),
+        last_step(fanout_items ? fmt::format("s0[{}]", fanout_items - 1)
+                               : fmt::format("s{}", steps - 1)) {}
 
   uint32_t executions = 0;
   uint32_t in_flight = 0;

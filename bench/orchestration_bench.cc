@@ -40,6 +40,7 @@
 #include "engine/record.h"
 #include "engine/worker_runtime.h"
 #include "node/node.h"
+#include "processors/limits.h"
 
 namespace auterity::bench {
 namespace {
@@ -395,9 +396,12 @@ void print_table(const bench_flags& f, const report& r, std::string_view fs_name
   const double cores = static_cast<double>(std::thread::hardware_concurrency());
   auto pct = [&](double s) { return 100.0 * ratio(s, r.window_s * cores); };
   fmt::print(
-      "orchestration_bench: {} partitions, fsync {}, {} executions x {} steps, {} in "
+      "orchestration_bench: {} partitions, fsync {}, {} executions x {}, {} in "
       "flight, ackers {}, data on {}\n",
-      f.partitions, f.fsync ? "on" : "off", f.executions, f.steps, f.in_flight, f.ackers, fs_name);
+      f.partitions, f.fsync ? "on" : "off", f.executions,
+      fanout_items ? fmt::format("a foreach of {} items", fanout_items)
+                   : fmt::format("{} steps", f.steps),
+      f.in_flight, f.ackers, fs_name);
   fmt::print("  {:<38} {:>12.0f}   (window {:.2f} s of {:.2f} s run)\n",
              "step transitions/s (window)", r.transitions_per_s, r.window_s, r.run_s);
   fmt::print("  {:<38} {:>12.0f}\n", "step transitions/s (whole run)", r.overall_transitions_per_s);
@@ -453,7 +457,8 @@ bool check_outcome(node& n, const bench_flags& f, const run_record& r) {
   const node_summary s = n.summary();
   const auto it = s.executions_by_status.find("succeeded");
   const uint64_t succeeded = it == s.executions_by_status.end() ? 0 : it->second;
-  const uint64_t expected_transitions = uint64_t{f.executions} * f.steps;
+  const uint64_t expected_transitions =
+      uint64_t{f.executions} * (fanout_items ? fanout_items : f.steps);
   const bool ok = succeeded == f.executions && s.rejections == 0 && s.deadletters == 0 &&
                   r.end.stale_acks == 0 && r.end.transitions == expected_transitions;
   if (!ok) {
@@ -525,6 +530,10 @@ int parse_and_run(int argc, char** argv) {
   app.add_option("--steps", f.steps, "Task steps in the linear workflow")
       ->capture_default_str()
       ->check(CLI::Range(1, 60));
+  app.add_option("--fanout", fanout_items,
+                 "0: the linear workflow of --steps tasks; N: one foreach step over N items, 100 "
+                 "at a time (a transition per item)")
+      ->check(CLI::Range(0u, static_cast<unsigned>(limits::foreach_items_max)));
   app.add_option("--executions", f.executions, "Executions to run")
       ->capture_default_str()
       ->check(CLI::Range(1, 10'000'000));

@@ -1,7 +1,11 @@
 // The demo: two dealerships publish the sample "new-lead" workflow with their own parameters,
-// leads come in, the engine scores them, drafts replies (AI, or the template fallback when no
-// model endpoint is configured), texts or emails the customer through the outbox, and waits
-// for the reply or follows up after a delay. Progress while it runs; timelines at the end.
+// leads come in, the engine scores them with the definition's own rules, grades them with a
+// switch (hot leads alert sales), drafts replies (AI, or the template fallback when no model
+// endpoint is configured), texts or emails the customer through the outbox on the channel they
+// prefer (a second switch), and waits for the reply or follows up after a delay. Then each
+// dealership runs a price-drop campaign: a foreach messages every lead interested in a model,
+// a few at a time, under the dealership's notification policy (the opted-out lead is not
+// messaged). Progress while it runs; timelines at the end.
 
 #include <unistd.h>
 
@@ -137,10 +141,16 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
 
   for (const dealership& d : dealerships) {
     auto r = n.submit(d.tenant,
-                      client::publish_definition({d.tenant, "", "publish-new-lead-v1", now_ms()},
+                      client::publish_definition({d.tenant, "", "publish-new-lead-v2", now_ms()},
                                                  new_lead_workflow_json, d.params));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
-    fmt::print("  published new-lead v1 for {} with {}\n", d.tenant, d.params);
+    fmt::print("  published new-lead v2 for {} with {}\n", d.tenant, d.params);
+    const std::string campaign_params =
+        json{{"dealer_name", json::parse(d.params)["dealer_name"]}}.dump();
+    r = n.submit(d.tenant,
+                 client::publish_definition({d.tenant, "", "publish-price-drop-v1", now_ms()},
+                                            price_drop_workflow_json, campaign_params));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
     r = n.submit(d.tenant,
                  client::publish_policy({d.tenant, "", "policy-v1", now_ms()}, dealer_policy_json));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
@@ -164,6 +174,30 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   }
   fmt::print("  started {} executions; customers who reply will text back after ~0.8s\n",
              runs.size());
+  // A price-drop campaign per dealership, to the leads interested in the F-150.
+  for (const dealership& d : dealerships) {
+    json campaign_leads = json::array();
+    for (uint32_t i = 0; i < std::size(leads); ++i) {
+      json c = lead_input(leads[i], i)["contact"];
+      campaign_leads.push_back({{"name", leads[i].name},
+                                {"model", i % 2 == 0 ? "F-150" : leads[i].vehicle},
+                                {"preferred", c["preferred"]},
+                                {"phone", c.value("phone", "")},
+                                {"email", c.value("email", "")}});
+    }
+    // Ids unique across tenants too: connectors key idempotency on the command id alone.
+    started s{d.tenant, fmt::format("price-drop-{}{}-f150", run_tag, d.tenant), false};
+    const std::string input = json{
+        {"model", "F-150"},
+        {"old_price", 61000},
+        {"new_price", 57500},
+        {"leads", campaign_leads}}.dump();
+    auto r = n.submit(s.tenant, client::start_execution({s.tenant, s.id, "start-" + s.id, now_ms()},
+                                                        "price-drop", 0, input));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    runs.push_back(std::move(s));
+  }
+  fmt::print("  started a price-drop campaign (foreach) per dealership for the F-150\n");
   // An upstream retry of a start is harmless: the same execution id is rejected, not re-run.
   (void)n.submit(runs[0].tenant,
                  client::start_execution({runs[0].tenant, runs[0].id, "start-retry", now_ms()},

@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -24,6 +27,7 @@
 #include "node/node.h"
 #include "processors/client.h"
 #include "processors/orchestrator_state.h"
+#include "processors/rejection.h"
 #include "replay/source.h"
 #include "replay/timeline.h"
 
@@ -534,6 +538,97 @@ std::string read_file(const std::string& path, bool& ok) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// Most bytes `--input @file` / `--input -` read: the engine rejects a JSON field over
+// payload_bytes_max (64 KiB) with payload_too_large; reading further would only cost memory.
+constexpr size_t json_argument_bytes_max = 1 << 20;
+
+// A JSON argument as given: "@path" reads the file, "-" standard input, anything else is the
+// JSON itself. Beyond the OS argument limit, and without shell quoting.
+result<std::string> json_argument(const std::string& value, std::string_view flag) {
+  if (value != "-" && !value.starts_with("@")) return value;
+  std::FILE* in = value == "-" ? stdin : std::fopen(value.c_str() + 1, "rb");
+  if (in == nullptr) {
+    return fail(errc::io,
+                fmt::format("{}: cannot read {}: {}", flag, value.substr(1), std::strerror(errno)));
+  }
+  std::string text;
+  char buf[65536];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, in)) > 0 && text.size() <= json_argument_bytes_max) {
+    text.append(buf, n);
+  }
+  const bool failed = std::ferror(in) != 0;
+  if (in != stdin) std::fclose(in);
+  if (failed) return fail(errc::io, fmt::format("{}: error reading {}", flag, value));
+  if (text.size() > json_argument_bytes_max) {
+    return fail(errc::invalid, fmt::format("{}: {} is over {} bytes (the engine takes at most "
+                                           "65536: payload_bytes_max)",
+                                           flag, value == "-" ? "standard input" : value.substr(1),
+                                           json_argument_bytes_max));
+  }
+  return text;
+}
+
+// `start --wait`: submits the start and prints its outcome, found on the executions stream as
+// the record the engine wrote in answer to it (causation = the start's record id): accepted
+// (ExecutionStarted) or rejected (CommandRejected: name, code and reason). On the embedded log
+// this process is the data directory's one writer, so it decides the start itself (no
+// workers: their commands wait for `auterity run`); on Kafka the running engine decides and
+// this process reads its answer. Exit codes: 0 accepted, 4 rejected, 1 no answer in time.
+int cmd_start_wait(common_flags f, const std::string& tenant, const std::string& rid,
+                   std::string bytes, int wait_s) {
+  system_clock clk;
+  f.instance = fmt::format("cli-{}", ::getpid());
+  auto n = open_node(f, clk, false);
+  if (!n) return report(n.error());
+  const bool embedded = f.kafka.empty();
+  if (embedded) {
+    if (auto r = (*n)->recover(); !r) return report(r.error());
+  }
+  log& l = (*n)->get_log();
+  const uint32_t p = tenant_partition(tenant, (*n)->partitions());
+  auto from = l.end_offset(stream::executions, p);
+  if (!from) return report(from.error());
+  if (auto r = (*n)->submit(tenant, std::move(bytes)); !r) return report(r.error());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+  uint64_t next = *from;
+  std::vector<record> recs;
+  while (!g_interrupted && std::chrono::steady_clock::now() < deadline) {
+    if (embedded) {
+      if (auto r = (*n)->step(false); !r) return report(r.error());
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    auto end = l.end_offset(stream::executions, p);
+    if (!end) return report(end.error());
+    while (next < *end) {
+      recs.clear();
+      auto r = l.read(stream::executions, p, next, 1024, 8 << 20, recs);
+      if (!r) return report(r.error());
+      if (recs.empty()) break;
+      next = recs.back().offset + 1;
+      for (const record& rec : recs) {
+        const fbs::Envelope* e = decode_envelope(rec.value);
+        if (!e || sv(e->causation_id()) != rid || sv(e->tenant_id()) != tenant) continue;
+        if (auto rej = e->payload_as_CommandRejected()) {
+          fmt::print("rejected: {} (code {}): {}\n",
+                     rejection_code_name(static_cast<rejection_code>(rej->code())), rej->code(),
+                     sv(rej->reason()));
+          return 4;
+        }
+        if (auto started = e->payload_as_ExecutionStarted()) {
+          fmt::print("accepted: execution {} of {} v{} started\n", sv(e->execution_id()),
+                     sv(started->workflow()), started->version());
+          return 0;
+        }
+      }
+    }
+  }
+  fmt::print(stderr, "auterity: no answer to start {} within {} s{}\n", rid, wait_s,
+             embedded ? "" : ": is an engine (`auterity run --kafka ...`) running?");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -626,14 +721,27 @@ int main(int argc, char** argv) {
                    "Execution id (chosen by the caller; a retry with the "
                    "same id is rejected as a duplicate, never run twice)")
       ->required();
-  start->add_option("--input", input, "Execution input (JSON object)")->capture_default_str();
+  start
+      ->add_option("--input", input,
+                   "Execution input (JSON object); @file.json reads a file, - standard input")
+      ->capture_default_str();
+  bool wait = false;
+  int wait_s = 10;
+  start->add_flag("--wait", wait,
+                  "Wait for the engine's answer and print it: accepted, or rejected with the "
+                  "rejection's name and reason (exit 0 accepted, 4 rejected, 1 no answer)");
+  start->add_option("--wait-s", wait_s, "How long --wait waits")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
 
   auto* sig = app.add_subcommand("signal", "Deliver a signal to a running execution");
   add_common(sig, f);
   sig->add_option("--tenant", tenant, "Tenant id")->required();
   sig->add_option("--id", execution, "Execution id")->required();
   sig->add_option("--name", name, "Signal name, e.g. customer_replied")->required();
-  sig->add_option("--payload", payload, "Signal payload (JSON)")->capture_default_str();
+  sig->add_option("--payload", payload,
+                  "Signal payload (JSON); @file.json reads a file, - standard input")
+      ->capture_default_str();
 
   auto* can = app.add_subcommand("cancel", "Cancel a running execution");
   add_common(can, f);
@@ -755,15 +863,19 @@ int main(int argc, char** argv) {
     return submit_one(f, tenant, client::publish_policy({tenant, "", rid, wall_ms()}, text));
   }
   if (start->parsed()) {
-    if (served) return api_start(*served, tenant, execution, workflow, version, input);
-    return submit_one(
-        f, tenant,
-        client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, input));
+    auto text = json_argument(input, "--input");
+    if (!text) return report(text.error());
+    if (served) return api_start(*served, tenant, execution, workflow, version, *text);
+    std::string bytes =
+        client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, *text);
+    if (wait) return cmd_start_wait(f, tenant, rid, std::move(bytes), wait_s);
+    return submit_one(f, tenant, std::move(bytes));
   }
   if (sig->parsed()) {
-    if (served) return api_signal(*served, tenant, execution, name, payload);
-    return submit_one(f, tenant,
-                      client::signal({tenant, execution, rid, wall_ms()}, name, payload));
+    auto text = json_argument(payload, "--payload");
+    if (!text) return report(text.error());
+    if (served) return api_signal(*served, tenant, execution, name, *text);
+    return submit_one(f, tenant, client::signal({tenant, execution, rid, wall_ms()}, name, *text));
   }
   if (can->parsed()) {
     if (served) {

@@ -128,7 +128,11 @@ ack_result outbox_connector::execute(const fbs::Envelope& command, const command
   const std::string id(sv(n->idempotency_id()));
   if (sv(n->channel()).empty()) return ack_permanent("notification has no channel");
   std::lock_guard lock(_mu);
-  if (_seen.contains(id)) return success(json{{"outbox", _path}, {"duplicate", true}});
+  // A redelivered command (its first ack lost in a crash) answers as the first delivery did:
+  // the step's output must not depend on where a crash fell. The line is not written twice.
+  if (_seen.contains(id)) {
+    return success(json{{"outbox", _path}, {"channel", sv(n->channel())}, {"to", sv(n->to())}});
+  }
   json line = {{"id", id},
                {"tenant", sv(command.tenant_id())},
                {"execution", sv(command.execution_id())},

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/assert.h"
 #include "processors/orchestrator.h"
@@ -65,11 +66,78 @@ void step_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, executio
     case step_kind::delay:
       st.status = step_status::delaying;
       break;
+    case step_kind::foreach: {
+      // The list the items run over, fixed now: {"items": [...]}.
+      st.status = step_status::running;
+      const auto doc = nlohmann::json::parse(sv(p->input_json()), nullptr, false);
+      vassert(doc.is_object() && doc.contains("items") && doc["items"].is_array(),
+              "foreach {} scheduled without its items", d->steps[idx].id);
+      st.items_json = doc["items"].dump();
+      st.items.assign(doc["items"].size(), item_state{});
+      break;
+    }
     default:
       st.status = step_status::running;
       break;
   }
   s.set_timer(*e, idx, p->timer_at_ms());
+}
+
+// ---------------------------------------------------------------------------- foreach items
+
+item_state& item_of(orchestrator_state& s, execution_state& e, const flatbuffers::String* step,
+                    uint32_t item, int& idx) {
+  idx = step_of(s, e, step);
+  vassert(item < e.steps[idx].items.size(), "event of execution {} names item {} of {}", e.id, item,
+          sv(step));
+  return e.steps[idx].items[item];
+}
+
+void item_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_ItemScheduled();
+  int idx = 0;
+  item_state& i = item_of(s, *e, p->step(), p->item(), idx);
+  i.status = step_status::running;
+  i.attempt = p->attempt();
+  i.error.clear();
+  s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), p->timer_at_ms());
+}
+
+void item_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_ItemSucceeded();
+  int idx = 0;
+  item_state& i = item_of(s, *e, p->step(), p->item(), idx);
+  i.status = step_status::succeeded;
+  i.output_json = sv(p->output_json());
+  i.error.clear();
+  s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), 0);
+}
+
+void item_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_ItemFailed();
+  int idx = 0;
+  item_state& i = item_of(s, *e, p->step(), p->item(), idx);
+  i.status = step_status::failed;
+  i.error = sv(p->error());
+  s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), 0);
+}
+
+void item_retry_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_ItemRetryScheduled();
+  int idx = 0;
+  item_state& i = item_of(s, *e, p->step(), p->item(), idx);
+  i.status = step_status::retry_wait;
+  i.error = sv(p->error());
+  s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), p->retry_at_ms());
+}
+
+void item_timed_out_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
+  auto p = env.payload_as_ItemTimedOut();
+  int idx = 0;
+  item_state& i = item_of(s, *e, p->step(), p->item(), idx);
+  i.status = step_status::timed_out;
+  i.error = "timed out";
+  s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), 0);
 }
 
 void step_succeeded_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
@@ -99,6 +167,13 @@ void step_failed_v1(orchestrator_state& s, const fbs::Envelope& env, execution_s
   e->steps[idx].status = step_status::failed;
   e->steps[idx].error = sv(p->error());
   s.set_timer(*e, idx, 0);
+  // A foreach that failed fast: its items still out are cancelled, their acks stale.
+  for (uint32_t k = 0; k < e->steps[idx].items.size(); ++k) {
+    item_state& item = e->steps[idx].items[k];
+    if (step_resolved(item.status)) continue;
+    item.status = step_status::cancelled;
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), k, 0);
+  }
 }
 
 void step_retry_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
@@ -137,7 +212,12 @@ void signal_received_v1(orchestrator_state& s, const fbs::Envelope& env, executi
 
 void timer_fired_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_TimerFired();
-  s.set_timer(*e, step_of(s, *e, p->step()), 0);
+  const int idx = step_of(s, *e, p->step());
+  if (p->item() >= 0) {  // a foreach item's timer (absent before foreach: -1)
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), static_cast<uint32_t>(p->item()), 0);
+    return;
+  }
+  s.set_timer(*e, idx, 0);
 }
 
 // Tenant-level: the signal's execution id has no history yet.
@@ -171,6 +251,11 @@ void end_execution(orchestrator_state& s, const fbs::Envelope& env, execution_st
   for (size_t i = 0; i < e->steps.size(); ++i) {
     s.set_timer(*e, static_cast<uint16_t>(i), 0);
     if (!step_resolved(e->steps[i].status)) e->steps[i].status = step_status::cancelled;
+    for (uint32_t k = 0; k < e->steps[i].items.size(); ++k) {
+      item_state& item = e->steps[i].items[k];
+      s.set_item_timer(*e, static_cast<uint16_t>(i), k, 0);
+      if (!step_resolved(item.status)) item.status = step_status::cancelled;
+    }
   }
   s.on_ended(*e);
 }
@@ -323,6 +408,13 @@ void notification_suppressed_v1(orchestrator_state& s, const fbs::Envelope& env,
 void notification_deferred_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_NotificationDeferred();
   int idx = step_of(s, *e, p->step());
+  if (p->item() >= 0) {  // a foreach item (absent before foreach: -1)
+    const auto item = static_cast<uint32_t>(p->item());
+    vassert(item < e->steps[idx].items.size(), "deferral of unknown item {}", item);
+    e->steps[idx].items[item].status = step_status::deferred;
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), item, p->until_ms());
+    return;
+  }
   e->steps[idx].status = step_status::deferred;
   s.set_timer(*e, idx, p->until_ms());
 }
@@ -330,8 +422,15 @@ void notification_deferred_v1(orchestrator_state& s, const fbs::Envelope& env, e
 void notification_admitted_v1(orchestrator_state& s, const fbs::Envelope& env, execution_state* e) {
   auto p = env.payload_as_NotificationAdmitted();
   int idx = step_of(s, *e, p->step());
-  e->steps[idx].status = step_status::running;
-  s.set_timer(*e, idx, p->timer_at_ms());
+  if (p->item() >= 0) {  // a foreach item (absent before foreach: -1)
+    const auto item = static_cast<uint32_t>(p->item());
+    vassert(item < e->steps[idx].items.size(), "admission of unknown item {}", item);
+    e->steps[idx].items[item].status = step_status::running;
+    s.set_item_timer(*e, static_cast<uint16_t>(idx), item, p->timer_at_ms());
+  } else {
+    e->steps[idx].status = step_status::running;
+    s.set_timer(*e, idx, p->timer_at_ms());
+  }
   const std::string_view tenant = sv(env.tenant_id());
   if (p->window_start_ms() != 0) {
     const std::string key = keys::notify_window(tenant, sv(p->channel()));
@@ -453,6 +552,11 @@ constexpr std::array<std::array<applier, versions>, payload_slots> make_table() 
   set(fbs::Payload::TenantMovedOut, 1, tenant_moved_out_v1);
   set(fbs::Payload::TenantStateInstalled, 1, tenant_state_installed_v1);
   set(fbs::Payload::TenantMovedIn, 1, tenant_moved_in_v1);
+  set(fbs::Payload::ItemScheduled, 1, item_scheduled_v1);
+  set(fbs::Payload::ItemSucceeded, 1, item_succeeded_v1);
+  set(fbs::Payload::ItemFailed, 1, item_failed_v1);
+  set(fbs::Payload::ItemRetryScheduled, 1, item_retry_scheduled_v1);
+  set(fbs::Payload::ItemTimedOut, 1, item_timed_out_v1);
   return t;
 }
 constexpr auto appliers = make_table();

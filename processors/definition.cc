@@ -33,6 +33,12 @@ std::string_view step_kind_name(step_kind k) {
       return "wait_signal";
     case step_kind::delay:
       return "delay";
+    case step_kind::compute:
+      return "compute";
+    case step_kind::switch_:
+      return "switch";
+    case step_kind::foreach:
+      return "foreach";
   }
   return "unknown";
 }
@@ -389,24 +395,22 @@ std::string_view trim(std::string_view s) {
 
 // Finds the {{...}} expressions of one template string as render_template will.
 std::expected<void, std::string> check_template_string(std::string_view s,
-                                                       std::vector<std::string>& step_refs) {
+                                                       std::vector<std::string>& step_refs,
+                                                       bool item_scope) {
   for (size_t open = s.find("{{"); open != std::string_view::npos; open = s.find("{{", open)) {
     const size_t close = s.find("}}", open + 2);
     if (close == std::string_view::npos) {
       return std::unexpected(fmt::format("unclosed '{{{{' in \"{}\"", echo(s)));
     }
-    std::string_view expression = s.substr(open + 2, close - open - 2);
-    while (true) {
-      const size_t alt = expression.find("??");
-      const std::string_view path = trim(expression.substr(0, alt));
-      if (path.empty()) {
-        return std::unexpected(
-            fmt::format("empty path in '{}'", echo(s.substr(open, close + 2 - open))));
-      }
-      auto ok = check_path(path, step_refs);
-      if (!ok) return ok;
-      if (alt == std::string_view::npos) break;
-      expression.remove_prefix(alt + 2);
+    const std::string_view expression = s.substr(open + 2, close - open - 2);
+    if (trim(expression).empty()) {
+      return std::unexpected(
+          fmt::format("empty path in '{}'", echo(s.substr(open, close + 2 - open))));
+    }
+    auto ok = check_expression(expression, open + 2, step_refs, expression_use::template_value,
+                               item_scope);
+    if (!ok) {
+      return std::unexpected(fmt::format("{} in \"{}\"", ok.error(), echo(s)));
     }
     open = close + 2;
   }
@@ -414,18 +418,19 @@ std::expected<void, std::string> check_template_string(std::string_view s,
 }
 
 std::expected<void, std::string> check_template(const json& node, const std::string& field,
-                                                std::vector<std::string>& step_refs) {
+                                                std::vector<std::string>& step_refs,
+                                                bool item_scope = false) {
   if (node.is_string()) {
-    auto ok = check_template_string(node.get_ref<const std::string&>(), step_refs);
+    auto ok = check_template_string(node.get_ref<const std::string&>(), step_refs, item_scope);
     if (!ok) return std::unexpected(fmt::format("field {}: {}", field, ok.error()));
   } else if (node.is_array()) {
     for (size_t i = 0; i < node.size(); ++i) {
-      auto ok = check_template(node[i], fmt::format("{}[{}]", field, i), step_refs);
+      auto ok = check_template(node[i], fmt::format("{}[{}]", field, i), step_refs, item_scope);
       if (!ok) return ok;
     }
   } else if (node.is_object()) {
     for (const auto& [key, value] : node.items()) {
-      auto ok = check_template(value, field + "." + key, step_refs);
+      auto ok = check_template(value, field + "." + key, step_refs, item_scope);
       if (!ok) return ok;
     }
   }
@@ -434,19 +439,30 @@ std::expected<void, std::string> check_template(const json& node, const std::str
 
 // ---- steps -------------------------------------------------------------------------------
 
+struct parsed_case {
+  std::string name;
+  std::string when;
+  std::vector<std::string> then_names;
+};
+
 struct parsed_step {
   step_def def;
   std::vector<std::string> after_names;
   std::vector<std::string> step_refs;  // steps.<id> named by input templates and `when`
+  std::vector<parsed_case> cases;      // switch, `then` by name until all ids are known
+  std::vector<std::string> default_names;
 };
 
-constexpr std::array<std::string_view, 12> step_fields = {
-    "id",   "kind",  "after",      "action",   "tier",   "input",
-    "when", "retry", "timeout_ms", "delay_ms", "signal", "on_failure"};
+constexpr std::array<std::string_view, 20> step_fields = {
+    "id",     "kind",       "after",       "action",          "tier",
+    "input",  "when",       "retry",       "timeout_ms",      "delay_ms",
+    "signal", "on_failure", "output",      "cases",           "default",
+    "join",   "items",      "concurrency", "on_item_failure", "do"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
-  for (step_kind k : {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal,
-                      step_kind::delay}) {
+  for (step_kind k :
+       {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal, step_kind::delay,
+        step_kind::compute, step_kind::switch_, step_kind::foreach}) {
     if (step_kind_name(k) == name) return k;
   }
   return std::nullopt;
@@ -461,7 +477,15 @@ bool field_applies(std::string_view field, step_kind kind) {
   if (field == "input" || field == "retry") {
     return kind == step_kind::task || kind == step_kind::ai || kind == step_kind::notify;
   }
-  if (field == "timeout_ms") return kind != step_kind::delay;
+  if (field == "timeout_ms") {
+    return kind != step_kind::delay && kind != step_kind::compute && kind != step_kind::switch_ &&
+           kind != step_kind::foreach;
+  }
+  if (field == "items" || field == "concurrency" || field == "on_item_failure" || field == "do") {
+    return kind == step_kind::foreach;
+  }
+  if (field == "output") return kind == step_kind::compute;
+  if (field == "cases" || field == "default") return kind == step_kind::switch_;
   return true;
 }
 
@@ -496,8 +520,20 @@ outcome<retry_policy> read_retry(const json& v, const std::string& owner) {
 outcome<condition> read_when(const json& v, const std::string& owner,
                              std::vector<std::string>& step_refs) {
   constexpr std::string_view shape =
-      R"(when must be {"path": p, "equals": v}, {"path": p, "not_equals": v} or )"
-      R"({"path": p, "exists": true|false})";
+      R"(when must be an expression such as "input.budget >= 40000", or {"path": p, "equals": v}, )"
+      R"({"path": p, "not_equals": v} or {"path": p, "exists": true|false})";
+  if (v.is_string()) {
+    condition c;
+    c.operation = condition::op::expression;
+    c.path = v.get<std::string>();
+    if (c.path.find("{{") != std::string::npos) {
+      return invalid(
+          fmt::format("{}: when: an expression has no {{{{ }}}}: write {}", owner, "input.x == 1"));
+    }
+    auto ok = check_expression(c.path, 0, step_refs, expression_use::condition);
+    if (!ok) return invalid(fmt::format("{}: when: {}", owner, ok.error()));
+    return c;
+  }
   if (!v.is_object()) return invalid(fmt::format("{}: {}", owner, shape));
   const json* path = member(v, "path");
   if (path == nullptr || !path->is_string() || v.size() != 2) {
@@ -527,7 +563,153 @@ outcome<condition> read_when(const json& v, const std::string& owner,
   return c;
 }
 
-checked read_input(const json& v, parsed_step& step, const std::string& owner) {
+outcome<std::vector<std::string>> read_step_names(const json& v, const std::string& what) {
+  std::vector<std::string> names;
+  if (!v.is_array()) return invalid(fmt::format("{} must be an array of step ids", what));
+  for (const json& name : v) {
+    if (!name.is_string()) {
+      return invalid(fmt::format("{} must be an array of step ids, not {}", what, echo_json(v)));
+    }
+    names.push_back(name.get<std::string>());
+  }
+  return names;
+}
+
+checked read_behaviour(const json& v, step_def& def, const std::string& owner);
+checked read_kind_fields(const json& v, step_def& def, const std::string& owner);
+checked read_input(const json& v, parsed_step& step, const std::string& owner, bool item_scope);
+
+// items, concurrency, on_item_failure and do (a task or notify body: action, input, retry,
+// timeout_ms), kept in the foreach step's own fields.
+checked read_foreach(const json& v, parsed_step& step, const std::string& owner) {
+  const json* items = member(v, "items");
+  if (items == nullptr || !items->is_string()) {
+    return invalid(
+        fmt::format("{}: foreach steps need field 'items', an expression giving a list, such as "
+                    "\"input.leads\"",
+                    owner));
+  }
+  step.def.items = items->get<std::string>();
+  auto items_ok =
+      check_expression(step.def.items, 0, step.step_refs, expression_use::template_value);
+  if (!items_ok) return invalid(fmt::format("{}: items: {}", owner, items_ok.error()));
+  if (const json* c = member(v, "concurrency")) {
+    auto n = read_integer(*c, 1, limits::foreach_concurrency_max, owner + ": concurrency");
+    if (!n) return std::unexpected(n.error());
+    step.def.concurrency = static_cast<uint32_t>(*n);
+  }
+  if (const json* f = member(v, "on_item_failure")) {
+    if (*f == "fail_fast") {
+      step.def.collect_failures = false;
+    } else if (*f == "collect") {
+      step.def.collect_failures = true;
+    } else {
+      return invalid(fmt::format("{}: on_item_failure must be \"fail_fast\" or \"collect\", not {}",
+                                 owner, echo_json(*f)));
+    }
+  }
+  const json* body = member(v, "do");
+  if (body == nullptr || !body->is_object()) {
+    return invalid(fmt::format(
+        "{}: foreach steps need field 'do', the step to run per item: {{\"kind\": \"task\" or "
+        "\"notify\", \"action\", \"input\", \"retry\", \"timeout_ms\"}}",
+        owner));
+  }
+  constexpr std::array<std::string_view, 5> body_fields = {"kind", "action", "input", "retry",
+                                                           "timeout_ms"};
+  for (const auto& [key, value] : body->items()) {
+    if (std::ranges::find(body_fields, key) == body_fields.end()) {
+      return invalid(fmt::format("{}: unknown field 'do.{}' (allowed: {})", owner, echo(key),
+                                 join(body_fields)));
+    }
+  }
+  const json* kind = member(*body, "kind");
+  if (kind == nullptr || (*kind != "task" && *kind != "notify")) {
+    return invalid(fmt::format("{}: do.kind must be \"task\" or \"notify\", not {}", owner,
+                               kind ? echo_json(*kind) : std::string("missing")));
+  }
+  parsed_step inner;
+  inner.def.kind = *kind == "task" ? step_kind::task : step_kind::notify;
+  if (inner.def.kind != step_kind::task && member(*body, "action") != nullptr) {
+    return invalid(fmt::format("{}: field 'do.action' does not apply to notify steps", owner));
+  }
+  const std::string body_owner = owner + ": do";
+  checked ok = read_kind_fields(*body, inner.def, body_owner);
+  if (ok) {
+    const json* input = member(*body, "input");
+    ok = read_input(input != nullptr ? *input : json::object(), inner, owner, true);
+  }
+  if (ok) ok = read_behaviour(*body, inner.def, body_owner);
+  if (!ok) return ok;
+  step.def.body_kind = inner.def.kind;
+  step.def.action = inner.def.action;
+  step.def.input_template = inner.def.input_template;
+  step.def.retry = inner.def.retry;
+  step.def.timeout_ms = inner.def.timeout_ms;
+  for (std::string& ref : inner.step_refs) step.step_refs.push_back(std::move(ref));
+  return {};
+}
+
+checked read_switch(const json& v, parsed_step& step, const std::string& owner) {
+  const json* cases = member(v, "cases");
+  if (cases == nullptr || !cases->is_array() || cases->empty()) {
+    return invalid(
+        fmt::format("{}: switch steps need field 'cases', a non-empty array of "
+                    R"({{"name": n, "when": expression, "then": [step ids]}})",
+                    owner));
+  }
+  if (cases->size() > limits::switch_cases_max) {
+    return invalid(fmt::format("{}: {} cases, more than {} (switch_cases_max)", owner,
+                               cases->size(), limits::switch_cases_max));
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < cases->size(); ++i) {
+    const json& c = (*cases)[i];
+    const std::string where = fmt::format("{}: cases[{}]", owner, i);
+    if (!c.is_object()) return invalid(where + " must be an object");
+    for (const auto& [key, value] : c.items()) {
+      if (key != "name" && key != "when" && key != "then") {
+        return invalid(
+            fmt::format("{}: unknown field '{}' (allowed: name, when, then)", where, echo(key)));
+      }
+    }
+    parsed_case pc;
+    const json* name = member(c, "name");
+    if (name == nullptr) return invalid(where + ": missing required field 'name'");
+    auto n = read_name(*name, where + ": name");
+    if (!n) return std::unexpected(n.error());
+    if (*n == default_case_name) {
+      return invalid(where +
+                     ": the name 'default' is the default branch's; use 'default' "
+                     "beside 'cases'");
+    }
+    if (!names.insert(*n).second) return invalid(fmt::format("{}: case '{}' twice", owner, *n));
+    pc.name = *n;
+    const json* when = member(c, "when");
+    if (when == nullptr || !when->is_string()) {
+      return invalid(where +
+                     ": needs 'when', an expression such as \"steps.score.output.score "
+                     ">= 70\"");
+    }
+    pc.when = when->get<std::string>();
+    auto ok = check_expression(pc.when, 0, step.step_refs, expression_use::condition);
+    if (!ok) return invalid(fmt::format("{}: case '{}': when: {}", owner, pc.name, ok.error()));
+    const json* then = member(c, "then");
+    if (then == nullptr) return invalid(where + ": missing required field 'then'");
+    auto targets = read_step_names(*then, fmt::format("{}: case '{}': then", owner, pc.name));
+    if (!targets) return std::unexpected(targets.error());
+    pc.then_names = std::move(*targets);
+    step.cases.push_back(std::move(pc));
+  }
+  if (const json* d = member(v, "default")) {
+    auto targets = read_step_names(*d, owner + ": default");
+    if (!targets) return std::unexpected(targets.error());
+    step.default_names = std::move(*targets);
+  }
+  return {};
+}
+
+checked read_input(const json& v, parsed_step& step, const std::string& owner, bool item_scope) {
   if (!v.is_object()) return invalid(fmt::format("{}: input must be an object", owner));
   const char* required = step.def.kind == step_kind::ai       ? "prompt"
                          : step.def.kind == step_kind::notify ? "channel"
@@ -539,7 +721,7 @@ checked read_input(const json& v, parsed_step& step, const std::string& owner) {
                                  step_kind_name(step.def.kind), required));
     }
   }
-  auto ok = check_template(v, "input", step.step_refs);
+  auto ok = check_template(v, item_scope ? "do.input" : "input", step.step_refs, item_scope);
   if (!ok) return invalid(fmt::format("{}: {}", owner, ok.error()));
   step.def.input_template = v.dump();
   return {};
@@ -572,8 +754,8 @@ outcome<step_kind> read_kind(const json& v, const std::string& owner) {
       kind->is_string() ? kind_from_name(kind->get_ref<const std::string&>()) : std::nullopt;
   if (!known) {
     return invalid(
-        fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, "
-                    "not {}",
+        fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, compute, "
+                    "switch, foreach, not {}",
                     owner, echo_json(*kind)));
   }
   for (const auto& [key, value] : v.items()) {
@@ -679,7 +861,26 @@ outcome<parsed_step> read_step(const json& v, size_t index) {
   step.def.input_template = "{}";
   if (ok && field_applies("input", step.def.kind)) {
     const json* input = member(v, "input");
-    ok = read_input(input != nullptr ? *input : json::object(), step, owner);
+    ok = read_input(input != nullptr ? *input : json::object(), step, owner, false);
+  }
+  if (ok && step.def.kind == step_kind::compute) {
+    const json* output = member(v, "output");
+    if (output == nullptr) {
+      return invalid(fmt::format("{}: compute steps need field 'output', an object", owner));
+    }
+    if (!output->is_object()) return invalid(fmt::format("{}: output must be an object", owner));
+    auto checked_output = check_template(*output, "output", step.step_refs);
+    if (!checked_output) return invalid(fmt::format("{}: {}", owner, checked_output.error()));
+    step.def.output_template = output->dump();
+  }
+  if (ok && step.def.kind == step_kind::switch_) ok = read_switch(v, step, owner);
+  if (ok && step.def.kind == step_kind::foreach) ok = read_foreach(v, step, owner);
+  if (const json* join = member(v, "join"); ok && join != nullptr) {
+    if (!join->is_boolean()) {
+      return invalid(
+          fmt::format("{}: join must be true or false, not {}", owner, echo_json(*join)));
+    }
+    step.def.join = join->get<bool>();
   }
   if (const json* when = member(v, "when"); ok && when != nullptr) {
     auto c = read_when(*when, owner, step.step_refs);
@@ -706,6 +907,44 @@ checked resolve_after(std::vector<parsed_step>& steps, const std::map<std::strin
       }
       step.def.after.push_back(it->second);
     }
+  }
+  // A switch's targets wait for it: the switch is added to their `after` if not listed.
+  for (size_t s = 0; s < steps.size(); ++s) {
+    parsed_step& sw = steps[s];
+    if (sw.def.kind != step_kind::switch_) continue;
+    std::set<uint16_t> seen;
+    auto resolve = [&](const std::vector<std::string>& names, std::string_view branch,
+                       std::vector<uint16_t>& out) -> checked {
+      for (const std::string& name : names) {
+        const auto it = ids.find(name);
+        if (it == ids.end()) {
+          return invalid(
+              fmt::format("step '{}': {} names unknown step '{}'", sw.def.id, branch, echo(name)));
+        }
+        if (it->second == s) {
+          return invalid(fmt::format("step '{}': {} names the switch itself", sw.def.id, branch));
+        }
+        if (!seen.insert(it->second).second) {
+          return invalid(
+              fmt::format("step '{}': step '{}' is in two branches (a step belongs to one case)",
+                          sw.def.id, name));
+        }
+        out.push_back(it->second);
+        auto& after = steps[it->second].def.after;
+        if (std::ranges::find(after, static_cast<uint16_t>(s)) == after.end()) {
+          after.push_back(static_cast<uint16_t>(s));
+        }
+      }
+      return {};
+    };
+    for (const parsed_case& pc : sw.cases) {
+      switch_case c{pc.name, pc.when, {}};
+      auto ok = resolve(pc.then_names, fmt::format("case '{}': then", pc.name), c.then);
+      if (!ok) return ok;
+      sw.def.cases.push_back(std::move(c));
+    }
+    auto ok = resolve(sw.default_names, "default", sw.def.default_then);
+    if (!ok) return ok;
   }
   return {};
 }

@@ -13,7 +13,16 @@
 
 namespace auterity {
 
-enum class step_kind : uint8_t { task = 0, ai = 1, notify = 2, wait_signal = 3, delay = 4 };
+enum class step_kind : uint8_t {
+  task = 0,
+  ai = 1,
+  notify = 2,
+  wait_signal = 3,
+  delay = 4,
+  compute = 5,  // its output is its rendered `output` template; no command, no attempt to retry
+  switch_ = 6,  // takes the first case whose condition holds, or the default
+  foreach = 7,  // runs its body (a task or notify) once per item of a list
+};
 std::string_view step_kind_name(step_kind k);
 
 enum class failure_mode : uint8_t {
@@ -33,10 +42,18 @@ struct retry_policy {
 };
 
 struct condition {
-  enum class op : uint8_t { equals, not_equals, exists, not_exists };
-  std::string path;  // e.g. "input.contact.preferred", "steps.draft.status"
+  // expression: `path` holds an expression of the expression language (docs/expressions.md)
+  enum class op : uint8_t { equals, not_equals, exists, not_exists, expression };
+  std::string path;  // e.g. "input.contact.preferred", "steps.draft.status"; or the expression
   op operation = op::equals;
   std::string value_json;  // compared value as compact JSON (equals / not_equals)
+};
+
+// One branch of a switch step.
+struct switch_case {
+  std::string name;            // in the switch's output: {"case": "<name>"}
+  std::string when;            // expression (docs/expressions.md), bool
+  std::vector<uint16_t> then;  // steps that run only when this case is taken
 };
 
 struct step_def {
@@ -52,7 +69,24 @@ struct step_def {
   uint64_t delay_ms = 0;    // delay steps
   std::string signal;       // wait_signal steps: signal name
   failure_mode on_failure = failure_mode::fail;
+  std::string output_template;         // compute: compact JSON of "output" (a template)
+  std::vector<switch_case> cases;      // switch: tried in order
+  std::vector<uint16_t> default_then;  // switch: steps of the default branch
+  // Runs when any of its `after` steps was not skipped for a branch not taken; without it a
+  // step whose dependency was skipped that way is skipped too (processors/DEFINITIONS.md,
+  // Branches).
+  bool join = false;
+  // foreach: `items` is an expression giving the list; the body's kind is `body_kind`, and
+  // its action, input_template (may use item and index), retry and timeout_ms are the fields
+  // above.
+  std::string items;
+  step_kind body_kind = step_kind::task;
+  uint32_t concurrency = 1;       // items running at once, 1..limits::foreach_concurrency_max
+  bool collect_failures = false;  // false: the first item to fail for good fails the step
 };
+
+// The name a switch reports when no case holds.
+inline constexpr std::string_view default_case_name = "default";
 
 struct definition {
   std::string workflow;

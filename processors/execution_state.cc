@@ -1,6 +1,9 @@
 #include "processors/execution_state.h"
 
+#include <algorithm>
 #include <cstring>
+
+#include "processors/limits.h"
 
 namespace auterity {
 
@@ -129,6 +132,7 @@ class reader {
 // it is written only when a step has one, so tenants without an AI policy keep format 1 bytes.
 constexpr uint8_t execution_format = 1;
 constexpr uint8_t execution_format_ai = 2;
+constexpr uint8_t execution_format_items = 3;  // format 2 + foreach items of each step
 
 bool has_ai_attempts(const execution_state& e) {
   for (const step_state& s : e.steps) {
@@ -143,8 +147,10 @@ std::string encode_execution(const execution_state& e) {
   std::string out;
   out.reserve(256 + e.input_json.size() + e.steps.size() * 32);
   writer w(out);
-  const bool ai = has_ai_attempts(e);
-  w.num<uint8_t>(ai ? execution_format_ai : execution_format);
+  const bool items = std::ranges::any_of(
+      e.steps, [](const step_state& s) { return !s.items.empty() || !s.items_json.empty(); });
+  const bool ai = items || has_ai_attempts(e);
+  w.num<uint8_t>(items ? execution_format_items : ai ? execution_format_ai : execution_format);
   w.str(e.tenant);
   w.str(e.id);
   w.str(e.workflow);
@@ -181,6 +187,18 @@ std::string encode_execution(const execution_state& e) {
       w.num(static_cast<uint8_t>((a.failover ? 1 : 0) | (a.usage_recorded ? 2 : 0)));
     }
   }
+  if (!items) return out;
+  for (const step_state& s : e.steps) {
+    w.str(s.items_json);
+    w.num(static_cast<uint32_t>(s.items.size()));
+    for (const item_state& i : s.items) {
+      w.num(static_cast<uint8_t>(i.status));
+      w.num(i.attempt);
+      w.num(i.timer_at_ms);
+      w.str(i.output_json);
+      w.str(i.error);
+    }
+  }
   return out;
 }
 
@@ -189,7 +207,8 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   uint8_t format = 0, status = 0;
   uint16_t steps = 0;
   uint32_t signals = 0;
-  if (!r.num(format) || (format != execution_format && format != execution_format_ai)) {
+  if (!r.num(format) || (format != execution_format && format != execution_format_ai &&
+                         format != execution_format_items)) {
     return false;
   }
   if (!r.str(e.tenant) || !r.str(e.id) || !r.str(e.workflow) || !r.num(e.version) ||
@@ -213,7 +232,7 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   for (auto& [name, payload] : e.signals) {
     if (!r.str(name) || !r.str(payload)) return false;
   }
-  if (format == execution_format_ai) {
+  if (format == execution_format_ai || format == execution_format_items) {
     for (step_state& s : e.steps) {
       uint16_t n = 0;
       if (!r.num(n)) return false;
@@ -226,6 +245,21 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
         }
         a.failover = flags & 1;
         a.usage_recorded = flags & 2;
+      }
+    }
+  }
+  if (format == execution_format_items) {
+    for (step_state& s : e.steps) {
+      uint32_t n = 0;
+      if (!r.str(s.items_json) || !r.num(n) || n > limits::foreach_items_max) return false;
+      s.items.assign(n, item_state{});
+      for (item_state& i : s.items) {
+        uint8_t st = 0;
+        if (!r.num(st) || !r.num(i.attempt) || !r.num(i.timer_at_ms) || !r.str(i.output_json) ||
+            !r.str(i.error)) {
+          return false;
+        }
+        i.status = static_cast<step_status>(st);
       }
     }
   }

@@ -70,13 +70,26 @@ struct ai_attempt {
   auto operator<=>(const ai_attempt&) const = default;
 };
 
+// One item of a foreach step. Statuses: pending, running (command out), retry_wait,
+// succeeded, failed, timed_out (retries used up).
+struct item_state {
+  step_status status = step_status::pending;
+  uint32_t attempt = 0;
+  int64_t timer_at_ms = 0;  // 0: no timer
+  std::string output_json;
+  std::string error;
+  auto operator<=>(const item_state&) const = default;
+};
+
 struct step_state {
   step_status status = step_status::pending;
   uint32_t attempt = 0;
   int64_t timer_at_ms = 0;  // 0: no timer
   std::string output_json;
   std::string error;
-  std::vector<ai_attempt> ai;  // routed attempts, oldest first (tenants with an AI policy)
+  std::vector<ai_attempt> ai;     // routed attempts, oldest first (tenants with an AI policy)
+  std::string items_json;         // foreach: the list, fixed when the step started
+  std::vector<item_state> items;  // foreach: one per element of items_json
 
   // Attempts that used the retry budget: failovers do not.
   uint32_t retry_attempts() const;

@@ -13,6 +13,13 @@ inline constexpr uint32_t events_per_execution_max = 2048;  // events in one exe
 inline constexpr size_t id_bytes_max = 128;                 // tenant, execution, workflow, step ids
 inline constexpr uint32_t retry_attempts_max = 20;          // retry.max_attempts upper bound
 inline constexpr uint64_t timer_ms_max = 366ull * 24 * 3600 * 1000;  // any timeout/delay/backoff
+inline constexpr size_t switch_cases_max = 32;  // cases of one switch step (and a default)
+// Items of one foreach step: a list longer than this fails the step when it starts. Each item
+// writes at least two events (scheduled, succeeded), so 1 000 items fit in
+// events_per_execution_max with room for the rest of the workflow; retries and timeouts of
+// many items can still reach the history limit, which then fails the execution.
+inline constexpr size_t foreach_items_max = 1'000;
+inline constexpr uint32_t foreach_concurrency_max = 100;  // items of one foreach running at once
 
 // Checked at the door, on every ingress command (processors/README.md, Limits):
 // a record id is 1..record_id_bytes_max bytes of UTF-8 with no control character;

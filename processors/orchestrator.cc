@@ -100,6 +100,20 @@ std::string clip_error(std::string_view s) {
 
 }  // namespace
 
+// "<step>[<item>]", the step name of a foreach item's command (step ids have no brackets).
+std::optional<std::pair<std::string_view, uint32_t>> parse_item_step(std::string_view name) {
+  const size_t open = name.find('[');
+  if (open == std::string_view::npos || open == 0 || !name.ends_with(']')) return std::nullopt;
+  const std::string_view digits = name.substr(open + 1, name.size() - open - 2);
+  if (digits.empty() || digits.size() > 6) return std::nullopt;
+  uint32_t item = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    item = item * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return std::pair{name.substr(0, open), item};
+}
+
 // One decider per input: it carries the input's context (causation, time, outputs) so the
 // decision code reads as the workflow semantics.
 class orchestrator::decider {
@@ -160,6 +174,27 @@ class orchestrator::decider {
   };
 
   void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
+  void decide_inline(execution_state& e, uint16_t idx, uint32_t attempt);
+  // foreach (processors/DEFINITIONS.md, Fan-out)
+  void start_foreach(execution_state& e, uint16_t idx);
+  void foreach_progress(execution_state& e, uint16_t idx);
+  void schedule_item(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                     const json& items);
+  void item_retry_or_fail(execution_state& e, uint16_t idx, uint32_t item, std::string_view error);
+  void item_failed(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                   std::string_view error);
+  void emit_item_command(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                         const std::string& rendered, int64_t timer_at);
+  void notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
+                           const std::string& rendered, const notify_policy& p);
+  void on_item_ack(const input& in, const fbs::Envelope& env, execution_state& e,
+                   std::string_view step, uint32_t item);
+  void on_item_timer(execution_state& e, uint16_t idx, uint32_t item);
+  std::optional<std::string> branch_not_taken(const execution_state& e, const definition& d,
+                                              uint16_t idx);
+  static bool is_switch_target(const step_def& sw, uint16_t idx);
+  static bool in_case(const step_def& sw, std::string_view taken, uint16_t idx);
+  static std::string switch_taken(const step_state& st);
   void start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,
                      const std::string& rendered, const ai_choice* choice);
   ai_choice choose_ai(const execution_state& e, uint16_t idx, const ai_policy& p,
@@ -660,6 +695,9 @@ void orchestrator::decider::on_ack(const input& in, const fbs::Envelope& env) {
                   fmt::format("ack for unknown execution '{}'", sv(env.execution_id())));
   }
   const definition& d = def(*e);
+  if (auto item = parse_item_step(sv(ack->step()))) {
+    return on_item_ack(in, env, *e, item->first, item->second);
+  }
   const int idx = d.step_index(sv(ack->step()));
   if (idx < 0) {
     return reject(in, &env, rejection_code::wrong_record,
@@ -936,6 +974,7 @@ void orchestrator::decider::on_timer(const timer_entry& t) {
   execution_state* e = _s.find_execution(t.tenant, t.execution);
   vassert(e != nullptr && e->status == exec_status::running,
           "timer for execution {} that is not running", t.execution);
+  if (t.is_item()) return on_item_timer(*e, t.item_step(), t.item_index());
   const definition& d = def(*e);
   const uint16_t i = t.step;
   const step_state& st = e->steps[i];
@@ -987,6 +1026,7 @@ template_scope orchestrator::decider::scope(const execution_state& e, const defi
   sc.execution_id = e.id;
   sc.workflow = e.workflow;
   sc.input_json = e.input_json;
+  sc.now_ms = _ctx.now_ms();
   sc.step = [&e, &d](std::string_view id, std::string_view& status, std::string_view& output,
                      std::string_view& error) {
     const int idx = d.step_index(id);
@@ -1013,6 +1053,11 @@ void orchestrator::decider::advance(execution_state& e) {
       for (uint16_t dep : sd.after) ready = ready && step_resolved(e.steps[dep].status);
       if (!ready) continue;
       progressed = true;
+      if (auto why = branch_not_taken(e, d, idx)) {
+        emit(e, fbs::Payload::StepSkipped,
+             [&](auto& b) { return fbs::CreateStepSkipped(b, str(sd.id), str(*why)).Union(); });
+        continue;
+      }
       if (sd.when) {
         auto holds = evaluate_condition(*sd.when, scope(e, d));
         if (!holds) {
@@ -1020,7 +1065,10 @@ void orchestrator::decider::advance(execution_state& e) {
           continue;
         }
         if (!*holds) {
-          const std::string reason = fmt::format("condition on {} not met", sd.when->path);
+          const std::string reason =
+              sd.when->operation == condition::op::expression
+                  ? fmt::format("condition not met: {}", clip_error(sd.when->path))
+                  : fmt::format("condition on {} not met", sd.when->path);
           emit(e, fbs::Payload::StepSkipped,
                [&](auto& b) { return fbs::CreateStepSkipped(b, str(sd.id), str(reason)).Union(); });
           continue;
@@ -1037,6 +1085,69 @@ void orchestrator::decider::advance(execution_state& e) {
   emit(e, fbs::Payload::ExecutionSucceeded,
        [&](auto& b) { return fbs::CreateExecutionSucceeded(b, str(output)).Union(); });
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Why step `idx` (whose dependencies are all resolved) is skipped for a branch not taken, or
+// nullopt if it is not (processors/DEFINITIONS.md, Branches):
+//   - a target of a switch that did not take its case (or did not succeed) is not taken;
+//   - a step any of whose dependencies was skipped that way is not taken either, unless it
+//     joins: a join is not taken only when all of its dependencies were skipped that way.
+// A skip by `when` does not propagate, as before switches existed. Computed from the resolved
+// dependencies' state alone, so it gives the same answer whenever it is asked.
+std::optional<std::string> orchestrator::decider::branch_not_taken(const execution_state& e,
+                                                                   const definition& d,
+                                                                   uint16_t idx) {
+  const step_def& sd = d.steps[idx];
+  size_t not_taken = 0;
+  std::optional<std::string> first;
+  for (uint16_t dep : sd.after) {
+    const step_def& dd = d.steps[dep];
+    std::optional<std::string> why;
+    if (dd.kind == step_kind::switch_ && is_switch_target(dd, idx)) {
+      const std::string taken = switch_taken(e.steps[dep]);
+      if (taken.empty()) {
+        why = fmt::format("branch not taken: switch '{}' ended {}", dd.id,
+                          step_status_name(e.steps[dep].status));
+      } else if (!in_case(dd, taken, idx)) {
+        why = fmt::format("branch not taken: switch '{}' took case '{}'", dd.id, taken);
+      }
+    }
+    if (!why && e.steps[dep].status == step_status::skipped && branch_not_taken(e, d, dep)) {
+      why = fmt::format("branch not taken: '{}' was on a branch not taken", dd.id);
+    }
+    if (why) {
+      ++not_taken;
+      if (!first) first = std::move(why);
+    }
+  }
+  if (not_taken == 0) return std::nullopt;
+  if (sd.join && not_taken < sd.after.size()) return std::nullopt;
+  return first;
+}
+
+bool orchestrator::decider::is_switch_target(const step_def& sw, uint16_t idx) {
+  if (std::ranges::find(sw.default_then, idx) != sw.default_then.end()) return true;
+  return std::ranges::any_of(sw.cases, [idx](const switch_case& c) {
+    return std::ranges::find(c.then, idx) != c.then.end();
+  });
+}
+
+bool orchestrator::decider::in_case(const step_def& sw, std::string_view taken, uint16_t idx) {
+  if (taken == default_case_name) {
+    return std::ranges::find(sw.default_then, idx) != sw.default_then.end();
+  }
+  for (const switch_case& c : sw.cases) {
+    if (c.name == taken) return std::ranges::find(c.then, idx) != c.then.end();
+  }
+  return false;
+}
+
+// The case a succeeded switch took ({"case": name}), "" if it did not succeed.
+std::string orchestrator::decider::switch_taken(const step_state& st) {
+  if (st.status != step_status::succeeded) return "";
+  const json out = json::parse(st.output_json, nullptr, false);
+  if (!out.is_object() || !out.contains("case") || !out["case"].is_string()) return "";
+  return out["case"].get<std::string>();
 }
 
 std::string orchestrator::decider::execution_output(const execution_state& e, const definition& d) {
@@ -1057,6 +1168,10 @@ std::string orchestrator::decider::execution_output(const execution_state& e, co
 void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt) {
   const definition& d = def(e);
   const step_def& sd = d.steps[idx];
+  if (sd.kind == step_kind::compute || sd.kind == step_kind::switch_) {
+    return decide_inline(e, idx, attempt);
+  }
+  if (sd.kind == step_kind::foreach) return start_foreach(e, idx);
   auto rendered = render_template(sd.input_template, scope(e, d));
   if (!rendered) return step_failed(e, idx, attempt, rendered.error());
   if (sd.kind == step_kind::ai) {
@@ -1071,6 +1186,47 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, u
     }
   }
   start_attempt(e, idx, attempt, *rendered, nullptr);
+}
+
+// compute and switch steps decide here and now: StepScheduled then StepSucceeded (or
+// StepFailed) in the same decision, with no command and no timer.
+void orchestrator::decider::decide_inline(execution_state& e, uint16_t idx, uint32_t attempt) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  std::string output;
+  std::string error;
+  if (sd.kind == step_kind::compute) {
+    auto rendered = render_template(sd.output_template, scope(e, d));
+    if (rendered) {
+      output = std::move(*rendered);
+    } else {
+      error = rendered.error();
+    }
+  } else {
+    std::string taken(default_case_name);
+    for (const switch_case& c : sd.cases) {
+      auto holds =
+          evaluate_condition(condition{c.when, condition::op::expression, ""}, scope(e, d));
+      if (!holds) {
+        error = fmt::format("case '{}': {}", c.name, holds.error());
+        break;
+      }
+      if (*holds) {
+        taken = c.name;
+        break;
+      }
+    }
+    output = json{{"case", taken}}.dump();
+  }
+  if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
+        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(""),
+                                        str(error.empty() ? output : "{}"), 0)
+            .Union();
+      })) {
+    return;
+  }
+  if (!error.empty()) return step_failed(e, idx, attempt, error);
+  succeed_step(e, idx, output);
 }
 
 void orchestrator::decider::start_attempt(execution_state& e, uint16_t idx, uint32_t attempt,
@@ -1121,6 +1277,323 @@ void orchestrator::decider::start_attempt(execution_state& e, uint16_t idx, uint
       }
     }
   }
+}
+
+// ----------------------------------------------------------------------------------- foreach
+
+void orchestrator::decider::start_foreach(execution_state& e, uint16_t idx) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  auto value = evaluate_expression(sd.items, scope(e, d));
+  if (!value) return step_failed(e, idx, 1, "items: " + value.error());
+  json items = json::parse(*value, nullptr, false);
+  if (!items.is_array()) {
+    return step_failed(e, idx, 1, fmt::format("items must be a list, not {}", items.type_name()));
+  }
+  if (items.size() > limits::foreach_items_max) {
+    return step_failed(e, idx, 1,
+                       fmt::format("items has {} elements; foreach_items_max is {}", items.size(),
+                                   limits::foreach_items_max));
+  }
+  const std::string scheduled = json{{"items", items}}.dump();
+  if (scheduled.size() > limits::payload_bytes_max) {
+    return step_failed(e, idx, 1,
+                       fmt::format("items are {} bytes; payload_bytes_max is {}", scheduled.size(),
+                                   limits::payload_bytes_max));
+  }
+  if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
+        return fbs::CreateStepScheduled(b, str(sd.id), 1, str(""), str(scheduled), 0).Union();
+      })) {
+    return;
+  }
+  foreach_progress(e, idx);
+}
+
+// After any change of an item: fail fast, finish, or start items up to the concurrency limit
+// in item order.
+void orchestrator::decider::foreach_progress(execution_state& e, uint16_t idx) {
+  const step_def& sd = def(e).steps[idx];
+  const step_state& st = e.steps[idx];
+  size_t running = 0;
+  size_t done = 0;
+  for (uint32_t k = 0; k < st.items.size(); ++k) {
+    const item_state& item = st.items[k];
+    if (item.status == step_status::failed && !sd.collect_failures) {
+      return step_failed(e, idx, 1, fmt::format("item {} failed: {}", k, item.error));
+    }
+    if (item.status == step_status::running || item.status == step_status::retry_wait ||
+        item.status == step_status::deferred) {
+      ++running;
+    }
+    if (item.status == step_status::succeeded || item.status == step_status::failed) ++done;
+  }
+  if (done == st.items.size()) {
+    json outputs = json::array();
+    json failed = json::array();
+    for (uint32_t k = 0; k < st.items.size(); ++k) {
+      const item_state& item = st.items[k];
+      if (item.status == step_status::succeeded) {
+        json v = json::parse(item.output_json, nullptr, false);
+        outputs.push_back(v.is_discarded() ? json(item.output_json) : v);
+      } else {
+        outputs.push_back(nullptr);
+        failed.push_back({{"index", k}, {"error", item.error}});
+      }
+    }
+    const std::string output = json{{"items", outputs}, {"failed", failed}}.dump();
+    if (output.size() > limits::payload_bytes_max) {
+      return step_failed(e, idx, 1,
+                         fmt::format("the items' outputs are {} bytes; payload_bytes_max is {}",
+                                     output.size(), limits::payload_bytes_max));
+    }
+    return succeed_step(e, idx, output);
+  }
+  if (running >= sd.concurrency) return;
+  const json items = json::parse(st.items_json);
+  for (uint32_t k = 0; k < e.steps[idx].items.size() && running < sd.concurrency; ++k) {
+    if (e.status != exec_status::running || e.steps[idx].status != step_status::running) return;
+    if (e.steps[idx].items[k].status != step_status::pending) continue;
+    ++running;
+    schedule_item(e, idx, k, 1, items);
+  }
+}
+
+void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint32_t item,
+                                          uint32_t attempt, const json& items) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  template_scope sc = scope(e, d);
+  const std::string item_json = items.at(item).dump();
+  sc.item_json = item_json;
+  sc.item_index = item;
+  auto rendered = render_template(sd.input_template, sc);
+  if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
+  const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
+  const tenant_policy* tp = _s.policy(e.tenant);
+  const bool policed = sd.body_kind == step_kind::notify && tp && tp->notify;
+  // Under a notification policy the attempt's timeout starts when the message is admitted.
+  const int64_t timer_at =
+      sd.timeout_ms && !policed ? _ctx.now_ms() + static_cast<int64_t>(sd.timeout_ms) : 0;
+  if (!emit(e, fbs::Payload::ItemScheduled, [&](auto& b) {
+        return fbs::CreateItemScheduled(b, str(sd.id), item, attempt, str(command_id),
+                                        str(*rendered), timer_at)
+            .Union();
+      })) {
+    return;
+  }
+  if (policed) return notify_item_or_hold(e, idx, item, attempt, *rendered, *tp->notify);
+  emit_item_command(e, idx, item, attempt, *rendered, timer_at);
+}
+
+void orchestrator::decider::emit_item_command(execution_state& e, uint16_t idx, uint32_t item,
+                                              uint32_t attempt, const std::string& rendered,
+                                              int64_t timer_at) {
+  const step_def& sd = def(e).steps[idx];
+  const std::string name = fmt::format("{}[{}]", sd.id, item);
+  const std::string command_id = fmt::format("{}/{}/{}", e.id, name, attempt);
+  flatbuffers::Offset<void> payload;
+  fbs::Payload type;
+  stream target;
+  if (sd.body_kind == step_kind::task) {
+    type = fbs::Payload::RunStep;
+    target = stream::commands_step;
+    payload = fbs::CreateRunStep(_fbb, str(name), attempt, str(sd.action), str(rendered),
+                                 str(command_id), timer_at)
+                  .Union();
+  } else {
+    type = fbs::Payload::SendNotification;
+    target = stream::commands_notify;
+    const notification_fields f = notification_of(rendered);
+    payload = fbs::CreateSendNotification(_fbb, str(name), attempt, str(f.channel), str(f.to),
+                                          str(f.subject), str(f.body), str(command_id), timer_at)
+                  .Union();
+  }
+  envelope_header h;
+  h.kind = fbs::RecordKind::Command;
+  h.tenant_id = e.tenant;
+  h.execution_id = e.id;
+  h.record_id = command_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
+  _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The tenant's notification policy for one item, as notify_or_hold for a step: suppressed
+// (the item succeeds unsent), deferred (an item timer), or admitted and sent.
+void orchestrator::decider::notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item,
+                                                uint32_t attempt, const std::string& rendered,
+                                                const notify_policy& p) {
+  const step_def& sd = def(e).steps[idx];
+  const notification_fields f = notification_of(rendered);
+  const hash256 hash = notification_hash(f.channel, f.to, f.subject, f.body);
+  std::optional<dedup_entry> previous;
+  if (const auto& v = _s.value(keys::notify_dedup(e.tenant, hash)); v && v->size() >= 8) {
+    previous = dedup_entry{static_cast<int64_t>(keys::get_be64(*v)), v->substr(8)};
+  }
+  std::optional<window_count> window;
+  if (const auto& v = _s.value(keys::notify_window(e.tenant, f.channel)); v && v->size() == 12) {
+    window = window_count{static_cast<int64_t>(keys::get_be64(*v)),
+                          keys::get_be32(std::string_view(*v).substr(8))};
+  }
+  const std::string own_prefix = fmt::format("{}/{}[{}]/", e.id, sd.id, item);
+  const int64_t now = _ctx.now_ms();
+  const auto slot = static_cast<int32_t>(item);
+  const notify_decision d = decide_notification(
+      p, notification{f.channel, f.to, f.subject, f.body, own_prefix}, now, previous, window);
+  switch (d.v) {
+    case notify_decision::verdict::suppress:
+      if (!emit(e, fbs::Payload::NotificationSuppressed, [&](auto& b) {
+            return fbs::CreateNotificationSuppressed(b, str(sd.id), attempt, str(f.channel),
+                                                     str(f.to), str(d.reason), slot)
+                .Union();
+          })) {
+        return;
+      }
+      if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
+            return fbs::CreateItemSucceeded(b, str(sd.id), item, attempt, str(d.output_json))
+                .Union();
+          })) {
+        return;
+      }
+      return foreach_progress(e, idx);
+    case notify_decision::verdict::defer:
+      emit(e, fbs::Payload::NotificationDeferred, [&](auto& b) {
+        return fbs::CreateNotificationDeferred(b, str(sd.id), attempt, str(f.channel), d.until_ms,
+                                               str(d.reason), slot)
+            .Union();
+      });
+      return;
+    case notify_decision::verdict::admit:
+      break;
+  }
+  const int64_t timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
+  const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
+  if (!emit(e, fbs::Payload::NotificationAdmitted, [&](auto& b) {
+        auto h = b.CreateVector(hash.data(), hash.size());
+        return fbs::CreateNotificationAdmitted(
+                   b, str(sd.id), attempt, str(f.channel), str(f.to), h, d.window_start_ms,
+                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id), slot)
+            .Union();
+      })) {
+    return;
+  }
+  emit_item_command(e, idx, item, attempt, rendered, timer_at);
+}
+
+void orchestrator::decider::item_failed(execution_state& e, uint16_t idx, uint32_t item,
+                                        uint32_t attempt, std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  if (!emit(e, fbs::Payload::ItemFailed, [&](auto& b) {
+        return fbs::CreateItemFailed(b, str(sd.id), item, attempt, str(error)).Union();
+      })) {
+    return;
+  }
+  foreach_progress(e, idx);
+}
+
+void orchestrator::decider::item_retry_or_fail(execution_state& e, uint16_t idx, uint32_t item,
+                                               std::string_view error) {
+  const step_def& sd = def(e).steps[idx];
+  const uint32_t attempt = e.steps[idx].items[item].attempt;
+  if (attempt >= sd.retry.max_attempts) {
+    return item_failed(
+        e, idx, item, attempt,
+        fmt::format("{} (after {} attempt{})", error, attempt, attempt == 1 ? "" : "s"));
+  }
+  const int64_t retry_at = _ctx.now_ms() + static_cast<int64_t>(sd.retry.delay_after(attempt));
+  emit(e, fbs::Payload::ItemRetryScheduled, [&](auto& b) {
+    return fbs::CreateItemRetryScheduled(b, str(sd.id), item, attempt, str(error), retry_at)
+        .Union();
+  });
+}
+
+void orchestrator::decider::on_item_ack(const input& in, const fbs::Envelope& env,
+                                        execution_state& e, std::string_view step, uint32_t item) {
+  auto ack = env.payload_as_StepAck();
+  const definition& d = def(e);
+  const int idx = d.step_index(step);
+  if (idx < 0 || d.steps[idx].kind != step_kind::foreach) {
+    return reject(in, &env, rejection_code::wrong_record,
+                  fmt::format("ack names item '{}', which workflow {} v{} has no foreach for",
+                              sv(ack->step()), d.workflow, d.version));
+  }
+  const uint16_t i = static_cast<uint16_t>(idx);
+  const step_state& st = e.steps[i];
+  if (e.status != exec_status::running || st.status != step_status::running ||
+      item >= st.items.size() || st.items[item].status != step_status::running ||
+      st.items[item].attempt != ack->attempt()) {
+    _o._probe.stale_acks.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  const std::string_view output = sv(ack->output_json());
+  switch (ack->status()) {
+    case fbs::AckStatus::Success: {
+      if (output.size() > limits::payload_bytes_max) {
+        return item_failed(e, i, item, ack->attempt(),
+                           fmt::format("output is {} bytes; payload_bytes_max is {}", output.size(),
+                                       limits::payload_bytes_max));
+      }
+      json parsed = json::parse(output.empty() ? std::string_view("{}") : output, nullptr, false);
+      if (parsed.is_discarded())
+        return item_failed(e, i, item, ack->attempt(), "output is not JSON");
+      const std::string normalized = parsed.dump();
+      if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
+            return fbs::CreateItemSucceeded(b, str(step), item, ack->attempt(), str(normalized))
+                .Union();
+          })) {
+        return;
+      }
+      return foreach_progress(e, i);
+    }
+    case fbs::AckStatus::RetryableFailure:
+      return item_retry_or_fail(e, i, item, sv(ack->error()));
+    case fbs::AckStatus::PermanentFailure:
+      return item_failed(e, i, item, ack->attempt(), sv(ack->error()));
+  }
+}
+
+void orchestrator::decider::on_item_timer(execution_state& e, uint16_t idx, uint32_t item) {
+  const definition& d = def(e);
+  const item_state& it = e.steps[idx].items[item];
+  const step_status status = it.status;
+  const uint32_t attempt = it.attempt;
+  const std::string step_id = d.steps[idx].id;
+  if (!emit(e, fbs::Payload::TimerFired, [&](auto& b) {
+        return fbs::CreateTimerFired(b, str(step_id), attempt, timer_purpose(status),
+                                     static_cast<int32_t>(item))
+            .Union();
+      })) {
+    return;
+  }
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  if (status == step_status::retry_wait) {
+    const json items = json::parse(e.steps[idx].items_json);
+    return schedule_item(e, idx, item, attempt + 1, items);
+  }
+  if (status == step_status::deferred) {
+    // The deferral ended: render again and ask the policy again (it may have changed).
+    const json items = json::parse(e.steps[idx].items_json);
+    template_scope sc = scope(e, d);
+    const std::string item_json = items.at(item).dump();
+    sc.item_json = item_json;
+    sc.item_index = item;
+    auto rendered = render_template(d.steps[idx].input_template, sc);
+    if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
+    const tenant_policy* tp = _s.policy(e.tenant);
+    const notify_policy none;
+    return notify_item_or_hold(e, idx, item, attempt, *rendered,
+                               tp && tp->notify ? *tp->notify : none);
+  }
+  vassert(status == step_status::running, "timer for item {} of {} in state {}", item, step_id,
+          step_status_name(status));
+  if (!emit(e, fbs::Payload::ItemTimedOut, [&](auto& b) {
+        return fbs::CreateItemTimedOut(b, str(step_id), item, attempt).Union();
+      })) {
+    return;
+  }
+  item_retry_or_fail(e, idx, item, "timed out");
 }
 
 // ------------------------------------------------------------------------------ AI routing

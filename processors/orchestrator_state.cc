@@ -529,6 +529,21 @@ void orchestrator_state::set_timer(execution_state& e, uint16_t step, int64_t du
   }
 }
 
+void orchestrator_state::set_item_timer(execution_state& e, uint16_t step, uint32_t item,
+                                        int64_t due_ms) {
+  item_state& i = e.steps[step].items[item];
+  const uint16_t slot = timer_entry::item_slot(step, item);
+  if (i.timer_at_ms != 0) {
+    _timers.erase(timer_entry{i.timer_at_ms, e.tenant, e.id, slot});
+    _pending.del(keys::timer(e.tenant, i.timer_at_ms, e.id, slot));
+  }
+  i.timer_at_ms = due_ms;
+  if (due_ms != 0) {
+    _timers.insert(timer_entry{due_ms, e.tenant, e.id, slot});
+    _pending.put(keys::timer(e.tenant, due_ms, e.id, slot), "");
+  }
+}
+
 void orchestrator_state::put_definition(std::string_view tenant, const definition& d) {
   std::string key = keys::definition(tenant, d.workflow, d.version);
   _pending.put(key, d.normalized_json);

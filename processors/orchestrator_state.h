@@ -31,8 +31,25 @@ struct timer_entry {
   std::string execution;
   uint16_t step;
   auto operator<=>(const timer_entry&) const = default;
+
+  // A foreach item's timer takes the slot item_slot_base + step * foreach_items_max + item
+  // (the key keeps its 16-bit step field; step slots below item_slot_base are steps).
+  static constexpr uint16_t item_slot_base = limits::steps_per_definition_max;
+  static uint16_t item_slot(uint16_t step, uint32_t item) {
+    return static_cast<uint16_t>(item_slot_base + step * limits::foreach_items_max + item);
+  }
+  bool is_item() const { return step >= item_slot_base && step != hold_window; }
+  uint16_t item_step() const {
+    return static_cast<uint16_t>((step - item_slot_base) / limits::foreach_items_max);
+  }
+  uint32_t item_index() const {
+    return static_cast<uint32_t>((step - item_slot_base) % limits::foreach_items_max);
+  }
 };
 static_assert(limits::steps_per_definition_max < timer_entry::hold_window);
+static_assert(timer_entry::item_slot_base +
+                  limits::steps_per_definition_max * limits::foreach_items_max <
+              timer_entry::hold_window);
 
 // Where a tenant's state lives, as this partition knows it (docs/tenant-moves.md). A tenant
 // with no entry sits on its default partition, tenant_partition(tenant, partition count).
@@ -133,6 +150,7 @@ class orchestrator_state {
   void mark_dirty(const execution_state& e);
   void mark_chain_dirty(std::string_view tenant);
   void set_timer(execution_state& e, uint16_t step, int64_t due_ms);  // 0 clears
+  void set_item_timer(execution_state& e, uint16_t step, uint32_t item, int64_t due_ms);
   void put_definition(std::string_view tenant, const definition& d);
   void index_event(const execution_state& e, uint32_t seq, record_position where);
   void on_ended(const execution_state& e);

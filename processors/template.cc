@@ -1,5 +1,6 @@
 #include "processors/template.h"
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <utility>
@@ -8,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "processors/expr.h"
 #include "processors/limits.h"
 #include "processors/strict_json.h"
 
@@ -68,6 +70,8 @@ enum class source : uint8_t {
   execution_id,
   execution_tenant,
   execution_workflow,
+  item,        // a foreach item
+  item_index,  // its index
 };
 
 struct path {
@@ -78,7 +82,7 @@ struct path {
 
 constexpr std::string_view path_grammar =
     "a path is input.<field>..., steps.<id>.output..., steps.<id>.status, steps.<id>.error, "
-    "execution.id, execution.tenant or execution.workflow";
+    "execution.id, execution.tenant or execution.workflow (and item..., index in a foreach)";
 
 bool ends_step_id(std::string_view part) {
   return part == "output" || part == "status" || part == "error";
@@ -106,6 +110,16 @@ std::expected<path, std::string> parse_path(std::string_view text) {
   if (parts[0] == "input") {
     p.from = source::input;
     p.below.assign(parts.begin() + 1, parts.end());
+    return p;
+  }
+  if (parts[0] == "item") {
+    p.from = source::item;
+    p.below.assign(parts.begin() + 1, parts.end());
+    return p;
+  }
+  if (parts[0] == "index") {
+    if (parts.size() != 1) return malformed("index has no fields");
+    p.from = source::item_index;
     return p;
   }
   if (parts[0] == "execution") {
@@ -174,6 +188,20 @@ class resolver {
         _execution_tenant(std::string(scope.tenant_id)),
         _execution_workflow(std::string(scope.workflow)) {}
 
+  // The value at the path `text`, or nullptr if there is none (expressions).
+  std::expected<const json*, std::string> find(std::string_view text) {
+    auto p = parse_path(text);
+    if (!p) return std::unexpected(p.error());
+    return find(*p);
+  }
+
+  expr::scope expression_scope() {
+    expr::scope s;
+    s.find = [this](std::string_view text) { return find(text); };
+    s.now_ms = _scope.now_ms;
+    return s;
+  }
+
   // The value at `p`, or nullptr if there is none.
   std::expected<const json*, std::string> find(const path& p) {
     switch (p.from) {
@@ -188,6 +216,19 @@ class resolver {
         return &_execution_tenant;
       case source::execution_workflow:
         return &_execution_workflow;
+      case source::item: {
+        if (_scope.item_json.empty()) return nullptr;
+        if (!_item) {
+          auto doc = parse_limited(_scope.item_json);
+          if (!doc) return std::unexpected("item is not valid JSON: " + doc.error());
+          _item = std::move(*doc);
+        }
+        return descend(&*_item, p.below);
+      }
+      case source::item_index:
+        if (_scope.item_index < 0) return nullptr;
+        _index = _scope.item_index;
+        return &_index;
       case source::step_status:
       case source::step_error:
       case source::step_output:
@@ -253,8 +294,67 @@ class resolver {
   json _execution_tenant;
   json _execution_workflow;
   std::optional<json> _input;
+  std::optional<json> _item;
+  json _index;
   std::map<std::string, step_view, std::less<>> _steps;
 };
+
+// ---- expressions ---------------------------------------------------------------------------
+
+// The template grammar before expressions: one or more paths separated by ??. Such a text is
+// read exactly as it always was (a path part may hold '-' or '$', which an expression would
+// read as operators), so every definition published before expressions renders the same.
+struct legacy_expression {
+  std::vector<path> alternatives;
+  std::vector<std::string_view> texts;
+};
+
+std::optional<legacy_expression> legacy_paths(std::string_view inner) {
+  legacy_expression out;
+  std::string_view rest = inner;
+  while (true) {
+    const size_t split = rest.find("??");
+    const std::string_view text = trim(rest.substr(0, split));
+    if (text.empty()) return std::nullopt;
+    auto p = parse_path(text);
+    if (!p) return std::nullopt;
+    out.alternatives.push_back(std::move(*p));
+    out.texts.push_back(text);
+    if (split == std::string_view::npos) break;
+    rest.remove_prefix(split + 2);
+  }
+  return out;
+}
+
+// Compiles an expression with the template path grammar; `step_refs` (if given) collects the
+// steps its paths name. Columns in errors are shifted by `column_offset`.
+constexpr std::string_view item_outside_foreach =
+    "item and index exist only in the do.input of a foreach step";
+
+std::expected<expr::program, std::string> compile_expression(std::string_view text,
+                                                             size_t column_offset,
+                                                             std::vector<std::string>* step_refs,
+                                                             bool item_scope = true) {
+  auto checker = [step_refs,
+                  item_scope](std::string_view text) -> std::expected<void, std::string> {
+    auto p = parse_path(text);
+    if (!p) return std::unexpected(p.error());
+    if (!item_scope && (p->from == source::item || p->from == source::item_index)) {
+      return std::unexpected(std::string(item_outside_foreach));
+    }
+    if (step_refs != nullptr && !p->step_id.empty()) step_refs->push_back(p->step_id);
+    return {};
+  };
+  auto program = expr::compile(text, checker);
+  if (program || column_offset == 0) return program;
+  // "column N: ..." -> "column N+offset: ..."
+  std::string_view why = program.error();
+  size_t column = 0;
+  size_t i = 7;
+  if (!why.starts_with("column ")) return program;
+  while (i < why.size() && why[i] >= '0' && why[i] <= '9') column = column * 10 + (why[i++] - '0');
+  return std::unexpected(fmt::format("column {}{}", column + column_offset, why.substr(i)));
+}
 
 // ---- rendering ---------------------------------------------------------------------------
 
@@ -310,30 +410,27 @@ class renderer {
     return {};
   }
 
-  // `expression` includes its braces. Every alternative must parse, even when an earlier one
-  // is found, so a typo cannot hide behind data that happens to be present.
+  // `expression` includes its braces. A legacy `path ?? path` expression is read as before;
+  // anything else is an expression (docs/expressions.md).
   std::expected<const json*, std::string> evaluate(std::string_view expression) {
-    std::vector<path> alternatives;
-    std::vector<std::string_view> texts;
-    std::string_view rest = expression.substr(2, expression.size() - 4);
-    while (true) {
-      const size_t split = rest.find("??");
-      const std::string_view text = trim(rest.substr(0, split));
-      if (text.empty()) {
-        return std::unexpected(fmt::format("template: empty path in '{}'", echo(expression)));
+    const std::string_view inner = expression.substr(2, expression.size() - 4);
+    auto legacy = legacy_paths(inner);
+    if (!legacy) {
+      auto program = compile_expression(inner, 0, nullptr);
+      if (!program) return std::unexpected("template: " + program.error());
+      auto value = program->evaluate(_resolver.expression_scope());
+      if (!value) {
+        return std::unexpected(
+            fmt::format("template: {} in '{}'", value.error(), echo(expression)));
       }
-      auto p = parse_path(text);
-      if (!p) return std::unexpected("template: " + p.error());
-      alternatives.push_back(std::move(*p));
-      texts.push_back(text);
-      if (split == std::string_view::npos) break;
-      rest.remove_prefix(split + 2);
+      return &_results.emplace_back(std::move(*value));
     }
-    for (const path& p : alternatives) {
+    for (const path& p : legacy->alternatives) {
       auto found = _resolver.find(p);
       if (!found) return std::unexpected("template: " + found.error());
       if (*found != nullptr) return *found;
     }
+    const auto& texts = legacy->texts;
     std::string missing = fmt::format("template: path '{}' not found", echo(texts.front()));
     for (size_t i = 1; i < texts.size(); ++i) missing += fmt::format(", nor '{}'", echo(texts[i]));
     return std::unexpected(missing);
@@ -352,10 +449,41 @@ class renderer {
   }
 
   resolver _resolver;
+  std::deque<json> _results;  // values computed by expressions, referred to until rendered
   size_t _inserted_bytes = 0;
 };
 
 }  // namespace
+
+std::expected<void, std::string> check_expression(std::string_view text, size_t column_offset,
+                                                  std::vector<std::string>& step_refs,
+                                                  expression_use use, bool item_scope) {
+  try {
+    if (use == expression_use::template_value) {
+      if (auto legacy = legacy_paths(text)) {
+        for (const path& p : legacy->alternatives) {
+          if (!item_scope && (p.from == source::item || p.from == source::item_index)) {
+            return std::unexpected(
+                fmt::format("column {}: {}", column_offset + 1, item_outside_foreach));
+          }
+          if (!p.step_id.empty()) step_refs.push_back(p.step_id);
+        }
+        return {};
+      }
+    }
+    auto program = compile_expression(text, column_offset, &step_refs, item_scope);
+    if (!program) return std::unexpected(program.error());
+    if (use == expression_use::condition && program->result_type() != expr::type::boolean &&
+        program->result_type() != expr::type::any) {
+      return std::unexpected(fmt::format("column {}: a condition must be bool, not {}",
+                                         column_offset + 1,
+                                         expr::type_name(program->result_type())));
+    }
+    return {};
+  } catch (const std::exception& e) {
+    return std::unexpected(json_error_text(e.what()));
+  }
+}
 
 std::expected<std::string, std::string> render_template(std::string_view template_json,
                                                         const template_scope& scope) {
@@ -379,9 +507,35 @@ std::expected<std::string, std::string> render_template(std::string_view templat
   }
 }
 
+std::expected<std::string, std::string> evaluate_expression(std::string_view text,
+                                                            const template_scope& scope) {
+  try {
+    auto program = compile_expression(text, 0, nullptr);
+    if (!program) return std::unexpected(program.error());
+    resolver r(scope);
+    auto value = program->evaluate(r.expression_scope());
+    if (!value) return std::unexpected(value.error());
+    return value->dump();
+  } catch (const std::exception& e) {
+    return std::unexpected(json_error_text(e.what()));
+  }
+}
+
 std::expected<bool, std::string> evaluate_condition(const condition& c,
                                                     const template_scope& scope) {
   try {
+    if (c.operation == condition::op::expression) {
+      auto program = compile_expression(c.path, 0, nullptr);
+      if (!program) return std::unexpected("condition: " + program.error());
+      resolver r(scope);
+      auto value = program->evaluate(r.expression_scope());
+      if (!value) return std::unexpected("condition: " + value.error());
+      if (!value->is_boolean()) {
+        return std::unexpected(
+            fmt::format("condition: the result must be bool, not {}", value->type_name()));
+      }
+      return value->get<bool>();
+    }
     auto p = parse_path(c.path);
     if (!p) return std::unexpected("condition: " + p.error());
     std::optional<json> expected_value;
@@ -403,6 +557,8 @@ std::expected<bool, std::string> evaluate_condition(const condition& c,
         return actual != nullptr && *actual == *expected_value;
       case condition::op::not_equals:
         return actual == nullptr || *actual != *expected_value;
+      case condition::op::expression:
+        break;  // handled above
     }
     return std::unexpected(std::string("condition: unknown operation"));
   } catch (const std::exception& e) {

@@ -4,6 +4,7 @@
 
 #include <fmt/core.h>
 
+#include "processors/rejection.h"
 #include "replay/record_json.h"
 #include "replay/time_text.h"
 #include "replay/timeline.h"
@@ -132,8 +133,51 @@ std::string signal_received(const fbs::Envelope& e) {
 
 std::string timer_fired(const fbs::Envelope& e) {
   auto p = e.payload_as_TimerFired();
+  if (p->item() >= 0) {
+    return fmt::format("timer fired: {} of step {} item {} attempt {}",
+                       fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->item(),
+                       p->attempt());
+  }
   return fmt::format("timer fired: {} of step {} attempt {}",
                      fbs::EnumNameTimerPurpose(p->purpose()), sv(p->step()), p->attempt());
+}
+
+// -------------------------------------------------------------------------- foreach items
+
+std::string item_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemScheduled();
+  std::string s =
+      fmt::format("step {} item {} attempt {} scheduled", sv(p->step()), p->item(), p->attempt());
+  if (p->command_id() && p->command_id()->size()) {
+    s += fmt::format(" -> command {}", sv(p->command_id()));
+  }
+  if (p->timer_at_ms())
+    s += fmt::format(", timer at +{}ms", ms_between(p->timer_at_ms(), e.timestamp_ms()));
+  return s;
+}
+
+std::string item_succeeded(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemSucceeded();
+  return fmt::format("step {} item {} succeeded: {}", sv(p->step()), p->item(),
+                     clip(sv(p->output_json())));
+}
+
+std::string item_failed(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemFailed();
+  return fmt::format("step {} item {} failed: {}", sv(p->step()), p->item(), sv(p->error()));
+}
+
+std::string item_retry_scheduled(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemRetryScheduled();
+  return fmt::format("step {} item {} attempt {} failed ({}); retry in {}ms", sv(p->step()),
+                     p->item(), p->attempt(), sv(p->error()),
+                     ms_between(p->retry_at_ms(), e.timestamp_ms()));
+}
+
+std::string item_timed_out(const fbs::Envelope& e) {
+  auto p = e.payload_as_ItemTimedOut();
+  return fmt::format("step {} item {} attempt {} timed out", sv(p->step()), p->item(),
+                     p->attempt());
 }
 
 // ------------------------------------------------------------------- tenant policy events
@@ -176,23 +220,32 @@ std::string ai_usage_recorded(const fbs::Envelope& e) {
       p->input_tokens(), p->output_tokens(), format_cost_micros(p->cost_micros()), sv(p->day()));
 }
 
+// "step x" or, for a foreach item's notification, "step x item 3".
+std::string step_and_item(const flatbuffers::String* step, int32_t item) {
+  return item >= 0 ? fmt::format("step {} item {}", sv(step), item)
+                   : fmt::format("step {}", sv(step));
+}
+
 std::string notification_suppressed(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationSuppressed();
-  return fmt::format("notification of step {} attempt {} ({} to {}) suppressed: {}", sv(p->step()),
-                     p->attempt(), sv(p->channel()), sv(p->to()), sv(p->reason()));
+  return fmt::format("notification of {} attempt {} ({} to {}) suppressed: {}",
+                     step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
+                     sv(p->to()), sv(p->reason()));
 }
 
 std::string notification_deferred(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationDeferred();
-  return fmt::format("notification of step {} attempt {} ({}) deferred until {} (+{}ms): {}",
-                     sv(p->step()), p->attempt(), sv(p->channel()), format_time_ms(p->until_ms()),
-                     ms_between(p->until_ms(), e.timestamp_ms()), sv(p->reason()));
+  return fmt::format("notification of {} attempt {} ({}) deferred until {} (+{}ms): {}",
+                     step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()),
+                     format_time_ms(p->until_ms()), ms_between(p->until_ms(), e.timestamp_ms()),
+                     sv(p->reason()));
 }
 
 std::string notification_admitted(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationAdmitted();
-  std::string s = fmt::format("notification of step {} attempt {} admitted ({} to {})",
-                              sv(p->step()), p->attempt(), sv(p->channel()), sv(p->to()));
+  std::string s =
+      fmt::format("notification of {} attempt {} admitted ({} to {})",
+                  step_and_item(p->step(), p->item()), p->attempt(), sv(p->channel()), sv(p->to()));
   if (p->window_start_ms()) {
     s += fmt::format("; counts in the rate window from {}", format_time_ms(p->window_start_ms()));
   }
@@ -252,7 +305,9 @@ std::string step_ack(const fbs::Envelope& e) {
 
 std::string command_rejected(const fbs::Envelope& e) {
   auto p = e.payload_as_CommandRejected();
-  return fmt::format("REJECTED {} (code {}): {}", sv(e.causation_id()), p->code(), sv(p->reason()));
+  return fmt::format("REJECTED {} ({}, code {}): {}", sv(e.causation_id()),
+                     rejection_code_name(static_cast<rejection_code>(p->code())), p->code(),
+                     sv(p->reason()));
 }
 
 std::string dead_letter(const fbs::Envelope& e) {
@@ -298,6 +353,11 @@ constexpr std::array<describer, payload_slots> make_table() {
   set(fbs::Payload::NotificationAdmitted, notification_admitted);
   set(fbs::Payload::SignalHeld, signal_held);
   set(fbs::Payload::HeldSignalsReleased, held_signals_released);
+  set(fbs::Payload::ItemScheduled, item_scheduled);
+  set(fbs::Payload::ItemSucceeded, item_succeeded);
+  set(fbs::Payload::ItemFailed, item_failed);
+  set(fbs::Payload::ItemRetryScheduled, item_retry_scheduled);
+  set(fbs::Payload::ItemTimedOut, item_timed_out);
   return t;
 }
 constexpr auto describers = make_table();

@@ -14,7 +14,8 @@
 
 namespace auterity {
 
-// "step score succeeded: {...}", "REJECTED start-7 (code 8): ...", "notify sms to +1555..."
+// "step score succeeded: {...}", "REJECTED start-7 (duplicate_execution, code 8): ...", "notify sms
+// to +1555..."
 std::string describe(const fbs::Envelope& e);
 
 // What a command asks a worker to do: "task lead_score", "AI call (tier standard)",

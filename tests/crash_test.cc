@@ -897,5 +897,126 @@ TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
       final_ms, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
+// ------------------------------------------------------------- a foreach of 500 items
+
+// One campaign execution: a foreach over 500 leads, 25 at a time, each a notification through
+// the outbox. The engine is SIGKILLed while items are out (on outbox growth, or at a random
+// time), restarted, killed again, then run to the end: every item's notification is written
+// exactly once, every item command emitted and acknowledged once, the outputs are in item
+// order, and the state equals a replay of the log.
+// 500: the items' outputs (~110 bytes each) stay under payload_bytes_max (64 KiB); 1 000 fail
+// the step with that limit named, as they should.
+constexpr uint32_t fanout_items = 500;
+constexpr std::string_view fanout_workflow = R"({
+  "workflow": "crash-campaign", "version": 1,
+  "steps": [
+    {"id": "campaign", "kind": "foreach", "items": "input.leads", "concurrency": 25,
+     "on_item_failure": "collect",
+     "do": {"kind": "notify",
+            "input": {"channel": "sms", "to": "{{ item.phone }}",
+                      "body": "{{ format('Hi {}, the F-150 is now $57500', item.name) }}"}}},
+    {"id": "report", "kind": "compute", "after": ["campaign"],
+     "output": {"sent": "{{ length(filter(steps.campaign.output.items, o, o != null)) }}"}}
+  ]
+})";
+
+TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
+  const uint64_t seed = env_or("AUTERITY_TEST_SEED", std::random_device{}());
+  fmt::print("crash_test foreach: seed {} (re-run with AUTERITY_TEST_SEED={})\n", seed, seed);
+  SCOPED_TRACE(fmt::format("seed {}", seed));
+  std::mt19937_64 rng(seed);
+  const data_dir dir(seed + 1);
+  const std::string tenant = pick_tenants().front();
+  {
+    system_clock clk;
+    node_options o = options_for(dir.path());
+    o.fsync = false;  // closed cleanly before anyone reads it
+    auto n = node::open(o, clk);
+    ASSERT_TRUE(n.has_value()) << n.error().message;
+    json leads = json::array();
+    for (uint32_t i = 0; i < fanout_items; ++i) {
+      leads.push_back(
+          {{"name", fmt::format("Lead {}", i)}, {"phone", fmt::format("+1555{:07}", i)}});
+    }
+    const int64_t now = clk.now_ms();
+    ASSERT_TRUE((*n)->submit(tenant, client::publish_definition(
+                                         {tenant, "", "publish-campaign", now}, fanout_workflow))
+                    .has_value());
+    ASSERT_TRUE((*n)->submit(tenant, client::start_execution(
+                                         {tenant, "campaign-1", "start-c1", now}, "crash-campaign",
+                                         0, json{{"leads", leads}}.dump()))
+                    .has_value());
+  }
+  int in_flight = 0;
+  for (int r = 0; r < 6; ++r) {
+    round_outcome o;
+    o.trigger = kill_trigger::random(rng);
+    if (r == 0) {
+      // The first kill lands for sure while items are out: once ~20 item lines are written.
+      o.trigger.kind = kill_trigger::outbox_growth;
+      o.trigger.after_ms = kill_growth_deadline_ms;
+      o.trigger.growth_bytes = 20 * 200;
+    }
+    crash_round(dir.path(), r, fanout_items, o);
+    in_flight += o.in_flight;
+    fmt::print("  round {}: {} at {:4} ms, {:4}/{} notifications; kill {}\n", r,
+               o.killed ? "killed  " : "finished", o.ran_ms, o.notifications, fanout_items,
+               o.trigger.describe());
+  }
+  int64_t final_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(final_run(dir.path(), final_ms));
+  EXPECT_GE(in_flight, 1) << "no kill landed while items were out";
+
+  system_clock clk;
+  auto n = node::open(options_for(dir.path()), clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_TRUE((*n)->recover().has_value());
+  auto e = (*n)->execution(tenant, "campaign-1");
+  ASSERT_TRUE(e.has_value());
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  EXPECT_EQ(json::parse(e->result), json::parse(R"({"report": {"sent": 500}})"));
+  const json out = json::parse(e->steps[0].output_json);
+  ASSERT_EQ(out["items"].size(), fanout_items);
+  for (uint32_t i = 0; i < fanout_items; ++i) {
+    ASSERT_EQ(out["items"][i]["to"], fmt::format("+1555{:07}", i)) << "item " << i << " in order";
+  }
+  census c;
+  problems misplaced("undecodable records, work left over or records out of place");
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSERT_NO_FATAL_FAILURE(census_executions((*n)->get_log(), p, c, misplaced));
+    ASSERT_NO_FATAL_FAILURE(census_commands((*n)->get_log(), p, c, misplaced));
+    check_nothing_left(**n, p, misplaced);
+  }
+  EXPECT_EQ(misplaced.count(), 0u) << misplaced;
+  EXPECT_TRUE(c.rejections.empty()) << c.rejections.front();
+  EXPECT_EQ(c.command_ids.size(), fanout_items) << "one command per item";
+  problems dup("command ids emitted more than once");
+  for (const auto& [id, count] : c.command_ids) {
+    if (count != 1) dup.add(fmt::format("{} emitted {} times", id, count));
+  }
+  EXPECT_EQ(dup.count(), 0u) << dup;
+  check_acks(c);
+  // The outbox: one line per item, none twice.
+  const std::string text = read_whole(dir.path() / "outbox" / "notifications.jsonl");
+  std::map<std::string, uint32_t> sent;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const json j = json::parse(std::string_view(text).substr(pos, end - pos), nullptr, false);
+    pos = end + 1;
+    sent[j.is_object() ? j.value("id", "?") : "not JSON"]++;
+  }
+  problems twice("item notifications written more than once or never");
+  for (uint32_t i = 0; i < fanout_items; ++i) {
+    const std::string id = fmt::format("campaign-1/campaign[{}]/1", i);
+    if (sent[id] != 1) twice.add(fmt::format("{} written {} times", id, sent[id]));
+  }
+  EXPECT_EQ(twice.count(), 0u) << twice;
+  EXPECT_EQ(sent.size(), fanout_items) << "distinct notifications";
+  check_chains_and_replay(**n, dir.path(), c);
+  fmt::print("crash_test foreach: seed {}: {} events, {} commands, {} acks; final run {} ms\n",
+             seed, c.events, c.commands, c.acks, final_ms);
+}
+
 }  // namespace
 }  // namespace auterity

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "processors/definition.h"
 #include "processors/tests/harness.h"
 #include "replay/verify.h"
 
@@ -29,6 +30,25 @@ class workload {
     const int n = uniform(1, 7);
     json steps = json::array();
     for (int i = 0; i < n; ++i) steps.push_back(step(i));
+    // A switch's branches lead to later steps (a step in one branch of each switch at most).
+    for (int i = 0; i < n; ++i) {
+      if (steps[i]["kind"] != "switch") continue;
+      json cases = json::array();
+      json fallback = json::array();
+      const int count = uniform(1, 3);
+      for (int c = 0; c < count; ++c) {
+        const std::string when = chance(0.5) ? fmt::format("input.v % {} == 0", uniform(2, 4))
+                                             : fmt::format("input.v > {}", uniform(0, 1000));
+        cases.push_back({{"name", fmt::format("c{}", c)}, {"when", when}, {"then", json::array()}});
+      }
+      for (int j = i + 1; j < n; ++j) {
+        const int branch = uniform(0, count + 1);  // count: the default, count + 1: none
+        if (branch < count) cases[branch]["then"].push_back(fmt::format("s{}", j));
+        if (branch == count) fallback.push_back(fmt::format("s{}", j));
+      }
+      steps[i]["cases"] = cases;
+      if (!fallback.empty() || chance(0.5)) steps[i]["default"] = fallback;
+    }
     return json{{"workflow", id}, {"version", version}, {"steps", steps}};
   }
 
@@ -44,12 +64,54 @@ class workload {
     if (!after.empty()) {
       const std::string dep = after[uniform(0, static_cast<int>(after.size()) - 1)];
       input["dep"] = fmt::format("{{{{steps.{}.status}}}}", dep);
-      if (chance(0.25))
+      const int when = uniform(0, 99);
+      if (when < 25) {
         s["when"] = {{"path", fmt::format("steps.{}.status", dep)}, {"equals", "succeeded"}};
+      } else if (when < 40) {
+        s["when"] =
+            fmt::format("steps.{}.status == 'succeeded' or input.v > {}", dep, uniform(0, 1000));
+      }
+      if (after.size() >= 2 && chance(0.3)) s["join"] = true;
     }
+    if (chance(0.3)) input["w"] = "{{ input.v ?? 0 >= 500 ? upper('high') : 'low' }}";
     if (chance(0.5)) s["on_failure"] = "continue";
     const int kind = uniform(0, 99);
-    if (kind < 45) {
+    if (kind >= 84) {
+      // Expressions decided in the orchestrator: compute, and switch (branches set above).
+      s.erase("on_failure");
+      if (chance(0.3)) s["on_failure"] = "continue";
+      if (kind < 89) {
+        // Fan-out: 0 to 4 items, each with its own attempts, retries and timeouts.
+        s["kind"] = "foreach";
+        s["items"] = "filter([input.v, input.v + 1, input.v + 2, 7], x, x % 2 == 0)";
+        s["concurrency"] = uniform(1, 3);
+        s["on_item_failure"] = chance(0.5) ? "collect" : "fail_fast";
+        const int action = uniform(0, 99);
+        json body = {{"kind", "task"},
+                     {"action", action < 40   ? "transform"
+                                : action < 90 ? "flaky"
+                                              : "fail"},
+                     {"input", {{"item", "{{ item }}"}, {"index", "{{ index }}"}}},
+                     {"retry", {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}}}};
+        if (action >= 40 && action < 90) body["input"]["succeed_on_attempt"] = "{{ item % 3 + 1 }}";
+        if (chance(0.3)) body["timeout_ms"] = uniform(1, 20);
+        s["do"] = body;
+      } else if (kind < 94) {
+        s["kind"] = "compute";
+        json output = {{"double", "{{ input.v * 2 + 1 }}"},
+                       {"label", "{{ format('{}-{}', input.v, execution.id) }}"}};
+        if (input.contains("dep")) {
+          output["dep"] = fmt::format("{{{{ upper(steps.{}.status) }}}}", std::string(after[0]));
+        }
+        // Sometimes fails at run time: a string does not divide.
+        if (chance(0.1)) output["bad"] = "{{ execution.id / 2 }}";
+        s["output"] = output;
+      } else {
+        s["kind"] = "switch";
+      }
+      return s;
+    }
+    if (kind < 40) {
       s["kind"] = "task";
       const int action = uniform(0, 99);
       if (action < 50) {
@@ -63,16 +125,16 @@ class workload {
       }
       s["retry"] = {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}};
       if (chance(0.3)) s["timeout_ms"] = uniform(1, 20);
-    } else if (kind < 60) {
+    } else if (kind < 52) {
       s["kind"] = "notify";
       input["channel"] = "sms";
       input["to"] = "+15550100000";
       input["body"] = "hello {{input.v}}";
-    } else if (kind < 75) {
+    } else if (kind < 64) {
       s["kind"] = "delay";
       s["delay_ms"] = uniform(1, 50);
       return s;
-    } else if (kind < 90) {
+    } else if (kind < 76) {
       s["kind"] = "wait_signal";
       s["signal"] = fmt::format("sig{}", uniform(0, 2));
       if (chance(0.7)) s["timeout_ms"] = uniform(5, 100);
@@ -92,6 +154,7 @@ struct totals {
   uint64_t events = 0;
   uint64_t retries = 0;
   uint64_t timeouts = 0;
+  uint64_t item_attempts = 0;  // foreach items
   uint64_t succeeded = 0;
   uint64_t failed = 0;
   uint64_t stale_acks = 0;
@@ -109,8 +172,13 @@ void run_seed(uint64_t seed, totals& t) {
     const int count = w.uniform(1, 3);
     for (int i = 0; i < count; ++i) {
       const std::string id = fmt::format("wf{}", i);
-      h.publish(tenant, w.workflow(id, 1).dump());
-      if (w.chance(0.3)) h.publish(tenant, w.workflow(id, 2).dump());
+      const int versions = w.chance(0.3) ? 2 : 1;
+      for (int version = 1; version <= versions; ++version) {
+        const std::string text = w.workflow(id, version).dump();
+        auto valid = parse_definition(text, "");
+        ASSERT_TRUE(valid.has_value()) << valid.error().reason << "\n" << text;
+        h.publish(tenant, text);
+      }
       flows.emplace_back(tenant, id);
     }
   }
@@ -178,6 +246,7 @@ void run_seed(uint64_t seed, totals& t) {
     auto ev = h.events_of(exec);
     t.retries += std::count(ev.begin(), ev.end(), "StepRetryScheduled");
     t.timeouts += std::count(ev.begin(), ev.end(), "StepTimedOut");
+    t.item_attempts += std::count(ev.begin(), ev.end(), "ItemScheduled");
   }
   h.n->for_each_execution([&](const execution_state& e) {
     t.succeeded += e.status == exec_status::succeeded;
@@ -198,9 +267,9 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   }
   fmt::print(
       "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
-      "{} stale/duplicate acks, {} rejections, {} deadletters\n",
-      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.stale_acks, t.rejections,
-      t.deadletters);
+      "{} foreach item attempts, {} stale/duplicate acks, {} rejections, {} deadletters\n",
+      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.stale_acks,
+      t.rejections, t.deadletters);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);

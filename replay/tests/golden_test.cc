@@ -105,7 +105,8 @@ TEST_F(golden, the_timeline_tells_what_happened) {
   EXPECT_NE(text.find("<- ack/lead-0002/draft/1"), std::string::npos);
   EXPECT_NE(text.find("step valuation attempt 1 failed"), std::string::npos);  // the retry
   EXPECT_NE(text.find("execution cancelled: customer bought elsewhere"), std::string::npos);
-  EXPECT_NE(text.find("REJECTED start-lead-0001-retry (code 8)"), std::string::npos);
+  EXPECT_NE(text.find("REJECTED start-lead-0001-retry (duplicate_execution, code 8)"),
+            std::string::npos);
   EXPECT_NE(text.find("model quota for this tenant is spent"), std::string::npos);
 }
 
