@@ -5,7 +5,8 @@ Builds the Kafka Streams baseline (bench/kstreams/build.sh), starts ONE fresh 1-
 through tests/kafka/broker.sh on a port in 19000-19798, then, for --repeat rounds, at each
 --in-flight: runs build/bench/kafka_bench (the engine; AUTERITY_KAFKA_ATTACH makes it use this
 broker instead of starting its own) and the Kafka Streams baseline at each --streams-interval
-(commit.interval.ms), in alternating order (reversed every other round). Beside each run it
+(commit.interval.ms, Streams' other settings at their defaults) and at each --tuned-interval
+with TUNED_PROPS (below), in alternating order (reversed every other round). Beside each run it
 records the machine's state: load average, /proc/stat busy % over the run, other processes'
 CPU share, and a raw librdkafka transaction-rate probe (kafka_bench --no-engine) just before.
 Prints the ratios (engine / Streams: transitions/s and p99) first, the absolute figures after.
@@ -34,6 +35,11 @@ STREAMS_MAIN = "dev.auterity.bench.KStreamsBench"
 PORT_LO, PORT_SLOTS = 19000, 400  # broker and controller ports: 19000 + 2k, 19000 + 2k + 1
 BROKER_START_ATTEMPTS = 3
 RUN_SLACK_S = 90  # beyond warm-up + window: process start, topics, drain, close
+# "tuned": what a Streams user after low latency sets. poll.ms (default 100) bounds how long a
+# stream thread waits in poll() with its output uncommitted (it commits after the poll returns);
+# fetch.max.wait.ms 10 as the engine's readers (engine/kafka_log.cc); max.task.idle.ms -1: a
+# task never waits for its other input partition (ingress and acks need no time alignment).
+TUNED_PROPS = ["poll.ms=10", "consumer.fetch.max.wait.ms=10", "max.task.idle.ms=-1"]
 RAW_LINE = re.compile(r"raw txn (?P<name>.+?)\s+(?P<txn>[\d.]+) txn/s\s+(?P<rec>\d+) records/s"
                       r"\s+txn p50\s+(?P<p50>[\d.]+) p99\s+(?P<p99>[\d.]+) ms")
 
@@ -111,7 +117,7 @@ def raw_probe(a, broker, env):
     return {"txn_per_s": rows.get(key), "alternating_txn_per_s": rows.get(key + ", 2 alternating")}
 
 
-def run_one(a, broker, env, classpath, side, in_flight, interval):
+def run_one(a, broker, env, classpath, side, in_flight, interval, tuned):
     state = {"loadavg": loadavg(), "raw": raw_probe(a, broker, env) if a.raw_seconds else {}}
     timeout_s = a.warmup_s + a.seconds + RUN_SLACK_S
     common = ["--in-flight", str(in_flight), "--warmup-s", str(a.warmup_s),
@@ -123,6 +129,8 @@ def run_one(a, broker, env, classpath, side, in_flight, interval):
         cmd = ["java", *a.jvm_arg, "-cp", classpath, STREAMS_MAIN, "--bootstrap",
                broker.bootstrap, "--broker-pids", str(broker.pid),
                "--commit-interval-ms", str(interval), *common]
+        for prop in TUNED_PROPS if tuned else []:
+            cmd += ["--streams-prop", prop]
     b0 = busy_ticks()
     started = time.time()
     rc, out, err = run_child(cmd, env, timeout_s)
@@ -131,13 +139,19 @@ def run_one(a, broker, env, classpath, side, in_flight, interval):
     res = last_json(out) if rc == 0 else None
     if res is None:
         log(f"{side} at {in_flight} failed (rc {rc}): {(out + err)[-1500:]}")
-    return {"side": side, "in_flight": in_flight, "interval": interval, "rc": rc,
+    return {"side": side, "in_flight": in_flight, "interval": interval, "tuned": tuned, "rc": rc,
             "seconds": time.time() - started, "result": res, "state": state,
             "command": " ".join(cmd)}
 
 
+def variant_name(interval, tuned):
+    return f"Streams, commit.interval.ms {interval}" + (", tuned" if tuned else "")
+
+
 def label(r):
-    return "engine" if r["side"] == "engine" else f"Streams {r['interval']} ms"
+    if r["side"] == "engine":
+        return "engine"
+    return f"Streams {r['interval']} ms" + (", tuned" if r["tuned"] else "")
 
 
 def fmt_range(xs, f="{:,.0f}"):
@@ -157,11 +171,12 @@ def report(a, runs):
     print("|---:|---|---:|---:|---:|")
     for n in a.in_flight:
         eng = [r for r in ok if r["side"] == "engine" and r["in_flight"] == n]
-        for ci in a.streams_interval:
+        for ci, tuned in streams_variants(a):
             st = [r for r in ok if r["side"] == "streams" and r["in_flight"] == n
-                  and r["interval"] == ci]
+                  and r["interval"] == ci and r["tuned"] == tuned]
             if not eng or not st:
-                print(f"| {n:,} | Streams, commit.interval.ms {ci} | — | — | {len(eng)}, {len(st)} |")
+                print(f"| {n:,} | {variant_name(ci, tuned)} | — | — "
+                      f"| {len(eng)}, {len(st)} |")
                 continue
             t = statistics.median(r["result"]["transitions_per_s"] for r in eng) / max(
                 1e-9, statistics.median(r["result"]["transitions_per_s"] for r in st))
@@ -172,7 +187,7 @@ def report(a, runs):
                   for e, s in pairs]
             pr = [e["result"]["latency_ms"]["p99"] / max(1e-9, s["result"]["latency_ms"]["p99"])
                   for e, s in pairs]
-            print(f"| {n:,} | Streams, commit.interval.ms {ci} | **{t:.2f}×** "
+            print(f"| {n:,} | {variant_name(ci, tuned)} | **{t:.2f}×** "
                   f"({fmt_range(tr, '{:.2f}')}) | **{p:.2f}×** ({fmt_range(pr, '{:.2f}')}) "
                   f"| {len(eng)}, {len(st)} |")
     print("\n## Absolute figures, in the order run, with the machine's state\n")
@@ -197,7 +212,12 @@ def report(a, runs):
     print("\ncommit ms: engine = orchestrator commit incl. its transaction (kafka_bench "
           "commit_ms); Streams = producer txn-commit-time per Streams commit. raw: one "
           f"transactional producer, {a.raw_records} records + offsets per transaction "
-          f"({a.raw_seconds} s), just before the run; alt. 2 = two producers taking turns.")
+          f"({a.raw_seconds} s), just before the run; alt. 2 = two producers taking turns. "
+          f"tuned: {' '.join(TUNED_PROPS)}.")
+
+
+def streams_variants(a):
+    return [(ci, False) for ci in a.streams_interval] + [(ci, True) for ci in a.tuned_interval]
 
 
 def main():
@@ -205,8 +225,10 @@ def main():
     ap.add_argument("--kafka-bench", default=str(REPO / "build" / "bench" / "kafka_bench"))
     ap.add_argument("--in-flight", type=lambda s: [int(x) for x in s.split(",")],
                     default=[100, 1000])
-    ap.add_argument("--streams-interval", type=lambda s: [int(x) for x in s.split(",")],
+    ap.add_argument("--streams-interval", type=lambda s: [int(x) for x in s.split(",") if x],
                     default=[100, 10], help="Kafka Streams commit.interval.ms values")
+    ap.add_argument("--tuned-interval", type=lambda s: [int(x) for x in s.split(",") if x],
+                    default=[10], help="commit.interval.ms values of the tuned Streams runs")
     ap.add_argument("--repeat", type=int, default=2, help="rounds (each side this many times)")
     ap.add_argument("--warmup-s", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)
@@ -219,7 +241,7 @@ def main():
     a = ap.parse_args()
     if not Path(a.kafka_bench).is_file():
         raise SystemExit(f"kafka_vs_streams: no {a.kafka_bench} (ninja -C build kafka_bench)")
-    if a.repeat < 1 or not a.in_flight or not a.streams_interval:
+    if a.repeat < 1 or not a.in_flight or not (a.streams_interval or a.tuned_interval):
         raise SystemExit("kafka_vs_streams: --repeat >= 1 and non-empty lists needed")
 
     b = subprocess.run([str(BUILD_SH)], capture_output=True, text=True, timeout=1800)
@@ -233,14 +255,14 @@ def main():
     try:
         broker.start()
         env = dict(os.environ, AUTERITY_KAFKA_ATTACH=broker.dir)
-        sides = [("engine", 0)] + [("streams", ci) for ci in a.streams_interval]
+        sides = [("engine", 0, False)] + [("streams", ci, t) for ci, t in streams_variants(a)]
         for rnd in range(1, a.repeat + 1):
             for n in a.in_flight:
                 order = sides if rnd % 2 else list(reversed(sides))
-                for side, ci in order:
-                    log(f"round {rnd}, {n} in flight: {side}"
-                        + (f" commit.interval.ms {ci}" if side == "streams" else ""))
-                    r = run_one(a, broker, env, classpath, side, n, ci)
+                for side, ci, tuned in order:
+                    log(f"round {rnd}, {n} in flight: "
+                        + (variant_name(ci, tuned) if side == "streams" else "engine"))
+                    r = run_one(a, broker, env, classpath, side, n, ci, tuned)
                     r["round"] = rnd
                     runs.append(r)
                     x = r["result"]

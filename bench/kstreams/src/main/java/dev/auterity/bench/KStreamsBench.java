@@ -76,6 +76,9 @@ public final class KStreamsBench {
     int[] brokerPids = new int[0]; // for the CPU split
     String dir = System.getProperty("java.io.tmpdir");
     boolean json = false;
+    // Extra StreamsConfig entries (--streams-prop KEY=VALUE; "consumer."/"producer." prefixes
+    // reach the clients), applied last.
+    Map<String, String> streamsProps = new java.util.LinkedHashMap<>();
   }
 
   static final int EXECUTIONS_UNBOUNDED = 2_000_000; // index space of a time-bounded run
@@ -512,6 +515,7 @@ public final class KStreamsBench {
     p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, Long.toString(f.commitIntervalMs));
     p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, Integer.toString(f.threads));
     p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
+    p.putAll(f.streamsProps);
     return p;
   }
 
@@ -638,10 +642,11 @@ public final class KStreamsBench {
     double machine = ratio(r.cpuLast.machine() - r.cpuFirst.machine(), all);
     double others = Math.max(0, machine - self - broker);
 
-    System.out.printf("kstreams_bench: %d partitions, %d x %d steps in flight, %s, commit.interval.ms"
-            + " %d, %d stream threads, Kafka Streams %s%n",
+    System.out.printf("kstreams_bench: %d partitions, %d x %d steps in flight, %s, "
+            + "commit.interval.ms %d, %d stream threads, Kafka Streams %s%n",
         f.partitions, f.inFlight, f.steps, f.guarantee, f.commitIntervalMs, f.threads,
         org.apache.kafka.common.utils.AppInfoParser.getVersion());
+    if (!f.streamsProps.isEmpty()) System.out.println("  extra StreamsConfig: " + f.streamsProps);
     System.out.printf("  %-40s %10.0f   (window %.2f s)%n", "step transitions/s", tps, windowS);
     System.out.printf("  %-40s %10.2f %8.2f %8.2f %8.2f   (%d samples)%n",
         "ack->next command ms p50 p90 p99 max", p50, p90, p99, max, n);
@@ -654,12 +659,14 @@ public final class KStreamsBench {
         100 * others);
     if (f.json) {
       System.out.printf("{\"bench\":\"kstreams\",\"partitions\":%d,\"in_flight\":%d,\"steps\":%d,"
-              + "\"guarantee\":\"%s\",\"commit_interval_ms\":%d,\"threads\":%d,"
+              + "\"guarantee\":\"%s\",\"commit_interval_ms\":%d,\"threads\":%d,\"props\":\"%s\","
               + "\"transitions_per_s\":%.0f,\"window_s\":%.2f,"
               + "\"latency_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
               + "\"commits_per_s\":%.1f,\"commit_ms\":%.2f,\"acker_commit_ms\":%.2f,"
               + "\"cpu_share\":{\"streams\":%.3f,\"broker\":%.3f,\"others\":%.3f}}%n",
-          f.partitions, f.inFlight, f.steps, f.guarantee, f.commitIntervalMs, f.threads, tps,
+          f.partitions, f.inFlight, f.steps, f.guarantee, f.commitIntervalMs, f.threads,
+          String.join(",", f.streamsProps.entrySet().stream()
+              .map(e -> e.getKey() + "=" + e.getValue()).toList()), tps,
           windowS, p50, p90, p99, max, commitsPerS, txnMs, ackerMs, self, broker, others);
     }
   }
@@ -667,7 +674,8 @@ public final class KStreamsBench {
   static void usage() {
     System.out.println("""
         Usage: kstreams_bench --bootstrap HOST:PORT [options]
-          The workload of bench/kafka_bench.cc on a Kafka Streams application (bench/kstreams/README.md).
+          The workload of bench/kafka_bench.cc on a Kafka Streams application
+          (bench/kstreams/README.md).
           --partitions N          partitions of every topic (2)
           --steps N               task steps of the linear workflow (10)
           --in-flight N           executions running at once, closed loop (1000)
@@ -682,6 +690,7 @@ public final class KStreamsBench {
           --timeout N             longest run, window included (120)
           --broker-pids P,P       broker JVM pids, for the CPU split
           --dir DIR               parent of the state directory (java.io.tmpdir)
+          --streams-prop K=V      an extra StreamsConfig entry, applied last (repeatable)
           --json                  also print the results as one JSON line""");
   }
 
@@ -734,6 +743,11 @@ public final class KStreamsBench {
         case "--broker-pids" ->
             f.brokerPids = Arrays.stream(v.split(",")).mapToInt(Integer::parseInt).toArray();
         case "--dir" -> f.dir = v;
+        case "--streams-prop" -> {
+          int eq = v.indexOf('=');
+          if (eq <= 0) throw new IllegalArgumentException("--streams-prop: KEY=VALUE, got " + v);
+          f.streamsProps.put(v.substring(0, eq), v.substring(eq + 1));
+        }
         default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
       }
     }
