@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +16,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
+#include "cli/config.h"
 #include "engine/embedded_log.h"
 #include "engine/record.h"
 #include "node/node.h"
@@ -28,7 +30,11 @@ namespace auterity {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
+// The first SIGTERM/SIGINT drains (the engine finishes its batches, commits and leaves its
+// groups); a second one exits at once, as an operator who repeats Ctrl-C expects.
+void on_signal(int sig) {
+  if (g_interrupted.exchange(true)) ::_exit(128 + sig);
+}
 
 int report(const error& e) {
   fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
@@ -48,6 +54,8 @@ struct common_flags {
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
   worker_options worker;
   bool orchestrator = true;  // false: `auterity worker`, connector workers only
+  std::string config;        // --config: read before parsing (cli/config.h)
+  std::map<std::string, std::string> kafka_properties;  // librdkafka, secrets resolved
 };
 
 // --connectors and --workers: what the in-process connector workers do.
@@ -103,6 +111,9 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "instance with the same id fences the old one)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--config", f.config,
+                  "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG). A flag wins "
+                  "over its AUTERITY_* variable, which wins over the file");
   cmd->add_option("--batch-records", f.runtime.batch_records_max,
                   "Most inputs per stream a partition decides in one batch (one commit)")
       ->capture_default_str()
@@ -120,6 +131,7 @@ std::optional<kafka_log_options> kafka_of(const common_flags& f) {
   k.bootstrap = f.kafka;
   k.instance_id = f.instance;
   k.topic_prefix = f.topic_prefix;
+  k.client_config = f.kafka_properties;
   return k;
 }
 
@@ -145,6 +157,26 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.worker = f.worker;
   o.metrics_address = f.metrics;
   return node::open(o, clk);
+}
+
+// The file's and the environment's settings become the flags' defaults, so a flag given on the
+// command line still wins.
+void apply_config(const engine_config& c, const std::map<std::string, std::string>& kafka_props,
+                  common_flags& f) {
+  if (c.data) f.data_dir = *c.data;
+  if (c.partitions) f.partitions = *c.partitions;
+  if (c.fsync) f.no_fsync = !*c.fsync;
+  if (c.instance) f.instance = *c.instance;
+  if (c.metrics) f.metrics = *c.metrics;
+  if (c.connectors) f.connectors = *c.connectors;
+  if (c.workers) f.worker_streams = *c.workers;
+  if (c.worker_concurrency) f.worker.concurrency = *c.worker_concurrency;
+  if (c.command_deadline_ms) f.worker.command_deadline_ms = *c.command_deadline_ms;
+  if (c.batch_records) f.runtime.batch_records_max = *c.batch_records;
+  if (c.commit_interval_ms) f.runtime.commit_interval_ms = *c.commit_interval_ms;
+  if (c.kafka_bootstrap) f.kafka = *c.kafka_bootstrap;
+  if (c.topic_prefix) f.topic_prefix = *c.topic_prefix;
+  f.kafka_properties = kafka_props;
 }
 
 int64_t wall_ms() {
@@ -249,8 +281,11 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
+  // On Kafka the partitions are given up on stop, their state with them: count before.
+  std::optional<node_summary> before;
+  if (!f.kafka.empty()) before = (*n)->summary();
   (*n)->stop();
-  node_summary s = (*n)->summary();
+  node_summary s = before ? *before : (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
   }
@@ -574,7 +609,19 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app)};
+  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
+                                         add_config_commands(app)};
+
+  // `config check` reads its file itself; everything else starts from the configuration file
+  // and the environment, which the flags then override.
+  if (argc < 2 || std::string_view(argv[1]) != "config") {
+    auto config = load_effective_config(argc, argv, std::getenv);
+    if (!config) return report(config.error());
+    auto kafka_props = resolve_kafka_properties(*config);
+    if (!kafka_props) return report(kafka_props.error());
+    for (common_flags* c : {&f, &wf, &demo_f}) apply_config(*config, *kafka_props, *c);
+    if (config->metrics) demo.metrics_address = *config->metrics;
+  }
 
   CLI11_PARSE(app, argc, argv);
 
