@@ -15,6 +15,8 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "api/service.h"
+#include "cli/api_commands.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "engine/embedded_log.h"
@@ -225,13 +227,31 @@ void print_stats(node& n, run_stats& last, double seconds) {
   last = now;
 }
 
-int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
+int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
+            const http_flags& http = {}) {
   system_clock clk;
   // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
+  std::unique_ptr<api_handle> api;
+  if (!http.address.empty()) {
+    if (!f.kafka.empty()) {
+      (*n)->stop();
+      return report(error{errc::invalid,
+                          "--http serves the embedded log; on Kafka run "
+                          "`auterity gateway --kafka B --http ADDR`"});
+    }
+    auto a = start_http(**n, f.data_dir, http, clk);
+    if (!a) {
+      (*n)->stop();
+      return report(a.error());
+    }
+    api = std::move(*a);
+    api->set_ready(true);
+    fmt::print(stderr, "auterity: HTTP API on port {} (/v1/..., api/README.md)\n", api->port());
+  }
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
@@ -258,6 +278,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     if (auto why = (*n)->fatal()) {
       // Another process runs as this instance: going on would fight it for the partitions.
       fmt::print(stderr, "auterity: stopping: {}\n", *why);
+      api.reset();
       (*n)->stop();
       return 3;
     }
@@ -281,6 +302,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
+  api.reset();
   // On Kafka the partitions are given up on stop, their state with them: count before.
   std::optional<node_summary> before;
   if (!f.kafka.empty()) before = (*n)->summary();
@@ -506,6 +528,8 @@ int main(int argc, char** argv) {
       ->add_option("--stats-interval-s", stats_interval_s,
                    "Print a line of throughput counters this often (0: never)")
       ->capture_default_str();
+  http_flags http;
+  add_http_flags(run_cmd, http);
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
                       "any free port; default: off)");
@@ -610,7 +634,8 @@ int main(int argc, char** argv) {
   dump->add_option("--partition", partition, "Only this partition");
 
   std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_config_commands(app)};
+                                         add_config_commands(app), add_keys_commands(app),
+                                         add_gateway_command(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
   // and the environment, which the flags then override.
@@ -641,7 +666,14 @@ int main(int argc, char** argv) {
     demo.worker = demo_f.worker;
     return run_demo(demo, g_interrupted);
   }
-  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s, http);
+  // An engine serving the data directory's API takes commands while it runs (api/README.md);
+  // without one they go straight into the log.
+  std::optional<local_endpoint> served;
+  if (f.kafka.empty() &&
+      (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() || can->parsed())) {
+    served = find_endpoint(f.data_dir);
+  }
   if (worker_cmd->parsed()) {
     if (wf.kafka.empty()) {
       return report(error{errc::invalid,
@@ -657,6 +689,7 @@ int main(int argc, char** argv) {
     bool ok = false;
     std::string def = read_file(file, ok);
     if (!ok) return report(error{errc::io, "cannot read " + file});
+    if (served) return api_publish(*served, tenant, def, params);
     return submit_one(f, tenant,
                       client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
   }
@@ -664,18 +697,26 @@ int main(int argc, char** argv) {
     bool ok = false;
     std::string text = read_file(file, ok);
     if (!ok) return report(error{errc::io, "cannot read " + file});
+    if (served) {
+      return api_policy(*served, tenant, text);
+    }
     return submit_one(f, tenant, client::publish_policy({tenant, "", rid, wall_ms()}, text));
   }
   if (start->parsed()) {
+    if (served) return api_start(*served, tenant, execution, workflow, version, input);
     return submit_one(
         f, tenant,
         client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, input));
   }
   if (sig->parsed()) {
+    if (served) return api_signal(*served, tenant, execution, name, payload);
     return submit_one(f, tenant,
                       client::signal({tenant, execution, rid, wall_ms()}, name, payload));
   }
   if (can->parsed()) {
+    if (served) {
+      return api_cancel(*served, tenant, execution, reason);
+    }
     return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));
   }
   if (tmove->parsed()) {

@@ -361,6 +361,14 @@ std::optional<execution_state> node::execution(std::string_view tenant, std::str
   return e;
 }
 
+bool node::with_store(uint32_t p, const std::function<void(const state_store&)>& fn) {
+  if (p >= _options.partitions) return false;
+  std::lock_guard lock(_parts_mu);
+  if (!_partitions[p] && _started) return false;  // owned by another instance now
+  fn(partition(p).store());
+  return true;
+}
+
 void node::for_each_execution(const std::function<void(const execution_state&)>& fn) {
   std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
