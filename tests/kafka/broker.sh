@@ -59,6 +59,10 @@ Environment:
   AUTERITY_KAFKA_JVM_OPTS     extra JVM options for every node
   AUTERITY_KAFKA_START_TIMEOUT_S  readiness timeout per start (default 90)
   AUTERITY_KAFKA_STOP_TIMEOUT_S   SIGTERM grace before SIGKILL (default 30)
+  AUTERITY_KAFKA_ATTACH       DIR of a running cluster: 'start' starts nothing and prints that
+                              cluster's BOOTSTRAP/DIR; 'stop --dir' of it leaves it running.
+                              For running several programs that start their own broker (the
+                              tests' fixture, kafka_bench) one after another on one broker.
 EOF
 }
 
@@ -348,6 +352,14 @@ abandon_start() {
 }
 
 cmd_start() {
+  if [[ -n "${AUTERITY_KAFKA_ATTACH:-}" ]]; then
+    dir="$AUTERITY_KAFKA_ATTACH"
+    load_cluster
+    cmd_status --dir "$dir" >&2 || die "AUTERITY_KAFKA_ATTACH: the cluster in $dir is not running"
+    log "attached to the running cluster in $dir (AUTERITY_KAFKA_ATTACH)"
+    print_env
+    return
+  fi
   nodes=1 port_base="" owner=""
   local given_port_base="" new_cluster=0 fresh=0 attempt rc i started
   started="$(now_ms)"
@@ -464,6 +476,10 @@ cmd_stop() {
   local started
   started="$(now_ms)"
   parse_dir_opts "$@"
+  if [[ -n "${AUTERITY_KAFKA_ATTACH:-}" && "$dir" -ef "$AUTERITY_KAFKA_ATTACH" ]]; then
+    log "left $dir running (AUTERITY_KAFKA_ATTACH)"
+    return
+  fi
   stop_watcher
   stop_nodes "${node_ids[@]}"
   log "stopped $dir in $(since "$started")"

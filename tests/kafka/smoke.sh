@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of broker.sh on this machine (see README.md, "Smoke check"):
-#   1 node:  topic, console produce/consume, transactions (TxSmoke), stop, nothing left running.
+#   1 node:  topic, console produce/consume, AUTERITY_KAFKA_ATTACH, transactions (TxSmoke),
+#            stop, nothing left running.
 #   3 nodes: the same, then acks=all produce with one node SIGKILLed mid-stream (RF 3,
 #            min.insync.replicas 2): every record delivered and read back exactly once;
 #            transactions still commit; the node restarts and rejoins every ISR; stop.
@@ -72,9 +73,20 @@ console_roundtrip() {
   say "console producer/consumer: 3 records round-tripped"
 }
 
+# AUTERITY_KAFKA_ATTACH: `start` hands out the running cluster, `stop --rm` of it is a no-op.
+attach_check() {
+  local out
+  out="$(AUTERITY_KAFKA_ATTACH="$DIR" "$broker" start --nodes 1)"
+  [[ "$out" == *"BOOTSTRAP=$BOOTSTRAP"* ]] || fail "attached start printed '$out'"
+  AUTERITY_KAFKA_ATTACH="$DIR" "$broker" stop --dir "$DIR" --rm
+  "$broker" status --dir "$DIR" >/dev/null || fail "stop of an attached cluster stopped it"
+  say "AUTERITY_KAFKA_ATTACH: start printed the running cluster, stop left it running"
+}
+
 one_node() {
   start_cluster 1
   console_roundtrip 1
+  attach_check
   topic --create --topic tx.in --partitions 2
   topic --create --topic tx.out --partitions 2
   tx_smoke tx.in tx.out
