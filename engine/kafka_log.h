@@ -14,6 +14,8 @@
 //
 // See engine/README.md ("Kafka backend") for threading and costs.
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +24,26 @@
 #include "engine/log.h"
 
 namespace auterity {
+
+// Where the time of a Kafka log's transactions goes, summed over all transactions (microseconds),
+// for benchmarks and diagnosis (bench/KAFKA.md). A transaction is one group commit: every batch
+// queued while the previous one ran.
+//   queue_us    per batch: from commit() to the start of the transaction that carries it
+//   produce_us  produce calls (local enqueue; blocks only when the local queue is full)
+//   offsets_us  send_offsets_to_transaction: AddOffsetsToTxn, then TxnOffsetCommit, each one
+//               round trip, retried while the previous transaction's markers are written
+//   flush_us    flush: until every record of the transaction is acknowledged (acks=all),
+//               which includes AddPartitionsToTxn for its partitions
+//   end_us      commit_transaction after the flush: EndTxn
+struct kafka_commit_probe {
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> queue_us{0};
+  std::atomic<uint64_t> produce_us{0};
+  std::atomic<uint64_t> offsets_us{0};
+  std::atomic<uint64_t> flush_us{0};
+  std::atomic<uint64_t> end_us{0};
+};
 
 struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
@@ -42,6 +64,8 @@ struct kafka_log_options {
   // Tools that only read (timeline, status, replay) open without a producer, so they can never
   // fence a running engine; commit() then fails with errc::invalid.
   bool read_only = false;
+  // Filled with the phases of every transaction if set (shared: it may outlive the log).
+  std::shared_ptr<kafka_commit_probe> probe;
 };
 
 // Connects, checks that all topics exist and are co-partitioned (same partition count), and
