@@ -3,9 +3,10 @@
 //
 //   commit()   one Kafka transaction: the appends (to topic = stream name, same partition)
 //              and the consumer positions (send_offsets_to_transaction) commit together, or
-//              not at all. The transactional.id is per engine instance, so a restarted
-//              instance fences its predecessor (init_transactions bumps the epoch) and a stale
-//              instance cannot commit.
+//              not at all. The transactional ids are per engine instance ("auterity.<id>"
+//              and "auterity.<id>.1", transactions take turns on them, one at a time), so a
+//              restarted instance fences its predecessor (init_transactions on each bumps its
+//              epoch) and a stale instance cannot commit.
 //   read()     read_committed consumers: aborted and open transactions are never seen.
 //   position() the consumer group's committed offset (group "auterity.<group>"), stable: it
 //              waits for an open transaction that holds pending offsets of the group.
@@ -47,7 +48,7 @@ struct kafka_commit_probe {
 
 struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
-  std::string instance_id = "engine-1";  // transactional.id = "auterity.<instance_id>"
+  std::string instance_id = "engine-1";  // transactional.id "auterity.<instance_id>"[".1"]
   std::string topic_prefix;              // topic = prefix + stream name
   // The broker aborts a transaction left open this long. It bounds how long a paused or dead
   // instance's open transaction holds up a new owner's restore and every read_committed reader
