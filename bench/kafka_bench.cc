@@ -22,6 +22,10 @@
 //               (acks=all), no transaction: the acker then costs the pipeline one produce
 //               round trip instead of a transaction, which isolates the engine's cost.
 //
+// Where the engine's transactions spend their time is printed beside (kafka_commit_probe: queue,
+// produce, send offsets, flush, EndTxn); --producers 1 runs the engine's log on one
+// transactional producer (the layout before 2026-12-07) for alternating comparisons.
+//
 // The program starts its own broker (tests/kafka/broker.sh, stopped at the end and also if
 // this process dies), creates the topics with a unique prefix and stops by itself. Results and
 // commands: bench/KAFKA.md.
@@ -94,6 +98,7 @@ struct bench_flags {
   std::string broker_heap;  // AUTERITY_KAFKA_HEAP for broker.sh; empty: its default
   std::string dir;          // parent of the temporary state directory
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
+  int producers = kafka_log_options{}.transactional_producers;  // the engine log's
   // librdkafka settings over the engine's: producers (engine and raw), consumers (engine)
   std::map<std::string, std::string> producer_set, consumer_set;
   bool keep_state = false;  // leave the engine's state directory behind
@@ -762,7 +767,7 @@ struct report {
   // per second, batches in each, and the mean ms of each phase (kafka_commit_probe).
   double txns_per_s = 0;
   double batches_per_txn = 0;
-  double queue_ms = 0;  // per batch
+  double queue_ms = 0;                                              // per batch
   double produce_ms = 0, offsets_ms = 0, flush_ms = 0, end_ms = 0;  // per transaction
   latency_summary latency;
   cpu_split cpu;
@@ -812,11 +817,13 @@ std::string cpu_model() {
 void print_header(const bench_flags& f, const broker_cluster& b) {
   fmt::print(
       "kafka_bench: {} partitions, {} x {} steps in flight (executions {}), acker {}, "
-      "commit interval {} ms, orchestrator batch {}, ack batch {}\n",
+      "commit interval {} ms, orchestrator batch {}, ack batch {}, {} transactional "
+      "producer(s)\n",
       f.partitions, f.in_flight, f.steps,
       f.executions == executions_unbounded ? std::string("unbounded")
                                            : std::to_string(f.executions),
-      f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max);
+      f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max,
+      f.producers);
   fmt::print(
       "  machine: {} cores, {}; broker: {} node(s), {}, started in {:.1f} s; "
       "librdkafka {}\n",
@@ -899,7 +906,8 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
   const double all = r.window_s * std::thread::hardware_concurrency();
   fmt::print(
       R"({{"bench":"kafka","nodes":{},"partitions":{},"in_flight":{},"steps":{},"acker":"{}",)"
-      R"("commit_interval_ms":{},"batch":{},"transitions_per_s":{:.0f},"window_s":{:.2f},)"
+      R"("commit_interval_ms":{},"batch":{},"producers":{},"transitions_per_s":{:.0f},)"
+      R"("window_s":{:.2f},)"
       R"("latency_ms":{{"p50":{:.2f},"p90":{:.2f},"p99":{:.2f},"max":{:.2f}}},)"
       R"("commits_per_s":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.2f},)"
       R"("txn":{{"per_s":{:.1f},"batches":{:.2f},"queue_ms":{:.2f},"produce_ms":{:.2f},)"
@@ -907,11 +915,11 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
       R"("cpu_share":{{"engine":{:.3f},"broker":{:.3f},"others":{:.3f}}},"raw":[{}]}})"
       "\n",
       f.nodes, f.partitions, f.in_flight, f.steps, f.acker, f.commit_interval_ms,
-      f.orchestrator_batch_records_max, r.transitions_per_s, r.window_s, r.latency.p50_ms,
-      r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms, r.orchestrator_commits_per_s,
-      r.records_per_commit, r.commit_ms, r.txns_per_s, r.batches_per_txn, r.queue_ms,
-      r.produce_ms, r.offsets_ms, r.flush_ms, r.end_ms, ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all),
-      ratio(r.cpu.neighbours_s, all), raw);
+      f.orchestrator_batch_records_max, f.producers, r.transitions_per_s, r.window_s,
+      r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms,
+      r.orchestrator_commits_per_s, r.records_per_commit, r.commit_ms, r.txns_per_s,
+      r.batches_per_txn, r.queue_ms, r.produce_ms, r.offsets_ms, r.flush_ms, r.end_ms,
+      ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all), ratio(r.cpu.neighbours_s, all), raw);
 }
 
 // ----------------------------------------------------------------------------------- main
@@ -942,6 +950,7 @@ kafka_log_options engine_kafka(const std::string& bootstrap, const std::string& 
   k.instance_id = fmt::format("bench-engine-{}", ::getpid());
   k.topic_prefix = prefix;
   k.probe = std::make_shared<kafka_commit_probe>();
+  k.transactional_producers = f.producers;
   return k;
 }
 
@@ -1141,6 +1150,11 @@ void add_run_options(CLI::App& app, bench_flags& f) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--broker-heap", f.broker_heap, "Broker heap, e.g. 512m (broker.sh default)");
   app.add_option("--kafka-debug", f.kafka_debug, "librdkafka debug contexts of the producers");
+  app.add_option("--producers", f.producers,
+                 "Transactional producers of the engine's log, taking turns "
+                 "(kafka_log_options::transactional_producers)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, transactional_producers_max));
   app.add_option("--producer-set", f.producer_set,
                  "librdkafka KEY VALUE over the engine's producer settings (and the raw "
                  "producers'); repeatable");

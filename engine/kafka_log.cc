@@ -2,8 +2,8 @@
 // (rd_kafka_consumer_group_metadata_new for groups without a live member, error objects that
 // say whether a transaction must be aborted or the producer is fenced).
 //
-// Threading: commits queue for one committer thread, which runs one transaction at a time on
-// its transactional producer (group commit); a committer stuck in librdkafka past
+// Threading: commits queue for one committer thread, which runs one transaction at a time,
+// taking turns on its transactional producers (group commit); a committer stuck in librdkafka past
 // request_timeout_ms + 5 s is left behind and replaced (librdkafka#5456). Each (stream,
 // partition) that is read gets a consumer of its own, assigned to that one partition, so
 // readers of different partitions never contend; each consumer costs a few
@@ -91,8 +91,6 @@ struct reader {
 class kafka_log final : public log {
   struct committer;
   struct pending_commit;
-  // Transactional producers a committer takes turns on (struct committer).
-  static constexpr size_t producers_per_instance = 2;
 
  public:
   explicit kafka_log(kafka_log_options options) : _options(std::move(options)) {}
@@ -113,6 +111,12 @@ class kafka_log final : public log {
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
     if (_options.read_only) return {};
+    if (_options.transactional_producers < 1 ||
+        _options.transactional_producers > transactional_producers_max) {
+      return fail(errc::invalid,
+                  fmt::format("transactional_producers is {}; it must be 1 to {}",
+                              _options.transactional_producers, transactional_producers_max));
+    }
     auto c = std::make_shared<committer>();
     if (auto made = make_producers(*c); !made) return made;
     std::lock_guard lock(_txn_mu);
@@ -142,6 +146,7 @@ class kafka_log final : public log {
   // are filled before a committer's first transaction, so nothing an earlier process (or a
   // committer given up) left open under any of this instance's ids can commit after it.
   result<void> make_producers(committer& c) {
+    c.producers.resize(static_cast<size_t>(_options.transactional_producers));
     for (size_t slot = 0; slot < c.producers.size(); ++slot) {
       if (c.producers[slot]) continue;
       auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(slot), true);
@@ -436,20 +441,21 @@ class kafka_log final : public log {
 
   // The thread that runs transactions and the producers it uses (only that thread touches them).
   //
-  // Its transactions take turns on producers_per_instance transactional producers, one
-  // transaction at a time. The coordinator refuses a transactional.id's next transaction
-  // (AddPartitionsToTxn, AddOffsetsToTxn: CONCURRENT_TRANSACTIONS) until the markers of its
-  // previous one are written, a few ms after commit_transaction returned, and librdkafka 2.0.2
-  // retries AddPartitionsToTxn only after a fixed 20 ms: with one producer every transaction
-  // waited for the previous one's markers, ~20 ms (bench/KAFKA.md, "Where the commit time
-  // goes"). Taking turns, a producer's previous transaction ended a whole transaction ago. Order
-  // is kept (a transaction begins only after the previous one committed, and its records come
-  // after the previous one's in every partition); each transactional.id is fenced as before.
+  // Its transactions take turns on kafka_log_options::transactional_producers transactional
+  // producers (2 by default), one transaction at a time. The coordinator refuses a
+  // transactional.id's next transaction (AddPartitionsToTxn, AddOffsetsToTxn:
+  // CONCURRENT_TRANSACTIONS) until the markers of its previous one are written, a few ms after
+  // commit_transaction returned, and librdkafka 2.0.2 retries AddPartitionsToTxn only after a fixed
+  // 20 ms: with one producer every transaction waited for the previous one's markers, ~20 ms
+  // (bench/KAFKA.md, "Where the commit time goes"). Taking turns, a producer's previous transaction
+  // ended a whole transaction ago. Order is kept (a transaction begins only after the previous one
+  // committed, and its records come after the previous one's in every partition); each
+  // transactional.id is fenced as before.
   struct committer {
     std::thread thread;
     // Null after a fatal error of that producer: the next transaction makes one (all slots).
-    std::array<rk_ptr, producers_per_instance> producers;
-    size_t turn = 0;  // the slot of the next transaction
+    std::vector<rk_ptr> producers;                       // transactional_producers of them
+    size_t turn = 0;                                     // the slot of the next transaction
     std::chrono::steady_clock::time_point busy_since{};  // guarded by _txn_mu; {}: idle
     std::vector<pending_ptr> in_flight;                  // guarded by _txn_mu
     std::atomic<bool> abandoned{false};
@@ -529,7 +535,8 @@ class kafka_log final : public log {
   // A failed commit may have committed (an answer lost with its broker); callers treat it as
   // unknown and recover from the log (the partition runtime steps down).
   result<void> transaction(committer& self, const std::vector<pending_ptr>& group) {
-    if (std::ranges::any_of(self.producers, [](const rk_ptr& p) { return !p; })) {
+    if (self.producers.empty() ||
+        std::ranges::any_of(self.producers, [](const rk_ptr& p) { return !p; })) {
       if (auto fenced = fenced_for_good()) return fail(errc::fenced, *fenced);
       if (auto made = make_producers(self); !made) return made;
     }

@@ -46,6 +46,8 @@ struct kafka_commit_probe {
   std::atomic<uint64_t> end_us{0};
 };
 
+inline constexpr int transactional_producers_max = 2;
+
 struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
   std::string instance_id = "engine-1";  // transactional.id "auterity.<instance_id>"[".1"]
@@ -54,6 +56,12 @@ struct kafka_log_options {
   // instance's open transaction holds up a new owner's restore and every read_committed reader
   // of the partitions it wrote (docs/ownership-handover.md); Kafka Streams uses 10 s too.
   int transaction_timeout_ms = 10'000;
+  // Transactional producers whose transactions take turns, one transaction at a time, 1 to
+  // transactional_producers_max. With one, every transaction waits for the previous one's
+  // markers (~20 ms with librdkafka 2.0.2: bench/KAFKA.md, "Where the commit time goes"); 1
+  // keeps the single transactional id "auterity.<instance_id>" (e.g. for a literal
+  // TransactionalId ACL).
+  int transactional_producers = 2;
   int request_timeout_ms = 30'000;      // longest wait for one broker answer
   int topic_metadata_wait_ms = 10'000;  // how long missing topics are looked for at open
   int read_wait_ms_max = 10'000;        // longest a read waits for its first fetch answer
