@@ -11,6 +11,7 @@ packages=(
   cmake ninja-build g++ ccache pkg-config
   librocksdb-dev librdkafka-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev prometheus-cpp-dev libboost1.81-dev
+  libtomlplusplus-dev
 )
 
 # Only the test command needs these: the replay tests render the HTML timeline in headless
@@ -21,6 +22,10 @@ test_packages() {
   # Loopback protocol servers of the connector tests (Python's http.server, aiosmtpd) and the
   # Python worker built from the schema (flatbuffers, confluent-kafka).
   packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
+  # The ops tests: a real Prometheus (and promtool) checks the dashboard and alert rules.
+  packages+=(prometheus python3-yaml)
+  # The API's contract test installs schemathesis from PyPI into a venv (api/README.md).
+  packages+=(python3-venv)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }
@@ -38,18 +43,19 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# build [TARGET...]: everything, or only the targets named (the demo needs only `auterity`).
 build() {
   local dir=${BUILD_DIR:-build}
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DAUTERITY_WERROR="${AUTERITY_WERROR:-ON}" >/dev/null
-  ninja -C "$dir"
+  ninja -C "$dir" "$@"
 }
 
 what=${1:-build}
 [ $# -gt 0 ] && shift
 [ "$what" = test ] && test_packages
 install_missing
-build
+if [ "$what" = demo ]; then build auterity; else build; fi
 dir=${BUILD_DIR:-build}
 case "$what" in
   demo) exec "$dir/cli/auterity" demo "$@" ;;

@@ -45,5 +45,6 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted);
 using command_runner = std::function<std::optional<int>()>;
 command_runner add_replay_commands(CLI::App& app);  // cli/replay_cmd.cc
 command_runner add_topics_commands(CLI::App& app);  // cli/topics_cmd.cc
+command_runner add_config_commands(CLI::App& app);  // cli/config_cmd.cc
 
 }  // namespace auterity

@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,7 +15,10 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "api/service.h"
+#include "cli/api_commands.h"
 #include "cli/cli.h"
+#include "cli/config.h"
 #include "engine/embedded_log.h"
 #include "engine/record.h"
 #include "node/node.h"
@@ -28,7 +32,11 @@ namespace auterity {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
+// The first SIGTERM/SIGINT drains (the engine finishes its batches, commits and leaves its
+// groups); a second one exits at once, as an operator who repeats Ctrl-C expects.
+void on_signal(int sig) {
+  if (g_interrupted.exchange(true)) ::_exit(128 + sig);
+}
 
 int report(const error& e) {
   fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
@@ -48,6 +56,8 @@ struct common_flags {
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
   worker_options worker;
   bool orchestrator = true;  // false: `auterity worker`, connector workers only
+  std::string config;        // --config: read before parsing (cli/config.h)
+  std::map<std::string, std::string> kafka_properties;  // librdkafka, secrets resolved
 };
 
 // --connectors and --workers: what the in-process connector workers do.
@@ -103,6 +113,9 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "instance with the same id fences the old one)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--config", f.config,
+                  "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG). A flag wins "
+                  "over its AUTERITY_* variable, which wins over the file");
   cmd->add_option("--batch-records", f.runtime.batch_records_max,
                   "Most inputs per stream a partition decides in one batch (one commit)")
       ->capture_default_str()
@@ -120,6 +133,7 @@ std::optional<kafka_log_options> kafka_of(const common_flags& f) {
   k.bootstrap = f.kafka;
   k.instance_id = f.instance;
   k.topic_prefix = f.topic_prefix;
+  k.client_config = f.kafka_properties;
   return k;
 }
 
@@ -145,6 +159,26 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.worker = f.worker;
   o.metrics_address = f.metrics;
   return node::open(o, clk);
+}
+
+// The file's and the environment's settings become the flags' defaults, so a flag given on the
+// command line still wins.
+void apply_config(const engine_config& c, const std::map<std::string, std::string>& kafka_props,
+                  common_flags& f) {
+  if (c.data) f.data_dir = *c.data;
+  if (c.partitions) f.partitions = *c.partitions;
+  if (c.fsync) f.no_fsync = !*c.fsync;
+  if (c.instance) f.instance = *c.instance;
+  if (c.metrics) f.metrics = *c.metrics;
+  if (c.connectors) f.connectors = *c.connectors;
+  if (c.workers) f.worker_streams = *c.workers;
+  if (c.worker_concurrency) f.worker.concurrency = *c.worker_concurrency;
+  if (c.command_deadline_ms) f.worker.command_deadline_ms = *c.command_deadline_ms;
+  if (c.batch_records) f.runtime.batch_records_max = *c.batch_records;
+  if (c.commit_interval_ms) f.runtime.commit_interval_ms = *c.commit_interval_ms;
+  if (c.kafka_bootstrap) f.kafka = *c.kafka_bootstrap;
+  if (c.topic_prefix) f.topic_prefix = *c.topic_prefix;
+  f.kafka_properties = kafka_props;
 }
 
 int64_t wall_ms() {
@@ -193,13 +227,31 @@ void print_stats(node& n, run_stats& last, double seconds) {
   last = now;
 }
 
-int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
+int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
+            const http_flags& http = {}) {
   system_clock clk;
   // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
+  std::unique_ptr<api_handle> api;
+  if (!http.address.empty()) {
+    if (!f.kafka.empty()) {
+      (*n)->stop();
+      return report(error{errc::invalid,
+                          "--http serves the embedded log; on Kafka run "
+                          "`auterity gateway --kafka B --http ADDR`"});
+    }
+    auto a = start_http(**n, f.data_dir, http, clk);
+    if (!a) {
+      (*n)->stop();
+      return report(a.error());
+    }
+    api = std::move(*a);
+    api->set_ready(true);
+    fmt::print(stderr, "auterity: HTTP API on port {} (/v1/..., api/README.md)\n", api->port());
+  }
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
@@ -226,6 +278,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     if (auto why = (*n)->fatal()) {
       // Another process runs as this instance: going on would fight it for the partitions.
       fmt::print(stderr, "auterity: stopping: {}\n", *why);
+      api.reset();
       (*n)->stop();
       return 3;
     }
@@ -249,8 +302,12 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s) {
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
   }
+  api.reset();
+  // On Kafka the partitions are given up on stop, their state with them: count before.
+  std::optional<node_summary> before;
+  if (!f.kafka.empty()) before = (*n)->summary();
   (*n)->stop();
-  node_summary s = (*n)->summary();
+  node_summary s = before ? *before : (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
   }
@@ -471,6 +528,8 @@ int main(int argc, char** argv) {
       ->add_option("--stats-interval-s", stats_interval_s,
                    "Print a line of throughput counters this often (0: never)")
       ->capture_default_str();
+  http_flags http;
+  add_http_flags(run_cmd, http);
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
                       "any free port; default: off)");
@@ -574,7 +633,20 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app)};
+  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
+                                         add_config_commands(app), add_keys_commands(app),
+                                         add_gateway_command(app)};
+
+  // `config check` reads its file itself; everything else starts from the configuration file
+  // and the environment, which the flags then override.
+  if (argc < 2 || std::string_view(argv[1]) != "config") {
+    auto config = load_effective_config(argc, argv, std::getenv);
+    if (!config) return report(config.error());
+    auto kafka_props = resolve_kafka_properties(*config);
+    if (!kafka_props) return report(kafka_props.error());
+    for (common_flags* c : {&f, &wf, &demo_f}) apply_config(*config, *kafka_props, *c);
+    if (config->metrics) demo.metrics_address = *config->metrics;
+  }
 
   CLI11_PARSE(app, argc, argv);
 
@@ -594,7 +666,14 @@ int main(int argc, char** argv) {
     demo.worker = demo_f.worker;
     return run_demo(demo, g_interrupted);
   }
-  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s);
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s, http);
+  // An engine serving the data directory's API takes commands while it runs (api/README.md);
+  // without one they go straight into the log.
+  std::optional<local_endpoint> served;
+  if (f.kafka.empty() &&
+      (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() || can->parsed())) {
+    served = find_endpoint(f.data_dir);
+  }
   if (worker_cmd->parsed()) {
     if (wf.kafka.empty()) {
       return report(error{errc::invalid,
@@ -610,6 +689,7 @@ int main(int argc, char** argv) {
     bool ok = false;
     std::string def = read_file(file, ok);
     if (!ok) return report(error{errc::io, "cannot read " + file});
+    if (served) return api_publish(*served, tenant, def, params);
     return submit_one(f, tenant,
                       client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
   }
@@ -617,18 +697,26 @@ int main(int argc, char** argv) {
     bool ok = false;
     std::string text = read_file(file, ok);
     if (!ok) return report(error{errc::io, "cannot read " + file});
+    if (served) {
+      return api_policy(*served, tenant, text);
+    }
     return submit_one(f, tenant, client::publish_policy({tenant, "", rid, wall_ms()}, text));
   }
   if (start->parsed()) {
+    if (served) return api_start(*served, tenant, execution, workflow, version, input);
     return submit_one(
         f, tenant,
         client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, input));
   }
   if (sig->parsed()) {
+    if (served) return api_signal(*served, tenant, execution, name, payload);
     return submit_one(f, tenant,
                       client::signal({tenant, execution, rid, wall_ms()}, name, payload));
   }
   if (can->parsed()) {
+    if (served) {
+      return api_cancel(*served, tenant, execution, reason);
+    }
     return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));
   }
   if (tmove->parsed()) {

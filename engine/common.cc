@@ -25,6 +25,8 @@ const char* errc_name(errc code) {
       return "timeout";
     case errc::fenced:
       return "fenced";
+    case errc::unauthorized:
+      return "unauthorized";
   }
   return "unknown";
 }

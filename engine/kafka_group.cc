@@ -84,6 +84,8 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
   };
+  // The operator's settings (security, tuning) fill in; on a clash the engine's win.
+  m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));
   auto rk = m->subscribe();
   if (!rk) return std::unexpected(rk.error());
   m->_impl->rk = *rk;

@@ -350,6 +350,8 @@ class kafka_log final : public log {
         {"transaction.timeout.ms", std::to_string(_options.transaction_timeout_ms)},
         {"message.max.bytes", std::to_string(record_bytes_max + 4096)},
     };
+    // The operator's settings (security, tuning) fill in; on a clash the engine's win.
+    c.merge(std::map<std::string, std::string>(_options.client_config));
     for (const auto& [k, v] : _options.producer_config) c[k] = v;
     return c;
   }
@@ -366,6 +368,8 @@ class kafka_log final : public log {
         {"queued.max.messages.kbytes", "8192"},
         {"fetch.wait.max.ms", "10"},
     };
+    // The operator's settings (security, tuning) fill in; on a clash the engine's win.
+    c.merge(std::map<std::string, std::string>(_options.client_config));
     for (const auto& [k, v] : _options.consumer_config) c[k] = v;
     return c;
   }

@@ -65,7 +65,12 @@ struct kafka_log_options {
   int request_timeout_ms = 30'000;      // longest wait for one broker answer
   int topic_metadata_wait_ms = 10'000;  // how long missing topics are looked for at open
   int read_wait_ms_max = 10'000;        // longest a read waits for its first fetch answer
-  std::map<std::string, std::string> producer_config;  // extra librdkafka settings
+  // librdkafka properties for every client the engine makes (its producer, readers and group
+  // members): security (security.protocol, sasl.*, ssl.*) and tuning, from the operator's
+  // configuration. The engine's own settings (kafka_engine_owned() in engine/kafka_util.h) are
+  // applied after them and win; the configuration loader refuses them with the reason.
+  std::map<std::string, std::string> client_config;
+  std::map<std::string, std::string> producer_config;  // extra librdkafka settings (tests)
   std::map<std::string, std::string> consumer_config;
   // Live group metadata for a logical group (kafka_membership::group_metadata_copy()), or
   // nullptr: offsets are then committed without a member, with no fencing by generation.

@@ -14,9 +14,10 @@ enum class errc {
   invalid,    // the caller passed something out of range
   too_large,  // a named limit was exceeded
   not_found,
-  rocksdb,  // RocksDB returned a non-ok status
-  timeout,  // a deadline passed before the work finished
-  fenced,   // another process took this instance's identity (same transactional id)
+  rocksdb,       // RocksDB returned a non-ok status
+  timeout,       // a deadline passed before the work finished
+  fenced,        // another process took this instance's identity (same transactional id)
+  unauthorized,  // a server refused our credentials, certificate or permissions
 };
 
 const char* errc_name(errc);

@@ -246,6 +246,7 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
     auto pos = _log.position(g, _stream, p);
     if (!pos) return std::unexpected(pos.error());
     _next[p] = *pos;
+    publish_position(p, *pos);
   }
   const uint64_t from = *_next[p];
   _scratch.clear();
@@ -297,6 +298,7 @@ result<size_t> worker_runtime::run_partition(uint32_t p) {
     return std::unexpected(c.error());
   }
   _next[p] = next;
+  publish_position(p, next);
   _probe.commands.fetch_add(*n, std::memory_order_relaxed);
   return *n;
 }
@@ -317,6 +319,18 @@ void worker_runtime::set_partitions(const std::vector<uint32_t>& partitions) {
   std::lock_guard lock(_run_mu);
   _owned = partitions;
   _next.clear();  // positions are read again: another member may have moved them
+  std::lock_guard positions_lock(_positions_mu);
+  _positions.clear();
+}
+
+void worker_runtime::publish_position(uint32_t p, uint64_t next) {
+  std::lock_guard lock(_positions_mu);
+  _positions[p] = next;
+}
+
+std::vector<std::pair<uint32_t, uint64_t>> worker_runtime::positions() const {
+  std::lock_guard lock(_positions_mu);
+  return {_positions.begin(), _positions.end()};
 }
 
 void worker_runtime::start() {

@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -159,6 +160,10 @@ class worker_runtime {
   // batch in progress to finish, so a revoked partition is no longer worked on when it returns.
   void set_partitions(const std::vector<uint32_t>& partitions);
   const worker_probe& probe() const { return _probe; }
+  // (partition, next command offset) of the partitions this worker has read since it was
+  // assigned them: its committed positions, without a broker round trip (for the lag metric;
+  // any thread, never waits for a batch).
+  std::vector<std::pair<uint32_t, uint64_t>> positions() const;
   // The loop ended because the log's producer was fenced (another process runs as this
   // instance); other failures are tried again.
   bool fenced() const { return _fenced.load(); }
@@ -166,6 +171,7 @@ class worker_runtime {
  private:
   struct slot;
   result<size_t> run_partition(uint32_t p);
+  void publish_position(uint32_t p, uint64_t next);
   void run_command(slot& s);
   void loop();
 
@@ -182,6 +188,8 @@ class worker_runtime {
   // Next command offset per partition, read from the log once per assignment: Kafka may
   // answer an offset fetch with the previous commit until the last transaction's markers land.
   std::vector<std::optional<uint64_t>> _next;
+  mutable std::mutex _positions_mu;         // a scrape's copy of _next; held only to copy
+  std::map<uint32_t, uint64_t> _positions;  // guarded by _positions_mu
   std::atomic<bool> _stop{false};
   std::atomic<bool> _fenced{false};  // the log's producer was fenced: the loop ended for good
   std::thread _thread;

@@ -9,6 +9,7 @@
 #include "connectors/connector_config.h"
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
+#include "engine/kafka_util.h"
 #include "processors/client.h"
 #include "processors/orchestrator_state.h"
 
@@ -21,10 +22,33 @@ node::~node() {
   stop();
 }
 
+namespace {
+
+// A wrong password, an untrusted certificate or a missing permission is reported at start,
+// naming the cause, instead of the log's clients retrying it forever.
+result<void> preflight(const node_options& options) {
+  const kafka_log_options& k = *options.kafka;
+  kafka_preflight_options pre;
+  pre.settings = k.client_config;
+  pre.settings["bootstrap.servers"] = k.bootstrap;
+  for (int s = 0; s < stream_count; ++s) {
+    pre.topics.push_back(k.topic_prefix + std::string(stream_name(static_cast<stream>(s))));
+  }
+  const bool orchestrating = options.orchestrator || options.worker_streams.empty();
+  pre.group = kafka_group_id(
+      orchestrating ? std::string(orchestrator_group)
+                    : fmt::format("worker.{}", stream_name(options.worker_streams.front())));
+  pre.timeout_ms = k.request_timeout_ms;
+  return kafka_preflight(pre);
+}
+
+}  // namespace
+
 result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk) {
   std::unique_ptr<node> n(new node(options, clk));
   if (options.kafka) {
     kafka_log_options k = *options.kafka;
+    if (auto r = preflight(options); !r) return std::unexpected(r.error());
     // Offsets of a group this node is a member of carry the member's live metadata (fencing).
     k.group_metadata = [raw = n.get()](std::string_view g) { return raw->group_metadata(g); };
     auto l = open_kafka_log(k);
@@ -337,6 +361,14 @@ std::optional<execution_state> node::execution(std::string_view tenant, std::str
   return e;
 }
 
+bool node::with_store(uint32_t p, const std::function<void(const state_store&)>& fn) {
+  if (p >= _options.partitions) return false;
+  std::lock_guard lock(_parts_mu);
+  if (!_partitions[p] && _started) return false;  // owned by another instance now
+  fn(partition(p).store());
+  return true;
+}
+
 void node::for_each_execution(const std::function<void(const execution_state&)>& fn) {
   std::lock_guard lock(_parts_mu);
   for (auto& p : _partitions) {
@@ -501,9 +533,13 @@ void node::collect_metrics(metrics_writer& w) {
   if (!_options.kafka) collect_log_quarantine(w);
   for (const auto& worker : _workers) {
     collect_worker(w, worker->group(), worker->commands(), worker->probe());
-    // A group's committed offset on Kafka is a broker round trip that the log treats as
-    // infallible; there, the broker's own group lag tools cover the workers (README).
-    if (_options.kafka) continue;
+    if (_options.kafka) {
+      // The worker's own committed positions (no offset fetch): the partitions it runs.
+      for (const auto& [p, next] : worker->positions()) {
+        collect_lag(w, *_log, worker->group(), worker->commands(), p, next);
+      }
+      continue;
+    }
     for (uint32_t p = 0; p < _options.partitions; ++p) {
       auto position = _log->position(worker->group(), worker->commands(), p);
       if (position) collect_lag(w, *_log, worker->group(), worker->commands(), p, *position);

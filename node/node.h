@@ -94,6 +94,9 @@ class node {
   result<void> submit(std::string_view tenant, std::string bytes);
   // Reads an execution's stored state (any thread). Reflects committed batches.
   std::optional<execution_state> execution(std::string_view tenant, std::string_view id);
+  // Calls fn with partition p's state store if this node runs p now (any thread; the store
+  // reflects committed batches); false if it does not. The API's reads go through it.
+  bool with_store(uint32_t p, const std::function<void(const state_store&)>& fn);
   // Scans every partition's executions (slow on big stores; for status and demos).
   void for_each_execution(const std::function<void(const execution_state&)>& fn);
   node_summary summary();

@@ -1,0 +1,412 @@
+// `auterity run --http`, `auterity keys`, and the CLI's commands through a running engine's
+// API (api/README.md).
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "api/node_access.h"
+#include "api/service.h"
+#include "cli/api_commands.h"
+#include "engine/http_client.h"
+#include "engine/kafka_log.h"
+
+namespace auterity {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string endpoint_path(const std::string& data_dir) { return data_dir + "/api/endpoint.json"; }
+
+}  // namespace
+
+void add_http_flags(CLI::App* cmd, http_flags& f) {
+  cmd->add_option("--http", f.address,
+                  "Serve the HTTP API (api/README.md) on this host:port, e.g. 127.0.0.1:8080 "
+                  "(port 0: any free port; default: off)");
+  cmd->add_option("--http-threads", f.threads, "Threads serving HTTP connections")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 64u));
+  cmd->add_option("--http-rate", f.rate_per_s, "Requests per second per credential (429 past it)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1e9));
+  cmd->add_option("--http-burst", f.burst, "Requests a credential may send at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e9));
+  cmd->add_option("--http-tls-cert", f.tls_cert,
+                  "Serve HTTPS with this certificate chain (PEM; with --http-tls-key)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--http-tls-key", f.tls_key, "Private key of --http-tls-cert (PEM)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--jwks", f.jwks,
+                  "Accept JWT bearer tokens (RS256, ES256) signed by a key of this JWKS file")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--jwt-issuer", f.issuer, "Required iss of JWTs");
+  cmd->add_option("--jwt-audience", f.audience, "Required aud of JWTs");
+  cmd->add_option("--jwt-tenant-claim", f.tenant_claim, "JWT claim that holds the tenant")
+      ->capture_default_str();
+  cmd->add_option("--jwt-role-claim", f.role_claim,
+                  "JWT claim that holds the role (publisher, auditor, operator, admin)")
+      ->capture_default_str();
+}
+
+struct api_handle::state {
+  std::unique_ptr<node_access> access;
+  std::unique_ptr<api_server> server;
+  std::string endpoint_file;
+};
+
+api_handle::api_handle(std::unique_ptr<state> s) : _s(std::move(s)) {}
+
+api_handle::~api_handle() {
+  std::error_code ec;
+  std::filesystem::remove(_s->endpoint_file, ec);
+  _s->server.reset();
+}
+
+uint16_t api_handle::port() const { return _s->server->port(); }
+
+void api_handle::set_ready(bool ready) { _s->access->set_ready(ready); }
+
+result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_dir,
+                                               const http_flags& f, clock& clk) {
+  auto s = std::make_unique<api_handle::state>();
+  s->access = std::make_unique<node_access>(n);
+  api_options o;
+  o.http.address = f.address;
+  o.http.threads = f.threads;
+  o.http.tls_cert_file = f.tls_cert;
+  o.http.tls_key_file = f.tls_key;
+  o.keys_file = key_store::default_path(data_dir);
+  o.rate_per_s = f.rate_per_s;
+  o.rate_burst = f.burst;
+  if (!f.jwks.empty()) {
+    jwt_options j;
+    j.jwks_file = f.jwks;
+    j.issuer = f.issuer;
+    j.audience = f.audience;
+    j.tenant_claim = f.tenant_claim;
+    j.role_claim = f.role_claim;
+    o.jwt = j;
+  }
+  auto server = api_server::start(*s->access, o, clk);
+  if (!server) return std::unexpected(server.error());
+  s->server = std::move(*server);
+  // The local CLI's way in: an admin key that lives as long as this process, in a file only
+  // the data directory's owner can read (whoever can read it can write the log anyway).
+  const std::string key = s->server->keys().add_ephemeral(any_tenant, api_role::admin, "klocal");
+  std::string host = f.address.substr(0, f.address.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+  const bool tls = !f.tls_cert.empty();
+  json endpoint = {
+      {"url", fmt::format("{}://{}:{}", tls ? "https" : "http", host, s->server->port())},
+      {"pid", ::getpid()},
+      {"key", key}};
+  if (tls) endpoint["ca_file"] = std::filesystem::absolute(f.tls_cert).string();
+  s->endpoint_file = endpoint_path(data_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir + "/api", ec);
+  const std::string tmp = s->endpoint_file + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const std::string text = endpoint.dump() + "\n";
+  if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
+      ::close(fd) != 0 || ::rename(tmp.c_str(), s->endpoint_file.c_str()) != 0) {
+    return fail(errc::io, fmt::format("cannot write {}", s->endpoint_file));
+  }
+  return std::unique_ptr<api_handle>(new api_handle(std::move(s)));
+}
+
+// ----------------------------------------------------------------------------- the client
+
+std::optional<local_endpoint> find_endpoint(const std::string& data_dir) {
+  std::ifstream in(endpoint_path(data_dir));
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (!j.is_object() || !j.contains("url") || !j.contains("pid") || !j.contains("key")) {
+    return std::nullopt;
+  }
+  const auto pid = j["pid"].get<int64_t>();
+  // A file left by an engine that was killed: nobody serves.
+  if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) return std::nullopt;
+  return local_endpoint{j["url"].get<std::string>(), j["key"].get<std::string>(),
+                        j.value("ca_file", "")};
+}
+
+int call_api(const local_endpoint& ep, std::string_view method, const std::string& path,
+             const std::string& body, std::string_view what) {
+  http_request r;
+  r.method = std::string(method);
+  r.url = ep.url + path;
+  r.headers = {{"Authorization", "Bearer " + ep.key}, {"Content-Type", "application/json"}};
+  r.body = body;
+  r.deadline_ms = wall_now_ms() + 40'000;
+  http_tls_options tls;
+  tls.ca_file = ep.ca_file;
+  auto resp = http_call(r, tls);
+  if (!resp) {
+    fmt::print(stderr, "auterity: the engine serving this data directory did not answer: {}\n",
+               resp.error().message);
+    return 2;
+  }
+  json j = json::parse(resp->body, nullptr, false);
+  if (resp->status >= 200 && resp->status < 300) {
+    const std::string outcome = j.is_object() ? j.value("outcome", "") : "";
+    fmt::print("{} through the running engine's API: {}{}\n", what,
+               outcome == "pending" ? "submitted, no decision yet" : outcome,
+               j.is_object() && j.contains("version")
+                   ? fmt::format(" (version {})", j["version"].dump())
+                   : "");
+    return 0;
+  }
+  if (j.is_object() && j.contains("rejection")) {
+    const json& rej = j["rejection"];
+    fmt::print(stderr, "auterity: rejected: {} (code {}): {}\n", rej.value("name", ""),
+               rej.value("code", 0), rej.value("reason", ""));
+    return 1;
+  }
+  fmt::print(stderr, "auterity: the API answered {}: {}\n", resp->status,
+             j.is_object() ? j.value("detail", resp->body) : resp->body);
+  return 1;
+}
+
+namespace {
+
+std::optional<json> parse_arg(const std::string& text, std::string_view what) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) {
+    fmt::print(stderr, "auterity: {} is not valid JSON\n", what);
+    return std::nullopt;
+  }
+  return j;
+}
+
+constexpr std::string_view wait_query = "?wait_ms=10000";
+
+}  // namespace
+
+int api_publish(const local_endpoint& ep, const std::string& tenant, const std::string& definition,
+                const std::string& params) {
+  auto d = parse_arg(definition, "the definition");
+  if (!d) return 2;
+  json body = {{"definition", *d}};
+  if (!params.empty()) {
+    auto p = parse_arg(params, "--params");
+    if (!p) return 2;
+    body["params"] = *p;
+  }
+  return call_api(ep, "POST", fmt::format("/v1/tenants/{}/definitions{}", tenant, wait_query),
+                  body.dump(), "publish");
+}
+
+int api_policy(const local_endpoint& ep, const std::string& tenant, const std::string& policy) {
+  auto p = parse_arg(policy, "the policy");
+  if (!p) return 2;
+  return call_api(ep, "PUT", fmt::format("/v1/tenants/{}/policy{}", tenant, wait_query), p->dump(),
+                  "policy");
+}
+
+int api_start(const local_endpoint& ep, const std::string& tenant, const std::string& id,
+              const std::string& workflow, uint32_t version, const std::string& input) {
+  auto in = parse_arg(input, "--input");
+  if (!in) return 2;
+  json body = {{"execution_id", id}, {"workflow", workflow}, {"version", version}, {"input", *in}};
+  return call_api(ep, "POST", fmt::format("/v1/tenants/{}/executions{}", tenant, wait_query),
+                  body.dump(), "start");
+}
+
+int api_signal(const local_endpoint& ep, const std::string& tenant, const std::string& id,
+               const std::string& name, const std::string& payload) {
+  auto p = parse_arg(payload, "--payload");
+  if (!p) return 2;
+  return call_api(ep, "POST",
+                  fmt::format("/v1/tenants/{}/executions/{}/signals{}", tenant, id, wait_query),
+                  json{{"name", name}, {"payload", *p}}.dump(), "signal");
+}
+
+int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::string& id,
+               const std::string& reason) {
+  return call_api(ep, "POST",
+                  fmt::format("/v1/tenants/{}/executions/{}/cancel{}", tenant, id, wait_query),
+                  json{{"reason", reason}}.dump(), "cancel");
+}
+
+// ----------------------------------------------------------------------------------- keys
+
+command_runner add_keys_commands(CLI::App& app) {
+  struct flags {
+    std::string data_dir = "auterity-data";
+    std::string tenant;
+    std::string role;
+    std::string name;
+    std::string id;
+  };
+  auto f = std::make_shared<flags>();
+  auto* keys = app.add_subcommand(
+      "keys",
+      "API keys of the HTTP API (api/README.md): create (shown once), list, revoke. Stored as "
+      "SHA-256 hashes in <data>/api/keys.jsonl, which is also their audit trail; a running "
+      "engine picks changes up within a second");
+  keys->require_subcommand(1);
+  auto* create = keys->add_subcommand("create", "Create a key and print it (once)");
+  auto* list = keys->add_subcommand("list", "List keys (ids, tenants, roles; never secrets)");
+  auto* revoke = keys->add_subcommand("revoke", "Revoke a key by id");
+  for (CLI::App* c : {create, list, revoke}) {
+    c->add_option("--data", f->data_dir, "Data directory")->capture_default_str();
+  }
+  create->add_option("--tenant", f->tenant, "Tenant id ('*' with --role admin: every tenant)")
+      ->required();
+  create
+      ->add_option("--role", f->role,
+                   "publisher (start, signal), auditor (read), operator (everything of its "
+                   "tenant), admin")
+      ->required()
+      ->check(CLI::IsMember({"publisher", "auditor", "operator", "admin"}));
+  create->add_option("--name", f->name, "What the key is for (shown by list)");
+  list->add_option("--tenant", f->tenant, "Only this tenant's keys");
+  revoke->add_option("--id", f->id, "Key id (k...)")->required();
+  return [=]() -> std::optional<int> {
+    key_store store(key_store::default_path(f->data_dir));
+    if (create->parsed()) {
+      auto k = store.create(f->tenant, *parse_role(f->role), f->name, wall_now_ms());
+      if (!k) {
+        fmt::print(stderr, "auterity: {}\n", k.error().message);
+        return 2;
+      }
+      fmt::print("{}\n", *k);
+      fmt::print(stderr,
+                 "auterity: key for tenant {} with role {}; this is the only time it is shown\n",
+                 f->tenant, f->role);
+      return 0;
+    }
+    if (list->parsed()) {
+      auto all = store.list();
+      if (!all) {
+        fmt::print(stderr, "auterity: {}\n", all.error().message);
+        return 2;
+      }
+      for (const key_entry& k : *all) {
+        if (!f->tenant.empty() && k.tenant != f->tenant) continue;
+        fmt::print("{:<18} {:<16} {:<10} {:<8} {}\n", k.id, k.tenant, role_name(k.role),
+                   k.revoked_ms ? "revoked" : "live", k.name);
+      }
+      return 0;
+    }
+    if (revoke->parsed()) {
+      if (auto r = store.revoke(f->id, wall_now_ms()); !r) {
+        fmt::print(stderr, "auterity: {}\n", r.error().message);
+        return 1;
+      }
+      fmt::print("revoked {}\n", f->id);
+      return 0;
+    }
+    return std::nullopt;
+  };
+}
+
+}  // namespace auterity
+
+// --------------------------------------------------------------------------------- gateway
+
+namespace auterity {
+
+namespace {
+
+// The API over a Kafka log alone: commands and decisions, no partition state.
+class log_access final : public engine_access {
+ public:
+  explicit log_access(std::unique_ptr<log> l) : _log(std::move(l)) {}
+  log& events() override { return *_log; }
+  uint32_t partitions() const override { return _log->partition_count(); }
+  bool with_store(uint32_t, const std::function<void(const state_store&)>&) override {
+    return false;
+  }
+  bool ready() override { return true; }
+
+ private:
+  std::unique_ptr<log> _log;
+};
+
+std::atomic<bool> g_gateway_stop{false};
+void on_gateway_signal(int) { g_gateway_stop = true; }
+
+}  // namespace
+
+command_runner add_gateway_command(CLI::App& app) {
+  struct flags {
+    std::string kafka;
+    std::string instance = "gateway-1";
+    std::string topic_prefix;
+    std::string data_dir = "auterity-gateway";
+    http_flags http;
+  };
+  auto f = std::make_shared<flags>();
+  auto* cmd = app.add_subcommand(
+      "gateway",
+      "A stateless HTTP API gateway in front of Kafka (api/README.md): commands go to ingress, "
+      "?wait_ms= answers from the executions topic; run several behind a load balancer, each "
+      "with its own --instance. Reads of state are answered 503 (not served here yet)");
+  cmd->add_option("--kafka", f->kafka, "Bootstrap servers")->required();
+  cmd->add_option("--instance", f->instance,
+                  "Gateway instance id (transactional.id auterity.<id>; unique per gateway)")
+      ->capture_default_str();
+  cmd->add_option("--topic-prefix", f->topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--data", f->data_dir, "Directory of the API key file (api/keys.jsonl)")
+      ->capture_default_str();
+  add_http_flags(cmd, f->http);
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    if (f->http.address.empty()) {
+      fmt::print(stderr, "auterity: gateway needs --http host:port\n");
+      return 2;
+    }
+    kafka_log_options k;
+    k.bootstrap = f->kafka;
+    k.instance_id = f->instance;
+    k.topic_prefix = f->topic_prefix;
+    auto l = open_kafka_log(k);
+    if (!l) {
+      fmt::print(stderr, "auterity: {} ({})\n", l.error().message, errc_name(l.error().code));
+      return 2;
+    }
+    log_access access(std::move(*l));
+    api_options o;
+    o.http.address = f->http.address;
+    o.http.threads = f->http.threads;
+    o.http.tls_cert_file = f->http.tls_cert;
+    o.http.tls_key_file = f->http.tls_key;
+    o.keys_file = key_store::default_path(f->data_dir);
+    o.rate_per_s = f->http.rate_per_s;
+    o.rate_burst = f->http.burst;
+    if (!f->http.jwks.empty()) {
+      o.jwt = jwt_options{f->http.jwks, f->http.issuer, f->http.audience, f->http.tenant_claim,
+                          f->http.role_claim};
+    }
+    system_clock clk;
+    auto server = api_server::start(access, o, clk);
+    if (!server) {
+      fmt::print(stderr, "auterity: {} ({})\n", server.error().message,
+                 errc_name(server.error().code));
+      return 2;
+    }
+    std::signal(SIGINT, on_gateway_signal);
+    std::signal(SIGTERM, on_gateway_signal);
+    fmt::print(stderr, "auterity: gateway {} on Kafka {}: HTTP API on port {} ({} partitions)\n",
+               f->instance, f->kafka, (*server)->port(), access.partitions());
+    while (!g_gateway_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server->reset();
+    return 0;
+  };
+}
+
+}  // namespace auterity
