@@ -26,6 +26,10 @@ test_packages() {
   packages+=(prometheus python3-yaml)
   # The API's contract test installs schemathesis from PyPI into a venv (api/README.md).
   packages+=(python3-venv)
+  # The fuzz tests (tests/fuzz/): clang with libFuzzer and the sanitizers' runtimes, and
+  # llvm-symbolizer for readable crash reports. Debian 12's default clang (14) cannot use
+  # libstdc++ 12's std::expected; 19 can.
+  packages+=(clang-19 libclang-rt-19-dev llvm-19)
   command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 }

@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "engine/anchors.h"
 #include "engine/kafka_log.h"
 #include "engine/log.h"
 #include "engine/partition_runtime.h"
@@ -43,8 +45,23 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted);
 // after parsing, main() calls each runner: it returns an exit code if one of its subcommands
 // was chosen, nullopt otherwise.
 using command_runner = std::function<std::optional<int>()>;
-command_runner add_replay_commands(CLI::App& app);  // cli/replay_cmd.cc
-command_runner add_topics_commands(CLI::App& app);  // cli/topics_cmd.cc
-command_runner add_config_commands(CLI::App& app);  // cli/config_cmd.cc
+command_runner add_replay_commands(CLI::App& app);   // cli/replay_cmd.cc
+command_runner add_topics_commands(CLI::App& app);   // cli/topics_cmd.cc
+command_runner add_config_commands(CLI::App& app);   // cli/config_cmd.cc
+command_runner add_anchors_commands(CLI::App& app);  // cli/anchors_cmd.cc
+command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc
+
+// Anchors written by `auterity run` (docs/anchors.md; cli/anchors_cmd.cc).
+struct anchor_flags {
+  std::string key;  // file:/path or env:NAME of the Ed25519 private key; empty: no anchors
+  int interval_s = 60;
+  std::string file;  // empty: <data>/anchors/anchors.jsonl
+  bool verify_on_start = false;
+};
+void add_anchor_flags(CLI::App* run, anchor_flags& f);
+// Null without a key. With --verify-on-start, fails with errc::corrupt if the log does not
+// match an anchor.
+result<std::unique_ptr<anchor_writer>> open_run_anchors(const anchor_flags& f, log& l,
+                                                        const std::string& data_dir, bool on_kafka);
 
 }  // namespace auterity

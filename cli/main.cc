@@ -158,6 +158,7 @@ result<std::unique_ptr<node>> open_node(const common_flags& f, clock& clk, bool 
   o.connectors_file = f.connectors;
   o.worker = f.worker;
   o.metrics_address = f.metrics;
+  o.corrupt_partitions_offline = true;  // the healthy partitions keep running (docs/salvage.md)
   return node::open(o, clk);
 }
 
@@ -227,12 +228,33 @@ void print_stats(node& n, run_stats& last, double seconds) {
   last = now;
 }
 
+// Exit code of `run` when --verify-on-start finds the log does not match its anchors.
+constexpr int exit_anchors_mismatch = 4;
+// Exit code of `run` that stopped while a partition was offline (damaged committed data).
+constexpr int exit_partition_offline = 5;
+
+// Writes an anchor (docs/anchors.md) if a writer is set; a failure is reported, not fatal: the
+// engine goes on and the next anchor covers more.
+void write_anchor(anchor_writer* w, bool force) {
+  if (!w) return;
+  if (auto r = w->write(wall_ms(), force); !r) {
+    fmt::print(stderr, "auterity: anchors: not written: {} ({})\n", r.error().message,
+               errc_name(r.error().code));
+  }
+}
+
 int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
-            const http_flags& http = {}) {
+            const http_flags& http = {}, const anchor_flags& af = {}) {
   system_clock clk;
   // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
+  // Before recovery: a log that does not match its anchors is not decided on.
+  auto anchors = open_run_anchors(af, (*n)->get_log(), f.data_dir, !f.kafka.empty());
+  if (!anchors) {
+    const int rc = report(anchors.error());
+    return anchors.error().code == errc::corrupt ? exit_anchors_mismatch : rc;
+  }
   if (auto r = (*n)->recover(); !r) return report(r.error());
   (*n)->start();
   std::unique_ptr<api_handle> api;
@@ -252,6 +274,14 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
     api->set_ready(true);
     fmt::print(stderr, "auterity: HTTP API on port {} (/v1/..., api/README.md)\n", api->port());
   }
+  for (const auto& [p, damage] : (*n)->offline_partitions()) {
+    fmt::print(stderr,
+               "auterity: partition {} is OFFLINE (its tenants wait; the other partitions run): "
+               "{}; salvage it with `auterity repair --data {} --partition {}` (docs/salvage.md)\n",
+               p, damage, f.data_dir, p);
+  }
+  write_anchor(anchors->get(), /*force=*/true);
+  auto last_anchor = std::chrono::steady_clock::now();
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
@@ -283,6 +313,10 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
       return 3;
     }
     const auto now = std::chrono::steady_clock::now();
+    if (*anchors && now - last_anchor >= std::chrono::seconds(af.interval_s)) {
+      write_anchor(anchors->get(), /*force=*/false);
+      last_anchor = now;
+    }
     if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
       print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
       last_print = now;
@@ -307,9 +341,15 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   std::optional<node_summary> before;
   if (!f.kafka.empty()) before = (*n)->summary();
   (*n)->stop();
+  write_anchor(anchors->get(), /*force=*/true);  // clean shutdown: covers every commit
   node_summary s = before ? *before : (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
+  }
+  if (!(*n)->offline_partitions().empty()) {
+    fmt::print(stderr, "auterity: {} partition(s) were offline (damaged committed data)\n",
+               (*n)->offline_partitions().size());
+    return exit_partition_offline;
   }
   return 0;
 }
@@ -442,7 +482,16 @@ int cmd_status(const common_flags& f) {
     });
     if (!scanned) return report(scanned.error());
   }
-  return 0;
+  int rc = 0;
+  for (const log_damage& d : src->damage) {
+    if (!d.committed) continue;
+    fmt::print(
+        "partition {} OFFLINE: damaged committed data ({} at byte {} of {}); the engine "
+        "does not run it: `auterity repair --data {} --partition {}`\n",
+        d.partition, d.problem, d.bad_pos, d.bad_segment, f.data_dir, d.partition);
+    rc = 1;
+  }
+  return rc;
 }
 
 int cmd_dump(const common_flags& f, const std::string& stream_arg, int partition) {
@@ -533,6 +582,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--metrics", f.metrics,
                       "Serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (port 0: "
                       "any free port; default: off)");
+  anchor_flags anchor_f;
+  add_anchor_flags(run_cmd, anchor_f);
 
   common_flags wf;
   wf.orchestrator = false;
@@ -635,7 +686,8 @@ int main(int argc, char** argv) {
 
   std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
                                          add_config_commands(app), add_keys_commands(app),
-                                         add_gateway_command(app)};
+                                         add_gateway_command(app), add_anchors_commands(app),
+                                         add_repair_commands(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
   // and the environment, which the flags then override.
@@ -666,7 +718,7 @@ int main(int argc, char** argv) {
     demo.worker = demo_f.worker;
     return run_demo(demo, g_interrupted);
   }
-  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s, http);
+  if (run_cmd->parsed()) return cmd_run(f, until_quiet, stats_interval_s, http, anchor_f);
   // An engine serving the data directory's API takes commands while it runs (api/README.md);
   // without one they go straight into the log.
   std::optional<local_endpoint> served;

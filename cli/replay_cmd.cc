@@ -10,12 +10,15 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "engine/anchors.h"
 #include "engine/record.h"
 #include "processors/execution_state.h"
 #include "replay/json_text.h"
@@ -357,7 +360,82 @@ struct verify_flags {
   common_options c;
   std::string tenant, partition, format = "text", scratch;
   bool chains = false, state = false;
+  std::string anchors, anchor_public_key;  // docs/anchors.md
 };
+
+// --anchors FILE --anchor-public-key REF: the partition chains against the signed anchors.
+result<std::optional<anchor_check>> check_anchors(log& l, const verify_flags& f) {
+  if (f.anchors.empty() && f.anchor_public_key.empty()) return std::nullopt;
+  if (f.anchors.empty() || f.anchor_public_key.empty()) {
+    return fail(errc::invalid, "--anchors and --anchor-public-key go together");
+  }
+  auto key = anchor_key::load(f.anchor_public_key, /*need_private=*/false);
+  if (!key) return std::unexpected(key.error());
+  auto lines = read_anchors(f.anchors, &*key);
+  if (!lines) return std::unexpected(lines.error());
+  auto check = verify_anchors(l, *lines);
+  if (!check) return std::unexpected(check.error());
+  if (check->anchors == 0) check->problems.push_back("no anchor signed with this key to check");
+  return check;
+}
+
+// Gaps declared by `auterity repair` (<data>/log/repairs/, docs/salvage.md), as notes on their
+// partition: declared, so not problems, but never silent.
+void add_repair_notes(const std::string& data, verify_report& report) {
+  std::error_code ec;
+  const std::string dir = data + "/log/repairs";
+  if (!std::filesystem::is_directory(dir, ec)) return;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".json") files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    std::string text;
+    uint32_t partition = UINT32_MAX;
+    if (j.is_object() && j.contains("partition") && j["partition"].is_number_unsigned()) {
+      partition = j["partition"].get<uint32_t>();
+      std::string histories;
+      uint64_t events = 0, count = 0;
+      for (const auto& h : j.value("histories", nlohmann::json::array())) {
+        const uint64_t n = h.value("events_lost", uint64_t{0});
+        if (n == 0) continue;
+        events += n;
+        if (count++ < 5) {
+          histories += fmt::format("{}{}/{} from {}", count > 1 ? ", " : "", h.value("tenant", ""),
+                                   h.value("execution", ""), h.value("first_lost_event", ""));
+        }
+      }
+      if (count > 5) histories += fmt::format(" and {} more", count - 5);
+      text = fmt::format(
+          "DECLARED GAP (repair {}, {}{}): {} bytes cut from the partition's log after its "
+          "last good commit ({} unreadable), executions kept up to offset {}; {} event(s) of {} "
+          "histor{} lost{}{}; quarantined in {}",
+          file, format_time_ms(j.value("time_ms", int64_t{0})),
+          j.value("reason", "").empty() ? "" : ", reason: " + j.value("reason", ""),
+          j.value("cut_bytes", uint64_t{0}), j.value("unreadable_bytes", uint64_t{0}),
+          j.contains("kept") ? j["kept"].value("executions", uint64_t{0}) : 0, events, count,
+          count == 1 ? "y" : "ies", histories.empty() ? "" : ": ", histories,
+          j.value("quarantine", "(not recorded)"));
+    } else {
+      text = fmt::format("UNREADABLE repair declaration {}", file);
+    }
+    for (partition_verification& v : report.partitions) {
+      if (partition == UINT32_MAX || v.partition == partition) v.notes.push_back(text);
+    }
+  }
+}
+
+std::string anchors_json(const anchor_check& a) {
+  std::string out =
+      fmt::format(",\"anchors\":{{\"checked\":{},\"partition_heads\":{},\"problems\":[", a.anchors,
+                  a.partition_heads);
+  for (size_t k = 0; k < a.problems.size(); ++k)
+    out += (k ? "," : "") + json_text::quote(a.problems[k]);
+  return out + "]}";
+}
 
 void print_partition(const partition_verification& v, bool chains, bool state) {
   std::string line = fmt::format("partition {}: {} records, {} events in {} histories", v.partition,
@@ -484,11 +562,22 @@ int run_verify(const verify_flags& f) {
       if (d.committed) ++v.log_damage_problems;
     }
   }
+  if (f.c.kafka.empty()) add_repair_notes(f.c.data, *report);
+  auto anchors = check_anchors(l, f);
+  if (!anchors) return fail_error(anchors.error());
+  const bool anchors_ok = !*anchors || (*anchors)->problems.empty();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (f.format == "json") {
-    fmt::print("{}", verify_json(*report));
-    return report->ok() ? exit_ok : exit_found;
+    std::string text = verify_json(*report);
+    if (*anchors) {
+      text.insert(text.size() - 2, anchors_json(**anchors));
+      if (!anchors_ok) {
+        text.replace(0, text.find(',', 0), "{\"ok\":false");
+      }
+    }
+    fmt::print("{}", text);
+    return report->ok() && anchors_ok ? exit_ok : exit_found;
   }
   uint64_t records = 0, events = 0;
   for (const partition_verification& v : report->partitions) {
@@ -496,20 +585,28 @@ int run_verify(const verify_flags& f) {
     records += v.records;
     events += v.events;
   }
+  if (*anchors) {
+    const anchor_check& a = **anchors;
+    fmt::print("anchors: {} signed anchor(s), {} partition head(s) compared{}\n", a.anchors,
+               a.partition_heads, anchors_ok ? "; the log matches every anchor" : "");
+    for (const std::string& p : a.problems) fmt::print("  ANCHOR {}\n", p);
+  }
   if (!o.tenant.empty() && events == 0) {  // a mistyped tenant must not read as "verified"
     fmt::print(stderr,
                "auterity replay: nothing to verify: the log holds no event of tenant '{}'\n",
                o.tenant);
     return exit_found;
   }
-  if (report->ok()) {
-    fmt::print("verified: {} executions records in {:.2f}s ({:.0f} records/s){}{}\n", records,
+  if (report->ok() && anchors_ok) {
+    fmt::print("verified: {} executions records in {:.2f}s ({:.0f} records/s){}{}{}\n", records,
                seconds, seconds > 0 ? records / seconds : 0.0,
                o.chains ? "; hash chains intact" : "",
-               o.state ? "; state equals a replay of the log" : "");
+               o.state ? "; state equals a replay of the log" : "",
+               *anchors ? "; signed anchors match" : "");
     return exit_ok;
   }
-  fmt::print("PROBLEMS FOUND: {}\n", report->problems());
+  fmt::print("PROBLEMS FOUND: {}\n",
+             report->problems() + (*anchors ? (*anchors)->problems.size() : 0));
   return exit_found;
 }
 
@@ -532,6 +629,14 @@ CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
                           "Directory for the rebuilt state (default: a temporary one, removed); "
                           "needs about the size of the engine's state",
                           "DIR"));
+  v.push_back(text_option(cmd, "--anchors", f.anchors,
+                          "Also check the log against these signed anchors (the copy kept by "
+                          "`auterity anchors export`; docs/anchors.md): a history rewritten "
+                          "before an anchor, however consistently, is reported",
+                          "FILE"));
+  v.push_back(text_option(cmd, "--anchor-public-key", f.anchor_public_key,
+                          "The anchors' Ed25519 key (PEM), by reference: file:/path or env:NAME",
+                          "REF"));
   return cmd;
 }
 

@@ -675,6 +675,16 @@ class partition_recovery {
   // Bytes after the last valid commit frame, if any; set by run().
   const std::optional<log_damage>& damage() const { return _damage; }
 
+  // Repair (after a read-only run() that found damage): quarantines every byte after the
+  // committed end — committed data past a bad frame included — and cuts it, as a writable
+  // recovery cuts a torn tail. Returns the bytes cut.
+  result<std::string> salvage() {
+    vassert(_damage.has_value(), "salvage of {} without damage", _dir);
+    ELOG_TRY(quarantine());
+    ELOG_TRY(cut_tail());
+    return std::move(_cut);
+  }
+
  private:
   struct bad_frame {
     uint32_t segment;
@@ -869,6 +879,7 @@ class partition_recovery {
     if (::rename(tmp.c_str(), path.c_str()) < 0) return fail_io("rename", tmp);
     ELOG_TRY(sync_dir(_quarantine_dir));
     _damage->quarantine = path;
+    _cut = bytes;
     g_quarantined_bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
     g_quarantined_files.fetch_add(1, std::memory_order_relaxed);
     return {};
@@ -958,6 +969,7 @@ class partition_recovery {
   std::optional<bad_frame> _bad;
   bool _bad_is_committed = false;  // the bad frame is a whole commit frame that does not fit
   std::optional<log_damage> _damage;
+  std::string _cut;  // what quarantine() copied
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -984,6 +996,7 @@ struct partition {
 
   std::mutex write_mu;                // held by a group's leader only (never contended)
   std::optional<std::string> broken;  // guarded by write_mu; why commits are refused
+  bool offline = false;  // committed data damaged (corrupt_partitions_offline); set at open
 
   // segments, index and positions change only with write_mu held and index_mu exclusive, so a
   // writer may read them holding write_mu alone.
@@ -1036,6 +1049,22 @@ class embedded_log final : public log {
       part->dir = partition_dir(_dir, p);
       partition_recovery recovery(part->dir, p, _options.read_only, _dir + "/quarantine");
       auto data = recovery.run();
+      if (!data && data.error().code == errc::corrupt && !_options.read_only &&
+          _options.corrupt_partitions_offline) {
+        // Offline: served as the read-only open serves it, commits refused.
+        partition_recovery offline(part->dir, p, /*read_only=*/true, _dir + "/quarantine");
+        auto prefix = offline.run();
+        if (!prefix) return std::unexpected(prefix.error());
+        if (offline.damage()) report(*offline.damage());
+        part->broken = fmt::format(
+            "partition {} is offline: {}; run `auterity repair --partition "
+            "{}` (docs/salvage.md)",
+            p, data.error().message, p);
+        part->offline = true;
+        part->data = std::move(*prefix);
+        _parts.push_back(std::move(part));
+        continue;
+      }
       if (!data) return std::unexpected(data.error());
       if (recovery.damage()) report(*recovery.damage());
       part->data = std::move(*data);
@@ -1327,7 +1356,7 @@ class embedded_log final : public log {
 
   result<encoded_group> write_group(uint32_t p, partition& part,
                                     std::span<queued_commit* const> group) {
-    if (part.broken) return fail(errc::io, *part.broken);
+    if (part.broken) return fail(part.offline ? errc::corrupt : errc::io, *part.broken);
     size_t sum = 0;
     std::vector<const commit_batch*> batches;
     batches.reserve(group.size());
@@ -1578,6 +1607,73 @@ std::string damage_text(const log_damage& d) {
       "{}: a torn tail ({}), as a crash during a commit leaves it; read-only, "
       "nothing changed; the engine's next start moves it to quarantine",
       where, what);
+}
+
+result<partition_repair> repair_embedded_partition(
+    const std::string& dir, uint32_t partition,
+    const std::function<result<void>(const partition_repair&)>& before_cut) {
+  auto stored = read_meta(dir);
+  if (!stored) return std::unexpected(stored.error());
+  if (!*stored) {
+    return fail(errc::not_found,
+                fmt::format("{} holds no embedded log ({}/meta is missing)", dir, dir));
+  }
+  if (partition >= **stored) {
+    return fail(errc::invalid, fmt::format("partition {}: the log in {} has partitions 0..{}",
+                                           partition, dir, **stored - 1));
+  }
+  auto lock = lock_dir(dir);
+  if (!lock) return std::unexpected(lock.error());
+  partition_recovery recovery(partition_dir(dir, partition), partition, /*read_only=*/true,
+                              dir + "/quarantine");
+  auto data = recovery.run();
+  if (!data) return std::unexpected(data.error());
+  partition_repair r;
+  r.partition = partition;
+  for (size_t s = 0; s < stream_count; ++s) r.kept[s] = data->index[s].size();
+  if (!recovery.damage()) return r;
+  r.damage = *recovery.damage();
+  // What the cut bytes hold, read before anything changes (the same bytes salvage() cuts).
+  std::string cut;
+  {
+    const log_damage& d = *r.damage;
+    std::vector<std::string> segs;
+    auto files = list_segments(partition_dir(dir, partition));
+    if (!files) return std::unexpected(files.error());
+    bool from_here = false;
+    for (const auto& f : *files) {
+      if (f.path == d.segment) from_here = true;
+      if (!from_here) continue;
+      auto buf = read_whole_file(f.path);
+      if (!buf) return std::unexpected(buf.error());
+      const uint64_t from = f.path == d.segment ? d.file_pos : 0;
+      if (buf->size() > from) cut.append(*buf, from);
+    }
+  }
+  for (size_t pos = 0; pos < cut.size();) {
+    frame_check c = check_frame(std::string_view(cut).substr(pos));
+    if (c.frame) {
+      if (c.frame->type == frame_type::data) {
+        if (auto d = decode_data(c.frame->body)) {
+          r.lost.push_back({d->s, d->offset, std::string(d->key), std::string(d->value)});
+        }
+      }
+      pos += c.frame->bytes;
+      continue;
+    }
+    size_t next = cut.find(frame_magic_bytes, pos + 1);
+    if (next == std::string::npos) next = cut.size();
+    r.unreadable_bytes += next - pos;
+    pos = next;
+  }
+  r.cut_bytes = cut.size();
+  if (before_cut) ELOG_TRY(before_cut(r));
+  auto salvaged = recovery.salvage();
+  if (!salvaged) return std::unexpected(salvaged.error());
+  vassert(salvaged->size() == cut.size(), "repair of partition {}: cut {} bytes, planned {}",
+          partition, salvaged->size(), cut.size());
+  r.damage = *recovery.damage();  // now names the quarantine file
+  return r;
 }
 
 uint64_t embedded_log_quarantined_bytes() { return g_quarantined_bytes.load(); }

@@ -2,6 +2,7 @@
 // The embedded log: the log interface over a data directory, for running on one machine with
 // no servers. See engine/README.md for the file format and its crash guarantees.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -42,6 +43,11 @@ struct embedded_log_options {
   // way). A torn or damaged tail is reported through on_damage and the prefix before it is
   // served; commit() fails with errc::invalid.
   bool read_only = false;
+  // Writable: a partition whose committed data is damaged does not fail the open; it is opened
+  // as a read-only open would (the records before the damage served, nothing cut or written),
+  // its commits fail with errc::corrupt, and on_damage reports it with committed = true. The
+  // engine then serves the other partitions (docs/salvage.md).
+  bool corrupt_partitions_offline = false;
   // Called during open for each partition with bytes after its last valid commit: read-only,
   // they are left as they are; writable, a torn tail has been moved to a quarantine file and
   // cut (damage inside committed data fails the open with errc::corrupt instead). Unset: the
@@ -57,6 +63,34 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
 
 // The partition count a data directory was created with; nullopt if it holds no log yet.
 result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir);
+
+// Salvage of a partition whose committed data is damaged (docs/salvage.md): everything after
+// the last valid commit before the first bad frame is cut, as recovery cuts a torn tail — the
+// commits after the bad frame too, since offsets are dense and the bad frame's records cannot be
+// rebuilt. The cut bytes go to a quarantine file first.
+struct lost_record {
+  stream s;
+  uint64_t offset;
+  std::string key;
+  std::string value;
+};
+struct partition_repair {
+  uint32_t partition = 0;
+  std::optional<log_damage> damage;           // none: nothing after the last commit, nothing done
+  std::array<uint64_t, stream_count> kept{};  // records kept per stream: the new end offsets
+  std::vector<lost_record> lost;  // the valid data frames in the cut bytes, in file order
+  uint64_t cut_bytes = 0;
+  uint64_t unreadable_bytes = 0;  // cut bytes in no valid frame: what they held is unknown
+};
+
+// Takes the directory's exclusive lock (errc::locked while the engine runs), finds the damage
+// as a read-only open does, calls `before_cut` (if set) with the plan — the caller records the
+// gap durably there; an error stops the repair before anything changed — then quarantines
+// (fsynced) and cuts. A crash before the cut leaves the log as it was (a quarantine copy may
+// remain); running the repair again redoes it.
+result<partition_repair> repair_embedded_partition(
+    const std::string& dir, uint32_t partition,
+    const std::function<result<void>(const partition_repair&)>& before_cut = {});
 
 // Bytes this process's writable opens moved to quarantine files, and how many files (for
 // /metrics: auterity_log_quarantined_bytes_total, auterity_log_quarantined_files_total).

@@ -59,6 +59,11 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
     embedded_log_options lo;
     lo.partitions = options.partitions;
     lo.fsync = options.fsync;
+    lo.corrupt_partitions_offline = options.corrupt_partitions_offline;
+    lo.on_damage = [raw = n.get()](const log_damage& d) {
+      fmt::print(stderr, "auterity: {}\n", damage_text(d));
+      if (d.committed && d.quarantine.empty()) raw->_offline[d.partition] = damage_text(d);
+    };
     auto l = open_embedded_log(options.data_dir + "/log", lo);
     if (!l) return std::unexpected(l.error());
     n->_log = std::move(*l);
@@ -78,6 +83,7 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
   n->_retry_at.assign(n->_options.partitions, std::chrono::steady_clock::time_point{});
   if (!n->group_mode() && options.orchestrator) {
     for (uint32_t p = 0; p < n->_options.partitions; ++p) {
+      if (n->_offline.contains(p)) continue;  // not run: docs/salvage.md
       if (auto r = n->open_partition(p); !r) return std::unexpected(r.error());
       n->_wanted[p] = true;
     }
@@ -98,6 +104,13 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
     for (auto& [s, c] : workers) {
       if (!wanted(s)) continue;
       n->_workers.push_back(std::make_unique<worker_runtime>(*n->_log, s, std::move(*c), clk, wo));
+      if (!n->_offline.empty()) {
+        std::vector<uint32_t> healthy;
+        for (uint32_t p = 0; p < n->_options.partitions; ++p) {
+          if (!n->_offline.contains(p)) healthy.push_back(p);
+        }
+        n->_workers.back()->set_partitions(healthy);
+      }
     }
   }
   if (auto r = n->start_metrics(); !r) return std::unexpected(r.error());
@@ -346,6 +359,7 @@ std::optional<execution_state> node::execution(std::string_view tenant, std::str
   // on (docs/tenant-moves.md); each partition that saw it leave knows where it went.
   for (uint32_t hops = 0; hops < _options.partitions; ++hops) {
     if (!_partitions[p] && _started) return std::nullopt;  // owned by another instance now
+    if (_offline.contains(p)) return std::nullopt;         // damaged: not run
     auto placed = partition(p).store().get(keys::placement(tenant));
     placement_entry where;
     if (!placed || !placed->has_value() || !decode_placement(**placed, where) ||
@@ -508,8 +522,19 @@ result<void> node::start_metrics() {
 uint16_t node::metrics_port() const { return _metrics ? _metrics->port() : 0; }
 
 // Runs on the metrics server's thread for each scrape.
+constexpr metric_def partition_offline{
+    "auterity_partition_offline",
+    "1 if the partition's committed data is damaged and it is not run (docs/salvage.md: "
+    "auterity repair), else 0",
+    metric_kind::gauge};
+
 void node::collect_metrics(metrics_writer& w) {
   w.add(step_downs_total, {}, static_cast<double>(_step_downs.load()));
+  if (!_options.kafka) {
+    for (uint32_t p = 0; p < _options.partitions; ++p) {
+      w.add(partition_offline, {{"partition", std::to_string(p)}}, _offline.contains(p) ? 1 : 0);
+    }
+  }
   w.add(restore_failures_total, {}, static_cast<double>(_restore_failures.load()));
   std::vector<orchestrator_position> owned;
   {

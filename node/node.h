@@ -54,6 +54,10 @@ struct node_options {
   partition_runtime_options runtime;
   // Serve Prometheus /metrics on this "host:port" (port 0: any free one); empty or "0": off.
   std::string metrics_address;
+  // Embedded log: a partition whose committed data is damaged is left offline (not run, its
+  // commits refused, reported by offline_partitions() and /metrics) while the others run;
+  // off: the open fails (docs/salvage.md).
+  bool corrupt_partitions_offline = false;
 };
 
 struct node_summary {
@@ -109,6 +113,9 @@ class node {
   // Partition runtimes replaced after a failed commit, and restores that failed and were tried
   // again, since start.
   uint64_t step_downs() const { return _step_downs.load(); }
+  // Partitions left offline because their committed data is damaged, with the damage (only
+  // with node_options::corrupt_partitions_offline; fixed at open).
+  const std::map<uint32_t, std::string>& offline_partitions() const { return _offline; }
   uint64_t restore_failures() const { return _restore_failures.load(); }
 
  private:
@@ -127,6 +134,7 @@ class node {
   void collect_metrics(metrics_writer& w);
   node_options _options;
   clock& _clock;
+  std::map<uint32_t, std::string> _offline;  // partition -> damage_text(), set in open()
   std::unique_ptr<log> _log;
   std::recursive_mutex _parts_mu;                               // guards which partitions are open
   std::vector<orchestrator*> _orchestrators;                    // null: not open

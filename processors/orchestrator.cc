@@ -1529,7 +1529,8 @@ void orchestrator::process(const input& in, batch_context& ctx) {
     envelope_header h;
     h.kind = fbs::RecordKind::Rejection;
     h.record_id = record_id;
-    h.causation_id = record_id.substr(4);
+    h.causation_id =
+        std::string_view(record_id).substr(4);  // a view of record_id, not of a temporary
     h.timestamp_ms = ctx.now_ms();
     ctx.append(stream::deadletter, in.rec.key,
                finish_envelope(fbb, h, fbs::Payload::DeadLetter, payload.Union()));

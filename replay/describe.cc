@@ -12,6 +12,14 @@ namespace auterity {
 
 namespace {
 
+// later - earlier for two times read from a record, which may be forged (fuzz_envelope found a
+// signed overflow here): exact when it fits, never undefined.
+std::string ms_between(int64_t later, int64_t earlier) {
+  int64_t d = 0;
+  if (!__builtin_sub_overflow(later, earlier, &d)) return std::to_string(d);
+  return later > earlier ? "(more than 2^63)" : "(less than -2^63)";
+}
+
 using describer = std::string (*)(const fbs::Envelope&);
 
 // ------------------------------------------------------------------------ upstream commands
@@ -86,7 +94,8 @@ std::string step_scheduled(const fbs::Envelope& e) {
   if (p->command_id() && p->command_id()->size()) {
     s += fmt::format(" -> command {}", sv(p->command_id()));
   }
-  if (p->timer_at_ms()) s += fmt::format(", timer at +{}ms", p->timer_at_ms() - e.timestamp_ms());
+  if (p->timer_at_ms())
+    s += fmt::format(", timer at +{}ms", ms_between(p->timer_at_ms(), e.timestamp_ms()));
   return s;
 }
 
@@ -103,7 +112,7 @@ std::string step_failed(const fbs::Envelope& e) {
 std::string step_retry_scheduled(const fbs::Envelope& e) {
   auto p = e.payload_as_StepRetryScheduled();
   return fmt::format("step {} attempt {} failed ({}); retry in {}ms", sv(p->step()), p->attempt(),
-                     sv(p->error()), p->retry_at_ms() - e.timestamp_ms());
+                     sv(p->error()), ms_between(p->retry_at_ms(), e.timestamp_ms()));
 }
 
 std::string step_timed_out(const fbs::Envelope& e) {
@@ -177,7 +186,7 @@ std::string notification_deferred(const fbs::Envelope& e) {
   auto p = e.payload_as_NotificationDeferred();
   return fmt::format("notification of step {} attempt {} ({}) deferred until {} (+{}ms): {}",
                      sv(p->step()), p->attempt(), sv(p->channel()), format_time_ms(p->until_ms()),
-                     p->until_ms() - e.timestamp_ms(), sv(p->reason()));
+                     ms_between(p->until_ms(), e.timestamp_ms()), sv(p->reason()));
 }
 
 std::string notification_admitted(const fbs::Envelope& e) {
@@ -197,7 +206,8 @@ std::string signal_held(const fbs::Envelope& e) {
   return fmt::format(
       "signal {} for execution {} held until {} (+{}ms): no such execution yet (request {}): {}",
       sv(p->name()), sv(p->execution()), format_time_ms(p->expires_at_ms()),
-      p->expires_at_ms() - e.timestamp_ms(), sv(p->command_id()), clip(sv(p->payload_json())));
+      ms_between(p->expires_at_ms(), e.timestamp_ms()), sv(p->command_id()),
+      clip(sv(p->payload_json())));
 }
 
 std::string held_signals_released(const fbs::Envelope& e) {

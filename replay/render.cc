@@ -73,9 +73,9 @@ std::string header(const execution_view& v) {
 }
 
 std::string summary(const execution_view& v) {
-  std::string s =
-      fmt::format("   {} → {} ({:.3f}s) · {} events", format_time_ms(v.first_ms),
-                  format_time_ms(v.last_ms), (v.last_ms - v.first_ms) / 1000.0, v.events);
+  std::string s = fmt::format("   {} → {} ({:.3f}s) · {} events", format_time_ms(v.first_ms),
+                              format_time_ms(v.last_ms),
+                              (double(v.last_ms) - double(v.first_ms)) / 1000.0, v.events);
   if (v.rejections) s += fmt::format(" · {} rejected", v.rejections);
   if (v.notifications_sent)
     s += fmt::format(" · {} notification{} sent", v.notifications_sent,
@@ -100,8 +100,9 @@ std::string render_text(const execution_view& v) {
   const std::string indent = std::string(29, ' ') + "↳ ";
   for (const timeline_line& l : v.lines) {
     const std::string where = fmt::format("{}@{}", stream_tag(l.s), l.offset);
-    out += fmt::format("  +{:8.3f}s  {:<8} {:<5} {:<19} {}", (l.ts_ms - v.first_ms) / 1000.0, where,
-                       seq_of(l), l.type, l.text);
+    out += fmt::format("  +{:8.3f}s  {:<8} {:<5} {:<19} {}",
+                       (double(l.ts_ms) - double(v.first_ms)) / 1000.0, where, seq_of(l), l.type,
+                       l.text);
     if ((l.kind == "event" || l.kind == "rejection") && !l.causation_id.empty()) {
       out += "  <- " + l.causation_id;
     }

@@ -43,8 +43,8 @@ std::string format_timeline(const std::vector<timeline_entry>& entries) {
   if (entries.empty()) return out;
   const int64_t t0 = entries.front().timestamp_ms;
   for (const timeline_entry& e : entries) {
-    out += fmt::format("  +{:7.3f}s  {:<20} {}\n", (e.timestamp_ms - t0) / 1000.0, e.type,
-                       e.description);
+    out += fmt::format("  +{:7.3f}s  {:<20} {}\n", (double(e.timestamp_ms) - double(t0)) / 1000.0,
+                       e.type, e.description);
   }
   return out;
 }
