@@ -22,6 +22,10 @@
 //               (acks=all), no transaction: the acker then costs the pipeline one produce
 //               round trip instead of a transaction, which isolates the engine's cost.
 //
+// Where the engine's transactions spend their time is printed beside (kafka_commit_probe: queue,
+// produce, send offsets, flush, EndTxn); --producers 1 runs the engine's log on one
+// transactional producer (the layout before 2026-12-07) for alternating comparisons.
+//
 // The program starts its own broker (tests/kafka/broker.sh, stopped at the end and also if
 // this process dies), creates the topics with a unique prefix and stops by itself. Results and
 // commands: bench/KAFKA.md.
@@ -94,6 +98,9 @@ struct bench_flags {
   std::string broker_heap;  // AUTERITY_KAFKA_HEAP for broker.sh; empty: its default
   std::string dir;          // parent of the temporary state directory
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
+  int producers = kafka_log_options{}.transactional_producers;  // the engine log's
+  // librdkafka settings over the engine's: producers (engine and raw), consumers (engine)
+  std::map<std::string, std::string> producer_set, consumer_set;
   bool keep_state = false;  // leave the engine's state directory behind
   int progress_s = 0;       // print rates every this many seconds; 0: off
   bool json = false;
@@ -368,6 +375,7 @@ result<acker_side> make_ackers(node& n, const bench_flags& f, const kafka_log_op
   if (f.acker != "shared") {
     kafka_log_options k = engine;
     k.instance_id = fmt::format("bench-acker-{}", ::getpid());
+    k.probe = nullptr;  // the probe counts the engine's transactions only
     auto l = open_kafka_log(k);
     if (!l) return std::unexpected(l.error());
     side.own_log = std::move(*l);
@@ -503,9 +511,24 @@ cpu_split split_cpu(const cpu_snapshot& a, const cpu_snapshot& b) {
 
 // ------------------------------------------------------------------------------- sampling
 
+// The engine log's transaction phases (kafka_commit_probe), at one moment.
+struct phase_totals {
+  uint64_t transactions = 0, batches = 0, queue_us = 0, produce_us = 0, offsets_us = 0,
+           flush_us = 0, end_us = 0;
+};
+
+phase_totals read_phases(const kafka_commit_probe* p) {
+  if (!p) return {};
+  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return {get(p->transactions), get(p->batches),  get(p->queue_us), get(p->produce_us),
+          get(p->offsets_us),   get(p->flush_us), get(p->end_us)};
+}
+
 struct run_record {
   int64_t started_ns = 0;
   totals first, last, end;
+  const kafka_commit_probe* probe = nullptr;  // the engine log's, or null
+  phase_totals phases_first, phases_last;
   cpu_snapshot cpu_first, cpu_last;
   bool window_open = false;
   bool window_closed = false;
@@ -520,6 +543,7 @@ void observe(const totals& t, const bench_flags& f, const workload& w,
   const bool warm = t.at_ns - r.started_ns >= int64_t{f.warmup_s} * 1'000'000'000;
   if (!r.window_open && t.started >= f.in_flight && warm) {
     r.first = t;
+    r.phases_first = read_phases(r.probe);
     r.cpu_first = take_cpu_snapshot(broker_pids);
     r.window_open = true;
   }
@@ -530,6 +554,7 @@ void observe(const totals& t, const bench_flags& f, const workload& w,
   const bool draining = dry && 2 * (t.started - t.ended) < f.in_flight;
   if (elapsed || draining || t.ended == f.executions) {
     r.last = t;
+    r.phases_last = read_phases(r.probe);
     r.cpu_last = take_cpu_snapshot(broker_pids);
     r.window_closed = true;
   }
@@ -562,8 +587,9 @@ class progress_printer {
 };
 
 run_record run(node& n, const acker_side& side, const bench_flags& f, const workload& w,
-               const std::vector<int>& broker_pids) {
+               const std::vector<int>& broker_pids, const kafka_commit_probe* probe) {
   run_record r;
+  r.probe = probe;
   r.started_ns = now_ns();
   const cpu_snapshot at_start = take_cpu_snapshot(broker_pids);
   const int64_t deadline_ns = r.started_ns + int64_t{f.timeout_s} * 1'000'000'000;
@@ -582,6 +608,7 @@ run_record run(node& n, const acker_side& side, const bench_flags& f, const work
       r.cpu_first = at_start;
     }
     r.last = r.end;
+    r.phases_last = read_phases(r.probe);
     r.cpu_last = take_cpu_snapshot(broker_pids);
   }
   return r;
@@ -626,6 +653,7 @@ rk_ptr raw_producer(const std::string& bootstrap, const std::string& id, const b
   std::map<std::string, std::string> conf = {{"transactional.id", id},
                                              {"transaction.timeout.ms", "60000"}};
   if (!f.kafka_debug.empty()) conf["debug"] = f.kafka_debug;
+  for (const auto& [k, v] : f.producer_set) conf[k] = v;
   auto rk = make_producer(bootstrap, conf, &failures);
   vassert(rk.has_value(), "raw producer: {}", rk.error().message);
   rk_error_ptr e{rd_kafka_init_transactions(rk->get(), kafka_timeout_ms)};
@@ -735,6 +763,12 @@ struct report {
   double records_per_acker_commit = 0;
   double acker_commit_ms = 0;
   double records_per_s = 0;  // orchestrator and acker records produced, per second
+  // The engine log's transactions (all of them: orchestrator and, with --acker shared, acks):
+  // per second, batches in each, and the mean ms of each phase (kafka_commit_probe).
+  double txns_per_s = 0;
+  double batches_per_txn = 0;
+  double queue_ms = 0;                                              // per batch
+  double produce_ms = 0, offsets_ms = 0, flush_ms = 0, end_ms = 0;  // per transaction
   latency_summary latency;
   cpu_split cpu;
 };
@@ -757,6 +791,16 @@ report make_report(const run_record& r, const acker_side& side) {
   out.acker_commit_ms = per(b.acker_commit_us, a.acker_commit_us, acker_commits) / 1e3;
   out.records_per_s = per(b.orchestrator_records_out + b.acker_records,
                           a.orchestrator_records_out + a.acker_records, out.window_s);
+  const phase_totals& pa = r.phases_first;
+  const phase_totals& pb = r.phases_last;
+  const auto txns = static_cast<double>(pb.transactions - pa.transactions);
+  out.txns_per_s = ratio(txns, out.window_s);
+  out.batches_per_txn = per(pb.batches, pa.batches, txns);
+  out.queue_ms = per(pb.queue_us, pa.queue_us, static_cast<double>(pb.batches - pa.batches)) / 1e3;
+  out.produce_ms = per(pb.produce_us, pa.produce_us, txns) / 1e3;
+  out.offsets_ms = per(pb.offsets_us, pa.offsets_us, txns) / 1e3;
+  out.flush_ms = per(pb.flush_us, pa.flush_us, txns) / 1e3;
+  out.end_ms = per(pb.end_us, pa.end_us, txns) / 1e3;
   out.latency = summarize_latency(side.ackers, a.at_ns, b.at_ns);
   out.cpu = split_cpu(r.cpu_first, r.cpu_last);
   return out;
@@ -773,11 +817,13 @@ std::string cpu_model() {
 void print_header(const bench_flags& f, const broker_cluster& b) {
   fmt::print(
       "kafka_bench: {} partitions, {} x {} steps in flight (executions {}), acker {}, "
-      "commit interval {} ms, orchestrator batch {}, ack batch {}\n",
+      "commit interval {} ms, orchestrator batch {}, ack batch {}, {} transactional "
+      "producer(s)\n",
       f.partitions, f.in_flight, f.steps,
       f.executions == executions_unbounded ? std::string("unbounded")
                                            : std::to_string(f.executions),
-      f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max);
+      f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max,
+      f.producers);
   fmt::print(
       "  machine: {} cores, {}; broker: {} node(s), {}, started in {:.1f} s; "
       "librdkafka {}\n",
@@ -816,6 +862,11 @@ void print_engine(const report& r) {
              "acker commits/s", r.acker_commits_per_s, r.acks_per_acker_commit,
              r.records_per_acker_commit, r.acker_commit_ms);
   fmt::print("  {:<40} {:>10.0f}\n", "records produced/s (engine + acker)", r.records_per_s);
+  fmt::print("  {:<40} {:>10.1f}   ({:.2f} batches each, {:.2f} ms queued per batch)\n",
+             "engine log transactions/s", r.txns_per_s, r.batches_per_txn, r.queue_ms);
+  fmt::print("  {:<40} {:>10.2f} {:>8.2f} {:>8.2f} {:>8.2f}\n",
+             "  ms produce, send offsets, flush, EndTxn", r.produce_ms, r.offsets_ms, r.flush_ms,
+             r.end_ms);
   print_cpu(r);
 }
 
@@ -855,16 +906,20 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
   const double all = r.window_s * std::thread::hardware_concurrency();
   fmt::print(
       R"({{"bench":"kafka","nodes":{},"partitions":{},"in_flight":{},"steps":{},"acker":"{}",)"
-      R"("commit_interval_ms":{},"batch":{},"transitions_per_s":{:.0f},"window_s":{:.2f},)"
+      R"("commit_interval_ms":{},"batch":{},"producers":{},"transitions_per_s":{:.0f},)"
+      R"("window_s":{:.2f},)"
       R"("latency_ms":{{"p50":{:.2f},"p90":{:.2f},"p99":{:.2f},"max":{:.2f}}},)"
       R"("commits_per_s":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.2f},)"
+      R"("txn":{{"per_s":{:.1f},"batches":{:.2f},"queue_ms":{:.2f},"produce_ms":{:.2f},)"
+      R"("offsets_ms":{:.2f},"flush_ms":{:.2f},"end_ms":{:.2f}}},)"
       R"("cpu_share":{{"engine":{:.3f},"broker":{:.3f},"others":{:.3f}}},"raw":[{}]}})"
       "\n",
       f.nodes, f.partitions, f.in_flight, f.steps, f.acker, f.commit_interval_ms,
-      f.orchestrator_batch_records_max, r.transitions_per_s, r.window_s, r.latency.p50_ms,
-      r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms, r.orchestrator_commits_per_s,
-      r.records_per_commit, r.commit_ms, ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all),
-      ratio(r.cpu.neighbours_s, all), raw);
+      f.orchestrator_batch_records_max, f.producers, r.transitions_per_s, r.window_s,
+      r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms,
+      r.orchestrator_commits_per_s, r.records_per_commit, r.commit_ms, r.txns_per_s,
+      r.batches_per_txn, r.queue_ms, r.produce_ms, r.offsets_ms, r.flush_ms, r.end_ms,
+      ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all), ratio(r.cpu.neighbours_s, all), raw);
 }
 
 // ----------------------------------------------------------------------------------- main
@@ -889,9 +944,13 @@ kafka_log_options engine_kafka(const std::string& bootstrap, const std::string& 
                                const bench_flags& f) {
   kafka_log_options k;
   if (!f.kafka_debug.empty()) k.producer_config["debug"] = f.kafka_debug;
+  for (const auto& [key, v] : f.producer_set) k.producer_config[key] = v;
+  for (const auto& [key, v] : f.consumer_set) k.consumer_config[key] = v;
   k.bootstrap = bootstrap;
   k.instance_id = fmt::format("bench-engine-{}", ::getpid());
   k.topic_prefix = prefix;
+  k.probe = std::make_shared<kafka_commit_probe>();
+  k.transactional_producers = f.producers;
   return k;
 }
 
@@ -993,7 +1052,7 @@ std::optional<report> run_engine(const bench_flags& f, const broker_cluster& b,
   if (!side) return fmt::print(stderr, "kafka_bench: {}\n", side.error().message), std::nullopt;
   n.start();
   for (auto& a : side->ackers) a->start();
-  const run_record r = run(n, *side, f, w, b.pids());
+  const run_record r = run(n, *side, f, w, b.pids(), k.probe.get());
   for (auto& a : side->ackers) a->stop();
   const totals drained = drain(n, *side);
   n.stop();
@@ -1091,6 +1150,16 @@ void add_run_options(CLI::App& app, bench_flags& f) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--broker-heap", f.broker_heap, "Broker heap, e.g. 512m (broker.sh default)");
   app.add_option("--kafka-debug", f.kafka_debug, "librdkafka debug contexts of the producers");
+  app.add_option("--producers", f.producers,
+                 "Transactional producers of the engine's log, taking turns "
+                 "(kafka_log_options::transactional_producers)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, transactional_producers_max));
+  app.add_option("--producer-set", f.producer_set,
+                 "librdkafka KEY VALUE over the engine's producer settings (and the raw "
+                 "producers'); repeatable");
+  app.add_option("--consumer-set", f.consumer_set,
+                 "librdkafka KEY VALUE over the engine's consumer settings; repeatable");
   app.add_option("--dir", f.dir, "Parent of the temporary state directory ($TMPDIR or /tmp)");
   app.add_option("--progress-s", f.progress_s, "Print the rates every N seconds (0: off)")
       ->capture_default_str()

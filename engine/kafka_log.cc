@@ -2,8 +2,8 @@
 // (rd_kafka_consumer_group_metadata_new for groups without a live member, error objects that
 // say whether a transaction must be aborted or the producer is fenced).
 //
-// Threading: commits queue for one committer thread, which runs one transaction at a time on
-// its transactional producer (group commit); a committer stuck in librdkafka past
+// Threading: commits queue for one committer thread, which runs one transaction at a time,
+// taking turns on its transactional producers (group commit); a committer stuck in librdkafka past
 // request_timeout_ms + 5 s is left behind and replaced (librdkafka#5456). Each (stream,
 // partition) that is read gets a consumer of its own, assigned to that one partition, so
 // readers of different partitions never contend; each consumer costs a few
@@ -14,6 +14,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -110,8 +111,14 @@ class kafka_log final : public log {
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
     if (_options.read_only) return {};
+    if (_options.transactional_producers < 1 ||
+        _options.transactional_producers > transactional_producers_max) {
+      return fail(errc::invalid,
+                  fmt::format("transactional_producers is {}; it must be 1 to {}",
+                              _options.transactional_producers, transactional_producers_max));
+    }
     auto c = std::make_shared<committer>();
-    if (auto made = make_producer(*c); !made) return made;
+    if (auto made = make_producers(*c); !made) return made;
     std::lock_guard lock(_txn_mu);
     start_committer(std::move(c));
     return {};
@@ -128,16 +135,27 @@ class kafka_log final : public log {
     if (c && c->thread.joinable()) c->thread.join();
   }
 
-  // A new transactional producer; init_transactions aborts what an earlier producer of this
-  // instance left open and fences it.
-  result<void> make_producer(committer& c) {
-    c.producer.reset();
-    auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(), true);
-    if (!producer) return std::unexpected(producer.error());
-    if (error_ptr e{rd_kafka_init_transactions(producer->get(), _options.request_timeout_ms)}) {
-      return std::unexpected(kafka_error("init_transactions", e.get()));
+  // transactional.id of producer `slot`: "auterity.<instance>", then "auterity.<instance>.1".
+  std::string transactional_id(size_t slot) const {
+    return slot == 0 ? "auterity." + _options.instance_id
+                     : fmt::format("auterity.{}.{}", _options.instance_id, slot);
+  }
+
+  // A new transactional producer in every empty slot; init_transactions aborts what an earlier
+  // producer of this instance left open under that transactional.id and fences it. All slots
+  // are filled before a committer's first transaction, so nothing an earlier process (or a
+  // committer given up) left open under any of this instance's ids can commit after it.
+  result<void> make_producers(committer& c) {
+    c.producers.resize(static_cast<size_t>(_options.transactional_producers));
+    for (size_t slot = 0; slot < c.producers.size(); ++slot) {
+      if (c.producers[slot]) continue;
+      auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(slot), true);
+      if (!producer) return std::unexpected(producer.error());
+      if (error_ptr e{rd_kafka_init_transactions(producer->get(), _options.request_timeout_ms)}) {
+        return std::unexpected(kafka_error("init_transactions", e.get()));
+      }
+      c.producers[slot] = std::move(*producer);
     }
-    c.producer = std::move(*producer);
     return {};
   }
 
@@ -164,6 +182,7 @@ class kafka_log final : public log {
     mine->batch = &batch;
     mine->positions = batch.positions;
     mine->deliveries.resize(batch.appends.size());
+    mine->queued_at = std::chrono::steady_clock::now();
     std::unique_lock lock(_txn_mu);
     // Group commit: the committer thread commits everything queued so far in one transaction;
     // the callers wait for it. Each batch stays atomic (it is inside one transaction) and
@@ -317,10 +336,10 @@ class kafka_log final : public log {
     rd_kafka_topic_destroy(rkt);
   }
 
-  std::map<std::string, std::string> producer_conf() const {
+  std::map<std::string, std::string> producer_conf(size_t slot) const {
     std::map<std::string, std::string> c = {
         {"bootstrap.servers", _options.bootstrap},
-        {"transactional.id", "auterity." + _options.instance_id},
+        {"transactional.id", transactional_id(slot)},
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"linger.ms", "1"},
@@ -418,15 +437,29 @@ class kafka_log final : public log {
     const commit_batch* batch = nullptr;
     std::vector<commit_batch::position> positions;
     std::vector<delivery> deliveries;
+    std::chrono::steady_clock::time_point queued_at;
     result<void> outcome{};
     bool done = false;  // guarded by _txn_mu
   };
   using pending_ptr = std::shared_ptr<pending_commit>;
 
-  // The thread that runs transactions and the producer it uses (only that thread touches it).
+  // The thread that runs transactions and the producers it uses (only that thread touches them).
+  //
+  // Its transactions take turns on kafka_log_options::transactional_producers transactional
+  // producers (2 by default), one transaction at a time. The coordinator refuses a
+  // transactional.id's next transaction (AddPartitionsToTxn, AddOffsetsToTxn:
+  // CONCURRENT_TRANSACTIONS) until the markers of its previous one are written, a few ms after
+  // commit_transaction returned, and librdkafka 2.0.2 retries AddPartitionsToTxn only after a fixed
+  // 20 ms: with one producer every transaction waited for the previous one's markers, ~20 ms
+  // (bench/KAFKA.md, "Where the commit time goes"). Taking turns, a producer's previous transaction
+  // ended a whole transaction ago. Order is kept (a transaction begins only after the previous one
+  // committed, and its records come after the previous one's in every partition); each
+  // transactional.id is fenced as before.
   struct committer {
     std::thread thread;
-    rk_ptr producer;  // null after a fatal producer error: the next transaction makes one
+    // Null after a fatal error of that producer: the next transaction makes one (all slots).
+    std::vector<rk_ptr> producers;                       // transactional_producers of them
+    size_t turn = 0;                                     // the slot of the next transaction
     std::chrono::steady_clock::time_point busy_since{};  // guarded by _txn_mu; {}: idle
     std::vector<pending_ptr> in_flight;                  // guarded by _txn_mu
     std::atomic<bool> abandoned{false};
@@ -506,13 +539,35 @@ class kafka_log final : public log {
   // A failed commit may have committed (an answer lost with its broker); callers treat it as
   // unknown and recover from the log (the partition runtime steps down).
   result<void> transaction(committer& self, const std::vector<pending_ptr>& group) {
-    if (!self.producer) {
+    if (self.producers.empty() ||
+        std::ranges::any_of(self.producers, [](const rk_ptr& p) { return !p; })) {
       if (auto fenced = fenced_for_good()) return fail(errc::fenced, *fenced);
-      if (auto made = make_producer(self); !made) return made;
+      if (auto made = make_producers(self); !made) return made;
     }
-    rd_kafka_t* rk = self.producer.get();
+    const size_t slot = self.turn;
+    self.turn = (self.turn + 1) % self.producers.size();
+    rd_kafka_t* rk = self.producers[slot].get();
+    kafka_commit_probe* probe = _options.probe.get();
+    auto lap = std::chrono::steady_clock::now();
+    auto took = [&](std::atomic<uint64_t>& sum) {  // adds the time since the last lap
+      const auto now = std::chrono::steady_clock::now();
+      sum.fetch_add(static_cast<uint64_t>(
+                        std::chrono::duration_cast<std::chrono::microseconds>(now - lap).count()),
+                    std::memory_order_relaxed);
+      lap = now;
+    };
+    if (probe) {
+      probe->transactions.fetch_add(1, std::memory_order_relaxed);
+      probe->batches.fetch_add(group.size(), std::memory_order_relaxed);
+      for (const pending_ptr& c : group) {
+        probe->queue_us.fetch_add(
+            static_cast<uint64_t>(
+                std::chrono::duration_cast<std::chrono::microseconds>(lap - c->queued_at).count()),
+            std::memory_order_relaxed);
+      }
+    }
     if (error_ptr e{rd_kafka_begin_transaction(rk)})
-      return producer_failed(self, "begin_transaction", e.get());
+      return producer_failed(self, slot, "begin_transaction", e.get());
     bool decides = false;  // carries an orchestrator batch (fault points count only those)
     for (const pending_ptr& c : group) {
       for (const auto& pos : c->positions) decides = decides || pos.group == orchestrator_group;
@@ -521,12 +576,21 @@ class kafka_log final : public log {
     for (const pending_ptr& c : group) {
       if (produced) produced = produce_all(rk, c->partition, *c->batch, c->deliveries);
     }
+    if (probe) took(probe->produce_us);
     if (produced && decides) fault_point("txn.produced");
     if (produced) produced = send_offsets(rk, group);
+    if (probe) took(probe->offsets_us);
     if (produced && decides) fault_point("txn.offsets_sent");
     if (produced) {
+      // Measured only: commit_transaction flushes by itself; flushing first splits the wait
+      // for the records' acks from EndTxn.
+      if (probe) {
+        rd_kafka_flush(rk, _options.request_timeout_ms);
+        took(probe->flush_us);
+      }
       for (int attempt = 0;; ++attempt) {
         error_ptr e{rd_kafka_commit_transaction(rk, _options.request_timeout_ms)};
+        if (probe) took(probe->end_us);
         if (!e) {
           for (const pending_ptr& c : group) {
             if (auto d = check_deliveries(c->deliveries); !d) return d;
@@ -535,14 +599,14 @@ class kafka_log final : public log {
         }
         if (rd_kafka_error_is_retriable(e.get()) && attempt < 1) continue;
         if (!rd_kafka_error_txn_requires_abort(e.get()))
-          return producer_failed(self, "commit_transaction", e.get());
+          return producer_failed(self, slot, "commit_transaction", e.get());
         produced = std::unexpected(kafka_error("commit_transaction", e.get()));
         break;
       }
     }
     error_ptr abort{rd_kafka_abort_transaction(rk, _options.request_timeout_ms)};
     if (abort) {
-      auto dropped = producer_failed(self, "abort_transaction", abort.get());
+      auto dropped = producer_failed(self, slot, "abort_transaction", abort.get());
       return fail(dropped.error().code,
                   fmt::format("{}; then {}", produced.error().message, dropped.error().message));
     }
@@ -551,7 +615,8 @@ class kafka_log final : public log {
 
   // A producer error that is not abortable: fenced, fatal or not even retriable. The producer
   // is dropped (a fenced one for good).
-  result<void> producer_failed(committer& self, std::string_view what, const rd_kafka_error_t* e) {
+  result<void> producer_failed(committer& self, size_t slot, std::string_view what,
+                               const rd_kafka_error_t* e) {
     error err = kafka_error(what, e);
     const rd_kafka_resp_err_t code = rd_kafka_error_code(e);
     if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
@@ -561,7 +626,7 @@ class kafka_log final : public log {
       // transaction.timeout.ms and the coordinator aborted its transaction and bumped the epoch
       // itself. The second is recovered by a new producer; the first would then fence the other
       // process in turn, so fences that keep coming are taken for the first.
-      self.producer.reset();
+      self.producers[slot].reset();
       std::lock_guard lock(_fence_mu);
       const auto now = std::chrono::steady_clock::now();
       std::erase_if(_fences, [&](auto t) { return now - t > fence_window; });
@@ -580,7 +645,7 @@ class kafka_log final : public log {
                  _options.instance_id, err.message);
       return std::unexpected(err);
     }
-    if (rd_kafka_error_is_fatal(e)) self.producer.reset();
+    if (rd_kafka_error_is_fatal(e)) self.producers[slot].reset();
     return std::unexpected(err);
   }
 

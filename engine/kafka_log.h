@@ -3,9 +3,10 @@
 //
 //   commit()   one Kafka transaction: the appends (to topic = stream name, same partition)
 //              and the consumer positions (send_offsets_to_transaction) commit together, or
-//              not at all. The transactional.id is per engine instance, so a restarted
-//              instance fences its predecessor (init_transactions bumps the epoch) and a stale
-//              instance cannot commit.
+//              not at all. The transactional ids are per engine instance ("auterity.<id>"
+//              and "auterity.<id>.1", transactions take turns on them, one at a time), so a
+//              restarted instance fences its predecessor (init_transactions on each bumps its
+//              epoch) and a stale instance cannot commit.
 //   read()     read_committed consumers: aborted and open transactions are never seen.
 //   position() the consumer group's committed offset (group "auterity.<group>"), stable: it
 //              waits for an open transaction that holds pending offsets of the group.
@@ -14,6 +15,8 @@
 //
 // See engine/README.md ("Kafka backend") for threading and costs.
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -23,14 +26,42 @@
 
 namespace auterity {
 
+// Where the time of a Kafka log's transactions goes, summed over all transactions (microseconds),
+// for benchmarks and diagnosis (bench/KAFKA.md). A transaction is one group commit: every batch
+// queued while the previous one ran.
+//   queue_us    per batch: from commit() to the start of the transaction that carries it
+//   produce_us  produce calls (local enqueue; blocks only when the local queue is full)
+//   offsets_us  send_offsets_to_transaction: AddOffsetsToTxn, then TxnOffsetCommit, each one
+//               round trip, retried while the previous transaction's markers are written
+//   flush_us    flush: until every record of the transaction is acknowledged (acks=all),
+//               which includes AddPartitionsToTxn for its partitions
+//   end_us      commit_transaction after the flush: EndTxn
+struct kafka_commit_probe {
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> queue_us{0};
+  std::atomic<uint64_t> produce_us{0};
+  std::atomic<uint64_t> offsets_us{0};
+  std::atomic<uint64_t> flush_us{0};
+  std::atomic<uint64_t> end_us{0};
+};
+
+inline constexpr int transactional_producers_max = 2;
+
 struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
-  std::string instance_id = "engine-1";  // transactional.id = "auterity.<instance_id>"
+  std::string instance_id = "engine-1";  // transactional.id "auterity.<instance_id>"[".1"]
   std::string topic_prefix;              // topic = prefix + stream name
   // The broker aborts a transaction left open this long. It bounds how long a paused or dead
   // instance's open transaction holds up a new owner's restore and every read_committed reader
   // of the partitions it wrote (docs/ownership-handover.md); Kafka Streams uses 10 s too.
   int transaction_timeout_ms = 10'000;
+  // Transactional producers whose transactions take turns, one transaction at a time, 1 to
+  // transactional_producers_max. With one, every transaction waits for the previous one's
+  // markers (~20 ms with librdkafka 2.0.2: bench/KAFKA.md, "Where the commit time goes"); 1
+  // keeps the single transactional id "auterity.<instance_id>" (e.g. for a literal
+  // TransactionalId ACL).
+  int transactional_producers = 2;
   int request_timeout_ms = 30'000;      // longest wait for one broker answer
   int topic_metadata_wait_ms = 10'000;  // how long missing topics are looked for at open
   int read_wait_ms_max = 10'000;        // longest a read waits for its first fetch answer
@@ -47,6 +78,8 @@ struct kafka_log_options {
   // Tools that only read (timeline, status, replay) open without a producer, so they can never
   // fence a running engine; commit() then fails with errc::invalid.
   bool read_only = false;
+  // Filled with the phases of every transaction if set (shared: it may outlive the log).
+  std::shared_ptr<kafka_commit_probe> probe;
 };
 
 // Connects, checks that all topics exist and are co-partitioned (same partition count), and

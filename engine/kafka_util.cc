@@ -145,6 +145,10 @@ result<void> kafka_preflight(const kafka_preflight_options& options) {
   std::map<std::string, std::string> settings = options.settings;
   settings["group.id"] = options.group;
   settings["enable.auto.commit"] = "false";
+  // The offset fetch below only checks permissions. read_committed would ask with
+  // require_stable and wait while a transaction holding the group's offsets is open (a paused
+  // predecessor's: docs/ownership-handover.md), delaying this instance's join until it ends.
+  settings["isolation.level"] = "read_uncommitted";
   // librdkafka logs each failed connection attempt itself; the error callback is what we report.
   settings["log_level"] = "0";
   auto conf = kafka_conf_new(settings);
