@@ -113,8 +113,8 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "Run on this Kafka cluster (bootstrap servers) instead of the embedded log; "
                   "--data then holds only the local state");
   cmd->add_option("--instance", f.instance,
-                  "Engine instance id on Kafka (transactional.id auterity.<id>; a restarted "
-                  "instance with the same id fences the old one)")
+                  "Engine instance id on Kafka (transactional ids auterity.<id> and "
+                  "auterity.<id>.1; a restarted instance with the same id fences the old one)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
   cmd->add_option("--config", f.config,
