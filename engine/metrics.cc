@@ -4,6 +4,8 @@
 
 #include "engine/metrics.h"
 
+#include <CivetServer.h>
+#include <civetweb.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
@@ -12,6 +14,7 @@
 #include <charconv>
 #include <exception>
 #include <limits>
+#include <map>
 #include <mutex>
 
 #include <fmt/core.h>
@@ -286,33 +289,74 @@ result<void> check_address(const std::string& address) {
 constexpr std::string_view metrics_threads = "2";  // a stuck client blocks one only
 constexpr std::string_view metrics_request_timeout_ms = "10000";
 
+// GET /ready. civetweb's callbacks carry no user pointer, so the checks are found by the port
+// the request came in on (one entry per live server).
+std::mutex g_ready_mu;
+std::map<int, readiness_check> g_ready;  // by listening port; guarded by g_ready_mu
+
+int answer_ready(mg_connection* conn) {
+  const mg_request_info* req = mg_get_request_info(conn);
+  if (!req || !req->local_uri || std::string_view(req->local_uri) != "/ready") return 0;
+  std::optional<std::string> why = std::string("starting");
+  {
+    std::lock_guard lock(g_ready_mu);
+    auto it = g_ready.find(req->server_port);
+    if (it == g_ready.end()) return 0;  // no readiness check: /ready is not served here
+    why = it->second();
+  }
+  const std::string body = why ? fmt::format("not ready: {}\n", *why) : "ready\n";
+  mg_printf(conn,
+            "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+            "Connection: close\r\n\r\n%s",
+            why ? "503 Service Unavailable" : "200 OK", body.size(), body.c_str());
+  return 200;
+}
+
 }  // namespace
 
 struct metrics_server::impl {
   std::shared_ptr<collectable> source;
+  CivetCallbacks callbacks;
   std::unique_ptr<prometheus::Exposer> exposer;
+  int ready_port = 0;  // registered in g_ready; 0: none
 };
 
 metrics_server::metrics_server(std::unique_ptr<impl> i) : _impl(std::move(i)) {}
 
 metrics_server::~metrics_server() {
+  if (_impl->ready_port) {
+    std::lock_guard lock(g_ready_mu);
+    g_ready.erase(_impl->ready_port);
+  }
   // The Exposer's destructor stops civetweb and joins its threads, so no scrape outlives us.
   _impl->exposer.reset();
 }
 
 result<std::unique_ptr<metrics_server>> metrics_server::start(const std::string& address,
-                                                              metrics_collector collect) {
+                                                              metrics_collector collect,
+                                                              readiness_check ready) {
   if (auto r = check_address(address); !r) return std::unexpected(r.error());
   auto i = std::make_unique<impl>();
   i->source = std::make_shared<collectable>(std::move(collect));
+  i->callbacks.begin_request = answer_ready;
   try {
-    i->exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", address, "num_threads", std::string(metrics_threads),
-        "request_timeout_ms", std::string(metrics_request_timeout_ms)});
+    i->exposer = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", address, "num_threads",
+                                 std::string(metrics_threads), "request_timeout_ms",
+                                 std::string(metrics_request_timeout_ms)},
+        &i->callbacks);
   } catch (const std::exception& e) {
     return fail(errc::io, fmt::format("metrics: cannot listen on {}: {}", address, e.what()));
   }
   i->exposer->RegisterCollectable(i->source);
+  if (ready) {
+    const std::vector<int> ports = i->exposer->GetListeningPorts();
+    if (!ports.empty()) {
+      std::lock_guard lock(g_ready_mu);
+      i->ready_port = ports.front();
+      g_ready[i->ready_port] = std::move(ready);
+    }
+  }
   return std::unique_ptr<metrics_server>(new metrics_server(std::move(i)));
 }
 

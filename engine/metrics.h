@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -109,17 +110,24 @@ void collect_lag(metrics_writer& w, log& l, std::string_view group, stream s, ui
 
 using metrics_collector = std::function<void(metrics_writer&)>;
 
+// Readiness for GET /ready: nullopt when ready, else why not (e.g. "partition 3 restoring").
+// Runs on the server's thread, per request; it must not wait for long.
+using readiness_check = std::function<std::optional<std::string>()>;
+
 // "127.0.0.1:9464" is the conventional address; empty or "0" means metrics are off.
 inline constexpr std::string_view metrics_address_default = "127.0.0.1:9464";
 bool metrics_enabled(std::string_view address);
 
 // An HTTP server answering GET /metrics. The collector runs on the server's thread, one scrape
-// at a time; it must only read thread-safe things (probes, the log).
+// at a time; it must only read thread-safe things (probes, the log). With a readiness check it
+// also answers GET /ready: 200 "ready", or 503 "not ready: <why>" (a load balancer's or
+// Kubernetes' readiness probe).
 class metrics_server {
  public:
   // Listens on `address`, "host:port" (port 0: any free port, see port()).
   static result<std::unique_ptr<metrics_server>> start(const std::string& address,
-                                                       metrics_collector collect);
+                                                       metrics_collector collect,
+                                                       readiness_check ready = {});
   // Stops listening and waits for a scrape in progress.
   ~metrics_server();
 

@@ -177,6 +177,7 @@ result<void> node::recover() {
 // still open past restore_wait_ms_max, a broker away) is retried by the supervisor.
 void node::on_assigned(const std::vector<uint32_t>& parts) {
   std::lock_guard lock(_parts_mu);
+  _assigned_once = true;
   for (uint32_t p : parts) {
     _wanted[p] = true;
     close_partition(p);  // nothing should be open; if it is, it is from an older assignment
@@ -307,9 +308,11 @@ void node::start() {
   _supervising = true;
   _supervisor = std::thread([this] { supervise(); });
   _started = true;
+  _serving = true;
 }
 
 void node::stop() {
+  _serving = false;
   if (!_started) return;
   _supervising = false;
   if (_supervisor.joinable()) _supervisor.join();
@@ -512,14 +515,33 @@ struct orchestrator_position {
 
 result<void> node::start_metrics() {
   if (!metrics_enabled(_options.metrics_address)) return {};
-  auto server = metrics_server::start(_options.metrics_address,
-                                      [this](metrics_writer& w) { collect_metrics(w); });
+  auto server = metrics_server::start(
+      _options.metrics_address, [this](metrics_writer& w) { collect_metrics(w); },
+      [this] { return not_ready(); });
   if (!server) return std::unexpected(server.error());
   _metrics = std::move(*server);
   return {};
 }
 
 uint16_t node::metrics_port() const { return _metrics ? _metrics->port() : 0; }
+
+std::optional<std::string> node::not_ready() {
+  if (auto why = fatal()) return why;
+  if (!_serving.load()) return std::string("not serving (starting or stopping)");
+  if (!_options.orchestrator) return std::nullopt;  // workers only: nothing to restore
+  if (group_mode() && !_assigned_once.load()) {
+    return std::string("waiting for the group to assign partitions");
+  }
+  // A restore holds the lock for its whole length: that alone says "not yet".
+  std::unique_lock lock(_parts_mu, std::try_to_lock);
+  if (!lock.owns_lock()) return std::string("restoring partitions");
+  for (uint32_t p = 0; p < _wanted.size(); ++p) {
+    if (_wanted[p] && (!_partitions[p] || !_partitions[p]->probe().restored.load())) {
+      return fmt::format("partition {} is being restored", p);
+    }
+  }
+  return std::nullopt;
+}
 
 // Runs on the metrics server's thread for each scrape.
 constexpr metric_def partition_offline{

@@ -106,6 +106,10 @@ class node {
   node_summary summary();
   // The port /metrics is served on; 0 if metrics are off.
   uint16_t metrics_port() const;
+  // Why this node is not ready to serve, or nullopt: ready once started and every partition it
+  // should run is restored (on Kafka: once the group assigned it its partitions, restored each
+  // of them). Answers GET /ready on the metrics port (200 or 503 with this reason); any thread.
+  std::optional<std::string> not_ready();
   // Why this node cannot go on, if so: its producer was fenced by another process running as
   // the same instance. Everything else (a lost partition, a broker away) is handled in process:
   // the partition steps down and is restored again (docs/ownership-handover.md).
@@ -153,6 +157,8 @@ class node {
   std::vector<std::unique_ptr<kafka_membership>> _members;  // group mode: orchestrator, workers
   std::vector<std::unique_ptr<worker_runtime>> _workers;
   bool _started = false;
+  std::atomic<bool> _serving{false};         // between start() and stop(), for not_ready()
+  std::atomic<bool> _assigned_once{false};   // group mode: the orchestrator group assigned us
   std::unique_ptr<metrics_server> _metrics;  // scrapes read the members above
   bool _dense_offsets = true;
   bool group_mode() const {

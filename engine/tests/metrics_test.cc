@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -244,6 +245,49 @@ TEST(metrics, a_bad_or_busy_address_is_an_error_not_a_crash) {
     ASSERT_FALSE(r.has_value()) << bad;
     EXPECT_EQ(r.error().code, errc::invalid) << bad;
   }
+}
+
+// GET /ready answers what the readiness check says: 503 with the reason, then 200 "ready";
+// without a check there is no /ready (a load balancer sees 404, not a false "ready").
+TEST(metrics, ready_answers_the_readiness_check) {
+  std::atomic<bool> restored{false};
+  auto server = metrics_server::start(
+      "127.0.0.1:0", [](metrics_writer&) {},
+      [&]() -> std::optional<std::string> {
+        if (!restored) return "partition 3 is being restored";
+        return std::nullopt;
+      });
+  ASSERT_TRUE(server.has_value()) << server.error().message;
+  std::string r = http_get((*server)->port(), "/ready");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 503")) << r;
+  EXPECT_NE(r.find("not ready: partition 3 is being restored"), std::string::npos) << r;
+  restored = true;
+  r = http_get((*server)->port(), "/ready");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 200")) << r;
+  EXPECT_TRUE(r.ends_with("\r\n\r\nready\n")) << r;
+  // /metrics is unchanged beside it.
+  EXPECT_TRUE(http_get((*server)->port(), "/metrics").starts_with("HTTP/1.1 200"));
+
+  auto plain = metrics_server::start("127.0.0.1:0", [](metrics_writer&) {});
+  ASSERT_TRUE(plain.has_value());
+  r = http_get((*plain)->port(), "/ready");
+  EXPECT_NE(r.find(" 404 "), std::string::npos) << r;
+}
+
+// A node is ready once it serves with its partitions restored, and not before or after.
+TEST(metrics, a_node_is_ready_only_while_it_serves) {
+  metrics_node m;
+  ASSERT_TRUE(m.n);
+  const uint16_t port = m.n->metrics_port();
+  std::string r = http_get(port, "/ready");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 503")) << r;
+  EXPECT_NE(r.find("not serving"), std::string::npos) << r;
+  m.n->start();
+  r = http_get(port, "/ready");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 200")) << r;
+  m.n->stop();
+  r = http_get(port, "/ready");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 503")) << r;
 }
 
 TEST(metrics, histogram_buckets_are_cumulative_and_inclusive) {
