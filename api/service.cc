@@ -21,6 +21,7 @@
 #include "processors/client.h"
 #include "processors/execution_state.h"
 #include "processors/ids.h"
+#include "processors/orchestrator_state.h"
 #include "processors/rejection.h"
 #include "replay/record_json.h"
 #include "replay/timeline_export.h"
@@ -538,8 +539,33 @@ struct api_server::impl {
                       const std::string& id);
 
   std::optional<execution_state> load_execution(const std::string& tenant, const std::string& id);
+  // Where the tenant lives now: its default partition, then the placement entries of the
+  // partitions it moved away from, one hop each (docs/tenant-moves.md).
   uint32_t partition_of(std::string_view tenant) const {
-    return tenant_partition(tenant, engine.partitions());
+    uint32_t p = tenant_partition(tenant, engine.partitions());
+    for (uint32_t hops = 0; hops < engine.partitions(); ++hops) {
+      std::optional<uint32_t> next;
+      engine.with_store(p, [&](const state_store& s) {
+        auto placed = s.get(keys::placement(tenant));
+        placement_entry where;
+        if (placed && *placed && decode_placement(**placed, where) &&
+            where.ph == placement_entry::phase::moved_out) {
+          next = where.partition;
+        }
+      });
+      if (!next) break;
+      p = *next;
+    }
+    return p;
+  }
+  // An event index entry: the offset in the tenant's partition `p`, or, for the events from
+  // before a move, the partition and offset where they were written (12 bytes).
+  struct event_ref {
+    uint32_t partition;
+    uint64_t offset;
+  };
+  static event_ref index_entry(std::string_view v, uint32_t p) {
+    return {v.size() == 12 ? keys::get_be32(v.substr(8)) : p, keys::get_be64(v)};
   }
 };
 
@@ -1150,14 +1176,14 @@ api_response api_server::impl::get_policy(const std::string& tenant) {
 
 api_response api_server::impl::timeline_json(const std::string& tenant, const std::string& id) {
   const uint32_t p = partition_of(tenant);
-  std::vector<uint64_t> offsets;
+  std::vector<event_ref> offsets;
   bool exists = false;
   auto r = read_store(tenant, [&](const state_store& s) {
     auto v = s.get(keys::execution(tenant, id));
     exists = v && *v;
     (void)s.scan_prefix(keys::event_index_prefix(tenant, id),
                         [&](std::string_view, std::string_view v) {
-                          offsets.push_back(keys::get_be64(v));
+                          offsets.push_back(index_entry(v, p));
                           return offsets.size() < api_limits::timeline_events_max;
                         });
     return api_response{};
@@ -1168,13 +1194,14 @@ api_response api_server::impl::timeline_json(const std::string& tenant, const st
                                  json(tenant).dump(), json(id).dump());
   std::vector<record> recs;
   bool first = true;
-  for (uint64_t off : offsets) {
+  for (const event_ref& at : offsets) {
     recs.clear();
-    auto n = engine.events().read(stream::executions, p, off, 1, 1 << 20, recs);
+    auto n = engine.events().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
     if (!n || *n == 0) continue;
     if (!first) body += ',';
     first = false;
-    append_record_json(body, {stream::executions, p, recs[0].offset, recs[0].key, recs[0].value});
+    append_record_json(
+        body, {stream::executions, at.partition, recs[0].offset, recs[0].key, recs[0].value});
   }
   body += "]}";
   api_response out;
@@ -1233,19 +1260,20 @@ api_response api_server::impl::events(const api_request& req, const target_parts
     int64_t seq;
   };
   auto c = std::make_shared<cursor>(cursor{next_seq});
-  const uint32_t p = partition_of(tenant);
   api_response r;
   r.content_type = "text/event-stream";
   r.body = "retry: 1000\n\n";
   r.on_close = [this] { streams--; };
-  r.next = [this, c, tenant, id, p](std::string& out) {
+  r.next = [this, c, tenant, id](std::string& out) {
     bool ended = false;
-    std::vector<uint64_t> offsets;
+    // Found again on every poll: the tenant may move while the stream is open.
+    const uint32_t p = partition_of(tenant);
+    std::vector<event_ref> offsets;
     const bool served = engine.with_store(p, [&](const state_store& s) {
       for (int i = 0; i < 64; ++i) {
         auto v = s.get(keys::event_index(tenant, id, static_cast<uint32_t>(c->seq + i)));
         if (!v || !*v) break;
-        offsets.push_back(keys::get_be64(**v));
+        offsets.push_back(index_entry(**v, p));
       }
       if (offsets.empty()) {
         auto e = s.get(keys::execution(tenant, id));
@@ -1255,14 +1283,15 @@ api_response api_server::impl::events(const api_request& req, const target_parts
     });
     if (!served) return false;
     std::vector<record> recs;
-    for (uint64_t off : offsets) {
+    for (const event_ref& at : offsets) {
       recs.clear();
-      auto n = engine.events().read(stream::executions, p, off, 1, 1 << 20, recs);
+      auto n = engine.events().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
       if (!n || *n == 0) break;
       const fbs::Envelope* env = decode_envelope(recs[0].value);
       out += fmt::format("id: {}\nevent: {}\ndata: ", c->seq,
                          env ? payload_name(env->payload_type()) : "Undecodable");
-      append_record_json(out, {stream::executions, p, recs[0].offset, recs[0].key, recs[0].value});
+      append_record_json(
+          out, {stream::executions, at.partition, recs[0].offset, recs[0].key, recs[0].value});
       out += "\n\n";
       c->seq++;
     }

@@ -7,6 +7,8 @@
 
 #include "api/limits.h"
 #include "api/tests/api_test_util.h"
+#include "processors/client.h"
+#include "processors/execution_state.h"
 #include "replay/source.h"
 
 namespace auterity::api_test {
@@ -117,6 +119,61 @@ TEST(api, a_new_user_publishes_starts_follows_signals_and_reads_the_timeline) {
   EXPECT_EQ(e.call("GET", "/v1/tenants/acme/policy", op).status, 404);
   auto pol = e.call("PUT", "/v1/tenants/acme/policy?wait_ms=10000", op, "{}");
   EXPECT_TRUE(pol.status == 200 || pol.status == 422) << pol.body;
+}
+
+// A tenant moved to another partition (docs/tenant-moves.md) is read where it lives now: its
+// executions, its whole timeline (events from before the move, on the old partition, and after
+// it), and a signal sent through the API reaches the execution on its new partition.
+TEST(api, reads_follow_a_moved_tenant) {
+  engine_with_api e;
+  const std::string op = e.key("acme", "operator");
+  ASSERT_EQ(e.call("POST", "/v1/tenants/acme/definitions?wait_ms=10000", op,
+                   json{{"definition", json::parse(waits_definition)}}.dump())
+                .status,
+            201);
+  auto s = e.call("POST", "/v1/tenants/acme/executions?wait_ms=10000", op,
+                  R"({"execution_id":"lead-1","workflow":"waits"})");
+  ASSERT_EQ(s.status, 201) << s.body;
+  const uint32_t home = tenant_partition("acme", e.engine().partitions());
+  const uint32_t to = (home + 1) % e.engine().partitions();
+  ASSERT_TRUE(
+      e.engine()
+          .submit("acme", client::move_tenant({"acme", "", "move-1", system_clock().now_ms()}, to))
+          .has_value());
+  // Moved once the target knows the execution (the source forgets it).
+  bool moved = false;
+  for (int i = 0; i < 200 && !moved; ++i) {
+    e.engine().with_store(to, [&](const state_store& st) {
+      auto v = st.get(keys::execution("acme", "lead-1"));
+      moved = v && *v;
+    });
+    if (!moved) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_TRUE(moved) << "the move did not complete";
+  auto ex = e.call("GET", "/v1/tenants/acme/executions/lead-1", op);
+  ASSERT_EQ(ex.status, 200) << ex.body;
+  EXPECT_EQ(ex.j()["status"], "running");
+  auto sig = e.call("POST", "/v1/tenants/acme/executions/lead-1/signals?wait_ms=10000", op,
+                    R"({"name":"go","payload":{"ok":true}})");
+  ASSERT_EQ(sig.status, 200) << sig.body;
+  for (int i = 0;
+       i < 100 &&
+       e.call("GET", "/v1/tenants/acme/executions/lead-1", op).j()["status"] != "succeeded";
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto tl = e.call("GET", "/v1/tenants/acme/executions/lead-1/timeline", op);
+  ASSERT_EQ(tl.status, 200) << tl.body;
+  std::map<std::string, uint32_t> partition_of_type;
+  const json timeline = tl.j();
+  for (const json& ev : timeline["events"]) {
+    partition_of_type[ev["type"].get<std::string>()] = ev["partition"].get<uint32_t>();
+  }
+  ASSERT_TRUE(partition_of_type.contains("ExecutionStarted")) << tl.body;
+  ASSERT_TRUE(partition_of_type.contains("ExecutionSucceeded")) << tl.body;
+  EXPECT_EQ(partition_of_type["ExecutionStarted"], home) << tl.body;
+  EXPECT_EQ(partition_of_type["SignalReceived"], to) << tl.body;
+  EXPECT_EQ(partition_of_type["ExecutionSucceeded"], to) << tl.body;
 }
 
 TEST(api, lists_filter_and_page_with_a_cursor) {

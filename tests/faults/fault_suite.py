@@ -40,8 +40,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
-    from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, Producer,
-                                 TopicPartition)
+    from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException,
+                                 Producer, TopicPartition)
 except ImportError:
     sys.exit("fault_suite: confluent_kafka missing; run with /usr/bin/python3 "
              "(Debian python3-confluent-kafka)")
@@ -373,16 +373,35 @@ class LoadGen(threading.Thread):
     def __init__(self, bootstrap, prefix, tenants, rate, tag):
         super().__init__(daemon=True)
         self.prefix, self.tenants, self.rate, self.tag = prefix, tenants, rate, tag
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, "logger": CLIENT_LOG,
-            "enable.idempotence": True, "acks": "all",
-            "linger.ms": 5, "partitioner": "murmur2_random",
-            "message.timeout.ms": PRODUCE_TIMEOUT_MS})
+        self.bootstrap = bootstrap
+        self.producer = self._new_producer()
+        self.replaced = 0  # producers replaced after a fatal error
         self.delivered = {}  # execution id -> tenant
         self.undelivered = {}  # execution id -> error (may or may not have started)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.produced = 0
+
+    def _new_producer(self):
+        return Producer({
+            "bootstrap.servers": self.bootstrap, "logger": CLIENT_LOG,
+            "error_cb": lambda err: CLIENT_LOG.warning("load producer: %s (fatal: %s)", err,
+                                                       err.fatal()),
+            "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "partitioner": "murmur2_random",
+            "message.timeout.ms": PRODUCE_TIMEOUT_MS})
+
+    def _replace_producer(self, err):
+        """An idempotent producer that failed fatally cannot produce again: as an upstream
+        system would, purge it (its unconfirmed records are reported undelivered: they may or
+        may not have started) and go on with a new one."""
+        say(f"{self.tag}: the load producer failed fatally ({err}); a new producer takes over")
+        old = self.producer
+        old.purge()
+        old.poll(0)  # the purged records' delivery reports: undelivered
+        old.flush(0)
+        self.producer = self._new_producer()
+        self.replaced += 1
 
     def _produce(self, tenant, doc, execution=None):
         def on_delivery(err, _msg):
@@ -400,6 +419,10 @@ class LoadGen(threading.Thread):
                 return
             except BufferError:
                 self.producer.poll(0.1)
+            except KafkaException as e:
+                if not e.args or not e.args[0].fatal():
+                    raise
+                self._replace_producer(e.args[0])
 
     def publish_definitions(self):
         for t in self.tenants:
@@ -1083,7 +1106,8 @@ class Phase:
         self.load.stop()
         expected = dict(self.load.delivered)
         say(f"{self.name}: load stopped: {len(expected)} executions delivered to ingress "
-            f"({len(self.load.undelivered)} not confirmed)")
+            f"({len(self.load.undelivered)} not confirmed, "
+            f"{self.load.replaced} producer(s) replaced after a fatal error)")
         for i, fault in enumerate(self.faults):
             end = self.faults[i + 1]["t_fault"] if i + 1 < len(self.faults) else t_load_stop
             fault["stall"], fault["partition"] = self.tail.longest_gap(fault["t_fault"], end)
