@@ -185,8 +185,6 @@ class orchestrator::decider {
                    std::string_view error);
   void emit_item_command(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
                          const std::string& rendered, int64_t timer_at);
-  void notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
-                           const std::string& rendered, const notify_policy& p);
   void on_item_ack(const input& in, const fbs::Envelope& env, execution_state& e,
                    std::string_view step, uint32_t item);
   void on_item_timer(execution_state& e, uint16_t idx, uint32_t item);
@@ -204,9 +202,11 @@ class orchestrator::decider {
   bool try_failover(execution_state& e, uint16_t idx, std::string_view error);
   void record_usage(execution_state& e, uint16_t idx, uint32_t attempt, const fbs::StepAck& ack);
   ai_spend spend_now(std::string_view tenant);
-  // Asks the tenant's notification policy, then sends, suppresses or defers.
+  // Asks the tenant's notification policy, then sends, suppresses or defers: a notify step's
+  // attempt, or with `item` one item of a foreach step (its events carry the item's index).
   void notify_or_hold(execution_state& e, uint16_t idx, uint32_t attempt,
-                      const std::string& rendered, const notify_policy& p);
+                      const std::string& rendered, const notify_policy& p,
+                      std::optional<uint32_t> item = std::nullopt);
   void step_failed(execution_state& e, uint16_t idx, uint32_t attempt, std::string_view error);
   void after_failure(execution_state& e, uint16_t idx);
   void retry_or_fail(execution_state& e, uint16_t idx, std::string_view error);
@@ -1381,7 +1381,7 @@ void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint
       })) {
     return;
   }
-  if (policed) return notify_item_or_hold(e, idx, item, attempt, *rendered, *tp->notify);
+  if (policed) return notify_or_hold(e, idx, attempt, *rendered, *tp->notify, item);
   emit_item_command(e, idx, item, attempt, *rendered, timer_at);
 }
 
@@ -1417,68 +1417,6 @@ void orchestrator::decider::emit_item_command(execution_state& e, uint16_t idx, 
   h.timestamp_ms = _ctx.now_ms();
   _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
   _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
-}
-
-// The tenant's notification policy for one item, as notify_or_hold for a step: suppressed
-// (the item succeeds unsent), deferred (an item timer), or admitted and sent.
-void orchestrator::decider::notify_item_or_hold(execution_state& e, uint16_t idx, uint32_t item,
-                                                uint32_t attempt, const std::string& rendered,
-                                                const notify_policy& p) {
-  const step_def& sd = def(e).steps[idx];
-  const notification_fields f = notification_of(rendered);
-  const hash256 hash = notification_hash(f.channel, f.to, f.subject, f.body);
-  std::optional<dedup_entry> previous;
-  if (const auto& v = _s.value(keys::notify_dedup(e.tenant, hash)); v && v->size() >= 8) {
-    previous = dedup_entry{static_cast<int64_t>(keys::get_be64(*v)), v->substr(8)};
-  }
-  std::optional<window_count> window;
-  if (const auto& v = _s.value(keys::notify_window(e.tenant, f.channel)); v && v->size() == 12) {
-    window = window_count{static_cast<int64_t>(keys::get_be64(*v)),
-                          keys::get_be32(std::string_view(*v).substr(8))};
-  }
-  const std::string own_prefix = fmt::format("{}/{}[{}]/", e.id, sd.id, item);
-  const int64_t now = _ctx.now_ms();
-  const auto slot = static_cast<int32_t>(item);
-  const notify_decision d = decide_notification(
-      p, notification{f.channel, f.to, f.subject, f.body, own_prefix}, now, previous, window);
-  switch (d.v) {
-    case notify_decision::verdict::suppress:
-      if (!emit(e, fbs::Payload::NotificationSuppressed, [&](auto& b) {
-            return fbs::CreateNotificationSuppressed(b, str(sd.id), attempt, str(f.channel),
-                                                     str(f.to), str(d.reason), slot)
-                .Union();
-          })) {
-        return;
-      }
-      if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
-            return fbs::CreateItemSucceeded(b, str(sd.id), item, attempt, str(d.output_json))
-                .Union();
-          })) {
-        return;
-      }
-      return foreach_progress(e, idx);
-    case notify_decision::verdict::defer:
-      emit(e, fbs::Payload::NotificationDeferred, [&](auto& b) {
-        return fbs::CreateNotificationDeferred(b, str(sd.id), attempt, str(f.channel), d.until_ms,
-                                               str(d.reason), slot)
-            .Union();
-      });
-      return;
-    case notify_decision::verdict::admit:
-      break;
-  }
-  const int64_t timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
-  const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
-  if (!emit(e, fbs::Payload::NotificationAdmitted, [&](auto& b) {
-        auto h = b.CreateVector(hash.data(), hash.size());
-        return fbs::CreateNotificationAdmitted(
-                   b, str(sd.id), attempt, str(f.channel), str(f.to), h, d.window_start_ms,
-                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id), slot)
-            .Union();
-      })) {
-    return;
-  }
-  emit_item_command(e, idx, item, attempt, rendered, timer_at);
 }
 
 void orchestrator::decider::item_failed(execution_state& e, uint16_t idx, uint32_t item,
@@ -1583,8 +1521,7 @@ void orchestrator::decider::on_item_timer(execution_state& e, uint16_t idx, uint
     if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
     const tenant_policy* tp = _s.policy(e.tenant);
     const notify_policy none;
-    return notify_item_or_hold(e, idx, item, attempt, *rendered,
-                               tp && tp->notify ? *tp->notify : none);
+    return notify_or_hold(e, idx, attempt, *rendered, tp && tp->notify ? *tp->notify : none, item);
   }
   vassert(status == step_status::running, "timer for item {} of {} in state {}", item, step_id,
           step_status_name(status));
@@ -1693,7 +1630,8 @@ void orchestrator::decider::record_usage(execution_state& e, uint16_t idx, uint3
 // --------------------------------------------------------------------------- notifications
 
 void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uint32_t attempt,
-                                           const std::string& rendered, const notify_policy& p) {
+                                           const std::string& rendered, const notify_policy& p,
+                                           std::optional<uint32_t> item) {
   const step_def& sd = def(e).steps[idx];
   const notification_fields f = notification_of(rendered);
   const hash256 hash = notification_hash(f.channel, f.to, f.subject, f.body);
@@ -1706,7 +1644,10 @@ void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uin
     window = window_count{static_cast<int64_t>(keys::get_be64(*v)),
                           keys::get_be32(std::string_view(*v).substr(8))};
   }
-  const std::string own_prefix = fmt::format("{}/{}/", e.id, sd.id);
+  // An earlier attempt of the same step (or item) is its retry, not a duplicate.
+  const std::string own_prefix =
+      item ? fmt::format("{}/{}[{}]/", e.id, sd.id, *item) : fmt::format("{}/{}/", e.id, sd.id);
+  const int32_t slot = item ? static_cast<int32_t>(*item) : -1;  // the events' `item`
   const int64_t now = _ctx.now_ms();
   const notify_decision d = decide_notification(
       p, notification{f.channel, f.to, f.subject, f.body, own_prefix}, now, previous, window);
@@ -1714,16 +1655,23 @@ void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uin
     case notify_decision::verdict::suppress:
       if (!emit(e, fbs::Payload::NotificationSuppressed, [&](auto& b) {
             return fbs::CreateNotificationSuppressed(b, str(sd.id), attempt, str(f.channel),
-                                                     str(f.to), str(d.reason))
+                                                     str(f.to), str(d.reason), slot)
                 .Union();
           })) {
         return;
       }
-      return succeed_step(e, idx, d.output_json);
+      if (!item) return succeed_step(e, idx, d.output_json);
+      if (!emit(e, fbs::Payload::ItemSucceeded, [&](auto& b) {
+            return fbs::CreateItemSucceeded(b, str(sd.id), *item, attempt, str(d.output_json))
+                .Union();
+          })) {
+        return;
+      }
+      return foreach_progress(e, idx);
     case notify_decision::verdict::defer:
       emit(e, fbs::Payload::NotificationDeferred, [&](auto& b) {
         return fbs::CreateNotificationDeferred(b, str(sd.id), attempt, str(f.channel), d.until_ms,
-                                               str(d.reason))
+                                               str(d.reason), slot)
             .Union();
       });
       return;
@@ -1732,16 +1680,18 @@ void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uin
   }
   // The attempt's timeout starts now, when the notification really goes out.
   const int64_t timer_at = sd.timeout_ms ? now + static_cast<int64_t>(sd.timeout_ms) : 0;
-  const std::string command_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
+  const std::string command_id = item ? fmt::format("{}/{}[{}]/{}", e.id, sd.id, *item, attempt)
+                                      : fmt::format("{}/{}/{}", e.id, sd.id, attempt);
   if (!emit(e, fbs::Payload::NotificationAdmitted, [&](auto& b) {
         auto h = b.CreateVector(hash.data(), hash.size());
         return fbs::CreateNotificationAdmitted(
                    b, str(sd.id), attempt, str(f.channel), str(f.to), h, d.window_start_ms,
-                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id))
+                   timer_at, static_cast<int64_t>(p.dedup_window_ms), str(command_id), slot)
             .Union();
       })) {
     return;
   }
+  if (item) return emit_item_command(e, idx, *item, attempt, rendered, timer_at);
   emit_command(e, idx, attempt, rendered, timer_at);
 }
 
