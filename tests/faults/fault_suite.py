@@ -397,6 +397,7 @@ class LoadGen(threading.Thread):
         may not have started) and go on with a new one."""
         say(f"{self.tag}: the load producer failed fatally ({err}); a new producer takes over")
         old = self.producer
+        old.poll(0)  # its error_cb logs the fatal error's cause in kafka-clients.log
         old.purge()
         old.poll(0)  # the purged records' delivery reports: undelivered
         old.flush(0)
@@ -420,9 +421,12 @@ class LoadGen(threading.Thread):
             except BufferError:
                 self.producer.poll(0.1)
             except KafkaException as e:
-                if not e.args or not e.args[0].fatal():
+                # produce() on a producer with a fatal error raises _FATAL ("Unable to produce
+                # message: Local: Fatal error"); the error itself says fatal() only in error_cb.
+                err = e.args[0] if e.args else None
+                if err is None or not (err.fatal() or err.code() == KafkaError._FATAL):
                     raise
-                self._replace_producer(e.args[0])
+                self._replace_producer(err)
 
     def publish_definitions(self):
         for t in self.tenants:
