@@ -185,6 +185,9 @@ class orchestrator::decider {
                    std::string_view error);
   void emit_item_command(execution_state& e, uint16_t idx, uint32_t item, uint32_t attempt,
                          const std::string& rendered, int64_t timer_at);
+  // Appends a command built in _fbb (its envelope: the execution's, caused by this input).
+  void append_command(const execution_state& e, stream target, fbs::Payload type,
+                      flatbuffers::Offset<void> payload, const std::string& command_id);
   void on_item_ack(const input& in, const fbs::Envelope& env, execution_state& e,
                    std::string_view step, uint32_t item);
   void on_item_timer(execution_state& e, uint16_t idx, uint32_t item);
@@ -1408,15 +1411,7 @@ void orchestrator::decider::emit_item_command(execution_state& e, uint16_t idx, 
                                           str(f.subject), str(f.body), str(command_id), timer_at)
                   .Union();
   }
-  envelope_header h;
-  h.kind = fbs::RecordKind::Command;
-  h.tenant_id = e.tenant;
-  h.execution_id = e.id;
-  h.record_id = command_id;
-  h.causation_id = _causation;
-  h.timestamp_ms = _ctx.now_ms();
-  _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
-  _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+  append_command(e, target, type, payload, command_id);
 }
 
 void orchestrator::decider::item_failed(execution_state& e, uint16_t idx, uint32_t item,
@@ -1695,6 +1690,20 @@ void orchestrator::decider::notify_or_hold(execution_state& e, uint16_t idx, uin
   emit_command(e, idx, attempt, rendered, timer_at);
 }
 
+void orchestrator::decider::append_command(const execution_state& e, stream target,
+                                           fbs::Payload type, flatbuffers::Offset<void> payload,
+                                           const std::string& command_id) {
+  envelope_header h;
+  h.kind = fbs::RecordKind::Command;
+  h.tenant_id = e.tenant;
+  h.execution_id = e.id;
+  h.record_id = command_id;
+  h.causation_id = _causation;
+  h.timestamp_ms = _ctx.now_ms();
+  _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
+  _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+}
+
 bool orchestrator::decider::emit_command(execution_state& e, uint16_t idx, uint32_t attempt,
                                          const std::string& input_json, int64_t deadline,
                                          const ai_candidate* model) {
@@ -1729,15 +1738,7 @@ bool orchestrator::decider::emit_command(execution_state& e, uint16_t idx, uint3
       break;
     }
   }
-  envelope_header h;
-  h.kind = fbs::RecordKind::Command;
-  h.tenant_id = e.tenant;
-  h.execution_id = e.id;
-  h.record_id = command_id;
-  h.causation_id = _causation;
-  h.timestamp_ms = _ctx.now_ms();
-  _ctx.append(target, e.tenant, finish_envelope(_fbb, h, type, payload));
-  _o._probe.commands_out.fetch_add(1, std::memory_order_relaxed);
+  append_command(e, target, type, payload, command_id);
   return true;
 }
 
