@@ -77,11 +77,18 @@ result<bool> extend_head_to(log& l, partition_head& h, uint64_t end) {
   auto log_end = l.end_offset(stream::executions, h.partition);
   if (!log_end) return std::unexpected(log_end.error());
   const uint64_t target = std::min(end, *log_end);
+  if (h.end < target) {
+    if (auto d = l.await_decided(stream::executions, h.partition, target,
+                                 std::chrono::milliseconds(chain_decided_wait_ms_max));
+        !d) {
+      return std::unexpected(d.error());
+    }
+  }
   std::vector<record> batch;
   while (h.end < target) {
     batch.clear();
-    auto n = l.read(stream::executions, h.partition, h.end, chain_read_records_max,
-                    chain_read_bytes_max, batch);
+    auto n = l.read_to(stream::executions, h.partition, h.end, target, chain_read_records_max,
+                       chain_read_bytes_max, batch);
     if (!n) return std::unexpected(n.error());
     if (*n == 0) break;
     for (const record& r : batch) {

@@ -37,9 +37,14 @@ void extend_head(partition_head& h, const record& r);
 // reading at most chain_read_records_max records / chain_read_bytes_max bytes at a time, and
 // sets h.end = end. Returns false (h then covers what there is) if the log holds no record at
 // or after end - 1 — it ends before `end`, with the embedded log's dense offsets; on Kafka a
-// trailing transaction marker may sit there, so callers pass ends the log reported.
+// trailing transaction marker may sit there, so callers pass ends the log reported. On Kafka the
+// range may hold a transaction still open (the engine's own, or a paused instance's): it first
+// waits until every record below the end is decided, at most chain_decided_wait_ms_max, and
+// fails with errc::timeout (h unchanged) after that; a head that skipped an open transaction's
+// records would not match the log once they commit.
 inline constexpr size_t chain_read_records_max = 4096;
 inline constexpr size_t chain_read_bytes_max = 8 << 20;
+inline constexpr int64_t chain_decided_wait_ms_max = 10'000;
 result<bool> extend_head_to(log& l, partition_head& h, uint64_t end);
 
 // ----------------------------------------------------------------------------------- the key

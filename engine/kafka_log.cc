@@ -86,6 +86,7 @@ struct reader {
   rk_ptr consumer;
   uint64_t next = 0;    // offset the consumer will deliver next
   bool at_end = false;  // the last fetch reached the end (PARTITION_EOF)
+  uint64_t end = 0;     // where it did: the last stable offset the broker gave with the EOF
 };
 
 class kafka_log final : public log {
@@ -218,7 +219,19 @@ class kafka_log final : public log {
     auto r = reader_for(s, p, from);
     if (!r) return std::unexpected(r.error());
     std::lock_guard lock((*r)->mu);
-    return fetch(**r, s, p, from, max_records, max_bytes, out);
+    return fetch(**r, s, p, from, 0, max_records, max_bytes, out);
+  }
+
+  result<size_t> read_to(stream s, uint32_t p, uint64_t from, uint64_t end, size_t max_records,
+                         size_t max_bytes, std::vector<record>& out) override {
+    if (p >= _partitions) {
+      return fail(errc::invalid, fmt::format("read of partition {} of {}", p, _partitions));
+    }
+    if (from >= end) return size_t{0};
+    auto r = reader_for(s, p, from);
+    if (!r) return std::unexpected(r.error());
+    std::lock_guard lock((*r)->mu);
+    return fetch(**r, s, p, from, end, max_records, max_bytes, out);
   }
 
   // The high watermark, asked with read_uncommitted isolation: a read_committed handle would
@@ -748,11 +761,15 @@ class kafka_log final : public log {
     }
     r.next = from;
     r.at_end = false;
+    r.end = 0;
     return {};
   }
 
-  result<size_t> fetch(reader& r, stream s, uint32_t p, uint64_t from, size_t max_records,
-                       size_t max_bytes, std::vector<record>& out) {
+  // Polls the reader from `from`. Without `until` (0), an end the consumer reached before counts:
+  // the reader answers from its buffer. With it, only an end at or past `until` does: an earlier
+  // one is stale (a transaction decided since), and the poll waits for the fetch that follows.
+  result<size_t> fetch(reader& r, stream s, uint32_t p, uint64_t from, uint64_t until,
+                       size_t max_records, size_t max_bytes, std::vector<record>& out) {
     if (from != r.next) {
       if (auto sk = seek(r, s, p, from); !sk) return std::unexpected(sk.error());
     }
@@ -760,19 +777,27 @@ class kafka_log final : public log {
         std::chrono::steady_clock::now() + std::chrono::milliseconds(_options.read_wait_ms_max);
     size_t n = 0, bytes = 0;
     while (n < max_records && (n == 0 || bytes < max_bytes)) {
+      const bool at_end = r.at_end && r.end >= until;
       // Wait only until the first answer; after data or at the end, take what is buffered.
-      const int timeout = (n > 0 || r.at_end) ? 0 : 100;
+      const int timeout = (n > 0 || at_end) ? 0 : 100;
       message_ptr m(rd_kafka_consumer_poll(r.consumer.get(), timeout));
       if (!m) {
-        if (n > 0 || r.at_end) break;
+        if (n > 0 || at_end) break;
         if (std::chrono::steady_clock::now() > deadline) {
-          return fail(errc::io, fmt::format("no answer for {}/{} from {} within {} ms", topic(s), p,
-                                            _options.bootstrap, _options.read_wait_ms_max));
+          return fail(errc::io,
+                      until == 0
+                          ? fmt::format("no answer for {}/{} from {} within {} ms", topic(s), p,
+                                        _options.bootstrap, _options.read_wait_ms_max)
+                          : fmt::format("{}/{}: decided records below {} not fetched from {} "
+                                        "within {} ms (the fetch stopped at {})",
+                                        topic(s), p, until, _options.bootstrap,
+                                        _options.read_wait_ms_max, r.next));
         }
         continue;
       }
       if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         r.at_end = true;
+        r.end = static_cast<uint64_t>(m->offset);
         if (n > 0) break;
         continue;  // at the end; the next poll (timeout 0) tells if anything arrived
       }

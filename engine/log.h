@@ -102,6 +102,17 @@ class log {
   virtual result<size_t> read(stream s, uint32_t partition, uint64_t from, size_t max_records,
                               size_t max_bytes, std::vector<record>& out) = 0;
 
+  // read() for a range that await_decided() found decided: returns 0 only when no committed
+  // record at or after `from` below `end` is left to read (it may also return records at or past
+  // `end`). read() may return 0 while a fetch is under way (Kafka: a consumer that reached an
+  // earlier end answers from its buffer); a restore that stopped there would decide without
+  // events it owns. Kafka fails with errc::io if the records do not arrive within the read wait.
+  virtual result<size_t> read_to(stream s, uint32_t partition, uint64_t from, uint64_t end,
+                                 size_t max_records, size_t max_bytes, std::vector<record>& out) {
+    (void)end;  // synchronous backends: read() already sees every decided record
+    return read(s, partition, from, max_records, max_bytes, out);
+  }
+
   // Offset after the last record written to (s, partition), whether its transaction is
   // committed, still open or aborted (embedded: the record count; Kafka: the high watermark,
   // read with read_uncommitted isolation, which may sit past a transaction marker). Fails if

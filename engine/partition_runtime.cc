@@ -63,8 +63,8 @@ result<void> partition_runtime::recover() {
   // 4. Replay from the local checkpoint to the end.
   for (;;) {
     _scratch.clear();
-    auto n = _log.read(stream::executions, _partition, from, _options.batch_records_max,
-                       _options.batch_bytes_max, _scratch);
+    auto n = _log.read_to(stream::executions, _partition, from, *end, _options.batch_records_max,
+                          _options.batch_bytes_max, _scratch);
     if (!n) return std::unexpected(n.error());
     if (*n == 0) break;
     for (const record& r : _scratch) _processor->replay(r.offset, r.value);

@@ -353,8 +353,10 @@ TEST_F(kafka_engine, end_offset_counts_an_open_transaction_and_await_decided_wai
   ASSERT_EQ(rd_kafka_commit_transaction(rk.get(), 30'000), nullptr);
   auto decided = (*l)->await_decided(stream::executions, 0, *end, std::chrono::seconds(10));
   EXPECT_TRUE(decided.has_value()) << decided.error().message;
+  // The reader reached an end (0) before the commit; read() may answer from that stale end while
+  // the next fetch is under way, read_to() must not: a restore relies on it.
   recs.clear();
-  n = (*l)->read(stream::executions, 0, 0, 10, 1 << 20, recs);
+  n = (*l)->read_to(stream::executions, 0, 0, *end, 10, 1 << 20, recs);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   EXPECT_EQ(*n, 3u);
   end = (*l)->end_offset(stream::executions, 0);
