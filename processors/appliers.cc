@@ -46,6 +46,9 @@ void execution_started_v1(orchestrator_state& s, const fbs::Envelope& env, execu
   e.version = p->version();
   e.input_json = sv(p->input_json());
   e.started_ms = env.timestamp_ms();
+  e.parent = sv(p->parent_execution());  // a sub-workflow's link (absent before them: empty)
+  e.parent_step = sv(p->parent_step());
+  e.depth = p->depth();
   const definition* d = s.find_definition(e.tenant, e.workflow, e.version);
   vassert(d != nullptr, "ExecutionStarted for missing definition {} v{}", e.workflow, e.version);
   e.steps.assign(d->steps.size(), step_state{});
@@ -59,6 +62,7 @@ void step_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, executio
   step_state& st = e->steps[idx];
   st.attempt = p->attempt();
   st.error.clear();
+  if (p->child_execution() && p->child_execution()->size()) st.child = sv(p->child_execution());
   switch (d->steps[idx].kind) {
     case step_kind::wait_signal:
       st.status = step_status::waiting;

@@ -39,6 +39,8 @@ std::string_view step_kind_name(step_kind k) {
       return "switch";
     case step_kind::foreach:
       return "foreach";
+    case step_kind::workflow:
+      return "workflow";
   }
   return "unknown";
 }
@@ -453,16 +455,16 @@ struct parsed_step {
   std::vector<std::string> default_names;
 };
 
-constexpr std::array<std::string_view, 20> step_fields = {
-    "id",     "kind",       "after",       "action",          "tier",
-    "input",  "when",       "retry",       "timeout_ms",      "delay_ms",
-    "signal", "on_failure", "output",      "cases",           "default",
-    "join",   "items",      "concurrency", "on_item_failure", "do"};
+constexpr std::array<std::string_view, 22> step_fields = {
+    "id",     "kind",       "after",       "action",          "tier",     "input",
+    "when",   "retry",      "timeout_ms",  "delay_ms",        "signal",   "on_failure",
+    "output", "cases",      "default",     "join",            "items",    "concurrency",
+    "on_item_failure",      "do",          "workflow",        "version"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
   for (step_kind k :
        {step_kind::task, step_kind::ai, step_kind::notify, step_kind::wait_signal, step_kind::delay,
-        step_kind::compute, step_kind::switch_, step_kind::foreach}) {
+        step_kind::compute, step_kind::switch_, step_kind::foreach, step_kind::workflow}) {
     if (step_kind_name(k) == name) return k;
   }
   return std::nullopt;
@@ -475,12 +477,14 @@ bool field_applies(std::string_view field, step_kind kind) {
   if (field == "signal") return kind == step_kind::wait_signal;
   if (field == "delay_ms") return kind == step_kind::delay;
   if (field == "input" || field == "retry") {
-    return kind == step_kind::task || kind == step_kind::ai || kind == step_kind::notify;
+    return kind == step_kind::task || kind == step_kind::ai || kind == step_kind::notify ||
+           kind == step_kind::workflow;
   }
   if (field == "timeout_ms") {
     return kind != step_kind::delay && kind != step_kind::compute && kind != step_kind::switch_ &&
-           kind != step_kind::foreach;
+           kind != step_kind::foreach && kind != step_kind::workflow;
   }
+  if (field == "workflow" || field == "version") return kind == step_kind::workflow;
   if (field == "items" || field == "concurrency" || field == "on_item_failure" || field == "do") {
     return kind == step_kind::foreach;
   }
@@ -755,7 +759,7 @@ outcome<step_kind> read_kind(const json& v, const std::string& owner) {
   if (!known) {
     return invalid(
         fmt::format("{}: kind must be one of task, ai, notify, wait_signal, delay, compute, "
-                    "switch, foreach, not {}",
+                    "switch, foreach, workflow, not {}",
                     owner, echo_json(*kind)));
   }
   for (const auto& [key, value] : v.items()) {
@@ -816,6 +820,20 @@ checked read_kind_fields(const json& v, step_def& def, const std::string& owner)
     auto name = read_name(*signal, owner + ": signal");
     if (!name) return std::unexpected(name.error());
     def.signal = std::move(*name);
+  } else if (def.kind == step_kind::workflow) {
+    const json* workflow = member(v, "workflow");
+    if (workflow == nullptr) {
+      return invalid(fmt::format(
+          "{}: workflow steps need field 'workflow', the id of the workflow to run", owner));
+    }
+    auto name = read_name(*workflow, owner + ": workflow");
+    if (!name) return std::unexpected(name.error());
+    def.child_workflow = std::move(*name);
+    if (const json* version = member(v, "version")) {
+      auto n = read_integer(*version, 1, std::numeric_limits<uint32_t>::max(), owner + ": version");
+      if (!n) return std::unexpected(n.error());
+      def.child_version = static_cast<uint32_t>(*n);
+    }
   }
   return {};
 }
@@ -1120,6 +1138,15 @@ outcome<definition> parse(std::string_view text, std::string_view params_json) {
   if (!header) return std::unexpected(header.error());
   auto steps = read_steps(doc, def);
   if (!steps) return std::unexpected(steps.error());
+  for (const step_def& step : def.steps) {
+    // Recursion through other workflows is stopped at run time by subworkflow_depth_max.
+    if (step.kind == step_kind::workflow && step.child_workflow == def.workflow) {
+      return invalid(fmt::format(
+          "step '{}' calls workflow '{}', the workflow itself: a sub-workflow cannot call its own "
+          "workflow (it would nest until subworkflow_depth_max, {} levels)",
+          step.id, def.workflow, limits::subworkflow_depth_max));
+    }
+  }
   def.normalized_json = doc.dump();
   if (def.normalized_json.size() > limits::payload_bytes_max) {
     return reject(rejection_code::payload_too_large,

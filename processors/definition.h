@@ -22,6 +22,7 @@ enum class step_kind : uint8_t {
   compute = 5,  // its output is its rendered `output` template; no command, no attempt to retry
   switch_ = 6,  // takes the first case whose condition holds, or the default
   foreach = 7,  // runs its body (a task or notify) once per item of a list
+  workflow = 8,  // runs another definition of the tenant as a child execution, waits for it
 };
 std::string_view step_kind_name(step_kind k);
 
@@ -83,6 +84,11 @@ struct step_def {
   step_kind body_kind = step_kind::task;
   uint32_t concurrency = 1;       // items running at once, 1..limits::foreach_concurrency_max
   bool collect_failures = false;  // false: the first item to fail for good fails the step
+  // workflow: the definition the child execution runs (version 0: the latest published when
+  // the step starts); its input is input_template rendered (processors/DEFINITIONS.md,
+  // Sub-workflows).
+  std::string child_workflow;
+  uint32_t child_version = 0;
 };
 
 // The name a switch reports when no case holds.

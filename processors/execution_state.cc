@@ -133,6 +133,14 @@ class reader {
 constexpr uint8_t execution_format = 1;
 constexpr uint8_t execution_format_ai = 2;
 constexpr uint8_t execution_format_items = 3;  // format 2 + foreach items of each step
+// Format 3 + sub-workflow links: parent, parent step, depth, and each step's child. Written only
+// when the execution has one, so executions without sub-workflows keep their bytes.
+constexpr uint8_t execution_format_links = 4;
+
+bool has_links(const execution_state& e) {
+  return !e.parent.empty() ||
+         std::ranges::any_of(e.steps, [](const step_state& s) { return !s.child.empty(); });
+}
 
 bool has_ai_attempts(const execution_state& e) {
   for (const step_state& s : e.steps) {
@@ -147,10 +155,15 @@ std::string encode_execution(const execution_state& e) {
   std::string out;
   out.reserve(256 + e.input_json.size() + e.steps.size() * 32);
   writer w(out);
-  const bool items = std::ranges::any_of(
-      e.steps, [](const step_state& s) { return !s.items.empty() || !s.items_json.empty(); });
+  const bool links = has_links(e);
+  const bool items = links || std::ranges::any_of(e.steps, [](const step_state& s) {
+                       return !s.items.empty() || !s.items_json.empty();
+                     });
   const bool ai = items || has_ai_attempts(e);
-  w.num<uint8_t>(items ? execution_format_items : ai ? execution_format_ai : execution_format);
+  w.num<uint8_t>(links   ? execution_format_links
+                 : items ? execution_format_items
+                 : ai    ? execution_format_ai
+                         : execution_format);
   w.str(e.tenant);
   w.str(e.id);
   w.str(e.workflow);
@@ -199,6 +212,11 @@ std::string encode_execution(const execution_state& e) {
       w.str(i.error);
     }
   }
+  if (!links) return out;
+  w.str(e.parent);
+  w.str(e.parent_step);
+  w.num(e.depth);
+  for (const step_state& s : e.steps) w.str(s.child);
   return out;
 }
 
@@ -207,8 +225,7 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   uint8_t format = 0, status = 0;
   uint16_t steps = 0;
   uint32_t signals = 0;
-  if (!r.num(format) || (format != execution_format && format != execution_format_ai &&
-                         format != execution_format_items)) {
+  if (!r.num(format) || format < execution_format || format > execution_format_links) {
     return false;
   }
   if (!r.str(e.tenant) || !r.str(e.id) || !r.str(e.workflow) || !r.num(e.version) ||
@@ -232,7 +249,7 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
   for (auto& [name, payload] : e.signals) {
     if (!r.str(name) || !r.str(payload)) return false;
   }
-  if (format == execution_format_ai || format == execution_format_items) {
+  if (format >= execution_format_ai) {
     for (step_state& s : e.steps) {
       uint16_t n = 0;
       if (!r.num(n)) return false;
@@ -248,7 +265,7 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
       }
     }
   }
-  if (format == execution_format_items) {
+  if (format >= execution_format_items) {
     for (step_state& s : e.steps) {
       uint32_t n = 0;
       if (!r.str(s.items_json) || !r.num(n) || n > limits::foreach_items_max) return false;
@@ -261,6 +278,12 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
         }
         i.status = static_cast<step_status>(st);
       }
+    }
+  }
+  if (format >= execution_format_links) {
+    if (!r.str(e.parent) || !r.str(e.parent_step) || !r.num(e.depth)) return false;
+    for (step_state& s : e.steps) {
+      if (!r.str(s.child)) return false;
     }
   }
   return r.done();

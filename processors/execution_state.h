@@ -90,6 +90,7 @@ struct step_state {
   std::vector<ai_attempt> ai;     // routed attempts, oldest first (tenants with an AI policy)
   std::string items_json;         // foreach: the list, fixed when the step started
   std::vector<item_state> items;  // foreach: one per element of items_json
+  std::string child;              // workflow: the child execution of the latest attempt
 
   // Attempts that used the retry budget: failovers do not.
   uint32_t retry_attempts() const;
@@ -113,6 +114,11 @@ struct execution_state {
   std::string result;  // output JSON, failure or cancel reason
   std::vector<step_state> steps;
   std::vector<std::pair<std::string, std::string>> signals;  // received, not yet consumed
+  // A sub-workflow's link to the execution (same tenant) whose `workflow` step started it, and
+  // its nesting depth (1: child of a top-level execution). Empty / 0 for a top-level one.
+  std::string parent;
+  std::string parent_step;
+  uint32_t depth = 0;
 };
 
 std::string encode_execution(const execution_state& e);

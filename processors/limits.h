@@ -20,6 +20,14 @@ inline constexpr size_t switch_cases_max = 32;  // cases of one switch step (and
 // many items can still reach the history limit, which then fails the execution.
 inline constexpr size_t foreach_items_max = 1'000;
 inline constexpr uint32_t foreach_concurrency_max = 100;  // items of one foreach running at once
+// Sub-workflows (processors/DEFINITIONS.md): how many levels of children a top-level execution
+// may have below it (a child is at depth 1, its own child at 2, ...). A `workflow` step that
+// would start a child deeper than this fails with the reason; it is what stops a recursion
+// through other workflows (a direct self-call is rejected at publish).
+inline constexpr uint32_t subworkflow_depth_max = 4;  // levels
+// A child's execution id is "<parent id>/<step>/<attempt>": longer than this (deep nesting of
+// long ids), the step fails instead of starting it.
+inline constexpr size_t subworkflow_id_bytes_max = 512;  // bytes
 
 // Checked at the door, on every ingress command (processors/README.md, Limits):
 // a record id is 1..record_id_bytes_max bytes of UTF-8 with no control character;

@@ -35,6 +35,22 @@ bool valid_id(std::string_view id) {
   return true;
 }
 
+// An execution id as the orchestrator itself may make one: an upstream's id (valid_id), or a
+// sub-workflow's "<parent>/<step>/<attempt>" (valid ids joined by '/'; no upstream can start
+// one, so a child's id never collides with an upstream's).
+bool valid_ref(std::string_view id) {
+  if (id.size() > limits::subworkflow_id_bytes_max) return false;
+  if (id.find('/') == std::string_view::npos) return valid_id(id);
+  size_t from = 0;
+  while (from <= id.size()) {
+    const size_t slash = std::min(id.find('/', from), id.size());
+    const std::string_view part = id.substr(from, slash - from);
+    if (part.empty() || part.size() > limits::id_bytes_max || !valid_id(part)) return false;
+    from = slash + 1;
+  }
+  return true;
+}
+
 // Parses an input or signal payload as a step will render from it: nesting deeper than
 // json_value_depth_max is refused here, when the command arrives (template.cc applies the same
 // limit when a step renders). Discarded if not JSON; `too_deep` says why otherwise.
@@ -174,6 +190,11 @@ class orchestrator::decider {
   };
 
   void schedule_attempt(execution_state& e, uint16_t idx, uint32_t attempt);
+  // Sub-workflows (processors/DEFINITIONS.md): a workflow step's attempt starts a child
+  // execution; an execution's end cancels its running children and answers its parent's step.
+  void start_child(execution_state& e, uint16_t idx, uint32_t attempt);
+  void ended(execution_state& e);
+  void child_ended(const execution_state& child);
   void decide_inline(execution_state& e, uint16_t idx, uint32_t attempt);
   // foreach (processors/DEFINITIONS.md, Fan-out)
   void start_foreach(execution_state& e, uint16_t idx);
@@ -258,9 +279,11 @@ bool orchestrator::decider::emit(execution_state& e, fbs::Payload type, F&& buil
                     limits::events_per_execution_max);
     append_event(e, fbs::Payload::ExecutionFailed,
                  fbs::CreateExecutionFailed(_fbb, str(reason), str("")).Union());
+    ended(e);
     return false;
   }
   append_event(e, type, build(_fbb));
+  if (terminal) ended(e);
   return true;
 }
 
@@ -1175,6 +1198,7 @@ void orchestrator::decider::schedule_attempt(execution_state& e, uint16_t idx, u
     return decide_inline(e, idx, attempt);
   }
   if (sd.kind == step_kind::foreach) return start_foreach(e, idx);
+  if (sd.kind == step_kind::workflow) return start_child(e, idx, attempt);
   auto rendered = render_template(sd.input_template, scope(e, d));
   if (!rendered) return step_failed(e, idx, attempt, rendered.error());
   if (sd.kind == step_kind::ai) {
@@ -1279,6 +1303,115 @@ void orchestrator::decider::start_attempt(execution_state& e, uint16_t idx, uint
         return succeed_step(e, idx, consumed);
       }
     }
+  }
+}
+
+// ------------------------------------------------------------------------------ sub-workflows
+
+// The child runs in this partition (the same tenant), started and decided in this decision: the
+// parent's StepScheduled names it, its own history begins with an ExecutionStarted that names the
+// parent, and its first steps follow. Its end is answered in the decision that ends it
+// (child_ended), so nothing crosses partitions and nothing waits on a message.
+void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32_t attempt) {
+  const definition& d = def(e);
+  const step_def& sd = d.steps[idx];
+  auto rendered = render_template(sd.input_template, scope(e, d));
+  if (!rendered) return step_failed(e, idx, attempt, rendered.error());
+  const std::string target = sd.child_version == 0
+                                 ? fmt::format("workflow '{}'", sd.child_workflow)
+                                 : fmt::format("workflow '{}' v{}", sd.child_workflow,
+                                               sd.child_version);
+  if (e.depth + 1 > limits::subworkflow_depth_max) {
+    return step_failed(e, idx, attempt,
+                       fmt::format("{} would run at depth {}: subworkflow_depth_max is {} (a "
+                                   "recursion through workflows?)",
+                                   target, e.depth + 1, limits::subworkflow_depth_max));
+  }
+  const definition* cd = _s.find_definition(e.tenant, sd.child_workflow, sd.child_version);
+  if (!cd) {
+    return step_failed(e, idx, attempt,
+                       fmt::format("{} is not published for tenant '{}'", target, e.tenant));
+  }
+  const std::string child_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
+  if (child_id.size() > limits::subworkflow_id_bytes_max) {
+    return step_failed(e, idx, attempt,
+                       fmt::format("the child execution id would be {} bytes; "
+                                   "subworkflow_id_bytes_max is {}",
+                                   child_id.size(), limits::subworkflow_id_bytes_max));
+  }
+  if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
+        return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(""), str(*rendered), 0,
+                                        str(child_id))
+            .Union();
+      })) {
+    return;
+  }
+  // As for a start from ingress: ExecutionStarted's applier creates the child.
+  execution_state start;
+  start.tenant = e.tenant;
+  start.id = child_id;
+  const std::string child_workflow = cd->workflow;
+  const uint32_t child_version = cd->version;
+  emit(start, fbs::Payload::ExecutionStarted, [&](auto& b) {
+    return fbs::CreateExecutionStarted(b, str(child_workflow), child_version, str(*rendered),
+                                       str(e.id), str(sd.id), e.depth + 1)
+        .Union();
+  });
+  execution_state* child = _s.find_execution(e.tenant, child_id);
+  vassert(child != nullptr, "ExecutionStarted did not create {}", child_id);
+  _o._probe.executions_started.fetch_add(1, std::memory_order_relaxed);
+  advance(*child);
+}
+
+// Right after `e`'s terminal event: its running children are cancelled (and theirs, through
+// their own end), then its parent's step learns the outcome.
+void orchestrator::decider::ended(execution_state& e) {
+  for (const step_state& st : e.steps) {
+    if (st.child.empty()) continue;
+    execution_state* child = _s.find_execution(e.tenant, st.child);
+    if (!child || child->status != exec_status::running) continue;
+    const std::string reason =
+        fmt::format("parent execution '{}' {}", e.id, exec_status_name(e.status));
+    emit(*child, fbs::Payload::ExecutionCancelled,
+         [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });
+    _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!e.parent.empty()) child_ended(e);
+}
+
+// The parent's step takes the child's outcome: its output on success; a failure goes through
+// the step's retry policy (a new child per attempt) and then its on_failure; a cancelled child
+// fails the step at once (someone meant to stop it; retrying would undo that).
+void orchestrator::decider::child_ended(const execution_state& child) {
+  execution_state* p = _s.find_execution(child.tenant, child.parent);
+  // The parent ended first (it cancelled this child), or the link is to an older attempt.
+  if (!p || p->status != exec_status::running) return;
+  const definition& d = def(*p);
+  const int idx = d.step_index(child.parent_step);
+  vassert(idx >= 0, "child {} names step {} its parent's workflow lacks", child.id,
+          child.parent_step);
+  const auto i = static_cast<uint16_t>(idx);
+  const step_state& st = p->steps[i];
+  if (st.status != step_status::running || st.child != child.id) return;
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  switch (child.status) {
+    case exec_status::succeeded:
+      if (child.result.size() > limits::payload_bytes_max) {
+        return step_failed(*p, i, st.attempt,
+                           fmt::format("child execution '{}' output is {} bytes; "
+                                       "payload_bytes_max is {}",
+                                       child.id, child.result.size(), limits::payload_bytes_max));
+      }
+      return succeed_step(*p, i, child.result);
+    case exec_status::failed:
+      return retry_or_fail(*p, i,
+                           fmt::format("child execution '{}' failed: {}", child.id, child.result));
+    case exec_status::cancelled:
+      return step_failed(
+          *p, i, st.attempt,
+          fmt::format("child execution '{}' was cancelled: {}", child.id, child.result));
+    case exec_status::running:
+      vassert(false, "child {} ended running", child.id);
   }
 }
 
@@ -1822,6 +1955,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
     if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
       _state->find_definition(e->tenant, e->workflow, e->version);
       _state->policy(e->tenant);
+      prefetch_family(*e);
     }
   }
   _published_next_timer.store(next_timer_ms());
@@ -1870,6 +2004,7 @@ void orchestrator::prefetch(std::span<const input> inputs) {
       if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
         _state->find_definition(e->tenant, e->workflow, e->version);
         _state->policy(e->tenant);
+        prefetch_family(*e);
       }
     }
   }
@@ -1883,9 +2018,10 @@ void orchestrator::prefetch(std::span<const input> inputs) {
     const std::string_view id = sv(env->execution_id());
     if (!valid_id(tenant)) continue;
     prefetch_tenant(tenant);
-    if (!id.empty() && valid_id(id)) {
+    if (!id.empty() && valid_ref(id)) {
       if (execution_state* e = _state->find_execution(tenant, id)) {
         _state->find_definition(e->tenant, e->workflow, e->version);
+        prefetch_family(*e);
       } else if (env->payload_type() == fbs::Payload::Signal) {
         _state->tenant_known(tenant);  // to hold it, with a tenant-level SignalHeld
         _state->chain(tenant);
@@ -1894,7 +2030,7 @@ void orchestrator::prefetch(std::span<const input> inputs) {
     if (env->payload_type() == fbs::Payload::StartExecution) {
       auto p = env->payload_as_StartExecution();
       _state->tenant_known(tenant);
-      _state->find_definition(tenant, sv(p->workflow()), p->version());
+      prefetch_callees(tenant, sv(p->workflow()), p->version(), 0);
       if (_state->held(tenant, id)) _state->chain(tenant);  // HeldSignalsReleased
     }
     if (env->payload_type() == fbs::Payload::PublishDefinition ||
@@ -1932,6 +2068,42 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
     const uint64_t v = doc["version"].get<uint64_t>();
     if (v > 0 && v <= std::numeric_limits<uint32_t>::max()) {
       _state->find_definition(tenant, workflow, static_cast<uint32_t>(v));
+    }
+  }
+}
+
+void orchestrator::prefetch_callees(std::string_view tenant, std::string_view workflow,
+                                    uint32_t version, uint32_t depth, std::set<std::string>* seen) {
+  const definition* d = _state->find_definition(tenant, workflow, version);
+  if (!d || depth >= limits::subworkflow_depth_max) return;
+  std::set<std::string> own;
+  if (!seen) seen = &own;
+  // Each definition once per depth: workflows calling each other stay linear, not exponential.
+  if (!seen->insert(fmt::format("{}\n{}\n{}", workflow, version, depth)).second) return;
+  for (const step_def& sd : d->steps) {
+    if (sd.kind == step_kind::workflow) {
+      prefetch_callees(tenant, sd.child_workflow, sd.child_version, depth + 1, seen);
+    }
+  }
+}
+
+void orchestrator::prefetch_family(const execution_state& e) {
+  const execution_state* top = &e;
+  for (uint32_t up = 0; !top->parent.empty() && up < limits::subworkflow_depth_max; ++up) {
+    const execution_state* p = _state->find_execution(top->tenant, top->parent);
+    if (!p) break;
+    top = p;
+  }
+  // Down from the top: every running execution of the tree, with what each may start.
+  std::vector<const execution_state*> todo{top};
+  while (!todo.empty()) {
+    const execution_state* x = todo.back();
+    todo.pop_back();
+    prefetch_callees(x->tenant, x->workflow, x->version, x->depth);
+    for (const step_state& st : x->steps) {
+      if (st.child.empty()) continue;
+      const execution_state* c = _state->find_execution(x->tenant, st.child);
+      if (c && c->status == exec_status::running) todo.push_back(c);
     }
   }
 }

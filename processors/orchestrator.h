@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <set>
+#include <string>
 
 #include "engine/partition_runtime.h"
 #include "engine/record.h"
@@ -12,6 +14,7 @@
 namespace auterity {
 
 class orchestrator_state;
+struct execution_state;
 
 struct orchestrator_options {
   uint32_t partitions = 1;  // total partitions, to check tenant placement
@@ -61,6 +64,13 @@ class orchestrator final : public partition_processor {
   // Loads what deciding `tenant`'s records needs beyond the record's own execution.
   void prefetch_tenant(std::string_view tenant);
   void prefetch_definition(std::string_view tenant, const fbs::PublishDefinition& p);
+  // Sub-workflows: the definitions a workflow can start, transitively (to subworkflow_depth_max
+  // levels below `depth`), and the executions deciding for `e` can reach: its ancestors (its
+  // end answers its parent) and every running execution below the top one (an end cancels its
+  // children).
+  void prefetch_callees(std::string_view tenant, std::string_view workflow, uint32_t version,
+                        uint32_t depth, std::set<std::string>* seen = nullptr);
+  void prefetch_family(const execution_state& e);
   orchestrator_options _options;
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;

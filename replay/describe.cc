@@ -68,8 +68,13 @@ std::string definition_published(const fbs::Envelope& e) {
 
 std::string execution_started(const fbs::Envelope& e) {
   auto p = e.payload_as_ExecutionStarted();
-  return fmt::format("started {} v{} with input {}", sv(p->workflow()), p->version(),
-                     clip(sv(p->input_json())));
+  std::string s = fmt::format("started {} v{} with input {}", sv(p->workflow()), p->version(),
+                              clip(sv(p->input_json())));
+  if (p->parent_execution() && p->parent_execution()->size()) {
+    s += fmt::format(" as a sub-workflow of execution {} step {} (depth {})",
+                     sv(p->parent_execution()), sv(p->parent_step()), p->depth());
+  }
+  return s;
 }
 
 std::string execution_succeeded(const fbs::Envelope& e) {
@@ -94,6 +99,9 @@ std::string step_scheduled(const fbs::Envelope& e) {
   std::string s = fmt::format("step {} attempt {} scheduled", sv(p->step()), p->attempt());
   if (p->command_id() && p->command_id()->size()) {
     s += fmt::format(" -> command {}", sv(p->command_id()));
+  }
+  if (p->child_execution() && p->child_execution()->size()) {
+    s += fmt::format(" -> child execution {}", sv(p->child_execution()));
   }
   if (p->timer_at_ms())
     s += fmt::format(", timer at +{}ms", ms_between(p->timer_at_ms(), e.timestamp_ms()));
