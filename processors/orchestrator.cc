@@ -2070,6 +2070,18 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
       _state->find_definition(tenant, workflow, static_cast<uint32_t>(v));
     }
   }
+  // The workflows its workflow steps call: an execution of it may start in the same batch.
+  if (!doc.contains("steps") || !doc["steps"].is_array()) return;
+  for (const json& step : doc["steps"]) {
+    if (!step.is_object() || step.value("kind", json()) != "workflow") continue;
+    const json called = step.value("workflow", json());
+    const json version = step.value("version", json(0));
+    if (!called.is_string() || !version.is_number_unsigned() ||
+        version.get<uint64_t>() > std::numeric_limits<uint32_t>::max()) {
+      continue;
+    }
+    prefetch_callees(tenant, called.get<std::string>(), version.get<uint32_t>(), 1);
+  }
 }
 
 void orchestrator::prefetch_callees(std::string_view tenant, std::string_view workflow,

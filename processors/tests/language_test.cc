@@ -697,6 +697,286 @@ TEST(language_execution, foreach_of_1000_items_survives_a_restart) {
   std::filesystem::remove_all(dir);
 }
 
+// ---- sub-workflows -----------------------------------------------------------------------------
+
+void expect_no_decide_reads(harness& h) {
+  EXPECT_EQ(h.n->orchestrator_of(0).probe().decide_reads.load(), 0u)
+      << "prefetch left a parent, child or child definition to be read while deciding";
+}
+
+void expect_replay_equal(harness& h) {
+  auto diffs = compare_with_replay(h.n->get_log(), 0, h.n->partition(0).store(), h.dir + "/rebuilt");
+  ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+  EXPECT_TRUE(diffs->empty()) << diffs->front();
+}
+
+// The child: runs a task (`action`) on its input and answers with the task's output.
+json echo_child(std::string_view name = "echo", std::string_view action = "transform") {
+  return json{{"workflow", name},
+              {"version", 1},
+              {"steps", json::array({{{"id", "run"},
+                                      {"kind", "task"},
+                                      {"action", action},
+                                      {"input", {{"who", "{{ upper(input.who) }}"}}}}})}};
+}
+
+TEST(language_definitions, workflow_step_errors) {
+  EXPECT_EQ(publish_error(json::array({{{"id", "w"}, {"kind", "workflow"}}})),
+            "step 'w': workflow steps need field 'workflow', the id of the workflow to run");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "w"}, {"kind", "workflow"}, {"workflow", "child"}, {"version", 0}}})),
+            "step 'w': version must be an integer from 1 to 4294967295, not 0");
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "w"}, {"kind", "workflow"}, {"workflow", "child"}, {"timeout_ms", 5}}})),
+            "step 'w': field 'timeout_ms' does not apply to workflow steps");
+  EXPECT_EQ(publish_error(json::array({{{"id", "w"}, {"kind", "task"}, {"action", "t"},
+                                        {"workflow", "child"}}})),
+            "step 'w': field 'workflow' does not apply to task steps");
+  EXPECT_EQ(publish_error(json::array({{{"id", "w"}, {"kind", "workflow"}, {"workflow", "wf"}}})),
+            "step 'w' calls workflow 'wf', the workflow itself: a sub-workflow cannot call its own "
+            "workflow (it would nest until subworkflow_depth_max, 4 levels)");
+  EXPECT_EQ(publish_error(json::array({{{"id", "w"},
+                                        {"kind", "workflow"},
+                                        {"workflow", "child"},
+                                        {"input", {{"x", "{{ steps.nope.output }}"}}}}})),
+            "step 'w' refers to steps.nope which is not a step of this workflow");
+}
+
+TEST(language_execution, a_workflow_step_runs_a_child_and_uses_its_output) {
+  harness h("sub", 1);
+  h.publish(tenant, echo_child().dump());
+  h.publish(tenant, json::parse(R"({"workflow": "parent", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "echo",
+     "input": {"who": "{{ input.name }}"}},
+    {"id": "use", "kind": "compute", "after": ["call"],
+     "output": {"greeting": "{{ 'hello ' + steps.call.output.run.who }}"}}
+  ]})")
+                        .dump());
+  h.start(tenant, "p1", "parent", R"({"name": "ann"})");
+  h.settle();
+  auto p = h.exec(tenant, "p1");
+  ASSERT_EQ(p->status, exec_status::succeeded) << p->result;
+  EXPECT_EQ(p->result, R"({"use":{"greeting":"hello ANN"}})");
+  EXPECT_EQ(p->steps[0].child, "p1/call/1");
+  auto c = h.exec(tenant, "p1/call/1");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->status, exec_status::succeeded);
+  EXPECT_EQ(c->parent, "p1");
+  EXPECT_EQ(c->parent_step, "call");
+  EXPECT_EQ(c->depth, 1u);
+  // Each history is its own chain; the parent names the child, the child names the parent.
+  EXPECT_EQ(events_only(execution_timeline(h, "p1")),
+            "started parent v1 with input {\"name\":\"ann\"}\n"
+            "step call attempt 1 scheduled -> child execution p1/call/1\n"
+            "step call succeeded: {\"run\":{\"who\":\"ANN\"}}\n"
+            "step use attempt 1 scheduled\n"
+            "step use succeeded: {\"greeting\":\"hello ANN\"}\n"
+            "execution succeeded: {\"use\":{\"greeting\":\"hello ANN\"}}\n");
+  EXPECT_EQ(events_only(execution_timeline(h, "p1/call/1")),
+            "started echo v1 with input {\"who\":\"ann\"} as a sub-workflow of execution p1 step "
+            "call (depth 1)\n"
+            "step run attempt 1 scheduled -> command p1/call/1/run/1\n"
+            "\u21b3 command: task transform\n"
+            "step run succeeded: {\"who\":\"ANN\"}\n"
+            "execution succeeded: {\"run\":{\"who\":\"ANN\"}}\n");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// A failed child fails the parent's step: through its retries (a new child per attempt), then
+// its on_failure.
+TEST(language_execution, a_child_failure_fails_the_parent_step_after_its_retries) {
+  harness h("sub-fail", 1);
+  h.publish(tenant, echo_child("breaks", "fail").dump());
+  h.publish(tenant, json::parse(R"({"workflow": "strict", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "breaks", "input": {"who": "x"},
+     "retry": {"max_attempts": 2, "backoff_ms": 10}}
+  ]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "lenient", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "breaks", "input": {"who": "x"},
+     "on_failure": "continue"},
+    {"id": "fallback", "kind": "compute", "after": ["call"],
+     "output": {"status": "{{ steps.call.status }}", "why": "{{ steps.call.error }}"}}
+  ]})")
+                        .dump());
+  h.start(tenant, "s1", "strict");
+  h.start(tenant, "l1", "lenient");
+  h.settle();
+  h.run_for(30, 5);
+  auto strict = h.exec(tenant, "s1");
+  ASSERT_EQ(strict->status, exec_status::failed);
+  EXPECT_EQ(strict->result,
+            "step 'call' failed: child execution 's1/call/2' failed: step 'run' failed: failed as "
+            "asked (after 2 attempts)");
+  EXPECT_EQ(h.exec(tenant, "s1/call/1")->status, exec_status::failed) << "attempt 1's child";
+  EXPECT_EQ(h.exec(tenant, "s1/call/2")->status, exec_status::failed) << "attempt 2's child";
+  EXPECT_EQ(events_only(execution_timeline(h, "s1")),
+            "started strict v1 with input {}\n"
+            "step call attempt 1 scheduled -> child execution s1/call/1\n"
+            "step call attempt 1 failed (child execution 's1/call/1' failed: step 'run' failed: "
+            "failed as asked); retry in 10ms\n"
+            "timer fired: Retry of step call attempt 1\n"
+            "step call attempt 2 scheduled -> child execution s1/call/2\n"
+            "step call failed: child execution 's1/call/2' failed: step 'run' failed: failed as "
+            "asked (after 2 attempts)\n"
+            "execution FAILED at step call: step 'call' failed: child execution 's1/call/2' "
+            "failed: step 'run' failed: failed as asked (after 2 attempts)\n");
+  auto lenient = h.exec(tenant, "l1");
+  ASSERT_EQ(lenient->status, exec_status::succeeded) << lenient->result;
+  EXPECT_EQ(json::parse(lenient->steps[1].output_json)["status"], "failed");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// top -> middle -> bottom (waits for a signal). Cancelling top cancels the other two, each with
+// the reason naming its parent; a signal for bottom is then refused as for any ended execution.
+TEST(language_execution, cancel_of_a_parent_cancels_its_children_and_theirs) {
+  harness h("sub-cancel", 1);
+  h.publish(tenant, json::parse(R"({"workflow": "bottom", "version": 1, "steps": [
+    {"id": "wait", "kind": "wait_signal", "signal": "go"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "middle", "version": 1, "steps": [
+    {"id": "down", "kind": "workflow", "workflow": "bottom"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "top", "version": 1, "steps": [
+    {"id": "down", "kind": "workflow", "workflow": "middle"},
+    {"id": "after", "kind": "compute", "after": ["down"], "output": {"x": 1}}]})")
+                        .dump());
+  h.start(tenant, "t1", "top");
+  h.settle();
+  ASSERT_EQ(h.exec(tenant, "t1/down/1/down/1")->status, exec_status::running);
+  EXPECT_EQ(h.exec(tenant, "t1/down/1/down/1")->depth, 2u);
+  h.submit(tenant, client::cancel({tenant, "t1", "c1", h.clk.now_ms()}, "customer walked away"));
+  h.settle();
+  auto top = h.exec(tenant, "t1");
+  EXPECT_EQ(top->status, exec_status::cancelled);
+  EXPECT_EQ(top->steps[0].status, step_status::cancelled);
+  auto middle = h.exec(tenant, "t1/down/1");
+  EXPECT_EQ(middle->status, exec_status::cancelled);
+  EXPECT_EQ(middle->result, "parent execution 't1' cancelled");
+  auto bottom = h.exec(tenant, "t1/down/1/down/1");
+  EXPECT_EQ(bottom->status, exec_status::cancelled);
+  EXPECT_EQ(bottom->result, "parent execution 't1/down/1' cancelled");
+  h.signal(tenant, "t1/down/1/down/1", "go");
+  h.settle();
+  const auto rejections = h.rejections();
+  ASSERT_FALSE(rejections.empty());
+  EXPECT_EQ(rejections.back().reason, "execution 't1/down/1/down/1' has cancelled");
+  EXPECT_EQ(events_only(execution_timeline(h, "t1/down/1/down/1")),
+            "started bottom v1 with input {} as a sub-workflow of execution t1/down/1 step down "
+            "(depth 2)\n"
+            "step wait attempt 1 scheduled\n"
+            "execution cancelled: parent execution 't1/down/1' cancelled\n");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// A child cancelled on its own (an operator's cancel) fails its parent's step at once, without
+// retries: someone meant to stop it.
+TEST(language_execution, a_child_cancelled_on_its_own_fails_the_parent_step_without_retry) {
+  harness h("sub-cancel-child", 1);
+  h.publish(tenant, json::parse(R"({"workflow": "bottom", "version": 1, "steps": [
+    {"id": "wait", "kind": "wait_signal", "signal": "go"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "top", "version": 1, "steps": [
+    {"id": "down", "kind": "workflow", "workflow": "bottom", "retry": {"max_attempts": 3}}]})")
+                        .dump());
+  h.start(tenant, "t1", "top");
+  h.settle();
+  h.submit(tenant, client::cancel({tenant, "t1/down/1", "c1", h.clk.now_ms()}, "wrong customer"));
+  h.settle();
+  auto top = h.exec(tenant, "t1");
+  ASSERT_EQ(top->status, exec_status::failed);
+  EXPECT_EQ(top->result,
+            "step 'down' failed: child execution 't1/down/1' was cancelled: wrong customer");
+  expect_replay_equal(h);
+}
+
+// Recursion through other workflows (a -> b -> a ...) is stopped by subworkflow_depth_max: the
+// step that would start a child one level too deep fails with the reason, and every level
+// above fails in turn. An unknown child workflow fails its step at once.
+TEST(language_execution, depth_limit_and_unknown_child_workflow_fail_with_the_reason) {
+  harness h("sub-depth", 1);
+  h.publish(tenant, json::parse(R"({"workflow": "ping", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "pong"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "pong", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "ping"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "lost", "version": 1, "steps": [
+    {"id": "call", "kind": "workflow", "workflow": "nowhere", "version": 3}]})")
+                        .dump());
+  h.start(tenant, "r1", "ping");
+  h.start(tenant, "u1", "lost");
+  h.settle();
+  const std::string deepest = "r1/call/1/call/1/call/1/call/1";
+  auto last = h.exec(tenant, deepest);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->depth, limits::subworkflow_depth_max);
+  EXPECT_EQ(last->status, exec_status::failed);
+  EXPECT_EQ(last->result,
+            "step 'call' failed: workflow 'pong' would run at depth 5: subworkflow_depth_max is 4 "
+            "(a recursion through workflows?)");
+  auto root = h.exec(tenant, "r1");
+  ASSERT_EQ(root->status, exec_status::failed);
+  EXPECT_NE(root->result.find("child execution 'r1/call/1' failed"), std::string::npos)
+      << root->result;
+  EXPECT_FALSE(h.exec(tenant, deepest + "/call/1").has_value()) << "never started";
+  auto lost = h.exec(tenant, "u1");
+  ASSERT_EQ(lost->status, exec_status::failed);
+  EXPECT_EQ(lost->result,
+            "step 'call' failed: workflow 'nowhere' v3 is not published for tenant 'acme'");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// A parent waiting on a child that waits for a signal; the node is closed and reopened (state
+// rebuilt from RocksDB and the log), then the signal completes the child, and the child's end
+// completes the parent: nothing in the link lives only in memory.
+TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
+  std::string dir;
+  {
+    harness h("sub-restart", 1);
+    h.publish(tenant, json::parse(R"({"workflow": "reply", "version": 1, "steps": [
+      {"id": "wait", "kind": "wait_signal", "signal": "answered"}]})")
+                          .dump());
+    h.publish(tenant, json::parse(R"({"workflow": "ask", "version": 1, "steps": [
+      {"id": "ask", "kind": "workflow", "workflow": "reply"},
+      {"id": "done", "kind": "compute", "after": ["ask"],
+       "output": {"answer": "{{ steps.ask.output.wait.text }}"}}]})")
+                          .dump());
+    h.start(tenant, "a1", "ask");
+    h.settle();
+    ASSERT_EQ(h.exec(tenant, "a1/ask/1")->status, exec_status::running);
+    dir = h.dir + "-kept";
+    h.n.reset();
+    std::filesystem::rename(h.dir, dir);
+  }
+  manual_clock clk(1'700'000'000'000 + 1000);
+  node_options o;
+  o.data_dir = dir;
+  o.partitions = 1;
+  o.fsync = false;
+  auto n = node::open(o, clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_TRUE((*n)->recover().has_value());
+  ASSERT_TRUE((*n)
+                  ->submit(tenant, client::signal({tenant, "a1/ask/1", "sig", clk.now_ms()},
+                                                  "answered", R"({"text": "yes"})"))
+                  .has_value());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*n)->step().has_value());
+  auto a = (*n)->execution(tenant, "a1");
+  ASSERT_EQ(a->status, exec_status::succeeded) << a->result;
+  EXPECT_EQ(a->result, R"({"done":{"answer":"yes"}})");
+  EXPECT_EQ((*n)->orchestrator_of(0).probe().decide_reads.load(), 0u);
+  auto diffs = compare_with_replay((*n)->get_log(), 0, (*n)->partition(0).store(), dir + "/rebuilt");
+  ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+  EXPECT_TRUE(diffs->empty()) << diffs->front();
+  n->reset();
+  std::filesystem::remove_all(dir);
+}
+
 // ---- the shipped samples ---------------------------------------------------------------------
 
 std::string read_sample(const char* name) {
