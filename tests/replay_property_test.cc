@@ -29,7 +29,7 @@ class workload {
   json workflow(const std::string& id, int version) {
     const int n = uniform(1, 7);
     json steps = json::array();
-    for (int i = 0; i < n; ++i) steps.push_back(step(i));
+    for (int i = 0; i < n; ++i) steps.push_back(step(i, id));
     // A switch's branches lead to later steps (a step in one branch of each switch at most).
     for (int i = 0; i < n; ++i) {
       if (steps[i]["kind"] != "switch") continue;
@@ -53,7 +53,7 @@ class workload {
   }
 
  private:
-  json step(int i) {
+  json step(int i, const std::string& own) {
     json s = {{"id", fmt::format("s{}", i)}};
     json after = json::array();
     for (int j = 0; j < i; ++j) {
@@ -76,6 +76,17 @@ class workload {
     if (chance(0.3)) input["w"] = "{{ input.v ?? 0 >= 500 ? upper('high') : 'low' }}";
     if (chance(0.5)) s["on_failure"] = "continue";
     const int kind = uniform(0, 99);
+    if (kind >= 80 && kind < 84) {
+      // A sub-workflow: another workflow of the tenant (wf0..wf3; some are never published,
+      // and two that call each other nest until subworkflow_depth_max).
+      std::string called = own;
+      while (called == own) called = fmt::format("wf{}", uniform(0, 3));
+      s["kind"] = "workflow";
+      s["workflow"] = called;
+      s["input"] = input;
+      if (chance(0.3)) s["retry"] = {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}};
+      return s;
+    }
     if (kind >= 84) {
       // Expressions decided in the orchestrator: compute, and switch (branches set above).
       s.erase("on_failure");
@@ -155,6 +166,7 @@ struct totals {
   uint64_t retries = 0;
   uint64_t timeouts = 0;
   uint64_t item_attempts = 0;  // foreach items
+  uint64_t children = 0;       // sub-workflow executions
   uint64_t succeeded = 0;
   uint64_t failed = 0;
   uint64_t stale_acks = 0;
@@ -251,6 +263,7 @@ void run_seed(uint64_t seed, totals& t) {
   h.n->for_each_execution([&](const execution_state& e) {
     t.succeeded += e.status == exec_status::succeeded;
     t.failed += e.status == exec_status::failed;
+    t.children += !e.parent.empty();
   });
 }
 
@@ -267,9 +280,10 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   }
   fmt::print(
       "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
-      "{} foreach item attempts, {} stale/duplicate acks, {} rejections, {} deadletters\n",
-      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.stale_acks,
-      t.rejections, t.deadletters);
+      "{} foreach item attempts, {} sub-workflows, {} stale/duplicate acks, {} rejections, "
+      "{} deadletters\n",
+      t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.children,
+      t.stale_acks, t.rejections, t.deadletters);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);
@@ -277,6 +291,7 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
     EXPECT_GT(t.retries, 0u);
     EXPECT_GT(t.timeouts, 0u);
     EXPECT_GT(t.stale_acks, 0u);
+    EXPECT_GT(t.children, 0u);
   }
 }
 

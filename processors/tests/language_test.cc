@@ -1065,5 +1065,27 @@ TEST(language_samples, price_drop_campaign_messages_each_interested_lead_under_t
             "not interested)");
 }
 
+TEST(language_samples, trade_in_tells_the_customer_through_the_shared_notify_sub_workflow) {
+  harness h("sample-trade-in", 1);
+  h.publish(tenant, read_sample("notify_customer.json"), R"({"dealer_name": "Acme Motors"})");
+  h.publish(tenant, read_sample("trade_in.json"), R"({"dealer_name": "Acme Motors"})");
+  h.start(tenant, "t1", "trade-in",
+          R"({"name": "Ann", "car": {"model": "2019 Civic", "book_value": 18000, "age_years": 6,
+              "mileage": 120000},
+              "contact": {"preferred": "sms", "phone": "+15550100", "email": "ann@example.com"}})");
+  h.settle();
+  auto e = h.exec(tenant, "t1");
+  ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
+  EXPECT_EQ(json::parse(e->steps[0].output_json)["offer"], 7000) << "18000 - 6 * 1500 - 2000";
+  auto child = sent(h, "t1/tell_customer/1");
+  EXPECT_EQ(child["send"][0], "sms");
+  EXPECT_EQ(child["send"][1], "+15550100") << "the address that matches the channel";
+  EXPECT_EQ(child["send"][2], "Hi Ann, Acme Motors can offer $7000 for your 2019 Civic today.");
+  EXPECT_EQ(sent(h, "t1")["hand_to_sales"][2],
+            "Trade-in offer $7000 to Ann for the 2019 Civic: sent by sms to +15550100");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
 }  // namespace
 }  // namespace auterity
