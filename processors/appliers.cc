@@ -104,6 +104,7 @@ void item_scheduled_v1(orchestrator_state& s, const fbs::Envelope& env, executio
   i.status = step_status::running;
   i.attempt = p->attempt();
   i.error.clear();
+  if (p->child_execution() && p->child_execution()->size()) i.child = sv(p->child_execution());
   s.set_item_timer(*e, static_cast<uint16_t>(idx), p->item(), p->timer_at_ms());
 }
 

@@ -615,12 +615,13 @@ checked read_foreach(const json& v, parsed_step& step, const std::string& owner)
   const json* body = member(v, "do");
   if (body == nullptr || !body->is_object()) {
     return invalid(fmt::format(
-        "{}: foreach steps need field 'do', the step to run per item: {{\"kind\": \"task\" or "
-        "\"notify\", \"action\", \"input\", \"retry\", \"timeout_ms\"}}",
+        "{}: foreach steps need field 'do', the step to run per item: {{\"kind\": \"task\", "
+        "\"notify\" or \"workflow\", \"action\", \"workflow\", \"input\", \"retry\", "
+        "\"timeout_ms\"}}",
         owner));
   }
-  constexpr std::array<std::string_view, 5> body_fields = {"kind", "action", "input", "retry",
-                                                           "timeout_ms"};
+  constexpr std::array<std::string_view, 7> body_fields = {
+      "kind", "action", "workflow", "version", "input", "retry", "timeout_ms"};
   for (const auto& [key, value] : body->items()) {
     if (std::ranges::find(body_fields, key) == body_fields.end()) {
       return invalid(fmt::format("{}: unknown field 'do.{}' (allowed: {})", owner, echo(key),
@@ -628,14 +629,19 @@ checked read_foreach(const json& v, parsed_step& step, const std::string& owner)
     }
   }
   const json* kind = member(*body, "kind");
-  if (kind == nullptr || (*kind != "task" && *kind != "notify")) {
-    return invalid(fmt::format("{}: do.kind must be \"task\" or \"notify\", not {}", owner,
-                               kind ? echo_json(*kind) : std::string("missing")));
+  if (kind == nullptr || (*kind != "task" && *kind != "notify" && *kind != "workflow")) {
+    return invalid(fmt::format("{}: do.kind must be \"task\", \"notify\" or \"workflow\", not {}",
+                               owner, kind ? echo_json(*kind) : std::string("missing")));
   }
   parsed_step inner;
-  inner.def.kind = *kind == "task" ? step_kind::task : step_kind::notify;
-  if (inner.def.kind != step_kind::task && member(*body, "action") != nullptr) {
-    return invalid(fmt::format("{}: field 'do.action' does not apply to notify steps", owner));
+  inner.def.kind = *kind == "task"     ? step_kind::task
+                   : *kind == "notify" ? step_kind::notify
+                                       : step_kind::workflow;
+  for (const auto& [key, value] : body->items()) {
+    if (key != "kind" && !field_applies(key, inner.def.kind)) {
+      return invalid(fmt::format("{}: field 'do.{}' does not apply to {} steps", owner, key,
+                                 step_kind_name(inner.def.kind)));
+    }
   }
   const std::string body_owner = owner + ": do";
   checked ok = read_kind_fields(*body, inner.def, body_owner);
@@ -650,6 +656,8 @@ checked read_foreach(const json& v, parsed_step& step, const std::string& owner)
   step.def.input_template = inner.def.input_template;
   step.def.retry = inner.def.retry;
   step.def.timeout_ms = inner.def.timeout_ms;
+  step.def.child_workflow = inner.def.child_workflow;
+  step.def.child_version = inner.def.child_version;
   for (std::string& ref : inner.step_refs) step.step_refs.push_back(std::move(ref));
   return {};
 }
@@ -1140,7 +1148,9 @@ outcome<definition> parse(std::string_view text, std::string_view params_json) {
   if (!steps) return std::unexpected(steps.error());
   for (const step_def& step : def.steps) {
     // Recursion through other workflows is stopped at run time by subworkflow_depth_max.
-    if (step.kind == step_kind::workflow && step.child_workflow == def.workflow) {
+    const bool calls = step.kind == step_kind::workflow ||
+                       (step.kind == step_kind::foreach && step.body_kind == step_kind::workflow);
+    if (calls && step.child_workflow == def.workflow) {
       return invalid(fmt::format(
           "step '{}' calls workflow '{}', the workflow itself: a sub-workflow cannot call its own "
           "workflow (it would nest until subworkflow_depth_max, {} levels)",

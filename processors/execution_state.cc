@@ -133,13 +133,16 @@ class reader {
 constexpr uint8_t execution_format = 1;
 constexpr uint8_t execution_format_ai = 2;
 constexpr uint8_t execution_format_items = 3;  // format 2 + foreach items of each step
-// Format 3 + sub-workflow links: parent, parent step, depth, and each step's child. Written only
+// Format 3 + sub-workflow links: parent, parent step, depth, each step's child and each of its
+// items' child. Written only
 // when the execution has one, so executions without sub-workflows keep their bytes.
 constexpr uint8_t execution_format_links = 4;
 
 bool has_links(const execution_state& e) {
-  return !e.parent.empty() ||
-         std::ranges::any_of(e.steps, [](const step_state& s) { return !s.child.empty(); });
+  return !e.parent.empty() || std::ranges::any_of(e.steps, [](const step_state& s) {
+           return !s.child.empty() ||
+                  std::ranges::any_of(s.items, [](const item_state& i) { return !i.child.empty(); });
+         });
 }
 
 bool has_ai_attempts(const execution_state& e) {
@@ -216,7 +219,10 @@ std::string encode_execution(const execution_state& e) {
   w.str(e.parent);
   w.str(e.parent_step);
   w.num(e.depth);
-  for (const step_state& s : e.steps) w.str(s.child);
+  for (const step_state& s : e.steps) {
+    w.str(s.child);
+    for (const item_state& i : s.items) w.str(i.child);
+  }
   return out;
 }
 
@@ -284,6 +290,9 @@ bool decode_execution(std::string_view bytes, execution_state& e) {
     if (!r.str(e.parent) || !r.str(e.parent_step) || !r.num(e.depth)) return false;
     for (step_state& s : e.steps) {
       if (!r.str(s.child)) return false;
+      for (item_state& i : s.items) {
+        if (!r.str(i.child)) return false;
+      }
     }
   }
   return r.done();

@@ -78,6 +78,7 @@ struct item_state {
   int64_t timer_at_ms = 0;  // 0: no timer
   std::string output_json;
   std::string error;
+  std::string child;  // a workflow body: the child execution of the latest attempt
   auto operator<=>(const item_state&) const = default;
 };
 

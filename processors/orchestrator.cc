@@ -193,8 +193,16 @@ class orchestrator::decider {
   // Sub-workflows (processors/DEFINITIONS.md): a workflow step's attempt starts a child
   // execution; an execution's end cancels its running children and answers its parent's step.
   void start_child(execution_state& e, uint16_t idx, uint32_t attempt);
+  std::optional<std::string> child_problem(const execution_state& e, const step_def& sd,
+                                           const std::string& child_id);
+  void launch_child(const execution_state& e, const step_def& sd, const std::string& child_id,
+                    std::string_view slot, const std::string& input);
+  void cancel_child(const std::string& tenant, const std::string& child_id,
+                    const std::string& reason);
   void ended(execution_state& e);
   void child_ended(const execution_state& child);
+  void item_child_ended(execution_state& p, uint16_t idx, uint32_t item,
+                        const execution_state& child);
   void decide_inline(execution_state& e, uint16_t idx, uint32_t attempt);
   // foreach (processors/DEFINITIONS.md, Fan-out)
   void start_foreach(execution_state& e, uint16_t idx);
@@ -1317,28 +1325,8 @@ void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32
   const step_def& sd = d.steps[idx];
   auto rendered = render_template(sd.input_template, scope(e, d));
   if (!rendered) return step_failed(e, idx, attempt, rendered.error());
-  const std::string target = sd.child_version == 0
-                                 ? fmt::format("workflow '{}'", sd.child_workflow)
-                                 : fmt::format("workflow '{}' v{}", sd.child_workflow,
-                                               sd.child_version);
-  if (e.depth + 1 > limits::subworkflow_depth_max) {
-    return step_failed(e, idx, attempt,
-                       fmt::format("{} would run at depth {}: subworkflow_depth_max is {} (a "
-                                   "recursion through workflows?)",
-                                   target, e.depth + 1, limits::subworkflow_depth_max));
-  }
-  const definition* cd = _s.find_definition(e.tenant, sd.child_workflow, sd.child_version);
-  if (!cd) {
-    return step_failed(e, idx, attempt,
-                       fmt::format("{} is not published for tenant '{}'", target, e.tenant));
-  }
   const std::string child_id = fmt::format("{}/{}/{}", e.id, sd.id, attempt);
-  if (child_id.size() > limits::subworkflow_id_bytes_max) {
-    return step_failed(e, idx, attempt,
-                       fmt::format("the child execution id would be {} bytes; "
-                                   "subworkflow_id_bytes_max is {}",
-                                   child_id.size(), limits::subworkflow_id_bytes_max));
-  }
+  if (auto why = child_problem(e, sd, child_id)) return step_failed(e, idx, attempt, *why);
   if (!emit(e, fbs::Payload::StepScheduled, [&](auto& b) {
         return fbs::CreateStepScheduled(b, str(sd.id), attempt, str(""), str(*rendered), 0,
                                         str(child_id))
@@ -1346,6 +1334,39 @@ void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32
       })) {
     return;
   }
+  launch_child(e, sd, child_id, sd.id, *rendered);
+}
+
+// Why `e` cannot start a child of step `sd` with id `child_id`, or nullopt if it can.
+std::optional<std::string> orchestrator::decider::child_problem(const execution_state& e,
+                                                                const step_def& sd,
+                                                                const std::string& child_id) {
+  const std::string target = sd.child_version == 0
+                                 ? fmt::format("workflow '{}'", sd.child_workflow)
+                                 : fmt::format("workflow '{}' v{}", sd.child_workflow,
+                                               sd.child_version);
+  if (e.depth + 1 > limits::subworkflow_depth_max) {
+    return fmt::format("{} would run at depth {}: subworkflow_depth_max is {} (a recursion "
+                       "through workflows?)",
+                       target, e.depth + 1, limits::subworkflow_depth_max);
+  }
+  if (!_s.find_definition(e.tenant, sd.child_workflow, sd.child_version)) {
+    return fmt::format("{} is not published for tenant '{}'", target, e.tenant);
+  }
+  if (child_id.size() > limits::subworkflow_id_bytes_max) {
+    return fmt::format("the child execution id would be {} bytes; subworkflow_id_bytes_max is {}",
+                       child_id.size(), limits::subworkflow_id_bytes_max);
+  }
+  return std::nullopt;
+}
+
+// Starts the child (its ExecutionStarted, then its first steps) once the parent's event that
+// names it is written. `slot` is the parent's step, or "<step>[<item>]" for a foreach item.
+void orchestrator::decider::launch_child(const execution_state& e, const step_def& sd,
+                                         const std::string& child_id, std::string_view slot,
+                                         const std::string& input) {
+  const definition* cd = _s.find_definition(e.tenant, sd.child_workflow, sd.child_version);
+  vassert(cd != nullptr, "child definition {} vanished", sd.child_workflow);
   // As for a start from ingress: ExecutionStarted's applier creates the child.
   execution_state start;
   start.tenant = e.tenant;
@@ -1353,8 +1374,8 @@ void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32
   const std::string child_workflow = cd->workflow;
   const uint32_t child_version = cd->version;
   emit(start, fbs::Payload::ExecutionStarted, [&](auto& b) {
-    return fbs::CreateExecutionStarted(b, str(child_workflow), child_version, str(*rendered),
-                                       str(e.id), str(sd.id), e.depth + 1)
+    return fbs::CreateExecutionStarted(b, str(child_workflow), child_version, str(input), str(e.id),
+                                       str(slot), e.depth + 1)
         .Union();
   });
   execution_state* child = _s.find_execution(e.tenant, child_id);
@@ -1363,18 +1384,25 @@ void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32
   advance(*child);
 }
 
+void orchestrator::decider::cancel_child(const std::string& tenant, const std::string& child_id,
+                                         const std::string& reason) {
+  execution_state* child = _s.find_execution(tenant, child_id);
+  if (!child || child->status != exec_status::running) return;
+  emit(*child, fbs::Payload::ExecutionCancelled,
+       [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });
+  _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+}
+
 // Right after `e`'s terminal event: its running children are cancelled (and theirs, through
 // their own end), then its parent's step learns the outcome.
 void orchestrator::decider::ended(execution_state& e) {
+  const std::string reason =
+      fmt::format("parent execution '{}' {}", e.id, exec_status_name(e.status));
   for (const step_state& st : e.steps) {
-    if (st.child.empty()) continue;
-    execution_state* child = _s.find_execution(e.tenant, st.child);
-    if (!child || child->status != exec_status::running) continue;
-    const std::string reason =
-        fmt::format("parent execution '{}' {}", e.id, exec_status_name(e.status));
-    emit(*child, fbs::Payload::ExecutionCancelled,
-         [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });
-    _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
+    if (!st.child.empty()) cancel_child(e.tenant, st.child, reason);
+    for (const item_state& item : st.items) {
+      if (!item.child.empty()) cancel_child(e.tenant, item.child, reason);
+    }
   }
   if (!e.parent.empty()) child_ended(e);
 }
@@ -1387,10 +1415,12 @@ void orchestrator::decider::child_ended(const execution_state& child) {
   // The parent ended first (it cancelled this child), or the link is to an older attempt.
   if (!p || p->status != exec_status::running) return;
   const definition& d = def(*p);
-  const int idx = d.step_index(child.parent_step);
+  const auto slot = parse_item_step(child.parent_step);
+  const int idx = d.step_index(slot ? slot->first : std::string_view(child.parent_step));
   vassert(idx >= 0, "child {} names step {} its parent's workflow lacks", child.id,
           child.parent_step);
   const auto i = static_cast<uint16_t>(idx);
+  if (slot) return item_child_ended(*p, i, slot->second, child);
   const step_state& st = p->steps[i];
   if (st.status != step_status::running || st.child != child.id) return;
   _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
@@ -1409,6 +1439,45 @@ void orchestrator::decider::child_ended(const execution_state& child) {
     case exec_status::cancelled:
       return step_failed(
           *p, i, st.attempt,
+          fmt::format("child execution '{}' was cancelled: {}", child.id, child.result));
+    case exec_status::running:
+      vassert(false, "child {} ended running", child.id);
+  }
+}
+
+// A foreach item's child ended: the item takes its outcome as an item takes an ack's.
+void orchestrator::decider::item_child_ended(execution_state& p, uint16_t idx, uint32_t item,
+                                             const execution_state& child) {
+  const step_state& st = p.steps[idx];
+  if (st.status != step_status::running || item >= st.items.size() ||
+      st.items[item].status != step_status::running || st.items[item].child != child.id) {
+    return;
+  }
+  _o._probe.step_transitions.fetch_add(1, std::memory_order_relaxed);
+  const uint32_t attempt = st.items[item].attempt;
+  switch (child.status) {
+    case exec_status::succeeded: {
+      if (child.result.size() > limits::payload_bytes_max) {
+        return item_failed(p, idx, item, attempt,
+                           fmt::format("child execution '{}' output is {} bytes; "
+                                       "payload_bytes_max is {}",
+                                       child.id, child.result.size(), limits::payload_bytes_max));
+      }
+      const std::string step_id = def(p).steps[idx].id;
+      if (!emit(p, fbs::Payload::ItemSucceeded, [&](auto& b) {
+            return fbs::CreateItemSucceeded(b, str(step_id), item, attempt, str(child.result))
+                .Union();
+          })) {
+        return;
+      }
+      return foreach_progress(p, idx);
+    }
+    case exec_status::failed:
+      return item_retry_or_fail(
+          p, idx, item, fmt::format("child execution '{}' failed: {}", child.id, child.result));
+    case exec_status::cancelled:
+      return item_failed(
+          p, idx, item, attempt,
           fmt::format("child execution '{}' was cancelled: {}", child.id, child.result));
     case exec_status::running:
       vassert(false, "child {} ended running", child.id);
@@ -1504,6 +1573,21 @@ void orchestrator::decider::schedule_item(execution_state& e, uint16_t idx, uint
   sc.item_index = item;
   auto rendered = render_template(sd.input_template, sc);
   if (!rendered) return item_failed(e, idx, item, attempt, rendered.error());
+  if (sd.body_kind == step_kind::workflow) {
+    // "<step>:<item>": ':' is in no step id, so no other child of the execution has this id.
+    const std::string child_id = fmt::format("{}/{}:{}/{}", e.id, sd.id, item, attempt);
+    if (auto why = child_problem(e, sd, child_id)) {
+      return item_failed(e, idx, item, attempt, *why);
+    }
+    if (!emit(e, fbs::Payload::ItemScheduled, [&](auto& b) {
+          return fbs::CreateItemScheduled(b, str(sd.id), item, attempt, str(""), str(*rendered), 0,
+                                          str(child_id))
+              .Union();
+        })) {
+      return;
+    }
+    return launch_child(e, sd, child_id, fmt::format("{}[{}]", sd.id, item), *rendered);
+  }
   const std::string command_id = fmt::format("{}/{}[{}]/{}", e.id, sd.id, item, attempt);
   const tenant_policy* tp = _s.policy(e.tenant);
   const bool policed = sd.body_kind == step_kind::notify && tp && tp->notify;
@@ -1912,6 +1996,12 @@ void orchestrator::decider::step_failed(execution_state& e, uint16_t idx, uint32
       })) {
     return;
   }
+  // A foreach failing fast: the children of its items still out are cancelled with them.
+  const std::string reason = fmt::format("step '{}' of parent execution '{}' failed", sd.id, e.id);
+  for (const item_state& item : e.steps[idx].items) {
+    if (!item.child.empty()) cancel_child(e.tenant, item.child, reason);
+  }
+  if (e.status != exec_status::running) return;
   after_failure(e, idx);
 }
 
@@ -2072,8 +2162,11 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
   }
   // The workflows its workflow steps call: an execution of it may start in the same batch.
   if (!doc.contains("steps") || !doc["steps"].is_array()) return;
-  for (const json& step : doc["steps"]) {
-    if (!step.is_object() || step.value("kind", json()) != "workflow") continue;
+  for (const json& listed : doc["steps"]) {
+    if (!listed.is_object()) continue;
+    const json body = listed.value("do", json());
+    const json& step = listed.value("kind", json()) == "foreach" && body.is_object() ? body : listed;
+    if (step.value("kind", json()) != "workflow") continue;
     const json called = step.value("workflow", json());
     const json version = step.value("version", json(0));
     if (!called.is_string() || !version.is_number_unsigned() ||
@@ -2093,7 +2186,8 @@ void orchestrator::prefetch_callees(std::string_view tenant, std::string_view wo
   // Each definition once per depth: workflows calling each other stay linear, not exponential.
   if (!seen->insert(fmt::format("{}\n{}\n{}", workflow, version, depth)).second) return;
   for (const step_def& sd : d->steps) {
-    if (sd.kind == step_kind::workflow) {
+    if (sd.kind == step_kind::workflow ||
+        (sd.kind == step_kind::foreach && sd.body_kind == step_kind::workflow)) {
       prefetch_callees(tenant, sd.child_workflow, sd.child_version, depth + 1, seen);
     }
   }
@@ -2112,10 +2206,14 @@ void orchestrator::prefetch_family(const execution_state& e) {
     const execution_state* x = todo.back();
     todo.pop_back();
     prefetch_callees(x->tenant, x->workflow, x->version, x->depth);
-    for (const step_state& st : x->steps) {
-      if (st.child.empty()) continue;
-      const execution_state* c = _state->find_execution(x->tenant, st.child);
+    auto below = [&](const std::string& id) {
+      if (id.empty()) return;
+      const execution_state* c = _state->find_execution(x->tenant, id);
       if (c && c->status == exec_status::running) todo.push_back(c);
+    };
+    for (const step_state& st : x->steps) {
+      below(st.child);
+      for (const item_state& item : st.items) below(item.child);
     }
   }
 }

@@ -159,6 +159,9 @@ std::string item_scheduled(const fbs::Envelope& e) {
   if (p->command_id() && p->command_id()->size()) {
     s += fmt::format(" -> command {}", sv(p->command_id()));
   }
+  if (p->child_execution() && p->child_execution()->size()) {
+    s += fmt::format(" -> child execution {}", sv(p->child_execution()));
+  }
   if (p->timer_at_ms())
     s += fmt::format(", timer at +{}ms", ms_between(p->timer_at_ms(), e.timestamp_ms()));
   return s;

@@ -106,6 +106,14 @@ class workload {
                      {"retry", {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}}}};
         if (action >= 40 && action < 90) body["input"]["succeed_on_attempt"] = "{{ item % 3 + 1 }}";
         if (chance(0.3)) body["timeout_ms"] = uniform(1, 20);
+        if (chance(0.2)) {  // a child workflow per item
+          std::string called = own;
+          while (called == own) called = fmt::format("wf{}", uniform(0, 3));
+          body = {{"kind", "workflow"},
+                  {"workflow", called},
+                  {"input", {{"v", "{{ item }}"}}},
+                  {"retry", {{"max_attempts", uniform(1, 2)}, {"backoff_ms", uniform(1, 30)}}}};
+        }
         s["do"] = body;
       } else if (kind < 94) {
         s["kind"] = "compute";

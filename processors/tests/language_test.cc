@@ -480,7 +480,7 @@ TEST(language_definitions, foreach_errors) {
                                         {"kind", "foreach"},
                                         {"items", "input.leads"},
                                         {"do", {{"kind", "delay"}}}}})),
-            "step 'f': do.kind must be \"task\" or \"notify\", not \"delay\"");
+            "step 'f': do.kind must be \"task\", \"notify\" or \"workflow\", not \"delay\"");
   EXPECT_EQ(publish_error(json::array({{{"id", "f"},
                                         {"kind", "foreach"},
                                         {"items", "input.leads"},
@@ -491,7 +491,8 @@ TEST(language_definitions, foreach_errors) {
                                   {"kind", "foreach"},
                                   {"items", "input.leads"},
                                   {"do", {{"kind", "task"}, {"action", "t"}, {"when", "true"}}}}})),
-      "step 'f': unknown field 'do.when' (allowed: kind, action, input, retry, timeout_ms)");
+      "step 'f': unknown field 'do.when' (allowed: kind, action, workflow, version, input, retry, "
+      "timeout_ms)");
   // item and index exist only in the body.
   EXPECT_EQ(publish_error(json::array({{{"id", "t"},
                                         {"kind", "task"},
@@ -975,6 +976,74 @@ TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
   EXPECT_TRUE(diffs->empty()) << diffs->front();
   n->reset();
   std::filesystem::remove_all(dir);
+}
+
+// A foreach whose body is a workflow: one child per item, in the concurrency window, outputs
+// collected in item order; with fail_fast the children still out are cancelled.
+TEST(language_execution, foreach_runs_a_child_workflow_per_item) {
+  harness h("sub-foreach", 1);
+  // The child waits for a "go" signal when asked to, and fails when n is not a number.
+  h.publish(tenant, json::parse(R"({"workflow": "per-lead", "version": 1, "steps": [
+    {"id": "hold", "kind": "wait_signal", "signal": "go", "when": "input.wait"},
+    {"id": "price", "kind": "compute", "after": ["hold"], "output": {"twice": "{{ input.n * 2 }}"}}
+  ]})")
+                        .dump());
+  const auto fan = [](std::string_view name, std::string_view policy) {
+    return json{{"workflow", name},
+                {"version", 1},
+                {"steps",
+                 json::array({{{"id", "each"},
+                               {"kind", "foreach"},
+                               {"items", "input.leads"},
+                               {"concurrency", 2},
+                               {"on_item_failure", policy},
+                               {"do",
+                                {{"kind", "workflow"},
+                                 {"workflow", "per-lead"},
+                                 {"input", {{"n", "{{ item }}"}, {"wait", "{{ input.wait }}"}}}}}}})}}
+        .dump();
+  };
+  h.publish(tenant, fan("collect", "collect"));
+  h.publish(tenant, fan("fast", "fail_fast"));
+  h.start(tenant, "c1", "collect", R"({"leads": [1, "two", 3], "wait": false})");
+  h.settle();
+  auto c = h.exec(tenant, "c1");
+  ASSERT_EQ(c->status, exec_status::succeeded) << c->result;
+  const json out = json::parse(c->steps[0].output_json);
+  EXPECT_EQ(out["items"], json::parse(R"([{"price":{"twice":2}},null,{"price":{"twice":6}}])"));
+  EXPECT_EQ(out["failed"][0]["index"], 1);
+  EXPECT_EQ(h.exec(tenant, "c1/each:1/1")->status, exec_status::failed);
+  EXPECT_EQ(h.exec(tenant, "c1/each:2/1")->parent_step, "each[2]");
+  EXPECT_EQ(events_only(execution_timeline(h, "c1")),
+            "started collect v1 with input {\"leads\":[1,\"two\",3],\"wait\":false}\n"
+            "step each attempt 1 scheduled\n"
+            "step each item 0 attempt 1 scheduled -> child execution c1/each:0/1\n"
+            "step each item 0 succeeded: {\"price\":{\"twice\":2}}\n"
+            "step each item 1 attempt 1 scheduled -> child execution c1/each:1/1\n"
+            "step each item 1 failed: child execution 'c1/each:1/1' failed: step 'price' failed: "
+            "template: column 10: cannot apply '*' to string and number in '{{ input.n * 2 }}' "
+            "(after 1 attempt)\n"
+            "step each item 2 attempt 1 scheduled -> child execution c1/each:2/1\n"
+            "step each item 2 succeeded: {\"price\":{\"twice\":6}}\n"
+            "step each succeeded: {\"failed\":[{\"error\":\"child execution 'c1/each:1/1' failed: "
+            "step 'price' failed: template: column 10:\u2026 (252 bytes)\n"
+            "execution succeeded: {\"each\":{\"failed\":[{\"error\":\"child execution "
+            "'c1/each:1/1' failed: step 'price' failed: template: co\u2026 (261 bytes)\n");
+
+  // Items 0 and 1 wait; item 1's signal comes and its child fails: item 0's child is cancelled.
+  h.start(tenant, "f1", "fast", R"({"leads": [1, "two", 3], "wait": true})");
+  h.settle();
+  ASSERT_EQ(h.exec(tenant, "f1/each:0/1")->status, exec_status::running);
+  h.signal(tenant, "f1/each:1/1", "go");
+  h.settle();
+  auto f = h.exec(tenant, "f1");
+  ASSERT_EQ(f->status, exec_status::failed);
+  auto zero = h.exec(tenant, "f1/each:0/1");
+  EXPECT_EQ(zero->status, exec_status::cancelled);
+  EXPECT_EQ(zero->result, "step 'each' of parent execution 'f1' failed");
+  EXPECT_FALSE(h.exec(tenant, "f1/each:2/1").has_value()) << "item 2 never started";
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
 }
 
 // ---- the shipped samples ---------------------------------------------------------------------
