@@ -1046,6 +1046,42 @@ TEST(language_execution, foreach_runs_a_child_workflow_per_item) {
   expect_replay_equal(h);
 }
 
+// A tenant moved while a parent waits on its child (docs/tenant-moves.md): the links are part of
+// the executions' state, which moves with the tenant, so the child's end on the new partition
+// completes the parent there.
+TEST(language_execution, a_parent_and_child_move_with_their_tenant) {
+  constexpr uint32_t partitions = 3;
+  harness h("sub-move", partitions);
+  h.publish(tenant, json::parse(R"({"workflow": "reply", "version": 1, "steps": [
+    {"id": "wait", "kind": "wait_signal", "signal": "answered"}]})")
+                        .dump());
+  h.publish(tenant, json::parse(R"({"workflow": "ask", "version": 1, "steps": [
+    {"id": "ask", "kind": "workflow", "workflow": "reply"},
+    {"id": "done", "kind": "compute", "after": ["ask"],
+     "output": {"answer": "{{ steps.ask.output.wait.text }}"}}]})")
+                        .dump());
+  h.start(tenant, "a1", "ask");
+  h.settle();
+  ASSERT_EQ(h.exec(tenant, "a1/ask/1")->status, exec_status::running);
+  const uint32_t home = tenant_partition(tenant, partitions);
+  const uint32_t to = (home + 1) % partitions;
+  h.submit(tenant, client::move_tenant({tenant, "", "move-1", h.clk.now_ms()}, to));
+  h.settle();
+  ASSERT_EQ(h.n->orchestrator_of(to).probe().tenants_moved_in.load(), 1u);
+  h.signal(tenant, "a1/ask/1", "answered", R"({"text": "yes"})");  // to the old partition
+  h.settle();
+  auto a = h.exec(tenant, "a1");
+  ASSERT_EQ(a->status, exec_status::succeeded) << a->result;
+  EXPECT_EQ(a->result, R"({"done":{"answer":"yes"}})");
+  EXPECT_EQ(h.exec(tenant, "a1/ask/1")->parent, "a1");
+  EXPECT_EQ(h.n->orchestrator_of(to).probe().decide_reads.load(), 0u);
+  for (uint32_t p = 0; p < partitions; ++p) {
+    auto diffs = compare_with_replay(h.n->get_log(), p, h.n->partition(p).store(), h.dir + "/rebuilt");
+    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
+    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
+  }
+}
+
 // ---- the shipped samples ---------------------------------------------------------------------
 
 std::string read_sample(const char* name) {
