@@ -456,10 +456,11 @@ struct parsed_step {
 };
 
 constexpr std::array<std::string_view, 22> step_fields = {
-    "id",     "kind",       "after",       "action",          "tier",     "input",
-    "when",   "retry",      "timeout_ms",  "delay_ms",        "signal",   "on_failure",
-    "output", "cases",      "default",     "join",            "items",    "concurrency",
-    "on_item_failure",      "do",          "workflow",        "version"};
+    "id",       "kind",       "after",       "action",          "tier",
+    "input",    "when",       "retry",       "timeout_ms",      "delay_ms",
+    "signal",   "on_failure", "output",      "cases",           "default",
+    "join",     "items",      "concurrency", "on_item_failure", "do",
+    "workflow", "version"};
 
 std::optional<step_kind> kind_from_name(std::string_view name) {
   for (step_kind k :

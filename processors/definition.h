@@ -19,9 +19,9 @@ enum class step_kind : uint8_t {
   notify = 2,
   wait_signal = 3,
   delay = 4,
-  compute = 5,  // its output is its rendered `output` template; no command, no attempt to retry
-  switch_ = 6,  // takes the first case whose condition holds, or the default
-  foreach = 7,  // runs its body (a task or notify) once per item of a list
+  compute = 5,   // its output is its rendered `output` template; no command, no attempt to retry
+  switch_ = 6,   // takes the first case whose condition holds, or the default
+  foreach = 7,   // runs its body (a task, notify or workflow) once per item of a list
   workflow = 8,  // runs another definition of the tenant as a child execution, waits for it
 };
 std::string_view step_kind_name(step_kind k);

@@ -140,9 +140,9 @@ constexpr uint8_t execution_format_links = 4;
 
 bool has_links(const execution_state& e) {
   return !e.parent.empty() || std::ranges::any_of(e.steps, [](const step_state& s) {
-           return !s.child.empty() ||
-                  std::ranges::any_of(s.items, [](const item_state& i) { return !i.child.empty(); });
-         });
+    return !s.child.empty() ||
+           std::ranges::any_of(s.items, [](const item_state& i) { return !i.child.empty(); });
+  });
 }
 
 bool has_ai_attempts(const execution_state& e) {

@@ -1341,14 +1341,14 @@ void orchestrator::decider::start_child(execution_state& e, uint16_t idx, uint32
 std::optional<std::string> orchestrator::decider::child_problem(const execution_state& e,
                                                                 const step_def& sd,
                                                                 const std::string& child_id) {
-  const std::string target = sd.child_version == 0
-                                 ? fmt::format("workflow '{}'", sd.child_workflow)
-                                 : fmt::format("workflow '{}' v{}", sd.child_workflow,
-                                               sd.child_version);
+  const std::string target =
+      sd.child_version == 0 ? fmt::format("workflow '{}'", sd.child_workflow)
+                            : fmt::format("workflow '{}' v{}", sd.child_workflow, sd.child_version);
   if (e.depth + 1 > limits::subworkflow_depth_max) {
-    return fmt::format("{} would run at depth {}: subworkflow_depth_max is {} (a recursion "
-                       "through workflows?)",
-                       target, e.depth + 1, limits::subworkflow_depth_max);
+    return fmt::format(
+        "{} would run at depth {}: subworkflow_depth_max is {} (a recursion "
+        "through workflows?)",
+        target, e.depth + 1, limits::subworkflow_depth_max);
   }
   if (!_s.find_definition(e.tenant, sd.child_workflow, sd.child_version)) {
     return fmt::format("{} is not published for tenant '{}'", target, e.tenant);
@@ -2165,7 +2165,8 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
   for (const json& listed : doc["steps"]) {
     if (!listed.is_object()) continue;
     const json body = listed.value("do", json());
-    const json& step = listed.value("kind", json()) == "foreach" && body.is_object() ? body : listed;
+    const json& step =
+        listed.value("kind", json()) == "foreach" && body.is_object() ? body : listed;
     if (step.value("kind", json()) != "workflow") continue;
     const json called = step.value("workflow", json());
     const json version = step.value("version", json(0));

@@ -84,7 +84,8 @@ class workload {
       s["kind"] = "workflow";
       s["workflow"] = called;
       s["input"] = input;
-      if (chance(0.3)) s["retry"] = {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}};
+      if (chance(0.3))
+        s["retry"] = {{"max_attempts", uniform(1, 3)}, {"backoff_ms", uniform(1, 30)}};
       return s;
     }
     if (kind >= 84) {

@@ -706,7 +706,8 @@ void expect_no_decide_reads(harness& h) {
 }
 
 void expect_replay_equal(harness& h) {
-  auto diffs = compare_with_replay(h.n->get_log(), 0, h.n->partition(0).store(), h.dir + "/rebuilt");
+  auto diffs =
+      compare_with_replay(h.n->get_log(), 0, h.n->partition(0).store(), h.dir + "/rebuilt");
   ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
   EXPECT_TRUE(diffs->empty()) << diffs->front();
 }
@@ -730,8 +731,8 @@ TEST(language_definitions, workflow_step_errors) {
   EXPECT_EQ(publish_error(json::array(
                 {{{"id", "w"}, {"kind", "workflow"}, {"workflow", "child"}, {"timeout_ms", 5}}})),
             "step 'w': field 'timeout_ms' does not apply to workflow steps");
-  EXPECT_EQ(publish_error(json::array({{{"id", "w"}, {"kind", "task"}, {"action", "t"},
-                                        {"workflow", "child"}}})),
+  EXPECT_EQ(publish_error(json::array(
+                {{{"id", "w"}, {"kind", "task"}, {"action", "t"}, {"workflow", "child"}}})),
             "step 'w': field 'workflow' does not apply to task steps");
   EXPECT_EQ(publish_error(json::array({{{"id", "w"}, {"kind", "workflow"}, {"workflow", "wf"}}})),
             "step 'w' calls workflow 'wf', the workflow itself: a sub-workflow cannot call its own "
@@ -962,8 +963,7 @@ TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
   auto n = node::open(o, clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   ASSERT_TRUE((*n)->recover().has_value());
-  ASSERT_TRUE((*n)
-                  ->submit(tenant, client::signal({tenant, "a1/ask/1", "sig", clk.now_ms()},
+  ASSERT_TRUE((*n)->submit(tenant, client::signal({tenant, "a1/ask/1", "sig", clk.now_ms()},
                                                   "answered", R"({"text": "yes"})"))
                   .has_value());
   for (int i = 0; i < 20; ++i) ASSERT_TRUE((*n)->step().has_value());
@@ -971,7 +971,8 @@ TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
   ASSERT_EQ(a->status, exec_status::succeeded) << a->result;
   EXPECT_EQ(a->result, R"({"done":{"answer":"yes"}})");
   EXPECT_EQ((*n)->orchestrator_of(0).probe().decide_reads.load(), 0u);
-  auto diffs = compare_with_replay((*n)->get_log(), 0, (*n)->partition(0).store(), dir + "/rebuilt");
+  auto diffs =
+      compare_with_replay((*n)->get_log(), 0, (*n)->partition(0).store(), dir + "/rebuilt");
   ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
   EXPECT_TRUE(diffs->empty()) << diffs->front();
   n->reset();
@@ -989,18 +990,19 @@ TEST(language_execution, foreach_runs_a_child_workflow_per_item) {
   ]})")
                         .dump());
   const auto fan = [](std::string_view name, std::string_view policy) {
-    return json{{"workflow", name},
-                {"version", 1},
-                {"steps",
-                 json::array({{{"id", "each"},
-                               {"kind", "foreach"},
-                               {"items", "input.leads"},
-                               {"concurrency", 2},
-                               {"on_item_failure", policy},
-                               {"do",
-                                {{"kind", "workflow"},
-                                 {"workflow", "per-lead"},
-                                 {"input", {{"n", "{{ item }}"}, {"wait", "{{ input.wait }}"}}}}}}})}}
+    return json{
+        {"workflow", name},
+        {"version", 1},
+        {"steps",
+         json::array({{{"id", "each"},
+                       {"kind", "foreach"},
+                       {"items", "input.leads"},
+                       {"concurrency", 2},
+                       {"on_item_failure", policy},
+                       {"do",
+                        {{"kind", "workflow"},
+                         {"workflow", "per-lead"},
+                         {"input", {{"n", "{{ item }}"}, {"wait", "{{ input.wait }}"}}}}}}})}}
         .dump();
   };
   h.publish(tenant, fan("collect", "collect"));
@@ -1076,7 +1078,8 @@ TEST(language_execution, a_parent_and_child_move_with_their_tenant) {
   EXPECT_EQ(h.exec(tenant, "a1/ask/1")->parent, "a1");
   EXPECT_EQ(h.n->orchestrator_of(to).probe().decide_reads.load(), 0u);
   for (uint32_t p = 0; p < partitions; ++p) {
-    auto diffs = compare_with_replay(h.n->get_log(), p, h.n->partition(p).store(), h.dir + "/rebuilt");
+    auto diffs =
+        compare_with_replay(h.n->get_log(), p, h.n->partition(p).store(), h.dir + "/rebuilt");
     ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
     EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
   }
