@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <unordered_set>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -197,8 +198,11 @@ class orchestrator::decider {
                                            const std::string& child_id);
   void launch_child(const execution_state& e, const step_def& sd, const std::string& child_id,
                     std::string_view slot, const std::string& input);
+  // Cancels a running child on its parent's behalf: its end is not reported back to the parent,
+  // which is about to end (or fail the step) itself.
   void cancel_child(const std::string& tenant, const std::string& child_id,
                     const std::string& reason);
+  void cancel_children(const execution_state& e, std::string_view ending);
   void ended(execution_state& e);
   void child_ended(const execution_state& child);
   void item_child_ended(execution_state& p, uint16_t idx, uint32_t item,
@@ -271,6 +275,7 @@ class orchestrator::decider {
   orchestrator_state& _s;
   batch_context& _ctx;
   std::string _causation;
+  std::unordered_set<std::string> _cancelled_by_parent;  // child ids (cancel_child)
   flatbuffers::FlatBufferBuilder _fbb{1024};
 };
 
@@ -285,10 +290,16 @@ bool orchestrator::decider::emit(execution_state& e, fbs::Payload type, F&& buil
     const std::string reason =
         fmt::format("history limit reached: events_per_execution_max ({}) events",
                     limits::events_per_execution_max);
+    cancel_children(e, "failed");
     append_event(e, fbs::Payload::ExecutionFailed,
                  fbs::CreateExecutionFailed(_fbb, str(reason), str("")).Union());
     ended(e);
     return false;
+  }
+  if (terminal) {
+    cancel_children(e, type == fbs::Payload::ExecutionSucceeded ? "succeeded"
+                       : type == fbs::Payload::ExecutionFailed  ? "failed"
+                                                                : "cancelled");
   }
   append_event(e, type, build(_fbb));
   if (terminal) ended(e);
@@ -1388,23 +1399,34 @@ void orchestrator::decider::cancel_child(const std::string& tenant, const std::s
                                          const std::string& reason) {
   execution_state* child = _s.find_execution(tenant, child_id);
   if (!child || child->status != exec_status::running) return;
+  _cancelled_by_parent.insert(child_id);
   emit(*child, fbs::Payload::ExecutionCancelled,
        [&](auto& b) { return fbs::CreateExecutionCancelled(b, str(reason)).Union(); });
   _o._probe.executions_ended.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Right after `e`'s terminal event: its running children are cancelled (and theirs, through
-// their own end), then its parent's step learns the outcome.
-void orchestrator::decider::ended(execution_state& e) {
-  const std::string reason =
-      fmt::format("parent execution '{}' {}", e.id, exec_status_name(e.status));
+// Right before `e`'s terminal event: its running children are cancelled (and theirs, through
+// their own end). A running child's step or item is running: it resolves only when the child
+// ends, and every end cancels the children still out; so ended children, possibly many, are
+// never looked up.
+void orchestrator::decider::cancel_children(const execution_state& e, std::string_view ending) {
+  const std::string reason = fmt::format("parent execution '{}' {}", e.id, ending);
   for (const step_state& st : e.steps) {
-    if (!st.child.empty()) cancel_child(e.tenant, st.child, reason);
+    if (st.status == step_status::running && !st.child.empty()) {
+      cancel_child(e.tenant, st.child, reason);
+    }
     for (const item_state& item : st.items) {
-      if (!item.child.empty()) cancel_child(e.tenant, item.child, reason);
+      if (item.status == step_status::running && !item.child.empty()) {
+        cancel_child(e.tenant, item.child, reason);
+      }
     }
   }
-  if (!e.parent.empty()) child_ended(e);
+}
+
+// Right after `e`'s terminal event: its parent's step learns the outcome, unless the parent
+// itself cancelled it.
+void orchestrator::decider::ended(execution_state& e) {
+  if (!e.parent.empty() && !_cancelled_by_parent.contains(e.id)) child_ended(e);
 }
 
 // The parent's step takes the child's outcome: its output on success; a failure goes through
@@ -1558,8 +1580,15 @@ void orchestrator::decider::foreach_progress(execution_state& e, uint16_t idx) {
   for (uint32_t k = 0; k < e.steps[idx].items.size() && running < sd.concurrency; ++k) {
     if (e.status != exec_status::running || e.steps[idx].status != step_status::running) return;
     if (e.steps[idx].items[k].status != step_status::pending) continue;
-    ++running;
     schedule_item(e, idx, k, 1, items);
+    // An item that ended at once (a child workflow that finished, a suppressed notification,
+    // a render error) ran this function again, which filled the window from a fresh count.
+    const step_status now = e.steps[idx].items[k].status;
+    if (now != step_status::running && now != step_status::retry_wait &&
+        now != step_status::deferred) {
+      return;
+    }
+    ++running;
   }
 }
 
@@ -1991,17 +2020,18 @@ void orchestrator::decider::retry_or_fail(execution_state& e, uint16_t idx,
 void orchestrator::decider::step_failed(execution_state& e, uint16_t idx, uint32_t attempt,
                                         std::string_view error) {
   const step_def& sd = def(e).steps[idx];
+  // A foreach failing fast: the children of its items still out are cancelled with them.
+  const std::string reason = fmt::format("step '{}' of parent execution '{}' failed", sd.id, e.id);
+  for (const item_state& item : e.steps[idx].items) {
+    if (item.status == step_status::running && !item.child.empty()) {
+      cancel_child(e.tenant, item.child, reason);
+    }
+  }
   if (!emit(e, fbs::Payload::StepFailed, [&](auto& b) {
         return fbs::CreateStepFailed(b, str(sd.id), attempt, str(error)).Union();
       })) {
     return;
   }
-  // A foreach failing fast: the children of its items still out are cancelled with them.
-  const std::string reason = fmt::format("step '{}' of parent execution '{}' failed", sd.id, e.id);
-  for (const item_state& item : e.steps[idx].items) {
-    if (!item.child.empty()) cancel_child(e.tenant, item.child, reason);
-  }
-  if (e.status != exec_status::running) return;
   after_failure(e, idx);
 }
 
@@ -2207,14 +2237,16 @@ void orchestrator::prefetch_family(const execution_state& e) {
     const execution_state* x = todo.back();
     todo.pop_back();
     prefetch_callees(x->tenant, x->workflow, x->version, x->depth);
-    auto below = [&](const std::string& id) {
-      if (id.empty()) return;
+    // A running child's step or item is running (it resolves when the child ends, and every
+    // end cancels the children still out): ended children, possibly many, are not read.
+    auto below = [&](const std::string& id, step_status slot) {
+      if (id.empty() || slot != step_status::running) return;
       const execution_state* c = _state->find_execution(x->tenant, id);
       if (c && c->status == exec_status::running) todo.push_back(c);
     };
     for (const step_state& st : x->steps) {
-      below(st.child);
-      for (const item_state& item : st.items) below(item.child);
+      below(st.child, st.status);
+      for (const item_state& item : st.items) below(item.child, item.status);
     }
   }
 }

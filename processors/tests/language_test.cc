@@ -1032,6 +1032,31 @@ TEST(language_execution, foreach_runs_a_child_workflow_per_item) {
             "execution succeeded: {\"each\":{\"failed\":[{\"error\":\"child execution "
             "'c1/each:1/1' failed: step 'price' failed: template: co\u2026 (261 bytes)\n");
 
+  // A child that ends at once leaves room for exactly one more: 0 ends, 1 and 2 wait, 3 waits
+  // for room.
+  h.publish(
+      tenant,
+      json{{"workflow", "window"},
+           {"version", 1},
+           {"steps",
+            json::array({{{"id", "each"},
+                          {"kind", "foreach"},
+                          {"items", "input.leads"},
+                          {"concurrency", 2},
+                          {"do",
+                           {{"kind", "workflow"},
+                            {"workflow", "per-lead"},
+                            {"input", {{"n", "{{ item }}"}, {"wait", "{{ item > 0 }}"}}}}}}})}}
+          .dump());
+  h.start(tenant, "w1", "window", R"({"leads": [0, 1, 2, 3]})");
+  h.settle();
+  auto w = h.exec(tenant, "w1");
+  ASSERT_EQ(w->status, exec_status::running) << w->result;
+  EXPECT_EQ(w->steps[0].items[0].status, step_status::succeeded);
+  EXPECT_EQ(w->steps[0].items[1].status, step_status::running);
+  EXPECT_EQ(w->steps[0].items[2].status, step_status::running);
+  EXPECT_EQ(w->steps[0].items[3].status, step_status::pending) << "concurrency 2";
+
   // Items 0 and 1 wait; item 1's signal comes and its child fails: item 0's child is cancelled.
   h.start(tenant, "f1", "fast", R"({"leads": [1, "two", 3], "wait": true})");
   h.settle();
