@@ -176,6 +176,7 @@ struct totals {
   uint64_t timeouts = 0;
   uint64_t item_attempts = 0;  // foreach items
   uint64_t children = 0;       // sub-workflow executions
+  uint64_t decide_reads = 0;   // store reads while deciding: prefetch missed something
   uint64_t succeeded = 0;
   uint64_t failed = 0;
   uint64_t stale_acks = 0;
@@ -257,6 +258,7 @@ void run_seed(uint64_t seed, totals& t) {
     t.stale_acks += h.n->orchestrator_of(p).probe().stale_acks.load();
     t.deadletters += h.n->orchestrator_of(p).probe().deadletters.load();
     t.rejections += h.n->orchestrator_of(p).probe().rejections.load();
+    t.decide_reads += h.n->orchestrator_of(p).probe().decide_reads.load();
   }
   if (std::getenv("AUTERITY_DEBUG")) {
     std::map<std::string, int> reasons;
@@ -290,9 +292,9 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   fmt::print(
       "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
       "{} foreach item attempts, {} sub-workflows, {} stale/duplicate acks, {} rejections, "
-      "{} deadletters\n",
+      "{} deadletters, {} decide reads\n",
       t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.children,
-      t.stale_acks, t.rejections, t.deadletters);
+      t.stale_acks, t.rejections, t.deadletters, t.decide_reads);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);
@@ -302,6 +304,8 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
     EXPECT_GT(t.stale_acks, 0u);
     EXPECT_GT(t.children, 0u);
   }
+  EXPECT_EQ(t.decide_reads, 0u) << "prefetch left something (a parent, a child, a called "
+                                   "definition) to be read while deciding";
 }
 
 }  // namespace
