@@ -2199,7 +2199,7 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
         listed.value("kind", json()) == "foreach" && body.is_object() ? body : listed;
     if (step.value("kind", json()) != "workflow") continue;
     const json called = step.value("workflow", json());
-    const json version = step.value("version", json(0));
+    const json version = step.value("version", json(0u));  // absent: the latest
     if (!called.is_string() || !version.is_number_unsigned() ||
         version.get<uint64_t>() > std::numeric_limits<uint32_t>::max()) {
       continue;

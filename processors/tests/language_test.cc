@@ -907,6 +907,7 @@ TEST(language_execution, depth_limit_and_unknown_child_workflow_fail_with_the_re
     {"id": "call", "kind": "workflow", "workflow": "ping"}]})")
                         .dump());
   h.publish(tenant, json::parse(R"({"workflow": "lost", "version": 1, "steps": [
+    {"id": "latest", "kind": "workflow", "workflow": "gone", "on_failure": "continue"},
     {"id": "call", "kind": "workflow", "workflow": "nowhere", "version": 3}]})")
                         .dump());
   h.start(tenant, "r1", "ping");
@@ -929,6 +930,7 @@ TEST(language_execution, depth_limit_and_unknown_child_workflow_fail_with_the_re
   ASSERT_EQ(lost->status, exec_status::failed);
   EXPECT_EQ(lost->result,
             "step 'call' failed: workflow 'nowhere' v3 is not published for tenant 'acme'");
+  EXPECT_EQ(lost->steps[0].error, "workflow 'gone' is not published for tenant 'acme'");
   expect_no_decide_reads(h);
   expect_replay_equal(h);
 }
