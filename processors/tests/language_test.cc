@@ -950,9 +950,19 @@ TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
       {"id": "done", "kind": "compute", "after": ["ask"],
        "output": {"answer": "{{ steps.ask.output.wait.text }}"}}]})")
                           .dump());
+    // a2's child has a timer (a delay) and its parent none: after the restart the timer fires
+    // and the child's end must find the parent, loaded with it.
+    h.publish(tenant, json::parse(R"({"workflow": "pause", "version": 1, "steps": [
+      {"id": "wait", "kind": "delay", "delay_ms": 5000}]})")
+                          .dump());
+    h.publish(tenant, json::parse(R"({"workflow": "later", "version": 1, "steps": [
+      {"id": "pause", "kind": "workflow", "workflow": "pause"}]})")
+                          .dump());
     h.start(tenant, "a1", "ask");
+    h.start(tenant, "a2", "later");
     h.settle();
     ASSERT_EQ(h.exec(tenant, "a1/ask/1")->status, exec_status::running);
+    ASSERT_EQ(h.exec(tenant, "a2/pause/1")->status, exec_status::running);
     dir = h.dir + "-kept";
     h.n.reset();
     std::filesystem::rename(h.dir, dir);
@@ -972,6 +982,11 @@ TEST(language_execution, a_parent_and_its_waiting_child_survive_a_restart) {
   auto a = (*n)->execution(tenant, "a1");
   ASSERT_EQ(a->status, exec_status::succeeded) << a->result;
   EXPECT_EQ(a->result, R"({"done":{"answer":"yes"}})");
+  clk.advance(5000);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*n)->step().has_value());
+  auto later = (*n)->execution(tenant, "a2");
+  ASSERT_EQ(later->status, exec_status::succeeded) << later->result;
+  EXPECT_EQ(later->result, R"({"pause":{"wait":{"delayed_ms":5000}}})");
   EXPECT_EQ((*n)->orchestrator_of(0).probe().decide_reads.load(), 0u);
   auto diffs =
       compare_with_replay((*n)->get_log(), 0, (*n)->partition(0).store(), dir + "/rebuilt");
