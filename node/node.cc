@@ -120,8 +120,12 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
 result<void> node::open_partition(uint32_t p) {
   auto store = state_store::open(fmt::format("{}/state/p{:03}", _options.data_dir, p));
   if (!store) return std::unexpected(store.error());
-  auto o = std::make_unique<orchestrator>(
-      orchestrator_options{_options.partitions, /*forward_misplaced=*/true});
+  const placement_header placed = _log->placement();
+  orchestrator_options oo;
+  oo.partitions = _options.partitions;
+  oo.base = placed.base;
+  oo.retired = placed.retired;
+  auto o = std::make_unique<orchestrator>(std::move(oo));
   _orchestrators[p] = o.get();
   _partitions[p] = std::make_unique<partition_runtime>(*_log, p, std::move(*store), std::move(o),
                                                        _clock, _options.runtime);
@@ -356,7 +360,7 @@ result<void> node::submit(std::string_view tenant, std::string bytes) {
 }
 
 std::optional<execution_state> node::execution(std::string_view tenant, std::string_view id) {
-  uint32_t p = tenant_partition(tenant, _options.partitions);
+  uint32_t p = home_partition(*_log, tenant);
   std::lock_guard lock(_parts_mu);
   // A tenant moved away is found where its default partition's placement entry points, and so
   // on (docs/tenant-moves.md); each partition that saw it leave knows where it went.

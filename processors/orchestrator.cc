@@ -755,7 +755,8 @@ std::optional<uint32_t> orchestrator::decider::owner_elsewhere(std::string_view 
         return here;
     }
   }
-  const uint32_t home = tenant_partition(tenant, _o._options.partitions);
+  const uint32_t base = _o._options.base ? _o._options.base : _o._options.partitions;
+  const uint32_t home = tenant_partition(tenant, base);
   if (home == here) return std::nullopt;
   return home;
 }
@@ -810,6 +811,11 @@ void orchestrator::decider::move_tenant(const input& in, const fbs::Envelope& en
     return reject(in, &env, rejection_code::invalid_move,
                   fmt::format("partition {} does not exist: the log has {} partitions (0..{})", to,
                               partitions, partitions - 1));
+  }
+  if (std::ranges::find(_o._options.retired, to) != _o._options.retired.end()) {
+    return reject(
+        in, &env, rejection_code::invalid_move,
+        fmt::format("partition {} is retired (partitions scale): it takes no tenants", to));
   }
   if (to == in.partition) {
     return reject(in, &env, rejection_code::invalid_move,

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "engine/partition_runtime.h"
 #include "engine/record.h"
@@ -19,6 +20,10 @@ struct orchestrator_options {
   // not use murmur2, a tenant moved away) to the one that does, in the same commit, instead of
   // rejecting it. Both logs commit across partitions (engine/log.h).
   bool forward_misplaced = true;
+  // The placement header (engine/log.h): the count a tenant's default partition hashes against
+  // (0: `partitions`), and the partitions no tenant may move to.
+  uint32_t base = 0;
+  std::vector<uint32_t> retired;
 };
 
 // Counters of one partition's orchestrator (relaxed atomics, read by other threads).
