@@ -55,12 +55,14 @@ using tplist_ptr =
 struct member_status {
   std::string client_id, host, instance_id, member_id;
   std::vector<std::pair<std::string, int32_t>> assigned;  // (topic, partition)
+  // The static member id the engine sets ("<instance>.<group>"), else the client id.
+  const std::string& name() const { return instance_id.empty() ? client_id : instance_id; }
 };
 
 struct partition_status {
   std::string topic;
   int32_t partition = 0;
-  std::string member;              // client id of the member it is assigned to; empty: none
+  std::string member;  // member_status::name() of the member assigned it; empty: none
   std::optional<int64_t> committed;  // none: the group never committed here
   int64_t end = 0;                 // last stable offset
   int64_t lag = 0;
@@ -319,17 +321,16 @@ void print_table(const group_status& g, int64_t now_ms) {
   for (const member_status& m : g.members) {
     std::string parts;
     for (const auto& [t, p] : m.assigned) parts += fmt::format("{}{}/{}", parts.empty() ? "" : " ", t, p);
-    fmt::print("  member {} host {}{}: {}\n", m.client_id, m.host,
-               m.instance_id.empty() ? "" : " instance " + m.instance_id,
+    fmt::print("  member {} (client {}, host {}): {}\n", m.name(), m.client_id, m.host,
                parts.empty() ? "(no partitions)" : parts);
   }
   if (g.partitions.empty()) return;
-  fmt::print("  {:<28} {:>9} {:>10} {:>10} {:>8}  {:<22} {}\n", "topic", "partition", "committed",
+  fmt::print("  {:<24} {:>9} {:>10} {:>10} {:>8}  {:<28} {}\n", "topic", "partition", "committed",
              "end", "lag", "member",
              g.last_commit_source == "executions" ? "last commit (executions)"
                                                   : "last commit (input)");
   for (const partition_status& p : g.partitions) {
-    fmt::print("  {:<28} {:>9} {:>10} {:>10} {:>8}  {:<22} {}\n", p.topic, p.partition,
+    fmt::print("  {:<24} {:>9} {:>10} {:>10} {:>8}  {:<28} {}\n", p.topic, p.partition,
                p.committed ? std::to_string(*p.committed) : "-", p.end,
                (p.lag_exact ? "" : "~") + std::to_string(p.lag), p.member.empty() ? "-" : p.member,
                time_text(p.last_commit_ms, now_ms));
@@ -344,6 +345,8 @@ int kafka_groups_status(const kafka_status_flags& f) {
   auto admin = make_client(RD_KAFKA_PRODUCER, settings, "Kafka admin client");
   if (!admin) return report(admin.error());
   std::map<std::string, std::string> reader_settings = settings;
+  // librdkafka's assign() wants a group id; this one is never joined and never committed to.
+  reader_settings["group.id"] = "auterity.status";
   reader_settings["isolation.level"] = "read_committed";
   reader_settings["enable.auto.commit"] = "false";
   reader_settings["enable.partition.eof"] = "true";
@@ -407,9 +410,11 @@ int kafka_groups_status(const kafka_status_flags& f) {
         partition_status ps;
         ps.topic = t;
         ps.partition = p;
+        // The member assigned partition p of the group's topic owns p of every co-partitioned
+        // stream (the orchestrator joins on ingress and commits acks positions too).
         for (const member_status& m : g.members) {
-          if (std::binary_search(m.assigned.begin(), m.assigned.end(), std::make_pair(t, p))) {
-            ps.member = m.client_id;
+          for (const auto& [topic, partition] : m.assigned) {
+            if (partition == p) ps.member = m.name();
           }
         }
         auto end = r.stable_end(t, p);
