@@ -226,8 +226,12 @@ result<void> orchestrator_state::load_spend(std::string_view tenant) {
     out.month = months.rbegin()->first.substr(prefix.size() + 1);
     out.month_spent_micros = be64_value(months.rbegin()->second);
   }
-  // The cached policy if there is one; else parsed here without caching it (open() reads every
-  // tenant's, and most are never needed again).
+  if (days.empty() && months.empty()) {  // entries are for tenants with spend only
+    set_spend(tenant, {});
+    return {};
+  }
+  // The cached policy if there is one; else parsed here without caching it (open() reads it
+  // for every tenant with spend, and most are never needed again).
   std::shared_ptr<const tenant_policy> policy;
   if (auto it = _policies.find(keys::policy(tenant)); it != _policies.end()) {
     policy = it->second.policy;
@@ -266,7 +270,13 @@ void orchestrator_state::set_spend(std::string_view tenant, tenant_ai_spend s) {
 void orchestrator_state::note_ai_spend(std::string_view tenant, const std::string& day,
                                        const std::string& month) {
   auto it = _spend.find(std::string(tenant));
-  tenant_ai_spend s = it == _spend.end() ? tenant_ai_spend{} : it->second;
+  tenant_ai_spend s;
+  if (it != _spend.end()) {
+    s = it->second;
+  } else if (const tenant_policy* p = policy(tenant); p && p->ai) {
+    s.day_budget_micros = p->ai->day_budget_micros;
+    s.month_budget_micros = p->ai->month_budget_micros;
+  }
   const std::optional<std::string>& d = value(keys::ai_spend_day(tenant, day));
   const std::optional<std::string>& m = value(keys::ai_spend_month(tenant, month));
   // A late usage of an earlier day (an answer after midnight) adds to that day, not today's.
@@ -486,7 +496,8 @@ void orchestrator_state::put_policy(std::string_view tenant, uint32_t version,
   _pending.put(key, bytes);
   _policies[key] = versioned_policy{version, std::make_shared<const tenant_policy>(p)};
   auto it = _spend.find(std::string(tenant));
-  tenant_ai_spend s = it == _spend.end() ? tenant_ai_spend{} : it->second;
+  if (it == _spend.end()) return;  // no spend yet: its first usage reads the budgets
+  tenant_ai_spend s = it->second;
   s.day_budget_micros = p.ai ? p.ai->day_budget_micros : 0;
   s.month_budget_micros = p.ai ? p.ai->month_budget_micros : 0;
   set_spend(tenant, std::move(s));

@@ -106,11 +106,12 @@ class orchestrator_state {
   // Loads the tenant's counters if needed (store reads: live, prefetch did it already).
   const counter_index& counters(std::string_view tenant);
 
-  // Every tenant's AI spend and budgets (tenants with neither have no entry), kept current by
-  // the appliers, so replay and the live path agree: open() reads them from the store (the
-  // latest U and V key and the policy of each tenant), note_ai_spend() follows a usage,
-  // put_policy() a budget, a move installs or drops the tenant's entry. One small entry per
-  // tenant with AI spend or a budget.
+  // The AI spend and budgets of every tenant with AI spend stored (U or V keys; a budget alone
+  // makes no entry: the registry open() lists tenants by holds only those with a definition),
+  // kept current by the appliers, so replay and the live path agree: open() reads them from
+  // the store (the latest U and V key and the policy of each registered tenant),
+  // note_ai_spend() follows a usage, put_policy() a budget, a move installs or drops the
+  // tenant's entry. One small entry per tenant with spend.
   const std::unordered_map<std::string, tenant_ai_spend>& ai_spend_all() const { return _spend; }
   // Tenants whose entry changed since the last call (erased: no entry now); emptied.
   std::set<std::string> take_ai_spend_changes() { return std::exchange(_spend_changed, {}); }
