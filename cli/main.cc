@@ -785,8 +785,7 @@ int main(int argc, char** argv) {
   add_common(st, f);
   kafka_status_flags kst;
   st->add_flag("--json", kst.json, "With --kafka: the groups as JSON");
-  st->add_option("--timeout-ms", kst.timeout_ms,
-                 "With --kafka: longest wait for one broker answer")
+  st->add_option("--timeout-ms", kst.timeout_ms, "With --kafka: longest wait for one broker answer")
       ->capture_default_str()
       ->check(CLI::Range(100, 600'000));
 

@@ -62,9 +62,9 @@ struct member_status {
 struct partition_status {
   std::string topic;
   int32_t partition = 0;
-  std::string member;  // member_status::name() of the member assigned it; empty: none
+  std::string member;                // member_status::name() of the member assigned it; empty: none
   std::optional<int64_t> committed;  // none: the group never committed here
-  int64_t end = 0;                 // last stable offset
+  int64_t end = 0;                   // last stable offset
   int64_t lag = 0;
   bool lag_exact = true;
   std::optional<int64_t> last_commit_ms;
@@ -94,7 +94,8 @@ class status_reader {
     event_ptr ev(rd_kafka_queue_poll(_queue.get(), _timeout_ms + 5'000));
     if (!ev) return fail(errc::timeout, fmt::format("{}: no answer in {} ms", what, _timeout_ms));
     if (rd_kafka_event_type(ev.get()) != type) {
-      return fail(errc::io, fmt::format("{}: unexpected reply {}", what, rd_kafka_event_name(ev.get())));
+      return fail(errc::io,
+                  fmt::format("{}: unexpected reply {}", what, rd_kafka_event_name(ev.get())));
     }
     if (rd_kafka_event_error(ev.get())) {
       return fail(errc::io, fmt::format("{}: {}", what, rd_kafka_event_error_string(ev.get())));
@@ -128,7 +129,8 @@ class status_reader {
         g->error = rd_kafka_error_string(err);
         continue;
       }
-      g->state = rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(descs[i]));
+      g->state =
+          rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(descs[i]));
       for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
         const auto* md = rd_kafka_ConsumerGroupDescription_member(descs[i], m);
         member_status ms;
@@ -155,9 +157,11 @@ class status_reader {
   // group per request). Not require_stable: a transaction in progress must not stall a status.
   result<std::map<std::pair<std::string, int32_t>, int64_t>> committed(
       const std::string& group, const std::vector<std::string>& topics, int32_t partitions) {
-    tplist_ptr asked(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()) * partitions));
+    tplist_ptr asked(
+        rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()) * partitions));
     for (const std::string& t : topics) {
-      for (int32_t p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(asked.get(), t.c_str(), p);
+      for (int32_t p = 0; p < partitions; ++p)
+        rd_kafka_topic_partition_list_add(asked.get(), t.c_str(), p);
     }
     rd_kafka_ListConsumerGroupOffsets_t* req =
         rd_kafka_ListConsumerGroupOffsets_new(group.c_str(), asked.get());
@@ -178,7 +182,8 @@ class status_reader {
       const auto* parts = rd_kafka_group_result_partitions(res[i]);
       for (int k = 0; parts && k < parts->cnt; ++k) {
         const auto& e = parts->elems[k];
-        if (e.err == RD_KAFKA_RESP_ERR_NO_ERROR && e.offset >= 0) out[{e.topic, e.partition}] = e.offset;
+        if (e.err == RD_KAFKA_RESP_ERR_NO_ERROR && e.offset >= 0)
+          out[{e.topic, e.partition}] = e.offset;
       }
     }
     return out;
@@ -190,7 +195,8 @@ class status_reader {
     rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(_reader.get(), topic.c_str(),
                                                                partition, &low, &high, _timeout_ms);
     if (err) {
-      return fail(errc::io, fmt::format("end offset of {}/{}: {}", topic, partition, rd_kafka_err2str(err)));
+      return fail(errc::io,
+                  fmt::format("end offset of {}/{}: {}", topic, partition, rd_kafka_err2str(err)));
     }
     return high;
   }
@@ -222,13 +228,15 @@ class status_reader {
         r.done = true;
         continue;
       }
-      rd_kafka_topic_partition_list_add(assign.get(), r.topic.c_str(), r.partition)->offset = r.from;
+      rd_kafka_topic_partition_list_add(assign.get(), r.topic.c_str(), r.partition)->offset =
+          r.from;
       by_tp[{r.topic, r.partition}] = &r;
       todo.push_back(&r);
     }
     if (todo.empty()) return {};
     if (rd_kafka_resp_err_t err = rd_kafka_assign(_reader.get(), assign.get())) {
-      return fail(errc::io, fmt::format("reading the group's partitions: {}", rd_kafka_err2str(err)));
+      return fail(errc::io,
+                  fmt::format("reading the group's partitions: {}", rd_kafka_err2str(err)));
     }
     size_t open = todo.size();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(_timeout_ms);
@@ -254,7 +262,9 @@ class status_reader {
       rd_kafka_message_destroy(m);
     }
     rd_kafka_assign(_reader.get(), nullptr);
-    if (open > 0) return fail(errc::timeout, fmt::format("reading {} partitions: no end in {} ms", open, _timeout_ms));
+    if (open > 0)
+      return fail(errc::timeout,
+                  fmt::format("reading {} partitions: no end in {} ms", open, _timeout_ms));
     return {};
   }
 
@@ -320,15 +330,16 @@ void print_table(const group_status& g, int64_t now_ms) {
              g.error.empty() ? "" : ": " + g.error);
   for (const member_status& m : g.members) {
     std::string parts;
-    for (const auto& [t, p] : m.assigned) parts += fmt::format("{}{}/{}", parts.empty() ? "" : " ", t, p);
+    for (const auto& [t, p] : m.assigned)
+      parts += fmt::format("{}{}/{}", parts.empty() ? "" : " ", t, p);
     fmt::print("  member {} (client {}, host {}): {}\n", m.name(), m.client_id, m.host,
                parts.empty() ? "(no partitions)" : parts);
   }
   if (g.partitions.empty()) return;
-  fmt::print("  {:<24} {:>9} {:>10} {:>10} {:>8}  {:<28} {}\n", "topic", "partition", "committed",
-             "end", "lag", "member",
-             g.last_commit_source == "executions" ? "last commit (executions)"
-                                                  : "last commit (input)");
+  fmt::print(
+      "  {:<24} {:>9} {:>10} {:>10} {:>8}  {:<28} {}\n", "topic", "partition", "committed", "end",
+      "lag", "member",
+      g.last_commit_source == "executions" ? "last commit (executions)" : "last commit (input)");
   for (const partition_status& p : g.partitions) {
     fmt::print("  {:<24} {:>9} {:>10} {:>10} {:>8}  {:<28} {}\n", p.topic, p.partition,
                p.committed ? std::to_string(*p.committed) : "-", p.end,
@@ -364,12 +375,14 @@ int kafka_groups_status(const kafka_status_flags& f) {
         rd_kafka_topic_new(admin->get(), ingress.c_str(), nullptr));
     rd_kafka_resp_err_t err = rd_kafka_metadata(admin->get(), 0, t.get(), &md, f.timeout_ms);
     if (err) {
-      return report(error{errc::io, fmt::format("metadata of {}: {}", ingress, rd_kafka_err2str(err))});
+      return report(
+          error{errc::io, fmt::format("metadata of {}: {}", ingress, rd_kafka_err2str(err))});
     }
     if (md->topic_cnt == 1 && !md->topics[0].err) partitions = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
     if (partitions <= 0) {
-      return report(error{errc::not_found, fmt::format("topic {} does not exist (auterity topics apply)", ingress)});
+      return report(error{errc::not_found,
+                          fmt::format("topic {} does not exist (auterity topics apply)", ingress)});
     }
   }
   status_reader r(std::move(*admin), std::move(*reader), f.timeout_ms);
@@ -424,8 +437,10 @@ int kafka_groups_status(const kafka_status_flags& f) {
         const int64_t from = ps.committed.value_or(0);
         ps.lag = std::max<int64_t>(0, ps.end - from);
         ps.lag_exact = ps.lag == 0;
-        if (ps.lag > 0 && ps.lag <= lag_read_offsets_max) gaps.push_back(status_reader::range::of(t, p, from, ps.end));
-        if (from > 0) lasts.push_back(status_reader::range::of(
+        if (ps.lag > 0 && ps.lag <= lag_read_offsets_max)
+          gaps.push_back(status_reader::range::of(t, p, from, ps.end));
+        if (from > 0)
+          lasts.push_back(status_reader::range::of(
               t, p, std::max<int64_t>(0, from - last_record_window_offsets), from));
         g.partitions.push_back(std::move(ps));
       }
@@ -453,7 +468,8 @@ int kafka_groups_status(const kafka_status_flags& f) {
       for (const auto& last : lasts) {
         const bool same = last.partition == ps.partition &&
                           (last.topic == ps.topic || g.logical == orchestrator_group);
-        if (same && last.last_ms) ps.last_commit_ms = std::max(ps.last_commit_ms.value_or(0), *last.last_ms);
+        if (same && last.last_ms)
+          ps.last_commit_ms = std::max(ps.last_commit_ms.value_or(0), *last.last_ms);
       }
     }
   }

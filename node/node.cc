@@ -596,9 +596,9 @@ void node::collect_metrics(metrics_writer& w) {
       const partition_probe& probe = _partitions[p]->probe();
       collect_partition(w, p, probe);
       collect_orchestrator(w, p, _orchestrators[p]->probe());
-      collect_ai_spend(w, p,
-                       _orchestrators[p]->ai_spend_top(_clock.now_ms(),
-                                                       ai_spend_tenants_per_partition_max));
+      collect_ai_spend(
+          w, p,
+          _orchestrators[p]->ai_spend_top(_clock.now_ms(), ai_spend_tenants_per_partition_max));
       if (!probe.restored.load()) continue;
       owned.push_back({p, probe.ingress_next.load(), probe.acks_next.load()});
     }

@@ -2056,8 +2056,7 @@ std::vector<ai_spend_sample> orchestrator::ai_spend_top(int64_t now_ms, size_t k
     return a.tenant < b.tenant;  // a stable choice between equals, scrape after scrape
   };
   if (out.size() > k) {
-    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(),
-                      nearer);
+    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), nearer);
     out.resize(k);
   } else {
     std::sort(out.begin(), out.end(), nearer);
