@@ -54,7 +54,7 @@ command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc
 
 // `auterity status --kafka B` (cli/status_cmd.cc): the engine's consumer groups as the brokers
 // see them — members, assignments, lag and the last commit per partition. Exit 0, 1 if a
-// group's offsets could not be listed, 2 if the cluster cannot be asked.
+// group could not be described or its offsets not listed, 2 if the cluster cannot be asked.
 struct kafka_status_flags {
   std::string bootstrap;
   std::string topic_prefix;

@@ -23,6 +23,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -44,6 +45,8 @@ constexpr int64_t lag_read_offsets_max = 10'000;
 // How far back from an offset the last record before it is looked for (a transaction's
 // records and its marker, or an aborted transaction, lie in between).
 constexpr int64_t last_record_window_offsets = 256;
+// Times the groups are described when one of them could not be (no coordinator yet).
+constexpr int describe_attempts_max = 3;
 
 using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
 using client_ptr = kafka_handle<rd_kafka_t, rd_kafka_destroy>;
@@ -403,11 +406,24 @@ int kafka_groups_status(const kafka_status_flags& f) {
     g.id = kafka_group_id(s.logical);
     groups.push_back(std::move(g));
   }
-  if (auto d = r.describe(groups); !d) return report(d.error());
+  // On a fresh cluster the first group request makes the brokers create __consumer_offsets,
+  // and the coordinators are not available until it exists: ask again.
+  for (int attempt = 1;; ++attempt) {
+    for (group_status& g : groups) {
+      g.error.clear();
+      g.members.clear();
+    }
+    if (auto d = r.describe(groups); !d) return report(d.error());
+    const bool failed = std::any_of(groups.begin(), groups.end(),
+                                    [](const group_status& g) { return !g.error.empty(); });
+    if (!failed || attempt >= describe_attempts_max) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
 
   int rc = 0;
   for (size_t i = 0; i < groups.size(); ++i) {
     group_status& g = groups[i];
+    if (!g.error.empty()) rc = 1;  // not described (e.g. no answer yet): offsets may still come
     std::vector<std::string> topics;
     for (stream s : specs[i].inputs) topics.push_back(f.topic_prefix + std::string(stream_name(s)));
     auto committed = r.committed(g.id, topics, partitions);

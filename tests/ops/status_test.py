@@ -153,6 +153,9 @@ def main():
     step = [p for p in g["auterity.worker.commands.step"]["partitions"] if p["end"] > 0]
     check("the step commands were worked", sum(p["committed"] or 0 for p in step) >= LOAD,
           json.dumps(step))
+    check("step workers: the time of the last command committed past is known",
+          all(p["last_commit_ms"] and abs(p["last_commit_ms"] / 1000 - time.time()) < 120
+              for p in step), json.dumps(step))
     # Written in transactions: the end sits past the marker, yet nothing is left to read.
     check("step commands: end past the committed offset (a commit marker), lag 0",
           any(p["end"] > p["committed"] for p in step) and all(p["lag"] == 0 for p in step),
