@@ -830,8 +830,16 @@ int main(int argc, char** argv) {
   tl->add_option("--tenant", tenant, "Tenant id")->required();
   tl->add_option("--id", execution, "Execution id")->required();
 
-  auto* st = app.add_subcommand("status", "List executions and their status");
+  auto* st = app.add_subcommand(
+      "status",
+      "List executions and their status; with --kafka, the engine's consumer groups: members, "
+      "assignments, lag and last commit per partition (executions too if --data is given)");
   add_common(st, f);
+  kafka_status_flags kst;
+  st->add_flag("--json", kst.json, "With --kafka: the groups as JSON");
+  st->add_option("--timeout-ms", kst.timeout_ms, "With --kafka: longest wait for one broker answer")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600'000));
 
   std::string stream_arg;
   int partition = -1;
@@ -941,7 +949,15 @@ int main(int argc, char** argv) {
   if (pshow->parsed()) return cmd_partitions_show(f, hottest);
   if (pscale->parsed()) return cmd_partitions_scale(f, scale_to, scale_dry_run);
   if (tl->parsed()) return cmd_timeline(f, tenant, execution);
-  if (st->parsed()) return cmd_status(f);
+  if (st->parsed()) {
+    if (f.kafka.empty()) return cmd_status(f);
+    kst.bootstrap = f.kafka;
+    kst.topic_prefix = f.topic_prefix;
+    kst.properties = f.kafka_properties;
+    const int rc = kafka_groups_status(kst);
+    if (rc != 0 || st->count("--data") == 0) return rc;
+    return cmd_status(f);
+  }
   if (dump->parsed()) return cmd_dump(f, stream_arg, partition);
   return 0;
 }

@@ -5,10 +5,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/partition_runtime.h"
 #include "engine/record.h"
+#include "processors/tenant_policy.h"
 
 namespace auterity {
 
@@ -42,6 +46,18 @@ struct orchestrator_probe {
   std::atomic<uint64_t> decide_reads{0};
 };
 
+// One tenant's AI spend of the current UTC day and month against its budgets (micro-USD; a
+// budget of 0: none), as exported on /metrics.
+struct ai_spend_sample {
+  std::string tenant;
+  int64_t day_spent_micros = 0;
+  int64_t month_spent_micros = 0;
+  int64_t day_budget_micros = 0;
+  int64_t month_budget_micros = 0;
+  // The larger of day and month spent / budget over the budgets set; -1 if none is set.
+  double budget_used() const;
+};
+
 class orchestrator final : public partition_processor {
  public:
   explicit orchestrator(orchestrator_options options);
@@ -57,6 +73,13 @@ class orchestrator final : public partition_processor {
   void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) override;
 
   const orchestrator_probe& probe() const { return _probe; }
+  // The `k` tenants of this partition nearest their AI budget — highest budget_used() first,
+  // then, for tenants without a budget, highest month spend — with their spend of the UTC day
+  // and month of `now_ms` (0 if their latest spend is of an earlier day or month). From the
+  // applied state as of the last flush (committed: live and replay alike); safe to call from
+  // any thread. O(tenants with spend or a budget).
+  std::vector<ai_spend_sample> ai_spend_top(int64_t now_ms, size_t k) const;
+
   // next_timer_ms() as of the last flush, safe to read from any thread.
   int64_t published_next_timer_ms() const { return _published_next_timer.load(); }
 
@@ -70,6 +93,10 @@ class orchestrator final : public partition_processor {
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;
   std::atomic<int64_t> _published_next_timer{INT64_MAX};
+  // The state's AI spend entries as of the last flush, for ai_spend_top().
+  mutable std::mutex _spend_mu;
+  std::unordered_map<std::string, tenant_ai_spend> _spend_published;  // guarded by _spend_mu
+  void publish_spend();
   // The state of the tenant a MoveTenant input moves, read by prefetch (a barrier batch).
   struct move_export;
   std::unique_ptr<move_export> _export;
