@@ -542,7 +542,7 @@ struct api_server::impl {
   // Where the tenant lives now: its default partition, then the placement entries of the
   // partitions it moved away from, one hop each (docs/tenant-moves.md).
   uint32_t partition_of(std::string_view tenant) const {
-    uint32_t p = tenant_partition(tenant, engine.partitions());
+    uint32_t p = home_partition(engine.events(), tenant);
     for (uint32_t hops = 0; hops < engine.partitions(); ++hops) {
       std::optional<uint32_t> next;
       engine.with_store(p, [&](const state_store& s) {

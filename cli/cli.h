@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,18 @@ command_runner add_topics_commands(CLI::App& app);   // cli/topics_cmd.cc
 command_runner add_config_commands(CLI::App& app);   // cli/config_cmd.cc
 command_runner add_anchors_commands(CLI::App& app);  // cli/anchors_cmd.cc
 command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc
+
+// `auterity status --kafka B` (cli/status_cmd.cc): the engine's consumer groups as the brokers
+// see them — members, assignments, lag and the last commit per partition. Exit 0, 1 if a
+// group could not be described or its offsets not listed, 2 if the cluster cannot be asked.
+struct kafka_status_flags {
+  std::string bootstrap;
+  std::string topic_prefix;
+  std::map<std::string, std::string> properties;  // librdkafka, secrets resolved
+  bool json = false;
+  int timeout_ms = 10'000;  // longest wait for one broker answer, and for reading the gaps
+};
+int kafka_groups_status(const kafka_status_flags& flags);
 
 // Anchors written by `auterity run` (docs/anchors.md; cli/anchors_cmd.cc).
 struct anchor_flags {

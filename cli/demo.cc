@@ -253,7 +253,7 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
 
   if (!flags.quiet) {
     for (const started& s : runs) {
-      const uint32_t p = tenant_partition(s.tenant, n.partitions());
+      const uint32_t p = home_partition(n.get_log(), s.tenant);
       auto e = n.execution(s.tenant, s.id);
       auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), s.tenant, s.id);
       fmt::print("\n== {} / {}: {} ({} events)\n", s.tenant, s.id,

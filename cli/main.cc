@@ -25,6 +25,7 @@
 #include "engine/embedded_log.h"
 #include "engine/record.h"
 #include "node/node.h"
+#include "node/scale.h"
 #include "processors/client.h"
 #include "processors/orchestrator_state.h"
 #include "processors/rejection.h"
@@ -379,7 +380,7 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
 int cmd_timeline(const common_flags& f, const std::string& tenant, const std::string& id) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
-  uint32_t p = tenant_partition(tenant, src->events->partition_count());
+  uint32_t p = home_partition(*src->events, tenant);
   // A moved tenant: follow the placement entries from its default partition (the event index
   // where it lives now covers its history from before the move too).
   for (uint32_t hops = 0; hops < src->events->partition_count() && src->stores[p]; ++hops) {
@@ -462,9 +463,47 @@ int cmd_partitions_show(const common_flags& f, size_t top) {
     for (size_t i = 0; i < hot.size() && i < top; ++i) {
       hottest += fmt::format("{}{}:{}", i ? " " : "", hot[i].second, hot[i].first);
     }
+    if (l.placement().is_retired(p)) hottest = "(retired) " + hottest;
     fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", p, tenants.size(), moved_out,
                total, bytes, lag(stream::ingress), lag(stream::acks), hottest);
   }
+  return 0;
+}
+
+// Plans the moves that spread the tenants over `target` partitions and, unless a dry run,
+// grows or retires partitions and publishes the moves (docs/tenant-moves.md, "Scaling").
+int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run) {
+  if (!f.kafka.empty()) {
+    return report(error{errc::invalid,
+                        "partitions scale is built on the embedded log only: on Kafka the "
+                        "placement header needs a topic of its own and running instances must take "
+                        "up added partitions (docs/tenant-moves.md, \"Not built yet\"); "
+                        "`topics apply --allow-repartition` with the engine stopped re-homes "
+                        "tenants instead"});
+  }
+  std::optional<scale_plan> plan;
+  {
+    auto src = open_read_only(f, /*with_state=*/true);
+    if (!src) return report(src.error());
+    auto survey = survey_placement(*src->events, src->store_ptrs());
+    if (!survey) return report(survey.error());
+    auto planned =
+        plan_scale(*survey, src->events->partition_count(), src->events->placement(), target);
+    if (!planned) return report(planned.error());
+    plan = std::move(*planned);
+  }  // the read-only open's shared lock is released here
+  fmt::print("{}", format_plan(*plan));
+  if (dry_run) {
+    fmt::print("dry run: nothing changed\n");
+    return 0;
+  }
+  auto published = apply_scale_embedded(f.data_dir + "/log", *plan, wall_ms());
+  if (!published) return report(published.error());
+  fmt::print(
+      "the log has {} partitions, {} taking tenants; {} move(s) published on ingress: they run "
+      "when the engine runs (`auterity run`); `auterity partitions show` shows where tenants "
+      "are, and the same command again plans what is left\n",
+      plan->partitions, plan->active, *published);
   return 0;
 }
 
@@ -586,7 +625,7 @@ int cmd_start_wait(common_flags f, const std::string& tenant, const std::string&
     if (auto r = (*n)->recover(); !r) return report(r.error());
   }
   log& l = (*n)->get_log();
-  const uint32_t p = tenant_partition(tenant, (*n)->partitions());
+  const uint32_t p = home_partition(l, tenant);
   auto from = l.end_offset(stream::executions, p);
   if (!from) return report(from.error());
   if (auto r = (*n)->submit(tenant, std::move(bytes)); !r) return report(r.error());
@@ -772,14 +811,35 @@ int main(int argc, char** argv) {
       "state of the partitions whose stores are in --data)");
   add_common(pshow, f);
   pshow->add_option("--hottest", hottest, "Tenants listed per partition")->capture_default_str();
+  uint32_t scale_to = 0;
+  bool scale_dry_run = false;
+  auto* pscale = parts->add_subcommand(
+      "scale",
+      "Change how many partitions take tenants, keeping every placement: up grows the log and "
+      "moves tenants onto the new partitions to balance the load (running executions + 1 per "
+      "tenant); down moves every tenant off partitions N.. and retires them (their history "
+      "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log, engine "
+      "stopped (docs/tenant-moves.md, \"Scaling the partition count\"). Exit: 0 planned (and "
+      "applied), 1 refused or failed");
+  add_common(pscale, f);
+  pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
+  pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
 
   auto* tl = app.add_subcommand("timeline", "Print an execution's timeline from the log");
   add_common(tl, f);
   tl->add_option("--tenant", tenant, "Tenant id")->required();
   tl->add_option("--id", execution, "Execution id")->required();
 
-  auto* st = app.add_subcommand("status", "List executions and their status");
+  auto* st = app.add_subcommand(
+      "status",
+      "List executions and their status; with --kafka, the engine's consumer groups: members, "
+      "assignments, lag and last commit per partition (executions too if --data is given)");
   add_common(st, f);
+  kafka_status_flags kst;
+  st->add_flag("--json", kst.json, "With --kafka: the groups as JSON");
+  st->add_option("--timeout-ms", kst.timeout_ms, "With --kafka: longest wait for one broker answer")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600'000));
 
   std::string stream_arg;
   int partition = -1;
@@ -887,8 +947,17 @@ int main(int argc, char** argv) {
     return submit_one(f, tenant, client::move_tenant({tenant, "", rid, wall_ms()}, move_to));
   }
   if (pshow->parsed()) return cmd_partitions_show(f, hottest);
+  if (pscale->parsed()) return cmd_partitions_scale(f, scale_to, scale_dry_run);
   if (tl->parsed()) return cmd_timeline(f, tenant, execution);
-  if (st->parsed()) return cmd_status(f);
+  if (st->parsed()) {
+    if (f.kafka.empty()) return cmd_status(f);
+    kst.bootstrap = f.kafka;
+    kst.topic_prefix = f.topic_prefix;
+    kst.properties = f.kafka_properties;
+    const int rc = kafka_groups_status(kst);
+    if (rc != 0 || st->count("--data") == 0) return rc;
+    return cmd_status(f);
+  }
   if (dump->parsed()) return cmd_dump(f, stream_arg, partition);
   return 0;
 }

@@ -300,7 +300,7 @@ int run_state(const state_flags& f) {
   auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
   log& l = *src->events;
-  const uint32_t p = tenant_partition(f.tenant, l.partition_count());
+  const uint32_t p = home_partition(l, f.tenant);
   scratch_dir scratch(f.scratch);
   auto r = state_rebuilder::open(scratch.path() + "/state", p, l.partition_count(), f.tenant);
   if (!r) return fail_error(r.error());
@@ -519,7 +519,7 @@ uint64_t executions_records(log& l, const verify_options& o) {
   }
   replay_scope scope;
   scope.tenant = o.tenant;
-  for (uint32_t p : scope_partitions(scope, l.partition_count())) {
+  for (uint32_t p : scope_partitions(scope, l.partition_count(), l.placement().base)) {
     total += l.end_offset(stream::executions, p).value_or(0);  // progress only
   }
   return total;

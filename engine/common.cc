@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <array>
 
 #include "engine/log.h"
+#include "engine/record.h"
 #include "engine/result.h"
 
 namespace auterity {
@@ -35,6 +37,14 @@ namespace {
 constexpr std::array<std::string_view, stream_count> stream_names = {
     "ingress",         "executions", "commands.step", "commands.ai",
     "commands.notify", "acks",       "definitions",   "deadletter"};
+}
+
+bool placement_header::is_retired(uint32_t p) const {
+  return std::binary_search(retired.begin(), retired.end(), p);
+}
+
+uint32_t home_partition(const log& l, std::string_view tenant) {
+  return tenant_partition(tenant, l.placement().base);
 }
 
 std::string_view stream_name(stream s) { return stream_names[static_cast<size_t>(s)]; }

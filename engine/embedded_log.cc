@@ -6,8 +6,10 @@
 //                  each other, not with a writer) and never creates the file.
 //   <dir>/quarantine/pNNN-<segment>-<offset>.bin
 //                  bytes a writable recovery cut off a partition's torn tail, kept (see below).
-//   <dir>/meta     text: "auterity-embedded-log 1\npartitions N\n". Written last at creation
-//                  (after the partition directories), so a crash while creating just retries.
+//   <dir>/meta     text: "auterity-embedded-log 1\npartitions N\n", and after a scale (see
+//                  scale_embedded_log) "base B\n" and "retired R1,R2,...\n" lines: the placement
+//                  header (engine/log.h). Written last at creation (after the partition
+//                  directories), so a crash while creating just retries; replaced by a rename.
 //   <dir>/pNNN/    one directory per partition: p000, p001, ...
 //   <dir>/pNNN/<20 digits>.seg
 //                  A partition is ONE append-only logical file holding the records of all
@@ -538,37 +540,100 @@ result<std::optional<unique_fd>> lock_dir_shared(const std::string& dir) {
   return fail_io("flock", path);
 }
 
-std::string meta_text(uint32_t partitions) {
-  return fmt::format("{}\npartitions {}\n", meta_magic, partitions);
+struct meta_info {
+  uint32_t partitions = 0;
+  placement_header placement;  // base == partitions and nothing retired unless scaled
+};
+
+std::string meta_text(const meta_info& m) {
+  std::string t = fmt::format("{}\npartitions {}\n", meta_magic, m.partitions);
+  if (m.placement.base != m.partitions || !m.placement.retired.empty()) {
+    t += fmt::format("base {}\n", m.placement.base);
+    if (!m.placement.retired.empty()) {
+      t += "retired ";
+      for (size_t i = 0; i < m.placement.retired.size(); ++i) {
+        t += fmt::format("{}{}", i ? "," : "", m.placement.retired[i]);
+      }
+      t += "\n";
+    }
+  }
+  return t;
 }
 
-// The partition count stored in <dir>/meta; nullopt if the directory is new.
-result<std::optional<uint32_t>> read_meta(const std::string& dir) {
+bool parse_u32(std::string_view text, uint32_t& out) {
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
+}
+
+// The meta file of <dir>; nullopt if the directory is new. An older binary refuses a meta with
+// the placement lines (its exact-text check fails): it would route tenants by the wrong count.
+result<std::optional<meta_info>> read_meta_info(const std::string& dir) {
   std::string path = dir + "/meta";
   std::error_code ec;
   if (!fs::exists(path, ec) && !ec) return std::nullopt;
   auto text = read_whole_file(path);
   if (!text) return std::unexpected(text.error());
-  std::string_view t = *text;
-  std::string prefix = fmt::format("{}\npartitions ", meta_magic);
-  uint32_t partitions = 0;
-  const char* t_end = t.data() + t.size();
-  auto [end, parse_ec] =
-      std::from_chars(t.data() + std::min(prefix.size(), t.size()), t_end, partitions);
-  if (!t.starts_with(prefix) || parse_ec != std::errc{} ||
-      std::string_view(end, static_cast<size_t>(t_end - end)) != "\n" || partitions == 0 ||
-      partitions > partitions_max) {
+  auto bad = [&] {
     return fail(errc::corrupt, fmt::format("{} is not an embedded log meta file", path));
+  };
+  std::string_view t = *text;
+  const std::string magic = fmt::format("{}\n", meta_magic);
+  if (!t.starts_with(magic) || !t.ends_with('\n')) return bad();
+  t.remove_prefix(magic.size());
+  meta_info m;
+  bool have_base = false;
+  int line_no = 0;
+  while (!t.empty()) {
+    const size_t nl = t.find('\n');
+    std::string_view line = t.substr(0, nl);
+    t.remove_prefix(nl + 1);
+    ++line_no;
+    const size_t sp = line.find(' ');
+    if (sp == std::string_view::npos) return bad();
+    std::string_view name = line.substr(0, sp), value = line.substr(sp + 1);
+    if (line_no == 1 && name == "partitions") {
+      if (!parse_u32(value, m.partitions)) return bad();
+    } else if (line_no == 2 && name == "base") {
+      if (!parse_u32(value, m.placement.base)) return bad();
+      have_base = true;
+    } else if (line_no == 3 && have_base && name == "retired") {
+      while (!value.empty()) {
+        const size_t comma = value.find(',');
+        uint32_t r = 0;
+        if (!parse_u32(value.substr(0, comma), r)) return bad();
+        m.placement.retired.push_back(r);
+        value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+      }
+    } else {
+      return bad();
+    }
   }
-  return partitions;
+  if (m.partitions == 0 || m.partitions > partitions_max) return bad();
+  if (!have_base) m.placement.base = m.partitions;
+  if (m.placement.base == 0 || m.placement.base > m.partitions ||
+      !std::ranges::is_sorted(m.placement.retired) ||
+      std::ranges::adjacent_find(m.placement.retired) != m.placement.retired.end() ||
+      (!m.placement.retired.empty() && m.placement.retired.back() >= m.partitions) ||
+      m.placement.retired.size() >= m.partitions) {
+    return bad();
+  }
+  return m;
 }
 
-// Written to a temporary name and renamed, so a crash leaves either no meta or a whole one.
-result<void> write_meta(const std::string& dir, uint32_t partitions) {
+// The partition count stored in <dir>/meta; nullopt if the directory is new.
+result<std::optional<uint32_t>> read_meta(const std::string& dir) {
+  auto m = read_meta_info(dir);
+  if (!m) return std::unexpected(m.error());
+  if (!*m) return std::nullopt;
+  return (*m)->partitions;
+}
+
+// Written to a temporary name and renamed, so a crash leaves either the old meta or the new.
+result<void> write_meta(const std::string& dir, const meta_info& m) {
   std::string tmp = dir + "/meta.tmp";
   auto fd = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC);
   if (!fd) return std::unexpected(fd.error());
-  ELOG_TRY(pwrite_all(fd->get(), meta_text(partitions), 0, tmp));
+  ELOG_TRY(pwrite_all(fd->get(), meta_text(m), 0, tmp));
   ELOG_TRY(sync_file(fd->get(), tmp));
   if (::rename(tmp.c_str(), (dir + "/meta").c_str()) < 0) return fail_io("rename", tmp);
   return sync_dir(dir);
@@ -597,7 +662,7 @@ result<void> prepare_layout(const std::string& dir, uint32_t partitions) {
                             **stored, partitions));
   }
   ELOG_TRY(make_partition_dirs(dir, partitions));
-  if (!*stored) return write_meta(dir, partitions);
+  if (!*stored) return write_meta(dir, meta_info{partitions, {partitions, {}}});
   return {};
 }
 
@@ -1074,6 +1139,8 @@ class embedded_log final : public log {
   }
 
   uint32_t partition_count() const override { return _options.partitions; }
+  placement_header placement() const override { return _placement; }
+  void set_placement(placement_header p) { _placement = std::move(p); }
 
   result<std::vector<uint64_t>> commit(uint32_t p, const commit_batch& batch) override {
     if (_options.read_only) {
@@ -1538,6 +1605,7 @@ class embedded_log final : public log {
   unique_fd _lock;  // declared before _parts: released after every segment file is closed
                     // (read-only: shared, or none if the directory has no LOCK file)
   std::vector<std::unique_ptr<partition>> _parts;
+  placement_header _placement;  // from meta, read at open
   std::mutex _any_mu;
   std::condition_variable _any_cv;
   std::atomic<uint64_t> _any_generation{0};  // every commit of every partition
@@ -1558,18 +1626,18 @@ result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log
   if (!fs::is_directory(dir, ec)) {
     return fail(errc::not_found, fmt::format("{}: no such directory (no embedded log there)", dir));
   }
-  auto stored = read_meta(dir);
+  auto stored = read_meta_info(dir);
   if (!stored) return std::unexpected(stored.error());
   if (!*stored) {
     return fail(errc::not_found,
                 fmt::format("{} holds no embedded log ({}/meta is missing)", dir, dir));
   }
-  if (options.partitions != 0 && options.partitions != **stored) {
+  if (options.partitions != 0 && options.partitions != (*stored)->partitions) {
     return fail(errc::invalid,
                 fmt::format("data dir {} was created with {} partitions, asked for {}", dir,
-                            **stored, options.partitions));
+                            (*stored)->partitions, options.partitions));
   }
-  options.partitions = **stored;
+  options.partitions = (*stored)->partitions;
   auto lock = lock_dir_shared(dir);
   if (!lock) return std::unexpected(lock.error());
   for (uint32_t p = 0; p < options.partitions; ++p) {
@@ -1581,6 +1649,7 @@ result<std::unique_ptr<log>> open_read_only(const std::string& dir, embedded_log
   }
   auto opened =
       std::make_unique<embedded_log>(dir, options, *lock ? std::move(**lock) : unique_fd());
+  opened->set_placement((*stored)->placement);
   ELOG_TRY(opened->recover());
   return std::unique_ptr<log>(std::move(opened));
 }
@@ -1689,7 +1758,10 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
   auto lock = lock_dir(dir);
   if (!lock) return std::unexpected(lock.error());
   ELOG_TRY(prepare_layout(dir, options.partitions));
+  auto meta = read_meta_info(dir);
+  if (!meta) return std::unexpected(meta.error());
   auto opened = std::make_unique<embedded_log>(dir, options, std::move(*lock));
+  opened->set_placement((*meta)->placement);
   ELOG_TRY(opened->recover());
   ELOG_TRY(opened->redeliver());
   return std::unique_ptr<log>(std::move(opened));
@@ -1697,6 +1769,37 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
 
 result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir) {
   return read_meta(dir);
+}
+
+result<placement_header> scale_embedded_log(const std::string& dir, uint32_t partitions,
+                                            std::vector<uint32_t> retired) {
+  auto lock = lock_dir(dir);
+  if (!lock) return std::unexpected(lock.error());
+  auto stored = read_meta_info(dir);
+  if (!stored) return std::unexpected(stored.error());
+  if (!*stored) {
+    return fail(errc::not_found,
+                fmt::format("{} holds no embedded log ({}/meta is missing)", dir, dir));
+  }
+  meta_info m = **stored;
+  if (partitions < m.partitions || partitions > partitions_max) {
+    return fail(errc::invalid,
+                fmt::format("the log in {} has {} partitions: it can grow to at most {}, and "
+                            "never shrinks (retire partitions instead); asked for {}",
+                            dir, m.partitions, partitions_max, partitions));
+  }
+  std::ranges::sort(retired);
+  retired.erase(std::unique(retired.begin(), retired.end()), retired.end());
+  if ((!retired.empty() && retired.back() >= partitions) || retired.size() >= partitions) {
+    return fail(errc::invalid,
+                fmt::format("retired partitions must be some of 0..{}, not all", partitions - 1));
+  }
+  // The directories first: a crash before the meta's rename leaves empty ones, reused.
+  ELOG_TRY(make_partition_dirs(dir, partitions));
+  m.partitions = partitions;
+  m.placement.retired = std::move(retired);
+  ELOG_TRY(write_meta(dir, m));
+  return m.placement;
 }
 
 }  // namespace auterity

@@ -64,6 +64,15 @@ result<std::unique_ptr<log>> open_embedded_log(const std::string& dir,
 // The partition count a data directory was created with; nullopt if it holds no log yet.
 result<std::optional<uint32_t>> embedded_log_partitions(const std::string& dir);
 
+// Changes the placement header of the log in `dir` (docs/tenant-moves.md, "Scaling the
+// partition count"), with no log open on it (it takes the directory's lock: errc::locked while
+// an engine runs): grows the log to `partitions` (new, empty partition directories; never
+// fewer than it has) and records `retired` (each < partitions, not all of them). The base is
+// kept. The meta file is replaced by a rename, so a crash leaves the old header or the new one.
+// Returns the new header.
+result<placement_header> scale_embedded_log(const std::string& dir, uint32_t partitions,
+                                            std::vector<uint32_t> retired);
+
 // Salvage of a partition whose committed data is damaged (docs/salvage.md): everything after
 // the last valid commit before the first bad frame is cut, as recovery cuts a torn tail — the
 // commits after the bad frame too, since offsets are dense and the bad frame's records cannot be

@@ -751,13 +751,21 @@ class kafka_log final : public log {
     return r.get();
   }
 
+  static constexpr int seek_attempts_max = 3;
   result<void> seek(reader& r, stream s, uint32_t p, uint64_t from) {
     list_ptr list(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(list.get(), topic(s).c_str(), static_cast<int32_t>(p))
         ->offset = static_cast<int64_t>(from);
-    if (error_ptr e{
-            rd_kafka_seek_partitions(r.consumer.get(), list.get(), _options.request_timeout_ms)}) {
-      return std::unexpected(kafka_error("seek", e.get()));
+    // The seek waits for the consumer's fetcher thread; on a loaded machine that can take
+    // longer than one request timeout, so a timed-out seek is tried again (seek_attempts_max).
+    for (int attempt = 1;; ++attempt) {
+      error_ptr e{
+          rd_kafka_seek_partitions(r.consumer.get(), list.get(), _options.request_timeout_ms)};
+      if (!e) break;
+      if (rd_kafka_error_code(e.get()) != RD_KAFKA_RESP_ERR__TIMED_OUT ||
+          attempt == seek_attempts_max) {
+        return std::unexpected(kafka_error("seek", e.get()));
+      }
     }
     r.next = from;
     r.at_end = false;

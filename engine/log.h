@@ -85,11 +85,30 @@ struct commit_batch {
 // Limits of every backend, named with their unit.
 inline constexpr size_t record_bytes_max = 1 << 20;  // key + value of one record
 
+// Where tenants live by default, for the whole deployment (docs/tenant-moves.md, "Scaling the
+// partition count"): `base` is the partition count default placement hashes against (the count
+// the log was created with; a scale never changes it, so adding partitions moves no tenant), and
+// `retired` the partitions that get no tenants (sorted; each < partition_count()).
+struct placement_header {
+  uint32_t base = 1;
+  std::vector<uint32_t> retired;
+  bool is_retired(uint32_t p) const;
+};
+
+class log;
+// The partition that decides for a tenant with no placement entry: tenant_partition(tenant,
+// l.placement().base). Moved tenants are found from there (docs/tenant-moves.md).
+uint32_t home_partition(const log& l, std::string_view tenant);
+
 class log {
  public:
   virtual ~log() = default;
 
   virtual uint32_t partition_count() const = 0;
+
+  // The placement header, as stored when the log was opened. Backends that do not store one (and
+  // logs never scaled) answer {partition_count(), {}}.
+  virtual placement_header placement() const { return {partition_count(), {}}; }
 
   // Atomically appends and moves positions; returns the offset of each append, in the order of
   // batch.appends. Fails with errc::too_large if a record exceeds record_bytes_max; nothing of

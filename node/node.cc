@@ -120,8 +120,12 @@ result<std::unique_ptr<node>> node::open(const node_options& options, clock& clk
 result<void> node::open_partition(uint32_t p) {
   auto store = state_store::open(fmt::format("{}/state/p{:03}", _options.data_dir, p));
   if (!store) return std::unexpected(store.error());
-  auto o = std::make_unique<orchestrator>(
-      orchestrator_options{_options.partitions, /*forward_misplaced=*/true});
+  const placement_header placed = _log->placement();
+  orchestrator_options oo;
+  oo.partitions = _options.partitions;
+  oo.base = placed.base;
+  oo.retired = placed.retired;
+  auto o = std::make_unique<orchestrator>(std::move(oo));
   _orchestrators[p] = o.get();
   _partitions[p] = std::make_unique<partition_runtime>(*_log, p, std::move(*store), std::move(o),
                                                        _clock, _options.runtime);
@@ -356,7 +360,7 @@ result<void> node::submit(std::string_view tenant, std::string bytes) {
 }
 
 std::optional<execution_state> node::execution(std::string_view tenant, std::string_view id) {
-  uint32_t p = tenant_partition(tenant, _options.partitions);
+  uint32_t p = home_partition(*_log, tenant);
   std::lock_guard lock(_parts_mu);
   // A tenant moved away is found where its default partition's placement entry points, and so
   // on (docs/tenant-moves.md); each partition that saw it leave knows where it went.
@@ -495,6 +499,34 @@ void collect_orchestrator(metrics_writer& w, uint32_t p, const orchestrator_prob
   w.add(tenants_moved_in_total, l, o.tenants_moved_in.load());
 }
 
+// Tenants per partition whose AI spend is exported (the nearest their budget: see
+// orchestrator::ai_spend_top), so the series stay bounded whatever the tenant count.
+constexpr size_t ai_spend_tenants_per_partition_max = 20;
+
+constexpr metric_def ai_spend_micros{
+    "auterity_ai_spend_micros",
+    "AI spend of the tenant in the current UTC day or month (period), micro-USD, from the "
+    "partition's applied state; the tenants of a partition nearest their budget",
+    metric_kind::gauge};
+constexpr metric_def ai_budget_micros{
+    "auterity_ai_budget_micros",
+    "The tenant policy's AI budget for the period, micro-USD (no series: no budget)",
+    metric_kind::gauge};
+
+void collect_ai_spend(metrics_writer& w, uint32_t p, const std::vector<ai_spend_sample>& top) {
+  for (const ai_spend_sample& s : top) {
+    const std::pair<const char*, std::pair<int64_t, int64_t>> periods[] = {
+        {"day", {s.day_spent_micros, s.day_budget_micros}},
+        {"month", {s.month_spent_micros, s.month_budget_micros}}};
+    for (const auto& [period, values] : periods) {
+      const metric_labels l = {
+          {"partition", std::to_string(p)}, {"tenant", s.tenant}, {"period", period}};
+      w.add(ai_spend_micros, l, static_cast<double>(values.first));
+      if (values.second > 0) w.add(ai_budget_micros, l, static_cast<double>(values.second));
+    }
+  }
+}
+
 constexpr metric_def step_downs_total{
     "auterity_partition_step_downs_total",
     "Partition runtimes dropped after a failed commit (lost ownership, fenced, broker away) and "
@@ -568,6 +600,9 @@ void node::collect_metrics(metrics_writer& w) {
       const partition_probe& probe = _partitions[p]->probe();
       collect_partition(w, p, probe);
       collect_orchestrator(w, p, _orchestrators[p]->probe());
+      collect_ai_spend(
+          w, p,
+          _orchestrators[p]->ai_spend_top(_clock.now_ms(), ai_spend_tenants_per_partition_max));
       if (!probe.restored.load()) continue;
       owned.push_back({p, probe.ingress_next.load(), probe.acks_next.load()});
     }

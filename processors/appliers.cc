@@ -403,6 +403,7 @@ void ai_usage_recorded_v1(orchestrator_state& s, const fbs::Envelope& env, execu
   }
   add_be64(s, keys::ai_spend_day(tenant, day), p->cost_micros());
   add_be64(s, keys::ai_spend_month(tenant, month), p->cost_micros());
+  s.note_ai_spend(tenant, day, month);
 }
 
 void notification_suppressed_v1(orchestrator_state& s, const fbs::Envelope& env,

@@ -797,7 +797,8 @@ std::optional<uint32_t> orchestrator::decider::owner_elsewhere(std::string_view 
         return here;
     }
   }
-  const uint32_t home = tenant_partition(tenant, _o._options.partitions);
+  const uint32_t base = _o._options.base ? _o._options.base : _o._options.partitions;
+  const uint32_t home = tenant_partition(tenant, base);
   if (home == here) return std::nullopt;
   return home;
 }
@@ -852,6 +853,11 @@ void orchestrator::decider::move_tenant(const input& in, const fbs::Envelope& en
     return reject(in, &env, rejection_code::invalid_move,
                   fmt::format("partition {} does not exist: the log has {} partitions (0..{})", to,
                               partitions, partitions - 1));
+  }
+  if (std::ranges::find(_o._options.retired, to) != _o._options.retired.end()) {
+    return reject(
+        in, &env, rejection_code::invalid_move,
+        fmt::format("partition {} is retired (partitions scale): it takes no tenants", to));
   }
   if (to == in.partition) {
     return reject(in, &env, rejection_code::invalid_move,
@@ -2079,6 +2085,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
     }
   }
   _published_next_timer.store(next_timer_ms());
+  publish_spend();
   return r;
 }
 
@@ -2320,6 +2327,62 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
 void orchestrator::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
   _state->flush(out, event_offsets);
   _published_next_timer.store(next_timer_ms());
+  publish_spend();
+}
+
+// Copies the entries that changed (few per batch: a usage or a policy) under the lock.
+void orchestrator::publish_spend() {
+  const std::set<std::string> changed = _state->take_ai_spend_changes();
+  if (changed.empty()) return;
+  const auto& all = _state->ai_spend_all();
+  std::lock_guard lock(_spend_mu);
+  for (const std::string& tenant : changed) {
+    if (auto it = all.find(tenant); it != all.end()) {
+      _spend_published.insert_or_assign(tenant, it->second);
+    } else {
+      _spend_published.erase(tenant);
+    }
+  }
+}
+
+double ai_spend_sample::budget_used() const {
+  double used = -1;
+  if (day_budget_micros > 0) {
+    used = std::max(used, static_cast<double>(day_spent_micros) / day_budget_micros);
+  }
+  if (month_budget_micros > 0) {
+    used = std::max(used, static_cast<double>(month_spent_micros) / month_budget_micros);
+  }
+  return used;
+}
+
+std::vector<ai_spend_sample> orchestrator::ai_spend_top(int64_t now_ms, size_t k) const {
+  const std::string day = utc_day(now_ms), month = utc_month(now_ms);
+  std::vector<ai_spend_sample> out;
+  {
+    std::lock_guard lock(_spend_mu);
+    out.reserve(_spend_published.size());
+    for (const auto& [tenant, s] : _spend_published) {
+      out.push_back({tenant, s.day == day ? s.day_spent_micros : 0,
+                     s.month == month ? s.month_spent_micros : 0, s.day_budget_micros,
+                     s.month_budget_micros});
+    }
+  }
+  auto nearer = [](const ai_spend_sample& a, const ai_spend_sample& b) {
+    const double ua = a.budget_used(), ub = b.budget_used();
+    if (ua != ub) return ua > ub;
+    if (a.month_spent_micros != b.month_spent_micros) {
+      return a.month_spent_micros > b.month_spent_micros;
+    }
+    return a.tenant < b.tenant;  // a stable choice between equals, scrape after scrape
+  };
+  if (out.size() > k) {
+    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), nearer);
+    out.resize(k);
+  } else {
+    std::sort(out.begin(), out.end(), nearer);
+  }
+  return out;
 }
 
 }  // namespace auterity

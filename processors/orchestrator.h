@@ -5,11 +5,15 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "engine/partition_runtime.h"
 #include "engine/record.h"
+#include "processors/tenant_policy.h"
 
 namespace auterity {
 
@@ -22,6 +26,10 @@ struct orchestrator_options {
   // not use murmur2, a tenant moved away) to the one that does, in the same commit, instead of
   // rejecting it. Both logs commit across partitions (engine/log.h).
   bool forward_misplaced = true;
+  // The placement header (engine/log.h): the count a tenant's default partition hashes against
+  // (0: `partitions`), and the partitions no tenant may move to.
+  uint32_t base = 0;
+  std::vector<uint32_t> retired;
 };
 
 // Counters of one partition's orchestrator (relaxed atomics, read by other threads).
@@ -40,6 +48,18 @@ struct orchestrator_probe {
   std::atomic<uint64_t> decide_reads{0};
 };
 
+// One tenant's AI spend of the current UTC day and month against its budgets (micro-USD; a
+// budget of 0: none), as exported on /metrics.
+struct ai_spend_sample {
+  std::string tenant;
+  int64_t day_spent_micros = 0;
+  int64_t month_spent_micros = 0;
+  int64_t day_budget_micros = 0;
+  int64_t month_budget_micros = 0;
+  // The larger of day and month spent / budget over the budgets set; -1 if none is set.
+  double budget_used() const;
+};
+
 class orchestrator final : public partition_processor {
  public:
   explicit orchestrator(orchestrator_options options);
@@ -55,6 +75,13 @@ class orchestrator final : public partition_processor {
   void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) override;
 
   const orchestrator_probe& probe() const { return _probe; }
+  // The `k` tenants of this partition nearest their AI budget — highest budget_used() first,
+  // then, for tenants without a budget, highest month spend — with their spend of the UTC day
+  // and month of `now_ms` (0 if their latest spend is of an earlier day or month). From the
+  // applied state as of the last flush (committed: live and replay alike); safe to call from
+  // any thread. O(tenants with spend or a budget).
+  std::vector<ai_spend_sample> ai_spend_top(int64_t now_ms, size_t k) const;
+
   // next_timer_ms() as of the last flush, safe to read from any thread.
   int64_t published_next_timer_ms() const { return _published_next_timer.load(); }
 
@@ -75,6 +102,10 @@ class orchestrator final : public partition_processor {
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;
   std::atomic<int64_t> _published_next_timer{INT64_MAX};
+  // The state's AI spend entries as of the last flush, for ai_spend_top().
+  mutable std::mutex _spend_mu;
+  std::unordered_map<std::string, tenant_ai_spend> _spend_published;  // guarded by _spend_mu
+  void publish_spend();
   // The state of the tenant a MoveTenant input moves, read by prefetch (a barrier batch).
   struct move_export;
   std::unique_ptr<move_export> _export;

@@ -123,6 +123,7 @@ void orchestrator_state::drop_tenant(std::string_view tenant) {
   end.push_back('\x01');  // just past every "T<tenant>\0..." key
   _pending.delete_range(keys::tenant_prefix(tenant), end);
   _pending.del(keys::tenant_registry(tenant));
+  set_spend(tenant, {});
   erase_where(_installed, [&](const auto& kv) {
     return std::string_view(kv.first).starts_with(keys::tenant_prefix(tenant));
   });
@@ -201,7 +202,93 @@ void orchestrator_state::load_installed(std::string_view tenant) {
     totals.bytes += h.bytes();
     _held[{std::string(tenant), std::move(execution)}].push_back(std::move(h));
   }
+  vassert(load_spend(tenant).has_value(), "AI spend of moved-in tenant {} unreadable", tenant);
   _moved_in.emplace(tenant);
+}
+
+namespace {
+int64_t be64_value(std::string_view v) {
+  return v.size() == 8 ? static_cast<int64_t>(keys::get_be64(v)) : 0;
+}
+}  // namespace
+
+result<void> orchestrator_state::load_spend(std::string_view tenant) {
+  tenant_ai_spend out;
+  // Keys sort by date: the last of each kind is the latest (the appliers prune the oldest).
+  const std::string prefix = keys::tenant_prefix(tenant);
+  const auto days = scan_seen(tenant, prefix + 'U');
+  if (!days.empty()) {
+    out.day = days.rbegin()->first.substr(prefix.size() + 1);
+    out.day_spent_micros = be64_value(days.rbegin()->second);
+  }
+  const auto months = scan_seen(tenant, prefix + 'V');
+  if (!months.empty()) {
+    out.month = months.rbegin()->first.substr(prefix.size() + 1);
+    out.month_spent_micros = be64_value(months.rbegin()->second);
+  }
+  if (days.empty() && months.empty()) {  // entries are for tenants with spend only
+    set_spend(tenant, {});
+    return {};
+  }
+  // The cached policy if there is one; else parsed here without caching it (open() reads it
+  // for every tenant with spend, and most are never needed again).
+  std::shared_ptr<const tenant_policy> policy;
+  if (auto it = _policies.find(keys::policy(tenant)); it != _policies.end()) {
+    policy = it->second.policy;
+  } else {
+    auto stored = read(keys::policy(tenant));
+    if (!stored) return std::unexpected(stored.error());
+    if (stored->has_value() && (*stored)->size() >= 4) {
+      auto parsed = parse_tenant_policy(std::string_view(**stored).substr(4));
+      vassert(parsed.has_value(), "stored policy of {} no longer parses: {}", tenant,
+              parsed.error().reason);
+      policy = std::make_shared<const tenant_policy>(std::move(*parsed));
+    }
+  }
+  if (policy && policy->ai) {
+    out.day_budget_micros = policy->ai->day_budget_micros;
+    out.month_budget_micros = policy->ai->month_budget_micros;
+  }
+  set_spend(tenant, std::move(out));
+  return {};
+}
+
+void orchestrator_state::set_spend(std::string_view tenant, tenant_ai_spend s) {
+  const std::string t(tenant);
+  auto it = _spend.find(t);
+  if (s == tenant_ai_spend{}) {  // neither spend nor budget: no entry
+    if (it == _spend.end()) return;
+    _spend.erase(it);
+  } else if (it == _spend.end() || it->second != s) {
+    _spend.insert_or_assign(t, std::move(s));
+  } else {
+    return;
+  }
+  _spend_changed.insert(t);
+}
+
+void orchestrator_state::note_ai_spend(std::string_view tenant, const std::string& day,
+                                       const std::string& month) {
+  auto it = _spend.find(std::string(tenant));
+  tenant_ai_spend s;
+  if (it != _spend.end()) {
+    s = it->second;
+  } else if (const tenant_policy* p = policy(tenant); p && p->ai) {
+    s.day_budget_micros = p->ai->day_budget_micros;
+    s.month_budget_micros = p->ai->month_budget_micros;
+  }
+  const std::optional<std::string>& d = value(keys::ai_spend_day(tenant, day));
+  const std::optional<std::string>& m = value(keys::ai_spend_month(tenant, month));
+  // A late usage of an earlier day (an answer after midnight) adds to that day, not today's.
+  if (day >= s.day) {
+    s.day = day;
+    s.day_spent_micros = d ? be64_value(*d) : 0;
+  }
+  if (month >= s.month) {
+    s.month = month;
+    s.month_spent_micros = m ? be64_value(*m) : 0;
+  }
+  set_spend(tenant, std::move(s));
 }
 
 result<void> orchestrator_state::open(state_store& store) {
@@ -221,6 +308,7 @@ result<void> orchestrator_state::open(state_store& store) {
   if (!placed) return placed;
   for (const std::string& tenant : tenants) {
     _tenants[tenant] = true;
+    if (auto spend = load_spend(tenant); !spend) return spend;
     auto scanned =
         store.scan_prefix(keys::timer_prefix(tenant), [&](std::string_view key, std::string_view) {
           timer_entry t;
@@ -407,6 +495,12 @@ void orchestrator_state::put_policy(std::string_view tenant, uint32_t version,
   std::string key = keys::policy(tenant);
   _pending.put(key, bytes);
   _policies[key] = versioned_policy{version, std::make_shared<const tenant_policy>(p)};
+  auto it = _spend.find(std::string(tenant));
+  if (it == _spend.end()) return;  // no spend yet: its first usage reads the budgets
+  tenant_ai_spend s = it->second;
+  s.day_budget_micros = p.ai ? p.ai->day_budget_micros : 0;
+  s.month_budget_micros = p.ai ? p.ai->month_budget_micros : 0;
+  set_spend(tenant, std::move(s));
 }
 
 orchestrator_state::counter_index* orchestrator_state::loaded_counters(std::string_view key) {

@@ -12,6 +12,7 @@
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "engine/partition_runtime.h"
 #include "engine/state_store.h"
@@ -105,6 +106,16 @@ class orchestrator_state {
   // Loads the tenant's counters if needed (store reads: live, prefetch did it already).
   const counter_index& counters(std::string_view tenant);
 
+  // The AI spend and budgets of every tenant with AI spend stored (U or V keys; a budget alone
+  // makes no entry: the registry open() lists tenants by holds only those with a definition),
+  // kept current by the appliers, so replay and the live path agree: open() reads them from
+  // the store (the latest U and V key and the policy of each registered tenant),
+  // note_ai_spend() follows a usage, put_policy() a budget, a move installs or drops the
+  // tenant's entry. One small entry per tenant with spend.
+  const std::unordered_map<std::string, tenant_ai_spend>& ai_spend_all() const { return _spend; }
+  // Tenants whose entry changed since the last call (erased: no entry now); emptied.
+  std::set<std::string> take_ai_spend_changes() { return std::exchange(_spend_changed, {}); }
+
   // Signals held for an execution id this partition does not know yet, in arrival order; null
   // if none. All held signals are in memory (open() loads them; limits::signals_held_* bound
   // them), so deciding never reads them from the store.
@@ -157,6 +168,9 @@ class orchestrator_state {
   void put_policy(std::string_view tenant, uint32_t version, const tenant_policy& p);
   void put_value(const std::string& key, std::string value);
   void del_value(const std::string& key);
+  // After a usage added to the tenant's spend of `day` and `month` (values already put): the
+  // spend view takes the totals, unless a later day (month) has spend already.
+  void note_ai_spend(std::string_view tenant, const std::string& day, const std::string& month);
   // Adds a held signal; the first for an execution id sets its hold-window timer.
   void hold_signal(std::string_view tenant, std::string_view execution, held_signal h);
   // Removes every signal held for the id and its timer; returns how many there were.
@@ -201,6 +215,11 @@ class orchestrator_state {
   versioned_policy& load_policy(std::string_view tenant);
   std::unordered_map<std::string, versioned_policy> _policies;
   std::unordered_map<std::string, std::optional<std::string>> _values;
+  std::unordered_map<std::string, tenant_ai_spend> _spend;  // by tenant
+  std::set<std::string> _spend_changed;
+  void set_spend(std::string_view tenant, tenant_ai_spend s);
+  // The tenant's entry from its state as read() sees it (a moved-in tenant's installed keys).
+  result<void> load_spend(std::string_view tenant);
   // Tenants whose U, V, N and X keys are all in _values (absent there: absent in the store).
   std::unordered_map<std::string, counter_index> _counters;
   counter_index* loaded_counters(std::string_view key);

@@ -129,6 +129,19 @@ struct ai_spend {
   int64_t month_spent_micros = 0;
 };
 
+// A tenant's AI spend as its partition's applied state holds it: the latest UTC day and month
+// with spend and their totals (the U and V keys of execution_state.h), and the budgets of the
+// policy in force. What /metrics exports (orchestrator::ai_spend_top).
+struct tenant_ai_spend {
+  std::string day;  // "YYYY-MM-DD"; empty: no spend stored
+  int64_t day_spent_micros = 0;
+  std::string month;  // "YYYY-MM"; empty: no spend stored
+  int64_t month_spent_micros = 0;
+  int64_t day_budget_micros = 0;  // 0: none (ai_policy)
+  int64_t month_budget_micros = 0;
+  bool operator==(const tenant_ai_spend&) const = default;
+};
+
 struct ai_route {
   std::optional<size_t> candidate;  // index into ai_policy::candidates; none: see reason
   ai_tier tier_chosen = ai_tier::standard;

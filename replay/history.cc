@@ -9,9 +9,10 @@
 
 namespace auterity {
 
-std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count) {
+std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count,
+                                       uint32_t base) {
   if (!scope.tenant.empty() && !scope.all_partitions) {
-    return {tenant_partition(scope.tenant, partition_count)};
+    return {tenant_partition(scope.tenant, base ? base : partition_count)};
   }
   std::vector<uint32_t> all(partition_count);
   std::iota(all.begin(), all.end(), 0u);

@@ -41,10 +41,11 @@ struct replay_scope {
   }
 };
 
-// The partitions a scope reads: the tenant's (default placement, engine/record.h) unless
-// all_partitions or no tenant is given. When placement becomes editable (Kafka issue), a
-// tenant moved between partitions needs all_partitions (or the placement history) here.
-std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count);
+// The partitions a scope reads: the tenant's default partition (tenant_partition against the
+// placement base, engine/log.h; 0: partition_count) unless all_partitions or no tenant is
+// given. A tenant moved between partitions needs all_partitions (docs/tenant-moves.md, "Left").
+std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count,
+                                       uint32_t base = 0);
 
 // The streams a timeline reads. For records of the same millisecond this order breaks ties
 // (after causes are pulled forward, see merged_reader).

@@ -97,7 +97,9 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::open(const std::string
   r->_dir = scratch_dir;
   r->_tenant = std::move(tenant);
   r->_store = std::move(*store);
-  r->_orchestrator = std::make_unique<orchestrator>(orchestrator_options{partitions});
+  orchestrator_options o;
+  o.partitions = partitions;
+  r->_orchestrator = std::make_unique<orchestrator>(std::move(o));
   if (auto o = r->_orchestrator->open(*r->_store, partition); !o) {
     return std::unexpected(o.error());
   }

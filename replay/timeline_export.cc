@@ -21,7 +21,7 @@ std::optional<timeline_format> parse_timeline_format(std::string_view name) {
 
 uint64_t timeline_records_total(log& l, const replay_scope& scope) {
   uint64_t total = 0;
-  for (uint32_t p : scope_partitions(scope, l.partition_count())) {
+  for (uint32_t p : scope_partitions(scope, l.partition_count(), l.placement().base)) {
     for (stream s : timeline_streams) total += l.end_offset(s, p).value_or(0);  // progress only
   }
   return total;
@@ -116,7 +116,8 @@ result<void> append_spool(std::FILE* spool, std::FILE* out, bool html, timeline_
 }  // namespace
 
 result<timeline_stats> write_timeline(log& l, const timeline_options& o, std::FILE* out) {
-  const std::vector<uint32_t> parts = scope_partitions(o.scope, l.partition_count());
+  const std::vector<uint32_t> parts =
+      scope_partitions(o.scope, l.partition_count(), l.placement().base);
   const bool html = o.format == timeline_format::html;
   std::vector<file_ptr> spools;
   for (size_t i = 0; i < parts.size(); ++i) {

@@ -48,7 +48,7 @@ head_scan head_scan_of(const state_store& s) {
 
 std::vector<uint32_t> selected_partitions(const log& l, const verify_options& o) {
   if (!o.partitions.empty()) return o.partitions;
-  if (!o.tenant.empty()) return {tenant_partition(o.tenant, l.partition_count())};
+  if (!o.tenant.empty()) return {home_partition(l, o.tenant)};
   std::vector<uint32_t> all(l.partition_count());
   for (uint32_t p = 0; p < all.size(); ++p) all[p] = p;
   return all;

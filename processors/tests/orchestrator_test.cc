@@ -627,6 +627,52 @@ TEST(orchestrator_policy, spend_of_days_and_months_past_retention_is_pruned_by_l
   expect_replay_rebuilds_the_state(h);
 }
 
+// What /metrics exports: the k tenants nearest their budget, from the applied state, with the
+// spend of the current day and month only.
+TEST(orchestrator_policy, ai_spend_top_ranks_tenants_by_budget_used_and_keeps_k) {
+  harness h("ai-spend-top", 1, false);
+  std::vector<record> keep_cmds;
+  // t00..t23 spend 527 each against day budgets of 600, 700, ... (t00 nearest); "open" has
+  // no budget and spends twice.
+  auto spend = [&](const std::string& t, const json& policy, int times) {
+    h.submit(t, client::publish_policy({t, "", "policy", h.clk.now_ms()}, policy.dump()));
+    h.publish(t, ai_workflow("standard"));
+    for (int i = 0; i < times; ++i) {
+      h.start(t, fmt::format("e{}", i), "wf");
+      h.settle();
+      ack(h, *commands(h, stream::commands_ai, keep_cmds).back(), ai_answer(1234, 567));
+    }
+  };
+  for (int i = 0; i < 24; ++i) spend(fmt::format("t{:02}", i), ai_policy_json(600 + 100 * i), 1);
+  spend("open", {{"ai", {{"candidates", ai_candidates()}}}}, 2);
+  const orchestrator& o = h.n->orchestrator_of(0);
+
+  const auto top = o.ai_spend_top(h.clk.now_ms(), 20);
+  ASSERT_EQ(top.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(top[i].tenant, fmt::format("t{:02}", i));
+    EXPECT_EQ(top[i].day_spent_micros, 527);
+    EXPECT_EQ(top[i].month_spent_micros, 527);
+    EXPECT_EQ(top[i].day_budget_micros, 600 + 100 * i);
+    EXPECT_EQ(top[i].month_budget_micros, 100'000'000);
+  }
+  const auto all = o.ai_spend_top(h.clk.now_ms(), 100);
+  ASSERT_EQ(all.size(), 25u);
+  EXPECT_EQ(all.back().tenant, "open") << "no budget: after every tenant with one";
+  EXPECT_EQ(all.back().month_spent_micros, 2 * 527);
+  EXPECT_EQ(all.back().budget_used(), -1);
+
+  // The next day: no spend today, the month's stays.
+  h.clk.advance(day_ms);
+  const auto next_day = o.ai_spend_top(h.clk.now_ms(), 100);
+  ASSERT_EQ(next_day.size(), 25u);
+  for (const ai_spend_sample& s : next_day) {
+    EXPECT_EQ(s.day_spent_micros, 0) << s.tenant;
+    EXPECT_GT(s.month_spent_micros, 0) << s.tenant;
+  }
+  expect_no_decide_reads(h);
+}
+
 TEST(orchestrator_policy, an_exhausted_budget_downgrades_to_a_cheaper_tier) {
   harness h("ai-downgrade", 1, false);
   publish_policy(h, ai_policy_json(/*day_budget=*/600));

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -446,6 +447,80 @@ TEST(connectors_e2e, ai_budget_exhaustion_downgrades_then_rejects) {
     if (ev.type == "AiRouted") told = sv(ev.env()->payload_as_AiRouted()->provider()).empty();
   }
   EXPECT_TRUE(told) << "no AiRouted event explains the rejection";
+}
+
+// Every tenant's AI spend and budgets from every partition's orchestrator (ai_spend_top, what
+// /metrics exports), by tenant.
+std::map<std::string, ai_spend_sample> spend_view(node& n, int64_t now_ms, size_t k = 20) {
+  std::map<std::string, ai_spend_sample> out;
+  for (uint32_t p = 0; p < n.partitions(); ++p) {
+    for (ai_spend_sample& s : n.orchestrator_of(p).ai_spend_top(now_ms, k)) {
+      out.emplace(s.tenant, std::move(s));
+    }
+  }
+  return out;
+}
+
+// The spend /metrics exports is the applied state's: it equals the costs recorded in the log
+// live, after a restart from the state checkpoint, and after a full replay of the log into a
+// fresh state store; a tenant with a budget and no spend has no entry (nothing to watch yet).
+TEST(connectors_e2e, ai_spend_view_equals_recorded_costs_live_and_after_replay) {
+  ai_fixture f("ai-spend-view");
+  ASSERT_NE(f.ai.port(), 0) << f.ai.error();
+  ASSERT_TRUE(f.n);
+  f.submit(client::publish_definition({"acme", "", "pub", 0}, draft_workflow));
+  const json candidates = {candidate("good", "gpt-test", "standard", 1000, 2000)};
+  f.submit(client::publish_policy(
+      {"acme", "", "policy-1", 0},
+      policy(candidates, {{"day_micros", 100000}, {"month_micros", 900000}})));
+  auto submitted = f.n->submit(
+      "bayside", client::publish_policy({"bayside", "", "policy-b", 0},
+                                        policy(candidates, {{"month_micros", 5000000}})));
+  ASSERT_TRUE(submitted.has_value()) << submitted.error().message;
+  int64_t spent = 0;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string id = fmt::format("lead-{}", i);
+    ASSERT_EQ(exec_status_name(f.run(id).status), "succeeded");
+    for (const auto* u : of_type(events_of(*f.n, "acme", id), "AiUsageRecorded")) {
+      spent += u->payload_as_AiUsageRecorded()->cost_micros();
+    }
+  }
+  ASSERT_GT(spent, 0);
+
+  auto expect_view = [&](node& n, const char* when) {
+    const auto view = spend_view(n, f.clk.now_ms());
+    ASSERT_EQ(view.size(), 1u) << when << ": only tenants with spend";
+    const ai_spend_sample& acme = view.at("acme");
+    EXPECT_EQ(acme.day_spent_micros, spent) << when;
+    EXPECT_EQ(acme.month_spent_micros, spent) << when;
+    EXPECT_EQ(acme.day_budget_micros, 200000) << when;
+    EXPECT_EQ(acme.month_budget_micros, 900000) << when;
+    // A day later the day's spend is 0; the month's stays (unless the month ended too).
+    const int64_t tomorrow = f.clk.now_ms() + 86'400'000;
+    EXPECT_EQ(spend_view(n, tomorrow).at("acme").day_spent_micros, 0) << when;
+  };
+  // A budget raised later applies to the entry at once.
+  f.submit(client::publish_policy(
+      {"acme", "", "policy-2", 0},
+      policy(candidates, {{"day_micros", 200000}, {"month_micros", 900000}})));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (spend_view(*f.n, f.clk.now_ms()).at("acme").day_budget_micros != 200000 &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(spend_view(*f.n, f.clk.now_ms()).at("acme").day_budget_micros, 200000);
+  expect_view(*f.n, "live");
+
+  // Restarted from the state checkpoint, then from nothing but the log.
+  f.n->stop();
+  f.n.reset();
+  for (const bool fresh_state : {false, true}) {
+    if (fresh_state) fs::remove_all(f.dir / "data" / "state");
+    auto opened = node::open(node_with_connectors(f.dir), f.clk);
+    ASSERT_TRUE(opened.has_value()) << opened.error().message;
+    ASSERT_TRUE((*opened)->recover().has_value());
+    expect_view(**opened, fresh_state ? "after a full replay" : "after a restart");
+  }
 }
 
 // ------------------------------------------------------- notification policy, injected clock

@@ -65,7 +65,9 @@ struct engine {
     auto store = state_store::open(dir + "/state");
     FUZZ_CHECK(store.has_value(), "state: %s", store.error().message.c_str());
     runtime = std::make_unique<partition_runtime>(
-        *l, 0, std::move(*store), std::make_unique<orchestrator>(orchestrator_options{1, false}),
+        *l, 0, std::move(*store),
+        std::make_unique<orchestrator>(orchestrator_options{
+            .partitions = 1, .forward_misplaced = false, .base = 0, .retired = {}}),
         clk);
     auto r = runtime->recover();
     FUZZ_CHECK(r.has_value(), "recover: %s", r.error().message.c_str());

@@ -7,14 +7,21 @@ malformed, some for an unknown workflow, some whose step fails), and Debian's `p
 scraping the engine every second with ops/prometheus/auterity-alerts.yml loaded (its `for:`
 durations cut to 5 s so the test is short; the expressions are the file's own). Then:
 
+A third tenant, `ai-dealer`, runs an AI step against fake_ai.py (the loopback server speaking
+the OpenAI protocol that the connector tests use) under a policy with a day budget of
+AI_DAY_BUDGET_MICROS, so its real AI calls spend the budget down while the load runs.
+
 - every expression of ops/grafana/auterity-dashboard.json returns series;
+- the engine's /metrics (scraped directly) has auterity_ai_spend_micros of ai-dealer equal to
+  the sum of the AiUsageRecorded costs in its executions log, and its budget;
+  AuterityAiBudgetNearlySpent fires for it;
 - every rule's expression evaluates, and every metric it reads has series;
 - the HTTP server stops answering ("stop the acks"): AuterityConsumerLagGrowing fires for the
   step workers' group;
 - a SIGTERM then drains (the engine waits for the batch in its connector), a second one exits
   at once.
 
-usage: prometheus_test.py AUTERITY_BIN BROKER_SH OPS_DIR
+usage: prometheus_test.py AUTERITY_BIN BROKER_SH OPS_DIR FAKE_AI_PY
 """
 import json
 import os
@@ -38,8 +45,13 @@ LOAD_S_MAX = 150         # the load stops by itself after this long
 WARMUP_S = 20            # load before the expressions are evaluated
 FIRE_WAIT_S = 90         # longest wait for the lag alert once the answers stop
 HANG_S = 120             # how long a stopped answer is held
+AI_EVERY = 10            # every 10th start is an AI start of the AI tenant
+# One call is estimated at ~15 input + 100 output tokens at 1000/2000 micro-USD per 1k: ~215.
+AI_DAY_BUDGET_MICROS = 1500
+AI_FIRE_WAIT_S = 60      # longest wait for the budget alert
+AI_TENANT = "ai-dealer"
 
-auterity, broker_sh, ops_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+auterity, broker_sh, ops_dir, fake_ai_py = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 work = tempfile.mkdtemp(prefix="auterity-prom.")
 procs = []
 failures = []
@@ -87,6 +99,11 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ack_port = server.server_address[1]
 
+    fake_ai = subprocess.Popen([sys.executable, fake_ai_py, "--openai-key", ""],
+                               stdout=subprocess.PIPE, text=True)
+    procs.append(fake_ai)
+    ai_port = int(fake_ai.stdout.readline().split()[1])  # "LISTENING <port>"
+
     out = subprocess.run([broker_sh, "start", "--nodes", "1", "--dir", f"{work}/kafka",
                           "--owner", str(os.getpid())], check=True, capture_output=True, text=True)
     bootstrap = re.search(r"^BOOTSTRAP=(\S+)", out.stdout, re.M).group(1)
@@ -101,12 +118,36 @@ def main():
     with open(f"{work}/ack.json", "w") as f:
         json.dump(workflow, f)
     with open(f"{work}/connectors.json", "w") as f:
-        json.dump({"step": {"http": {"timeout_ms": 600000}}}, f)
+        json.dump({"step": {"http": {"timeout_ms": 600000}},
+                   "ai": {"providers": {"cheap": {
+                       "api": "openai", "base_url": f"http://127.0.0.1:{ai_port}/v1",
+                       "model": "gpt-test"}}}}, f)
     tenants = ["acme", "bayside"]
     for t in tenants:
         subprocess.run([auterity, "publish", "--kafka", bootstrap, "--tenant", t,
                         f"{work}/ack.json", "--data", f"{work}/tools"], check=True,
                        capture_output=True)
+    # The AI tenant: one AI step (its failure, once the budget rejects it, is continued).
+    draft = {"workflow": "draft", "version": 1, "steps": [
+        {"id": "draft", "kind": "ai", "tier": "standard", "timeout_ms": 20000,
+         "input": {"prompt": "Write a two-line reply to {{input.name}} about a test drive.",
+                   "max_tokens": 100},
+         "on_failure": "continue"}]}
+    policy = {"ai": {"candidates": [
+        {"provider": "cheap", "model": "gpt-test", "tier": "standard",
+         "input_per_1k_micros": 1000, "output_per_1k_micros": 2000}],
+        "budget": {"day_micros": AI_DAY_BUDGET_MICROS, "month_micros": 1000000,
+                   "when_exhausted": "reject"}}}
+    with open(f"{work}/draft.json", "w") as f:
+        json.dump(draft, f)
+    with open(f"{work}/ai-policy.json", "w") as f:
+        json.dump(policy, f)
+    subprocess.run([auterity, "publish", "--kafka", bootstrap, "--tenant", AI_TENANT,
+                    f"{work}/draft.json", "--data", f"{work}/tools"], check=True,
+                   capture_output=True)
+    subprocess.run([auterity, "policy", "--kafka", bootstrap, "--tenant", AI_TENANT,
+                    f"{work}/ai-policy.json", "--data", f"{work}/tools"], check=True,
+                   capture_output=True)
 
     engine_log = open(f"{work}/engine.log", "w+")
     engine = subprocess.Popen(
@@ -159,7 +200,13 @@ def main():
         while not stop_load.is_set() and time.time() < deadline:
             n += 1
             tenant = tenants[n % len(tenants)]
-            if n % 25 == 0:
+            if n % AI_EVERY == 0:
+                producer.produce("ingress", key=AI_TENANT.encode(), value=json.dumps({
+                    "kind": "Command", "tenant_id": AI_TENANT, "execution_id": f"ai-{n}",
+                    "record_id": f"load-{n}", "payload_type": "StartExecution",
+                    "payload": {"workflow": "draft",
+                                "input_json": json.dumps({"name": f"lead {n}"})}}).encode())
+            elif n % 25 == 0:
                 value = b'{"kind":"Command","tenant_id":"' + tenant.encode() + b'","versoin":1}'
             else:
                 wf = "nope" if n % 20 == 0 else "ack"
@@ -207,6 +254,16 @@ def main():
             check(f"rule {rule['alert']}: {metric} has series",
                   len(series["data"]["result"]) > 0)
 
+    # AI spend against budget: the engine's own /metrics, against the log.
+    check_ai_spend(bootstrap, metrics_port)
+    fired = wait_for(lambda: [a for a in get(f"{api}/alerts")["data"]["alerts"]
+                              if a["labels"]["alertname"] == "AuterityAiBudgetNearlySpent"
+                              and a["labels"].get("tenant") == AI_TENANT
+                              and a["labels"].get("period") == "day"
+                              and a["state"] == "firing"], AI_FIRE_WAIT_S, None)
+    check("AuterityAiBudgetNearlySpent fires for the AI tenant's day budget", bool(fired),
+          json.dumps(get(f"{api}/alerts"))[:600])
+
     # Stop the answers: the step worker's calls hang, its commands pile up, the alert fires.
     stop_answers.set()
     fired = wait_for(lambda: [a for a in get(f"{api}/alerts")["data"]["alerts"]
@@ -229,6 +286,58 @@ def main():
     except subprocess.TimeoutExpired:
         rc = None
     check("second SIGTERM: exits at once with 143", rc == 143, f"rc={rc}")
+
+
+def scrape(metrics_port):
+    """The engine's /metrics as {(name, frozenset(labels)): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^([a-z_]+)\{(.*)\} (\S+)$', line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def logged_ai_spend(bootstrap):
+    """Sum of the AI tenant's AiUsageRecorded costs in the executions log, in micro-USD."""
+    out = subprocess.run([auterity, "dump", "--kafka", bootstrap, "--data", f"{work}/tools",
+                          "executions"], check=True, capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        if "\tAiUsageRecorded\t" in line:  # only the AI tenant has AI steps
+            m = re.search(r"cost \$(\d+)\.(\d{6})", line)
+            total += int(m.group(1)) * 1000000 + int(m.group(2))
+    return total
+
+
+def check_ai_spend(bootstrap, metrics_port):
+    def spend():
+        found = {n: v for (n, l), v in scrape(metrics_port).items()
+                 if n in ("auterity_ai_spend_micros", "auterity_ai_budget_micros")
+                 and ("tenant", AI_TENANT) in l and ("period", "day") in l}
+        return found.get("auterity_ai_spend_micros"), found.get("auterity_ai_budget_micros")
+
+    # The spend passes 80% of the budget, then stops moving (further calls are rejected).
+    wait_for(lambda: (spend()[0] or 0) >= 0.8 * AI_DAY_BUDGET_MICROS, 60, None)
+    last, logged, value, budget = None, None, None, None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        value, budget = spend()
+        logged = logged_ai_spend(bootstrap)
+        if value is not None and value == logged and value == last:
+            break
+        last = value
+        time.sleep(1)
+    print(f"AI spend: metric {value}, log {logged}, budget {budget}")
+    check("auterity_ai_spend_micros of the AI tenant passed 80% of its day budget",
+          value is not None and value >= 0.8 * AI_DAY_BUDGET_MICROS, str(value))
+    check("auterity_ai_spend_micros equals the AiUsageRecorded costs in the log",
+          value is not None and value == logged, f"metric {value}, log {logged}")
+    check("auterity_ai_budget_micros is the policy's day budget", budget == AI_DAY_BUDGET_MICROS,
+          str(budget))
 
 
 def free_port():

@@ -135,6 +135,17 @@ run_engine "$work/mtls.toml"
 check "engine over mutual TLS: exit 0" test "$rc" -eq 0
 check "engine over mutual TLS: the fourth execution succeeded" contains "$out" " succeeded 4"
 
+# 5b. `status --kafka` over SASL_SSL: the configured properties reach its admin client and
+# reader; the engine's principal may describe its groups and read their offsets.
+submit status --config "$work/scram512.toml" --json
+check "status over SCRAM-SHA-512: exit 0" test "$rc" -eq 0
+check "status: the orchestrator group's committed ingress, drained" \
+  python3 -c 'import json, sys
+g = {g["group"]: g for g in json.loads(sys.argv[1])["groups"]}["auterity.orchestrator"]
+parts = [p for p in g["partitions"] if p["topic"] == "t.ingress" and p["end"] > 0]
+sys.exit(0 if parts and all(p["committed"] is not None and p["lag"] == 0 for p in parts) else 1)' \
+  "$out"
+
 # 6. SIGTERM drains: the engine finishes, commits, leaves its groups and exits 0.
 "$bin" run --config "$work/mtls.toml" >"$work/term.log" 2>&1 &
 engine=$!
