@@ -237,6 +237,9 @@ void print_stats(node& n, run_stats& last, double seconds) {
 constexpr int exit_anchors_mismatch = 4;
 // Exit code of `run` that stopped while a partition was offline (damaged committed data).
 constexpr int exit_partition_offline = 5;
+// Exit code of `run`/`worker` when the topics grew while it ran: restart it to run the new
+// partitions (node::restart_needed).
+constexpr int exit_restart_needed = 6;
 
 // Writes an anchor (docs/anchors.md) if a writer is set; a failure is reported, not fatal: the
 // engine goes on and the next anchor covers more.
@@ -316,6 +319,12 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
       api.reset();
       (*n)->stop();
       return 3;
+    }
+    if (auto why = (*n)->restart_needed()) {
+      fmt::print(stderr, "auterity: stopping: {}\n", *why);
+      api.reset();
+      (*n)->stop();
+      return exit_restart_needed;
     }
     const auto now = std::chrono::steady_clock::now();
     if (*anchors && now - last_anchor >= std::chrono::seconds(af.interval_s)) {

@@ -83,6 +83,10 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // Static membership: a restarted instance (same id) takes its partitions straight back,
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
+      // Partitions added to the topics (`topics apply --allow-repartition`) are seen at the
+      // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group;
+      // with static membership the broker may keep the assignment (docs/tenant-moves.md).
+      {"topic.metadata.refresh.interval.ms", "10000"},
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
   m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));

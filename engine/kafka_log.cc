@@ -11,6 +11,7 @@
 // group (OffsetFetch, no group membership).
 
 #include "engine/kafka_log.h"
+#include "engine/kafka_placement.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -111,6 +112,7 @@ class kafka_log final : public log {
     if (!partitions) return std::unexpected(partitions.error());
     _partitions = *partitions;
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
+    if (auto r = read_placement(); !r) return r;
     if (_options.read_only) return {};
     if (_options.transactional_producers < 1 ||
         _options.transactional_producers > transactional_producers_max) {
@@ -124,6 +126,27 @@ class kafka_log final : public log {
     start_committer(std::move(c));
     return {};
   }
+
+  // The placement header (engine/kafka_placement.h); none recorded: the partition count.
+  result<void> read_placement() {
+    std::map<std::string, std::string> conf = {{"bootstrap.servers", _options.bootstrap}};
+    conf.merge(std::map<std::string, std::string>(_options.client_config));
+    const std::string t = _options.topic_prefix + std::string(placement_topic_suffix);
+    auto h = read_kafka_placement(conf, t, _options.request_timeout_ms);
+    if (!h) return std::unexpected(h.error());
+    _placement = *h ? **h : placement_header{_partitions, {}};
+    if (_placement.base > _partitions ||
+        (!_placement.retired.empty() && _placement.retired.back() >= _partitions)) {
+      return fail(
+          errc::corrupt,
+          fmt::format("{}: placement base {} (retired up to {}) does not fit the {} "
+                      "partitions of the topics",
+                      t, _placement.base,
+                      _placement.retired.empty() ? 0 : _placement.retired.back(), _partitions));
+    }
+    return {};
+  }
+  placement_header placement() const override { return _placement; }
 
   ~kafka_log() override {
     std::shared_ptr<committer> c;
@@ -843,6 +866,7 @@ class kafka_log final : public log {
   rk_ptr _meta_end;     // read_uncommitted: log ends
   std::mutex _meta_mu;  // one ListOffsets at a time per log
   uint32_t _partitions = 0;
+  placement_header _placement;             // read at open
   std::optional<std::string> _fenced;      // why the producer was fenced for good; _fence_mu
   static constexpr size_t fences_max = 3;  // fences within fence_window: another process
   static constexpr std::chrono::seconds fence_window{60};

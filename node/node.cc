@@ -179,7 +179,8 @@ result<void> node::recover() {
 // the wait for it to be decided, then the local checkpoint and catch-up: the handover of
 // docs/ownership-handover.md) and run it. A restore that fails (an earlier owner's transaction
 // still open past restore_wait_ms_max, a broker away) is retried by the supervisor.
-void node::on_assigned(const std::vector<uint32_t>& parts) {
+void node::on_assigned(const std::vector<uint32_t>& assigned) {
+  const std::vector<uint32_t> parts = known_partitions(assigned);
   std::lock_guard lock(_parts_mu);
   _assigned_once = true;
   for (uint32_t p : parts) {
@@ -191,7 +192,8 @@ void node::on_assigned(const std::vector<uint32_t>& parts) {
 
 // Kafka takes partitions away: stop them (the open commit finishes or fails) and release their
 // state before returning, so the next owner never overlaps with us.
-void node::on_revoked(const std::vector<uint32_t>& parts) {
+void node::on_revoked(const std::vector<uint32_t>& revoked) {
+  const std::vector<uint32_t> parts = known_partitions(revoked);
   std::lock_guard lock(_parts_mu);
   for (uint32_t p : parts) {
     _wanted[p] = false;
@@ -261,6 +263,30 @@ void node::supervise() {
   }
 }
 
+std::vector<uint32_t> node::known_partitions(const std::vector<uint32_t>& parts) {
+  std::vector<uint32_t> known;
+  for (uint32_t p : parts) {
+    if (p < _options.partitions) {
+      known.push_back(p);
+      continue;
+    }
+    std::lock_guard lock(_fatal_mu);
+    if (!_grown) {
+      _grown = fmt::format(
+          "the group assigned partition {}, but this instance opened the log with {} "
+          "partitions: the topics grew while it ran; restart it to run the partitions added",
+          p, _options.partitions);
+      fmt::print(stderr, "auterity: {}\n", *_grown);
+    }
+  }
+  return known;
+}
+
+std::optional<std::string> node::restart_needed() const {
+  std::lock_guard lock(_fatal_mu);
+  return _grown;
+}
+
 std::optional<std::string> node::fatal() const {
   std::lock_guard lock(_fatal_mu);
   return _fatal;
@@ -287,9 +313,10 @@ void node::start_groups() {
   }
   for (auto& w : _workers) {
     worker_runtime* raw = w.get();
-    auto wm = kafka_membership::join(*_options.kafka, raw->group(), raw->commands(),
-                                     {[raw](const auto& parts) { raw->set_partitions(parts); },
-                                      [raw](const auto&) { raw->set_partitions({}); }});
+    auto wm = kafka_membership::join(
+        *_options.kafka, raw->group(), raw->commands(),
+        {[this, raw](const auto& parts) { raw->set_partitions(known_partitions(parts)); },
+         [raw](const auto&) { raw->set_partitions({}); }});
     vassert(wm.has_value(), "joining {}: {}", raw->group(), wm.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*wm));

@@ -114,6 +114,11 @@ class node {
   // the same instance. Everything else (a lost partition, a broker away) is handled in process:
   // the partition steps down and is restored again (docs/ownership-handover.md).
   std::optional<std::string> fatal() const;
+  // Why this node must be restarted to serve everything it was given, if so: the group assigned
+  // it partitions at or past the count the log was opened with (the topics grew while it ran,
+  // e.g. `topics apply --allow-repartition`). Those partitions are not run (nothing is decided
+  // on them); the others keep running until the caller stops the node (`run` exits 6).
+  std::optional<std::string> restart_needed() const;
   // Partition runtimes replaced after a failed commit, and restores that failed and were tried
   // again, since start.
   uint64_t step_downs() const { return _step_downs.load(); }
@@ -153,6 +158,9 @@ class node {
   std::atomic<uint64_t> _restore_failures{0};
   mutable std::mutex _fatal_mu;
   std::optional<std::string> _fatal;  // guarded by _fatal_mu
+  std::optional<std::string> _grown;  // guarded by _fatal_mu
+  // Drops partitions at or past the log's count from `parts`, noting them in _grown.
+  std::vector<uint32_t> known_partitions(const std::vector<uint32_t>& parts);
   std::mutex _members_mu;
   std::vector<std::unique_ptr<kafka_membership>> _members;  // group mode: orchestrator, workers
   std::vector<std::unique_ptr<worker_runtime>> _workers;

@@ -306,6 +306,73 @@ TEST_F(kafka_engine, a_tenant_moves_and_back_under_load_with_nothing_lost_or_rep
   expect_outbox_once(dir, ids.size());
 }
 
+// Issue 9: the topics grow while an instance runs (`topics apply --allow-repartition`). The
+// placement base is recorded first, so no tenant changes partition; restarted, the instance
+// runs all the partitions, and records that producers now hash onto the new partitions are
+// forwarded to their tenants: every execution, from before and after the growth, completes exactly
+// once.
+TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
+  system_clock clk;
+  auto n = node::open(options("grower", true), clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  auto ids = submit_load(**n, 100);
+  // Two more tenants whose default partition (0 and 1 of 2) differs from where a producer hashing
+  // with 4 partitions puts them (2 and 3): without the recorded base they would be re-homed,
+  // away from their definitions.
+  const std::vector<std::string> tenants = {"acme", "bayside", "cardinal", "eastside"};
+  for (const char* tenant : {"cardinal", "eastside"}) {
+    ASSERT_NE(tenant_partition(tenant, partitions), tenant_partition(tenant, partitions + 2));
+    ASSERT_TRUE((*n)->submit(tenant, client::publish_definition({tenant, "", "pub", 0}, workflow)));
+    const std::string id = fmt::format("{}-before", tenant);
+    ASSERT_TRUE((*n)->submit(
+        tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, R"({"n":1})")));
+    ids.emplace_back(tenant, id);
+  }
+  ASSERT_TRUE((*n)->recover().has_value());
+  (*n)->start();
+  catalog_options c;
+  c.partitions = partitions + 2;
+  c.prefix = prefix;
+  auto grown = apply_catalog(cluster->bootstrap(), default_catalog(c), {.allow_repartition = true});
+  ASSERT_TRUE(grown.has_value()) << grown.error().message;
+  EXPECT_TRUE(std::ranges::any_of(*grown, [](const std::string& line) {
+    return line.find("recorded placement base 2") != std::string::npos;
+  })) << "the base is recorded before the partitions are added";
+  // The operator restarts the instance to take the new partitions (an instance that is given
+  // one it did not open with stops, exit 6: node::restart_needed).
+  (*n)->stop();
+  n->reset();
+
+  auto again = node::open(options("grower", true), clk);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ((*again)->partitions(), partitions + 2);
+  EXPECT_EQ((*again)->get_log().placement().base, partitions);
+  ASSERT_TRUE((*again)->recover().has_value());
+  (*again)->start();
+  // More work, now hashed by producers with the new count.
+  for (size_t i = 0; i < 40; ++i) {
+    const std::string& tenant = tenants[i % tenants.size()];
+    const std::string id = fmt::format("after-{}", i);
+    ASSERT_TRUE((*again)->submit(
+        tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump())));
+    ids.emplace_back(tenant, id);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  size_t done = 0;
+  while (done < ids.size() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    done = 0;
+    for (const auto& [tenant, id] : ids) {
+      auto e = (*again)->execution(tenant, id);
+      done += e && e->status != exec_status::running;
+    }
+  }
+  (*again)->stop();
+  ASSERT_EQ(done, ids.size()) << "executions still running after 120 s";
+  verify_exactly_once(**again, ids, dir + "/scratch");
+  expect_outbox_once(dir, ids.size());
+}
+
 // Issue 8, defect 1: end_offset() is the log end, open transactions included (a read_committed
 // handle answers ListOffsets with the last stable offset, which an open transaction holds back:
 // a restore then took its own checkpoint for "beyond the end"), and await_decided() waits until

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/kafka_placement.h"
 #include "engine/kafka_util.h"
 
 namespace auterity {
@@ -764,6 +765,63 @@ result<std::vector<topic_state>> describe_catalog(const std::string& bootstrap,
   return compare_all(catalog, *observed);
 }
 
+namespace {
+
+// Before the co-partitioned topics get more partitions: the placement header records the count
+// they have now as the base (engine/kafka_placement.h), unless a header is there already, so
+// every tenant keeps its default partition and the new partitions start empty. Returns the line
+// for the output, or nullopt if nothing was to be done.
+result<std::optional<std::string>> record_placement_base(
+    admin_client& c, const std::string& bootstrap, const std::vector<topic_spec>& catalog,
+    const std::vector<observed_topic>& observed, const plan& p, int timeout_ms) {
+  const topic_spec* executions = nullptr;
+  uint32_t now = 0;
+  for (size_t i = 0; i < catalog.size(); ++i) {
+    if (catalog[i].s != stream::executions || !observed[i].exists) continue;
+    executions = &catalog[i];
+    now = observed[i].meta.partitions;
+  }
+  const bool grows = std::ranges::any_of(p.grow, [&](const auto& g) {
+    return std::ranges::any_of(
+        catalog, [&](const topic_spec& t) { return t.co_partitioned && t.name == g.first; });
+  });
+  if (!executions || !grows) return std::nullopt;
+  const std::string prefix =
+      executions->name.substr(0, executions->name.size() - stream_name(stream::executions).size());
+  topic_spec spec;
+  spec.s = stream::definitions;  // unused for this topic: it is not one of the streams
+  spec.name = prefix + std::string(placement_topic_suffix);
+  spec.partitions = 1;
+  spec.replication = executions->replication;
+  spec.co_partitioned = false;
+  spec.cleanup_policy = "compact";
+  spec.retention_ms = retention_forever_ms;
+  spec.min_insync_replicas = executions->min_insync_replicas;
+  const std::map<std::string, std::string> conf = {{"bootstrap.servers", bootstrap}};
+  auto md = c.metadata();
+  if (!md) return std::unexpected(md.error());
+  if (md->topics.contains(spec.name)) {
+    auto have = read_kafka_placement(conf, spec.name, timeout_ms);
+    if (!have) return std::unexpected(have.error());
+    if (*have)
+      return std::optional<std::string>(fmt::format("ok: {} (base {})", spec.name, (*have)->base));
+  } else if (auto r = c.create_topics({&spec}, false); !r) {
+    return std::unexpected(r.error());
+  }
+  // The new topic's leader may take a moment to be known: a few attempts.
+  result<void> written;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    written = write_kafka_placement(conf, spec.name, placement_header{now, {}}, timeout_ms);
+    if (written) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  if (!written) return std::unexpected(written.error());
+  return std::optional<std::string>(fmt::format(
+      "recorded placement base {} in {}: tenants keep their partitions", now, spec.name));
+}
+
+}  // namespace
+
 result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
                                                const std::vector<topic_spec>& catalog,
                                                const apply_options& options) {
@@ -775,6 +833,12 @@ result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
   plan p = make_plan(catalog, *observed, options);
   if (!p.refusals.empty()) {
     return fail(errc::invalid, "refusing to apply, nothing changed: " + p.refusal_text());
+  }
+  if (!options.dry_run) {
+    auto base =
+        record_placement_base(*c, bootstrap, catalog, *observed, p, options.admin_timeout_ms);
+    if (!base) return std::unexpected(base.error());
+    if (*base) p.lines.push_back(**base);
   }
   if (auto r = execute(*c, p, options.dry_run); !r) return std::unexpected(r.error());
   if (!options.dry_run) {

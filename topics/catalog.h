@@ -84,8 +84,11 @@ result<std::vector<topic_state>> describe_catalog(const std::string& bootstrap,
                                                   int admin_timeout_ms = admin_timeout_ms_default);
 
 struct apply_options {
-  // Raising the partition count of existing co-partitioned topics moves tenants to other
-  // partitions (away from their state and unread records); refused unless set.
+  // Raising the partition count of existing co-partitioned topics; refused unless set. Before
+  // it, the placement header (engine/kafka_placement.h) records the count now as the base, so
+  // tenants keep their default partitions and the new ones start empty (tenants go there by
+  // `tenants move`). Restart the instances afterwards: an instance runs the partitions it opened
+  // with, and one given a partition past them stops (exit 6).
   bool allow_repartition = false;
   // Send every request with validate_only (the broker checks it, nothing changes).
   bool dry_run = false;
