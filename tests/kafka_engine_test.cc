@@ -77,6 +77,22 @@ std::vector<record> read_all(log& l, stream s, uint32_t p) {
   return out;
 }
 
+// Waits until every execution in `ids` has ended or `limit` passes; returns how many ended.
+size_t await_ended(node& n, const std::vector<std::pair<std::string, std::string>>& ids,
+                   std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  size_t done = 0;
+  while (done < ids.size() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    done = 0;
+    for (const auto& [tenant, id] : ids) {
+      auto e = n.execution(tenant, id);
+      done += e && e->status != exec_status::running;
+    }
+  }
+  return done;
+}
+
 // The exactly-once checks, over the log as read_committed readers see it.
 void verify_exactly_once(node& n, const std::vector<std::pair<std::string, std::string>>& ids,
                          const std::string& scratch) {
@@ -232,16 +248,7 @@ TEST_F(kafka_engine, workflow_runs_end_to_end_on_kafka) {
   ids.emplace_back("acme", "misplaced");
   ASSERT_TRUE((*n)->recover().has_value());
   (*n)->start();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
-  size_t done = 0;
-  while (done < ids.size() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    done = 0;
-    for (const auto& [tenant, id] : ids) {
-      auto e = (*n)->execution(tenant, id);
-      done += e && e->status != exec_status::running;
-    }
-  }
+  const size_t done = await_ended(**n, ids, std::chrono::seconds(90));
   (*n)->stop();
   ASSERT_EQ(done, ids.size()) << "executions still running after 90 s";
   verify_exactly_once(**n, ids, dir + "/scratch");
@@ -274,16 +281,7 @@ TEST_F(kafka_engine, a_tenant_moves_and_back_under_load_with_nothing_lost_or_rep
   ASSERT_TRUE((*n)->submit("acme", client::move_tenant({"acme", "", "move-1", 0}, other)));
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   ASSERT_TRUE((*n)->submit("acme", client::move_tenant({"acme", "", "move-2", 0}, home)));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  size_t done = 0;
-  while (done < ids.size() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    done = 0;
-    for (const auto& [tenant, id] : ids) {
-      auto e = (*n)->execution(tenant, id);
-      done += e && e->status != exec_status::running;
-    }
-  }
+  const size_t done = await_ended(**n, ids, std::chrono::seconds(120));
   (*n)->stop();
   ASSERT_EQ(done, ids.size()) << "executions still running after 120 s";
   // Both moves are in acme's history, on both partitions, and nothing was rejected.
@@ -357,16 +355,7 @@ TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
         tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump())));
     ids.emplace_back(tenant, id);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  size_t done = 0;
-  while (done < ids.size() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    done = 0;
-    for (const auto& [tenant, id] : ids) {
-      auto e = (*again)->execution(tenant, id);
-      done += e && e->status != exec_status::running;
-    }
-  }
+  const size_t done = await_ended(**again, ids, std::chrono::seconds(120));
   (*again)->stop();
   ASSERT_EQ(done, ids.size()) << "executions still running after 120 s";
   verify_exactly_once(**again, ids, dir + "/scratch");

@@ -15,6 +15,7 @@
 #include "node/scale.h"
 #include "processors/orchestrator_state.h"
 #include "processors/tests/harness.h"
+#include "processors/tests/replay_check.h"
 #include "replay/source.h"
 #include "replay/verify.h"
 
@@ -125,15 +126,7 @@ void expect_exactly_once_and_replayable(harness& h) {
   }
   EXPECT_EQ(ids.size(), 2 * expected) << "steps a and b of every execution";
   EXPECT_TRUE(h.dead_letters().empty());
-  log& l = h.n->get_log();
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
-    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
-    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
-    auto chains = verify_chains(l, p);
-    ASSERT_TRUE(chains.has_value());
-    EXPECT_TRUE(chains->problems.empty()) << "partition " << p << ": " << chains->problems.front();
-  }
+  testing::expect_replay_rebuilds_the_state(h);
 }
 
 TEST(partition_scale, four_to_eight_to_three_keeps_every_execution_exactly_once) {

@@ -20,6 +20,7 @@
 #include "processors/orchestrator_state.h"
 #include "processors/rejection.h"
 #include "processors/tests/harness.h"
+#include "processors/tests/replay_check.h"
 #include "replay/verify.h"
 
 namespace auterity {
@@ -220,15 +221,7 @@ void expect_exactly_once_and_replayable(harness& h, size_t extra_executions = 0)
   for (const auto& r : h.rejections()) ADD_FAILURE() << "rejected: " << r.reason;
   EXPECT_TRUE(h.dead_letters().empty());
   // State equals the replay of each partition's log, and every chain verifies across the move.
-  log& l = h.n->get_log();
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
-    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
-    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
-    auto chains = verify_chains(l, p);
-    ASSERT_TRUE(chains.has_value());
-    EXPECT_TRUE(chains->problems.empty()) << "partition " << p << ": " << chains->problems.front();
-  }
+  testing::expect_replay_rebuilds_the_state(h);
 }
 
 TEST(tenant_move, a_moved_tenant_finishes_everything_exactly_once_on_its_new_partition) {
@@ -314,15 +307,7 @@ TEST(tenant_move, a_tenant_moves_on_and_back_and_keeps_every_record) {
   EXPECT_EQ(terminal.size(), 2u * executions_per_tenant);
   for (const auto& [id, n] : terminal) EXPECT_EQ(n, 1) << id;
   for (const auto& r : h.rejections()) ADD_FAILURE() << "rejected: " << r.reason;
-  log& l = h.n->get_log();
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
-    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
-    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
-    auto chains = verify_chains(l, p);
-    ASSERT_TRUE(chains.has_value());
-    EXPECT_TRUE(chains->problems.empty()) << "partition " << p << ": " << chains->problems.front();
-  }
+  testing::expect_replay_rebuilds_the_state(h);
 }
 
 // ------------------------------------------------------------------------------ the CLI

@@ -14,6 +14,7 @@
 #include "processors/tenant_policy.h"
 #include "processors/tests/harness.h"
 #include "processors/tests/policy_fixtures.h"
+#include "processors/tests/replay_check.h"
 #include "replay/timeline.h"
 #include "replay/timeline_export.h"
 #include "replay/verify.h"
@@ -28,6 +29,7 @@ uint64_t test_seed() {
 }
 
 using testing::ai_candidates;
+using testing::expect_replay_rebuilds_the_state;
 using testing::harness;
 using json = nlohmann::json;
 
@@ -444,18 +446,6 @@ ack_result failure(fbs::AckStatus status, std::string error, uint32_t in = 0) {
   r.error = std::move(error);
   r.input_tokens = in;
   return r;
-}
-
-void expect_replay_rebuilds_the_state(harness& h) {
-  log& l = h.n->get_log();
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    auto diffs = compare_with_replay(l, p, h.n->partition(p).store(), h.dir + "/rebuilt");
-    ASSERT_TRUE(diffs.has_value()) << diffs.error().message;
-    EXPECT_TRUE(diffs->empty()) << "partition " << p << ": " << diffs->front();
-    auto chains = verify_chains(l, p);
-    ASSERT_TRUE(chains.has_value());
-    EXPECT_TRUE(chains->problems.empty()) << chains->problems.front();
-  }
 }
 
 // Prefetch loaded everything the decisions needed: no state store read while deciding.
