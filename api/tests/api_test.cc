@@ -373,8 +373,14 @@ TEST(api, revoked_keys_and_bad_tokens_are_refused) {
   EXPECT_EQ(e.call("GET", path, k).status, 200);
   key_store ks(key_store::default_path(e.dir()));
   ASSERT_TRUE(ks.revoke(k.substr(3, k.find('_', 3) - 3), wall_now_ms()));
-  std::this_thread::sleep_for(std::chrono::milliseconds(api_limits::key_file_check_ms + 100));
-  EXPECT_EQ(e.call("GET", path, k).status, 401);
+  // key_file_check_ms after the revoke the server looks again; on a loaded machine its look
+  // may come later, so allow ten periods.
+  int after_revoke = 0;
+  for (int i = 0; i < 10 && after_revoke != 401; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(api_limits::key_file_check_ms + 100));
+    after_revoke = e.call("GET", path, k).status;
+  }
+  EXPECT_EQ(after_revoke, 401);
   std::string tampered = e.key("acme", "auditor");
   tampered.back() = tampered.back() == '0' ? '1' : '0';
   EXPECT_EQ(e.call("GET", path, tampered).status, 401);
@@ -455,7 +461,8 @@ TEST(api, bad_http_gets_a_4xx_or_a_closed_connection_and_never_stalls_the_server
   }
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(e.call("GET", "/v1/health", "").status, 200);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  // Well before the slow ones' deadline (request_read_ms_max, 10 s), even on a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   for (int fd : slow) {
     (void)::send(fd, "X-Slow: 1\r\n", 11, MSG_NOSIGNAL);
   }
