@@ -78,6 +78,7 @@
 // generation.
 
 #include "engine/embedded_log.h"
+#include "engine/kafka_placement.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -548,21 +549,9 @@ struct meta_info {
 std::string meta_text(const meta_info& m) {
   std::string t = fmt::format("{}\npartitions {}\n", meta_magic, m.partitions);
   if (m.placement.base != m.partitions || !m.placement.retired.empty()) {
-    t += fmt::format("base {}\n", m.placement.base);
-    if (!m.placement.retired.empty()) {
-      t += "retired ";
-      for (size_t i = 0; i < m.placement.retired.size(); ++i) {
-        t += fmt::format("{}{}", i ? "," : "", m.placement.retired[i]);
-      }
-      t += "\n";
-    }
+    t += encode_placement_header(m.placement);  // the lines the Kafka header record holds
   }
   return t;
-}
-
-bool parse_u32(std::string_view text, uint32_t& out) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
 }
 
 // The meta file of <dir>; nullopt if the directory is new. An older binary refuses a meta with
@@ -577,39 +566,23 @@ result<std::optional<meta_info>> read_meta_info(const std::string& dir) {
     return fail(errc::corrupt, fmt::format("{} is not an embedded log meta file", path));
   };
   std::string_view t = *text;
-  const std::string magic = fmt::format("{}\n", meta_magic);
-  if (!t.starts_with(magic) || !t.ends_with('\n')) return bad();
-  t.remove_prefix(magic.size());
+  const std::string head = fmt::format("{}\npartitions ", meta_magic);
+  if (!t.starts_with(head)) return bad();
+  t.remove_prefix(head.size());
+  const size_t nl = t.find('\n');
+  if (nl == std::string_view::npos) return bad();
   meta_info m;
-  bool have_base = false;
-  int line_no = 0;
-  while (!t.empty()) {
-    const size_t nl = t.find('\n');
-    std::string_view line = t.substr(0, nl);
-    t.remove_prefix(nl + 1);
-    ++line_no;
-    const size_t sp = line.find(' ');
-    if (sp == std::string_view::npos) return bad();
-    std::string_view name = line.substr(0, sp), value = line.substr(sp + 1);
-    if (line_no == 1 && name == "partitions") {
-      if (!parse_u32(value, m.partitions)) return bad();
-    } else if (line_no == 2 && name == "base") {
-      if (!parse_u32(value, m.placement.base)) return bad();
-      have_base = true;
-    } else if (line_no == 3 && have_base && name == "retired") {
-      while (!value.empty()) {
-        const size_t comma = value.find(',');
-        uint32_t r = 0;
-        if (!parse_u32(value.substr(0, comma), r)) return bad();
-        m.placement.retired.push_back(r);
-        value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
-      }
-    } else {
-      return bad();
-    }
+  auto [end, parse_ec] = std::from_chars(t.data(), t.data() + nl, m.partitions);
+  if (parse_ec != std::errc{} || end != t.data() + nl) return bad();
+  t.remove_prefix(nl + 1);
+  if (t.empty()) {
+    m.placement.base = m.partitions;
+  } else if (auto h = decode_placement_header(t)) {
+    m.placement = std::move(*h);
+  } else {
+    return bad();
   }
   if (m.partitions == 0 || m.partitions > partitions_max) return bad();
-  if (!have_base) m.placement.base = m.partitions;
   if (m.placement.base == 0 || m.placement.base > m.partitions ||
       !std::ranges::is_sorted(m.placement.retired) ||
       std::ranges::adjacent_find(m.placement.retired) != m.placement.retired.end() ||
