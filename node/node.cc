@@ -593,7 +593,7 @@ constexpr metric_def partition_state_bytes{
     "auterity_partition_state_bytes",
     "RocksDB's estimate of the bytes of the partition's state store", metric_kind::gauge};
 
-void collect_load(metrics_writer& w, uint32_t p, const partition_load& load,
+void collect_load(metrics_writer& w, uint32_t p, partition_load load,
                   const state_store* store) {
   const std::string partition = std::to_string(p);
   const uint64_t partition_bytes = store ? store->approximate_bytes("", "") : 0;
@@ -607,6 +607,14 @@ void collect_load(metrics_writer& w, uint32_t p, const partition_load& load,
     if (store) w.add(tenant_state_bytes, l, static_cast<double>(bytes));
   };
   for (const tenant_load_sample& s : load.busiest) {
+    if (s.tenant == other_tenants_label) {  // a tenant id may be "_other": it is summed there
+      load.others.inputs += s.inputs;
+      load.others.events += s.events;
+      load.others.running += s.running;
+      load.others.recent += s.recent;
+      load.other_tenants++;
+      continue;
+    }
     uint64_t bytes = 0;
     if (store) {
       std::string end = "T" + s.tenant;
@@ -621,7 +629,10 @@ void collect_load(metrics_writer& w, uint32_t p, const partition_load& load,
         partition_bytes > named_bytes ? partition_bytes - named_bytes : 0);
   }
   const metric_labels l = {{"partition", partition}};
-  w.add(partition_tenants, l, static_cast<double>(load.busiest.size() + load.other_tenants));
+  w.add(partition_tenants, l,
+        static_cast<double>(load.busiest.size() + load.other_tenants -
+                            std::ranges::count(load.busiest, other_tenants_label,
+                                               &tenant_load_sample::tenant)));
   if (store) w.add(partition_state_bytes, l, static_cast<double>(partition_bytes));
 }
 
