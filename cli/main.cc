@@ -861,10 +861,11 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_config_commands(app), add_keys_commands(app),
-                                         add_gateway_command(app), add_anchors_commands(app),
-                                         add_repair_commands(app)};
+  kafka_defaults kafka_config;
+  std::vector<command_runner> runners = {
+      add_replay_commands(app),          add_topics_commands(app), add_config_commands(app),
+      add_keys_commands(app),            add_gateway_command(app, kafka_config),
+      add_anchors_commands(app),         add_repair_commands(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
   // and the environment, which the flags then override.
@@ -874,6 +875,8 @@ int main(int argc, char** argv) {
     auto kafka_props = resolve_kafka_properties(*config);
     if (!kafka_props) return report(kafka_props.error());
     for (common_flags* c : {&f, &wf, &demo_f}) apply_config(*config, *kafka_props, *c);
+    kafka_config = {config->kafka_bootstrap.value_or(""), config->topic_prefix.value_or(""),
+                    *kafka_props};
     if (config->metrics) demo.metrics_address = *config->metrics;
   }
 
