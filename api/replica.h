@@ -44,8 +44,8 @@ class state_rebuilder;
 
 inline constexpr size_t replica_batch_records_max = 512;
 inline constexpr size_t replica_batch_bytes_max = 4u << 20;  // bytes per read
-inline constexpr int replica_idle_sleep_ms = 20;    // after a pass that found nothing new
-inline constexpr int replica_error_sleep_ms = 500;  // after a read that failed
+inline constexpr int replica_idle_sleep_ms = 20;             // after a pass that found nothing new
+inline constexpr int replica_error_sleep_ms = 500;           // after a read that failed
 
 class log_replica {
  public:

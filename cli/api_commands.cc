@@ -457,7 +457,8 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
                    r->skipped());
       }
       if (std::string e = r->last_error(); e != error_told) {
-        if (!e.empty()) fmt::print(stderr, "auterity: gateway {}: read replica: {}\n", f->instance, e);
+        if (!e.empty())
+          fmt::print(stderr, "auterity: gateway {}: read replica: {}\n", f->instance, e);
         error_told = std::move(e);
       }
     }

@@ -862,10 +862,13 @@ int main(int argc, char** argv) {
   dump->add_option("--partition", partition, "Only this partition");
 
   kafka_defaults kafka_config;
-  std::vector<command_runner> runners = {
-      add_replay_commands(app),          add_topics_commands(app), add_config_commands(app),
-      add_keys_commands(app),            add_gateway_command(app, kafka_config),
-      add_anchors_commands(app),         add_repair_commands(app)};
+  std::vector<command_runner> runners = {add_replay_commands(app),
+                                         add_topics_commands(app),
+                                         add_config_commands(app),
+                                         add_keys_commands(app),
+                                         add_gateway_command(app, kafka_config),
+                                         add_anchors_commands(app),
+                                         add_repair_commands(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
   // and the environment, which the flags then override.
