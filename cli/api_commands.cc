@@ -355,6 +355,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
     std::string topic_prefix;
     std::string data_dir = "auterity-gateway";
     bool no_reads = false;
+    std::string config;  // read by main() before parsing (load_effective_config)
     http_flags http;
   };
   auto f = std::make_shared<flags>();
@@ -369,6 +370,9 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
                   "Gateway instance id (transactional.id auterity.<id>; unique per gateway)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f->topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--config", f->config,
+                  "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG): "
+                  "kafka.bootstrap, kafka.topic_prefix and kafka.properties (SASL/TLS)");
   cmd->add_option("--data", f->data_dir,
                   "Directory of the API key file (api/keys.jsonl) and of the read replica "
                   "(replica/, rebuilt at every start)")

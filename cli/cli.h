@@ -55,8 +55,8 @@ struct kafka_defaults {
   std::string topic_prefix;
   std::map<std::string, std::string> properties;  // librdkafka, secrets resolved
 };
-command_runner add_replay_commands(CLI::App& app);   // cli/replay_cmd.cc
-command_runner add_topics_commands(CLI::App& app);   // cli/topics_cmd.cc
+command_runner add_replay_commands(CLI::App& app, const kafka_defaults& defaults);  // replay_cmd.cc
+command_runner add_topics_commands(CLI::App& app, const kafka_defaults& defaults);  // topics_cmd.cc
 command_runner add_config_commands(CLI::App& app);   // cli/config_cmd.cc
 command_runner add_anchors_commands(CLI::App& app);  // cli/anchors_cmd.cc
 command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc

@@ -377,7 +377,8 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
     return fail(errc::not_found, fmt::format("data directory {} does not exist", f.data_dir));
   }
   auto src = f.kafka.empty() ? open_embedded_source(f.data_dir, with_state)
-                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
+                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state,
+                                                 f.kafka_properties);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity: warning: {}\n", damage_text(d));
@@ -862,8 +863,8 @@ int main(int argc, char** argv) {
   dump->add_option("--partition", partition, "Only this partition");
 
   kafka_defaults kafka_config;
-  std::vector<command_runner> runners = {add_replay_commands(app),
-                                         add_topics_commands(app),
+  std::vector<command_runner> runners = {add_replay_commands(app, kafka_config),
+                                         add_topics_commands(app, kafka_config),
                                          add_config_commands(app),
                                          add_keys_commands(app),
                                          add_gateway_command(app, kafka_config),
