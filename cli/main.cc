@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include <fmt/chrono.h>
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
@@ -479,7 +480,9 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
                "newest event{}\n",
                survey->window_ms / 1000,
                survey->window_end_ms > 0
-                   ? fmt::format(" ({} ms since the epoch)", survey->window_end_ms)
+                   ? fmt::format(" ({:%Y-%m-%d %H:%M:%S} UTC)",
+                                 std::chrono::sys_time<std::chrono::milliseconds>(
+                                     std::chrono::milliseconds(survey->window_end_ms)))
                    : std::string(" (no events)"));
   }
   return 0;
