@@ -110,8 +110,7 @@ int run(const std::string& dir, size_t tenants, size_t running, bool fsync) {
     }
     auto survey = survey_placement(*src->events, src->store_ptrs());
     if (!survey) return 1;
-    auto planned =
-        plan_scale(*survey, src->events->partition_count(), src->events->placement(), 8);
+    auto planned = plan_scale(*survey, src->events->partition_count(), src->events->placement(), 8);
     if (!planned) {
       fmt::print(stderr, "scale_bench: {}\n", planned.error().message);
       return 1;
@@ -132,8 +131,8 @@ int run(const std::string& dir, size_t tenants, size_t running, bool fsync) {
     if (!n || !drain(*n)) return 1;
   }
   const double moves_ms = ms_since(t3);
-  fmt::print("{:>8} {:>8} {:>8} {:>11.0f} {:>9.0f} {:>9.0f} {:>9.0f} {:>10.0f}\n", tenants,
-             running, plan->moves.size(), preload_ms, plan_ms, apply_ms, moves_ms,
+  fmt::print("{:>8} {:>8} {:>8} {:>11.0f} {:>9.0f} {:>9.0f} {:>9.0f} {:>10.0f}\n", tenants, running,
+             plan->moves.size(), preload_ms, plan_ms, apply_ms, moves_ms,
              plan_ms + apply_ms + moves_ms);
   return 0;
 }
@@ -152,8 +151,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-fsync", no_fsync, "Do not fdatasync commits");
   CLI11_PARSE(app, argc, argv);
-  fmt::print("{:>8} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>10}\n", "tenants", "running",
-             "moves", "preload ms", "plan ms", "apply ms", "moves ms", "scale ms");
+  fmt::print("{:>8} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>10}\n", "tenants", "running", "moves",
+             "preload ms", "plan ms", "apply ms", "moves ms", "scale ms");
   const int rc = auterity::run(dir, tenants, running, !no_fsync);
   std::filesystem::remove_all(dir);
   return rc;

@@ -447,16 +447,14 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
       return std::to_string(*end > *pos ? *end - *pos : 0);
     };
     const partition_survey& ps = survey->partitions[p];
-    const std::string rate =
-        survey->window_ms > 0
-            ? fmt::format("{}{:.1f}", ps.recent_capped ? ">" : "",
-                          static_cast<double>(ps.recent_events) * 60'000.0 /
-                              static_cast<double>(survey->window_ms))
-            : std::string("-");
+    const std::string rate = survey->window_ms > 0
+                                 ? fmt::format("{}{:.1f}", ps.recent_capped ? ">" : "",
+                                               static_cast<double>(ps.recent_events) * 60'000.0 /
+                                                   static_cast<double>(survey->window_ms))
+                                 : std::string("-");
     if (!ps.has_state) {
-      fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8} {:>10} {:>6}  {}\n", p, "-", "-",
-                 "-", "-", lag(stream::ingress), lag(stream::acks), rate, "-",
-                 "(no state here)");
+      fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8} {:>10} {:>6}  {}\n", p, "-", "-", "-",
+                 "-", lag(stream::ingress), lag(stream::acks), rate, "-", "(no state here)");
       continue;
     }
     std::vector<const tenant_load*>& hot = by_partition[p];
@@ -476,14 +474,15 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
                rate, owner, hottest);
   }
   if (survey->window_ms > 0) {
-    fmt::print("rate: records on each partition's executions stream in the {} s before the log's "
-               "newest event{}\n",
-               survey->window_ms / 1000,
-               survey->window_end_ms > 0
-                   ? fmt::format(" ({:%Y-%m-%d %H:%M:%S} UTC)",
-                                 std::chrono::sys_time<std::chrono::milliseconds>(
-                                     std::chrono::milliseconds(survey->window_end_ms)))
-                   : std::string(" (no events)"));
+    fmt::print(
+        "rate: records on each partition's executions stream in the {} s before the log's "
+        "newest event{}\n",
+        survey->window_ms / 1000,
+        survey->window_end_ms > 0
+            ? fmt::format(" ({:%Y-%m-%d %H:%M:%S} UTC)",
+                          std::chrono::sys_time<std::chrono::milliseconds>(
+                              std::chrono::milliseconds(survey->window_end_ms)))
+            : std::string(" (no events)"));
   }
   return 0;
 }
@@ -497,7 +496,8 @@ int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_m
   log& l = *src->events;
   auto survey = survey_placement(l, src->store_ptrs(), window_ms);
   if (!survey) return report(survey.error());
-  if (target == 0) target = l.partition_count() - static_cast<uint32_t>(l.placement().retired.size());
+  if (target == 0)
+    target = l.partition_count() - static_cast<uint32_t>(l.placement().retired.size());
   auto plan = plan_scale(*survey, l.partition_count(), l.placement(), target);
   if (!plan) return report(plan.error());
   fmt::print("{}", format_plan(*plan));
@@ -505,12 +505,12 @@ int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_m
     fmt::print("nothing to move: the load is as even as moving whole tenants makes it\n");
   } else if (plan->partitions != l.partition_count() ||
              plan->active != l.partition_count() - l.placement().retired.size()) {
-    fmt::print("apply: auterity partitions scale --to {} (embedded log, engine stopped)\n",
-               target);
+    fmt::print("apply: auterity partitions scale --to {} (embedded log, engine stopped)\n", target);
   } else {
     fmt::print("apply: one `auterity tenants move` per move, e.g.\n");
     for (const planned_move& m : plan->moves) {
-      fmt::print("  auterity tenants move {} --to {}{}\n", m.tenant, m.to, f.data_dir.empty() ? "" : " --data " + f.data_dir);
+      fmt::print("  auterity tenants move {} --to {}{}\n", m.tenant, m.to,
+                 f.data_dir.empty() ? "" : " --data " + f.data_dir);
     }
   }
   return 0;
@@ -860,8 +860,9 @@ int main(int argc, char** argv) {
       "in --data)");
   add_common(pshow, f);
   pshow->add_option("--hottest", hottest, "Tenants listed per partition")->capture_default_str();
-  pshow->add_option("--window-min", window_min,
-                    "Minutes before the log's newest event the rate is measured over (0: none)")
+  pshow
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the rate is measured over (0: none)")
       ->check(CLI::Range(0, 24 * 60))
       ->capture_default_str();
   uint32_t plan_to = 0;
@@ -874,9 +875,10 @@ int main(int argc, char** argv) {
   add_common(pplan, f);
   pplan->add_option("--to", plan_to,
                     "Partitions that take tenants afterwards (default: those that take them now)");
-  pplan->add_option("--window-min", window_min,
-                    "Minutes before the log's newest event the load is measured over (0: running "
-                    "executions only)")
+  pplan
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the load is measured over (0: running "
+                   "executions only)")
       ->check(CLI::Range(0, 24 * 60))
       ->capture_default_str();
   uint32_t scale_to = 0;
@@ -885,16 +887,18 @@ int main(int argc, char** argv) {
       "scale",
       "Change how many partitions take tenants, keeping every placement: up grows the log and "
       "moves tenants onto the new partitions to balance the load (running executions + 1 + "
-      "events in the window, per tenant); down moves every tenant off partitions N.. and retires them (their history "
+      "events in the window, per tenant); down moves every tenant off partitions N.. and retires "
+      "them (their history "
       "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log, engine "
       "stopped (docs/tenant-moves.md, \"Scaling the partition count\"). Exit: 0 planned (and "
       "applied), 1 refused or failed");
   add_common(pscale, f);
   pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
   pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
-  pscale->add_option("--window-min", window_min,
-                     "Minutes before the log's newest event the load is measured over (0: running "
-                     "executions only)")
+  pscale
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the load is measured over (0: running "
+                   "executions only)")
       ->check(CLI::Range(0, 24 * 60))
       ->capture_default_str();
 

@@ -287,8 +287,8 @@ uint64_t state_store::approximate_bytes(std::string_view begin, std::string_view
   rocksdb::SizeApproximationOptions options;
   options.include_memtables = true;
   options.include_files = true;
-  auto status = _impl->db->GetApproximateSizes(options, _impl->db->DefaultColumnFamily(), &range,
-                                               1, &size);
+  auto status =
+      _impl->db->GetApproximateSizes(options, _impl->db->DefaultColumnFamily(), &range, 1, &size);
   return status.ok() ? size : 0;
 }
 

@@ -593,8 +593,7 @@ constexpr metric_def partition_state_bytes{
     "auterity_partition_state_bytes",
     "RocksDB's estimate of the bytes of the partition's state store", metric_kind::gauge};
 
-void collect_load(metrics_writer& w, uint32_t p, partition_load load,
-                  const state_store* store) {
+void collect_load(metrics_writer& w, uint32_t p, partition_load load, const state_store* store) {
   const std::string partition = std::to_string(p);
   const uint64_t partition_bytes = store ? store->approximate_bytes("", "") : 0;
   uint64_t named_bytes = 0;
@@ -630,9 +629,9 @@ void collect_load(metrics_writer& w, uint32_t p, partition_load load,
   }
   const metric_labels l = {{"partition", partition}};
   w.add(partition_tenants, l,
-        static_cast<double>(load.busiest.size() + load.other_tenants -
-                            std::ranges::count(load.busiest, other_tenants_label,
-                                               &tenant_load_sample::tenant)));
+        static_cast<double>(
+            load.busiest.size() + load.other_tenants -
+            std::ranges::count(load.busiest, other_tenants_label, &tenant_load_sample::tenant)));
   if (store) w.add(partition_state_bytes, l, static_cast<double>(partition_bytes));
 }
 
@@ -713,8 +712,7 @@ void node::collect_metrics(metrics_writer& w) {
           w, p,
           _orchestrators[p]->ai_spend_top(_clock.now_ms(), ai_spend_tenants_per_partition_max));
       collect_load(
-          w, p,
-          _orchestrators[p]->tenant_load_top(_clock.now_ms(), load_tenants_per_partition_max),
+          w, p, _orchestrators[p]->tenant_load_top(_clock.now_ms(), load_tenants_per_partition_max),
           probe.restored.load() ? &_partitions[p]->store() : nullptr);
       if (!probe.restored.load()) continue;
       owned.push_back({p, probe.ingress_next.load(), probe.acks_next.load()});

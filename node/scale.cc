@@ -227,9 +227,8 @@ result<scale_plan> plan_scale(const placement_survey& survey, uint32_t partition
       for (const placed& pl : tenants) n += pl.at == p && &pl != &hot;
       return n;
     };
-    std::string why =
-        fmt::format("isolate hot tenant {} (weight {}, fair share {})", hot.t->tenant,
-                    hot.t->weight(), fair);
+    std::string why = fmt::format("isolate hot tenant {} (weight {}, fair share {})", hot.t->tenant,
+                                  hot.t->weight(), fair);
     if (isolated[hot.at] || sharing(hot.at) > 0) {
       // An empty active partition takes it in one move; else the others leave its partition
       // (unless it shares one with a hotter isolated tenant: then it has to go).
@@ -302,13 +301,14 @@ std::string format_plan(const scale_plan& plan) {
     out += fmt::format("isolated: {} alone on partition {}\n", tenant, p);
   }
   for (const planned_move& m : plan.moves) {
-    out += fmt::format("move {} {} -> {} (weight {}): {}\n", m.tenant, m.from, m.to, m.weight,
-                       m.why);
+    out +=
+        fmt::format("move {} {} -> {} (weight {}): {}\n", m.tenant, m.from, m.to, m.weight, m.why);
   }
   out += plan.window_ms > 0
-             ? fmt::format("load: running executions + 1 + events in the {} s before the log's "
-                           "newest event, per tenant\n",
-                           plan.window_ms / 1000)
+             ? fmt::format(
+                   "load: running executions + 1 + events in the {} s before the log's "
+                   "newest event, per tenant\n",
+                   plan.window_ms / 1000)
              : std::string("load: running executions + 1 per tenant\n");
   return out;
 }

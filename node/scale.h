@@ -41,13 +41,13 @@ struct tenant_load {
 
 // What one partition holds (its state store and its executions stream).
 struct partition_survey {
-  bool has_state = false;       // a state store was there to read
-  uint64_t tenants = 0;         // registered tenants
-  uint64_t moved_out = 0;       // tenants that left (placement entries `moved_out`)
-  uint64_t running = 0;         // running executions
-  uint64_t state_bytes = 0;     // keys + values of the whole store
-  uint64_t recent_events = 0;   // records on executions in the window, every tenant's
-  bool recent_capped = false;   // survey_recent_records_max was reached
+  bool has_state = false;      // a state store was there to read
+  uint64_t tenants = 0;        // registered tenants
+  uint64_t moved_out = 0;      // tenants that left (placement entries `moved_out`)
+  uint64_t running = 0;        // running executions
+  uint64_t state_bytes = 0;    // keys + values of the whole store
+  uint64_t recent_events = 0;  // records on executions in the window, every tenant's
+  bool recent_capped = false;  // survey_recent_records_max was reached
 };
 
 struct placement_survey {

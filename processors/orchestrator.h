@@ -64,7 +64,7 @@ struct ai_spend_sample {
 // One tenant's load on the partition as exported on /metrics (processors/tenant_load.h).
 struct tenant_load_sample {
   std::string tenant;
-  uint64_t inputs = 0;   // counters since the partition was opened
+  uint64_t inputs = 0;  // counters since the partition was opened
   uint64_t events = 0;
   uint64_t running = 0;  // running executions now
   uint64_t recent = 0;   // inputs + events in the last tenant_load_window_ms

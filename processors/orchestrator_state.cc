@@ -325,14 +325,13 @@ result<void> orchestrator_state::open(state_store& store) {
     if (!scanned) return scanned;
     if (auto held = load_held(tenant); !held) return held;
     uint64_t running = 0;
-    auto counted = store.scan_prefix(keys::execution(tenant, ""),
-                                     [&](std::string_view, std::string_view value) {
-                                       exec_status status;
-                                       vassert(peek_execution_status(value, status),
-                                               "malformed execution in state store");
-                                       if (status == exec_status::running) ++running;
-                                       return true;
-                                     });
+    auto counted = store.scan_prefix(
+        keys::execution(tenant, ""), [&](std::string_view, std::string_view value) {
+          exec_status status;
+          vassert(peek_execution_status(value, status), "malformed execution in state store");
+          if (status == exec_status::running) ++running;
+          return true;
+        });
     if (!counted) return counted;
     if (running) activity(tenant).running = running;
   }

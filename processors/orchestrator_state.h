@@ -122,9 +122,7 @@ class orchestrator_state {
   // started or ended, a tenant moved in or out), events as applied, inputs as decided. In
   // memory only; nothing here reads the store while deciding. A tenant that moved away keeps
   // its counters (running 0), so sums over tenants never go down.
-  const std::unordered_map<std::string, tenant_activity>& activity_all() const {
-    return _activity;
-  }
+  const std::unordered_map<std::string, tenant_activity>& activity_all() const { return _activity; }
   // Tenants whose entry changed since the last call; emptied.
   std::set<std::string> take_activity_changes() { return std::exchange(_activity_changed, {}); }
   // An input of the tenant read at `now_ms` (the orchestrator, for each decodable input).
