@@ -207,5 +207,46 @@ TEST(tenant_load, five_hundred_tenants_keep_at_most_k_plus_one_series_per_partit
   EXPECT_NE(text.find("auterity_partition_tenants{partition=\"0\"}"), std::string::npos);
 }
 
+// The running executions on /metrics are the state's: they follow the tenant when it moves and
+// are counted again from the state when the engine reopens.
+TEST(tenant_load, running_executions_follow_a_move_and_a_restart) {
+  harness h("load-move", with_metrics());
+  ASSERT_TRUE(h.n);
+  const std::string hot = "hot-dealer";
+  const uint32_t from = tenant_partition(hot, partitions), to = 1 - from;
+  h.publish(hot, workflow);
+  for (int i = 0; i < 20; ++i) h.start(hot, fmt::format("lead-{}", i), "wf");
+  h.settle();
+  auto running = [&](uint32_t p) {
+    series s = scrape(h.n->metrics_port());
+    const auto& on = s["auterity_tenant_running_executions"][std::to_string(p)];
+    auto it = on.find(hot);
+    return it == on.end() ? 0.0 : it->second;
+  };
+  EXPECT_EQ(running(from), 20);
+  EXPECT_EQ(running(to), 0);
+
+  h.submit(hot, client::move_tenant({hot, "", "move-1", h.clk.now_ms()}, to));
+  h.settle();
+  EXPECT_EQ(running(from), 0);
+  EXPECT_EQ(running(to), 20);
+  for (int i = 0; i < 5; ++i) h.signal(hot, fmt::format("lead-{}", i), "go");
+  h.settle();
+  EXPECT_EQ(running(to), 15);
+
+  h.n.reset();
+  node_options o = with_metrics();
+  o.data_dir = h.dir;
+  auto reopened = node::open(o, h.clk);
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().message;
+  h.n = std::move(*reopened);
+  ASSERT_TRUE(h.n->recover().has_value());
+  EXPECT_EQ(running(to), 15);
+  EXPECT_EQ(running(from), 0);
+  for (uint32_t p = 0; p < partitions; ++p) {
+    EXPECT_EQ(h.n->orchestrator_of(p).probe().decide_reads.load(), 0u) << "partition " << p;
+  }
+}
+
 }  // namespace
 }  // namespace auterity
