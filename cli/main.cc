@@ -429,7 +429,9 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
   log& l = *src->events;
-  auto survey = survey_placement(l, src->store_ptrs(), window_ms);
+  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
+  // built): /metrics has it (auterity_tenant_recent_load).
+  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
   if (!survey) return report(survey.error());
   std::vector<std::vector<const tenant_load*>> by_partition(l.partition_count());
   for (const tenant_load& t : survey->tenants) by_partition[t.partition].push_back(&t);
@@ -494,7 +496,9 @@ int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_m
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
   log& l = *src->events;
-  auto survey = survey_placement(l, src->store_ptrs(), window_ms);
+  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
+  // built): /metrics has it (auterity_tenant_recent_load).
+  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
   if (!survey) return report(survey.error());
   if (target == 0)
     target = l.partition_count() - static_cast<uint32_t>(l.placement().retired.size());
