@@ -895,37 +895,142 @@ TEST(language_execution, a_child_cancelled_on_its_own_fails_the_parent_step_with
   expect_replay_equal(h);
 }
 
-// Recursion through other workflows (a -> b -> a ...) is stopped by subworkflow_depth_max: the
-// step that would start a child one level too deep fails with the reason, and every level
-// above fails in turn. An unknown child workflow fails its step at once.
+// A definition calling a workflow (the latest published when the step starts, or a pinned
+// version): `name` calls each of `calls`, given as "workflow" or "workflow@version".
+std::string caller(std::string_view name, uint32_t version, std::vector<std::string> calls,
+                   bool in_foreach = false) {
+  json steps = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const size_t at = calls[i].find('@');
+    json call = {{"kind", "workflow"}, {"workflow", calls[i].substr(0, at)}};
+    if (at != std::string::npos) call["version"] = std::stoul(calls[i].substr(at + 1));
+    if (in_foreach) {
+      steps.push_back({{"id", fmt::format("each{}", i)},
+                       {"kind", "foreach"},
+                       {"items", "[1, 2]"},
+                       {"do", call}});
+    } else {
+      call["id"] = fmt::format("call{}", i);
+      steps.push_back(call);
+    }
+  }
+  if (steps.empty()) steps.push_back({{"id", "done"}, {"kind", "compute"}, {"output", {{"x", 1}}}});
+  return json{{"workflow", name}, {"version", version}, {"steps", steps}}.dump();
+}
+
+// Publishing a definition that would close a cycle of workflow calls (ping calls pong, which
+// calls ping) is rejected, naming the cycle: over the versions the calls resolve to once it is
+// published (latest or pinned), through foreach bodies, up to subworkflow_depth_max + 1
+// workflows around. Each rejection leaves the state as it was; what is accepted runs.
+TEST(language_execution, a_publish_that_would_close_a_cycle_of_calls_is_rejected) {
+  harness h("sub-cycle", 1);
+  std::vector<std::pair<std::string, std::string>> expected;  // publish, reason ("": accepted)
+  auto publish = [&](const std::string& text, std::string reason) {
+    h.publish(tenant, text);
+    expected.emplace_back(text, std::move(reason));
+  };
+  const std::string tail =
+      "; a workflow that calls itself through others nests until subworkflow_depth_max (4 "
+      "levels) and fails";
+  // The callee need not exist yet: the cycle is seen when the second one is published.
+  publish(caller("ping", 1, {"pong"}), "");
+  publish(caller("pong", 1, {"ping"}),
+          "pong v1 would close a cycle of workflow calls: pong v1 (step 'call0') -> ping v1 "
+          "(step 'call0') -> pong v1" +
+              tail);
+  // Through a foreach body, three workflows around.
+  publish(caller("a", 1, {"b"}), "");
+  publish(caller("b", 1, {"c"}), "");
+  publish(caller("c", 1, {"ping", "a"}, /*in_foreach=*/true),
+          "c v1 would close a cycle of workflow calls: c v1 (step 'each1') -> a v1 (step "
+          "'call0') -> b v1 (step 'call0') -> c v1" +
+              tail);
+  // Versions: once zed v5 (no calls) is the latest, yak -> zed is no cycle; zed v3 calling yak
+  // is not the latest zed, so nothing calls it; zed v6 calling yak would be, and is refused.
+  // A pinned call to zed v3 reaches it: yak v2 -> zed v3 -> yak (latest: v2).
+  publish(caller("zed", 5, {}), "");
+  publish(caller("yak", 1, {"zed"}), "");
+  publish(caller("zed", 3, {"yak"}), "");
+  publish(caller("zed", 6, {"yak"}),
+          "zed v6 would close a cycle of workflow calls: zed v6 (step 'call0') -> yak v1 (step "
+          "'call0') -> zed v6" +
+              tail);
+  publish(caller("yak", 2, {"zed@3"}),
+          "yak v2 would close a cycle of workflow calls: yak v2 (step 'call0') -> zed v3 (step "
+          "'call0') -> yak v2" +
+              tail);
+  // Five workflows around (the deepest a recursion can get before the depth limit): refused.
+  // Six: the depth limit fails the chain before it comes back; accepted, and it fails so.
+  for (int i = 1; i <= 4; ++i) {
+    publish(caller(fmt::format("r{}", i), 1, {fmt::format("r{}", i + 1)}), "");
+  }
+  publish(caller("r5", 1, {"r1"}),
+          "r5 v1 would close a cycle of workflow calls: r5 v1 (step 'call0') -> r1 v1 (step "
+          "'call0') -> r2 v1 (step 'call0') -> r3 v1 (step 'call0') -> r4 v1 (step 'call0') -> "
+          "r5 v1" +
+              tail);
+  for (int i = 1; i <= 5; ++i) {
+    publish(caller(fmt::format("s{}", i), 1, {fmt::format("s{}", i + 1)}), "");
+  }
+  publish(caller("s6", 1, {"s1"}), "");
+  h.start(tenant, "ok", "zed");  // the latest zed: v5, no calls
+  h.start(tenant, "s", "s1");
+  h.settle();
+
+  const auto rejections = h.rejections();
+  size_t next = 0;
+  for (const auto& [text, reason] : expected) {
+    if (reason.empty()) continue;  // accepted: no rejection in between (the count below)
+    ASSERT_LT(next, rejections.size()) << text << " was not rejected";
+    EXPECT_EQ(rejections[next].code, static_cast<uint16_t>(rejection_code::definition_cycle));
+    EXPECT_EQ(rejections[next].reason, reason);
+    ++next;
+  }
+  EXPECT_EQ(next, rejections.size()) << "also rejected: " << rejections.back().reason;
+  EXPECT_EQ(h.exec(tenant, "ok")->status, exec_status::succeeded);
+  // The six-workflow cycle: the fifth level's step fails for the depth limit, the rest follow.
+  const std::string deepest = "s/call0/1/call0/1/call0/1/call0/1";
+  auto last = h.exec(tenant, deepest);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->workflow, "s5");
+  EXPECT_EQ(last->depth, limits::subworkflow_depth_max);
+  EXPECT_EQ(last->result,
+            "step 'call0' failed: workflow 's6' would run at depth 5: subworkflow_depth_max is 4 "
+            "(a recursion through workflows?)");
+  EXPECT_EQ(h.exec(tenant, "s")->status, exec_status::failed);
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// A chain of calls deeper than subworkflow_depth_max is stopped at run time: the step that would
+// start a child one level too deep fails with the reason, and every level above fails in turn.
+// An unknown child workflow fails its step at once.
 TEST(language_execution, depth_limit_and_unknown_child_workflow_fail_with_the_reason) {
   harness h("sub-depth", 1);
-  h.publish(tenant, json::parse(R"({"workflow": "ping", "version": 1, "steps": [
-    {"id": "call", "kind": "workflow", "workflow": "pong"}]})")
-                        .dump());
-  h.publish(tenant, json::parse(R"({"workflow": "pong", "version": 1, "steps": [
-    {"id": "call", "kind": "workflow", "workflow": "ping"}]})")
-                        .dump());
+  for (int i = 1; i <= 5; ++i) {
+    h.publish(tenant, caller(fmt::format("w{}", i), 1, {fmt::format("w{}", i + 1)}));
+  }
+  h.publish(tenant, caller("w6", 1, {}));
   h.publish(tenant, json::parse(R"({"workflow": "lost", "version": 1, "steps": [
     {"id": "latest", "kind": "workflow", "workflow": "gone", "on_failure": "continue"},
     {"id": "call", "kind": "workflow", "workflow": "nowhere", "version": 3}]})")
                         .dump());
-  h.start(tenant, "r1", "ping");
+  h.start(tenant, "r1", "w1");
   h.start(tenant, "u1", "lost");
   h.settle();
-  const std::string deepest = "r1/call/1/call/1/call/1/call/1";
+  const std::string deepest = "r1/call0/1/call0/1/call0/1/call0/1";
   auto last = h.exec(tenant, deepest);
   ASSERT_TRUE(last.has_value());
   EXPECT_EQ(last->depth, limits::subworkflow_depth_max);
   EXPECT_EQ(last->status, exec_status::failed);
   EXPECT_EQ(last->result,
-            "step 'call' failed: workflow 'pong' would run at depth 5: subworkflow_depth_max is 4 "
+            "step 'call0' failed: workflow 'w6' would run at depth 5: subworkflow_depth_max is 4 "
             "(a recursion through workflows?)");
   auto root = h.exec(tenant, "r1");
   ASSERT_EQ(root->status, exec_status::failed);
-  EXPECT_NE(root->result.find("child execution 'r1/call/1' failed"), std::string::npos)
+  EXPECT_NE(root->result.find("child execution 'r1/call0/1' failed"), std::string::npos)
       << root->result;
-  EXPECT_FALSE(h.exec(tenant, deepest + "/call/1").has_value()) << "never started";
+  EXPECT_FALSE(h.exec(tenant, deepest + "/call0/1").has_value()) << "never started";
   auto lost = h.exec(tenant, "u1");
   ASSERT_EQ(lost->status, exec_status::failed);
   EXPECT_EQ(lost->result,
