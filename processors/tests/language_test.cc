@@ -602,6 +602,30 @@ TEST(language_execution, foreach_fails_fast_and_cancels_the_items_still_out) {
   EXPECT_EQ(e->steps[0].items[3].attempt, 0u) << "W never started";
   EXPECT_EQ(e->steps[1].status, step_status::cancelled);
   EXPECT_GE(h.n->orchestrator_of(0).probe().stale_acks.load(), 2u) << "Y's and Z's acks";
+  // Golden timeline: three items out at once; item 0's second failure ends the step, and the
+  // retries of items 1 and 2 then out are not waited for.
+  EXPECT_EQ(
+      events_only(execution_timeline(h, "e1")),
+      "started fan v1 with input {\"leads\":[{\"model\":\"F-150\",\"name\":\"X\",\"ok_at\":3},"
+      "{\"model\":\"F-150\",\"name\":\"Y\",\"ok_at\":2},{\"model\":\"F-\u2026 (173 bytes)\n"
+      "step each attempt 1 scheduled\n"
+      "step each item 0 attempt 1 scheduled -> command e1/each[0]/1\n"
+      "step each item 1 attempt 1 scheduled -> command e1/each[1]/1\n"
+      "step each item 2 attempt 1 scheduled -> command e1/each[2]/1\n"
+      "step each item 0 attempt 1 failed (flaky: attempt 1 fails, 3 will succeed); retry in 5ms\n"
+      "step each item 1 attempt 1 failed (flaky: attempt 1 fails, 2 will succeed); retry in 5ms\n"
+      "step each item 2 attempt 1 failed (flaky: attempt 1 fails, 2 will succeed); retry in 5ms\n"
+      "timer fired: Retry of step each item 0 attempt 1\n"
+      "step each item 0 attempt 2 scheduled -> command e1/each[0]/2\n"
+      "timer fired: Retry of step each item 1 attempt 1\n"
+      "step each item 1 attempt 2 scheduled -> command e1/each[1]/2\n"
+      "timer fired: Retry of step each item 2 attempt 1\n"
+      "step each item 2 attempt 2 scheduled -> command e1/each[2]/2\n"
+      "step each item 0 failed: flaky: attempt 2 fails, 3 will succeed (after 2 attempts)\n"
+      "step each failed: item 0 failed: flaky: attempt 2 fails, 3 will succeed (after 2 "
+      "attempts)\n"
+      "execution FAILED at step each: step 'each' failed: item 0 failed: flaky: attempt 2 fails, 3 "
+      "will succeed (after 2 attempts)\n");
 }
 
 TEST(language_execution, foreach_item_count_is_limited_and_an_empty_list_succeeds) {
