@@ -1366,5 +1366,64 @@ TEST(language_samples, trade_in_tells_the_customer_through_the_shared_notify_sub
   expect_replay_equal(h);
 }
 
+// The third workflow of the issue: a service reminder, in the definition alone — due by days
+// (from the last service's date and the decision's clock) or by miles, a switch, the shared
+// notify-customer sub-workflow, a wait for the booking and one nudge; not due: the next check.
+TEST(language_samples, service_reminder_decides_due_by_date_or_miles_and_nudges_once) {
+  harness h("sample-service", 1);
+  h.publish(tenant, read_sample("notify_customer.json"), R"({"dealer_name": "Acme Motors"})");
+  h.publish(tenant, read_sample("service_reminder.json"),
+            R"({"dealer_name": "Acme Motors", "booking_wait_ms": 1000})");
+  // The harness clock: 2023-11-14T22:13:20Z.
+  auto input = [](const char* name, const char* date, int last_miles, int miles) {
+    return json{{"name", name},
+                {"vehicle", "RAV4"},
+                {"mileage", miles},
+                {"last_service", {{"date", date}, {"mileage", last_miles}}},
+                {"contact", {{"preferred", "sms"}, {"phone", "+15550100"}}}}
+        .dump();
+  };
+  h.start(tenant, "booked", "service-reminder", input("Ann", "2023-04-01", 30000, 33000));
+  h.start(tenant, "silent", "service-reminder", input("Bo", "2023-10-01", 30000, 36000));
+  h.start(tenant, "recent", "service-reminder", input("Cy", "2023-09-15", 30000, 31000));
+  h.settle();
+  h.submit(tenant, client::signal({tenant, "booked", "book", h.clk.now_ms()}, "service_booked",
+                                  R"({"slot": "Saturday 10am"})"));
+  h.settle();
+  h.run_for(1'100, 100);  // Bo's booking window ends: one nudge
+
+  auto booked = h.exec(tenant, "booked");
+  ASSERT_EQ(booked->status, exec_status::succeeded) << booked->result;
+  EXPECT_EQ(json::parse(booked->steps[0].output_json),
+            json::parse(R"({"days": 228, "miles": 3000})"))
+      << "2023-04-01 to 2023-11-14T22:13Z";
+  EXPECT_EQ(sent(h, "booked/remind/1")["send"][2],
+            "Hi Ann, your RAV4 is due for service: 228 days and 3000 miles since the last one. "
+            "Reply to book a slot at Acme Motors.");
+  EXPECT_EQ(booked->steps[4].status, step_status::skipped) << "no nudge after a booking";
+  EXPECT_EQ(booked->steps[5].status, step_status::skipped) << "the default branch";
+
+  auto silent = h.exec(tenant, "silent");
+  ASSERT_EQ(silent->status, exec_status::succeeded) << silent->result;
+  EXPECT_EQ(json::parse(silent->steps[1].output_json)["case"], "due") << "by miles: 6000";
+  EXPECT_EQ(silent->steps[3].status, step_status::timed_out);
+  EXPECT_EQ(sent(h, "silent/nudge/1")["send"][2],
+            "Hi Bo, a reminder from Acme Motors: your RAV4 is still due for service. Reply to "
+            "book.");
+
+  auto recent = h.exec(tenant, "recent");
+  ASSERT_EQ(recent->status, exec_status::succeeded) << recent->result;
+  EXPECT_EQ(json::parse(recent->steps[1].output_json)["case"], "default");
+  for (int i : {2, 3, 4}) {
+    EXPECT_EQ(recent->steps[i].status, step_status::skipped)
+        << "step " << i << ": branch not taken";
+  }
+  EXPECT_EQ(recent->result, R"({"next_check":{"on":"2024-03-12"}})")
+      << "61 days (rounded) since 2023-09-15; the next check 119 days on";
+  EXPECT_FALSE(h.exec(tenant, "recent/remind/1").has_value());
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
 }  // namespace
 }  // namespace auterity
