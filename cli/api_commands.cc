@@ -391,6 +391,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
     k.instance_id = f->instance;
     k.topic_prefix = f->topic_prefix.empty() ? defaults.topic_prefix : f->topic_prefix;
     k.client_config = defaults.properties;
+    k.appends_only = true;  // commands are independent inputs: no transactions needed
     if (k.bootstrap.empty()) {
       fmt::print(stderr, "auterity: gateway needs --kafka (or kafka.bootstrap in the config)\n");
       return 2;
@@ -403,6 +404,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
     std::unique_ptr<log_replica> replica;
     if (!f->no_reads) {
       kafka_log_options ro = k;
+      ro.appends_only = false;
       ro.read_only = true;  // the replica's own consumers; it never writes
       auto source = open_kafka_log(ro);
       if (!source) {
