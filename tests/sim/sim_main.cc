@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
     total.failed += r.stats.failed;
     total.cancelled += r.stats.cancelled;
     total.events += r.stats.events;
+    total.rejections += r.stats.rejections;
+    total.deferred += r.stats.deferred;
     total.commands += r.stats.commands;
     total.effects += r.stats.effects;
     total.redeliveries += r.stats.redeliveries;
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
              "commands {}, effects {} (+{} redeliveries by idempotency key)\n",
              total.commits, total.executions, total.succeeded, total.failed, total.cancelled,
              total.events, total.commands, total.effects, total.redeliveries);
+  fmt::print("  rejections {}, notifications deferred {}\n", total.rejections, total.deferred);
   fmt::print("  torn tails quarantined by recovery {}; lying disk: {} seeds lost acknowledged "
              "commits ({} recoveries), {} seeds refused by recovery (loss detected)\n",
              total.quarantined, with_loss, total.acked_commits_lost, detected);

@@ -47,6 +47,7 @@
 #include "processors/client.h"
 #include "processors/definition.h"
 #include "processors/orchestrator.h"
+#include "processors/tenant_policy.h"
 #include "replay/verify.h"
 
 namespace auterity::sim {
@@ -60,6 +61,7 @@ std::string_view fault_name(fault f) {
       "crash_after_worker_sync",
       "crash_in_acker_commit",
       "crash_after_acker_sync",
+      "crash_in_forward_delivery",
       "crash_between_actions",
       "power_loss",
       "log_tail_dropped",
@@ -120,6 +122,19 @@ constexpr std::string_view workflow_beta = R"({"workflow": "beta", "version": 1,
           "retry": {"max_attempts": 2, "backoff_ms": 5}, "timeout_ms": 30}}
 ]})";
 
+// One tenant has a policy that the clock and the crashes push on: quiet hours from the start
+// (22:13:20 UTC) to 22:14, one SMS per 200 ms, an AI budget that three calls exhaust.
+constexpr std::string_view policy_tenant = "bayside";
+constexpr std::string_view policy = R"({
+  "ai": {"candidates": [{"provider": "local", "model": "m1", "tier": "standard",
+                         "input_per_1k_micros": 0, "output_per_1k_micros": 0,
+                         "latency_ms_max": 8000}],
+         "budget": {"day_micros": 1000, "month_micros": 40000, "when_exhausted": "reject"}},
+  "notify": {"rate_limits": [{"channel": "sms", "max": 1, "per_ms": 200}],
+             "quiet_hours": {"start": "22:13", "end": "22:14", "channels": ["sms"]},
+             "dedup_window_ms": 600000}
+})";
+
 uint64_t fnv1a(uint64_t seed, std::string_view s) {
   uint64_t h = 1469598103934665603ull ^ seed;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -160,7 +175,7 @@ struct request {
   std::string tenant;
   std::string bytes;
   std::string execution;  // a start: the execution it starts
-  bool acknowledged = false;
+  bool misplaced = false;  // sent to the partition that does not own the tenant (forwarded)
 };
 
 struct pending_ack {
@@ -218,6 +233,7 @@ class simulation {
   // ---- called by the parts of the world
   int on_fdatasync(int fd);
   bool crash_pending() const { return _crash_pending; }
+  void commit_begins() { _syncs_in_commit = 0; }
   void on_committed(uint32_t p, const commit_batch& batch, const std::vector<uint64_t>& offsets);
   ack_result execute(const fbs::Envelope& command, std::string_view key, bool real_worker);
   void note(fault f) { ++_stats.faults[static_cast<size_t>(f)]; }
@@ -276,6 +292,7 @@ class simulation {
                                          // its state write: the store's WAL before the batch
   uint64_t _wal_before = 0;
   actor _actor = actor::none;
+  int _syncs_in_commit = 0;  // the second of a commit delivers its forwards
   uint32_t _actor_partition = 0;
   bool _lied = false;  // a sync lied since the last crash
 
@@ -318,6 +335,7 @@ class ledger_connector final : public connector {
 
 result<std::vector<uint64_t>> sim_log::commit(uint32_t partition, const commit_batch& batch) {
   if (_sim.crash_pending()) return fail(errc::io, "simulated crash: the process is gone");
+  _sim.commit_begins();
   auto r = _inner.commit(partition, batch);
   if (r) _sim.on_committed(partition, batch, *r);
   return r;
@@ -333,6 +351,7 @@ std::string fd_path(int fd) {
 
 int simulation::on_fdatasync(int fd) {
   ++_stats.commits;
+  const bool delivery = ++_syncs_in_commit > 1;
   if (_crash_pending) {
     errno = EIO;
     return -1;
@@ -344,6 +363,7 @@ int simulation::on_fdatasync(int fd) {
       _faults_on && _plan.crashes > 0 && _actor != actor::none && _rng.chance(_plan.crash_per_commit);
   const bool before_sync = crash_here && _rng.chance(0.5);
   auto crash_kind = [&](bool in) {
+    if (delivery) return fault::crash_in_forward_delivery;
     switch (_actor) {
       case actor::client:
         return fault::crash_in_client_commit;  // an ingress append has no "after" worth a kind
@@ -371,7 +391,7 @@ int simulation::on_fdatasync(int fd) {
   if (crash_here) {
     _crash_pending = true;
     _crash_kind = crash_kind(false);
-    if (_actor == actor::orchestrator) _crash_store = _actor_partition;
+    if (_actor == actor::orchestrator && !delivery) _crash_store = _actor_partition;
     trace(fmt::format("crash after a commit's sync ({})", fault_name(*_crash_kind)));
   }
   return 0;
@@ -626,9 +646,16 @@ ack_result simulation::execute(const fbs::Envelope& command, std::string_view ke
       if (h < 65) return ack_success(fmt::format(R"({{"ok": true, "h": {}}})", h));
       if (h < 88) return ack_retryable("simulated: try again");
       return ack_permanent("simulated: refused");
-    case fbs::Payload::CallAi:
-      if (h < 80) return ack_success(fmt::format(R"({{"text": "reply {}"}})", h));
-      return ack_retryable("simulated: provider busy");
+    case fbs::Payload::CallAi: {
+      if (h >= 80) return ack_retryable("simulated: provider busy");
+      ack_result r = ack_success(fmt::format(R"({{"text": "reply {}"}})", h));
+      r.model = "m1";
+      r.provider = "local";
+      r.input_tokens = 100;
+      r.output_tokens = 50;
+      r.cost_micros = 300;
+      return r;
+    }
     default:
       if (h < 90) return ack_success(R"({"sent": true})");
       return ack_retryable("simulated: carrier busy");
@@ -643,14 +670,15 @@ void simulation::new_inputs() {
     _requests.push_back({tenant,
                          client::start_execution({tenant, id, id, _clk.now_ms()}, wf, 0,
                                                  json{{"v", _rng.uniform(0, 1000)}}.dump()),
-                         id});
+                         id, _rng.chance(0.2)});
     _started.emplace_back(tenant, id);
   }
   if (!_started.empty() && _rng.chance(0.15)) {
     const auto& [tenant, id] = _started[_rng.uniform(0, _started.size() - 1)];
     const std::string rid = fmt::format("sig-{}-{}", id, _tick);
-    _requests.push_back(
-        {tenant, client::signal({tenant, id, rid, _clk.now_ms()}, "go", R"({"n": 1})"), ""});
+    _requests.push_back({tenant,
+                         client::signal({tenant, id, rid, _clk.now_ms()}, "go", R"({"n": 1})"), "",
+                         _rng.chance(0.2)});
   }
   if (!_started.empty() && _rng.chance(0.01)) {
     const auto& [tenant, id] = _started[_rng.uniform(0, _started.size() - 1)];
@@ -664,8 +692,16 @@ void simulation::new_inputs() {
 result<bool> simulation::submit_one() {
   if (_requests.empty()) return false;
   request& r = _requests.front();
-  auto sent = client::submit(*_log, r.tenant, r.bytes);
-  if (!sent) return std::unexpected(sent.error());
+  if (r.misplaced) {
+    // A producer that did not hash the tenant: the orchestrator forwards it, the log delivers.
+    commit_batch b;
+    b.add(stream::ingress, r.tenant, r.bytes);
+    const uint32_t home = tenant_partition(r.tenant, sim_partitions);
+    auto sent = _log->commit((home + 1) % sim_partitions, b);
+    if (!sent) return std::unexpected(sent.error());
+  } else if (auto sent = client::submit(*_log, r.tenant, r.bytes); !sent) {
+    return std::unexpected(sent.error());
+  }
   if (!r.execution.empty()) _accepted_starts.push_back(r.execution);
   _requests.erase(_requests.begin());
   return true;
@@ -812,7 +848,7 @@ std::vector<record> simulation::read_all(stream s, uint32_t p) {
 
 void simulation::check_end() {
   std::set<std::string> event_ids, commands, timed_out, timers;
-  std::map<std::string, int> started, ended;
+  std::map<std::string, int> started, ended, deferrals;
   for (uint32_t p = 0; p < sim_partitions; ++p) {
     for (const record& r : read_all(stream::executions, p)) {
       ++_stats.events;
@@ -821,6 +857,12 @@ void simulation::check_end() {
         problem(fmt::format("executions[{}]@{} is not an envelope", p, r.offset));
         continue;
       }
+      if (e->payload_type() == fbs::Payload::CommandRejected) {
+        ++_stats.rejections;
+        trace(fmt::format("rejected: {} {}: {}", sv(e->execution_id()), sv(e->causation_id()),
+                          sv(e->payload_as_CommandRejected()->reason())));
+      }
+      if (e->payload_type() == fbs::Payload::NotificationDeferred) ++_stats.deferred;
       if (e->kind() != fbs::RecordKind::Event) continue;
       const std::string exec(sv(e->execution_id()));
       if (!event_ids.insert(std::string(sv(e->record_id()))).second) {
@@ -851,11 +893,24 @@ void simulation::check_end() {
           }
           break;
         }
+        case fbs::Payload::NotificationDeferred: {
+          auto d = e->payload_as_NotificationDeferred();
+          ++deferrals[fmt::format("{}/{}/{}/{}", exec, sv(d->step()), d->attempt(), d->item())];
+          break;
+        }
         case fbs::Payload::TimerFired: {
+          // A deferred notification's timer is armed again by each deferral: it fires once per
+          // NotificationDeferred. Every other timer fires once per step attempt (and item).
           auto t = e->payload_as_TimerFired();
-          if (!timers
-                   .insert(fmt::format("{}/{}/{}/{}/{}", exec, sv(t->step()), t->attempt(),
-                                       static_cast<int>(t->purpose()), t->item()))
+          const std::string at =
+              fmt::format("{}/{}/{}/{}", exec, sv(t->step()), t->attempt(), t->item());
+          const int armed =
+              t->purpose() == fbs::TimerPurpose::NotifyDefer ? deferrals[at] : 0;
+          if (t->purpose() == fbs::TimerPurpose::NotifyDefer && armed == 0) {
+            problem(fmt::format("{}: deferral timer of step {} fired, never armed", exec,
+                                sv(t->step())));
+          }
+          if (!timers.insert(fmt::format("{}/{}/{}", at, static_cast<int>(t->purpose()), armed))
                    .second) {
             problem(fmt::format("{}: timer of step {} attempt {} item {} fired twice", exec,
                                 sv(t->step()), t->attempt(), t->item()));
@@ -946,6 +1001,9 @@ run_result simulation::run() {
     auto valid = parse_definition(wf, "");
     if (!valid) problem(fmt::format("a simulator workflow does not parse: {}", valid.error().reason));
   }
+  if (auto valid = parse_tenant_policy(policy); !valid) {
+    problem(fmt::format("the simulator's policy does not parse: {}", valid.error().reason));
+  }
   if (auto opened = open_world(); !opened) {
     problem(fmt::format("open: {}", opened.error().message));
   }
@@ -956,6 +1014,9 @@ run_result simulation::run() {
            client::publish_definition({tenant, "", "pub", _clk.now_ms()}, wf, ""), ""});
     }
   }
+  _requests.push_back(
+      {std::string(policy_tenant),
+       client::publish_policy({policy_tenant, "", "policy", _clk.now_ms()}, policy), ""});
   const int actions = 4 + static_cast<int>(sim_partitions);
   int quiet = 0;
   for (_tick = 0; _problems.empty() && !_stats.loss_detected && _tick < active_ticks + drain_ticks_max;

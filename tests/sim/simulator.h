@@ -27,6 +27,7 @@ enum class fault : uint8_t {
   crash_after_worker_sync,         // ... durable, the worker never learned it
   crash_in_acker_commit,           // the step acker's commit, written, not synced
   crash_after_acker_sync,          // ... durable, the acker never learned it
+  crash_in_forward_delivery,       // the log delivering a forwarded input to its partition
   crash_between_actions,           // between two commits (everything synced)
   power_loss,                      // unsynced bytes of the log and the store are at risk
   log_tail_dropped,                // a segment's unsynced bytes lost
@@ -51,6 +52,8 @@ struct run_stats {
   uint64_t executions = 0;          // started (ExecutionStarted in the log)
   uint64_t succeeded = 0, failed = 0, cancelled = 0;
   uint64_t events = 0;              // executions records at the end
+  uint64_t rejections = 0;          // commands the orchestrator rejected (duplicates, ...)
+  uint64_t deferred = 0;            // notifications deferred (quiet hours, rate limit)
   uint64_t commands = 0;            // commands in the log at the end
   uint64_t effects = 0;             // distinct idempotency keys the ledger saw
   uint64_t redeliveries = 0;        // connector calls for a key already seen (after a crash)
