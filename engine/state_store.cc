@@ -95,6 +95,7 @@ rocksdb::Options make_options(const state_store_options& opts) {
   // state_store_options::write_buffer_bytes (32 MiB by default).
   options.write_buffer_size = opts.write_buffer_bytes;
   options.allow_fallocate = opts.preallocate;
+  options.max_file_opening_threads = opts.file_opening_threads;
   options.max_write_buffer_number = write_buffers_max;
 
   // Write SST files in steady 1 MiB steps instead of one burst at file close.

@@ -53,6 +53,9 @@ struct state_store_options {
   // MANIFEST 4 MiB). On tmpfs that is memory zeroed and freed at every open and close: the
   // simulator (tests/sim), which opens thousands of small stores there, turns it off.
   bool preallocate = true;
+  // Threads RocksDB starts at each open to open the table files (its default, 16): the
+  // simulator, which opens a store every few milliseconds, takes 1.
+  int file_opening_threads = 16;
 };
 
 class state_store {

@@ -135,6 +135,16 @@ constexpr std::string_view policy = R"({
              "dedup_window_ms": 600000}
 })";
 
+// Stores for thousands of short runs in tmpfs (engine/state_store.h says why each).
+state_store_options small_store() {
+  state_store_options o;
+  o.block_cache_bytes = store_cache_bytes;
+  o.write_buffer_bytes = store_write_buffer_bytes;
+  o.preallocate = false;
+  o.file_opening_threads = 1;
+  return o;
+}
+
 uint64_t fnv1a(uint64_t seed, std::string_view s) {
   uint64_t h = 1469598103934665603ull ^ seed;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -497,11 +507,7 @@ result<void> simulation::open_world() {
   ro.timers_per_batch_max = _timers_batch;
   _orch.assign(sim_partitions, nullptr);
   for (uint32_t p = 0; p < sim_partitions; ++p) {
-    state_store_options so;
-    so.block_cache_bytes = store_cache_bytes;
-    so.write_buffer_bytes = store_write_buffer_bytes;
-    so.preallocate = false;
-    auto store = state_store::open(fmt::format("{}/state/p{:03}", _dir, p), so);
+    auto store = state_store::open(fmt::format("{}/state/p{:03}", _dir, p), small_store());
     if (!store) return std::unexpected(store.error());
     orchestrator_options oo;
     oo.partitions = sim_partitions;
@@ -950,12 +956,8 @@ void simulation::check_end() {
     }
   }
   for (uint32_t p = 0; p < sim_partitions; ++p) {
-    state_store_options so;
-    so.block_cache_bytes = store_cache_bytes;
-    so.write_buffer_bytes = store_write_buffer_bytes;
-    so.preallocate = false;
     auto diffs = compare_with_replay(*_log, p, _parts[p]->store(),
-                                     fmt::format("{}/rebuilt-{}", _dir, p), so);
+                                     fmt::format("{}/rebuilt-{}", _dir, p), small_store());
     if (!diffs) {
       problem(fmt::format("partition {}: replay failed: {}", p, diffs.error().message));
     } else if (!diffs->empty()) {
