@@ -62,6 +62,7 @@ std::string_view fault_name(fault f) {
       "crash_in_acker_commit",
       "crash_after_acker_sync",
       "crash_in_forward_delivery",
+      "crash_in_recovery",
       "crash_between_actions",
       "power_loss",
       "log_tail_dropped",
@@ -168,7 +169,7 @@ class prng {
 };
 
 // Who is committing: decides which commit point a crash in that commit counts as.
-enum class actor { client, orchestrator, worker, acker, none };
+enum class actor { client, orchestrator, worker, acker, recovery, none };
 
 // What the seed turns on (each class on in most seeds, so seeds also run without it).
 struct fault_plan {
@@ -373,6 +374,7 @@ int simulation::on_fdatasync(int fd) {
       _faults_on && _plan.crashes > 0 && _actor != actor::none && _rng.chance(_plan.crash_per_commit);
   const bool before_sync = crash_here && _rng.chance(0.5);
   auto crash_kind = [&](bool in) {
+    if (_actor == actor::recovery) return fault::crash_in_recovery;
     if (delivery) return fault::crash_in_forward_delivery;
     switch (_actor) {
       case actor::client:
@@ -498,7 +500,11 @@ result<void> simulation::open_world() {
     ++_stats.quarantined;
     trace(fmt::format("recovery: {}", damage_text(d)));
   };
+  // Recovery may commit (forwards a crash left undelivered): a crash point like any other.
+  _actor = actor::recovery;
+  commit_begins();
   auto opened = open_embedded_log(_dir + "/log", lo);
+  _actor = actor::none;
   if (!opened) return std::unexpected(opened.error());
   _embedded = std::move(*opened);
   _log = std::make_unique<sim_log>(*_embedded, *this);
@@ -515,11 +521,13 @@ result<void> simulation::open_world() {
     _orch[p] = o.get();
     _parts.push_back(
         std::make_unique<partition_runtime>(*_log, p, std::move(*store), std::move(o), _clk, ro));
-    _actor = actor::orchestrator;
-    _actor_partition = p;
-    auto r = _parts.back()->recover();
-    _actor = actor::none;
-    if (!r) return r;
+    if (auto r = _parts.back()->recover(); !r) return r;
+    // Recovered this partition (its replay written to its store), not the next one yet.
+    if (_faults_on && _plan.crashes > 0 && _rng.chance(_plan.crash_per_action)) {
+      _crash_pending = true;
+      _crash_kind = fault::crash_in_recovery;
+      return fail(errc::io, "simulated crash during recovery");
+    }
   }
   worker_options wo;
   wo.concurrency = 1;  // no pool thread: the run stays on this thread
@@ -596,35 +604,38 @@ result<void> simulation::check_acknowledged_after_recovery() {
 }
 
 void simulation::crash() {
-  const bool power = _rng.chance(_plan.power_loss);
-  if (!_crash_kind) _crash_kind = fault::crash_between_actions;
-  note(*_crash_kind);
-  trace(fmt::format("CRASH ({}{})", fault_name(*_crash_kind), power ? ", power loss" : ""));
-  --_plan.crashes;
-  drop_world();
-  // The batch of an orchestrator that crashed between its log commit and its state write never
-  // reached the store: cut its WAL back to where it was before the batch.
-  if (_crash_store) {
-    if (auto wal = newest_wal(fmt::format("{}/state/p{:03}", _dir, *_crash_store));
-        wal && file_size(*wal) >= _wal_before) {
-      fs::resize_file(*wal, _wal_before);
+  // A crash during the recovery that follows is one more crash: loop until a recovery ends.
+  for (;;) {
+    const bool power = _rng.chance(_plan.power_loss);
+    if (!_crash_kind) _crash_kind = fault::crash_between_actions;
+    note(*_crash_kind);
+    trace(fmt::format("CRASH ({}{})", fault_name(*_crash_kind), power ? ", power loss" : ""));
+    --_plan.crashes;
+    drop_world();
+    // The batch of an orchestrator that crashed between its log commit and its state write
+    // never reached the store: cut its WAL back to where it was before the batch.
+    if (_crash_store) {
+      if (auto wal = newest_wal(fmt::format("{}/state/p{:03}", _dir, *_crash_store));
+          wal && file_size(*wal) >= _wal_before) {
+        fs::resize_file(*wal, _wal_before);
+      }
     }
-  }
-  if (power) {
-    note(fault::power_loss);
-    damage_log();
-    cut_wals();
-  }
-  // What survived is on disk now.
-  _synced.clear();
-  for (const std::string& path : segment_files(_dir + "/log")) _synced[path] = file_size(path);
-  _crash_pending = false;
-  _crash_kind.reset();
-  _crash_store.reset();
-  auto opened = open_world();
-  if (opened) opened = check_acknowledged_after_recovery();
-  _lied = false;
-  if (!opened) {
+    if (power) {
+      note(fault::power_loss);
+      damage_log();
+      cut_wals();
+    }
+    // What survived is on disk now.
+    _synced.clear();
+    for (const std::string& path : segment_files(_dir + "/log")) _synced[path] = file_size(path);
+    _crash_pending = false;
+    _crash_kind.reset();
+    _crash_store.reset();
+    auto opened = open_world();
+    if (!opened && _crash_pending) continue;
+    if (opened) opened = check_acknowledged_after_recovery();
+    _lied = false;
+    if (opened) return;
     if (_stats.faults[static_cast<size_t>(fault::fsync_lied)] > 0 &&
         opened.error().code == errc::corrupt) {
       // The disk lost acknowledged data and recovery noticed: refusing is the right answer.
@@ -633,6 +644,7 @@ void simulation::crash() {
       return;
     }
     problem(fmt::format("recovery after a crash failed: {}", opened.error().message));
+    return;
   }
 }
 
@@ -1007,7 +1019,11 @@ run_result simulation::run() {
     problem(fmt::format("the simulator's policy does not parse: {}", valid.error().reason));
   }
   if (auto opened = open_world(); !opened) {
-    problem(fmt::format("open: {}", opened.error().message));
+    if (_crash_pending) {
+      crash();
+    } else {
+      problem(fmt::format("open: {}", opened.error().message));
+    }
   }
   for (std::string_view tenant : tenants) {
     for (std::string_view wf : {workflow_alpha, workflow_beta}) {

@@ -28,6 +28,7 @@ enum class fault : uint8_t {
   crash_in_acker_commit,           // the step acker's commit, written, not synced
   crash_after_acker_sync,          // ... durable, the acker never learned it
   crash_in_forward_delivery,       // the log delivering a forwarded input to its partition
+  crash_in_recovery,               // between two partitions' recoveries, or in a redelivery
   crash_between_actions,           // between two commits (everything synced)
   power_loss,                      // unsynced bytes of the log and the store are at risk
   log_tail_dropped,                // a segment's unsynced bytes lost
