@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
     } else if (a == "--from" || a == "--seed") {
       const char* v = value();
       if (!v) return usage();
-      from = std::string_view(v) == "random" ? std::random_device{}() : std::strtoull(v, nullptr, 10);
+      from =
+          std::string_view(v) == "random" ? std::random_device{}() : std::strtoull(v, nullptr, 10);
       if (a == "--seed") {
         single = true;
         seeds = 1;
@@ -104,17 +105,18 @@ int main(int argc, char** argv) {
       if (failed >= 5 && !single) break;
     }
   }
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print("auterity_sim: {} seeds in {:.1f} s, {} failed\n", seeds, secs, failed);
-  fmt::print("  commits {}, executions {} ({} succeeded, {} failed, {} cancelled), events {}, "
-             "commands {}, effects {} (+{} redeliveries by idempotency key)\n",
-             total.commits, total.executions, total.succeeded, total.failed, total.cancelled,
-             total.events, total.commands, total.effects, total.redeliveries);
+  fmt::print(
+      "  commits {}, executions {} ({} succeeded, {} failed, {} cancelled), events {}, "
+      "commands {}, effects {} (+{} redeliveries by idempotency key)\n",
+      total.commits, total.executions, total.succeeded, total.failed, total.cancelled, total.events,
+      total.commands, total.effects, total.redeliveries);
   fmt::print("  rejections {}, notifications deferred {}\n", total.rejections, total.deferred);
-  fmt::print("  torn tails quarantined by recovery {}; lying disk: {} seeds lost acknowledged "
-             "commits ({} recoveries), {} seeds refused by recovery (loss detected)\n",
-             total.quarantined, with_loss, total.acked_commits_lost, detected);
+  fmt::print(
+      "  torn tails quarantined by recovery {}; lying disk: {} seeds lost acknowledged "
+      "commits ({} recoveries), {} seeds refused by recovery (loss detected)\n",
+      total.quarantined, with_loss, total.acked_commits_lost, detected);
   fmt::print("  faults injected:\n");
   bool all = true;
   for (size_t f = 0; f < fault_count; ++f) {

@@ -88,15 +88,15 @@ using json = nlohmann::json;
 // The world's size: small, so thousands of seeds run in seconds (docs/simulation.md).
 constexpr uint32_t sim_partitions = 2;
 constexpr int64_t sim_start_ms = 1'700'000'000'000;
-constexpr int active_ticks = 60;         // ticks with new inputs and faults
-constexpr int drain_ticks_max = 4000;    // then no faults until nothing is left to do
-constexpr int executions_max = 8;        // starts per run
-constexpr int crashes_max = 4;           // per run
+constexpr int active_ticks = 60;       // ticks with new inputs and faults
+constexpr int drain_ticks_max = 4000;  // then no faults until nothing is left to do
+constexpr int executions_max = 8;      // starts per run
+constexpr int crashes_max = 4;         // per run
 constexpr size_t sector_bytes = 512;
 // Small stores: RocksDB preallocates ~1.1x the memtable for each WAL, which on tmpfs is memory
 // written and freed at every open.
 constexpr size_t store_cache_bytes = 1 << 20;
-constexpr size_t store_write_buffer_bytes = 1 << 20;     // the unit a power loss tears
+constexpr size_t store_write_buffer_bytes = 1 << 20;             // the unit a power loss tears
 constexpr std::string_view step_group = "worker.commands.step";  // the acker's group
 
 const std::array<std::string_view, 3> tenants = {"acme", "bayside", "crestview"};
@@ -173,19 +173,19 @@ enum class actor { client, orchestrator, worker, acker, recovery, none };
 
 // What the seed turns on (each class on in most seeds, so seeds also run without it).
 struct fault_plan {
-  int crashes = 0;                // crashes left to inject
-  double crash_per_commit = 0;    // chance a commit is a crash point
-  double crash_per_action = 0;    // chance of a crash between two actions
-  double power_loss = 0;          // chance a crash is a power loss
-  double lie = 0;                 // chance an fdatasync lies (0: honest disk)
-  bool ack_faults = false;        // duplicate, delay, reorder acks
+  int crashes = 0;              // crashes left to inject
+  double crash_per_commit = 0;  // chance a commit is a crash point
+  double crash_per_action = 0;  // chance of a crash between two actions
+  double power_loss = 0;        // chance a crash is a power loss
+  double lie = 0;               // chance an fdatasync lies (0: honest disk)
+  bool ack_faults = false;      // duplicate, delay, reorder acks
   bool clock_jumps = false;
 };
 
 struct request {
   std::string tenant;
   std::string bytes;
-  std::string execution;  // a start: the execution it starts
+  std::string execution;   // a start: the execution it starts
   bool misplaced = false;  // sent to the partition that does not own the tenant (forwarded)
 };
 
@@ -318,8 +318,8 @@ class simulation {
   int _starts = 0;
   std::vector<std::pair<std::string, std::string>> _started;  // tenant, execution
   std::map<std::string, uint32_t> _ledger;                    // idempotency key -> calls
-  std::set<std::string> _durable_acks;     // command ids with an ack in the log
-  std::set<std::string> _successful_acks;  // ... with a Success ack
+  std::set<std::string> _durable_acks;                        // command ids with an ack in the log
+  std::set<std::string> _successful_acks;                     // ... with a Success ack
   struct acker_partition {
     std::optional<uint64_t> next;  // next command offset to read; none: read the position
     uint64_t position = 0;         // the group's position as the acker last committed it
@@ -368,10 +368,10 @@ int simulation::on_fdatasync(int fd) {
     return -1;
   }
   const std::string path = fd_path(fd);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) < 0) return -1;
-  const bool crash_here =
-      _faults_on && _plan.crashes > 0 && _actor != actor::none && _rng.chance(_plan.crash_per_commit);
+  const bool crash_here = _faults_on && _plan.crashes > 0 && _actor != actor::none &&
+                          _rng.chance(_plan.crash_per_commit);
   const bool before_sync = crash_here && _rng.chance(0.5);
   auto crash_kind = [&](bool in) {
     if (_actor == actor::recovery) return fault::crash_in_recovery;
@@ -590,9 +590,10 @@ result<void> simulation::check_acknowledged_after_recovery() {
       if (!end) return std::unexpected(end.error());
       if (*end < _acked_end[s][p]) {
         if (!_lied) {
-          problem(fmt::format("{}[{}]: recovery kept {} records of {} acknowledged, with an "
-                              "fsync that did not lie",
-                              stream_name(static_cast<stream>(s)), p, *end, _acked_end[s][p]));
+          problem(
+              fmt::format("{}[{}]: recovery kept {} records of {} acknowledged, with an "
+                          "fsync that did not lie",
+                          stream_name(static_cast<stream>(s)), p, *end, _acked_end[s][p]));
         }
         ++_stats.acked_commits_lost;
         _acked_lost = true;
@@ -753,9 +754,8 @@ result<bool> simulation::acker_step() {
         problem(fmt::format("commands.step[{}]@{}: not a RunStep", p, r.offset));
         continue;
       }
-      pending_ack ack{r.offset, r.key, make_ack(*e, execute(*e, sv(e->record_id()), false),
-                                                _clk.now_ms()),
-                      _tick};
+      pending_ack ack{r.offset, r.key,
+                      make_ack(*e, execute(*e, sv(e->record_id()), false), _clk.now_ms()), _tick};
       if (faults && _rng.chance(0.4)) {
         ack.due_tick += _rng.uniform(1, 6);
         note(fault::ack_delayed);
@@ -922,8 +922,7 @@ void simulation::check_end() {
           auto t = e->payload_as_TimerFired();
           const std::string at =
               fmt::format("{}/{}/{}/{}", exec, sv(t->step()), t->attempt(), t->item());
-          const int armed =
-              t->purpose() == fbs::TimerPurpose::NotifyDefer ? deferrals[at] : 0;
+          const int armed = t->purpose() == fbs::TimerPurpose::NotifyDefer ? deferrals[at] : 0;
           if (t->purpose() == fbs::TimerPurpose::NotifyDefer && armed == 0) {
             problem(fmt::format("{}: deferral timer of step {} fired, never armed", exec,
                                 sv(t->step())));
@@ -961,7 +960,8 @@ void simulation::check_end() {
   _stats.effects = _ledger.size();
   if (!_acked_lost) {
     for (const auto& [key, calls] : _ledger) {
-      if (!commands.contains(key)) problem(fmt::format("effect {} of a command not in the log", key));
+      if (!commands.contains(key))
+        problem(fmt::format("effect {} of a command not in the log", key));
     }
     for (const std::string& id : _accepted_starts) {
       if (!started.contains(id)) problem(fmt::format("start of {} acknowledged, never run", id));
@@ -1006,14 +1006,16 @@ run_result simulation::run() {
   _timers_batch = static_cast<size_t>(_rng.uniform(1, 4));
   _worker_batch = static_cast<size_t>(_rng.uniform(1, 8));
   if (_options.trace) {
-    fmt::print("seed {}: crashes {} (1/{:.0f} per commit), power loss {}, lying fsync {}, ack "
-               "faults {}, clock jumps {}, segment {} B\n",
-               _seed, _plan.crashes, 1 / _plan.crash_per_commit, _plan.power_loss, _plan.lie,
-               _plan.ack_faults, _plan.clock_jumps, _segment_bytes);
+    fmt::print(
+        "seed {}: crashes {} (1/{:.0f} per commit), power loss {}, lying fsync {}, ack "
+        "faults {}, clock jumps {}, segment {} B\n",
+        _seed, _plan.crashes, 1 / _plan.crash_per_commit, _plan.power_loss, _plan.lie,
+        _plan.ack_faults, _plan.clock_jumps, _segment_bytes);
   }
   for (std::string_view wf : {workflow_alpha, workflow_beta}) {
     auto valid = parse_definition(wf, "");
-    if (!valid) problem(fmt::format("a simulator workflow does not parse: {}", valid.error().reason));
+    if (!valid)
+      problem(fmt::format("a simulator workflow does not parse: {}", valid.error().reason));
   }
   if (auto valid = parse_tenant_policy(policy); !valid) {
     problem(fmt::format("the simulator's policy does not parse: {}", valid.error().reason));
@@ -1027,17 +1029,18 @@ run_result simulation::run() {
   }
   for (std::string_view tenant : tenants) {
     for (std::string_view wf : {workflow_alpha, workflow_beta}) {
-      _requests.push_back(
-          {std::string(tenant),
-           client::publish_definition({tenant, "", "pub", _clk.now_ms()}, wf, ""), ""});
+      _requests.push_back({std::string(tenant),
+                           client::publish_definition({tenant, "", "pub", _clk.now_ms()}, wf, ""),
+                           ""});
     }
   }
-  _requests.push_back(
-      {std::string(policy_tenant),
-       client::publish_policy({policy_tenant, "", "policy", _clk.now_ms()}, policy), ""});
+  _requests.push_back({std::string(policy_tenant),
+                       client::publish_policy({policy_tenant, "", "policy", _clk.now_ms()}, policy),
+                       ""});
   const int actions = 4 + static_cast<int>(sim_partitions);
   int quiet = 0;
-  for (_tick = 0; _problems.empty() && !_stats.loss_detected && _tick < active_ticks + drain_ticks_max;
+  for (_tick = 0;
+       _problems.empty() && !_stats.loss_detected && _tick < active_ticks + drain_ticks_max;
        ++_tick) {
     _faults_on = _tick < active_ticks;
     if (_faults_on) new_inputs();

@@ -20,28 +20,28 @@ namespace auterity::sim {
 
 // Fault classes, counted per run (docs/simulation.md, "Faults").
 enum class fault : uint8_t {
-  crash_in_client_commit,          // an ingress append fails mid-write (unsynced bytes)
-  crash_in_orchestrator_commit,    // an orchestrator commit is written, not synced
-  crash_after_orchestrator_sync,   // the commit is durable, the state write is not
-  crash_in_worker_commit,          // a worker's acks + position written, not synced
-  crash_after_worker_sync,         // ... durable, the worker never learned it
-  crash_in_acker_commit,           // the step acker's commit, written, not synced
-  crash_after_acker_sync,          // ... durable, the acker never learned it
-  crash_in_forward_delivery,       // the log delivering a forwarded input to its partition
-  crash_in_recovery,               // between two partitions' recoveries, or in a redelivery
-  crash_between_actions,           // between two commits (everything synced)
-  power_loss,                      // unsynced bytes of the log and the store are at risk
-  log_tail_dropped,                // a segment's unsynced bytes lost
-  log_tail_partial,                // ... a prefix of them kept (a partial write)
-  log_tail_sectors,                // ... random 512-byte sectors of them zeroed (torn, reordered)
-  log_tail_garbage,                // ... random bytes after them (a half-written extension)
-  store_wal_cut,                   // the state store's unsynced WAL cut at a random byte
-  fsync_lied,                      // fdatasync returned 0 and synced nothing
-  ack_duplicated,                  // an ack appended twice
-  ack_delayed,                     // an ack held back one or more ticks
-  ack_reordered,                   // acks committed in another order than their commands
-  clock_jump_forward,              // the clock moved 1 s .. 10 min ahead at once
-  clock_jump_back,                 // the clock moved 1 s .. 2 min back
+  crash_in_client_commit,         // an ingress append fails mid-write (unsynced bytes)
+  crash_in_orchestrator_commit,   // an orchestrator commit is written, not synced
+  crash_after_orchestrator_sync,  // the commit is durable, the state write is not
+  crash_in_worker_commit,         // a worker's acks + position written, not synced
+  crash_after_worker_sync,        // ... durable, the worker never learned it
+  crash_in_acker_commit,          // the step acker's commit, written, not synced
+  crash_after_acker_sync,         // ... durable, the acker never learned it
+  crash_in_forward_delivery,      // the log delivering a forwarded input to its partition
+  crash_in_recovery,              // between two partitions' recoveries, or in a redelivery
+  crash_between_actions,          // between two commits (everything synced)
+  power_loss,                     // unsynced bytes of the log and the store are at risk
+  log_tail_dropped,               // a segment's unsynced bytes lost
+  log_tail_partial,               // ... a prefix of them kept (a partial write)
+  log_tail_sectors,               // ... random 512-byte sectors of them zeroed (torn, reordered)
+  log_tail_garbage,               // ... random bytes after them (a half-written extension)
+  store_wal_cut,                  // the state store's unsynced WAL cut at a random byte
+  fsync_lied,                     // fdatasync returned 0 and synced nothing
+  ack_duplicated,                 // an ack appended twice
+  ack_delayed,                    // an ack held back one or more ticks
+  ack_reordered,                  // acks committed in another order than their commands
+  clock_jump_forward,             // the clock moved 1 s .. 10 min ahead at once
+  clock_jump_back,                // the clock moved 1 s .. 2 min back
   count_,
 };
 inline constexpr size_t fault_count = static_cast<size_t>(fault::count_);
@@ -49,8 +49,8 @@ std::string_view fault_name(fault f);
 
 struct run_stats {
   std::array<uint64_t, fault_count> faults{};
-  uint64_t commits = 0;             // log commits attempted
-  uint64_t executions = 0;          // started (ExecutionStarted in the log)
+  uint64_t commits = 0;     // log commits attempted
+  uint64_t executions = 0;  // started (ExecutionStarted in the log)
   uint64_t succeeded = 0, failed = 0, cancelled = 0;
   uint64_t events = 0;              // executions records at the end
   uint64_t rejections = 0;          // commands the orchestrator rejected (duplicates, ...)
