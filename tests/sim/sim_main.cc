@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
     for (size_t f = 0; f < fault_count; ++f) total.faults[f] += r.stats.faults[f];
     total.commits += r.stats.commits;
     total.executions += r.stats.executions;
+    total.children += r.stats.children;
     total.succeeded += r.stats.succeeded;
     total.failed += r.stats.failed;
     total.cancelled += r.stats.cancelled;
@@ -108,10 +109,10 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print("auterity_sim: {} seeds in {:.1f} s, {} failed\n", seeds, secs, failed);
   fmt::print(
-      "  commits {}, executions {} ({} succeeded, {} failed, {} cancelled), events {}, "
-      "commands {}, effects {} (+{} redeliveries by idempotency key)\n",
-      total.commits, total.executions, total.succeeded, total.failed, total.cancelled, total.events,
-      total.commands, total.effects, total.redeliveries);
+      "  commits {}, executions {} + {} sub-workflows ({} succeeded, {} failed, {} cancelled), "
+      "events {}, commands {}, effects {} (+{} redeliveries by idempotency key)\n",
+      total.commits, total.executions, total.children, total.succeeded, total.failed,
+      total.cancelled, total.events, total.commands, total.effects, total.redeliveries);
   fmt::print("  rejections {}, notifications deferred {}\n", total.rejections, total.deferred);
   fmt::print(
       "  torn tails quarantined by recovery {}; lying disk: {} seeds lost acknowledged "

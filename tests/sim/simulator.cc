@@ -102,7 +102,8 @@ constexpr std::string_view step_group = "worker.commands.step";  // the acker's 
 const std::array<std::string_view, 3> tenants = {"acme", "bayside", "crestview"};
 
 // Two workflows that always end: every wait has a timeout, every task a retry policy and some a
-// timeout, so a lost ack or a lost timer shows up as an execution that never ends.
+// timeout, so a lost ack or a lost timer shows up as an execution that never ends. Beta starts
+// alpha as a sub-workflow (a cancel of beta cancels it).
 constexpr std::string_view workflow_alpha = R"({"workflow": "alpha", "version": 1, "steps": [
   {"id": "a", "kind": "task", "action": "work", "input": {"v": "{{input.v}}"},
    "retry": {"max_attempts": 3, "backoff_ms": 20}, "timeout_ms": 40},
@@ -117,6 +118,8 @@ constexpr std::string_view workflow_beta = R"({"workflow": "beta", "version": 1,
   {"id": "t", "kind": "task", "action": "work", "after": ["w"], "on_failure": "continue",
    "input": {"v": "{{input.v}}"}, "retry": {"max_attempts": 2, "backoff_ms": 15},
    "timeout_ms": 25},
+  {"id": "sub", "kind": "workflow", "workflow": "alpha", "after": ["w"], "on_failure": "continue",
+   "input": {"v": "{{input.v}}"}},
   {"id": "f", "kind": "foreach", "after": ["t"], "items": "[1, 2, 3]", "concurrency": 2,
    "on_item_failure": "collect",
    "do": {"kind": "task", "action": "work", "input": {"item": "{{ item }}"},
@@ -635,10 +638,9 @@ void simulation::crash() {
     auto opened = open_world();
     if (!opened && _crash_pending) continue;
     if (opened) opened = check_acknowledged_after_recovery();
-    _lied = false;
+    const bool lied = std::exchange(_lied, false);
     if (opened) return;
-    if (_stats.faults[static_cast<size_t>(fault::fsync_lied)] > 0 &&
-        opened.error().code == errc::corrupt) {
+    if (lied && opened.error().code == errc::corrupt) {
       // The disk lost acknowledged data and recovery noticed: refusing is the right answer.
       _stats.loss_detected = true;
       trace(fmt::format("recovery refused (the disk lied): {}", opened.error().message));
@@ -867,6 +869,7 @@ std::vector<record> simulation::read_all(stream s, uint32_t p) {
 void simulation::check_end() {
   std::set<std::string> event_ids, commands, timed_out, timers;
   std::map<std::string, int> started, ended, deferrals;
+  uint64_t top_level = 0;
   for (uint32_t p = 0; p < sim_partitions; ++p) {
     for (const record& r : read_all(stream::executions, p)) {
       ++_stats.events;
@@ -888,7 +891,8 @@ void simulation::check_end() {
       }
       switch (e->payload_type()) {
         case fbs::Payload::ExecutionStarted:
-          if (sv(e->payload_as_ExecutionStarted()->parent_execution()).empty()) ++started[exec];
+          ++started[exec];  // sub-workflows too
+          if (sv(e->payload_as_ExecutionStarted()->parent_execution()).empty()) ++top_level;
           break;
         case fbs::Payload::ExecutionSucceeded:
           ++_stats.succeeded;
@@ -952,7 +956,8 @@ void simulation::check_end() {
       }
     }
   }
-  _stats.executions = started.size();
+  _stats.executions = top_level;
+  _stats.children = started.size() - top_level;
   for (const auto& [exec, n] : started) {
     if (n > 1) problem(fmt::format("execution {} started {} times", exec, n));
     if (ended[exec] != 1) problem(fmt::format("execution {} ended {} times", exec, ended[exec]));

@@ -50,7 +50,8 @@ std::string_view fault_name(fault f);
 struct run_stats {
   std::array<uint64_t, fault_count> faults{};
   uint64_t commits = 0;     // log commits attempted
-  uint64_t executions = 0;  // started (ExecutionStarted in the log)
+  uint64_t executions = 0;  // started from ingress (ExecutionStarted in the log)
+  uint64_t children = 0;    // sub-workflow executions started
   uint64_t succeeded = 0, failed = 0, cancelled = 0;
   uint64_t events = 0;              // executions records at the end
   uint64_t rejections = 0;          // commands the orchestrator rejected (duplicates, ...)
