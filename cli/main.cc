@@ -377,7 +377,8 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
     return fail(errc::not_found, fmt::format("data directory {} does not exist", f.data_dir));
   }
   auto src = f.kafka.empty() ? open_embedded_source(f.data_dir, with_state)
-                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
+                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state,
+                                                 f.kafka_properties);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity: warning: {}\n", damage_text(d));
@@ -861,9 +862,13 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_config_commands(app), add_keys_commands(app),
-                                         add_gateway_command(app), add_anchors_commands(app),
+  kafka_defaults kafka_config;
+  std::vector<command_runner> runners = {add_replay_commands(app, kafka_config),
+                                         add_topics_commands(app, kafka_config),
+                                         add_config_commands(app),
+                                         add_keys_commands(app),
+                                         add_gateway_command(app, kafka_config),
+                                         add_anchors_commands(app),
                                          add_repair_commands(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
@@ -874,6 +879,8 @@ int main(int argc, char** argv) {
     auto kafka_props = resolve_kafka_properties(*config);
     if (!kafka_props) return report(kafka_props.error());
     for (common_flags* c : {&f, &wf, &demo_f}) apply_config(*config, *kafka_props, *c);
+    kafka_config = {config->kafka_bootstrap.value_or(""), config->topic_prefix.value_or(""),
+                    *kafka_props};
     if (config->metrics) demo.metrics_address = *config->metrics;
   }
 

@@ -63,6 +63,8 @@ struct common_options {
   std::string data = "auterity-data";
   std::string kafka;  // bootstrap servers: read the topics instead of <data>/log
   std::string topic_prefix;
+  std::map<std::string, std::string> kafka_properties;  // the configuration's (SASL/TLS)
+  std::string config;  // read by main() before parsing (load_effective_config)
   std::string threads;
   bool no_progress = false;
   std::vector<CLI::Option*> valued;  // options that need a value when given
@@ -84,6 +86,10 @@ CLI::App* add_replay_subcommand(CLI::App* replay, const std::string& name,
                                  "BOOTSTRAP"));
   c.valued.push_back(
       text_option(cmd, "--topic-prefix", c.topic_prefix, "Kafka topic name prefix", "PREFIX"));
+  c.valued.push_back(text_option(cmd, "--config", c.config,
+                                 "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG): "
+                                 "its kafka.properties (SASL/TLS) reach the Kafka readers",
+                                 "FILE"));
   c.valued.push_back(text_option(cmd, "--threads", c.threads,
                                  "Partitions read at once (default: one per core)", "N"));
   cmd->add_flag("--no-progress", c.no_progress,
@@ -111,7 +117,8 @@ std::optional<std::string> check_command_line(CLI::App* cmd, const common_option
 // printed on stderr (verify also lists it in its report).
 result<replay_source> open_source(const common_options& c, bool with_state) {
   auto src = c.kafka.empty() ? open_embedded_source(c.data, with_state)
-                             : open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state);
+                             : open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state,
+                                                 c.kafka_properties);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity replay: warning: {}\n", damage_text(d));
@@ -642,7 +649,7 @@ CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
 
 }  // namespace
 
-command_runner add_replay_commands(CLI::App& app) {
+command_runner add_replay_commands(CLI::App& app, const kafka_defaults& defaults) {
   auto* replay =
       app.add_subcommand("replay",
                          "Auditors' tools: timeline (text, JSON Lines, HTML), state as of a point, "
@@ -655,8 +662,9 @@ command_runner add_replay_commands(CLI::App& app) {
   CLI::App* timeline = add_timeline(replay, *tf);
   CLI::App* state = add_state(replay, *sf);
   CLI::App* verify = add_verify(replay, *vf);
-  return [=]() -> std::optional<int> {
+  return [=, &defaults]() -> std::optional<int> {
     if (!replay->parsed()) return std::nullopt;
+    for (common_options* c : {&tf->c, &sf->c, &vf->c}) c->kafka_properties = defaults.properties;
     const std::vector<std::pair<CLI::App*, const common_options*>> commands = {
         {timeline, &tf->c}, {state, &sf->c}, {verify, &vf->c}};
     for (const auto& [cmd, common] : commands) {
