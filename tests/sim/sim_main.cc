@@ -4,6 +4,7 @@
 //   auterity_sim --seed S [--trace] [--keep]    one seed, step by step
 //   --scratch DIR   where per-seed directories go (default /dev/shm, else the temp dir)
 //   --require-all-faults   fail unless every fault class was injected at least once
+//   --twice         run each seed twice and fail if the two runs differ in any count
 //
 // Prints a summary (seeds, seconds, faults per class, what was run and checked); a failing seed
 // prints its problems and the one-line command that reproduces it. Exit 0 when every seed held.
@@ -24,10 +25,19 @@
 
 namespace {
 
+bool same(const auterity::sim::run_stats& a, const auterity::sim::run_stats& b) {
+  return a.faults == b.faults && a.commits == b.commits && a.executions == b.executions &&
+         a.children == b.children && a.succeeded == b.succeeded && a.failed == b.failed &&
+         a.cancelled == b.cancelled && a.events == b.events && a.rejections == b.rejections &&
+         a.deferred == b.deferred && a.commands == b.commands && a.effects == b.effects &&
+         a.redeliveries == b.redeliveries && a.acked_commits_lost == b.acked_commits_lost &&
+         a.quarantined == b.quarantined && a.loss_detected == b.loss_detected;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: auterity_sim [--seeds N] [--from S|random] [--seed S] [--trace] [--keep]\n"
-             "                    [--scratch DIR] [--require-all-faults]\n");
+             "                    [--scratch DIR] [--require-all-faults] [--twice]\n");
   return 2;
 }
 
@@ -36,7 +46,7 @@ int usage() {
 int main(int argc, char** argv) {
   using namespace auterity::sim;
   uint64_t seeds = 2000, from = 1;
-  bool single = false, require_all = false;
+  bool single = false, require_all = false, twice = false;
   run_options options;
   if (!std::filesystem::is_directory("/dev/shm")) {
     options.scratch_root = std::filesystem::temp_directory_path().string();
@@ -67,6 +77,8 @@ int main(int argc, char** argv) {
       options.scratch_root = v;
     } else if (a == "--require-all-faults") {
       require_all = true;
+    } else if (a == "--twice") {
+      twice = true;
     } else {
       return usage();
     }
@@ -78,6 +90,13 @@ int main(int argc, char** argv) {
   uint64_t failed = 0, detected = 0, with_loss = 0;
   for (uint64_t seed = from; seed < from + seeds; ++seed) {
     run_result r = run_seed(seed, options);
+    if (twice) {
+      // A seed must replay exactly: the second run makes the same choices and counts the same.
+      const run_result again = run_seed(seed, options);
+      if (!same(r.stats, again.stats) || r.problems != again.problems) {
+        r.problems.push_back("a second run of this seed differed (the run is not deterministic)");
+      }
+    }
     for (size_t f = 0; f < fault_count; ++f) total.faults[f] += r.stats.faults[f];
     total.commits += r.stats.commits;
     total.executions += r.stats.executions;
