@@ -180,7 +180,7 @@ std::optional<std::string> timeline_options_of(const timeline_flags& f, timeline
   auto format = parse_timeline_format(f.format);
   if (!format) return "--format must be text, jsonl or html, not '" + f.format + "'";
   o.format = *format;
-  o.scope = replay_scope{f.tenant, f.execution, f.workflow, {}, {}, f.all_partitions};
+  o.scope = replay_scope{f.tenant, f.execution, f.workflow, {}, {}, f.all_partitions, {}};
   for (auto [text, into, name] : {std::tuple{&f.from, &o.scope.from_ms, "--from"},
                                   std::tuple{&f.to, &o.scope.to_ms, "--to"}}) {
     if (text->empty()) continue;
@@ -204,6 +204,8 @@ int run_timeline(const timeline_flags& f) {
   if (auto why = timeline_options_of(f, o)) return fail_usage(*why);
   auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
+  // A tenant's history is on every partition it lived on (docs/tenant-moves.md).
+  if (auto r = resolve_partitions(*src->events, o.scope); !r) return fail_error(r.error());
   std::FILE* out = stdout;
   if (!f.out.empty()) {
     out = std::fopen(f.out.c_str(), "wb");
@@ -307,7 +309,19 @@ int run_state(const state_flags& f) {
   auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
   log& l = *src->events;
-  const uint32_t p = home_partition(l, f.tenant);
+  // The partition the tenant was on at that point: its stays (docs/tenant-moves.md), the last
+  // one it had not left by the time asked; an offset applies to the partition it is on now.
+  auto stays = tenant_stays(l, f.tenant);
+  if (!stays) return fail_error(stays.error());
+  uint32_t p = stays->back().partition;
+  if (limit.until_ms && limit.end_offset == UINT64_MAX) {
+    for (const tenant_stay& s : *stays) {
+      if (*limit.until_ms < s.left_ms) {
+        p = s.partition;
+        break;
+      }
+    }
+  }
   scratch_dir scratch(f.scratch);
   auto r = state_rebuilder::open(scratch.path() + "/state", p, l.partition_count(), f.tenant);
   if (!r) return fail_error(r.error());
@@ -551,6 +565,12 @@ int run_verify(const verify_flags& f) {
       return fail_usage(fmt::format("--partition must be 0..{}", l.partition_count() - 1));
     }
     o.partitions = {*p};
+  } else if (!o.tenant.empty()) {
+    // Every partition the tenant lived on (docs/tenant-moves.md), found once here.
+    replay_scope scope;
+    scope.tenant = o.tenant;
+    if (auto r = resolve_partitions(l, scope); !r) return fail_error(r.error());
+    o.partitions = scope.partitions;
   }
   scratch_dir scratch(f.scratch);
   if (o.state && scratch.path().empty()) return fail_usage("cannot create a scratch directory");

@@ -280,6 +280,18 @@ result<void> state_store::scan_prefix(
   return {};
 }
 
+uint64_t state_store::approximate_bytes(std::string_view begin, std::string_view end) const {
+  const std::string last(64, '\xff');  // above every key the processors write
+  rocksdb::Range range(to_slice(begin), end.empty() ? rocksdb::Slice(last) : to_slice(end));
+  uint64_t size = 0;
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  auto status =
+      _impl->db->GetApproximateSizes(options, _impl->db->DefaultColumnFamily(), &range, 1, &size);
+  return status.ok() ? size : 0;
+}
+
 result<void> state_store::write(state_batch& batch, uint64_t checkpoint) {
   rocksdb::WriteBatch& wb = batch.get().batch;
   // On failure the batch goes back to what the caller built, so it can be retried or dropped.

@@ -71,6 +71,12 @@ class state_store {
       std::string_view prefix,
       const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
 
+  // RocksDB's estimate of the bytes the keys of [begin, end) take (end empty: to the last key),
+  // in its files and memtables: cheap (no key is read), approximate — it may be 0 for a few
+  // small keys still in a memtable, and counts overwritten values until a compaction. For
+  // /metrics; exact sizes need a scan.
+  uint64_t approximate_bytes(std::string_view begin, std::string_view end) const;
+
   // The executions offset the stored state reflects: the next executions record to apply.
   uint64_t checkpoint() const { return _checkpoint; }
 
