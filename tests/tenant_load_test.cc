@@ -18,6 +18,7 @@
 #include "engine/log.h"
 #include "processors/orchestrator.h"
 #include "processors/tests/harness.h"
+#include "tests/run_command.h"
 
 namespace auterity {
 namespace {
@@ -50,21 +51,11 @@ std::string http_get(uint16_t port, std::string_view path) {
   return response;
 }
 
-struct outcome {
-  int code = -1;
-  std::string out;
-};
+using outcome = testing::command_outcome;
 
 outcome cli(const std::string& args) {
   const std::string cmd = fmt::format("'{}' {} 2>&1", AUTERITY_BIN, args);
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  outcome o;
-  if (!p) return o;
-  char buf[8192];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
-  const int status = ::pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return o;
+  return testing::run_command(cmd);
 }
 
 // metric -> partition -> tenant -> value, for the per-tenant load metrics.

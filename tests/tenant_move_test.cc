@@ -22,6 +22,7 @@
 #include "processors/tests/harness.h"
 #include "processors/tests/replay_check.h"
 #include "replay/verify.h"
+#include "tests/run_command.h"
 
 namespace auterity {
 namespace {
@@ -312,21 +313,11 @@ TEST(tenant_move, a_tenant_moves_on_and_back_and_keeps_every_record) {
 
 // ------------------------------------------------------------------------------ the CLI
 
-struct outcome {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
+using outcome = testing::command_outcome;
 
 outcome cli(const std::string& args) {
   const std::string cmd = fmt::format("'{}' {} 2>&1", AUTERITY_BIN, args);
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  outcome o;
-  if (!p) return o;
-  char buf[8192];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
-  const int status = ::pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return o;
+  return testing::run_command(cmd);
 }
 
 // What an operator does: publish, start, run, move, see it in `partitions show`, read a moved

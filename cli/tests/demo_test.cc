@@ -14,24 +14,13 @@
 
 #include <fmt/core.h>
 #include <gtest/gtest.h>
+#include "tests/run_command.h"
 
 namespace {
 
-struct outcome {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
+using outcome = auterity::testing::command_outcome;
 
-outcome sh(const std::string& command) {
-  std::FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  outcome o;
-  if (!p) return o;
-  char buf[8192];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
-  const int status = ::pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return o;
-}
+outcome sh(const std::string& command) { return auterity::testing::run_command(command + " 2>&1"); }
 
 std::string read_whole(const std::string& path) {
   std::ifstream in(path);

@@ -9,25 +9,16 @@
 #include <nlohmann/json.hpp>
 
 #include "replay/tests/golden.h"
+#include "tests/run_command.h"
 
 namespace auterity::testing {
 namespace {
 
-struct outcome {
-  int code = -1;
-  std::string out;  // stdout
-};
+using outcome = testing::command_outcome;
 
 outcome run(const std::string& args) {
   const std::string cmd = fmt::format("'{}' replay {} 2>/dev/null", AUTERITY_BIN, args);
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  outcome o;
-  if (!p) return o;
-  char buf[8192];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
-  const int status = ::pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return o;
+  return testing::run_command(cmd);
 }
 
 class cli : public ::testing::Test {
