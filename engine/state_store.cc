@@ -287,8 +287,7 @@ result<void> state_store::get_sorted(
   for (size_t i = 0; i < keys.size(); ++i) {
     const rocksdb::Slice target = to_slice(keys[i]);
     if (i > 0) {
-      vassert(keys[i - 1] < keys[i], "state_store::get_sorted: key {} not above the one before",
-              i);
+      vassert(keys[i - 1] < keys[i], "state_store::get_sorted: key {} not above the one before", i);
       // Forward only: the iterator stands at or past keys[i - 1].
       int steps = 0;
       while (it->Valid() && it->key().compare(target) < 0 && steps++ < sorted_read_steps_max) {
