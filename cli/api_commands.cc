@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/node_access.h"
+#include "api/replica.h"
 #include "api/service.h"
 #include "cli/api_commands.h"
 #include "engine/http_client.h"
@@ -322,19 +323,24 @@ namespace auterity {
 
 namespace {
 
-// The API over a Kafka log alone: commands and decisions, no partition state.
-class log_access final : public engine_access {
+// The API over a Kafka log: commands and decisions through `commands`, reads from the replica
+// (api/replica.h), or none (503) with --no-reads.
+class gateway_access final : public engine_access {
  public:
-  explicit log_access(std::unique_ptr<log> l) : _log(std::move(l)) {}
+  gateway_access(std::unique_ptr<log> commands, std::unique_ptr<log_replica> replica)
+      : _log(std::move(commands)), _replica(std::move(replica)) {}
   log& events() override { return *_log; }
   uint32_t partitions() const override { return _log->partition_count(); }
-  bool with_store(uint32_t, const std::function<void(const state_store&)>&) override {
-    return false;
+  bool with_store(uint32_t p, const std::function<void(const state_store&)>& fn) override {
+    return _replica && _replica->with_store(p, fn);
   }
-  bool ready() override { return true; }
+  // Ready for commands at once; for reads once the replica has caught up.
+  bool ready() override { return !_replica || _replica->caught_up(); }
+  log_replica* replica() { return _replica.get(); }
 
  private:
   std::unique_ptr<log> _log;
+  std::unique_ptr<log_replica> _replica;
 };
 
 std::atomic<bool> g_gateway_stop{false};
@@ -342,44 +348,79 @@ void on_gateway_signal(int) { g_gateway_stop = true; }
 
 }  // namespace
 
-command_runner add_gateway_command(CLI::App& app) {
+command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults) {
   struct flags {
     std::string kafka;
     std::string instance = "gateway-1";
     std::string topic_prefix;
     std::string data_dir = "auterity-gateway";
+    bool no_reads = false;
+    std::string config;  // read by main() before parsing (load_effective_config)
     http_flags http;
   };
   auto f = std::make_shared<flags>();
   auto* cmd = app.add_subcommand(
       "gateway",
-      "A stateless HTTP API gateway in front of Kafka (api/README.md): commands go to ingress, "
-      "?wait_ms= answers from the executions topic; run several behind a load balancer, each "
-      "with its own --instance. Reads of state are answered 503 (not served here yet)");
-  cmd->add_option("--kafka", f->kafka, "Bootstrap servers")->required();
+      "An HTTP API gateway in front of Kafka (api/README.md): commands go to ingress, ?wait_ms= "
+      "answers from the executions topic, reads come from a replica of the state rebuilt from "
+      "the executions topic under --data; run several behind a load balancer, each with its own "
+      "--instance");
+  cmd->add_option("--kafka", f->kafka, "Bootstrap servers (or kafka.bootstrap in --config)");
   cmd->add_option("--instance", f->instance,
                   "Gateway instance id (transactional.id auterity.<id>; unique per gateway)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f->topic_prefix, "Kafka topic name prefix");
-  cmd->add_option("--data", f->data_dir, "Directory of the API key file (api/keys.jsonl)")
+  cmd->add_option("--config", f->config,
+                  "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG): "
+                  "kafka.bootstrap, kafka.topic_prefix and kafka.properties (SASL/TLS)");
+  cmd->add_option("--data", f->data_dir,
+                  "Directory of the API key file (api/keys.jsonl) and of the read replica "
+                  "(replica/, rebuilt at every start)")
       ->capture_default_str();
+  cmd->add_flag("--no-reads", f->no_reads,
+                "Keep no replica: reads of state are answered 503 (commands only)");
   add_http_flags(cmd, f->http);
-  return [=]() -> std::optional<int> {
+  return [=, &defaults]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;
     if (f->http.address.empty()) {
       fmt::print(stderr, "auterity: gateway needs --http host:port\n");
       return 2;
     }
     kafka_log_options k;
-    k.bootstrap = f->kafka;
+    k.bootstrap = f->kafka.empty() ? defaults.bootstrap : f->kafka;
     k.instance_id = f->instance;
-    k.topic_prefix = f->topic_prefix;
+    k.topic_prefix = f->topic_prefix.empty() ? defaults.topic_prefix : f->topic_prefix;
+    k.client_config = defaults.properties;
+    k.appends_only = true;  // commands are independent inputs: no transactions needed
+    if (k.bootstrap.empty()) {
+      fmt::print(stderr, "auterity: gateway needs --kafka (or kafka.bootstrap in the config)\n");
+      return 2;
+    }
     auto l = open_kafka_log(k);
     if (!l) {
       fmt::print(stderr, "auterity: {} ({})\n", l.error().message, errc_name(l.error().code));
       return 2;
     }
-    log_access access(std::move(*l));
+    std::unique_ptr<log_replica> replica;
+    if (!f->no_reads) {
+      kafka_log_options ro = k;
+      ro.appends_only = false;
+      ro.read_only = true;  // the replica's own consumers; it never writes
+      auto source = open_kafka_log(ro);
+      if (!source) {
+        fmt::print(stderr, "auterity: {} ({})\n", source.error().message,
+                   errc_name(source.error().code));
+        return 2;
+      }
+      auto r = log_replica::start(std::move(*source), f->data_dir + "/replica");
+      if (!r) {
+        fmt::print(stderr, "auterity: the read replica: {} ({})\n", r.error().message,
+                   errc_name(r.error().code));
+        return 2;
+      }
+      replica = std::move(*r);
+    }
+    gateway_access access(std::move(*l), std::move(replica));
     api_options o;
     o.http.address = f->http.address;
     o.http.threads = f->http.threads;
@@ -402,8 +443,31 @@ command_runner add_gateway_command(CLI::App& app) {
     std::signal(SIGINT, on_gateway_signal);
     std::signal(SIGTERM, on_gateway_signal);
     fmt::print(stderr, "auterity: gateway {} on Kafka {}: HTTP API on port {} ({} partitions)\n",
-               f->instance, f->kafka, (*server)->port(), access.partitions());
-    while (!g_gateway_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+               f->instance, k.bootstrap, (*server)->port(), access.partitions());
+    const auto started = std::chrono::steady_clock::now();
+    bool told = access.replica() == nullptr;
+    std::string error_told;
+    while (!g_gateway_stop) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      log_replica* r = access.replica();
+      if (!r) continue;
+      if (!told && r->caught_up()) {
+        told = true;
+        fmt::print(stderr,
+                   "auterity: gateway {}: read replica caught up ({} records in {} ms, {} "
+                   "skipped); reads are served\n",
+                   f->instance, r->applied(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - started)
+                       .count(),
+                   r->skipped());
+      }
+      if (std::string e = r->last_error(); e != error_told) {
+        if (!e.empty())
+          fmt::print(stderr, "auterity: gateway {}: read replica: {}\n", f->instance, e);
+        error_told = std::move(e);
+      }
+    }
     server->reset();
     return 0;
   };

@@ -67,7 +67,9 @@ int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::s
                const std::string& reason);
 
 command_runner add_keys_commands(CLI::App& app);
-// `auterity gateway --kafka B --http ADDR`: the API in front of Kafka, no state.
-command_runner add_gateway_command(CLI::App& app);
+// `auterity gateway --kafka B --http ADDR`: the API in front of Kafka, with a read replica of
+// the state (api/replica.h). `defaults`: the configuration's Kafka settings, filled in after
+// the command is declared and before it runs (flags win).
+command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults);
 
 }  // namespace auterity

@@ -46,8 +46,17 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted);
 // after parsing, main() calls each runner: it returns an exit code if one of its subcommands
 // was chosen, nullopt otherwise.
 using command_runner = std::function<std::optional<int>()>;
-command_runner add_replay_commands(CLI::App& app);   // cli/replay_cmd.cc
-command_runner add_topics_commands(CLI::App& app);   // cli/topics_cmd.cc
+
+// The configuration's Kafka settings (--config, AUTERITY_*: cli/README.md), for subcommands
+// declared before the configuration is read: main() fills it after reading it and before any
+// runner runs. A subcommand's own flags win over it.
+struct kafka_defaults {
+  std::string bootstrap;
+  std::string topic_prefix;
+  std::map<std::string, std::string> properties;  // librdkafka, secrets resolved
+};
+command_runner add_replay_commands(CLI::App& app, const kafka_defaults& defaults);  // replay_cmd.cc
+command_runner add_topics_commands(CLI::App& app, const kafka_defaults& defaults);  // topics_cmd.cc
 command_runner add_config_commands(CLI::App& app);   // cli/config_cmd.cc
 command_runner add_anchors_commands(CLI::App& app);  // cli/anchors_cmd.cc
 command_runner add_repair_commands(CLI::App& app);   // cli/repair_cmd.cc

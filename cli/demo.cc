@@ -5,7 +5,9 @@
 // prefer (a second switch), and waits for the reply or follows up after a delay. Then each
 // dealership runs a price-drop campaign: a foreach messages every lead interested in a model,
 // a few at a time, under the dealership's notification policy (the opted-out lead is not
-// messaged). Progress while it runs; timelines at the end.
+// messaged); and appraises a customer's trade-in, telling the customer through the shared
+// notify-customer sub-workflow (a workflow step: a child execution with its own timeline).
+// Progress while it runs; timelines at the end, each child's after its parent's.
 
 #include <unistd.h>
 
@@ -60,6 +62,21 @@ constexpr lead leads[] = {
     {"Lena Novak", "CX-5", 31000, "this_month", "referral", true, "sms", true},
     {"Sam O'Neil", "Wrangler", 38000, "browsing", "facebook", false, "email", false},
 };
+
+// A trade-in to appraise per dealership: the lead (index into leads) and the car.
+struct trade_in {
+  uint32_t lead;
+  const char* model;
+  int book_value;
+  int age_years;
+  int mileage;
+};
+
+constexpr trade_in trade_ins[] = {
+    {0, "2019 Corolla", 17500, 5, 62000},  // acme-motors: Maria Lopez, by text
+    {3, "2017 Accord", 19000, 7, 108000},  // bayside-auto: Tom Becker, by email
+};
+static_assert(std::size(trade_ins) == std::size(dealerships));
 
 json lead_input(const lead& l, uint32_t i) {
   std::string slug = fmt::format("customer{}", i + 1);
@@ -151,6 +168,15 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
                  client::publish_definition({d.tenant, "", "publish-price-drop-v1", now_ms()},
                                             price_drop_workflow_json, campaign_params));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    // The trade-in calls notify-customer: published in either order, it runs once both are.
+    r = n.submit(d.tenant,
+                 client::publish_definition({d.tenant, "", "publish-notify-customer-v1", now_ms()},
+                                            notify_customer_workflow_json, campaign_params));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    r = n.submit(d.tenant,
+                 client::publish_definition({d.tenant, "", "publish-trade-in-v1", now_ms()},
+                                            trade_in_workflow_json, campaign_params));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
     r = n.submit(d.tenant,
                  client::publish_policy({d.tenant, "", "policy-v1", now_ms()}, dealer_policy_json));
     if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
@@ -198,6 +224,30 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
     runs.push_back(std::move(s));
   }
   fmt::print("  started a price-drop campaign (foreach) per dealership for the F-150\n");
+  // A trade-in appraisal per dealership; its message goes out through a child execution.
+  std::vector<std::pair<std::string, std::string>> children;  // tenant, child execution
+  for (size_t k = 0; k < std::size(dealerships); ++k) {
+    const dealership& d = dealerships[k];
+    const trade_in& t = trade_ins[k];
+    const lead& l = leads[t.lead];
+    started s{d.tenant, fmt::format("trade-in-{}{}-{}", run_tag, d.tenant, t.lead + 1), false};
+    const std::string input = json{{"name", l.name},
+                                   {"car",
+                                    {{"model", t.model},
+                                     {"book_value", t.book_value},
+                                     {"age_years", t.age_years},
+                                     {"mileage", t.mileage}}},
+                                   {"contact", lead_input(l, t.lead)["contact"]}}
+                                  .dump();
+    auto r = n.submit(s.tenant, client::start_execution({s.tenant, s.id, "start-" + s.id, now_ms()},
+                                                        "trade-in", 0, input));
+    if (!r) return fmt::print(stderr, "auterity demo: {}\n", r.error().message), 2;
+    children.emplace_back(s.tenant, s.id + "/tell_customer/1");
+    runs.push_back(std::move(s));
+  }
+  fmt::print(
+      "  started a trade-in appraisal per dealership (its message: a notify-customer "
+      "sub-workflow)\n");
   // An upstream retry of a start is harmless: the same execution id is rejected, not re-run.
   (void)n.submit(runs[0].tenant,
                  client::start_execution({runs[0].tenant, runs[0].id, "start-retry", now_ms()},
@@ -252,13 +302,19 @@ int run_demo(const demo_flags& flags, const std::atomic<bool>& interrupted) {
   if (interrupted) return 130;
 
   if (!flags.quiet) {
-    for (const started& s : runs) {
-      const uint32_t p = home_partition(n.get_log(), s.tenant);
-      auto e = n.execution(s.tenant, s.id);
-      auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), s.tenant, s.id);
-      fmt::print("\n== {} / {}: {} ({} events)\n", s.tenant, s.id,
+    auto print = [&](const std::string& tenant, const std::string& id) {
+      const uint32_t p = home_partition(n.get_log(), tenant);
+      auto e = n.execution(tenant, id);
+      auto entries = load_timeline(n.get_log(), p, n.partition(p).store(), tenant, id);
+      fmt::print("\n== {} / {}: {} ({} events)\n", tenant, id,
                  e ? exec_status_name(e->status) : "unknown", entries ? entries->size() : 0);
       if (entries) fmt::print("{}", format_timeline(*entries));
+    };
+    for (const started& s : runs) {
+      print(s.tenant, s.id);
+      for (const auto& [tenant, child] : children) {
+        if (tenant == s.tenant && child.starts_with(s.id + "/")) print(tenant, child);
+      }
     }
   }
   node_summary sum = n.summary();

@@ -377,7 +377,8 @@ result<replay_source> open_read_only(const common_flags& f, bool with_state) {
     return fail(errc::not_found, fmt::format("data directory {} does not exist", f.data_dir));
   }
   auto src = f.kafka.empty() ? open_embedded_source(f.data_dir, with_state)
-                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state);
+                             : open_kafka_source(f.kafka, f.topic_prefix, f.data_dir, with_state,
+                                                 f.kafka_properties);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity: warning: {}\n", damage_text(d));
@@ -617,14 +618,15 @@ result<std::string> json_argument(const std::string& value, std::string_view fla
   return text;
 }
 
-// `start --wait`: submits the start and prints its outcome, found on the executions stream as
-// the record the engine wrote in answer to it (causation = the start's record id): accepted
-// (ExecutionStarted) or rejected (CommandRejected: name, code and reason). On the embedded log
-// this process is the data directory's one writer, so it decides the start itself (no
-// workers: their commands wait for `auterity run`); on Kafka the running engine decides and
-// this process reads its answer. Exit codes: 0 accepted, 4 rejected, 1 no answer in time.
-int cmd_start_wait(common_flags f, const std::string& tenant, const std::string& rid,
-                   std::string bytes, int wait_s) {
+// `start --wait` and `publish --wait`: submits the command (`what`: "start", "publish") and
+// prints its outcome, found on the executions stream as the record the engine wrote in answer
+// to it (causation = the command's record id): accepted (ExecutionStarted, DefinitionPublished)
+// or rejected (CommandRejected: name, code and reason). On the embedded log this process is
+// the data directory's one writer, so it decides the command itself (no workers: their
+// commands wait for `auterity run`); on Kafka the running engine decides and this process
+// reads its answer. Exit codes: 0 accepted, 4 rejected, 1 no answer in time.
+int cmd_submit_wait(common_flags f, const std::string& tenant, const std::string& rid,
+                    std::string bytes, int wait_s, std::string_view what) {
   system_clock clk;
   f.instance = fmt::format("cli-{}", ::getpid());
   auto n = open_node(f, clk, false);
@@ -669,10 +671,15 @@ int cmd_start_wait(common_flags f, const std::string& tenant, const std::string&
                      sv(started->workflow()), started->version());
           return 0;
         }
+        if (auto published = e->payload_as_DefinitionPublished()) {
+          fmt::print("accepted: {} v{} published\n", sv(published->workflow()),
+                     published->version());
+          return 0;
+        }
       }
     }
   }
-  fmt::print(stderr, "auterity: no answer to start {} within {} s{}\n", rid, wait_s,
+  fmt::print(stderr, "auterity: no answer to {} {} within {} s{}\n", what, rid, wait_s,
              embedded ? "" : ": is an engine (`auterity run --kafka ...`) running?");
   return 1;
 }
@@ -750,6 +757,15 @@ int main(int argc, char** argv) {
   pub->add_option("--tenant", tenant, "Tenant id")->required();
   pub->add_option("file", file, "Definition JSON file")->required()->check(CLI::ExistingFile);
   pub->add_option("--params", params, "Parameter values (JSON object)");
+  bool publish_wait = false;
+  int publish_wait_s = 10;
+  pub->add_flag("--wait", publish_wait,
+                "Wait for the engine's answer and print it: accepted, or rejected with the "
+                "rejection's name and reason, e.g. a cycle of workflow calls (exit 0 accepted, 4 "
+                "rejected, 1 no answer)");
+  pub->add_option("--wait-s", publish_wait_s, "How long --wait waits")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
 
   auto* pol = app.add_subcommand(
       "policy",
@@ -861,9 +877,13 @@ int main(int argc, char** argv) {
       ->required();
   dump->add_option("--partition", partition, "Only this partition");
 
-  std::vector<command_runner> runners = {add_replay_commands(app), add_topics_commands(app),
-                                         add_config_commands(app), add_keys_commands(app),
-                                         add_gateway_command(app), add_anchors_commands(app),
+  kafka_defaults kafka_config;
+  std::vector<command_runner> runners = {add_replay_commands(app, kafka_config),
+                                         add_topics_commands(app, kafka_config),
+                                         add_config_commands(app),
+                                         add_keys_commands(app),
+                                         add_gateway_command(app, kafka_config),
+                                         add_anchors_commands(app),
                                          add_repair_commands(app)};
 
   // `config check` reads its file itself; everything else starts from the configuration file
@@ -874,6 +894,8 @@ int main(int argc, char** argv) {
     auto kafka_props = resolve_kafka_properties(*config);
     if (!kafka_props) return report(kafka_props.error());
     for (common_flags* c : {&f, &wf, &demo_f}) apply_config(*config, *kafka_props, *c);
+    kafka_config = {config->kafka_bootstrap.value_or(""), config->topic_prefix.value_or(""),
+                    *kafka_props};
     if (config->metrics) demo.metrics_address = *config->metrics;
   }
 
@@ -919,8 +941,11 @@ int main(int argc, char** argv) {
     std::string def = read_file(file, ok);
     if (!ok) return report(error{errc::io, "cannot read " + file});
     if (served) return api_publish(*served, tenant, def, params);
-    return submit_one(f, tenant,
-                      client::publish_definition({tenant, "", rid, wall_ms()}, def, params));
+    std::string bytes = client::publish_definition({tenant, "", rid, wall_ms()}, def, params);
+    if (publish_wait) {
+      return cmd_submit_wait(f, tenant, rid, std::move(bytes), publish_wait_s, "publish");
+    }
+    return submit_one(f, tenant, std::move(bytes));
   }
   if (pol->parsed()) {
     bool ok = false;
@@ -937,7 +962,7 @@ int main(int argc, char** argv) {
     if (served) return api_start(*served, tenant, execution, workflow, version, *text);
     std::string bytes =
         client::start_execution({tenant, execution, rid, wall_ms()}, workflow, version, *text);
-    if (wait) return cmd_start_wait(f, tenant, rid, std::move(bytes), wait_s);
+    if (wait) return cmd_submit_wait(f, tenant, rid, std::move(bytes), wait_s, "start");
     return submit_one(f, tenant, std::move(bytes));
   }
   if (sig->parsed()) {

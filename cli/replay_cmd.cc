@@ -63,6 +63,8 @@ struct common_options {
   std::string data = "auterity-data";
   std::string kafka;  // bootstrap servers: read the topics instead of <data>/log
   std::string topic_prefix;
+  std::map<std::string, std::string> kafka_properties;  // the configuration's (SASL/TLS)
+  std::string config;  // read by main() before parsing (load_effective_config)
   std::string threads;
   bool no_progress = false;
   std::vector<CLI::Option*> valued;  // options that need a value when given
@@ -84,6 +86,10 @@ CLI::App* add_replay_subcommand(CLI::App* replay, const std::string& name,
                                  "BOOTSTRAP"));
   c.valued.push_back(
       text_option(cmd, "--topic-prefix", c.topic_prefix, "Kafka topic name prefix", "PREFIX"));
+  c.valued.push_back(text_option(cmd, "--config", c.config,
+                                 "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG): "
+                                 "its kafka.properties (SASL/TLS) reach the Kafka readers",
+                                 "FILE"));
   c.valued.push_back(text_option(cmd, "--threads", c.threads,
                                  "Partitions read at once (default: one per core)", "N"));
   cmd->add_flag("--no-progress", c.no_progress,
@@ -111,7 +117,8 @@ std::optional<std::string> check_command_line(CLI::App* cmd, const common_option
 // printed on stderr (verify also lists it in its report).
 result<replay_source> open_source(const common_options& c, bool with_state) {
   auto src = c.kafka.empty() ? open_embedded_source(c.data, with_state)
-                             : open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state);
+                             : open_kafka_source(c.kafka, c.topic_prefix, c.data, with_state,
+                                                 c.kafka_properties);
   if (src) {
     for (const log_damage& d : src->damage) {
       fmt::print(stderr, "auterity replay: warning: {}\n", damage_text(d));
@@ -173,7 +180,7 @@ std::optional<std::string> timeline_options_of(const timeline_flags& f, timeline
   auto format = parse_timeline_format(f.format);
   if (!format) return "--format must be text, jsonl or html, not '" + f.format + "'";
   o.format = *format;
-  o.scope = replay_scope{f.tenant, f.execution, f.workflow, {}, {}, f.all_partitions};
+  o.scope = replay_scope{f.tenant, f.execution, f.workflow, {}, {}, f.all_partitions, {}};
   for (auto [text, into, name] : {std::tuple{&f.from, &o.scope.from_ms, "--from"},
                                   std::tuple{&f.to, &o.scope.to_ms, "--to"}}) {
     if (text->empty()) continue;
@@ -197,6 +204,8 @@ int run_timeline(const timeline_flags& f) {
   if (auto why = timeline_options_of(f, o)) return fail_usage(*why);
   auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
+  // A tenant's history is on every partition it lived on (docs/tenant-moves.md).
+  if (auto r = resolve_partitions(*src->events, o.scope); !r) return fail_error(r.error());
   std::FILE* out = stdout;
   if (!f.out.empty()) {
     out = std::fopen(f.out.c_str(), "wb");
@@ -300,7 +309,19 @@ int run_state(const state_flags& f) {
   auto src = open_source(f.c, false);
   if (!src) return fail_error(src.error());
   log& l = *src->events;
-  const uint32_t p = home_partition(l, f.tenant);
+  // The partition the tenant was on at that point: its stays (docs/tenant-moves.md), the last
+  // one it had not left by the time asked; an offset applies to the partition it is on now.
+  auto stays = tenant_stays(l, f.tenant);
+  if (!stays) return fail_error(stays.error());
+  uint32_t p = stays->back().partition;
+  if (limit.until_ms && limit.end_offset == UINT64_MAX) {
+    for (const tenant_stay& s : *stays) {
+      if (*limit.until_ms < s.left_ms) {
+        p = s.partition;
+        break;
+      }
+    }
+  }
   scratch_dir scratch(f.scratch);
   auto r = state_rebuilder::open(scratch.path() + "/state", p, l.partition_count(), f.tenant);
   if (!r) return fail_error(r.error());
@@ -544,6 +565,12 @@ int run_verify(const verify_flags& f) {
       return fail_usage(fmt::format("--partition must be 0..{}", l.partition_count() - 1));
     }
     o.partitions = {*p};
+  } else if (!o.tenant.empty()) {
+    // Every partition the tenant lived on (docs/tenant-moves.md), found once here.
+    replay_scope scope;
+    scope.tenant = o.tenant;
+    if (auto r = resolve_partitions(l, scope); !r) return fail_error(r.error());
+    o.partitions = scope.partitions;
   }
   scratch_dir scratch(f.scratch);
   if (o.state && scratch.path().empty()) return fail_usage("cannot create a scratch directory");
@@ -642,7 +669,7 @@ CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
 
 }  // namespace
 
-command_runner add_replay_commands(CLI::App& app) {
+command_runner add_replay_commands(CLI::App& app, const kafka_defaults& defaults) {
   auto* replay =
       app.add_subcommand("replay",
                          "Auditors' tools: timeline (text, JSON Lines, HTML), state as of a point, "
@@ -655,8 +682,9 @@ command_runner add_replay_commands(CLI::App& app) {
   CLI::App* timeline = add_timeline(replay, *tf);
   CLI::App* state = add_state(replay, *sf);
   CLI::App* verify = add_verify(replay, *vf);
-  return [=]() -> std::optional<int> {
+  return [=, &defaults]() -> std::optional<int> {
     if (!replay->parsed()) return std::nullopt;
+    for (common_options* c : {&tf->c, &sf->c, &vf->c}) c->kafka_properties = defaults.properties;
     const std::vector<std::pair<CLI::App*, const common_options*>> commands = {
         {timeline, &tf->c}, {state, &sf->c}, {verify, &vf->c}};
     for (const auto& [cmd, common] : commands) {

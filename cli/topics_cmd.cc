@@ -22,6 +22,8 @@ constexpr int16_t replication_default_max = 3;
 
 struct topics_flags {
   std::string bootstrap;
+  std::map<std::string, std::string> properties;  // the configuration's kafka.properties
+  std::string config;  // read by main() before parsing (load_effective_config)
   std::string prefix;
   uint32_t partitions = 0;  // 0: as the topics have it, topic_partitions_default if none exist
   int16_t replication = 0;  // 0: as the topics have it, else min(3, brokers)
@@ -31,6 +33,8 @@ struct topics_flags {
   int admin_timeout_ms = admin_timeout_ms_default;
 };
 
+kafka_cluster_access access(const topics_flags& f) { return {f.bootstrap, f.properties}; }
+
 int report(const error& e) {
   fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
   return exit_error;
@@ -39,7 +43,7 @@ int report(const error& e) {
 // The catalog the flags ask for; what is not given follows the cluster, so that a bare
 // `apply` on an existing deployment changes nothing it does not have to.
 result<std::vector<topic_spec>> resolve_catalog(const topics_flags& f) {
-  auto shape = probe_cluster(f.bootstrap, f.prefix, f.admin_timeout_ms);
+  auto shape = probe_cluster(access(f), f.prefix, f.admin_timeout_ms);
   if (!shape) return std::unexpected(shape.error());
   catalog_options o;
   o.prefix = f.prefix;
@@ -64,7 +68,7 @@ int cmd_apply(const topics_flags& f) {
   opts.allow_repartition = f.allow_repartition;
   opts.dry_run = f.dry_run;
   opts.admin_timeout_ms = f.admin_timeout_ms;
-  auto lines = apply_catalog(f.bootstrap, *catalog, opts);
+  auto lines = apply_catalog(access(f), *catalog, opts);
   if (!lines) return report(lines.error());
   bool changes = false;
   for (const std::string& line : *lines) {
@@ -131,7 +135,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 int cmd_describe(const topics_flags& f) {
   auto catalog = resolve_catalog(f);
   if (!catalog) return report(catalog.error());
-  auto states = describe_catalog(f.bootstrap, *catalog, f.admin_timeout_ms);
+  auto states = describe_catalog(access(f), *catalog, f.admin_timeout_ms);
   if (!states) return report(states.error());
   const topic_spec& first = catalog->front();
   fmt::print("catalog: {} partitions, rf {}, min.insync.replicas {}{}\n", first.partitions,
@@ -150,8 +154,13 @@ int cmd_describe(const topics_flags& f) {
 }
 
 void add_cluster_flags(CLI::App* cmd, topics_flags& f) {
-  cmd->add_option("--bootstrap", f.bootstrap, "Kafka bootstrap servers, host:port[,host:port...]")
-      ->required();
+  cmd->add_option("--bootstrap", f.bootstrap,
+                  "Kafka bootstrap servers, host:port[,host:port...] (or kafka.bootstrap in "
+                  "--config; the file's kafka.properties, e.g. SASL/TLS, are used too)");
+  cmd->add_option(
+      "--config", f.config,
+      "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG): kafka.bootstrap, "
+      "kafka.topic_prefix and kafka.properties");
   cmd->add_option("--prefix", f.prefix,
                   "Prefix of every topic name (several deployments on one cluster), e.g. 'prod.'");
   cmd->add_option("--partitions", f.partitions,
@@ -200,9 +209,9 @@ CLI::App* add_apply(CLI::App* topics, topics_flags& f) {
       "done (or nothing to do), 1 --dry-run found changes to make, 2 error or refused.",
       f);
   cmd->add_flag("--allow-repartition", f.allow_repartition,
-                "Allow raising the partition count of existing topics. This moves tenants to "
-                "other partitions, away from their state and unread records: stop the engine "
-                "first");
+                "Allow raising the partition count of existing topics. The count before is "
+                "recorded first as the placement base, so tenants keep their partitions; "
+                "restart the instances afterwards (topics/README.md)");
   cmd->add_flag("--dry-run", f.dry_run,
                 "Print what would change and let the brokers validate it; change nothing");
   return cmd;
@@ -218,7 +227,7 @@ CLI::App* add_describe(CLI::App* topics, topics_flags& f) {
 
 }  // namespace
 
-command_runner add_topics_commands(CLI::App& app) {
+command_runner add_topics_commands(CLI::App& app, const kafka_defaults& defaults) {
   auto flags = std::make_shared<topics_flags>();
   auto* topics =
       app.add_subcommand("topics",
@@ -227,7 +236,15 @@ command_runner add_topics_commands(CLI::App& app) {
   topics->require_subcommand(1);
   CLI::App* apply = add_apply(topics, *flags);
   CLI::App* describe = add_describe(topics, *flags);
-  return [flags, apply, describe]() -> std::optional<int> {
+  return [flags, apply, describe, &defaults]() -> std::optional<int> {
+    if (!apply->parsed() && !describe->parsed()) return std::nullopt;
+    if (flags->bootstrap.empty()) flags->bootstrap = defaults.bootstrap;
+    if (flags->prefix.empty()) flags->prefix = defaults.topic_prefix;
+    flags->properties = defaults.properties;
+    if (flags->bootstrap.empty()) {
+      fmt::print(stderr, "auterity: topics needs --bootstrap (or kafka.bootstrap in the config)\n");
+      return exit_error;
+    }
     if (apply->parsed()) return cmd_apply(*flags);
     if (describe->parsed()) return cmd_describe(*flags);
     return std::nullopt;

@@ -114,6 +114,15 @@ class kafka_log final : public log {
     _generations = std::make_unique<std::atomic<uint64_t>[]>(_partitions);
     if (auto r = read_placement(); !r) return r;
     if (_options.read_only) return {};
+    if (_options.appends_only) {
+      std::map<std::string, std::string> conf = producer_conf(0);
+      conf.erase("transactional.id");
+      conf.erase("transaction.timeout.ms");
+      auto a = make_client(RD_KAFKA_PRODUCER, conf, true);
+      if (!a) return std::unexpected(a.error());
+      _appender = std::move(*a);
+      return {};
+    }
     if (_options.transactional_producers < 1 ||
         _options.transactional_producers > transactional_producers_max) {
       return fail(errc::invalid,
@@ -201,6 +210,7 @@ class kafka_log final : public log {
     }
     if (batch.empty()) return std::vector<uint64_t>();
     if (_options.read_only) return fail(errc::invalid, "this Kafka log was opened read-only");
+    if (_options.appends_only) return append(p, batch);
     auto mine = std::make_shared<pending_commit>();
     mine->partition = p;
     mine->batch = &batch;
@@ -231,6 +241,38 @@ class kafka_log final : public log {
     std::vector<uint64_t> offsets;
     offsets.reserve(mine->deliveries.size());
     for (const delivery& d : mine->deliveries) offsets.push_back(static_cast<uint64_t>(d.offset));
+    return offsets;
+  }
+
+  // commit() of an appends_only log: produce, then wait for the acknowledgements. One commit at
+  // a time (the flush waits for every record in flight, so concurrent commits would wait for
+  // each other's anyway); the callers batch (the API: one commit per partition for many
+  // requests).
+  result<std::vector<uint64_t>> append(uint32_t p, const commit_batch& batch) {
+    if (!batch.positions.empty()) {
+      return fail(errc::invalid, "this Kafka log only appends (appends_only): no positions");
+    }
+    std::vector<delivery> deliveries(batch.appends.size());
+    {
+      std::lock_guard lock(_append_mu);
+      if (auto r = produce_all(_appender.get(), p, batch, deliveries); !r) {
+        rd_kafka_flush(_appender.get(), _options.request_timeout_ms);  // what was produced
+        return std::unexpected(r.error());
+      }
+      if (rd_kafka_resp_err_t err = rd_kafka_flush(_appender.get(), _options.request_timeout_ms);
+          err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        // Left in the queue: their callbacks would write into `deliveries` after we return.
+        rd_kafka_purge(_appender.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(_appender.get(), _options.request_timeout_ms);
+        return fail(errc::io,
+                    fmt::format("appending to partition {}: {}", p, rd_kafka_err2str(err)));
+      }
+    }
+    if (auto d = check_deliveries(deliveries); !d) return std::unexpected(d.error());
+    bump(p);
+    std::vector<uint64_t> offsets;
+    offsets.reserve(deliveries.size());
+    for (const delivery& d : deliveries) offsets.push_back(static_cast<uint64_t>(d.offset));
     return offsets;
   }
 
@@ -871,6 +913,8 @@ class kafka_log final : public log {
   static constexpr size_t fences_max = 3;  // fences within fence_window: another process
   static constexpr std::chrono::seconds fence_window{60};
   std::vector<std::chrono::steady_clock::time_point> _fences;  // recent fences; _fence_mu
+  rk_ptr _appender;       // appends_only: the idempotent producer
+  std::mutex _append_mu;  // one append() at a time
   std::mutex _txn_mu;
   std::condition_variable _txn_cv;
   std::vector<pending_ptr> _queue;        // guarded by _txn_mu

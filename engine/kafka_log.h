@@ -78,6 +78,15 @@ struct kafka_log_options {
   // Tools that only read (timeline, status, replay) open without a producer, so they can never
   // fence a running engine; commit() then fails with errc::invalid.
   bool read_only = false;
+  // Processes that only append independent inputs and move no position (the API gateway): one
+  // idempotent producer (enable.idempotence, acks=all), no transactions. commit() of a batch
+  // with positions fails with errc::invalid; a commit returns once its records are acknowledged,
+  // and read_committed readers see them at once (no transaction holds the stable offset). What
+  // is lost against transactions: a batch is not atomic (a failed commit may have written part
+  // of it) — as with a transactional commit whose outcome is unknown, callers answer "try
+  // again", and the engine deduplicates a repeated start by its execution id. No transactional
+  // id, so nothing fences a second process with the same instance id (it appends the same way).
+  bool appends_only = false;
   // Filled with the phases of every transaction if set (shared: it may outlive the log).
   std::shared_ptr<kafka_commit_probe> probe;
 };

@@ -22,8 +22,9 @@ inline constexpr size_t foreach_items_max = 1'000;
 inline constexpr uint32_t foreach_concurrency_max = 100;  // items of one foreach running at once
 // Sub-workflows (processors/DEFINITIONS.md): how many levels of children a top-level execution
 // may have below it (a child is at depth 1, its own child at 2, ...). A `workflow` step that
-// would start a child deeper than this fails with the reason; it is what stops a recursion
-// through other workflows (a direct self-call is rejected at publish).
+// would start a child deeper than this fails with the reason. Publish rejects a self-call and a
+// definition that would close a cycle of calls up to this + 1 workflows around; the limit stops
+// whatever recursion that cannot see (older logs, versions published while an execution runs).
 inline constexpr uint32_t subworkflow_depth_max = 4;  // levels
 // A child's execution id is "<parent id>/<step>/<attempt>": longer than this (deep nesting of
 // long ids), the step fails instead of starting it.

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
+#include <set>
 #include <unordered_set>
 
 #include <fmt/core.h>
@@ -453,6 +455,69 @@ std::optional<std::string> orchestrator::decider::timestamp_problem(int64_t ts) 
   return std::nullopt;
 }
 
+namespace {
+
+bool calls_workflow(const step_def& sd) {
+  return sd.kind == step_kind::workflow ||
+         (sd.kind == step_kind::foreach && sd.body_kind == step_kind::workflow);
+}
+
+// The cycle of workflow calls that publishing `d` would close, as "ping v2 (step 'call') ->
+// pong v1 (step 'back') -> ping v2"; nullopt if none. The graph is the tenant's published
+// definitions as they will be once `d` is: a step with a pinned version calls that version,
+// one without calls the latest (which `d` becomes if its version is the highest). Any new cycle
+// passes through `d` (publishing adds d's calls and redirects the calls to its workflow's
+// latest), so a breadth-first walk from `d` finds the shortest. It goes subworkflow_depth_max
+// calls deep and then only asks whether the next call is `d` (without reading it): a longer
+// cycle cannot recur at run time, since the depth limit fails the chain before it comes back
+// (processors/DEFINITIONS.md, Sub-workflows). Reads only what prefetch_definition loaded.
+std::optional<std::string> call_cycle(orchestrator_state& s, std::string_view tenant,
+                                      const definition& d) {
+  const definition* latest = s.find_definition(tenant, d.workflow, 0);
+  const bool becomes_latest = latest == nullptr || d.version > latest->version;
+  auto is_d = [&](const step_def& sd) {
+    return sd.child_workflow == d.workflow &&
+           (sd.child_version == d.version || (sd.child_version == 0 && becomes_latest));
+  };
+  struct node {
+    const definition* def;
+    size_t from;  // index of the node that calls it (npos: d)
+    std::string step;
+    uint32_t distance;
+  };
+  std::vector<node> nodes{{&d, std::string::npos, "", 0}};
+  std::set<std::pair<std::string, uint32_t>> seen{{d.workflow, d.version}};
+  for (size_t at = 0; at < nodes.size(); ++at) {
+    for (const step_def& sd : nodes[at].def->steps) {
+      if (!calls_workflow(sd)) continue;
+      if (is_d(sd)) {
+        // From the caller back to d, then printed forwards.
+        std::vector<std::string> hops;
+        hops.push_back(fmt::format("{} v{} (step '{}')", nodes[at].def->workflow,
+                                   nodes[at].def->version, sd.id));
+        for (size_t i = at; nodes[i].from != std::string::npos; i = nodes[i].from) {
+          const node& caller = nodes[nodes[i].from];
+          hops.push_back(fmt::format("{} v{} (step '{}')", caller.def->workflow,
+                                     caller.def->version, nodes[i].step));
+        }
+        std::string out;
+        for (auto it = hops.rbegin(); it != hops.rend(); ++it) out += *it + " -> ";
+        return fmt::format(
+            "{} v{} would close a cycle of workflow calls: {}{} v{}; a workflow that calls "
+            "itself through others nests until subworkflow_depth_max ({} levels) and fails",
+            d.workflow, d.version, out, d.workflow, d.version, limits::subworkflow_depth_max);
+      }
+      if (nodes[at].distance >= limits::subworkflow_depth_max) continue;
+      const definition* next = s.find_definition(tenant, sd.child_workflow, sd.child_version);
+      if (next == nullptr || !seen.emplace(next->workflow, next->version).second) continue;
+      nodes.push_back({next, at, sd.id, nodes[at].distance + 1});
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 void orchestrator::decider::publish_definition(const input& in, const fbs::Envelope& env) {
   auto p = env.payload_as_PublishDefinition();
   const std::string_view tenant = sv(env.tenant_id());
@@ -472,6 +537,9 @@ void orchestrator::decider::publish_definition(const input& in, const fbs::Envel
             : fmt::format("{} v{} is already published with other content; publish "
                           "a new version",
                           d.workflow, d.version));
+  }
+  if (auto cycle = call_cycle(_s, tenant, d)) {
+    return reject(in, &env, rejection_code::definition_cycle, *cycle);
   }
   emit_tenant_event(tenant, fbs::Payload::DefinitionPublished, [&](auto& b) {
     return fbs::CreateDefinitionPublished(b, str(d.workflow), d.version, str(d.normalized_json),
@@ -2176,7 +2244,9 @@ void orchestrator::prefetch_definition(std::string_view tenant, const fbs::Publi
       _state->find_definition(tenant, workflow, static_cast<uint32_t>(v));
     }
   }
-  // The workflows its workflow steps call: an execution of it may start in the same batch.
+  // The workflows its workflow steps call, subworkflow_depth_max deep: the publish's check for
+  // a cycle of calls (call_cycle) walks them, and an execution of it may start in the same
+  // batch.
   if (!doc.contains("steps") || !doc["steps"].is_array()) return;
   for (const json& listed : doc["steps"]) {
     if (!listed.is_object()) continue;
@@ -2203,10 +2273,8 @@ void orchestrator::prefetch_callees(std::string_view tenant, std::string_view wo
   // Each definition once per depth: workflows calling each other stay linear, not exponential.
   if (!seen->insert(fmt::format("{}\n{}\n{}", workflow, version, depth)).second) return;
   for (const step_def& sd : d->steps) {
-    if (sd.kind == step_kind::workflow ||
-        (sd.kind == step_kind::foreach && sd.body_kind == step_kind::workflow)) {
+    if (calls_workflow(sd))
       prefetch_callees(tenant, sd.child_workflow, sd.child_version, depth + 1, seen);
-    }
   }
 }
 

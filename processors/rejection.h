@@ -14,7 +14,8 @@ enum class rejection_code : uint16_t {
                              // (a signal: once its hold window ends, or if it cannot be held)
   invalid_input = 4,         // input or payload JSON malformed or not an object
   invalid_definition = 5,    // definition JSON fails validation (reason says where)
-  definition_cycle = 6,      // the step graph has a cycle
+  definition_cycle = 6,      // the step graph has a cycle, or the definition would close a
+                             // cycle of workflow calls
   payload_too_large = 7,     // a field exceeds payload_bytes_max
   duplicate_execution = 8,   // an execution with this id exists already
   execution_finished = 9,    // signal/cancel for an execution that has ended

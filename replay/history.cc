@@ -1,6 +1,7 @@
 #include "replay/history.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include <fmt/core.h>
@@ -12,11 +13,63 @@ namespace auterity {
 std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count,
                                        uint32_t base) {
   if (!scope.tenant.empty() && !scope.all_partitions) {
+    if (!scope.partitions.empty()) return scope.partitions;
     return {tenant_partition(scope.tenant, base ? base : partition_count)};
   }
   std::vector<uint32_t> all(partition_count);
   std::iota(all.begin(), all.end(), 0u);
   return all;
+}
+
+result<std::vector<tenant_stay>> tenant_stays(log& l, std::string_view tenant) {
+  std::vector<tenant_stay> stays;
+  std::map<uint32_t, uint64_t> resume;  // where a partition's stream is read on from
+  uint32_t p = home_partition(l, tenant);
+  for (;;) {
+    if (stays.size() >= tenant_stays_max) {
+      return fail(errc::invalid, fmt::format("tenant {} moved more than tenant_stays_max ({}) "
+                                             "times; read it with --all-partitions",
+                                             tenant, tenant_stays_max));
+    }
+    tenant_stay stay;
+    stay.partition = p;
+    auto end = l.end_offset(stream::executions, p);
+    if (!end) return std::unexpected(end.error());
+    stream_reader reader(l, stream::executions, p, resume[p], *end);
+    std::optional<uint32_t> next;
+    while (!next) {
+      auto batch = reader.next();
+      if (!batch) return std::unexpected(batch.error());
+      if (batch->empty()) break;
+      for (const record& rec : *batch) {
+        if (rec.key != tenant) continue;  // executions records are keyed by tenant
+        const fbs::Envelope* e = decode_envelope(rec.value);
+        if (!e || e->payload_type() != fbs::Payload::TenantMovedOut || sv(e->tenant_id()) != tenant)
+          continue;
+        stay.moved_out_offset = rec.offset;
+        stay.left_ms = e->timestamp_ms();
+        resume[p] = rec.offset + 1;
+        next = e->payload_as_TenantMovedOut()->to_partition();
+        break;
+      }
+    }
+    stays.push_back(stay);
+    if (!next || *next >= l.partition_count()) return stays;
+    p = *next;
+  }
+}
+
+result<void> resolve_partitions(log& l, replay_scope& scope) {
+  if (scope.tenant.empty() || scope.all_partitions) return {};
+  auto stays = tenant_stays(l, scope.tenant);
+  if (!stays) return std::unexpected(stays.error());
+  scope.partitions.clear();
+  for (const tenant_stay& s : *stays) {
+    if (std::ranges::find(scope.partitions, s.partition) == scope.partitions.end()) {
+      scope.partitions.push_back(s.partition);
+    }
+  }
+  return {};
 }
 
 namespace {

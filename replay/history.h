@@ -35,17 +35,37 @@ struct replay_scope {
   std::optional<int64_t> from_ms;  // records with from <= timestamp <= to
   std::optional<int64_t> to_ms;
   bool all_partitions = false;  // read every partition, not only the tenant's placement
+  // The partitions a tenant lived on (resolve_partitions()); empty: its default partition.
+  std::vector<uint32_t> partitions;
 
   bool in_window(int64_t ts) const {
     return (!from_ms || ts >= *from_ms) && (!to_ms || ts <= *to_ms);
   }
 };
 
-// The partitions a scope reads: the tenant's default partition (tenant_partition against the
-// placement base, engine/log.h; 0: partition_count) unless all_partitions or no tenant is
-// given. A tenant moved between partitions needs all_partitions (docs/tenant-moves.md, "Left").
+// The partitions a scope reads: every partition unless a tenant is given (and not
+// all_partitions); for a tenant, scope.partitions if resolve_partitions() filled it, else its
+// default partition (tenant_partition against the placement base, engine/log.h; 0:
+// partition_count).
 std::vector<uint32_t> scope_partitions(const replay_scope& scope, uint32_t partition_count,
                                        uint32_t base = 0);
+
+// A tenant's stay on one partition: from its default partition on, each move
+// (docs/tenant-moves.md) ends a stay with the tenant's TenantMovedOut on that partition, and
+// the next stay is on the partition it names.
+struct tenant_stay {
+  uint32_t partition = 0;
+  uint64_t moved_out_offset = UINT64_MAX;  // its TenantMovedOut in executions; MAX: still there
+  int64_t left_ms = INT64_MAX;             // that event's time
+};
+inline constexpr size_t tenant_stays_max = 4096;  // moves followed; more is refused (a loop)
+// Follows the tenant's moves through the executions streams: each partition's stream is read
+// at most once in all (a later stay on it resumes after the earlier TenantMovedOut). Cost: one
+// pass over the executions of the partitions the tenant lived on.
+result<std::vector<tenant_stay>> tenant_stays(log& l, std::string_view tenant);
+// For a tenant scope (not all_partitions): fills scope.partitions with every partition the
+// tenant lived on, so its history before and after a move is read.
+result<void> resolve_partitions(log& l, replay_scope& scope);
 
 // The streams a timeline reads. For records of the same millisecond this order breaks ties
 // (after causes are pulled forward, see merged_reader).

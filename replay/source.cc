@@ -43,9 +43,11 @@ result<void> open_stores(replay_source& src, const std::string& data_dir, bool w
 
 result<replay_source> open_kafka_source(const std::string& bootstrap,
                                         const std::string& topic_prefix,
-                                        const std::string& data_dir, bool with_state) {
+                                        const std::string& data_dir, bool with_state,
+                                        const std::map<std::string, std::string>& properties) {
   kafka_log_options o;
   o.bootstrap = bootstrap;
+  o.client_config = properties;
   o.topic_prefix = topic_prefix;
   o.instance_id = "replay";
   o.read_only = true;

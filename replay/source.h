@@ -5,6 +5,7 @@
 // Today: the embedded log of a data directory. Kafka mode (see README.md, "Kafka") plugs in
 // here: a read-only Kafka log plus the state stores of the engine node that ran the partitions.
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,8 +37,10 @@ result<replay_source> open_embedded_source(const std::string& data_dir, bool wit
 // engine; read_committed: aborted and open transactions are not history) and, with
 // `with_state`, the state stores under <data_dir>/state that exist, read-only (copies or the
 // stores of the node that ran the partitions; without them the chain check still runs).
+// `properties`: the operator's librdkafka settings (security: SASL/TLS), as the engine gets them.
 result<replay_source> open_kafka_source(const std::string& bootstrap,
                                         const std::string& topic_prefix,
-                                        const std::string& data_dir, bool with_state);
+                                        const std::string& data_dir, bool with_state,
+                                        const std::map<std::string, std::string>& properties = {});
 
 }  // namespace auterity

@@ -1,5 +1,7 @@
 #include "replay/verify.h"
 
+#include "replay/history.h"
+
 #include <chrono>
 #include <filesystem>
 
@@ -46,9 +48,15 @@ head_scan head_scan_of(const state_store& s) {
   };
 }
 
-std::vector<uint32_t> selected_partitions(const log& l, const verify_options& o) {
+// A tenant's partitions are every one it lived on (replay/history.h, tenant_stays).
+result<std::vector<uint32_t>> selected_partitions(log& l, const verify_options& o) {
   if (!o.partitions.empty()) return o.partitions;
-  if (!o.tenant.empty()) return {home_partition(l, o.tenant)};
+  if (!o.tenant.empty()) {
+    replay_scope scope;
+    scope.tenant = o.tenant;
+    if (auto r = resolve_partitions(l, scope); !r) return std::unexpected(r.error());
+    return scope.partitions;
+  }
   std::vector<uint32_t> all(l.partition_count());
   for (uint32_t p = 0; p < all.size(); ++p) all[p] = p;
   return all;
@@ -197,7 +205,9 @@ result<verify_report> verify_log(log& l, std::span<state_store* const> stores,
   if (o.state && o.scratch_dir.empty()) {
     return fail(errc::invalid, "verify_log: a scratch directory is needed to rebuild the state");
   }
-  const std::vector<uint32_t> parts = selected_partitions(l, o);
+  auto selected = selected_partitions(l, o);
+  if (!selected) return std::unexpected(selected.error());
+  const std::vector<uint32_t> parts = std::move(*selected);
   for (uint32_t p : parts) {
     if (p >= l.partition_count()) {
       return fail(errc::invalid,

@@ -48,6 +48,7 @@
 #include "node/node.h"
 #include "processors/client.h"
 #include "processors/definition.h"
+#include "processors/limits.h"
 #include "replay/timeline.h"
 #include "replay/verify.h"
 
@@ -897,17 +898,20 @@ TEST(crash_test, sigkill_at_random_points_loses_and_repeats_nothing) {
       final_ms, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-// ------------------------------------------------------------- a foreach of 500 items
+// ------------------------------------------------------------- a foreach of many items
 
-// One campaign execution: a foreach over 500 leads, 25 at a time, each a notification through
-// the outbox. The engine is SIGKILLed while items are out (on outbox growth, or at a random
-// time), restarted, killed again, then run to the end: every item's notification is written
-// exactly once, every item command emitted and acknowledged once, the outputs are in item
-// order, and the state equals a replay of the log.
-// 500: the items' outputs (~110 bytes each) stay under payload_bytes_max (64 KiB); 1 000 fail
-// the step with that limit named, as they should.
-constexpr uint32_t fanout_items = 500;
-constexpr std::string_view fanout_workflow = R"({
+// One campaign execution: a foreach over many leads, 25 at a time, each a notification through
+// the outbox — sent by the item's own command (a notify body), or by a child execution per item
+// (a workflow body: the child notifies, then answers with the address). The engine is SIGKILLed
+// while items are out (on outbox growth, or at a random time), restarted, killed again, then run
+// to the end: every item's notification is written exactly once, every command emitted and
+// acknowledged once, every child ends once, the outputs are in item order, and the state equals
+// a replay of the log.
+// A notify body's output (~110 bytes, with the outbox path) limits it to about 500 items: the
+// collected outputs must fit payload_bytes_max (64 KiB); 1 000 such items fail the step with
+// that limit named, as they should. A child's answer is short, so that body takes 1 000
+// (foreach_items_max).
+constexpr std::string_view fanout_notify_workflow = R"({
   "workflow": "crash-campaign", "version": 1,
   "steps": [
     {"id": "campaign", "kind": "foreach", "items": "input.leads", "concurrency": 25,
@@ -919,8 +923,28 @@ constexpr std::string_view fanout_workflow = R"({
      "output": {"sent": "{{ length(filter(steps.campaign.output.items, o, o != null)) }}"}}
   ]
 })";
+constexpr std::string_view fanout_child_workflow = R"({
+  "workflow": "crash-campaign", "version": 1,
+  "steps": [
+    {"id": "campaign", "kind": "foreach", "items": "input.leads", "concurrency": 25,
+     "on_item_failure": "collect",
+     "do": {"kind": "workflow", "workflow": "crash-tell",
+            "input": {"phone": "{{ item.phone }}", "name": "{{ item.name }}"}}},
+    {"id": "report", "kind": "compute", "after": ["campaign"],
+     "output": {"sent": "{{ length(filter(steps.campaign.output.items, o, o != null)) }}"}}
+  ]
+})";
+constexpr std::string_view fanout_child = R"({
+  "workflow": "crash-tell", "version": 1,
+  "steps": [
+    {"id": "send", "kind": "notify",
+     "input": {"channel": "sms", "to": "{{ input.phone }}",
+               "body": "{{ format('Hi {}, the F-150 is now $57500', input.name) }}"}},
+    {"id": "to", "kind": "compute", "after": ["send"], "output": {"p": "{{ input.phone }}"}}
+  ]
+})";
 
-TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
+void sigkill_across_a_foreach(uint32_t items, bool child_per_item) {
   const uint64_t seed = env_or("AUTERITY_TEST_SEED", std::random_device{}());
   fmt::print("crash_test foreach: seed {} (re-run with AUTERITY_TEST_SEED={})\n", seed, seed);
   SCOPED_TRACE(fmt::format("seed {}", seed));
@@ -934,14 +958,20 @@ TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
     auto n = node::open(o, clk);
     ASSERT_TRUE(n.has_value()) << n.error().message;
     json leads = json::array();
-    for (uint32_t i = 0; i < fanout_items; ++i) {
-      leads.push_back(
-          {{"name", fmt::format("Lead {}", i)}, {"phone", fmt::format("+1555{:07}", i)}});
+    for (uint32_t i = 0; i < items; ++i) {
+      leads.push_back({{"name", fmt::format("L{}", i)}, {"phone", fmt::format("+1555{:07}", i)}});
     }
     const int64_t now = clk.now_ms();
-    ASSERT_TRUE((*n)->submit(tenant, client::publish_definition(
-                                         {tenant, "", "publish-campaign", now}, fanout_workflow))
-                    .has_value());
+    if (child_per_item) {
+      ASSERT_TRUE((*n)->submit(tenant, client::publish_definition({tenant, "", "publish-tell", now},
+                                                                  fanout_child))
+                      .has_value());
+    }
+    ASSERT_TRUE(
+        (*n)->submit(tenant, client::publish_definition(
+                                 {tenant, "", "publish-campaign", now},
+                                 child_per_item ? fanout_child_workflow : fanout_notify_workflow))
+            .has_value());
     ASSERT_TRUE((*n)->submit(tenant, client::start_execution(
                                          {tenant, "campaign-1", "start-c1", now}, "crash-campaign",
                                          0, json{{"leads", leads}}.dump()))
@@ -957,10 +987,10 @@ TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
       o.trigger.after_ms = kill_growth_deadline_ms;
       o.trigger.growth_bytes = 20 * 200;
     }
-    crash_round(dir.path(), r, fanout_items, o);
+    crash_round(dir.path(), r, items, o);
     in_flight += o.in_flight;
     fmt::print("  round {}: {} at {:4} ms, {:4}/{} notifications; kill {}\n", r,
-               o.killed ? "killed  " : "finished", o.ran_ms, o.notifications, fanout_items,
+               o.killed ? "killed  " : "finished", o.ran_ms, o.notifications, items,
                o.trigger.describe());
   }
   int64_t final_ms = 0;
@@ -974,11 +1004,13 @@ TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
   auto e = (*n)->execution(tenant, "campaign-1");
   ASSERT_TRUE(e.has_value());
   ASSERT_EQ(e->status, exec_status::succeeded) << e->result;
-  EXPECT_EQ(json::parse(e->result), json::parse(R"({"report": {"sent": 500}})"));
+  const json expected_result = {{"report", {{"sent", items}}}};
+  EXPECT_EQ(json::parse(e->result), expected_result);
   const json out = json::parse(e->steps[0].output_json);
-  ASSERT_EQ(out["items"].size(), fanout_items);
-  for (uint32_t i = 0; i < fanout_items; ++i) {
-    ASSERT_EQ(out["items"][i]["to"], fmt::format("+1555{:07}", i)) << "item " << i << " in order";
+  ASSERT_EQ(out["items"].size(), items);
+  for (uint32_t i = 0; i < items; ++i) {
+    const json& to = child_per_item ? out["items"][i]["to"]["p"] : out["items"][i]["to"];
+    ASSERT_EQ(to, fmt::format("+1555{:07}", i)) << "item " << i << " in order";
   }
   census c;
   problems misplaced("undecodable records, work left over or records out of place");
@@ -989,13 +1021,25 @@ TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
   }
   EXPECT_EQ(misplaced.count(), 0u) << misplaced;
   EXPECT_TRUE(c.rejections.empty()) << c.rejections.front();
-  EXPECT_EQ(c.command_ids.size(), fanout_items) << "one command per item";
+  EXPECT_EQ(c.command_ids.size(), items) << "one command per item";
   problems dup("command ids emitted more than once");
   for (const auto& [id, count] : c.command_ids) {
     if (count != 1) dup.add(fmt::format("{} emitted {} times", id, count));
   }
   EXPECT_EQ(dup.count(), 0u) << dup;
   check_acks(c);
+  if (child_per_item) {
+    // One child per item, each started once and ended once (its attempt 1: nothing failed).
+    problems children("children not started and ended exactly once");
+    for (uint32_t i = 0; i < items; ++i) {
+      const std::string child = fmt::format("campaign-1/campaign:{}/1", i);
+      auto ce = (*n)->execution(tenant, child);
+      if (!ce || ce->status != exec_status::succeeded) {
+        children.add(fmt::format("{}: {}", child, ce ? exec_status_name(ce->status) : "missing"));
+      }
+    }
+    EXPECT_EQ(children.count(), 0u) << children;
+  }
   // The outbox: one line per item, none twice.
   const std::string text = read_whole(dir.path() / "outbox" / "notifications.jsonl");
   std::map<std::string, uint32_t> sent;
@@ -1007,15 +1051,24 @@ TEST(crash_test, sigkill_across_a_foreach_of_500_items) {
     sent[j.is_object() ? j.value("id", "?") : "not JSON"]++;
   }
   problems twice("item notifications written more than once or never");
-  for (uint32_t i = 0; i < fanout_items; ++i) {
-    const std::string id = fmt::format("campaign-1/campaign[{}]/1", i);
+  for (uint32_t i = 0; i < items; ++i) {
+    const std::string id = child_per_item ? fmt::format("campaign-1/campaign:{}/1/send/1", i)
+                                          : fmt::format("campaign-1/campaign[{}]/1", i);
     if (sent[id] != 1) twice.add(fmt::format("{} written {} times", id, sent[id]));
   }
   EXPECT_EQ(twice.count(), 0u) << twice;
-  EXPECT_EQ(sent.size(), fanout_items) << "distinct notifications";
+  EXPECT_EQ(sent.size(), items) << "distinct notifications";
   check_chains_and_replay(**n, dir.path(), c);
   fmt::print("crash_test foreach: seed {}: {} events, {} commands, {} acks; final run {} ms\n",
              seed, c.events, c.commands, c.acks, final_ms);
+}
+
+TEST(crash_test, sigkill_across_a_foreach_of_500_notify_items) {
+  sigkill_across_a_foreach(500, /*child_per_item=*/false);
+}
+
+TEST(crash_test, sigkill_across_a_foreach_of_1000_child_workflows) {
+  sigkill_across_a_foreach(limits::foreach_items_max, /*child_per_item=*/true);
 }
 
 }  // namespace

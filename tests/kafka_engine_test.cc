@@ -420,6 +420,43 @@ TEST_F(kafka_engine, end_offset_counts_an_open_transaction_and_await_decided_wai
   EXPECT_EQ(*end, 4u) << "three records and the commit marker";
 }
 
+// The gateway's log (appends_only): no transactions, positions refused, and what it appends is
+// read by a read_committed reader at once, in order, at the offsets it returned.
+TEST_F(kafka_engine, an_appends_only_log_writes_without_transactions_and_refuses_positions) {
+  kafka_log_options k;
+  k.bootstrap = cluster->bootstrap();
+  k.topic_prefix = prefix;
+  k.instance_id = "gw-appends";
+  k.appends_only = true;
+  auto gw = open_kafka_log(k);
+  ASSERT_TRUE(gw.has_value()) << gw.error().message;
+  commit_batch with_position;
+  with_position.appends.push_back({stream::ingress, "acme", "a", std::nullopt});
+  with_position.positions.push_back({"orchestrator", stream::ingress, 1});
+  auto refused = (*gw)->commit(1, with_position);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, errc::invalid);
+  commit_batch batch;
+  for (const char* v : {"one", "two", "three"}) {
+    batch.appends.push_back({stream::ingress, "acme", v, std::nullopt});
+  }
+  auto offsets = (*gw)->commit(1, batch);
+  ASSERT_TRUE(offsets.has_value()) << offsets.error().message;
+  ASSERT_EQ(offsets->size(), 3u);
+  EXPECT_EQ((*offsets)[1], (*offsets)[0] + 1);  // no transaction marker between them
+  k.appends_only = false;
+  k.read_only = true;
+  auto reader = open_kafka_log(k);
+  ASSERT_TRUE(reader.has_value()) << reader.error().message;
+  std::vector<record> recs;
+  auto n = (*reader)->read_to(stream::ingress, 1, 0, (*offsets)[2] + 1, 10, 1 << 20, recs);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  ASSERT_EQ(recs.size(), 3u) << "the refused batch wrote nothing";
+  EXPECT_EQ(recs[0].value, "one");
+  EXPECT_EQ(recs[2].value, "three");
+  EXPECT_EQ(recs[0].offset, (*offsets)[0]);
+}
+
 // The engine's transactions take turns on two transactional ids, "auterity.<instance>" and
 // "auterity.<instance>.1" (engine/kafka_log.cc). A restarted instance must abort and fence what
 // either id left open; otherwise a restore waits for the old transaction until the broker times

@@ -78,7 +78,7 @@ class workload {
     const int kind = uniform(0, 99);
     if (kind >= 80 && kind < 84) {
       // A sub-workflow: another workflow of the tenant (wf0..wf3; some are never published,
-      // and two that call each other nest until subworkflow_depth_max).
+      // and a publish that would close a cycle of calls is rejected).
       std::string called = own;
       while (called == own) called = fmt::format("wf{}", uniform(0, 3));
       s["kind"] = "workflow";
@@ -182,6 +182,7 @@ struct totals {
   uint64_t stale_acks = 0;
   uint64_t deadletters = 0;
   uint64_t rejections = 0;
+  uint64_t cycles_rejected = 0;  // publishes that would have closed a cycle of workflow calls
 };
 
 void run_seed(uint64_t seed, totals& t) {
@@ -202,6 +203,23 @@ void run_seed(uint64_t seed, totals& t) {
         h.publish(tenant, text);
       }
       flows.emplace_back(tenant, id);
+    }
+    if (w.chance(0.5)) {
+      // A ring of 2 or 3 workflows calling the next: the publish that would close it is
+      // rejected, and the open ring's executions fail on the unpublished last call.
+      const int size = w.uniform(2, 3);
+      for (int i = 0; i < size; ++i) {
+        const std::string id = fmt::format("ring{}", i);
+        h.publish(tenant,
+                  json{{"workflow", id},
+                       {"version", 1},
+                       {"steps", json::array({{{"id", "next"},
+                                               {"kind", "workflow"},
+                                               {"workflow", fmt::format("ring{}", (i + 1) % size)},
+                                               {"input", {{"v", "{{input.v}}"}}}}})}}
+                      .dump());
+        flows.emplace_back(tenant, id);
+      }
     }
   }
   std::vector<std::pair<std::string, std::string>> started;  // tenant, execution
@@ -260,6 +278,9 @@ void run_seed(uint64_t seed, totals& t) {
     t.rejections += h.n->orchestrator_of(p).probe().rejections.load();
     t.decide_reads += h.n->orchestrator_of(p).probe().decide_reads.load();
   }
+  for (const auto& r : h.rejections()) {
+    t.cycles_rejected += r.code == static_cast<uint16_t>(rejection_code::definition_cycle);
+  }
   if (std::getenv("AUTERITY_DEBUG")) {
     std::map<std::string, int> reasons;
     for (auto& r : h.rejections()) reasons[r.reason.substr(0, 60) + " " + r.execution]++;
@@ -291,10 +312,10 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
   }
   fmt::print(
       "replay_property: {} events, {} succeeded, {} failed, {} retries, {} timeouts, "
-      "{} foreach item attempts, {} sub-workflows, {} stale/duplicate acks, {} rejections, "
-      "{} deadletters, {} decide reads\n",
+      "{} foreach item attempts, {} sub-workflows, {} publishes refused for a cycle of calls, "
+      "{} stale/duplicate acks, {} rejections, {} deadletters, {} decide reads\n",
       t.events, t.succeeded, t.failed, t.retries, t.timeouts, t.item_attempts, t.children,
-      t.stale_acks, t.rejections, t.deadletters, t.decide_reads);
+      t.cycles_rejected, t.stale_acks, t.rejections, t.deadletters, t.decide_reads);
   // The workload must actually reach the interesting paths, or the comparison proves little.
   if (seeds > 1) {
     EXPECT_GT(t.succeeded, 0u);
@@ -303,6 +324,7 @@ TEST(replay_property, rebuilt_state_equals_live_state_byte_for_byte) {
     EXPECT_GT(t.timeouts, 0u);
     EXPECT_GT(t.stale_acks, 0u);
     EXPECT_GT(t.children, 0u);
+    EXPECT_GT(t.cycles_rejected, 0u);
   }
   EXPECT_EQ(t.decide_reads, 0u) << "prefetch left something (a parent, a child, a called "
                                    "definition) to be read while deciding";

@@ -356,6 +356,7 @@ TEST(tenant_move_cli, an_operator_moves_a_tenant_and_sees_where_its_work_is) {
   }
   ASSERT_EQ(cli(fmt::format("run {} --until-quiet", data)).code, 0);
   const uint32_t to = target_of(mover);
+  const int64_t before_move_ms = wall_now_ms();
   auto moved = cli(fmt::format("tenants move {} {} --to {}", mover, data, to));
   ASSERT_EQ(moved.code, 0) << moved.out;
   ASSERT_EQ(cli(fmt::format("run {} --until-quiet", data)).code, 0);
@@ -400,6 +401,39 @@ TEST(tenant_move_cli, an_operator_moves_a_tenant_and_sees_where_its_work_is) {
   EXPECT_NE(dump.out.find("partition 7 does not exist"), std::string::npos) << dump.out;
   auto verify = cli(fmt::format("replay verify --data {}/d --no-progress", dir));
   EXPECT_EQ(verify.code, 0) << verify.out;
+  // The auditors' tools follow the tenant across the move without --all-partitions: the
+  // tenant's timeline holds its records on both partitions, its verify covers both, and its
+  // state as of a time before the move is read from the partition it was on then.
+  auto all = cli(fmt::format("replay timeline --data {}/d --tenant {} --format jsonl --no-progress",
+                             dir, mover));
+  ASSERT_EQ(all.code, 0) << all.out;
+  std::set<uint32_t> seen;
+  std::istringstream lines(all.out);
+  for (std::string line; std::getline(lines, line);) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("partition")) seen.insert(j["partition"].get<uint32_t>());
+  }
+  EXPECT_EQ(seen, (std::set<uint32_t>{home_of(mover), to})) << all.out.substr(0, 2000);
+  EXPECT_NE(all.out.find("TenantMovedOut"), std::string::npos);
+  EXPECT_NE(all.out.find("TenantMovedIn"), std::string::npos);
+  auto scoped = cli(
+      fmt::format("replay verify --data {}/d --tenant {} --format json --no-progress", dir, mover));
+  EXPECT_EQ(scoped.code, 0) << scoped.out;
+  const json report = json::parse(scoped.out.substr(scoped.out.find('{')), nullptr, false);
+  ASSERT_TRUE(report.is_object()) << scoped.out;
+  std::set<uint32_t> verified;
+  for (const json& part : report["partitions"]) verified.insert(part["partition"].get<uint32_t>());
+  EXPECT_EQ(verified, (std::set<uint32_t>{home_of(mover), to})) << scoped.out;
+  auto before = cli(fmt::format("replay state --data {}/d --tenant {} --as-of @{} --no-progress",
+                                dir, mover, before_move_ms));
+  ASSERT_EQ(before.code, 0) << before.out;
+  EXPECT_NE(before.out.find(fmt::format("of partition {}", home_of(mover))), std::string::npos)
+      << before.out;
+  EXPECT_NE(before.out.find(exec_id(4)), std::string::npos) << before.out;
+  auto now = cli(fmt::format("replay state --data {}/d --tenant {} --no-progress", dir, mover));
+  ASSERT_EQ(now.code, 0) << now.out;
+  EXPECT_NE(now.out.find(fmt::format("of partition {}", to)), std::string::npos) << now.out;
+  EXPECT_NE(now.out.find(exec_id(4)), std::string::npos) << now.out;
   fs::remove_all(dir);
 }
 

@@ -97,7 +97,7 @@ using topic_config = std::map<std::string, config_entry, std::less<>>;
 
 class admin_client {
  public:
-  static result<admin_client> open(const std::string& bootstrap, int admin_timeout_ms);
+  static result<admin_client> open(const kafka_cluster_access& cluster, int admin_timeout_ms);
 
   result<cluster_meta> metadata();
   result<std::map<std::string, topic_config>> describe_configs(
@@ -123,11 +123,18 @@ class admin_client {
   int timeout_ms_ = admin_timeout_ms_default;
 };
 
-result<conf_ptr> make_conf(const std::string& bootstrap, log_sink* sink) {
+result<conf_ptr> make_conf(const kafka_cluster_access& cluster, log_sink* sink) {
   conf_ptr conf(rd_kafka_conf_new());
   char errstr[errstr_bytes];
+  // The operator's properties first (security); ours after them win.
+  for (const auto& [name, value] : cluster.properties) {
+    if (rd_kafka_conf_set(conf.get(), name.c_str(), value.c_str(), errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
+      return fail(errc::invalid, fmt::format("kafka client setting {}: {}", name, errstr));
+    }
+  }
   const std::pair<const char*, const char*> settings[] = {
-      {"bootstrap.servers", bootstrap.c_str()},
+      {"bootstrap.servers", cluster.bootstrap.c_str()},
       {"client.id", "auterity-topics"},
       {"log.connection.close", "false"},
   };
@@ -142,8 +149,8 @@ result<conf_ptr> make_conf(const std::string& bootstrap, log_sink* sink) {
   return conf;
 }
 
-result<admin_client> admin_client::open(const std::string& bootstrap, int admin_timeout_ms) {
-  if (bootstrap.empty()) return fail(errc::invalid, "no Kafka bootstrap servers given");
+result<admin_client> admin_client::open(const kafka_cluster_access& cluster, int admin_timeout_ms) {
+  if (cluster.bootstrap.empty()) return fail(errc::invalid, "no Kafka bootstrap servers given");
   if (admin_timeout_ms <= 0) {
     return fail(errc::invalid,
                 fmt::format("admin_timeout_ms must be > 0 (got {})", admin_timeout_ms));
@@ -151,7 +158,7 @@ result<admin_client> admin_client::open(const std::string& bootstrap, int admin_
   admin_client c;
   c.timeout_ms_ = admin_timeout_ms;
   c.sink_ = std::make_unique<log_sink>();
-  auto conf = make_conf(bootstrap, c.sink_.get());
+  auto conf = make_conf(cluster, c.sink_.get());
   if (!conf) return std::unexpected(conf.error());
   char errstr[errstr_bytes];
   c.rk_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), errstr, sizeof errstr));
@@ -755,10 +762,10 @@ const char* topic_verdict_name(topic_verdict v) {
   return "?";
 }
 
-result<std::vector<topic_state>> describe_catalog(const std::string& bootstrap,
+result<std::vector<topic_state>> describe_catalog(const kafka_cluster_access& cluster,
                                                   const std::vector<topic_spec>& catalog,
                                                   int admin_timeout_ms) {
-  auto c = admin_client::open(bootstrap, admin_timeout_ms);
+  auto c = admin_client::open(cluster, admin_timeout_ms);
   if (!c) return std::unexpected(c.error());
   auto observed = observe(*c, catalog);
   if (!observed) return std::unexpected(observed.error());
@@ -772,7 +779,7 @@ namespace {
 // every tenant keeps its default partition and the new partitions start empty. Returns the line
 // for the output, or nullopt if nothing was to be done.
 result<std::optional<std::string>> record_placement_base(
-    admin_client& c, const std::string& bootstrap, const std::vector<topic_spec>& catalog,
+    admin_client& c, const kafka_cluster_access& cluster, const std::vector<topic_spec>& catalog,
     const std::vector<observed_topic>& observed, const plan& p, int timeout_ms) {
   const topic_spec* executions = nullptr;
   uint32_t now = 0;
@@ -797,7 +804,8 @@ result<std::optional<std::string>> record_placement_base(
   spec.cleanup_policy = "compact";
   spec.retention_ms = retention_forever_ms;
   spec.min_insync_replicas = executions->min_insync_replicas;
-  const std::map<std::string, std::string> conf = {{"bootstrap.servers", bootstrap}};
+  std::map<std::string, std::string> conf = cluster.properties;
+  conf["bootstrap.servers"] = cluster.bootstrap;
   auto md = c.metadata();
   if (!md) return std::unexpected(md.error());
   if (md->topics.contains(spec.name)) {
@@ -822,11 +830,11 @@ result<std::optional<std::string>> record_placement_base(
 
 }  // namespace
 
-result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
+result<std::vector<std::string>> apply_catalog(const kafka_cluster_access& cluster,
                                                const std::vector<topic_spec>& catalog,
                                                const apply_options& options) {
   if (auto v = validate_catalog(catalog); !v) return std::unexpected(v.error());
-  auto c = admin_client::open(bootstrap, options.admin_timeout_ms);
+  auto c = admin_client::open(cluster, options.admin_timeout_ms);
   if (!c) return std::unexpected(c.error());
   auto observed = observe(*c, catalog);
   if (!observed) return std::unexpected(observed.error());
@@ -835,8 +843,7 @@ result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
     return fail(errc::invalid, "refusing to apply, nothing changed: " + p.refusal_text());
   }
   if (!options.dry_run) {
-    auto base =
-        record_placement_base(*c, bootstrap, catalog, *observed, p, options.admin_timeout_ms);
+    auto base = record_placement_base(*c, cluster, catalog, *observed, p, options.admin_timeout_ms);
     if (!base) return std::unexpected(base.error());
     if (*base) p.lines.push_back(**base);
   }
@@ -847,9 +854,9 @@ result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
   return p.lines;
 }
 
-result<uint32_t> check_copartitioned(const std::string& bootstrap, std::string_view prefix,
+result<uint32_t> check_copartitioned(const kafka_cluster_access& cluster, std::string_view prefix,
                                      int admin_timeout_ms) {
-  auto c = admin_client::open(bootstrap, admin_timeout_ms);
+  auto c = admin_client::open(cluster, admin_timeout_ms);
   if (!c) return std::unexpected(c.error());
   auto md = c->metadata();
   if (!md) return std::unexpected(md.error());
@@ -875,9 +882,9 @@ result<uint32_t> check_copartitioned(const std::string& bootstrap, std::string_v
   return by_count.begin()->first;
 }
 
-result<cluster_shape> probe_cluster(const std::string& bootstrap, std::string_view prefix,
+result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::string_view prefix,
                                     int admin_timeout_ms) {
-  auto c = admin_client::open(bootstrap, admin_timeout_ms);
+  auto c = admin_client::open(cluster, admin_timeout_ms);
   if (!c) return std::unexpected(c.error());
   auto md = c->metadata();
   if (!md) return std::unexpected(md.error());

@@ -11,6 +11,7 @@
 // most about admin_timeout_ms per broker request and are safe to call from any thread.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -79,7 +80,18 @@ struct topic_state {
   topic_verdict verdict = topic_verdict::missing;
 };
 
-result<std::vector<topic_state>> describe_catalog(const std::string& bootstrap,
+// How to reach the cluster: bootstrap servers and the operator's librdkafka properties
+// (security.protocol, sasl.*, ssl.*: `kafka.properties` of the configuration file, secrets
+// resolved), which every admin and placement client gets. A bare bootstrap string converts.
+struct kafka_cluster_access {
+  std::string bootstrap;
+  std::map<std::string, std::string> properties;
+  kafka_cluster_access(std::string b, std::map<std::string, std::string> p = {})  // NOLINT
+      : bootstrap(std::move(b)), properties(std::move(p)) {}
+  kafka_cluster_access(const char* b) : bootstrap(b) {}  // NOLINT
+};
+
+result<std::vector<topic_state>> describe_catalog(const kafka_cluster_access& cluster,
                                                   const std::vector<topic_spec>& catalog,
                                                   int admin_timeout_ms = admin_timeout_ms_default);
 
@@ -102,14 +114,14 @@ struct apply_options {
 // readable line per topic action ("created executions (4 partitions, rf 1, ...)",
 // "set min.insync.replicas=2 on acks", "ok: ingress"); "would ..." in a dry run. Unless it is a
 // dry run, returns only once the cluster reports the catalog's state.
-result<std::vector<std::string>> apply_catalog(const std::string& bootstrap,
+result<std::vector<std::string>> apply_catalog(const kafka_cluster_access& cluster,
                                                const std::vector<topic_spec>& catalog,
                                                const apply_options& options = {});
 
 // The engine's start check: all eight topics (with `prefix`) exist and share one partition
 // count, which is returned. Otherwise an error naming the missing topics (errc::not_found) or
 // the partition count of each disagreeing topic (errc::invalid).
-result<uint32_t> check_copartitioned(const std::string& bootstrap, std::string_view prefix,
+result<uint32_t> check_copartitioned(const kafka_cluster_access& cluster, std::string_view prefix,
                                      int admin_timeout_ms = admin_timeout_ms_default);
 
 // What the cluster has now, to pick defaults for a catalog: broker count and the largest
@@ -120,7 +132,7 @@ struct cluster_shape {
   uint32_t partitions_max = 0;
   int16_t replication_max = 0;
 };
-result<cluster_shape> probe_cluster(const std::string& bootstrap, std::string_view prefix,
+result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::string_view prefix,
                                     int admin_timeout_ms = admin_timeout_ms_default);
 
 }  // namespace auterity

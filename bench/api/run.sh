@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
-# Starts per second through the HTTP API on the embedded log (bench/README.md, "HTTP API").
-# Usage: bench/api/run.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS] [wait|nowait] [--no-fsync]
+# Starts per second through the HTTP API (bench/README.md, "HTTP API"): on the embedded log
+# (`auterity run --http`), or with --kafka through `auterity gateway` in front of a throwaway
+# 1-node broker (tests/kafka/broker.sh) and one `auterity run --kafka` instance.
+# Usage: bench/api/run.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS] [wait|nowait] [--no-fsync|--kafka]
 #   wait: every start waits for the engine's decision (?wait_ms): start -> first command latency
 set -euo pipefail
-build=${1:-build} duration=${2:-20} conns=${3:-64} mode=${4:-nowait} fsync=${5:-}
+build=${1:-build} duration=${2:-20} conns=${3:-64} mode=${4:-nowait} flag=${5:-}
 bin=$build/cli/auterity
 here=$(cd "$(dirname "$0")" && pwd)
+broker=$here/../../tests/kafka/broker.sh
 data=$(mktemp -d "${TMPDIR:-/tmp}/auterity-api-bench.XXXXXX")
-pid=
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$data"; }
+pid= engine=
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [[ -n $engine ]] && kill "$engine" 2>/dev/null && wait "$engine" 2>/dev/null
+  [[ $flag == --kafka ]] && "$broker" stop "$data/kafka" >/dev/null 2>&1
+  [[ -n ${KEEP:-} ]] || rm -rf "$data"
+}
 trap cleanup EXIT
 pairs=()
 for t in acme globex initech umbrella; do
   pairs+=("$t=$("$bin" keys create --data "$data" --tenant $t --role publisher 2>/dev/null)")
 done
-"$bin" run --data "$data" --http 127.0.0.1:0 --http-rate 1000000 --http-burst 1000000 \
-  --stats-interval-s 5 $fsync >"$data/run.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do [[ -f $data/api/endpoint.json ]] && break; sleep 0.1; done
-port=$(sed -n 's/.*HTTP API on port \([0-9]*\).*/\1/p' "$data/run.log")
 echo '{"workflow":"quick","version":1,"steps":[{"id":"a","kind":"task","action":"transform"}]}' >"$data/quick.json"
-for t in acme globex initech umbrella; do "$bin" publish --data "$data" --tenant $t "$data/quick.json" >/dev/null; done
+if [[ $flag == --kafka ]]; then
+  eval "$("$broker" start --dir "$data/kafka" | grep -E '^BOOTSTRAP=')"
+  "$bin" topics apply --bootstrap "$BOOTSTRAP" --partitions 4 >/dev/null
+  "$bin" run --kafka "$BOOTSTRAP" --instance e1 --data "$data/state" --stats-interval-s 5 \
+    >"$data/engine.log" 2>&1 &
+  engine=$!
+  "$bin" gateway --kafka "$BOOTSTRAP" --instance gw1 --data "$data" --http 127.0.0.1:0 \
+    --http-rate 1000000 --http-burst 1000000 >"$data/run.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do grep -q 'HTTP API on port' "$data/run.log" && break; sleep 0.1; done
+  port=$(sed -n 's/.*HTTP API on port \([0-9]*\).*/\1/p' "$data/run.log")
+  admin=$("$bin" keys create --data "$data" --tenant '*' --role admin 2>/dev/null)
+  for t in acme globex initech umbrella; do
+    # The first waits while the engine joins its group and restores its partitions.
+    curl -sf -o /dev/null -X POST -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+      --data "{\"definition\": $(cat "$data/quick.json")}" \
+      "http://127.0.0.1:$port/v1/tenants/$t/definitions?wait_ms=60000"
+  done
+  sleep 1  # the key file is read again within its check interval
+else
+  "$bin" run --data "$data" --http 127.0.0.1:0 --http-rate 1000000 --http-burst 1000000 \
+    --stats-interval-s 5 $flag >"$data/run.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [[ -f $data/api/endpoint.json ]] && break; sleep 0.1; done
+  port=$(sed -n 's/.*HTTP API on port \([0-9]*\).*/\1/p' "$data/run.log")
+  for t in acme globex initech umbrella; do "$bin" publish --data "$data" --tenant $t "$data/quick.json" >/dev/null; done
+fi
 wrk -t2 -c"$conns" -d"${duration}s" --latency -s "$here/starts.lua" "http://127.0.0.1:$port" -- "${pairs[@]}" \
   $([[ $mode == wait ]] && echo wait)
 sleep 2
-grep 'inputs/s' "$data/run.log" | tail -3
+grep 'inputs/s' "$data/run.log" "$data/engine.log" 2>/dev/null | tail -3

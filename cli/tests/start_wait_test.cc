@@ -1,5 +1,5 @@
-// `auterity start --wait`, `--input @file` / `--input -` and `dump` as a user runs them: the
-// real binary on a scratch data directory (embedded log).
+// `auterity start --wait`, `publish --wait`, `--input @file` / `--input -` and `dump` as a user
+// runs them: the real binary on a scratch data directory (embedded log).
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -76,6 +76,25 @@ TEST_F(start_wait, prints_accepted_or_rejected_with_the_name_and_reason) {
   EXPECT_NE(o.out.find("(duplicate_execution, code 8): execution 'lead-1' already exists"),
             std::string::npos)
       << o.out;
+}
+
+// publish --wait: the engine's decision, here a cycle of workflow calls refused at publish.
+TEST_F(start_wait, publish_wait_prints_accepted_or_the_rejection) {
+  const std::string ping = write(
+      "ping.json",
+      R"({"workflow": "ping", "version": 1, "steps": [{"id": "call", "kind": "workflow", "workflow": "pong"}]})");
+  const std::string pong = write(
+      "pong.json",
+      R"({"workflow": "pong", "version": 1, "steps": [{"id": "back", "kind": "workflow", "workflow": "ping"}]})");
+  outcome o = auterity(fmt::format("publish --tenant acme {} --wait", ping));
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_EQ(o.out, "accepted: ping v1 published\n");
+  o = auterity(fmt::format("publish --tenant acme {} --wait", pong));
+  EXPECT_EQ(o.code, 4) << o.out;
+  EXPECT_EQ(o.out,
+            "rejected: definition_cycle (code 6): pong v1 would close a cycle of workflow calls: "
+            "pong v1 (step 'back') -> ping v1 (step 'call') -> pong v1; a workflow that calls "
+            "itself through others nests until subworkflow_depth_max (4 levels) and fails\n");
 }
 
 TEST_F(start_wait, input_from_stdin_goes_beyond_the_argument_limit) {

@@ -602,6 +602,30 @@ TEST(language_execution, foreach_fails_fast_and_cancels_the_items_still_out) {
   EXPECT_EQ(e->steps[0].items[3].attempt, 0u) << "W never started";
   EXPECT_EQ(e->steps[1].status, step_status::cancelled);
   EXPECT_GE(h.n->orchestrator_of(0).probe().stale_acks.load(), 2u) << "Y's and Z's acks";
+  // Golden timeline: three items out at once; item 0's second failure ends the step, and the
+  // retries of items 1 and 2 then out are not waited for.
+  EXPECT_EQ(
+      events_only(execution_timeline(h, "e1")),
+      "started fan v1 with input {\"leads\":[{\"model\":\"F-150\",\"name\":\"X\",\"ok_at\":3},"
+      "{\"model\":\"F-150\",\"name\":\"Y\",\"ok_at\":2},{\"model\":\"F-\u2026 (173 bytes)\n"
+      "step each attempt 1 scheduled\n"
+      "step each item 0 attempt 1 scheduled -> command e1/each[0]/1\n"
+      "step each item 1 attempt 1 scheduled -> command e1/each[1]/1\n"
+      "step each item 2 attempt 1 scheduled -> command e1/each[2]/1\n"
+      "step each item 0 attempt 1 failed (flaky: attempt 1 fails, 3 will succeed); retry in 5ms\n"
+      "step each item 1 attempt 1 failed (flaky: attempt 1 fails, 2 will succeed); retry in 5ms\n"
+      "step each item 2 attempt 1 failed (flaky: attempt 1 fails, 2 will succeed); retry in 5ms\n"
+      "timer fired: Retry of step each item 0 attempt 1\n"
+      "step each item 0 attempt 2 scheduled -> command e1/each[0]/2\n"
+      "timer fired: Retry of step each item 1 attempt 1\n"
+      "step each item 1 attempt 2 scheduled -> command e1/each[1]/2\n"
+      "timer fired: Retry of step each item 2 attempt 1\n"
+      "step each item 2 attempt 2 scheduled -> command e1/each[2]/2\n"
+      "step each item 0 failed: flaky: attempt 2 fails, 3 will succeed (after 2 attempts)\n"
+      "step each failed: item 0 failed: flaky: attempt 2 fails, 3 will succeed (after 2 "
+      "attempts)\n"
+      "execution FAILED at step each: step 'each' failed: item 0 failed: flaky: attempt 2 fails, 3 "
+      "will succeed (after 2 attempts)\n");
 }
 
 TEST(language_execution, foreach_item_count_is_limited_and_an_empty_list_succeeds) {
@@ -895,37 +919,142 @@ TEST(language_execution, a_child_cancelled_on_its_own_fails_the_parent_step_with
   expect_replay_equal(h);
 }
 
-// Recursion through other workflows (a -> b -> a ...) is stopped by subworkflow_depth_max: the
-// step that would start a child one level too deep fails with the reason, and every level
-// above fails in turn. An unknown child workflow fails its step at once.
+// A definition calling a workflow (the latest published when the step starts, or a pinned
+// version): `name` calls each of `calls`, given as "workflow" or "workflow@version".
+std::string caller(std::string_view name, uint32_t version, std::vector<std::string> calls,
+                   bool in_foreach = false) {
+  json steps = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const size_t at = calls[i].find('@');
+    json call = {{"kind", "workflow"}, {"workflow", calls[i].substr(0, at)}};
+    if (at != std::string::npos) call["version"] = std::stoul(calls[i].substr(at + 1));
+    if (in_foreach) {
+      steps.push_back({{"id", fmt::format("each{}", i)},
+                       {"kind", "foreach"},
+                       {"items", "[1, 2]"},
+                       {"do", call}});
+    } else {
+      call["id"] = fmt::format("call{}", i);
+      steps.push_back(call);
+    }
+  }
+  if (steps.empty()) steps.push_back({{"id", "done"}, {"kind", "compute"}, {"output", {{"x", 1}}}});
+  return json{{"workflow", name}, {"version", version}, {"steps", steps}}.dump();
+}
+
+// Publishing a definition that would close a cycle of workflow calls (ping calls pong, which
+// calls ping) is rejected, naming the cycle: over the versions the calls resolve to once it is
+// published (latest or pinned), through foreach bodies, up to subworkflow_depth_max + 1
+// workflows around. Each rejection leaves the state as it was; what is accepted runs.
+TEST(language_execution, a_publish_that_would_close_a_cycle_of_calls_is_rejected) {
+  harness h("sub-cycle", 1);
+  std::vector<std::pair<std::string, std::string>> expected;  // publish, reason ("": accepted)
+  auto publish = [&](const std::string& text, std::string reason) {
+    h.publish(tenant, text);
+    expected.emplace_back(text, std::move(reason));
+  };
+  const std::string tail =
+      "; a workflow that calls itself through others nests until subworkflow_depth_max (4 "
+      "levels) and fails";
+  // The callee need not exist yet: the cycle is seen when the second one is published.
+  publish(caller("ping", 1, {"pong"}), "");
+  publish(caller("pong", 1, {"ping"}),
+          "pong v1 would close a cycle of workflow calls: pong v1 (step 'call0') -> ping v1 "
+          "(step 'call0') -> pong v1" +
+              tail);
+  // Through a foreach body, three workflows around.
+  publish(caller("a", 1, {"b"}), "");
+  publish(caller("b", 1, {"c"}), "");
+  publish(caller("c", 1, {"ping", "a"}, /*in_foreach=*/true),
+          "c v1 would close a cycle of workflow calls: c v1 (step 'each1') -> a v1 (step "
+          "'call0') -> b v1 (step 'call0') -> c v1" +
+              tail);
+  // Versions: once zed v5 (no calls) is the latest, yak -> zed is no cycle; zed v3 calling yak
+  // is not the latest zed, so nothing calls it; zed v6 calling yak would be, and is refused.
+  // A pinned call to zed v3 reaches it: yak v2 -> zed v3 -> yak (latest: v2).
+  publish(caller("zed", 5, {}), "");
+  publish(caller("yak", 1, {"zed"}), "");
+  publish(caller("zed", 3, {"yak"}), "");
+  publish(caller("zed", 6, {"yak"}),
+          "zed v6 would close a cycle of workflow calls: zed v6 (step 'call0') -> yak v1 (step "
+          "'call0') -> zed v6" +
+              tail);
+  publish(caller("yak", 2, {"zed@3"}),
+          "yak v2 would close a cycle of workflow calls: yak v2 (step 'call0') -> zed v3 (step "
+          "'call0') -> yak v2" +
+              tail);
+  // Five workflows around (the deepest a recursion can get before the depth limit): refused.
+  // Six: the depth limit fails the chain before it comes back; accepted, and it fails so.
+  for (int i = 1; i <= 4; ++i) {
+    publish(caller(fmt::format("r{}", i), 1, {fmt::format("r{}", i + 1)}), "");
+  }
+  publish(caller("r5", 1, {"r1"}),
+          "r5 v1 would close a cycle of workflow calls: r5 v1 (step 'call0') -> r1 v1 (step "
+          "'call0') -> r2 v1 (step 'call0') -> r3 v1 (step 'call0') -> r4 v1 (step 'call0') -> "
+          "r5 v1" +
+              tail);
+  for (int i = 1; i <= 5; ++i) {
+    publish(caller(fmt::format("s{}", i), 1, {fmt::format("s{}", i + 1)}), "");
+  }
+  publish(caller("s6", 1, {"s1"}), "");
+  h.start(tenant, "ok", "zed");  // the latest zed: v5, no calls
+  h.start(tenant, "s", "s1");
+  h.settle();
+
+  const auto rejections = h.rejections();
+  size_t next = 0;
+  for (const auto& [text, reason] : expected) {
+    if (reason.empty()) continue;  // accepted: no rejection in between (the count below)
+    ASSERT_LT(next, rejections.size()) << text << " was not rejected";
+    EXPECT_EQ(rejections[next].code, static_cast<uint16_t>(rejection_code::definition_cycle));
+    EXPECT_EQ(rejections[next].reason, reason);
+    ++next;
+  }
+  EXPECT_EQ(next, rejections.size()) << "also rejected: " << rejections.back().reason;
+  EXPECT_EQ(h.exec(tenant, "ok")->status, exec_status::succeeded);
+  // The six-workflow cycle: the fifth level's step fails for the depth limit, the rest follow.
+  const std::string deepest = "s/call0/1/call0/1/call0/1/call0/1";
+  auto last = h.exec(tenant, deepest);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->workflow, "s5");
+  EXPECT_EQ(last->depth, limits::subworkflow_depth_max);
+  EXPECT_EQ(last->result,
+            "step 'call0' failed: workflow 's6' would run at depth 5: subworkflow_depth_max is 4 "
+            "(a recursion through workflows?)");
+  EXPECT_EQ(h.exec(tenant, "s")->status, exec_status::failed);
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// A chain of calls deeper than subworkflow_depth_max is stopped at run time: the step that would
+// start a child one level too deep fails with the reason, and every level above fails in turn.
+// An unknown child workflow fails its step at once.
 TEST(language_execution, depth_limit_and_unknown_child_workflow_fail_with_the_reason) {
   harness h("sub-depth", 1);
-  h.publish(tenant, json::parse(R"({"workflow": "ping", "version": 1, "steps": [
-    {"id": "call", "kind": "workflow", "workflow": "pong"}]})")
-                        .dump());
-  h.publish(tenant, json::parse(R"({"workflow": "pong", "version": 1, "steps": [
-    {"id": "call", "kind": "workflow", "workflow": "ping"}]})")
-                        .dump());
+  for (int i = 1; i <= 5; ++i) {
+    h.publish(tenant, caller(fmt::format("w{}", i), 1, {fmt::format("w{}", i + 1)}));
+  }
+  h.publish(tenant, caller("w6", 1, {}));
   h.publish(tenant, json::parse(R"({"workflow": "lost", "version": 1, "steps": [
     {"id": "latest", "kind": "workflow", "workflow": "gone", "on_failure": "continue"},
     {"id": "call", "kind": "workflow", "workflow": "nowhere", "version": 3}]})")
                         .dump());
-  h.start(tenant, "r1", "ping");
+  h.start(tenant, "r1", "w1");
   h.start(tenant, "u1", "lost");
   h.settle();
-  const std::string deepest = "r1/call/1/call/1/call/1/call/1";
+  const std::string deepest = "r1/call0/1/call0/1/call0/1/call0/1";
   auto last = h.exec(tenant, deepest);
   ASSERT_TRUE(last.has_value());
   EXPECT_EQ(last->depth, limits::subworkflow_depth_max);
   EXPECT_EQ(last->status, exec_status::failed);
   EXPECT_EQ(last->result,
-            "step 'call' failed: workflow 'pong' would run at depth 5: subworkflow_depth_max is 4 "
+            "step 'call0' failed: workflow 'w6' would run at depth 5: subworkflow_depth_max is 4 "
             "(a recursion through workflows?)");
   auto root = h.exec(tenant, "r1");
   ASSERT_EQ(root->status, exec_status::failed);
-  EXPECT_NE(root->result.find("child execution 'r1/call/1' failed"), std::string::npos)
+  EXPECT_NE(root->result.find("child execution 'r1/call0/1' failed"), std::string::npos)
       << root->result;
-  EXPECT_FALSE(h.exec(tenant, deepest + "/call/1").has_value()) << "never started";
+  EXPECT_FALSE(h.exec(tenant, deepest + "/call0/1").has_value()) << "never started";
   auto lost = h.exec(tenant, "u1");
   ASSERT_EQ(lost->status, exec_status::failed);
   EXPECT_EQ(lost->result,
@@ -1233,6 +1362,65 @@ TEST(language_samples, trade_in_tells_the_customer_through_the_shared_notify_sub
   EXPECT_EQ(child["send"][2], "Hi Ann, Acme Motors can offer $7000 for your 2019 Civic today.");
   EXPECT_EQ(sent(h, "t1")["hand_to_sales"][2],
             "Trade-in offer $7000 to Ann for the 2019 Civic: sent by sms to +15550100");
+  expect_no_decide_reads(h);
+  expect_replay_equal(h);
+}
+
+// The third workflow of the issue: a service reminder, in the definition alone — due by days
+// (from the last service's date and the decision's clock) or by miles, a switch, the shared
+// notify-customer sub-workflow, a wait for the booking and one nudge; not due: the next check.
+TEST(language_samples, service_reminder_decides_due_by_date_or_miles_and_nudges_once) {
+  harness h("sample-service", 1);
+  h.publish(tenant, read_sample("notify_customer.json"), R"({"dealer_name": "Acme Motors"})");
+  h.publish(tenant, read_sample("service_reminder.json"),
+            R"({"dealer_name": "Acme Motors", "booking_wait_ms": 1000})");
+  // The harness clock: 2023-11-14T22:13:20Z.
+  auto input = [](const char* name, const char* date, int last_miles, int miles) {
+    return json{{"name", name},
+                {"vehicle", "RAV4"},
+                {"mileage", miles},
+                {"last_service", {{"date", date}, {"mileage", last_miles}}},
+                {"contact", {{"preferred", "sms"}, {"phone", "+15550100"}}}}
+        .dump();
+  };
+  h.start(tenant, "booked", "service-reminder", input("Ann", "2023-04-01", 30000, 33000));
+  h.start(tenant, "silent", "service-reminder", input("Bo", "2023-10-01", 30000, 36000));
+  h.start(tenant, "recent", "service-reminder", input("Cy", "2023-09-15", 30000, 31000));
+  h.settle();
+  h.submit(tenant, client::signal({tenant, "booked", "book", h.clk.now_ms()}, "service_booked",
+                                  R"({"slot": "Saturday 10am"})"));
+  h.settle();
+  h.run_for(1'100, 100);  // Bo's booking window ends: one nudge
+
+  auto booked = h.exec(tenant, "booked");
+  ASSERT_EQ(booked->status, exec_status::succeeded) << booked->result;
+  EXPECT_EQ(json::parse(booked->steps[0].output_json),
+            json::parse(R"({"days": 228, "miles": 3000})"))
+      << "2023-04-01 to 2023-11-14T22:13Z";
+  EXPECT_EQ(sent(h, "booked/remind/1")["send"][2],
+            "Hi Ann, your RAV4 is due for service: 228 days and 3000 miles since the last one. "
+            "Reply to book a slot at Acme Motors.");
+  EXPECT_EQ(booked->steps[4].status, step_status::skipped) << "no nudge after a booking";
+  EXPECT_EQ(booked->steps[5].status, step_status::skipped) << "the default branch";
+
+  auto silent = h.exec(tenant, "silent");
+  ASSERT_EQ(silent->status, exec_status::succeeded) << silent->result;
+  EXPECT_EQ(json::parse(silent->steps[1].output_json)["case"], "due") << "by miles: 6000";
+  EXPECT_EQ(silent->steps[3].status, step_status::timed_out);
+  EXPECT_EQ(sent(h, "silent/nudge/1")["send"][2],
+            "Hi Bo, a reminder from Acme Motors: your RAV4 is still due for service. Reply to "
+            "book.");
+
+  auto recent = h.exec(tenant, "recent");
+  ASSERT_EQ(recent->status, exec_status::succeeded) << recent->result;
+  EXPECT_EQ(json::parse(recent->steps[1].output_json)["case"], "default");
+  for (int i : {2, 3, 4}) {
+    EXPECT_EQ(recent->steps[i].status, step_status::skipped)
+        << "step " << i << ": branch not taken";
+  }
+  EXPECT_EQ(recent->result, R"({"next_check":{"on":"2024-03-12"}})")
+      << "61 days (rounded) since 2023-09-15; the next check 119 days on";
+  EXPECT_FALSE(h.exec(tenant, "recent/remind/1").has_value());
   expect_no_decide_reads(h);
   expect_replay_equal(h);
 }

@@ -33,7 +33,6 @@ contains() { grep -qF -- "$2" <<<"$1"; }
 lacks() { ! grep -qF -- "$2" <<<"$1"; }
 
 eval "$("$broker" start "$work/kafka" | grep -E '^(SASL_BOOTSTRAP|SSL_BOOTSTRAP|DIR)=')"
-/usr/bin/python3 "$here/make_topics.py" "$SASL_BOOTSTRAP" "$DIR/ca.pem" t. 2 >/dev/null
 
 secret=engine-secret
 export AUTERITY_TEST_KAFKA_PASSWORD="$secret"
@@ -57,6 +56,26 @@ TOML
   fi
 }
 write_config "$work/scram512.toml" SCRAM-SHA-512 "$DIR/ca.pem"
+# The cluster's admin (PLAIN, superuser on the test broker) creates the topics with `topics
+# apply`, its SASL settings from a configuration file like the engine's.
+export AUTERITY_TEST_ADMIN_PASSWORD=admin-secret
+cat >"$work/admin.toml" <<TOML
+[kafka]
+bootstrap = "$SASL_BOOTSTRAP"
+topic_prefix = "t."
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+"ssl.ca.location" = "$DIR/ca.pem"
+"sasl.mechanism" = "PLAIN"
+"sasl.username" = "admin"
+"sasl.password" = "env:AUTERITY_TEST_ADMIN_PASSWORD"
+TOML
+set +e
+out="$("$bin" topics apply --config "$work/admin.toml" --partitions 2 --replication 1 2>&1)"
+rc=$?
+set -e
+check "topics apply over SASL_SSL from the config: exit 0" test "$rc" -eq 0
+check "topics apply: created the prefixed topics" contains "$out" "created t.executions"
 write_config "$work/scram256.toml" SCRAM-SHA-256 "$DIR/ca.pem"
 write_config "$work/plain.toml" PLAIN "$DIR/ca.pem"
 write_config "$work/rogue.toml" SCRAM-SHA-512 "$DIR/rogue-ca.pem"
@@ -135,7 +154,29 @@ run_engine "$work/mtls.toml"
 check "engine over mutual TLS: exit 0" test "$rc" -eq 0
 check "engine over mutual TLS: the fourth execution succeeded" contains "$out" " succeeded 4"
 
-# 5b. `status --kafka` over SASL_SSL: the configured properties reach its admin client and
+# 5a. The gateway over SASL_SSL: its replica reads the executions topic with the configured
+# properties, and answers a read of an execution the engine ran.
+key="$("$bin" keys create --data "$work/gw" --tenant acme --role auditor | tail -n 1)"
+"$bin" gateway --config "$work/scram512.toml" --instance gw --data "$work/gw" \
+  --http 127.0.0.1:0 >"$work/gw.log" 2>&1 &
+gateway=$!
+for _ in $(seq 1 300); do grep -q "read replica caught up" "$work/gw.log" && break; sleep 0.1; done
+port="$(sed -n 's/.*HTTP API on port \([0-9]*\).*/\1/p' "$work/gw.log" | head -n 1)"
+set +e
+out="$(curl -s -H "Authorization: Bearer $key" "http://127.0.0.1:${port:-1}/v1/tenants/acme/executions/run-mtls" 2>&1)"
+set -e
+kill -TERM "$gateway"
+wait "$gateway" || true
+check "gateway over SASL_SSL: its replica caught up" contains "$(cat "$work/gw.log")" "read replica caught up"
+check "gateway over SASL_SSL: reads an execution the engine ran" contains "$out" '"status":"succeeded"'
+check "gateway: the password is never printed" lacks "$(cat "$work/gw.log")" "$secret"
+
+# 5b. `replay verify` over SASL_SSL: the auditor's reader gets the configured properties.
+submit replay verify --config "$work/mtls.toml" --kafka "$SSL_BOOTSTRAP" --topic-prefix t. \
+  --data "$work/state" --no-progress
+check "replay verify over mutual TLS: exit 0 (chains and state verified)" test "$rc" -eq 0
+
+# 5c. `status --kafka` over SASL_SSL: the configured properties reach its admin client and
 # reader; the engine's principal may describe its groups and read their offsets.
 submit status --config "$work/scram512.toml" --json
 check "status over SCRAM-SHA-512: exit 0" test "$rc" -eq 0
