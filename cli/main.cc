@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include <fmt/chrono.h>
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
@@ -420,15 +421,26 @@ int cmd_timeline(const common_flags& f, const std::string& tenant, const std::st
   return 0;
 }
 
-// One row per partition: its tenants, running executions, state bytes and input lag, and the
-// tenants with the most running executions (what makes it hot); moved tenants are shown
-// where they live now.
-int cmd_partitions_show(const common_flags& f, size_t top) {
+// One row per partition: its owner, tenants, running executions, state bytes, input lag and
+// events over the survey's window (the rate), and its hottest tenants (most events in the
+// window, then most running executions); moved tenants are shown where they live now. The
+// survey is the one `partitions plan` and `partitions scale` weigh tenants with (node/scale.h).
+int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
   log& l = *src->events;
-  fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", "partition", "tenants",
-             "moved out", "running", "state bytes", "ingress lag", "acks lag", "hottest tenants");
+  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
+  // built): /metrics has it (auterity_tenant_recent_load).
+  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
+  if (!survey) return report(survey.error());
+  std::vector<std::vector<const tenant_load*>> by_partition(l.partition_count());
+  for (const tenant_load& t : survey->tenants) by_partition[t.partition].push_back(&t);
+  // The embedded log has one writer, the engine on --data; on Kafka the group assigns
+  // partitions (`auterity status --kafka` names the members).
+  const std::string owner = f.kafka.empty() ? "local" : "?";
+  fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8} {:>10} {:>6}  {}\n", "partition",
+             "tenants", "moved out", "running", "state bytes", "ingress lag", "acks lag",
+             "events/min", "owner", "hottest tenants (running/events in window)");
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
     auto lag = [&](stream s) -> std::string {
       auto end = l.end_offset(s, p);
@@ -436,53 +448,81 @@ int cmd_partitions_show(const common_flags& f, size_t top) {
       if (!end || !pos) return "?";
       return std::to_string(*end > *pos ? *end - *pos : 0);
     };
-    const state_store* store = p < src->stores.size() ? src->stores[p].get() : nullptr;
-    if (!store) {
-      fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", p, "-", "-", "-", "-",
-                 lag(stream::ingress), lag(stream::acks), "(no state here)");
+    const partition_survey& ps = survey->partitions[p];
+    const std::string rate = survey->window_ms > 0
+                                 ? fmt::format("{}{:.1f}", ps.recent_capped ? ">" : "",
+                                               static_cast<double>(ps.recent_events) * 60'000.0 /
+                                                   static_cast<double>(survey->window_ms))
+                                 : std::string("-");
+    if (!ps.has_state) {
+      fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8} {:>10} {:>6}  {}\n", p, "-", "-", "-",
+                 "-", lag(stream::ingress), lag(stream::acks), rate, "-", "(no state here)");
       continue;
     }
-    std::set<std::string> tenants;
-    std::map<std::string, uint64_t> running;
-    uint64_t moved_out = 0, bytes = 0;
-    auto scanned = store->scan_all([&](std::string_view key, std::string_view value) {
-      bytes += key.size() + value.size();
-      if (key.starts_with('R')) tenants.emplace(key.substr(1));
-      placement_entry where;
-      if (key.starts_with('O') && decode_placement(value, where) &&
-          where.ph == placement_entry::phase::moved_out) {
-        ++moved_out;
-      }
-      const size_t nul = key.find('\0');
-      if (key.starts_with('T') && nul != std::string_view::npos && nul + 1 < key.size() &&
-          key[nul + 1] == 'E') {
-        execution_state e;
-        if (decode_execution(value, e) && e.status == exec_status::running) running[e.tenant]++;
-      }
-      return true;
+    std::vector<const tenant_load*>& hot = by_partition[p];
+    std::ranges::sort(hot, [](const tenant_load* a, const tenant_load* b) {
+      if (a->recent_events != b->recent_events) return a->recent_events > b->recent_events;
+      if (a->running != b->running) return a->running > b->running;
+      return a->tenant < b->tenant;
     });
-    if (!scanned) return report(scanned.error());
-    std::vector<std::pair<uint64_t, std::string>> hot;
-    uint64_t total = 0;
-    for (const auto& [t, n] : running) {
-      hot.emplace_back(n, t);
-      total += n;
-    }
-    std::sort(hot.rbegin(), hot.rend());
     std::string hottest;
     for (size_t i = 0; i < hot.size() && i < top; ++i) {
-      hottest += fmt::format("{}{}:{}", i ? " " : "", hot[i].second, hot[i].first);
+      hottest += fmt::format("{}{}:{}/{}", i ? " " : "", hot[i]->tenant, hot[i]->running,
+                             hot[i]->recent_events);
     }
     if (l.placement().is_retired(p)) hottest = "(retired) " + hottest;
-    fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8}  {}\n", p, tenants.size(), moved_out,
-               total, bytes, lag(stream::ingress), lag(stream::acks), hottest);
+    fmt::print("{:>9} {:>7} {:>9} {:>8} {:>12} {:>11} {:>8} {:>10} {:>6}  {}\n", p, ps.tenants,
+               ps.moved_out, ps.running, ps.state_bytes, lag(stream::ingress), lag(stream::acks),
+               rate, owner, hottest);
+  }
+  if (survey->window_ms > 0) {
+    fmt::print(
+        "rate: records on each partition's executions stream in the {} s before the log's "
+        "newest event{}\n",
+        survey->window_ms / 1000,
+        survey->window_end_ms > 0
+            ? fmt::format(" ({:%Y-%m-%d %H:%M:%S} UTC)",
+                          std::chrono::sys_time<std::chrono::milliseconds>(
+                              std::chrono::milliseconds(survey->window_end_ms)))
+            : std::string(" (no events)"));
+  }
+  return 0;
+}
+
+// Proposes the moves that balance the measured load over `target` partitions (0: the ones
+// taking tenants now) and isolate a tenant hot enough for a partition of its own; changes
+// nothing. The planner of `partitions scale` (node/scale.h).
+int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_ms) {
+  auto src = open_read_only(f, /*with_state=*/true);
+  if (!src) return report(src.error());
+  log& l = *src->events;
+  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
+  // built): /metrics has it (auterity_tenant_recent_load).
+  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
+  if (!survey) return report(survey.error());
+  if (target == 0)
+    target = l.partition_count() - static_cast<uint32_t>(l.placement().retired.size());
+  auto plan = plan_scale(*survey, l.partition_count(), l.placement(), target);
+  if (!plan) return report(plan.error());
+  fmt::print("{}", format_plan(*plan));
+  if (plan->moves.empty()) {
+    fmt::print("nothing to move: the load is as even as moving whole tenants makes it\n");
+  } else if (plan->partitions != l.partition_count() ||
+             plan->active != l.partition_count() - l.placement().retired.size()) {
+    fmt::print("apply: auterity partitions scale --to {} (embedded log, engine stopped)\n", target);
+  } else {
+    fmt::print("apply: one `auterity tenants move` per move, e.g.\n");
+    for (const planned_move& m : plan->moves) {
+      fmt::print("  auterity tenants move {} --to {}{}\n", m.tenant, m.to,
+                 f.data_dir.empty() ? "" : " --data " + f.data_dir);
+    }
   }
   return 0;
 }
 
 // Plans the moves that spread the tenants over `target` partitions and, unless a dry run,
 // grows or retires partitions and publishes the moves (docs/tenant-moves.md, "Scaling").
-int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run) {
+int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, int64_t window_ms) {
   if (!f.kafka.empty()) {
     return report(error{errc::invalid,
                         "partitions scale is built on the embedded log only: on Kafka the "
@@ -495,7 +535,7 @@ int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run) {
   {
     auto src = open_read_only(f, /*with_state=*/true);
     if (!src) return report(src.error());
-    auto survey = survey_placement(*src->events, src->store_ptrs());
+    auto survey = survey_placement(*src->events, src->store_ptrs(), window_ms);
     if (!survey) return report(survey.error());
     auto planned =
         plan_scale(*survey, src->events->partition_count(), src->events->placement(), target);
@@ -829,26 +869,57 @@ int main(int argc, char** argv) {
   auto* parts = app.add_subcommand("partitions", "Operator commands on partitions");
   parts->require_subcommand(1);
   size_t hottest = 3;
+  int64_t window_min = survey_window_ms_default / 60'000;
   auto* pshow = parts->add_subcommand(
       "show",
       "One row per partition: tenants, tenants moved away, running executions, state bytes, "
-      "input lag and the tenants with the most running executions (read-only; on Kafka, the "
-      "state of the partitions whose stores are in --data)");
+      "input lag, events per minute over the last --window-min minutes of the log (by the "
+      "records' timestamps), owner, and the hottest tenants (most events in the window, then most "
+      "running executions) (read-only; on Kafka, the state of the partitions whose stores are "
+      "in --data)");
   add_common(pshow, f);
   pshow->add_option("--hottest", hottest, "Tenants listed per partition")->capture_default_str();
+  pshow
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the rate is measured over (0: none)")
+      ->check(CLI::Range(0, 24 * 60))
+      ->capture_default_str();
+  uint32_t plan_to = 0;
+  auto* pplan = parts->add_subcommand(
+      "plan",
+      "Propose tenant moves that balance the measured load (running executions + 1 + events in "
+      "the window, per tenant) over the partitions and isolate a tenant hot enough for a "
+      "partition of its own; prints which tenant moves where and why, changes nothing. Embedded "
+      "log, engine stopped (on Kafka: the stores in --data only)");
+  add_common(pplan, f);
+  pplan->add_option("--to", plan_to,
+                    "Partitions that take tenants afterwards (default: those that take them now)");
+  pplan
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the load is measured over (0: running "
+                   "executions only)")
+      ->check(CLI::Range(0, 24 * 60))
+      ->capture_default_str();
   uint32_t scale_to = 0;
   bool scale_dry_run = false;
   auto* pscale = parts->add_subcommand(
       "scale",
       "Change how many partitions take tenants, keeping every placement: up grows the log and "
-      "moves tenants onto the new partitions to balance the load (running executions + 1 per "
-      "tenant); down moves every tenant off partitions N.. and retires them (their history "
+      "moves tenants onto the new partitions to balance the load (running executions + 1 + "
+      "events in the window, per tenant); down moves every tenant off partitions N.. and retires "
+      "them (their history "
       "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log, engine "
       "stopped (docs/tenant-moves.md, \"Scaling the partition count\"). Exit: 0 planned (and "
       "applied), 1 refused or failed");
   add_common(pscale, f);
   pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
   pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
+  pscale
+      ->add_option("--window-min", window_min,
+                   "Minutes before the log's newest event the load is measured over (0: running "
+                   "executions only)")
+      ->check(CLI::Range(0, 24 * 60))
+      ->capture_default_str();
 
   auto* tl = app.add_subcommand("timeline", "Print an execution's timeline from the log");
   add_common(tl, f);
@@ -980,8 +1051,11 @@ int main(int argc, char** argv) {
   if (tmove->parsed()) {
     return submit_one(f, tenant, client::move_tenant({tenant, "", rid, wall_ms()}, move_to));
   }
-  if (pshow->parsed()) return cmd_partitions_show(f, hottest);
-  if (pscale->parsed()) return cmd_partitions_scale(f, scale_to, scale_dry_run);
+  if (pshow->parsed()) return cmd_partitions_show(f, hottest, window_min * 60'000);
+  if (pplan->parsed()) return cmd_partitions_plan(f, plan_to, window_min * 60'000);
+  if (pscale->parsed()) {
+    return cmd_partitions_scale(f, scale_to, scale_dry_run, window_min * 60'000);
+  }
   if (tl->parsed()) return cmd_timeline(f, tenant, execution);
   if (st->parsed()) {
     if (f.kafka.empty()) return cmd_status(f);

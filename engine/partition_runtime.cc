@@ -48,7 +48,9 @@ result<void> partition_runtime::recover() {
   if (from > *end) {
     return fail(errc::corrupt,
                 fmt::format("partition {}: state checkpoint {} is beyond the end of executions "
-                            "({}): the state directory does not belong to this log",
+                            "({}): the state directory does not belong to this log, or the log "
+                            "lost commits it had acknowledged (a disk that does not honour "
+                            "fdatasync; docs/simulation.md)",
                             _partition, from, *end));
   }
   // 3. Everything below the end decided: a committed transaction's events are readable, an

@@ -22,7 +22,6 @@ namespace auterity {
 namespace {
 
 // Sized for a small write-heavy machine (2 cores): see make_options.
-constexpr size_t write_buffer_bytes = 32ull << 20;
 constexpr int write_buffers_max = 2;
 constexpr int background_jobs_max = 2;
 constexpr int bloom_bits_per_key = 10;
@@ -97,9 +96,10 @@ rocksdb::Options make_options(const state_store_options& opts) {
   options.compaction_style = rocksdb::kCompactionStyleLevel;
   options.level_compaction_dynamic_level_bytes = true;
 
-  // 32 MiB memtables: large enough to absorb write bursts, small enough that two of them per
-  // partition fit a small machine.
-  options.write_buffer_size = write_buffer_bytes;
+  // state_store_options::write_buffer_bytes (32 MiB by default).
+  options.write_buffer_size = opts.write_buffer_bytes;
+  options.allow_fallocate = opts.preallocate;
+  options.max_file_opening_threads = opts.file_opening_threads;
   options.max_write_buffer_number = write_buffers_max;
 
   // Write SST files in steady 1 MiB steps instead of one burst at file close.
@@ -318,6 +318,18 @@ result<void> state_store::scan_prefix(
   }
   if (!it->status().ok()) return rocksdb_error(_impl->dir, "scan_prefix", it->status());
   return {};
+}
+
+uint64_t state_store::approximate_bytes(std::string_view begin, std::string_view end) const {
+  const std::string last(64, '\xff');  // above every key the processors write
+  rocksdb::Range range(to_slice(begin), end.empty() ? rocksdb::Slice(last) : to_slice(end));
+  uint64_t size = 0;
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  auto status =
+      _impl->db->GetApproximateSizes(options, _impl->db->DefaultColumnFamily(), &range, 1, &size);
+  return status.ok() ? size : 0;
 }
 
 result<void> state_store::write(state_batch& batch, uint64_t checkpoint) {

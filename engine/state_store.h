@@ -47,6 +47,16 @@ struct state_store_options {
   // (errc::not_found naming the directory otherwise); write() and delete_range() fail.
   bool read_only = false;
   size_t block_cache_bytes = 64ull << 20;
+  // One memtable: large enough to absorb write bursts, small enough that two of them per
+  // partition fit a small machine.
+  size_t write_buffer_bytes = 32ull << 20;
+  // RocksDB reserves file space ahead (fallocate: each WAL at ~1.1x write_buffer_bytes, the
+  // MANIFEST 4 MiB). On tmpfs that is memory zeroed and freed at every open and close: the
+  // simulator (tests/sim), which opens thousands of small stores there, turns it off.
+  bool preallocate = true;
+  // Threads RocksDB starts at each open to open the table files (its default, 16): the
+  // simulator, which opens a store every few milliseconds, takes 1.
+  int file_opening_threads = 16;
 };
 
 class state_store {
@@ -70,6 +80,12 @@ class state_store {
   result<void> scan_prefix(
       std::string_view prefix,
       const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+
+  // RocksDB's estimate of the bytes the keys of [begin, end) take (end empty: to the last key),
+  // in its files and memtables: cheap (no key is read), approximate — it may be 0 for a few
+  // small keys still in a memtable, and counts overwritten values until a compaction. For
+  // /metrics; exact sizes need a scan.
+  uint64_t approximate_bytes(std::string_view begin, std::string_view end) const;
 
   // The executions offset the stored state reflects: the next executions record to apply.
   uint64_t checkpoint() const { return _checkpoint; }

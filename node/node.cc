@@ -554,6 +554,87 @@ void collect_ai_spend(metrics_writer& w, uint32_t p, const std::vector<ai_spend_
   }
 }
 
+// Tenants per partition whose load is exported by name (the busiest over the last
+// tenant_load_window_ms: orchestrator::tenant_load_top); the others are summed under
+// tenant="_other", so each per-tenant load metric has at most this + 1 series per partition.
+constexpr size_t load_tenants_per_partition_max = 10;
+constexpr std::string_view other_tenants_label = "_other";
+
+constexpr metric_def tenant_inputs_total{
+    "auterity_tenant_inputs_total",
+    "Inputs (commands, acks, signals) of the tenant the partition's orchestrator read, since "
+    "the partition was opened; the busiest tenants by name, the rest as tenant=\"_other\"",
+    metric_kind::counter};
+constexpr metric_def tenant_events_total{
+    "auterity_tenant_events_total",
+    "Events of the tenant applied on the partition since it was opened (busiest tenants, the "
+    "rest as _other)",
+    metric_kind::counter};
+constexpr metric_def tenant_running{
+    "auterity_tenant_running_executions",
+    "Running executions of the tenant on the partition (busiest tenants, the rest as _other)",
+    metric_kind::gauge};
+constexpr metric_def tenant_recent{
+    "auterity_tenant_recent_load",
+    "Inputs + events of the tenant in the last 5 minutes on the partition: what busiest ranks "
+    "by (busiest tenants, the rest as _other)",
+    metric_kind::gauge};
+constexpr metric_def tenant_state_bytes{
+    "auterity_tenant_state_bytes",
+    "RocksDB's estimate of the bytes of the tenant's state on the partition (busiest tenants; "
+    "_other: the partition's estimate minus theirs)",
+    metric_kind::gauge};
+constexpr metric_def partition_tenants{
+    "auterity_partition_tenants",
+    "Tenants seen on the partition since it was opened (with an input, an event or running "
+    "executions)",
+    metric_kind::gauge};
+constexpr metric_def partition_state_bytes{
+    "auterity_partition_state_bytes",
+    "RocksDB's estimate of the bytes of the partition's state store", metric_kind::gauge};
+
+void collect_load(metrics_writer& w, uint32_t p, partition_load load, const state_store* store) {
+  const std::string partition = std::to_string(p);
+  const uint64_t partition_bytes = store ? store->approximate_bytes("", "") : 0;
+  uint64_t named_bytes = 0;
+  auto add = [&](std::string_view tenant, const tenant_load_sample& s, uint64_t bytes) {
+    const metric_labels l = {{"partition", partition}, {"tenant", std::string(tenant)}};
+    w.add(tenant_inputs_total, l, static_cast<double>(s.inputs));
+    w.add(tenant_events_total, l, static_cast<double>(s.events));
+    w.add(tenant_running, l, static_cast<double>(s.running));
+    w.add(tenant_recent, l, static_cast<double>(s.recent));
+    if (store) w.add(tenant_state_bytes, l, static_cast<double>(bytes));
+  };
+  for (const tenant_load_sample& s : load.busiest) {
+    if (s.tenant == other_tenants_label) {  // a tenant id may be "_other": it is summed there
+      load.others.inputs += s.inputs;
+      load.others.events += s.events;
+      load.others.running += s.running;
+      load.others.recent += s.recent;
+      load.other_tenants++;
+      continue;
+    }
+    uint64_t bytes = 0;
+    if (store) {
+      std::string end = "T" + s.tenant;
+      end.push_back('\x01');  // just past every "T<tenant>\0..." key
+      bytes = store->approximate_bytes(keys::tenant_prefix(s.tenant), end);
+    }
+    named_bytes += bytes;
+    add(s.tenant, s, bytes);
+  }
+  if (load.other_tenants > 0) {
+    add(other_tenants_label, load.others,
+        partition_bytes > named_bytes ? partition_bytes - named_bytes : 0);
+  }
+  const metric_labels l = {{"partition", partition}};
+  w.add(partition_tenants, l,
+        static_cast<double>(
+            load.busiest.size() + load.other_tenants -
+            std::ranges::count(load.busiest, other_tenants_label, &tenant_load_sample::tenant)));
+  if (store) w.add(partition_state_bytes, l, static_cast<double>(partition_bytes));
+}
+
 constexpr metric_def step_downs_total{
     "auterity_partition_step_downs_total",
     "Partition runtimes dropped after a failed commit (lost ownership, fenced, broker away) and "
@@ -630,6 +711,9 @@ void node::collect_metrics(metrics_writer& w) {
       collect_ai_spend(
           w, p,
           _orchestrators[p]->ai_spend_top(_clock.now_ms(), ai_spend_tenants_per_partition_max));
+      collect_load(
+          w, p, _orchestrators[p]->tenant_load_top(_clock.now_ms(), load_tenants_per_partition_max),
+          probe.restored.load() ? &_partitions[p]->store() : nullptr);
       if (!probe.restored.load()) continue;
       owned.push_back({p, probe.ingress_next.load(), probe.acks_next.load()});
     }

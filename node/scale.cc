@@ -1,6 +1,7 @@
 #include "node/scale.h"
 
 #include <algorithm>
+#include <functional>
 #include <numeric>
 #include <set>
 
@@ -45,21 +46,80 @@ result<void> pending_moves(log& l, uint32_t p, std::map<std::string, uint32_t>& 
   return {};
 }
 
+// Calls fn(envelope) for partition p's executions records from the newest back, until fn
+// returns false, the start of the stream or survey_recent_records_max records; true if capped.
+result<bool> read_back(log& l, uint32_t p, const std::function<bool(const fbs::Envelope&)>& fn) {
+  auto end = l.end_offset(stream::executions, p);
+  if (!end) return std::unexpected(end.error());
+  std::vector<record> recs;
+  uint64_t read = 0;
+  for (uint64_t upto = *end; upto > 0;) {
+    const uint64_t from = upto > survey_read_records_max ? upto - survey_read_records_max : 0;
+    recs.clear();
+    auto n = l.read(stream::executions, p, from, survey_read_records_max, 64 << 20, recs);
+    if (!n) return std::unexpected(n.error());
+    for (auto it = recs.rbegin(); it != recs.rend(); ++it) {
+      if (it->offset >= upto) continue;
+      if (++read > survey_recent_records_max) return true;
+      const fbs::Envelope* env = decode_envelope(it->value, nullptr);
+      if (env && !fn(*env)) return false;
+    }
+    upto = from;
+  }
+  return false;
+}
+
 }  // namespace
 
-result<placement_survey> survey_placement(log& l, const std::vector<state_store*>& stores) {
+result<placement_survey> survey_placement(log& l, const std::vector<state_store*>& stores,
+                                          int64_t window_ms) {
   placement_survey out;
+  out.partitions.resize(l.partition_count());
+  out.window_ms = window_ms;
+  // The window ends at the newest event of the log (the last moment the engine ran).
+  if (window_ms > 0) {
+    for (uint32_t p = 0; p < l.partition_count(); ++p) {
+      auto r = read_back(l, p, [&](const fbs::Envelope& env) {
+        out.window_end_ms = std::max(out.window_end_ms, env.timestamp_ms());
+        return false;
+      });
+      if (!r) return std::unexpected(r.error());
+    }
+  }
   for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    partition_survey& ps = out.partitions[p];
     if (auto r = pending_moves(l, p, out.pending_moves); !r) return std::unexpected(r.error());
+    std::map<std::string, uint64_t> recent;  // by tenant
+    if (window_ms > 0 && out.window_end_ms > 0) {
+      const int64_t since = out.window_end_ms - window_ms;
+      // Timestamps are nearly in order: stop after a whole read's worth of older records.
+      uint64_t older_in_a_row = 0;
+      auto capped = read_back(l, p, [&](const fbs::Envelope& env) {
+        if (env.timestamp_ms() < since) return ++older_in_a_row < survey_read_records_max;
+        older_in_a_row = 0;
+        ++ps.recent_events;
+        ++recent[std::string(sv(env.tenant_id()))];
+        return true;
+      });
+      if (!capped) return std::unexpected(capped.error());
+      ps.recent_capped = *capped;
+    }
     const state_store* store = p < stores.size() ? stores[p] : nullptr;
     if (!store) continue;
+    ps.has_state = true;
     std::map<std::string, tenant_load> here;
     auto scanned = store->scan_all([&](std::string_view key, std::string_view value) {
+      ps.state_bytes += key.size() + value.size();
       if (key.starts_with('R')) {
         tenant_load& t = here[std::string(key.substr(1))];
         t.tenant = std::string(key.substr(1));
         t.partition = p;
         return true;
+      }
+      placement_entry where;
+      if (key.starts_with('O') && decode_placement(value, where) &&
+          where.ph == placement_entry::phase::moved_out) {
+        ++ps.moved_out;
       }
       if (!key.starts_with('T')) return true;
       const size_t nul = key.find('\0');
@@ -67,8 +127,8 @@ result<placement_survey> survey_placement(log& l, const std::vector<state_store*
       tenant_load& t = here[std::string(key.substr(1, nul - 1))];
       t.state_bytes += key.size() + value.size();
       if (nul + 1 < key.size() && key[nul + 1] == 'E') {
-        execution_state e;
-        if (decode_execution(value, e) && e.status == exec_status::running) ++t.running;
+        exec_status status;
+        if (peek_execution_status(value, status) && status == exec_status::running) ++t.running;
       }
       return true;
     });
@@ -76,7 +136,11 @@ result<placement_survey> survey_placement(log& l, const std::vector<state_store*
     // A tenant whose range is here but that is not registered (R) is one being installed or a
     // leftover; only registered tenants live here.
     for (auto& [name, t] : here) {
-      if (!t.tenant.empty()) out.tenants.push_back(std::move(t));
+      if (t.tenant.empty()) continue;
+      if (auto it = recent.find(name); it != recent.end()) t.recent_events = it->second;
+      ++ps.tenants;
+      ps.running += t.running;
+      out.tenants.push_back(std::move(t));
     }
   }
   std::ranges::sort(out.tenants, {}, &tenant_load::tenant);
@@ -114,7 +178,8 @@ result<scale_plan> plan_scale(const placement_survey& survey, uint32_t partition
     tenants.push_back({&t, at});
     plan.load_after[at] += t.weight();
   }
-  auto move = [&](placed& pl, uint32_t to) -> result<void> {
+  plan.window_ms = survey.window_ms;
+  auto move = [&](placed& pl, uint32_t to, std::string why) -> result<void> {
     if (plan.moves.size() >= scale_moves_max) {
       return fail(errc::too_large, fmt::format("the plan needs more than scale_moves_max ({}) "
                                                "moves; scale in steps",
@@ -122,14 +187,17 @@ result<scale_plan> plan_scale(const placement_survey& survey, uint32_t partition
     }
     plan.load_after[pl.at] -= pl.t->weight();
     plan.load_after[to] += pl.t->weight();
-    plan.moves.push_back({pl.t->tenant, pl.at, to, pl.t->weight()});
+    plan.moves.push_back({pl.t->tenant, pl.at, to, pl.t->weight(), std::move(why)});
     pl.at = to;
     return {};
   };
+  std::vector<bool> isolated(plan.partitions, false);  // holds a hot tenant alone
+  // The least loaded active partition that is not isolated (target if there is none).
   auto least_loaded = [&] {
-    uint32_t best = 0;
-    for (uint32_t p = 1; p < target; ++p) {
-      if (plan.load_after[p] < plan.load_after[best]) best = p;
+    uint32_t best = target;
+    for (uint32_t p = 0; p < target; ++p) {
+      if (isolated[p]) continue;
+      if (best == target || plan.load_after[p] < plan.load_after[best]) best = p;
     }
     return best;
   };
@@ -140,15 +208,61 @@ result<scale_plan> plan_scale(const placement_survey& survey, uint32_t partition
   // Every tenant off the partitions that will not take tenants.
   for (placed& pl : tenants) {
     if (pl.at < target) continue;
-    if (auto r = move(pl, least_loaded()); !r) return std::unexpected(r.error());
+    if (auto r = move(pl, least_loaded(), fmt::format("partition {} retired", pl.at)); !r) {
+      return std::unexpected(r.error());
+    }
+  }
+  // A tenant at least as heavy as the fair share needs a partition of its own: the others on
+  // its partition only add to the hottest partition's load. Heaviest first; isolation stops
+  // when a single partition would be left for everyone else.
+  uint64_t total = 0;
+  for (const placed& pl : tenants) total += pl.t->weight();
+  const uint64_t fair = target > 0 ? total / target : total;
+  uint32_t isolated_count = 0;
+  for (placed& hot : tenants) {
+    if (target < 2 || hot.t->weight() < fair || hot.t->weight() <= 1) break;
+    if (isolated_count + 1 >= target) break;
+    auto sharing = [&](uint32_t p) {
+      size_t n = 0;
+      for (const placed& pl : tenants) n += pl.at == p && &pl != &hot;
+      return n;
+    };
+    std::string why = fmt::format("isolate hot tenant {} (weight {}, fair share {})", hot.t->tenant,
+                                  hot.t->weight(), fair);
+    if (isolated[hot.at] || sharing(hot.at) > 0) {
+      // An empty active partition takes it in one move; else the others leave its partition
+      // (unless it shares one with a hotter isolated tenant: then it has to go).
+      uint32_t empty = target;
+      for (uint32_t p = 0; p < target && empty == target; ++p) {
+        if (!isolated[p] && sharing(p) == 0 && p != hot.at) empty = p;
+      }
+      if (empty != target) {
+        if (auto r = move(hot, empty, why); !r) return std::unexpected(r.error());
+      } else if (isolated[hot.at]) {
+        continue;  // no room: it stays where it is and is balanced like the others
+      } else {
+        isolated[hot.at] = true;  // least_loaded() skips it from here on
+        for (placed& pl : tenants) {
+          if (&pl == &hot || pl.at != hot.at) continue;
+          const uint32_t to = least_loaded();
+          if (to == target) break;
+          if (auto r = move(pl, to, why); !r) return std::unexpected(r.error());
+        }
+      }
+    }
+    isolated[hot.at] = true;
+    ++isolated_count;
+    plan.isolated.emplace_back(hot.t->tenant, hot.at);
   }
   // Balance: the heaviest tenant of the most loaded partition that lowers the larger load.
   for (;;) {
-    uint32_t hot = 0;
-    for (uint32_t p = 1; p < target; ++p) {
-      if (plan.load_after[p] > plan.load_after[hot]) hot = p;
+    uint32_t hot = target;
+    for (uint32_t p = 0; p < target; ++p) {
+      if (isolated[p]) continue;
+      if (hot == target || plan.load_after[p] > plan.load_after[hot]) hot = p;
     }
     const uint32_t cold = least_loaded();
+    if (hot == target || hot == cold) break;
     placed* best = nullptr;
     for (placed& pl : tenants) {
       if (pl.at != hot) continue;
@@ -158,8 +272,10 @@ result<scale_plan> plan_scale(const placement_survey& survey, uint32_t partition
         break;  // heaviest first
       }
     }
-    if (!best || hot == cold) break;
-    if (auto r = move(*best, cold); !r) return std::unexpected(r.error());
+    if (!best) break;
+    const std::string why = fmt::format("balance: partition {} load {} -> partition {} load {}",
+                                        hot, plan.load_after[hot], cold, plan.load_after[cold]);
+    if (auto r = move(*best, cold, why); !r) return std::unexpected(r.error());
   }
   return plan;
 }
@@ -181,10 +297,19 @@ std::string format_plan(const scale_plan& plan) {
     out += fmt::format("{:>9} {:>12} {:>12}{}\n", p, before, plan.load_after[p],
                        std::ranges::find(plan.retired, p) != plan.retired.end() ? "  retired" : "");
   }
-  for (const planned_move& m : plan.moves) {
-    out += fmt::format("move {} {} -> {} (weight {})\n", m.tenant, m.from, m.to, m.weight);
+  for (const auto& [tenant, p] : plan.isolated) {
+    out += fmt::format("isolated: {} alone on partition {}\n", tenant, p);
   }
-  out += "load: running executions + 1 per tenant\n";
+  for (const planned_move& m : plan.moves) {
+    out +=
+        fmt::format("move {} {} -> {} (weight {}): {}\n", m.tenant, m.from, m.to, m.weight, m.why);
+  }
+  out += plan.window_ms > 0
+             ? fmt::format(
+                   "load: running executions + 1 + events in the {} s before the log's "
+                   "newest event, per tenant\n",
+                   plan.window_ms / 1000)
+             : std::string("load: running executions + 1 per tenant\n");
   return out;
 }
 

@@ -588,6 +588,7 @@ void apply_record(orchestrator_state& s, record_position where, std::string_view
   const hash256 hash = sha256(bytes);
   const std::string_view tenant = sv(env->tenant_id());
   const std::string_view id = sv(env->execution_id());
+  s.note_event(tenant, env->timestamp_ms(), env->payload_type() == fbs::Payload::ExecutionStarted);
 
   if (env->payload_type() == fbs::Payload::TenantStateInstalled) {
     // Carries state into the tenant's range; not chained (the chain continues with the

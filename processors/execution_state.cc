@@ -226,6 +226,19 @@ std::string encode_execution(const execution_state& e) {
   return out;
 }
 
+bool peek_execution_status(std::string_view bytes, exec_status& out) {
+  reader r(bytes);
+  uint8_t format = 0, status = 0;
+  std::string tenant, id, workflow;
+  uint32_t version = 0;
+  if (!r.num(format) || format < execution_format || format > execution_format_links ||
+      !r.str(tenant) || !r.str(id) || !r.str(workflow) || !r.num(version) || !r.num(status)) {
+    return false;
+  }
+  out = static_cast<exec_status>(status);
+  return true;
+}
+
 bool decode_execution(std::string_view bytes, execution_state& e) {
   reader r(bytes);
   uint8_t format = 0, status = 0;

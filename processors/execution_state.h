@@ -124,6 +124,9 @@ struct execution_state {
 
 std::string encode_execution(const execution_state& e);
 bool decode_execution(std::string_view bytes, execution_state& out);
+// The status alone, from the head of an encoded execution (no steps or input decoded): false if
+// the head is malformed.
+bool peek_execution_status(std::string_view bytes, exec_status& out);
 
 // A signal held for an execution id the partition does not know yet (SignalHeld), until its
 // start arrives or its hold window ends (processors/README.md, Signals before their start).

@@ -2146,7 +2146,7 @@ result<void> orchestrator::open(state_store& store, uint32_t) {
   // the timers, not a read of every running execution.
   auto r = _state->open(store);
   _published_next_timer.store(next_timer_ms());
-  publish_spend();
+  publish_views();
   return r;
 }
 
@@ -2330,6 +2330,7 @@ void orchestrator::process(const input& in, batch_context& ctx) {
     _probe.deadletters.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  _state->note_input(sv(env->tenant_id()), ctx.now_ms());
   // A record id refused at the door (ids::record_id_problem) is not carried on as the cause:
   // the rejection names the command by its position instead.
   const std::string_view record_id = sv(env->record_id());
@@ -2388,22 +2389,13 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
 void orchestrator::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
   _state->flush(out, event_offsets);
   _published_next_timer.store(next_timer_ms());
-  publish_spend();
+  publish_views();
 }
 
-// Copies the entries that changed (few per batch: a usage or a policy) under the lock.
-void orchestrator::publish_spend() {
-  const std::set<std::string> changed = _state->take_ai_spend_changes();
-  if (changed.empty()) return;
-  const auto& all = _state->ai_spend_all();
-  std::lock_guard lock(_spend_mu);
-  for (const std::string& tenant : changed) {
-    if (auto it = all.find(tenant); it != all.end()) {
-      _spend_published.insert_or_assign(tenant, it->second);
-    } else {
-      _spend_published.erase(tenant);
-    }
-  }
+// Copies the entries that changed (few per batch: a usage, a policy, the tenants decided for).
+void orchestrator::publish_views() {
+  _spend_published.publish(_state->take_ai_spend_changes(), _state->ai_spend_all());
+  _load_published.publish(_state->take_activity_changes(), _state->activity_all());
 }
 
 double ai_spend_sample::budget_used() const {
@@ -2420,29 +2412,48 @@ double ai_spend_sample::budget_used() const {
 std::vector<ai_spend_sample> orchestrator::ai_spend_top(int64_t now_ms, size_t k) const {
   const std::string day = utc_day(now_ms), month = utc_month(now_ms);
   std::vector<ai_spend_sample> out;
-  {
-    std::lock_guard lock(_spend_mu);
-    out.reserve(_spend_published.size());
-    for (const auto& [tenant, s] : _spend_published) {
-      out.push_back({tenant, s.day == day ? s.day_spent_micros : 0,
-                     s.month == month ? s.month_spent_micros : 0, s.day_budget_micros,
-                     s.month_budget_micros});
-    }
-  }
-  auto nearer = [](const ai_spend_sample& a, const ai_spend_sample& b) {
+  out.reserve(_spend_published.size());
+  _spend_published.for_each([&](const std::string& tenant, const tenant_ai_spend& s) {
+    out.push_back({tenant, s.day == day ? s.day_spent_micros : 0,
+                   s.month == month ? s.month_spent_micros : 0, s.day_budget_micros,
+                   s.month_budget_micros});
+  });
+  top_k(out, k, [](const ai_spend_sample& a, const ai_spend_sample& b) {
     const double ua = a.budget_used(), ub = b.budget_used();
     if (ua != ub) return ua > ub;
     if (a.month_spent_micros != b.month_spent_micros) {
       return a.month_spent_micros > b.month_spent_micros;
     }
     return a.tenant < b.tenant;  // a stable choice between equals, scrape after scrape
+  });
+  return out;
+}
+
+partition_load orchestrator::tenant_load_top(int64_t now_ms, size_t k) const {
+  std::vector<tenant_load_sample> all;
+  all.reserve(_load_published.size());
+  _load_published.for_each([&](const std::string& tenant, const tenant_activity& a) {
+    all.push_back({tenant, a.inputs, a.events, a.running, a.recent(now_ms)});
+  });
+  partition_load out;
+  // Ranked in full only up to k: the others are summed whatever their order.
+  auto busier = [](const tenant_load_sample& a, const tenant_load_sample& b) {
+    if (a.recent != b.recent) return a.recent > b.recent;
+    if (a.running != b.running) return a.running > b.running;
+    return a.tenant < b.tenant;
   };
-  if (out.size() > k) {
-    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), nearer);
-    out.resize(k);
-  } else {
-    std::sort(out.begin(), out.end(), nearer);
+  const size_t kept = std::min(k, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(kept), all.end(),
+                    busier);
+  for (size_t i = kept; i < all.size(); ++i) {
+    out.others.inputs += all[i].inputs;
+    out.others.events += all[i].events;
+    out.others.running += all[i].running;
+    out.others.recent += all[i].recent;
   }
+  out.other_tenants = all.size() - kept;
+  all.resize(kept);
+  out.busiest = std::move(all);
   return out;
 }
 

@@ -13,6 +13,7 @@
 
 #include "engine/partition_runtime.h"
 #include "engine/record.h"
+#include "processors/tenant_load.h"
 #include "processors/tenant_policy.h"
 
 namespace auterity {
@@ -60,6 +61,20 @@ struct ai_spend_sample {
   double budget_used() const;
 };
 
+// One tenant's load on the partition as exported on /metrics (processors/tenant_load.h).
+struct tenant_load_sample {
+  std::string tenant;
+  uint64_t inputs = 0;  // counters since the partition was opened
+  uint64_t events = 0;
+  uint64_t running = 0;  // running executions now
+  uint64_t recent = 0;   // inputs + events in the last tenant_load_window_ms
+};
+struct partition_load {
+  std::vector<tenant_load_sample> busiest;  // the k busiest, busiest first
+  tenant_load_sample others;                // the sums of every other tenant seen here
+  size_t other_tenants = 0;                 // how many tenants `others` sums
+};
+
 class orchestrator final : public partition_processor {
  public:
   explicit orchestrator(orchestrator_options options);
@@ -82,6 +97,12 @@ class orchestrator final : public partition_processor {
   // any thread. O(tenants with spend or a budget).
   std::vector<ai_spend_sample> ai_spend_top(int64_t now_ms, size_t k) const;
 
+  // The `k` busiest tenants of this partition — most inputs + events over the last
+  // tenant_load_window_ms, then most running executions, then by name — and the sums of all
+  // the others, from the state's load counts as of the last flush (tenant_load.h); safe to call
+  // from any thread. O(tenants seen here).
+  partition_load tenant_load_top(int64_t now_ms, size_t k) const;
+
   // next_timer_ms() as of the last flush, safe to read from any thread.
   int64_t published_next_timer_ms() const { return _published_next_timer.load(); }
 
@@ -102,10 +123,11 @@ class orchestrator final : public partition_processor {
   std::unique_ptr<orchestrator_state> _state;
   orchestrator_probe _probe;
   std::atomic<int64_t> _published_next_timer{INT64_MAX};
-  // The state's AI spend entries as of the last flush, for ai_spend_top().
-  mutable std::mutex _spend_mu;
-  std::unordered_map<std::string, tenant_ai_spend> _spend_published;  // guarded by _spend_mu
-  void publish_spend();
+  // The state's AI spend entries and load counts as of the last flush, for ai_spend_top() and
+  // tenant_load_top().
+  published_by_tenant<tenant_ai_spend> _spend_published;
+  published_by_tenant<tenant_activity> _load_published;
+  void publish_views();
   // The state of the tenant a MoveTenant input moves, read by prefetch (a barrier batch).
   struct move_export;
   std::unique_ptr<move_export> _export;

@@ -126,6 +126,10 @@ void orchestrator_state::drop_tenant(std::string_view tenant) {
   _pending.delete_range(keys::tenant_prefix(tenant), end);
   _pending.del(keys::tenant_registry(tenant));
   set_spend(tenant, {});
+  if (auto it = _activity.find(std::string(tenant)); it != _activity.end() && it->second.running) {
+    it->second.running = 0;
+    _activity_changed.emplace(tenant);
+  }
   erase_where(_installed, [&](const auto& kv) {
     return std::string_view(kv.first).starts_with(keys::tenant_prefix(tenant));
   });
@@ -205,6 +209,11 @@ void orchestrator_state::load_installed(std::string_view tenant) {
     _held[{std::string(tenant), std::move(execution)}].push_back(std::move(h));
   }
   vassert(load_spend(tenant).has_value(), "AI spend of moved-in tenant {} unreadable", tenant);
+<<<<<<< HEAD
+=======
+  activity(tenant).running = count_running(tenant);
+  _moved_in.emplace(tenant);
+>>>>>>> main
 }
 
 namespace {
@@ -323,8 +332,47 @@ result<void> orchestrator_state::open(state_store& store) {
         });
     if (!scanned) return scanned;
     if (auto held = load_held(tenant); !held) return held;
+    uint64_t running = 0;
+    auto counted = store.scan_prefix(
+        keys::execution(tenant, ""), [&](std::string_view, std::string_view value) {
+          exec_status status;
+          vassert(peek_execution_status(value, status), "malformed execution in state store");
+          if (status == exec_status::running) ++running;
+          return true;
+        });
+    if (!counted) return counted;
+    if (running) activity(tenant).running = running;
   }
   return {};
+}
+
+tenant_activity& orchestrator_state::activity(std::string_view tenant) {
+  auto [it, _] = _activity.try_emplace(std::string(tenant));
+  _activity_changed.insert(it->first);
+  return it->second;
+}
+
+uint64_t orchestrator_state::count_running(std::string_view tenant) {
+  uint64_t running = 0;
+  for (const auto& [key, value] : scan_seen(tenant, keys::execution(tenant, ""))) {
+    exec_status status;
+    vassert(peek_execution_status(value, status), "malformed execution in a moved tenant's state");
+    if (status == exec_status::running) ++running;
+  }
+  return running;
+}
+
+void orchestrator_state::note_input(std::string_view tenant, int64_t now_ms) {
+  tenant_activity& a = activity(tenant);
+  a.inputs++;
+  a.note_recent(now_ms, 1);
+}
+
+void orchestrator_state::note_event(std::string_view tenant, int64_t at_ms, bool started) {
+  tenant_activity& a = activity(tenant);
+  a.events++;
+  a.note_recent(at_ms, 1);
+  if (started) a.running++;
 }
 
 result<void> orchestrator_state::load_held(std::string_view tenant) {
@@ -709,6 +757,8 @@ void orchestrator_state::index_event(const execution_state& e, uint32_t seq,
 
 void orchestrator_state::on_ended(const execution_state& e) {
   _ended.insert(exec_key(e.tenant, e.id));
+  tenant_activity& a = activity(e.tenant);
+  if (a.running) a.running--;
 }
 
 void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {

@@ -19,6 +19,7 @@
 #include "processors/definition.h"
 #include "processors/execution_state.h"
 #include "processors/limits.h"
+#include "processors/tenant_load.h"
 #include "processors/tenant_policy.h"
 
 namespace auterity {
@@ -122,6 +123,17 @@ class orchestrator_state {
   // Tenants whose entry changed since the last call (erased: no entry now); emptied.
   std::set<std::string> take_ai_spend_changes() { return std::exchange(_spend_changed, {}); }
 
+  // The load of every tenant seen on this partition since open (tenant_load.h): running
+  // executions from the state (open() counts them, the appliers keep them: an execution
+  // started or ended, a tenant moved in or out), events as applied, inputs as decided. In
+  // memory only; nothing here reads the store while deciding. A tenant that moved away keeps
+  // its counters (running 0), so sums over tenants never go down.
+  const std::unordered_map<std::string, tenant_activity>& activity_all() const { return _activity; }
+  // Tenants whose entry changed since the last call; emptied.
+  std::set<std::string> take_activity_changes() { return std::exchange(_activity_changed, {}); }
+  // An input of the tenant read at `now_ms` (the orchestrator, for each decodable input).
+  void note_input(std::string_view tenant, int64_t now_ms);
+
   // Signals held for an execution id this partition does not know yet, in arrival order; null
   // if none. All held signals are in memory (open() loads them; limits::signals_held_* bound
   // them), so deciding never reads them from the store.
@@ -168,6 +180,9 @@ class orchestrator_state {
   void put_definition(std::string_view tenant, const definition& d);
   void index_event(const execution_state& e, uint32_t seq, record_position where);
   void on_ended(const execution_state& e);
+  // An event of the tenant applied (apply_record, live and replay); `started`: it started an
+  // execution.
+  void note_event(std::string_view tenant, int64_t at_ms, bool started);
   void put_policy(std::string_view tenant, uint32_t version, const tenant_policy& p);
   void put_value(const std::string& key, std::string value);
   void del_value(const std::string& key);
@@ -219,6 +234,12 @@ class orchestrator_state {
   std::unordered_map<std::string, std::optional<std::string>> _values;
   std::unordered_map<std::string, tenant_ai_spend> _spend;  // by tenant
   std::set<std::string> _spend_changed;
+  std::unordered_map<std::string, tenant_activity> _activity;  // by tenant
+  std::set<std::string> _activity_changed;
+  tenant_activity& activity(std::string_view tenant);
+  // The running executions stored under `prefix` as this batch sees them (scan_seen), or in the
+  // store when `tenant` is empty.
+  uint64_t count_running(std::string_view tenant);
   void set_spend(std::string_view tenant, tenant_ai_spend s);
   // The tenant's entry from its state as read() sees it (a moved-in tenant's installed keys).
   result<void> load_spend(std::string_view tenant);

@@ -87,11 +87,12 @@ bool ends_execution(fbs::Payload t) {
 result<std::unique_ptr<state_rebuilder>> state_rebuilder::open(const std::string& scratch_dir,
                                                                uint32_t partition,
                                                                uint32_t partitions,
-                                                               std::string tenant) {
+                                                               std::string tenant,
+                                                               const state_store_options& so) {
   std::error_code ec;
   std::filesystem::remove_all(scratch_dir, ec);
   if (ec) return fail(errc::io, fmt::format("cannot clear {}: {}", scratch_dir, ec.message()));
-  auto store = state_store::open(scratch_dir);
+  auto store = state_store::open(scratch_dir, so);
   if (!store) return std::unexpected(store.error());
   std::unique_ptr<state_rebuilder> r(new state_rebuilder());
   r->_dir = scratch_dir;

@@ -39,10 +39,12 @@ class state_rebuilder {
   // Opens a fresh scratch store in `scratch_dir` (emptied first). `partitions`: the log's
   // partition count (the orchestrator checks placement with it). `tenant`: apply only this
   // tenant's records (appliers only touch the record's own tenant's keys, so the result is
-  // that tenant's state exactly).
+  // that tenant's state exactly). `store`: the scratch store's options (the simulator's are
+  // small).
   static result<std::unique_ptr<state_rebuilder>> open(const std::string& scratch_dir,
                                                        uint32_t partition, uint32_t partitions,
-                                                       std::string tenant = {});
+                                                       std::string tenant = {},
+                                                       const state_store_options& store = {});
   ~state_rebuilder();
 
   // Applies one executions record (in offset order). `trusted` false: skip it (the chain check

@@ -233,8 +233,9 @@ result<verify_report> verify_log(log& l, std::span<state_store* const> stores,
 
 result<std::vector<std::string>> compare_with_replay(log& l, uint32_t partition,
                                                      const state_store& live,
-                                                     const std::string& scratch_dir) {
-  auto r = state_rebuilder::open(scratch_dir, partition, l.partition_count());
+                                                     const std::string& scratch_dir,
+                                                     const state_store_options& scratch) {
+  auto r = state_rebuilder::open(scratch_dir, partition, l.partition_count(), {}, scratch);
   if (!r) return std::unexpected(r.error());
   auto end = rebuild(l, partition, **r, rebuild_limit{live.checkpoint(), std::nullopt});
   if (!end) return std::unexpected(end.error());

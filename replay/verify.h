@@ -73,10 +73,11 @@ result<verify_report> verify_log(log& l, std::span<state_store* const> stores,
 // ---------------------------------------------------------------- one partition, as lines
 
 // Differences as readable lines; empty = equal. Replays up to the live store's checkpoint, so a
-// store that is behind the log compares fairly.
+// store that is behind the log compares fairly. `scratch`: options of the rebuilt store.
 result<std::vector<std::string>> compare_with_replay(log& l, uint32_t partition,
                                                      const state_store& live,
-                                                     const std::string& scratch_dir);
+                                                     const std::string& scratch_dir,
+                                                     const state_store_options& scratch = {});
 
 struct chain_report {
   uint64_t events = 0;
