@@ -209,11 +209,7 @@ void orchestrator_state::load_installed(std::string_view tenant) {
     _held[{std::string(tenant), std::move(execution)}].push_back(std::move(h));
   }
   vassert(load_spend(tenant).has_value(), "AI spend of moved-in tenant {} unreadable", tenant);
-<<<<<<< HEAD
-=======
   activity(tenant).running = count_running(tenant);
-  _moved_in.emplace(tenant);
->>>>>>> main
 }
 
 namespace {
