@@ -402,8 +402,8 @@ TEST_F(state_store_test, scan_prefix_ending_in_0xff_bytes_keeps_to_its_prefix) {
 }
 
 TEST_F(state_store_test, get_sorted_finds_what_get_finds_in_memtable_and_tables) {
-  // 3,000 keys, some deleted one by one and a range dropped; then asked for a sorted mix of
-  // neighbours (Next steps), far jumps (Seek), absent keys between and past the last one.
+  // 1,500 keys of 3,000 ids, some deleted one by one and a range dropped; then asked for a sorted
+  // mix of neighbours (Next steps), far jumps (Seek), absent keys between and past the last one.
   std::vector<std::string> asked;
   auto check = [&](const state_store& store, const char* where) {
     std::map<size_t, std::string> found;
@@ -419,7 +419,7 @@ TEST_F(state_store_test, get_sorted_finds_what_get_finds_in_memtable_and_tables)
       EXPECT_EQ(got, get(store, asked[i])) << where << ": " << asked[i];
       present += got.has_value();
     }
-    EXPECT_GT(present, 500u) << where;
+    EXPECT_GT(present, 50u) << where;  // ~220 asked, ~90 present
     EXPECT_LT(present, asked.size()) << where << ": absent keys must be asked too";
   };
   auto key = [](int i) { return tenant_key("acme", fmt::format("E{:05}", i)); };
