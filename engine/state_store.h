@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,15 @@ class state_store {
   ~state_store();
 
   result<std::optional<std::string>> get(std::string_view key) const;
+
+  // Reads many keys in one ordered pass: calls fn(i, value) for each keys[i] present, in order.
+  // `keys` must be sorted bytewise, without duplicates (asserted). For loading many keys at once
+  // (the executions of every timer when a partition opens): one iterator that steps or seeks
+  // forward reads each data block once and never consults the bloom filters, whereas a get() per
+  // key reads each SST's filter block, which a block cache smaller than the state evicts between
+  // reads (bench/README.md, "Scale of state").
+  result<void> get_sorted(std::span<const std::string> keys,
+                          const std::function<void(size_t i, std::string_view value)>& fn) const;
 
   // Calls fn for every key starting with `prefix`, in key order, until fn returns false.
   result<void> scan_prefix(

@@ -2141,17 +2141,10 @@ class orchestrator::deciding_scope {
 orchestrator::~orchestrator() = default;
 
 result<void> orchestrator::open(state_store& store, uint32_t) {
+  // Timers, held signals and placements come into memory; executions do not: fire_timers()
+  // loads a timer's execution when it comes due (design note 20), so a restore costs a scan of
+  // the timers, not a read of every running execution.
   auto r = _state->open(store);
-  // Executions with a timer are running: load them now (recovery may do IO), so firing their
-  // timers later never reads the store while deciding.
-  for (const timer_entry& t : _state->timers()) {
-    if (t.step == timer_entry::hold_window) continue;  // an id with no execution yet
-    if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
-      _state->find_definition(e->tenant, e->workflow, e->version);
-      _state->policy(e->tenant);
-      prefetch_family(*e);
-    }
-  }
   _published_next_timer.store(next_timer_ms());
   publish_views();
   return r;
@@ -2189,20 +2182,6 @@ bool orchestrator::barrier(const input& in) const {
 }
 
 void orchestrator::prefetch(std::span<const input> inputs) {
-  if (!_state->moved_in().empty()) {
-    // Tenants installed since (or by replay): load the executions their timers belong to, as
-    // open() does, so firing them reads nothing while deciding.
-    std::set<std::string> tenants = std::move(_state->moved_in());
-    _state->moved_in().clear();
-    for (const timer_entry& t : _state->timers()) {
-      if (t.step == timer_entry::hold_window || !tenants.contains(t.tenant)) continue;
-      if (execution_state* e = _state->find_execution(t.tenant, t.execution)) {
-        _state->find_definition(e->tenant, e->workflow, e->version);
-        _state->policy(e->tenant);
-        prefetch_family(*e);
-      }
-    }
-  }
   _export.reset();
   std::string converted, why;
   for (const input& in : inputs) {
@@ -2372,13 +2351,27 @@ int64_t orchestrator::next_timer_ms() const {
 }
 
 void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
-  // Prefetch for the timers due now: their executions are cached (open() and the appliers keep
-  // every execution with a timer), their tenants' counters may have been evicted.
+  // Prefetch for the timers due now: their executions (one ordered pass over the store for
+  // those not cached), definitions and families, and their tenants' policies and counters. A
+  // timer set while firing these is for an execution loaded here (or by its batch), and one that
+  // comes due meanwhile fires in a later batch, so deciding reads nothing.
   size_t due = 0;
+  std::vector<std::pair<std::string_view, std::string_view>> ids;  // views into _timers
   for (const timer_entry& t : _state->timers()) {
     if (t.due_ms > ctx.now_ms() || due++ >= max_timers) break;
     prefetch_tenant(t.tenant);
-    if (t.step == timer_entry::hold_window) _state->chain(t.tenant);  // HeldSignalsReleased
+    if (t.step == timer_entry::hold_window) {
+      _state->chain(t.tenant);  // HeldSignalsReleased
+    } else {
+      ids.emplace_back(t.tenant, t.execution);
+    }
+  }
+  _state->load_executions(ids);
+  for (const auto& [tenant, id] : ids) {
+    if (execution_state* e = _state->find_execution(tenant, id)) {
+      _state->find_definition(e->tenant, e->workflow, e->version);
+      prefetch_family(*e);
+    }
   }
   deciding_scope deciding(*_state);
   for (size_t fired = 0; fired < max_timers; ++fired) {

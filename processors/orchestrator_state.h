@@ -76,6 +76,12 @@ class orchestrator_state {
 
   // Cached lookups; load from the store on a miss (prefetch makes misses rare in decide).
   execution_state* find_execution(std::string_view tenant, std::string_view id);
+  // Puts the executions `ids` (tenant, execution id) in the cache, reading the ones it does not
+  // hold in one ordered pass over the store (state_store::get_sorted) rather than a point read
+  // each: fire_timers() loads the executions of the timers due with it. Only fills the cache
+  // (ids absent from the store are remembered as absent until the flush, as find_execution()
+  // does): find_execution() returns the same bytes either way.
+  void load_executions(std::vector<std::pair<std::string_view, std::string_view>> ids);
   const definition* find_definition(std::string_view tenant, std::string_view workflow,
                                     uint32_t version);  // version 0: latest
   bool tenant_known(std::string_view tenant);
@@ -150,9 +156,6 @@ class orchestrator_state {
     uint32_t running = 0;
   };
   result<tenant_export> export_tenant(std::string_view tenant, uint32_t partition);
-  // Tenants moved in whose running executions prefetch has not loaded yet (their timers may
-  // fire any time); the orchestrator empties it.
-  std::set<std::string>& moved_in() { return _moved_in; }
 
   // --- for appliers only ---
   void put_placement(std::string_view tenant, const placement_entry& p);
@@ -213,7 +216,6 @@ class orchestrator_state {
   std::map<std::pair<std::string, std::string>, std::vector<held_signal>> _held;  // tenant, id
   std::unordered_map<std::string, held_totals> _held_totals;     // by tenant; absent: none
   std::unordered_map<std::string, placement_entry> _placements;  // by tenant
-  std::set<std::string> _moved_in;
   // Keys a move installed in this batch (also in _pending): read() sees them before the store
   // has them, so a batch or a replay run that installs a tenant can decide or apply for it.
   std::map<std::string, std::string, std::less<>> _installed;

@@ -401,6 +401,54 @@ TEST_F(state_store_test, scan_prefix_ending_in_0xff_bytes_keeps_to_its_prefix) {
   EXPECT_EQ(scan_prefix(*store, "T\xff\xff"s), key_values({{"T\xff\xff\x01"s, "v"}}));
 }
 
+TEST_F(state_store_test, get_sorted_finds_what_get_finds_in_memtable_and_tables) {
+  // 1,500 keys of 3,000 ids, some deleted one by one and a range dropped; then asked for a sorted
+  // mix of neighbours (Next steps), far jumps (Seek), absent keys between and past the last one.
+  std::vector<std::string> asked;
+  auto check = [&](const state_store& store, const char* where) {
+    std::map<size_t, std::string> found;
+    auto read = store.get_sorted(asked, [&](size_t i, std::string_view v) {
+      EXPECT_TRUE(found.emplace(i, std::string(v)).second) << where << ": key " << i << " twice";
+    });
+    ASSERT_TRUE(ok(read)) << where;
+    size_t present = 0;
+    for (size_t i = 0; i < asked.size(); ++i) {
+      auto it = found.find(i);
+      const std::optional<std::string> got =
+          it == found.end() ? std::nullopt : std::optional<std::string>(it->second);
+      EXPECT_EQ(got, get(store, asked[i])) << where << ": " << asked[i];
+      present += got.has_value();
+    }
+    EXPECT_GT(present, 50u) << where;  // ~220 asked, ~90 present
+    EXPECT_LT(present, asked.size()) << where << ": absent keys must be asked too";
+  };
+  auto key = [](int i) { return tenant_key("acme", fmt::format("E{:05}", i)); };
+  {
+    auto store = open_or_fail(_dir);
+    ASSERT_TRUE(store);
+    state_batch batch;
+    for (int i = 0; i < 3000; i += 2) batch.put(key(i), fmt::format("v{}", i));  // odd: absent
+    for (int i = 0; i < 3000; i += 10) batch.del(key(i));
+    batch.put(tenant_key("acme2", "E1"), "other tenant");
+    ASSERT_TRUE(ok(store->write(batch, 1)));
+    ASSERT_TRUE(ok(store->delete_range(key(1000), key(1200))));
+    std::mt19937 rng(7);
+    for (int i = 0; i < 3100;) {
+      asked.push_back(key(i));
+      i += (rng() % 8 == 0) ? 1 + static_cast<int>(rng() % 200) : 1 + static_cast<int>(rng() % 3);
+    }
+    asked.push_back(tenant_key("acme2", "E1"));
+    asked.push_back(tenant_key("zeta", "E1"));  // past the last key
+    check(*store, "memtable");
+  }
+  auto store = open_or_fail(_dir);  // reopened: the WAL replayed and flushed to a table
+  ASSERT_TRUE(store);
+  check(*store, "after reopen");
+  bool called = false;
+  ASSERT_TRUE(ok(store->get_sorted({}, [&](size_t, std::string_view) { called = true; })));
+  EXPECT_FALSE(called);
+}
+
 TEST_F(state_store_test, delete_range_drops_one_tenant_and_keeps_the_others) {
   {
     auto store = open_or_fail(_dir);
