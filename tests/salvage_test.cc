@@ -20,6 +20,7 @@
 #include "engine/record.h"
 #include "node/node.h"
 #include "replay/tests/history_file.h"
+#include "tests/plain_http.h"
 
 namespace auterity::testing {
 namespace {
@@ -54,24 +55,7 @@ outcome run_cli(const std::string& args, const std::string& err_file) {
   return o;
 }
 
-std::string http_get(uint16_t port, std::string_view path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = fmt::format("GET {} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (::write(fd, request.data(), request.size()) == ssize_t(request.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, size_t(n));
-    }
-  }
-  ::close(fd);
-  return response;
-}
+using testing::http_get;
 
 constexpr std::string_view workflow = R"({"workflow":"two","version":1,"steps":[
   {"id":"a","kind":"task","action":"transform","input":{"text":"hello {{input.name}}"}},
