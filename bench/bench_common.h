@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -37,7 +38,11 @@ extern uint32_t fanout_items;
 extern std::atomic<bool> interrupted;
 void on_signal(int);
 
-int64_t now_ns();                  // steady clock
+int64_t now_ns();  // steady clock
+// Milliseconds of the steady clock since t.
+inline double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
 double ratio(double a, double b);  // a / b, 0 if b is not positive
 std::string first_line(const std::filesystem::path& p);
 // user + nice + system + irq + softirq + steal of the "cpu" line of /proc/stat (USER_HZ ticks):

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_common.h"
 #include "engine/clock.h"
 #include "engine/record.h"
 #include "node/node.h"
@@ -25,10 +26,7 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 using steady = std::chrono::steady_clock;
-
-double ms_since(steady::time_point t) {
-  return std::chrono::duration<double, std::milli>(steady::now() - t).count();
-}
+using bench::ms_since;
 
 bool has_event(log& l, uint32_t p, fbs::Payload type) {
   auto end = l.end_offset(stream::executions, p);

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_common.h"
 #include "engine/clock.h"
 #include "engine/record.h"
 #include "node/node.h"
@@ -27,10 +28,7 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 using steady = std::chrono::steady_clock;
-
-double ms_since(steady::time_point t) {
-  return std::chrono::duration<double, std::milli>(steady::now() - t).count();
-}
+using bench::ms_since;
 
 std::unique_ptr<node> open_node(const std::string& dir, uint32_t partitions, bool fsync,
                                 manual_clock& clk) {
