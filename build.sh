@@ -24,6 +24,8 @@ test_packages() {
   packages+=(python3 python3-aiosmtpd python3-flatbuffers python3-confluent-kafka openssl)
   # The ops tests: a real Prometheus (and promtool) checks the dashboard and alert rules.
   packages+=(prometheus python3-yaml)
+  # The secured-Kafka test reads through the gateway's HTTP API with curl.
+  packages+=(curl)
   # The API's contract test installs schemathesis from PyPI into a venv (api/README.md).
   packages+=(python3-venv)
   # The fuzz tests (tests/fuzz/): clang with libFuzzer and the sanitizers' runtimes, and
