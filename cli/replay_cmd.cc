@@ -670,6 +670,7 @@ CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
                   "anchor, however consistently, is reported. Repeat it for the files of "
                   "several instances (Kafka): they are checked together")
       ->expected(1)
+      ->take_all()  // one file per occurrence, every occurrence kept
       ->type_name("FILE");
   v.push_back(text_option(cmd, "--anchor-public-key", f.anchor_public_key,
                           "The anchors' Ed25519 key (PEM), by reference: file:/path or env:NAME",
