@@ -33,8 +33,9 @@ void add_anchor_flags(CLI::App* run, anchor_flags& f) {
                   "--kafka: of the partitions this instance owns, into its own file. Default: no "
                   "anchors");
   run->add_option("--anchor-interval-s", f.interval_s,
-                  "Seconds between two anchors (one is also written at start, at every clean "
-                  "shutdown and, with --kafka, when the instance is assigned partitions)")
+                  "Seconds between two anchors (one is also written at every clean shutdown, "
+                  "at start on the embedded log and, with --kafka, when the instance is "
+                  "assigned partitions)")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
   run->add_option("--anchors-file", f.file,

@@ -757,11 +757,13 @@ TEST_F(kafka_engine, anchors_catch_a_consistent_rewrite_of_a_kafka_history) {
   };
   const std::string a_prefix = prefix, b_prefix = prefix + "b-";
   run_history(1000, a);
+  if (HasFatalFailure()) return;
   catalog_options c;
   c.partitions = partitions;
   c.prefix = prefix = b_prefix;
   ASSERT_TRUE(apply_catalog(cluster->bootstrap(), default_catalog(c)).has_value());
   run_history(1001, b);
+  if (HasFatalFailure()) return;
   const std::string a_anchors = a + "/anchors/anchors.jsonl";
   const std::string b_anchors = b + "/anchors/anchors.jsonl";
   // The instance owned both partitions: every anchor it wrote holds one or both, and its last
