@@ -68,9 +68,9 @@ result<run_anchors> open_run_anchors(const anchor_flags& f, log& l, const std::s
     fmt::print(stderr, "auterity: anchors: no anchors file {} yet: nothing to verify on start\n",
                o.path);
   } else if (f.verify_on_start) {
-    fmt::print(stderr, "auterity: anchors: the log matches every anchor in {}{}\n", o.path,
-               owned ? " (every partition the file anchors, checked before joining the group)"
-                     : "");
+    fmt::print(
+        stderr, "auterity: anchors: the log matches every anchor in {}{}\n", o.path,
+        owned ? " (every partition the file anchors, checked before joining the group)" : "");
   }
   return run_anchors(std::move(*w), std::move(owned), f.interval_s);
 }
@@ -106,8 +106,7 @@ void run_anchors::tick() {
     _last_owned_check = now;
     std::vector<uint32_t> owned = _owned();
     const bool gained = std::any_of(owned.begin(), owned.end(), [&](uint32_t p) {
-      return std::find(_anchored_owned.begin(), _anchored_owned.end(), p) ==
-             _anchored_owned.end();
+      return std::find(_anchored_owned.begin(), _anchored_owned.end(), p) == _anchored_owned.end();
     });
     _anchored_owned = owned;
     if (gained) {

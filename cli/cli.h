@@ -92,8 +92,8 @@ class run_anchors {
  public:
   // `owned`: the partitions the instance owns now (node::owned_partitions), or empty: every
   // partition (the embedded log).
-  run_anchors(std::unique_ptr<anchor_writer> writer,
-              std::function<std::vector<uint32_t>()> owned, int interval_s);
+  run_anchors(std::unique_ptr<anchor_writer> writer, std::function<std::vector<uint32_t>()> owned,
+              int interval_s);
   run_anchors() = default;
   bool enabled() const { return _writer != nullptr; }
   void at_start();

@@ -266,16 +266,15 @@ result<anchor_check> verify_anchors(log& l, const std::vector<anchor_line>& line
       continue;
     }
     if (!line.signature_ok) {
-      c.problems.push_back(
-          fmt::format("{}: BAD SIGNATURE: not signed with the given key (key {})", where(line),
-                      line.value->key));
+      c.problems.push_back(fmt::format("{}: BAD SIGNATURE: not signed with the given key (key {})",
+                                       where(line), line.value->key));
       continue;
     }
     ++c.anchors;
     auto [t, first] = last_time.try_emplace(line.file, line.value->time_ms);
     if (!first && line.value->time_ms < t->second) {
-      c.problems.push_back(fmt::format(
-          "{}: OUT OF ORDER: its time is before the previous anchor's", where(line)));
+      c.problems.push_back(
+          fmt::format("{}: OUT OF ORDER: its time is before the previous anchor's", where(line)));
     }
     t->second = std::max(t->second, line.value->time_ms);
     for (const partition_head& h : line.value->partitions) {

@@ -543,10 +543,10 @@ pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const s
                    const std::string& instance = "engine", const std::string& fault = "",
                    const std::vector<std::string>& extra = {}) {
   fs::create_directories(dir);
-  std::vector<std::string> args = {AUTERITY_BIN, "run",       "--kafka",      bootstrap,
-                                   "--topic-prefix", prefix,  "--data",       dir,
-                                   "--instance",     instance, "--until-quiet", "--stats-interval-s",
-                                   "0"};
+  std::vector<std::string> args = {
+      AUTERITY_BIN, "run", "--kafka",    bootstrap, "--topic-prefix", prefix,
+      "--data",     dir,   "--instance", instance,  "--until-quiet",  "--stats-interval-s",
+      "0"};
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -709,12 +709,13 @@ void make_anchor_key(const std::string& keys) {
 }
 
 // `auterity replay verify --chains` of the topics under `prefix` against anchor files; stderr too.
-testing::command_outcome verify_with_anchors(const std::string& bootstrap, const std::string& prefix,
-                                             const std::string& data, const std::string& keys,
+testing::command_outcome verify_with_anchors(const std::string& bootstrap,
+                                             const std::string& prefix, const std::string& data,
+                                             const std::string& keys,
                                              const std::vector<std::string>& anchors) {
-  std::string cmd =
-      fmt::format("'{}' replay verify --kafka {} --topic-prefix {} --data {} --chains --no-progress",
-                  AUTERITY_BIN, bootstrap, prefix, data);
+  std::string cmd = fmt::format(
+      "'{}' replay verify --kafka {} --topic-prefix {} --data {} --chains --no-progress",
+      AUTERITY_BIN, bootstrap, prefix, data);
   if (!anchors.empty()) cmd += fmt::format(" --anchor-public-key file:{}/pub.pem", keys);
   for (const std::string& f : anchors) cmd += " --anchors " + f;
   return testing::run_command(cmd + " 2>&1");
@@ -786,29 +787,28 @@ TEST_F(kafka_engine, anchors_catch_a_consistent_rewrite_of_a_kafka_history) {
   for (uint32_t p = 0; p < partitions; ++p) {
     const bool used =
         p == tenant_partition("acme", partitions) || p == tenant_partition("bayside", partitions);
-    EXPECT_EQ(o.out.find(fmt::format("partition {}: REWRITTEN: executions [0, ", p)) !=
-                  std::string::npos,
-              used)
+    EXPECT_EQ(
+        o.out.find(fmt::format("partition {}: REWRITTEN: executions [0, ", p)) != std::string::npos,
+        used)
         << o.out;
   }
   EXPECT_NE(o.out.find("a record at an offset in ["), std::string::npos) << o.out;
 
   // An engine started on the second history with the first one's anchors refuses to decide.
   const std::string fresh = dir + "/fresh";
-  const int refused = wait_exit(
-      spawn_engine(fresh, cluster->bootstrap(), b_prefix, "checker", "",
-                   {"--anchor-key", "file:" + keys + "/key.pem", "--anchors-file", a_anchors,
-                    "--verify-on-start"}),
-      120);
+  const int refused = wait_exit(spawn_engine(fresh, cluster->bootstrap(), b_prefix, "checker", "",
+                                             {"--anchor-key", "file:" + keys + "/key.pem",
+                                              "--anchors-file", a_anchors, "--verify-on-start"}),
+                                120);
   EXPECT_TRUE(refused >= 0 && WIFEXITED(refused) && WEXITSTATUS(refused) == 4) << refused;
   EXPECT_NE(read_text(fresh + "/engine.log").find("REWRITTEN"), std::string::npos)
       << read_text(fresh + "/engine.log");
   // On its own history it starts, finds nothing to do and anchors again.
   const size_t a_lines = lines.size();
-  const int accepted = wait_exit(
-      spawn_engine(a, cluster->bootstrap(), a_prefix, "engine", "",
-                   {"--anchor-key", "file:" + keys + "/key.pem", "--verify-on-start"}),
-      120);
+  const int accepted =
+      wait_exit(spawn_engine(a, cluster->bootstrap(), a_prefix, "engine", "",
+                             {"--anchor-key", "file:" + keys + "/key.pem", "--verify-on-start"}),
+                120);
   EXPECT_TRUE(exited_ok(accepted)) << read_text(a + "/engine.log");
   EXPECT_NE(read_text(a + "/engine.log").find("the log matches every anchor"), std::string::npos);
   EXPECT_GT(anchored_partitions(a_anchors).size(), a_lines);
@@ -855,8 +855,8 @@ TEST_F(kafka_engine, anchors_of_two_instances_verify_together_across_a_handover)
     ASSERT_TRUE((*n)->submit(other, client::publish_definition({other, "", "pub", 0}, workflow)));
     for (int i = 0; i < 100; ++i) {
       const std::string id = fmt::format("o{}", i);
-      ASSERT_TRUE((*n)->submit(other, client::start_execution({other, id, id, 0}, "lead", 0,
-                                                              json{{"n", i}}.dump())));
+      ASSERT_TRUE((*n)->submit(
+          other, client::start_execution({other, id, id, 0}, "lead", 0, json{{"n", i}}.dump())));
       ids.emplace_back(other, id);
     }
   }
@@ -883,7 +883,8 @@ TEST_F(kafka_engine, anchors_of_two_instances_verify_together_across_a_handover)
     status = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring), 180);
   }
   ASSERT_TRUE(exited_ok(status)) << read_text(b + "/engine.log");
-  const int last = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring), 180);
+  const int last =
+      wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring), 180);
   ASSERT_TRUE(exited_ok(last)) << read_text(b + "/engine.log");
   verify(b, ids);
 
