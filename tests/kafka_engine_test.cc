@@ -691,6 +691,7 @@ TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
   }
+  if (!held) wait_exit(pid, 0);  // killed: no child outlives the test
   ASSERT_TRUE(held) << "no committer was held; log: " << dir << "/engine.log";
   int status = 0;
   bool ended = false;
