@@ -24,7 +24,8 @@
 //
 // Where the engine's transactions spend their time is printed beside (kafka_commit_probe: queue,
 // produce, send offsets, flush, EndTxn); --producers 1 runs the engine's log on one
-// transactional producer (the layout before 2026-12-07) for alternating comparisons.
+// transactional producer (the layout before 2026-12-07), --committers 1 on one committer for
+// all partitions (before docs/pipelined-transactions.md step 1), for alternating comparisons.
 //
 // The program starts its own broker (tests/kafka/broker.sh, stopped at the end and also if
 // this process dies), creates the topics with a unique prefix and stops by itself. Results and
@@ -99,6 +100,7 @@ struct bench_flags {
   std::string dir;          // parent of the temporary state directory
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
   int producers = kafka_log_options{}.transactional_producers;  // the engine log's
+  int committers = kafka_log_options{}.committers;              // the engine log's
   // librdkafka settings over the engine's: producers (engine and raw), consumers (engine)
   std::map<std::string, std::string> producer_set, consumer_set;
   bool keep_state = false;  // leave the engine's state directory behind
@@ -817,13 +819,13 @@ std::string cpu_model() {
 void print_header(const bench_flags& f, const broker_cluster& b) {
   fmt::print(
       "kafka_bench: {} partitions, {} x {} steps in flight (executions {}), acker {}, "
-      "commit interval {} ms, orchestrator batch {}, ack batch {}, {} transactional "
-      "producer(s)\n",
+      "commit interval {} ms, orchestrator batch {}, ack batch {}, {} committer(s) with {} "
+      "transactional producer(s) each\n",
       f.partitions, f.in_flight, f.steps,
       f.executions == executions_unbounded ? std::string("unbounded")
                                            : std::to_string(f.executions),
       f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max,
-      f.producers);
+      f.committers, f.producers);
   fmt::print(
       "  machine: {} cores, {}; broker: {} node(s), {}, started in {:.1f} s; "
       "librdkafka {}\n",
@@ -906,7 +908,8 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
   const double all = r.window_s * std::thread::hardware_concurrency();
   fmt::print(
       R"({{"bench":"kafka","nodes":{},"partitions":{},"in_flight":{},"steps":{},"acker":"{}",)"
-      R"("commit_interval_ms":{},"batch":{},"producers":{},"transitions_per_s":{:.0f},)"
+      R"("commit_interval_ms":{},"batch":{},"producers":{},"committers":{},)"
+      R"("transitions_per_s":{:.0f},)"
       R"("window_s":{:.2f},)"
       R"("latency_ms":{{"p50":{:.2f},"p90":{:.2f},"p99":{:.2f},"max":{:.2f}}},)"
       R"("commits_per_s":{:.1f},"records_per_commit":{:.1f},"commit_ms":{:.2f},)"
@@ -915,7 +918,7 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
       R"("cpu_share":{{"engine":{:.3f},"broker":{:.3f},"others":{:.3f}}},"raw":[{}]}})"
       "\n",
       f.nodes, f.partitions, f.in_flight, f.steps, f.acker, f.commit_interval_ms,
-      f.orchestrator_batch_records_max, f.producers, r.transitions_per_s, r.window_s,
+      f.orchestrator_batch_records_max, f.producers, f.committers, r.transitions_per_s, r.window_s,
       r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms,
       r.orchestrator_commits_per_s, r.records_per_commit, r.commit_ms, r.txns_per_s,
       r.batches_per_txn, r.queue_ms, r.produce_ms, r.offsets_ms, r.flush_ms, r.end_ms,
@@ -951,6 +954,7 @@ kafka_log_options engine_kafka(const std::string& bootstrap, const std::string& 
   k.topic_prefix = prefix;
   k.probe = std::make_shared<kafka_commit_probe>();
   k.transactional_producers = f.producers;
+  k.committers = f.committers;
   return k;
 }
 
@@ -1155,6 +1159,11 @@ void add_run_options(CLI::App& app, bench_flags& f) {
                  "(kafka_log_options::transactional_producers)")
       ->capture_default_str()
       ->check(CLI::Range(1, transactional_producers_max));
+  app.add_option("--committers", f.committers,
+                 "Committers of the engine's log, each with its own producers; partition p "
+                 "commits through committer p mod N (kafka_log_options::committers)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kafka_committers_max));
   app.add_option("--producer-set", f.producer_set,
                  "librdkafka KEY VALUE over the engine's producer settings (and the raw "
                  "producers'); repeatable");

@@ -14,6 +14,7 @@
 #include <fmt/core.h>
 #include <toml++/toml.h>
 
+#include "engine/kafka_log.h"
 #include "engine/kafka_util.h"
 #include "engine/secrets.h"
 #include "engine/worker_runtime.h"
@@ -31,6 +32,7 @@ constexpr int_limits worker_concurrency_range{1, static_cast<int64_t>(worker_con
 constexpr int_limits command_deadline_range{1, 3'600'000};
 constexpr int_limits batch_records_range{1, 100'000};
 constexpr int_limits commit_interval_range{0, 60'000};
+constexpr int_limits committers_range{1, kafka_committers_max};
 
 const std::vector<std::string> top_keys = {"data",
                                            "partitions",
@@ -44,7 +46,8 @@ const std::vector<std::string> top_keys = {"data",
                                            "batch_records",
                                            "commit_interval_ms",
                                            "kafka"};
-const std::vector<std::string> kafka_keys = {"bootstrap", "topic_prefix", "properties"};
+const std::vector<std::string> kafka_keys = {"bootstrap", "topic_prefix", "committers",
+                                             "properties"};
 const std::set<std::string> worker_names = {"step", "ai", "notify", "none"};
 
 std::string at(const std::string& path, const toml::source_region& r) {
@@ -186,6 +189,10 @@ result<void> read_kafka(const std::string& path, const toml::table& t, engine_co
       auto s = string_of(where, "kafka.topic_prefix", v);
       if (!s) return std::unexpected(s.error());
       out.topic_prefix = *s;
+    } else if (key == "committers") {
+      auto n = integer_of(where, "kafka.committers", v, committers_range);
+      if (!n) return std::unexpected(n.error());
+      out.committers = static_cast<int>(*n);
     } else if (key == "properties") {
       const toml::table* props = v.as_table();
       if (!props) {
@@ -357,6 +364,8 @@ result<void> apply_config_env(engine_config& c, env_lookup getenv) {
        [&](int64_t v) { c.batch_records = static_cast<size_t>(v); }},
       {"AUTERITY_COMMIT_INTERVAL_MS", "commit_interval_ms", commit_interval_range,
        [&](int64_t v) { c.commit_interval_ms = v; }},
+      {"AUTERITY_KAFKA_COMMITTERS", "kafka.committers", committers_range,
+       [&](int64_t v) { c.committers = static_cast<int>(v); }},
   };
   for (const numeric& n : numerics) {
     const char* v = getenv(n.name);
@@ -454,6 +463,7 @@ std::string describe_config(const engine_config& c) {
   opt_num("commit_interval_ms", c.commit_interval_ms, "0");
   opt_str("kafka.bootstrap", c.kafka_bootstrap, "(none: the embedded log)");
   opt_str("kafka.topic_prefix", c.topic_prefix, "\"\"");
+  opt_num("kafka.committers", c.committers, std::to_string(kafka_log_options{}.committers).c_str());
   for (const auto& [k, v] : c.kafka_properties) {
     const std::string key = "kafka.properties." + k;
     if (!kafka_secret_setting(k)) {

@@ -18,6 +18,7 @@
 //   [kafka]
 //   bootstrap = "b1:9093,b2:9093"    # --kafka           AUTERITY_KAFKA
 //   topic_prefix = ""                # --topic-prefix    AUTERITY_TOPIC_PREFIX
+//   committers = 2                   # --committers      AUTERITY_KAFKA_COMMITTERS
 //   [kafka.properties]               # librdkafka properties for every client (file only)
 //   "security.protocol" = "SASL_SSL"
 //   "sasl.password" = "env:AUTERITY_KAFKA_PASSWORD"   # a secret: by reference only
@@ -59,6 +60,7 @@ struct engine_config {
   std::optional<int64_t> commit_interval_ms;        // 0..60'000
   std::optional<std::string> kafka_bootstrap;
   std::optional<std::string> topic_prefix;
+  std::optional<int> committers;  // 1..kafka_committers_max
   // librdkafka properties as written (secrets still as references).
   std::map<std::string, std::string> kafka_properties;
   std::map<std::string, setting_source> sources;  // by key as written in the file

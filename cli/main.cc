@@ -57,6 +57,7 @@ struct common_flags {
   partition_runtime_options runtime;
   std::string instance = "engine-1";
   std::string topic_prefix;
+  int committers = kafka_log_options{}.committers;  // Kafka: transactions running at once
   std::string metrics;     // Prometheus /metrics address (`run` only); empty: off
   std::string connectors;  // connector configuration file (`run`, `demo`); empty: local only
   std::vector<std::string> worker_streams = {"step", "ai", "notify"};
@@ -116,9 +117,15 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "--data then holds only the local state");
   cmd->add_option("--instance", f.instance,
                   "Engine instance id on Kafka (transactional ids auterity.<id> and "
-                  "auterity.<id>.1; a restarted instance with the same id fences the old one)")
+                  "auterity.<id>.<i>; a restarted instance with the same id fences the old one)")
       ->capture_default_str();
   cmd->add_option("--topic-prefix", f.topic_prefix, "Kafka topic name prefix");
+  cmd->add_option("--committers", f.committers,
+                  "Kafka transactions in flight at once, each on its own committer and "
+                  "transactional ids; partition p commits through committer p mod N "
+                  "(docs/pipelined-transactions.md)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kafka_committers_max));
   cmd->add_option("--config", f.config,
                   "Configuration file (TOML, cli/README.md; also AUTERITY_CONFIG). A flag wins "
                   "over its AUTERITY_* variable, which wins over the file");
@@ -139,6 +146,7 @@ std::optional<kafka_log_options> kafka_of(const common_flags& f) {
   k.bootstrap = f.kafka;
   k.instance_id = f.instance;
   k.topic_prefix = f.topic_prefix;
+  k.committers = f.committers;
   k.client_config = f.kafka_properties;
   return k;
 }
@@ -185,6 +193,7 @@ void apply_config(const engine_config& c, const std::map<std::string, std::strin
   if (c.commit_interval_ms) f.runtime.commit_interval_ms = *c.commit_interval_ms;
   if (c.kafka_bootstrap) f.kafka = *c.kafka_bootstrap;
   if (c.topic_prefix) f.topic_prefix = *c.topic_prefix;
+  if (c.committers) f.committers = *c.committers;
   f.kafka_properties = kafka_props;
 }
 

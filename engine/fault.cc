@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -17,7 +19,7 @@ namespace {
 
 struct armed_fault {
   std::string point;
-  std::string action;  // "stop" or "kill"
+  std::string action;  // "stop", "kill" or "hold"
   uint64_t nth = 1;
   uint64_t hits = 0;
   bool fired = false;
@@ -50,8 +52,9 @@ fault_table* parse_env() {
         colon + 1, at == std::string_view::npos ? std::string_view::npos : at - colon - 1));
     if (at != std::string_view::npos)
       f.nth = std::strtoull(std::string(item.substr(at + 1)).c_str(), nullptr, 10);
-    if ((f.action != "stop" && f.action != "kill") || f.nth == 0) {
-      fmt::print(stderr, "auterity: AUTERITY_FAULT entry '{}' ignored: action stop|kill, n >= 1\n",
+    if ((f.action != "stop" && f.action != "kill" && f.action != "hold") || f.nth == 0) {
+      fmt::print(stderr,
+                 "auterity: AUTERITY_FAULT entry '{}' ignored: action stop|kill|hold, n >= 1\n",
                  item);
       continue;
     }
@@ -91,8 +94,13 @@ void fault_point(std::string_view point) {
   }
   if (action.empty()) return;
   fmt::print(stderr, "auterity: fault point {} reached (pid {}): {}\n", point, ::getpid(),
-             action == "stop" ? "stopping" : "killing");
+             action == "stop"   ? "stopping"
+             : action == "kill" ? "killing"
+                                : "holding this thread");
   std::fflush(stderr);
+  if (action == "hold") {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
   ::raise(action == "stop" ? SIGSTOP : SIGKILL);
 }
 

@@ -7,8 +7,11 @@
 //
 // action `stop`: print "auterity: fault point <point> reached (pid <pid>): stopping" to stderr
 // and SIGSTOP this process (the test sends SIGCONT); `kill`: the same line with "killing",
-// then SIGKILL. `@n` fires at the n-th time the point is reached (default 1); each entry fires
-// once. Points (docs/ownership-handover.md has the sequence they sit in):
+// then SIGKILL; `hold`: the line with "holding this thread", then the calling thread blocks for
+// good while the rest of the process goes on (e.g. one Kafka committer's transaction left open
+// while another committer works). `@n` fires at the n-th time the point is reached (default
+// 1), counted per entry from the hits no earlier entry fired on; each entry fires once. Points
+// (docs/ownership-handover.md has the sequence they sit in):
 //
 //   txn.produced           Kafka: a transaction carrying an orchestrator batch has produced its
 //                          records, before send_offsets_to_transaction

@@ -2,8 +2,10 @@
 // (rd_kafka_consumer_group_metadata_new for groups without a live member, error objects that
 // say whether a transaction must be aborted or the producer is fenced).
 //
-// Threading: commits queue for one committer thread, which runs one transaction at a time,
-// taking turns on its transactional producers (group commit); a committer stuck in librdkafka past
+// Threading: partition p's commits queue for committer thread p mod committers, which runs one
+// transaction at a time, taking turns on its transactional producers (group commit of its
+// partitions and workers); different committers' transactions run at the same time
+// (docs/pipelined-transactions.md, step 1). A committer stuck in librdkafka past
 // request_timeout_ms + 5 s is left behind and replaced (librdkafka#5456). Each (stream,
 // partition) that is read gets a consumer of its own, assigned to that one partition, so
 // readers of different partitions never contend; each consumer costs a few
@@ -92,6 +94,7 @@ struct reader {
 
 class kafka_log final : public log {
   struct committer;
+  struct lane;
   struct pending_commit;
 
  public:
@@ -129,10 +132,20 @@ class kafka_log final : public log {
                   fmt::format("transactional_producers is {}; it must be 1 to {}",
                               _options.transactional_producers, transactional_producers_max));
     }
-    auto c = std::make_shared<committer>();
-    if (auto made = make_producers(*c); !made) return made;
+    if (_options.committers < 1 || _options.committers > kafka_committers_max) {
+      return fail(errc::invalid, fmt::format("committers is {}; it must be 1 to {}",
+                                             _options.committers, kafka_committers_max));
+    }
+    // Every id of every committer is fenced before any committer's first transaction.
+    std::vector<std::shared_ptr<committer>> made;
+    for (size_t i = 0; i < static_cast<size_t>(_options.committers); ++i) {
+      _lanes.push_back(std::make_unique<lane>());
+      made.push_back(std::make_shared<committer>());
+      made.back()->lane = i;
+      if (auto fenced = make_producers(*made.back()); !fenced) return fenced;
+    }
     std::lock_guard lock(_txn_mu);
-    start_committer(std::move(c));
+    for (size_t i = 0; i < made.size(); ++i) start_committer(*_lanes[i], made[i]);
     return {};
   }
 
@@ -158,31 +171,35 @@ class kafka_log final : public log {
   placement_header placement() const override { return _placement; }
 
   ~kafka_log() override {
-    std::shared_ptr<committer> c;
+    std::vector<std::shared_ptr<committer>> running;
     {
       std::lock_guard lock(_txn_mu);
       _closing = true;
-      c = _committer;
+      for (const auto& l : _lanes) running.push_back(l->current);
     }
-    _work_cv.notify_all();
-    if (c && c->thread.joinable()) c->thread.join();
+    for (const auto& l : _lanes) l->work_cv.notify_all();
+    for (const auto& c : running) {
+      if (c && c->thread.joinable()) c->thread.join();
+    }
   }
 
-  // transactional.id of producer `slot`: "auterity.<instance>", then "auterity.<instance>.1".
-  std::string transactional_id(size_t slot) const {
-    return slot == 0 ? "auterity." + _options.instance_id
-                     : fmt::format("auterity.{}.{}", _options.instance_id, slot);
+  // transactional.id of id index `i`: "auterity.<instance>", then "auterity.<instance>.<i>".
+  std::string transactional_id(size_t i) const {
+    return i == 0 ? "auterity." + _options.instance_id
+                  : fmt::format("auterity.{}.{}", _options.instance_id, i);
   }
 
-  // A new transactional producer in every empty slot; init_transactions aborts what an earlier
-  // producer of this instance left open under that transactional.id and fences it. All slots
-  // are filled before a committer's first transaction, so nothing an earlier process (or a
-  // committer given up) left open under any of this instance's ids can commit after it.
+  // A new transactional producer in every empty slot of committer c (id index c.lane *
+  // transactional_producers + slot); init_transactions aborts what an earlier producer of this
+  // instance left open under that transactional.id and fences it. All slots are filled before a
+  // committer's first transaction, so nothing an earlier process (or a committer given up) left
+  // open under any of the committer's ids can commit after it.
   result<void> make_producers(committer& c) {
-    c.producers.resize(static_cast<size_t>(_options.transactional_producers));
+    const size_t per = static_cast<size_t>(_options.transactional_producers);
+    c.producers.resize(per);
     for (size_t slot = 0; slot < c.producers.size(); ++slot) {
       if (c.producers[slot]) continue;
-      auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(slot), true);
+      auto producer = make_client(RD_KAFKA_PRODUCER, producer_conf(c.lane * per + slot), true);
       if (!producer) return std::unexpected(producer.error());
       if (error_ptr e{rd_kafka_init_transactions(producer->get(), _options.request_timeout_ms)}) {
         return std::unexpected(kafka_error("init_transactions", e.get()));
@@ -217,24 +234,25 @@ class kafka_log final : public log {
     mine->positions = batch.positions;
     mine->deliveries.resize(batch.appends.size());
     mine->queued_at = std::chrono::steady_clock::now();
-    std::unique_lock lock(_txn_mu);
-    // Group commit: the committer thread commits everything queued so far in one transaction;
+    // Group commit: p's committer commits everything queued for it so far in one transaction;
     // the callers wait for it. Each batch stays atomic (it is inside one transaction) and
-    // concurrent partitions and workers share the transaction's round trips.
-    _queue.push_back(mine);
-    _work_cv.notify_one();
+    // concurrent partitions and workers of that committer share the transaction's round trips.
+    lane& to = *_lanes[p % _lanes.size()];
+    std::unique_lock lock(_txn_mu);
+    to.queue.push_back(mine);
+    to.work_cv.notify_one();
     const auto stall = std::chrono::milliseconds(_options.request_timeout_ms + stall_margin_ms);
     while (!mine->done) {
       if (_txn_cv.wait_for(lock, stall) == std::cv_status::no_timeout || mine->done) continue;
       // librdkafka 2.0.2 can block in send_offsets_to_transaction for good when the group
       // coordinator is lost (its timeout is not enforced, librdkafka#5456): a transaction that
       // runs past request_timeout_ms + stall_margin_ms is given up, with its thread and
-      // producer, and a new committer (a new producer, whose init_transactions fences and
-      // aborts the old transaction) takes the queue.
-      const auto busy = _committer->busy_since;
+      // producer, and a new committer (new producers, whose init_transactions fence and
+      // abort the old transaction) takes the queue. Only p's committer is looked at.
+      const auto busy = to.current->busy_since;
       if (busy != std::chrono::steady_clock::time_point{} &&
           std::chrono::steady_clock::now() - busy >= stall) {
-        abandon_committer();
+        abandon_committer(to);
       }
     }
     if (!mine->outcome) return std::unexpected(mine->outcome.error());
@@ -414,10 +432,10 @@ class kafka_log final : public log {
     rd_kafka_topic_destroy(rkt);
   }
 
-  std::map<std::string, std::string> producer_conf(size_t slot) const {
+  std::map<std::string, std::string> producer_conf(size_t id_index) const {
     std::map<std::string, std::string> c = {
         {"bootstrap.servers", _options.bootstrap},
-        {"transactional.id", transactional_id(slot)},
+        {"transactional.id", transactional_id(id_index)},
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"linger.ms", "1"},
@@ -521,7 +539,8 @@ class kafka_log final : public log {
   };
   using pending_ptr = std::shared_ptr<pending_commit>;
 
-  // The thread that runs transactions and the producers it uses (only that thread touches them).
+  // A thread that runs transactions for the partitions of one lane, and the producers it uses
+  // (only that thread touches them).
   //
   // Its transactions take turns on kafka_log_options::transactional_producers transactional
   // producers (2 by default), one transaction at a time. The coordinator refuses a
@@ -530,10 +549,11 @@ class kafka_log final : public log {
   // commit_transaction returned, and librdkafka 2.0.2 retries AddPartitionsToTxn only after a fixed
   // 20 ms: with one producer every transaction waited for the previous one's markers, ~20 ms
   // (bench/KAFKA.md, "Where the commit time goes"). Taking turns, a producer's previous transaction
-  // ended a whole transaction ago. Order is kept (a transaction begins only after the previous one
-  // committed, and its records come after the previous one's in every partition); each
-  // transactional.id is fenced as before.
+  // ended a whole transaction ago. Order is kept (a transaction begins only after the committer's
+  // previous one committed, and its records come after that one's in every partition; a
+  // partition's commits all go through one committer); each transactional.id is fenced as before.
   struct committer {
+    size_t lane = 0;  // which lane it serves: partitions p with p mod committers == lane
     std::thread thread;
     // Null after a fatal error of that producer: the next transaction makes one (all slots).
     std::vector<rk_ptr> producers;                       // transactional_producers of them
@@ -543,18 +563,27 @@ class kafka_log final : public log {
     std::atomic<bool> abandoned{false};
   };
 
+  // The commits waiting for one committer, and the committer serving them (replaced, with the
+  // same transactional ids, when it is given up). One lane per kafka_log_options::committers,
+  // made at open and fixed from then on.
+  struct lane {
+    std::vector<pending_ptr> queue;      // guarded by _txn_mu
+    std::condition_variable work_cv;     // its committer waits for work
+    std::shared_ptr<committer> current;  // guarded by _txn_mu
+  };
+
   static constexpr int stall_margin_ms = 5'000;
 
-  void start_committer(std::shared_ptr<committer> c) {  // caller holds _txn_mu
-    _committer = c;
+  void start_committer(lane& l, std::shared_ptr<committer> c) {  // caller holds _txn_mu
+    l.current = c;
     c->thread = std::thread([this, c] { run_committer(c); });
   }
 
-  // With _txn_mu held: fails the stuck transaction's batches and the queue (their outcome is
-  // unknown: the partition runtimes step down and recover from the log), leaves the stuck
-  // thread and its producer behind, and starts a new committer.
-  void abandon_committer() {
-    std::shared_ptr<committer> old = _committer;
+  // With _txn_mu held: fails the stuck transaction's batches and the lane's queue (their outcome
+  // is unknown: the partition runtimes step down and recover from the log), leaves the stuck
+  // thread and its producers behind, and starts a new committer for the lane. Other lanes go on.
+  void abandon_committer(lane& l) {
+    std::shared_ptr<committer> old = l.current;
     old->abandoned = true;
     old->thread.detach();
     _abandoned_committers.push_back(old);
@@ -567,23 +596,26 @@ class kafka_log final : public log {
       c->outcome = std::unexpected(why);
       c->done = true;
     }
-    for (const pending_ptr& c : _queue) {
+    for (const pending_ptr& c : l.queue) {
       c->outcome = std::unexpected(why);
       c->done = true;
     }
-    _queue.clear();
+    l.queue.clear();
     _txn_cv.notify_all();
-    start_committer(std::make_shared<committer>());
+    auto next = std::make_shared<committer>();
+    next->lane = old->lane;
+    start_committer(l, std::move(next));
   }
 
   void run_committer(std::shared_ptr<committer> self) {
+    lane& l = *_lanes[self->lane];
     std::unique_lock lock(_txn_mu);
     while (!_closing && !self->abandoned) {
-      if (_queue.empty()) {
-        _work_cv.wait(lock);
+      if (l.queue.empty()) {
+        l.work_cv.wait(lock);
         continue;
       }
-      self->in_flight.swap(_queue);
+      self->in_flight.swap(l.queue);
       self->busy_since = std::chrono::steady_clock::now();
       std::vector<pending_ptr> group = self->in_flight;
       lock.unlock();
@@ -916,10 +948,8 @@ class kafka_log final : public log {
   rk_ptr _appender;       // appends_only: the idempotent producer
   std::mutex _append_mu;  // one append() at a time
   std::mutex _txn_mu;
-  std::condition_variable _txn_cv;
-  std::vector<pending_ptr> _queue;        // guarded by _txn_mu
-  std::condition_variable _work_cv;       // the committer waits for work
-  std::shared_ptr<committer> _committer;  // guarded by _txn_mu; null when read-only
+  std::condition_variable _txn_cv;            // commits answered
+  std::vector<std::unique_ptr<lane>> _lanes;  // one per committer; none when read-only
   std::vector<std::shared_ptr<committer>> _abandoned_committers;  // stuck for good; kept alive
   bool _closing = false;                                          // guarded by _txn_mu
   std::mutex _fence_mu;                                           // guards _fenced and _fences

@@ -3,10 +3,12 @@
 //
 //   commit()   one Kafka transaction: the appends (to topic = stream name, same partition)
 //              and the consumer positions (send_offsets_to_transaction) commit together, or
-//              not at all. The transactional ids are per engine instance ("auterity.<id>"
-//              and "auterity.<id>.1", transactions take turns on them, one at a time), so a
+//              not at all. Partition p's commits go through committer p mod committers, which
+//              runs one transaction at a time, taking turns on its transactional producers;
+//              different committers' transactions run at the same time. The transactional
+//              ids are per engine instance ("auterity.<id>", "auterity.<id>.1", ...), so a
 //              restarted instance fences its predecessor (init_transactions on each bumps its
-//              epoch) and a stale instance cannot commit.
+//              epoch) and a stale instance cannot commit (docs/pipelined-transactions.md).
 //   read()     read_committed consumers: aborted and open transactions are never seen.
 //   position() the consumer group's committed offset (group "auterity.<group>"), stable: it
 //              waits for an open transaction that holds pending offsets of the group.
@@ -27,8 +29,8 @@
 namespace auterity {
 
 // Where the time of a Kafka log's transactions goes, summed over all transactions (microseconds),
-// for benchmarks and diagnosis (bench/KAFKA.md). A transaction is one group commit: every batch
-// queued while the previous one ran.
+// for benchmarks and diagnosis (bench/KAFKA.md), summed over all committers. A transaction is
+// one group commit of one committer: every batch queued for it while its previous one ran.
 //   queue_us    per batch: from commit() to the start of the transaction that carries it
 //   produce_us  produce calls (local enqueue; blocks only when the local queue is full)
 //   offsets_us  send_offsets_to_transaction: AddOffsetsToTxn, then TxnOffsetCommit, each one
@@ -47,10 +49,11 @@ struct kafka_commit_probe {
 };
 
 inline constexpr int transactional_producers_max = 2;
+inline constexpr int kafka_committers_max = 8;
 
 struct kafka_log_options {
   std::string bootstrap;                 // host:port[,host:port...]
-  std::string instance_id = "engine-1";  // transactional.id "auterity.<instance_id>"[".1"]
+  std::string instance_id = "engine-1";  // transactional.id "auterity.<instance_id>"[".<i>"]
   std::string topic_prefix;              // topic = prefix + stream name
   // The broker aborts a transaction left open this long. It bounds how long a paused or dead
   // instance's open transaction holds up a new owner's restore and every read_committed reader
@@ -62,6 +65,15 @@ struct kafka_log_options {
   // keeps the single transactional id "auterity.<instance_id>" (e.g. for a literal
   // TransactionalId ACL).
   int transactional_producers = 2;
+  // Committer threads, 1 to kafka_committers_max. Committer c commits the batches of the
+  // partitions p with p mod committers == c (orchestrator and workers alike, so a partition's
+  // commits keep their order), each with its own transactional_producers producers: committer
+  // c's producer s is transactional id index c * transactional_producers + s ("auterity.<id>"
+  // for 0, "auterity.<id>.<i>" above). Transactions of different committers run at the same
+  // time; with one, every partition's transaction waits for the others' (bench/KAFKA.md,
+  // "Concurrent committers"). Each costs its producers (threads, a connection per broker) and
+  // their init_transactions at open; more than the partitions a process owns buys nothing.
+  int committers = 2;
   int request_timeout_ms = 30'000;      // longest wait for one broker answer
   int topic_metadata_wait_ms = 10'000;  // how long missing topics are looked for at open
   int read_wait_ms_max = 10'000;        // longest a read waits for its first fetch answer
@@ -92,7 +104,8 @@ struct kafka_log_options {
 };
 
 // Connects, checks that all topics exist and are co-partitioned (same partition count), and
-// initialises the transactional producer (fencing any earlier producer of the same instance).
+// initialises every committer's transactional producers (fencing any earlier producer of the
+// same instance under those ids).
 result<std::unique_ptr<log>> open_kafka_log(const kafka_log_options& options);
 
 // Kafka consumer group id for a logical group ("orchestrator" -> "auterity.orchestrator").

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
@@ -191,12 +193,14 @@ class kafka_fixture : public ::testing::Test {
     return o;
   }
 
-  std::vector<std::pair<std::string, std::string>> submit(size_t executions) {
+  // `executions` split over `tenants`, in turn.
+  std::vector<std::pair<std::string, std::string>> submit(
+      size_t executions, const std::vector<std::string>& tenants = {"acme", "bayside"}) {
     system_clock clk;
     auto n = node::open(options("submitter", false), clk);
     EXPECT_TRUE(n.has_value()) << n.error().message;
     if (!n) return {};
-    return submit_load(**n, executions);
+    return submit_load(**n, executions, tenants);
   }
 
   void verify(const std::string& state_dir,
@@ -210,13 +214,16 @@ class kafka_fixture : public ::testing::Test {
     verify_exactly_once(**n, ids, dir + "/scratch");
   }
 
-  std::vector<std::pair<std::string, std::string>> submit_load(node& n, size_t executions) {
+  // Executions x<first> .. x<first + executions - 1>; the workflow is published with the first.
+  std::vector<std::pair<std::string, std::string>> submit_load(
+      node& n, size_t executions, const std::vector<std::string>& tenants = {"acme", "bayside"},
+      size_t first = 0) {
     std::vector<std::pair<std::string, std::string>> ids;
-    for (const char* tenant : {"acme", "bayside"}) {
+    for (const std::string& tenant : first == 0 ? tenants : std::vector<std::string>()) {
       EXPECT_TRUE(n.submit(tenant, client::publish_definition({tenant, "", "pub", 0}, workflow)));
     }
-    for (size_t i = 0; i < executions; ++i) {
-      const std::string tenant = i % 2 ? "bayside" : "acme";
+    for (size_t i = first; i < first + executions; ++i) {
+      const std::string& tenant = tenants[i % tenants.size()];
       const std::string id = fmt::format("x{}", i);
       auto r = n.submit(
           tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump()));
@@ -459,17 +466,22 @@ TEST_F(kafka_engine, an_appends_only_log_writes_without_transactions_and_refuses
   EXPECT_EQ(recs[0].offset, (*offsets)[0]);
 }
 
-// The engine's transactions take turns on two transactional ids, "auterity.<instance>" and
-// "auterity.<instance>.1" (engine/kafka_log.cc). A restarted instance must abort and fence what
-// either id left open; otherwise a restore waits for the old transaction until the broker times
-// it out (here 60 s), and the old process could still commit it. With one producer (the
-// option's other value) the second id is left open: the check below can fail.
-TEST_F(kafka_engine, opening_an_instance_aborts_what_either_transactional_id_left_open) {
+// The engine's commits go through committers (two by default), each taking turns on two
+// transactional ids: committer 0 on "auterity.<instance>" and ".1" (partition 0), committer 1
+// on ".2" and ".3" (partition 1; docs/pipelined-transactions.md, step 1). A restarted instance
+// must abort and fence what every id left open; otherwise a restore waits for the old
+// transaction until the broker times it out (here 60 s), and the old process could still commit
+// it. Fewer producers or committers than the predecessor leave the other ids open: the checks
+// below fail when the opening skips an id.
+TEST_F(kafka_engine, opening_an_instance_aborts_what_every_committers_ids_left_open) {
   const std::string instance = "fence-" + prefix;
   const std::string topic = prefix + "executions";
   using rk_ptr = std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)>;
-  std::vector<rk_ptr> old;  // the predecessor's two producers, each with an open transaction
-  for (const std::string& id : {"auterity." + instance, "auterity." + instance + ".1"}) {
+  std::vector<rk_ptr> old;  // the predecessor's four producers, each with an open transaction
+  for (int i = 0; i < 4; ++i) {
+    const std::string id =
+        i == 0 ? "auterity." + instance : fmt::format("auterity.{}.{}", instance, i);
+    const int32_t partition = i / 2;  // committer i / 2 commits partition i / 2
     char err[512];
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     ASSERT_EQ(
@@ -483,9 +495,10 @@ TEST_F(kafka_engine, opening_an_instance_aborts_what_either_transactional_id_lef
     ASSERT_NE(rk, nullptr) << err;
     ASSERT_EQ(rd_kafka_init_transactions(rk.get(), 30'000), nullptr);
     ASSERT_EQ(rd_kafka_begin_transaction(rk.get()), nullptr);
-    for (int i = 0; i < 2; ++i) {
+    for (int r = 0; r < 2; ++r) {
       ASSERT_EQ(rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
-                                  RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                   RD_KAFKA_V_VALUE(const_cast<char*>("x"), 1), RD_KAFKA_V_END),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
     }
@@ -497,33 +510,50 @@ TEST_F(kafka_engine, opening_an_instance_aborts_what_either_transactional_id_lef
   k.bootstrap = cluster->bootstrap();
   k.topic_prefix = prefix;
   k.instance_id = instance;
-  k.transactional_producers = 3;
-  auto refused = open_kafka_log(k);
-  ASSERT_FALSE(refused.has_value()) << "3 transactional producers is above the limit";
-  EXPECT_EQ(refused.error().code, errc::invalid);
-  EXPECT_NE(refused.error().message.find("transactional_producers"), std::string::npos)
-      << refused.error().message;
+  for (auto [producers, committers, what] :
+       {std::tuple{3, 2, "transactional_producers"}, std::tuple{2, 0, "committers"},
+        std::tuple{2, kafka_committers_max + 1, "committers"}}) {
+    k.transactional_producers = producers;
+    k.committers = committers;
+    auto refused = open_kafka_log(k);
+    ASSERT_FALSE(refused.has_value()) << producers << " x " << committers << " is out of range";
+    EXPECT_EQ(refused.error().code, errc::invalid);
+    EXPECT_NE(refused.error().message.find(what), std::string::npos) << refused.error().message;
+  }
 
+  // Whether partition p's records below its log end are all decided within `limit`.
+  auto decided = [&](log& l, uint32_t p, std::chrono::seconds limit) {
+    auto end = l.end_offset(stream::executions, p);
+    EXPECT_TRUE(end.has_value()) << end.error().message;
+    return end && l.await_decided(stream::executions, p, *end, limit).has_value();
+  };
+  // One committer on one producer: only "auterity.<instance>" is fenced; ".1" (partition 0) and
+  // committer 1's ids stay open.
   k.transactional_producers = 1;
+  k.committers = 1;
   auto one = open_kafka_log(k);
   ASSERT_TRUE(one.has_value()) << one.error().message;
-  auto end = (*one)->end_offset(stream::executions, 0);
-  ASSERT_TRUE(end.has_value()) << end.error().message;
-  auto waited = (*one)->await_decided(stream::executions, 0, *end, std::chrono::seconds(2));
-  ASSERT_FALSE(waited.has_value())
-      << "one producer leaves auterity.<instance>.1's transaction open";
-  EXPECT_EQ(waited.error().code, errc::timeout);
+  EXPECT_FALSE(decided(**one, 0, std::chrono::seconds(2))) << "auterity.<instance>.1 was fenced";
   one->reset();
-
+  // One committer on two producers: partition 0 is decided, committer 1's ids stay open.
   k.transactional_producers = 2;
   auto two = open_kafka_log(k);
   ASSERT_TRUE(two.has_value()) << two.error().message;
-  auto decided = (*two)->await_decided(stream::executions, 0, *end, std::chrono::seconds(10));
-  EXPECT_TRUE(decided.has_value()) << decided.error().message;
-  std::vector<record> recs;
-  auto n = (*two)->read(stream::executions, 0, 0, 10, 1 << 20, recs);
-  ASSERT_TRUE(n.has_value()) << n.error().message;
-  EXPECT_EQ(*n, 0u) << "both open transactions were aborted, none committed";
+  EXPECT_TRUE(decided(**two, 0, std::chrono::seconds(10)));
+  EXPECT_FALSE(decided(**two, 1, std::chrono::seconds(2))) << "committer 1's ids were fenced";
+  two->reset();
+  // Two committers of two producers, as the predecessor: everything it left open is aborted.
+  k.committers = 2;
+  auto four = open_kafka_log(k);
+  ASSERT_TRUE(four.has_value()) << four.error().message;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    EXPECT_TRUE(decided(**four, p, std::chrono::seconds(10))) << "partition " << p;
+    std::vector<record> recs;
+    auto n = (*four)->read(stream::executions, p, 0, 10, 1 << 20, recs);
+    ASSERT_TRUE(n.has_value()) << n.error().message;
+    EXPECT_EQ(*n, 0u) << "partition " << p
+                      << ": the open transactions were aborted, none committed";
+  }
   for (rk_ptr& rk : old) {
     rd_kafka_error_t* e = rd_kafka_commit_transaction(rk.get(), 30'000);
     EXPECT_NE(e, nullptr) << "the predecessor's producer must be fenced";
@@ -604,6 +634,99 @@ TEST_F(kafka_engine, sigkill_mid_transaction_keeps_exactly_once) {
   verify(dir, ids);
   expect_outbox_once(dir, ids.size());
   fmt::print("kafka sigkill: {} kills, {} executions verified exactly-once\n", kills, ids.size());
+}
+
+// The log end (read_uncommitted) and the last stable offset (read_committed) of a partition, as
+// a client of its own asks the broker: below the log end and at or above the last stable offset
+// lie records of a transaction still open.
+std::pair<int64_t, int64_t> end_and_stable(const std::string& bootstrap, const std::string& topic,
+                                           int32_t partition) {
+  std::pair<int64_t, int64_t> out{-1, -1};
+  for (const char* isolation : {"read_uncommitted", "read_committed"}) {
+    char err[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", "end-and-stable", err, sizeof err);
+    rd_kafka_conf_set(conf, "isolation.level", isolation, err, sizeof err);
+    std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> rk(
+        rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err), rd_kafka_destroy);
+    EXPECT_NE(rk, nullptr) << err;
+    if (!rk) return out;
+    int64_t low = 0, high = -1;
+    EXPECT_EQ(
+        rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), partition, &low, &high, 30'000),
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        << isolation;
+    (std::string_view(isolation) == "read_committed" ? out.second : out.first) = high;
+  }
+  return out;
+}
+
+// Step 1 of docs/pipelined-transactions.md: with two committers, partition 0 commits through
+// committer 0 and partition 1 through committer 1, at the same time. One committer's thread is
+// held inside its transaction, offsets sent (fault action `hold`); new executions arrive on
+// both partitions, the other committer goes on, and when its next transaction reaches the same
+// point the process SIGKILLs itself: both committers' transactions are open at the kill. The
+// restart (same instance, two committers) aborts both and finishes the work: every command and
+// event once in the read_committed topics, state equal to a replay, each notification once.
+// With one committer the held thread blocks every partition until it is given up (after
+// request_timeout_ms + 5 s); the test then fails.
+TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_transactions_open) {
+  std::vector<std::string> tenants(partitions);  // one tenant on each partition
+  for (int i = 0; std::ranges::any_of(tenants, &std::string::empty); ++i) {
+    const std::string t = fmt::format("tenant-{}", i);
+    std::string& slot = tenants[tenant_partition(t, partitions)];
+    if (slot.empty()) slot = t;
+  }
+  system_clock clk;
+  node_options o = options("submitter", false);
+  o.data_dir = dir + "/submitter";  // the engine's state is in dir
+  auto submitter = node::open(o, clk);
+  ASSERT_TRUE(submitter.has_value()) << submitter.error().message;
+  auto ids = submit_load(**submitter, 200, tenants);
+  const std::vector<std::string> two = {"--committers", "2"};
+  // The 3rd transaction to reach txn.offsets_sent holds its thread there; the kill entry counts
+  // the hits the hold did not fire on, so its 3rd is the first transaction after the hold.
+  const pid_t pid = spawn_engine(dir, cluster->bootstrap(), prefix, "engine",
+                                 "txn.offsets_sent:hold@3,txn.offsets_sent:kill@3", two);
+  bool held = false;
+  for (int i = 0; i < 600 && !held; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
+  }
+  if (!held) wait_exit(pid, 0);  // killed: no child outlives the test
+  ASSERT_TRUE(held) << "no committer was held; log: " << dir << "/engine.log";
+  int status = 0;
+  bool ended = false;
+  for (int round = 0; round < 30 && !ended; ++round) {
+    const auto more = submit_load(**submitter, 10, tenants, ids.size());
+    ids.insert(ids.end(), more.begin(), more.end());
+    for (int i = 0; i < 10 && !ended; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ended = ::waitpid(pid, &status, WNOHANG) == pid;
+    }
+  }
+  if (!ended) status = wait_exit(pid, 0);  // still running: killed here, -1
+  ASSERT_TRUE(status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "the engine did not kill itself at the fault point (status " << status << "); log: " << dir
+      << "/engine.log";
+  // Both partitions hold records of an open transaction (the broker aborts them after
+  // transaction.timeout.ms, 10 s, which this check comes well before).
+  for (int32_t p = 0; p < static_cast<int32_t>(partitions); ++p) {
+    const auto [end, stable] = end_and_stable(cluster->bootstrap(), prefix + "executions", p);
+    EXPECT_LT(stable, end) << "partition " << p << " had no open transaction at the kill";
+  }
+  const std::string first_log = read_text(dir + "/engine.log");
+  EXPECT_NE(first_log.find("killing", first_log.find("holding this thread")), std::string::npos)
+      << first_log;
+  // The kill came from the other committer going on, not from a replacement of the held one.
+  EXPECT_EQ(first_log.find("it was given up"), std::string::npos) << first_log;
+  submitter->reset();
+  status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "", two), 180);
+  ASSERT_TRUE(exited_ok(status)) << "the restarted engine failed or hung (status " << status
+                                 << "); log: " << dir << "/engine.log";
+  verify(dir, ids);
+  expect_outbox_once(dir, ids.size());
 }
 
 TEST_F(kafka_engine, instances_join_and_leave_under_load) {

@@ -64,6 +64,7 @@ commit_interval_ms = 20
 [kafka]
 bootstrap = "b1:9093"
 topic_prefix = "prod."
+committers = 3
 [kafka.properties]
 "security.protocol" = "SASL_SSL"
 sasl.mechanism = "SCRAM-SHA-512"
@@ -82,6 +83,7 @@ sasl.mechanism = "SCRAM-SHA-512"
   EXPECT_EQ(*c->commit_interval_ms, 20);
   EXPECT_EQ(*c->kafka_bootstrap, "b1:9093");
   EXPECT_EQ(*c->topic_prefix, "prod.");
+  EXPECT_EQ(*c->committers, 3);
   EXPECT_EQ(c->kafka_properties.at("sasl.mechanism"), "SCRAM-SHA-512");
   EXPECT_EQ(c->kafka_properties.at("socket.timeout.ms"), "20000");
   EXPECT_EQ(c->sources.at("instance").where, (dir_ / "a.toml").string() + ":5");
@@ -106,6 +108,7 @@ TEST_F(config_test, errors_name_the_key_and_suggest) {
       {"[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
        "sasl.password is a secret: give it by reference"},
       {"partitions = 0\n", "partitions = 0 is out of range 1..256"},
+      {"[kafka]\ncommitters = 9\n", "kafka.committers = 9 is out of range 1..8"},
       {"workers = [\"step\", \"sms\"]\n", "unknown stream \"sms\""},
       {"fsync = \"yes\"\n", "fsync must be true or false"},
       {"partitions =\n", "a.toml:1:"},
