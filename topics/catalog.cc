@@ -899,4 +899,24 @@ result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::st
   return shape;
 }
 
+result<std::vector<topic_spec>> catalog_for_cluster(const kafka_cluster_access& cluster,
+                                                    const catalog_options& wanted,
+                                                    int admin_timeout_ms) {
+  constexpr int16_t replication_default_max = 3;
+  auto shape = probe_cluster(cluster, wanted.prefix, admin_timeout_ms);
+  if (!shape) return std::unexpected(shape.error());
+  catalog_options o = wanted;
+  o.partitions = wanted.partitions       ? wanted.partitions
+                 : shape->partitions_max ? shape->partitions_max
+                                         : topic_partitions_default;
+  const auto by_brokers = static_cast<int16_t>(
+      std::min<uint32_t>(replication_default_max, std::max(shape->brokers, 1u)));
+  o.replication = wanted.replication       ? wanted.replication
+                  : shape->replication_max ? shape->replication_max
+                                           : by_brokers;
+  std::vector<topic_spec> catalog = default_catalog(o);
+  if (auto v = validate_catalog(catalog); !v) return std::unexpected(v.error());
+  return catalog;
+}
+
 }  // namespace auterity

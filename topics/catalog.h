@@ -135,4 +135,12 @@ struct cluster_shape {
 result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::string_view prefix,
                                     int admin_timeout_ms = admin_timeout_ms_default);
 
+// The catalog with `wanted`'s settings, where what is not given (0) follows the cluster, so that
+// applying it to an existing deployment changes nothing it does not have to: partitions as the
+// existing topics have them (the largest count; topic_partitions_default if none exists),
+// replication as they have it (else min(3, brokers)); validated (validate_catalog).
+result<std::vector<topic_spec>> catalog_for_cluster(
+    const kafka_cluster_access& cluster, const catalog_options& wanted,
+    int admin_timeout_ms = admin_timeout_ms_default);
+
 }  // namespace auterity
