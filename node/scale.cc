@@ -1,6 +1,7 @@
 #include "node/scale.h"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <numeric>
 #include <set>
@@ -22,26 +23,53 @@ namespace {
 
 constexpr uint32_t scale_partitions_max = 1000;  // the embedded log's limit (pNNN directories)
 constexpr size_t survey_read_records_max = 4096;
+// On Kafka, how long the survey waits for the transactions below a stream's end to be decided
+// (running owners commit every few milliseconds; a paused one holds it until its timeout).
+constexpr auto survey_decided_wait = std::chrono::seconds(30);
+
+// Every committed record of (s, p) in [from, upto) (and maybe some past it) into `out`. A
+// backend may answer a read with fewer records than there are (Kafka: one fetch), and Kafka's
+// offsets have gaps (transaction markers), so it reads on until the range is covered.
+result<void> read_range(log& l, stream s, uint32_t p, uint64_t from, uint64_t upto,
+                        std::vector<record>& out) {
+  for (uint64_t at = from; at < upto;) {
+    auto n = l.read_to(s, p, at, upto, survey_read_records_max, 64 << 20, out);
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+    at = out.back().offset + 1;
+  }
+  return {};
+}
+
+// The end of (s, p), once everything below it is decided (Kafka; the embedded log at once).
+result<uint64_t> decided_end(log& l, stream s, uint32_t p) {
+  auto end = l.end_offset(s, p);
+  if (!end) return std::unexpected(end.error());
+  if (auto d = l.await_decided(s, p, *end, survey_decided_wait); !d) {
+    return std::unexpected(d.error());
+  }
+  return *end;
+}
 
 // Moves published on partition p's ingress and not consumed yet (last one per tenant wins).
 result<void> pending_moves(log& l, uint32_t p, std::map<std::string, uint32_t>& out) {
   auto pos = l.position(orchestrator_group, stream::ingress, p);
   if (!pos) return std::unexpected(pos.error());
-  auto end = l.end_offset(stream::ingress, p);
+  auto end = decided_end(l, stream::ingress, p);
   if (!end) return std::unexpected(end.error());
   std::vector<record> recs;
   for (uint64_t from = *pos; from < *end;) {
     recs.clear();
-    auto n = l.read(stream::ingress, p, from, survey_read_records_max, 8 << 20, recs);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) break;
+    const uint64_t upto = std::min(*end, from + survey_read_records_max);
+    if (auto r = read_range(l, stream::ingress, p, from, upto, recs); !r) return r;
     for (const record& r : recs) {
+      if (r.offset >= upto) break;
       const fbs::Envelope* env = decode_envelope(r.value, nullptr);
       if (env && env->payload_type() == fbs::Payload::MoveTenant) {
         out[std::string(sv(env->tenant_id()))] = env->payload_as_MoveTenant()->to_partition();
       }
     }
-    from = recs.back().offset + 1;
+    from = upto;
   }
   return {};
 }
@@ -49,15 +77,16 @@ result<void> pending_moves(log& l, uint32_t p, std::map<std::string, uint32_t>& 
 // Calls fn(envelope) for partition p's executions records from the newest back, until fn
 // returns false, the start of the stream or survey_recent_records_max records; true if capped.
 result<bool> read_back(log& l, uint32_t p, const std::function<bool(const fbs::Envelope&)>& fn) {
-  auto end = l.end_offset(stream::executions, p);
+  auto end = decided_end(l, stream::executions, p);
   if (!end) return std::unexpected(end.error());
   std::vector<record> recs;
   uint64_t read = 0;
   for (uint64_t upto = *end; upto > 0;) {
     const uint64_t from = upto > survey_read_records_max ? upto - survey_read_records_max : 0;
     recs.clear();
-    auto n = l.read(stream::executions, p, from, survey_read_records_max, 64 << 20, recs);
-    if (!n) return std::unexpected(n.error());
+    if (auto r = read_range(l, stream::executions, p, from, upto, recs); !r) {
+      return std::unexpected(r.error());
+    }
     for (auto it = recs.rbegin(); it != recs.rend(); ++it) {
       if (it->offset >= upto) continue;
       if (++read > survey_recent_records_max) return true;
