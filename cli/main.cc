@@ -429,7 +429,8 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
   log& l = *src->events;
-  auto survey = survey_placement(l, src->store_ptrs(), window_ms);
+  auto survey =
+      survey_placement(l, src->store_ptrs(), window_ms, /*read_forward=*/!f.kafka.empty());
   if (!survey) return report(survey.error());
   std::vector<std::vector<const tenant_load*>> by_partition(l.partition_count());
   for (const tenant_load& t : survey->tenants) by_partition[t.partition].push_back(&t);

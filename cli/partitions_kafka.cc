@@ -102,7 +102,7 @@ result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms)
     ptrs.push_back(s->get());
     stores.push_back(std::move(*s));
   }
-  auto survey = survey_placement(*out.events, ptrs, window_ms);
+  auto survey = survey_placement(*out.events, ptrs, window_ms, /*read_forward=*/true);
   if (!survey) return std::unexpected(survey.error());
   out.survey = std::move(*survey);
   return out;
