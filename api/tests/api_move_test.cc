@@ -39,36 +39,18 @@ json workflow() {
     {"id":"b","kind":"task","action":"transform","after":["d"]}]})");
 }
 
-std::optional<json> read_endpoint(const std::string& data, pid_t pid) {
-  for (int i = 0; i < 200; ++i) {
-    std::ifstream in(data + "/api/endpoint.json");
-    json j = json::parse(in, nullptr, false);
-    if (j.is_object() && j.value("pid", 0) == pid) return j;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return std::nullopt;
-}
-
+// The engine's API with its local admin key.
 struct api_client {
-  std::string url, key;
+  json endpoint;
   reply call(std::string_view method, const std::string& path, const std::string& body = {}) {
-    http_request r;
-    r.method = std::string(method);
-    r.url = url + path;
-    r.headers = {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}};
-    r.body = body;
-    r.deadline_ms = wall_now_ms() + 20'000;
-    auto resp = http_call(r);
+    auto resp = endpoint_call(endpoint, method, path, body, 20'000);
     if (!resp) return reply{-1, "", resp.error().message, {}};
     return reply{resp->status, resp->header("content-type"), resp->body, resp->headers};
   }
 };
 
 TEST(api_move, tenants_move_under_load_while_the_engine_runs_and_every_execution_ends_once) {
-  const std::string data =
-      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-move-{}", ::getpid()))
-          .string();
-  std::filesystem::remove_all(data);
+  const std::string data = scratch_dir("api-move");
   const std::string out = data + ".log";
   const std::string bin = AUTERITY_BIN;
   const pid_t pid =
@@ -78,7 +60,7 @@ TEST(api_move, tenants_move_under_load_while_the_engine_runs_and_every_execution
   ASSERT_GT(pid, 0);
   auto ep = read_endpoint(data, pid);
   ASSERT_TRUE(ep) << "no endpoint; see " << out;
-  api_client c{(*ep)["url"], (*ep)["key"]};
+  api_client c{*ep};
 
   std::set<std::string> started;  // tenant/id of every start the engine took
   std::mutex mu;
@@ -178,45 +160,29 @@ TEST(api_move, tenants_move_under_load_while_the_engine_runs_and_every_execution
   std::map<std::string, int> ended;
   std::map<std::string, std::map<uint32_t, int>> moves_out, moves_in;
   std::set<std::string> commands;
-  std::vector<record> recs;
-  for (uint32_t p = 0; p < partitions; ++p) {
-    for (stream s : {stream::executions, stream::commands_step}) {
-      for (uint64_t off = 0;;) {
-        recs.clear();
-        auto n = src->events->read(s, p, off, 4096, 16 << 20, recs);
-        ASSERT_TRUE(n);
-        if (*n == 0) break;
-        off = recs.back().offset + 1;
-        for (const record& r : recs) {
-          const fbs::Envelope* e = decode_envelope(r.value);
-          ASSERT_NE(e, nullptr);
-          const std::string tenant(sv(e->tenant_id()));
-          if (s == stream::commands_step) {
-            EXPECT_TRUE(commands.insert(tenant + "/" + std::string(sv(e->record_id()))).second)
-                << "command " << sv(e->record_id()) << " written twice";
-            continue;
-          }
-          const auto type = e->payload_type();
-          if (type == fbs::Payload::ExecutionSucceeded || type == fbs::Payload::ExecutionFailed ||
-              type == fbs::Payload::ExecutionCancelled) {
-            EXPECT_EQ(type, fbs::Payload::ExecutionSucceeded) << sv(e->execution_id());
-            ended[tenant + "/" + std::string(sv(e->execution_id()))]++;
-          }
-          if (type == fbs::Payload::TenantMovedOut) moves_out[tenant][p]++;
-          if (type == fbs::Payload::TenantMovedIn) moves_in[tenant][p]++;
-          if (auto* rej = e->payload_as_CommandRejected()) {
-            // The refusal asked for (acme to the partition it was on by then), and a signal
-            // that came after its execution timed out and ended (answered 409).
-            const std::string reason(sv(rej->reason()));
-            EXPECT_TRUE(reason.find("already on partition") != std::string::npos ||
-                        static_cast<rejection_code>(rej->code()) ==
-                            rejection_code::execution_finished)
-                << reason;
-          }
-        }
-      }
+  for_each_envelope(*src->events, stream::commands_step, [&](uint32_t, const fbs::Envelope& e) {
+    EXPECT_TRUE(commands.insert(fmt::format("{}/{}", sv(e.tenant_id()), sv(e.record_id()))).second)
+        << "command " << sv(e.record_id()) << " written twice";
+  });
+  for_each_envelope(*src->events, stream::executions, [&](uint32_t p, const fbs::Envelope& e) {
+    const std::string tenant(sv(e.tenant_id()));
+    const auto type = e.payload_type();
+    if (type == fbs::Payload::ExecutionSucceeded || type == fbs::Payload::ExecutionFailed ||
+        type == fbs::Payload::ExecutionCancelled) {
+      EXPECT_EQ(type, fbs::Payload::ExecutionSucceeded) << sv(e.execution_id());
+      ended[tenant + "/" + std::string(sv(e.execution_id()))]++;
     }
-  }
+    if (type == fbs::Payload::TenantMovedOut) moves_out[tenant][p]++;
+    if (type == fbs::Payload::TenantMovedIn) moves_in[tenant][p]++;
+    if (auto* rej = e.payload_as_CommandRejected()) {
+      // The refusal asked for (acme to the partition it was on by then), and a signal that came
+      // after its execution timed out and ended (answered 409).
+      const std::string reason(sv(rej->reason()));
+      EXPECT_TRUE(reason.find("already on partition") != std::string::npos ||
+                  static_cast<rejection_code>(rej->code()) == rejection_code::execution_finished)
+          << reason;
+    }
+  });
   EXPECT_EQ(ended.size(), started.size());
   for (const std::string& id : started) EXPECT_EQ(ended[id], 1) << id << " ended " << ended[id];
   EXPECT_EQ(commands.size(), 2 * started.size()) << "steps a and b of every execution, once";
