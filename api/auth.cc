@@ -53,8 +53,9 @@ std::string_view role_name(api_role r) {
 bool role_allows(api_role r, api_action a) {
   switch (r) {
     case api_role::admin:
-    case api_role::operator_:
       return true;
+    case api_role::operator_:
+      return a != api_action::move;
     case api_role::publisher:
       return a == api_action::start || a == api_action::signal;
     case api_role::auditor:

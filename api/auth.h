@@ -38,7 +38,10 @@ enum class api_action : uint8_t {
   signal,   // publisher, operator, admin
   cancel,   // operator, admin
   publish,  // definitions and policy: operator, admin
-  read,     // executions, timelines, events, definitions, policy: auditor, operator, admin
+  read,     // executions, timelines, events, definitions, policy, placement: auditor, operator,
+            // admin
+  move,     // a tenant's partition (docs/tenant-moves.md): admin only — it loads a partition
+            // other tenants share, a deployment operator's decision rather than a tenant's
 };
 bool role_allows(api_role r, api_action a);
 

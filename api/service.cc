@@ -522,6 +522,8 @@ struct api_server::impl {
               const std::string& tenant, const std::string& id, api_responder respond);
   void cancel(const api_request& req, const target_parts& t, const principal& who,
               const std::string& tenant, const std::string& id, api_responder respond);
+  void move(const api_request& req, const target_parts& t, const principal& who,
+            const std::string& tenant, api_responder respond);
 
   // Reads.
   std::optional<api_response> read_store(const std::string& tenant,
@@ -533,6 +535,7 @@ struct api_server::impl {
   api_response get_definition_version(const std::string& tenant, const std::string& workflow,
                                       const std::string& version);
   api_response get_policy(const std::string& tenant);
+  api_response get_placement(const std::string& tenant);
   api_response timeline_json(const std::string& tenant, const std::string& id);
   api_response timeline_html(const std::string& tenant, const std::string& id);
   api_response events(const api_request& req, const target_parts& t, const std::string& tenant,
@@ -540,24 +543,30 @@ struct api_server::impl {
 
   std::optional<execution_state> load_execution(const std::string& tenant, const std::string& id);
   // Where the tenant lives now: its default partition, then the placement entries of the
-  // partitions it moved away from, one hop each (docs/tenant-moves.md).
-  uint32_t partition_of(std::string_view tenant) const {
+  // partitions it moved away from, one hop each (docs/tenant-moves.md). `path` is every
+  // partition on the way (the last is where it lives), `entry` the placement entry there (none
+  // for a tenant on its default partition, or one whose state has not arrived yet).
+  struct tenant_place {
+    std::vector<uint32_t> path;
+    std::optional<placement_entry> entry;
+  };
+  tenant_place place_of(std::string_view tenant) const {
+    tenant_place out;
     uint32_t p = home_partition(engine.events(), tenant);
-    for (uint32_t hops = 0; hops < engine.partitions(); ++hops) {
-      std::optional<uint32_t> next;
+    for (uint32_t hops = 0; hops <= engine.partitions(); ++hops) {
+      out.path.push_back(p);
+      out.entry.reset();
       engine.with_store(p, [&](const state_store& s) {
         auto placed = s.get(keys::placement(tenant));
         placement_entry where;
-        if (placed && *placed && decode_placement(**placed, where) &&
-            where.ph == placement_entry::phase::moved_out) {
-          next = where.partition;
-        }
+        if (placed && *placed && decode_placement(**placed, where)) out.entry = where;
       });
-      if (!next) break;
-      p = *next;
+      if (!out.entry || out.entry->ph != placement_entry::phase::moved_out) break;
+      p = out.entry->partition;
     }
-    return p;
+    return out;
   }
+  uint32_t partition_of(std::string_view tenant) const { return place_of(tenant).path.back(); }
   // An event index entry: the offset in the tenant's partition `p`, or, for the events from
   // before a move, the partition and offset where they were written (12 bytes).
   struct event_ref {
@@ -634,7 +643,9 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
     cancel,
     timeline,
     timeline_html,
-    events
+    events,
+    move,
+    placement
   };
   kind k = kind::none;
   const size_t n = seg.size();
@@ -642,6 +653,8 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
   if (n == 4 && seg[2] == "definitions") k = kind::definition;
   if (n == 6 && seg[2] == "definitions" && seg[4] == "versions") k = kind::definition_version;
   if (n == 3 && seg[2] == "policy") k = kind::policy;
+  if (n == 3 && seg[2] == "move") k = kind::move;
+  if (n == 3 && seg[2] == "placement") k = kind::placement;
   if (n == 3 && seg[2] == "executions") k = kind::executions;
   if (n == 4 && seg[2] == "executions") k = kind::execution;
   if (n == 5 && seg[2] == "executions") {
@@ -656,7 +669,7 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
   std::string allow = "GET";
   if (k == kind::definitions || k == kind::executions) allow = "GET, POST";
   if (k == kind::policy) allow = "GET, PUT";
-  if (k == kind::signals || k == kind::cancel) allow = "POST";
+  if (k == kind::signals || k == kind::cancel || k == kind::move) allow = "POST";
   bool allowed = false;
   for (std::string_view a : {"GET", "POST", "PUT"}) {
     allowed = allowed || (m == a && allow.find(a) != std::string::npos);
@@ -675,6 +688,7 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
     if (k == kind::signals) action = api_action::signal;
     if (k == kind::cancel) action = api_action::cancel;
     if (k == kind::definitions || k == kind::policy) action = api_action::publish;
+    if (k == kind::move) action = api_action::move;
   }
   if (!role_allows(who.role, action)) {
     return respond(problem(403, fmt::format("the role {} may not do this", role_name(who.role))));
@@ -717,6 +731,10 @@ void api_server::impl::route(const api_request& req, const target_parts& t, cons
       return respond(timeline_html(tenant, seg[3]));
     case kind::events:
       return respond(events(req, t, tenant, seg[3]));
+    case kind::move:
+      return move(req, t, who, tenant, std::move(respond));
+    case kind::placement:
+      return respond(get_placement(tenant));
     case kind::none:
       break;
   }
@@ -972,7 +990,75 @@ void api_server::impl::cancel(const api_request& req, const target_parts& t, con
          std::move(accepted), std::move(decided), std::move(respond), rid);
 }
 
+// A tenant's move (docs/tenant-moves.md): a MoveTenant command on ingress, decided by the
+// partition the tenant lives on. Its decision is TenantMovedOut there (the state has left for
+// the target in the same commit; the target installs it when it reads the chunks: GET
+// placement shows `moving` until then) or the rejection (invalid_move and its reason).
+void api_server::impl::move(const api_request& req, const target_parts& t, const principal& who,
+                            const std::string& tenant, api_responder respond) {
+  auto body = json_body(req);
+  if (auto* p = std::get_if<api_response>(&body)) return respond(std::move(*p));
+  const json& j = std::get<json>(body);
+  if (auto p = unknown_fields(j, {"to"})) return respond(std::move(*p));
+  // A partition that does not exist or is retired is the engine's to refuse (invalid_move,
+  // with its reason), like every other refused move.
+  if (!j.contains("to") || !j["to"].is_number_unsigned() || j["to"].get<uint64_t>() > UINT32_MAX) {
+    return respond(problem(400, "to: the target partition, a number from 0"));
+  }
+  const auto to = j["to"].get<uint32_t>();
+  api_response bad;
+  auto wait_ms = wait_of(t, bad);
+  if (!wait_ms) return respond(std::move(bad));
+  const std::string rid = record_id_for(who);
+  const std::string location = fmt::format("/v1/tenants/{}/placement", tenant);
+  api_response accepted =
+      json_response(202, {{"outcome", "pending"}, {"to", to}, {"request_id", rid}});
+  accepted.headers.emplace_back("Location", location);
+  auto decided = [rid, location](const fbs::Envelope& env) {
+    if (auto* r = env.payload_as_CommandRejected()) return rejected(*r);
+    json b = {{"outcome", "accepted"}, {"request_id", rid}};
+    if (auto* m = env.payload_as_TenantMovedOut()) {
+      b["to"] = m->to_partition();
+      b["epoch"] = m->epoch();
+      b["running_executions"] = m->executions();
+      b["state_bytes"] = m->state_bytes();
+      b["chunks"] = m->chunks();
+    }
+    api_response r = json_response(200, b);
+    r.headers.emplace_back("Location", location);
+    return r;
+  };
+  submit(who, tenant, client::move_tenant({tenant, "", rid, clk.now_ms()}, to), *wait_ms,
+         std::move(accepted), std::move(decided), std::move(respond), rid);
+}
+
 // --------------------------------------------------------------------------------- reads
+
+api_response api_server::impl::get_placement(const std::string& tenant) {
+  const tenant_place at = place_of(tenant);
+  const uint32_t p = at.path.back();
+  const uint32_t home = at.path.front();
+  // On its partition with no entry: its default partition (never moved), or a target whose
+  // first chunk has not been read yet (the source's entry names it).
+  const bool arriving = !at.entry && at.path.size() > 1;
+  const bool installing = at.entry && at.entry->ph == placement_entry::phase::installing;
+  uint32_t epoch = at.entry ? at.entry->epoch : 0;
+  if (arriving) {
+    engine.with_store(at.path[at.path.size() - 2], [&](const state_store& s) {
+      auto placed = s.get(keys::placement(tenant));
+      placement_entry where;
+      if (placed && *placed && decode_placement(**placed, where)) epoch = where.epoch;
+    });
+  }
+  return json_response(200, {{"tenant", tenant},
+                             {"partition", p},
+                             {"home", home},
+                             {"epoch", epoch},
+                             {"moving", arriving || installing},
+                             {"path", at.path},
+                             {"partitions", engine.partitions()},
+                             {"retired", engine.events().placement().retired}});
+}
 
 std::optional<api_response> api_server::impl::read_store(
     const std::string& tenant, const std::function<api_response(const state_store&)>& fn) {

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -144,8 +145,11 @@ std::optional<local_endpoint> find_endpoint(const std::string& data_dir) {
                         j.value("ca_file", "")};
 }
 
-int call_api(const local_endpoint& ep, std::string_view method, const std::string& path,
-             const std::string& body, std::string_view what) {
+namespace {
+
+// One request to the engine serving the data directory, with its local admin key.
+result<http_response> send(const local_endpoint& ep, std::string_view method,
+                           const std::string& path, const std::string& body) {
   http_request r;
   r.method = std::string(method);
   r.url = ep.url + path;
@@ -154,7 +158,14 @@ int call_api(const local_endpoint& ep, std::string_view method, const std::strin
   r.deadline_ms = wall_now_ms() + 40'000;
   http_tls_options tls;
   tls.ca_file = ep.ca_file;
-  auto resp = http_call(r, tls);
+  return http_call(r, tls);
+}
+
+}  // namespace
+
+int call_api(const local_endpoint& ep, std::string_view method, const std::string& path,
+             const std::string& body, std::string_view what) {
+  auto resp = send(ep, method, path, body);
   if (!resp) {
     fmt::print(stderr, "auterity: the engine serving this data directory did not answer: {}\n",
                resp.error().message);
@@ -240,6 +251,34 @@ int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::s
   return call_api(ep, "POST",
                   fmt::format("/v1/tenants/{}/executions/{}/cancel{}", tenant, id, wait_query),
                   json{{"reason", reason}}.dump(), "cancel");
+}
+
+int api_move(const local_endpoint& ep, const std::string& tenant, uint32_t to, int wait_s) {
+  const int rc = call_api(ep, "POST", fmt::format("/v1/tenants/{}/move{}", tenant, wait_query),
+                          json{{"to", to}}.dump(), "move");
+  if (rc != 0) return rc;
+  // Accepted: the source handed the state over in its commit; the target installs it when it
+  // reads the chunks (at once, when it runs). Follow it until the tenant is settled there.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+  json last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto resp = send(ep, "GET", fmt::format("/v1/tenants/{}/placement", tenant), "");
+    if (resp && resp->status == 200) {
+      last = json::parse(resp->body, nullptr, false);
+      if (last.is_object() && last.value("partition", UINT32_MAX) == to &&
+          !last.value("moving", true)) {
+        fmt::print("moved: tenant {} decides on partition {} (epoch {})\n", tenant, to,
+                   last.value("epoch", 0));
+        return 0;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  fmt::print(stderr,
+             "auterity: tenant {} is not settled on partition {} after {} s (placement: {}); the "
+             "move goes on: GET /v1/tenants/{}/placement\n",
+             tenant, to, wait_s, last.is_object() ? last.dump() : "not read", tenant);
+  return 2;
 }
 
 // ----------------------------------------------------------------------------------- keys

@@ -66,6 +66,11 @@ int api_signal(const local_endpoint& ep, const std::string& tenant, const std::s
 int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::string& id,
                const std::string& reason);
 
+// `tenants move` through the API: the move's decision (accepted, or rejected with the reason),
+// then the tenant's placement until it is settled on `to` (at most wait_s). Exit 0 moved, 1
+// rejected or refused, 2 no answer or not settled in time (the move goes on in the engine).
+int api_move(const local_endpoint& ep, const std::string& tenant, uint32_t to, int wait_s);
+
 command_runner add_keys_commands(CLI::App& app);
 // `auterity gateway --kafka B --http ADDR`: the API in front of Kafka, with a read replica of
 // the state (api/replica.h). `defaults`: the configuration's Kafka settings, filled in after

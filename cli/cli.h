@@ -16,6 +16,7 @@
 #include "engine/log.h"
 #include "engine/partition_runtime.h"
 #include "engine/worker_runtime.h"
+#include "node/scale.h"
 
 namespace CLI {
 class App;
@@ -73,6 +74,23 @@ struct kafka_status_flags {
   int timeout_ms = 10'000;  // longest wait for one broker answer, and for reading the gaps
 };
 int kafka_groups_status(const kafka_status_flags& flags);
+
+// `partitions plan|scale --kafka` (cli/partitions_kafka.cc; docs/tenant-moves.md, "On
+// Kafka"). The survey of a Kafka deployment: every partition's state rebuilt from the
+// executions topic (read_committed) by a read replica (api/replica.h) in a scratch directory,
+// with progress on stderr, then weighed as on the embedded log (node/scale.h); `events` is the
+// read-only log it read, for the plan.
+struct kafka_survey {
+  std::unique_ptr<log> events;
+  placement_survey survey;
+};
+result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms);
+// Applies a plan to a Kafka deployment whose header is `now`: grows the topics (the placement
+// base recorded first) and stops there — instances sized for the old count would refuse moves
+// to the new partitions: restart them and run the scale again; or records the retired
+// partitions, then publishes one MoveTenant per move on ingress. Exit 0 done, 1 failed.
+int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
+                      const scale_plan& plan, int64_t now_ms);
 
 // Anchors written by `auterity run` (docs/anchors.md; cli/anchors_cmd.cc).
 struct anchor_flags {

@@ -430,9 +430,8 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
   auto src = open_read_only(f, /*with_state=*/true);
   if (!src) return report(src.error());
   log& l = *src->events;
-  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
-  // built): /metrics has it (auterity_tenant_recent_load).
-  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
+  auto survey =
+      survey_placement(l, src->store_ptrs(), window_ms, /*read_forward=*/!f.kafka.empty());
   if (!survey) return report(survey.error());
   std::vector<std::vector<const tenant_load*>> by_partition(l.partition_count());
   for (const tenant_load& t : survey->tenants) by_partition[t.partition].push_back(&t);
@@ -490,32 +489,63 @@ int cmd_partitions_show(const common_flags& f, size_t top, int64_t window_ms) {
   return 0;
 }
 
+// Where the tenants are and what they weigh: the embedded log's state stores (engine stopped),
+// or on Kafka every partition's state rebuilt from the executions topic (survey_kafka).
+struct surveyed {
+  std::optional<replay_source> src;  // the embedded log, read-only
+  std::unique_ptr<log> kafka;
+  placement_survey survey;
+  log& events() { return kafka ? *kafka : *src->events; }
+};
+
+result<surveyed> survey_of(const common_flags& f, int64_t window_ms) {
+  surveyed out;
+  if (!f.kafka.empty()) {
+    auto k = survey_kafka(*kafka_of(f), window_ms);
+    if (!k) return std::unexpected(k.error());
+    out.kafka = std::move(k->events);
+    out.survey = std::move(k->survey);
+    return out;
+  }
+  auto src = open_read_only(f, /*with_state=*/true);
+  if (!src) return std::unexpected(src.error());
+  out.src = std::move(*src);
+  auto survey = survey_placement(*out.src->events, out.src->store_ptrs(), window_ms);
+  if (!survey) return std::unexpected(survey.error());
+  out.survey = std::move(*survey);
+  return out;
+}
+
+std::string where_flags(const common_flags& f) {
+  if (!f.kafka.empty()) {
+    return fmt::format(" --kafka {}{}", f.kafka,
+                       f.topic_prefix.empty() ? "" : " --topic-prefix " + f.topic_prefix);
+  }
+  return f.data_dir.empty() ? "" : " --data " + f.data_dir;
+}
+
 // Proposes the moves that balance the measured load over `target` partitions (0: the ones
 // taking tenants now) and isolate a tenant hot enough for a partition of its own; changes
 // nothing. The planner of `partitions scale` (node/scale.h).
 int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_ms) {
-  auto src = open_read_only(f, /*with_state=*/true);
-  if (!src) return report(src.error());
-  log& l = *src->events;
-  // On Kafka the rate is not read from the topics (reading one backwards by offset is not
-  // built): /metrics has it (auterity_tenant_recent_load).
-  auto survey = survey_placement(l, src->store_ptrs(), f.kafka.empty() ? window_ms : 0);
-  if (!survey) return report(survey.error());
+  auto s = survey_of(f, window_ms);
+  if (!s) return report(s.error());
+  log& l = s->events();
   if (target == 0)
     target = l.partition_count() - static_cast<uint32_t>(l.placement().retired.size());
-  auto plan = plan_scale(*survey, l.partition_count(), l.placement(), target);
+  auto plan = plan_scale(s->survey, l.partition_count(), l.placement(), target);
   if (!plan) return report(plan.error());
   fmt::print("{}", format_plan(*plan));
   if (plan->moves.empty()) {
     fmt::print("nothing to move: the load is as even as moving whole tenants makes it\n");
   } else if (plan->partitions != l.partition_count() ||
              plan->active != l.partition_count() - l.placement().retired.size()) {
-    fmt::print("apply: auterity partitions scale --to {} (embedded log, engine stopped)\n", target);
+    fmt::print("apply: auterity partitions scale --to {}{}{}\n", target, where_flags(f),
+               f.kafka.empty() ? " (embedded log: engine stopped)" : "");
   } else {
     fmt::print("apply: one `auterity tenants move` per move, e.g.\n");
     for (const planned_move& m : plan->moves) {
-      fmt::print("  auterity tenants move {} --to {}{}\n", m.tenant, m.to,
-                 f.data_dir.empty() ? "" : " --data " + f.data_dir);
+      fmt::print("  auterity tenants move {} --to {}{}\n", m.tenant, m.to, where_flags(f));
     }
   }
   return 0;
@@ -524,22 +554,23 @@ int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_m
 // Plans the moves that spread the tenants over `target` partitions and, unless a dry run,
 // grows or retires partitions and publishes the moves (docs/tenant-moves.md, "Scaling").
 int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, int64_t window_ms) {
-  if (!f.kafka.empty()) {
-    return report(error{errc::invalid,
-                        "partitions scale is built on the embedded log only: on Kafka the "
-                        "placement header needs a topic of its own and running instances must take "
-                        "up added partitions (docs/tenant-moves.md, \"Not built yet\"); "
-                        "`topics apply --allow-repartition` with the engine stopped re-homes "
-                        "tenants instead"});
+  if (f.kafka.empty() && find_endpoint(f.data_dir)) {
+    // A running engine sized its partitions and read the log's header when it opened: growing
+    // or retiring under it is not safe (docs/tenant-moves.md, "Moves while the engine runs").
+    return report(error{errc::locked,
+                        fmt::format("an engine serves {}: partitions scale changes the log's "
+                                    "partition count and header, which the running engine read "
+                                    "when it opened; stop it, scale, and start it again (single "
+                                    "tenants move while it runs: `auterity tenants move`)",
+                                    f.data_dir)});
   }
   std::optional<scale_plan> plan;
+  placement_header header;
   {
-    auto src = open_read_only(f, /*with_state=*/true);
-    if (!src) return report(src.error());
-    auto survey = survey_placement(*src->events, src->store_ptrs(), window_ms);
-    if (!survey) return report(survey.error());
-    auto planned =
-        plan_scale(*survey, src->events->partition_count(), src->events->placement(), target);
+    auto s = survey_of(f, window_ms);
+    if (!s) return report(s.error());
+    header = s->events().placement();
+    auto planned = plan_scale(s->survey, s->events().partition_count(), header, target);
     if (!planned) return report(planned.error());
     plan = std::move(*planned);
   }  // the read-only open's shared lock is released here
@@ -548,6 +579,7 @@ int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, i
     fmt::print("dry run: nothing changed\n");
     return 0;
   }
+  if (!f.kafka.empty()) return kafka_apply_scale(*kafka_of(f), header, *plan, wall_ms());
   auto published = apply_scale_embedded(f.data_dir + "/log", *plan, wall_ms());
   if (!published) return report(published.error());
   fmt::print(
@@ -861,11 +893,21 @@ int main(int argc, char** argv) {
       "move",
       "Move a tenant, with all its running executions, timers, definitions, policy and "
       "windows, to another partition (docs/tenant-moves.md). Published as a command on "
-      "ingress, decided in order with the tenant's other commands; a refused move is a "
-      "rejection (invalid_move) with the reason, in `dump executions`");
+      "ingress, decided in order with the tenant's other commands. With an engine serving "
+      "--data's HTTP API (`run --http`) it goes through the API while the engine runs and prints "
+      "the decision (exit 0 moved, 1 rejected with the reason, 2 no answer); otherwise it is "
+      "written into the log for the next `run`, and a refused move is a rejection "
+      "(invalid_move) with the reason, in `dump executions`");
   add_common(tmove, f);
   tmove->add_option("tenant", tenant, "Tenant id")->required();
   tmove->add_option("--to", move_to, "Target partition (0 .. partitions-1)")->required();
+  int move_wait_s = 30;
+  tmove
+      ->add_option("--wait-s", move_wait_s,
+                   "With an engine serving --data's API: how long to wait for the move's decision "
+                   "and for the tenant to settle on its new partition")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
 
   auto* parts = app.add_subcommand("partitions", "Operator commands on partitions");
   parts->require_subcommand(1);
@@ -891,7 +933,8 @@ int main(int argc, char** argv) {
       "Propose tenant moves that balance the measured load (running executions + 1 + events in "
       "the window, per tenant) over the partitions and isolate a tenant hot enough for a "
       "partition of its own; prints which tenant moves where and why, changes nothing. Embedded "
-      "log, engine stopped (on Kafka: the stores in --data only)");
+      "log: engine stopped; --kafka: while the instances run, from every partition's state "
+      "rebuilt from the executions topic (read_committed, progress on stderr)");
   add_common(pplan, f);
   pplan->add_option("--to", plan_to,
                     "Partitions that take tenants afterwards (default: those that take them now)");
@@ -909,9 +952,12 @@ int main(int argc, char** argv) {
       "moves tenants onto the new partitions to balance the load (running executions + 1 + "
       "events in the window, per tenant); down moves every tenant off partitions N.. and retires "
       "them (their history "
-      "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log, engine "
-      "stopped (docs/tenant-moves.md, \"Scaling the partition count\"). Exit: 0 planned (and "
-      "applied), 1 refused or failed");
+      "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log: engine "
+      "stopped. --kafka: weighs the tenants from the executions topic while the instances run; "
+      "up adds partitions as `topics apply --allow-repartition` does and stops: restart the "
+      "instances, then run it again to publish the moves; down records the retired partitions "
+      "in the placement topic and publishes the moves (docs/tenant-moves.md, \"Scaling the "
+      "partition count\"). Exit: 0 planned (and applied), 1 refused or failed");
   add_common(pscale, f);
   pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
   pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
@@ -993,8 +1039,8 @@ int main(int argc, char** argv) {
   // An engine serving the data directory's API takes commands while it runs (api/README.md);
   // without one they go straight into the log.
   std::optional<local_endpoint> served;
-  if (f.kafka.empty() &&
-      (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() || can->parsed())) {
+  if (f.kafka.empty() && (pub->parsed() || pol->parsed() || start->parsed() || sig->parsed() ||
+                          can->parsed() || tmove->parsed())) {
     served = find_endpoint(f.data_dir);
   }
   if (worker_cmd->parsed()) {
@@ -1050,6 +1096,7 @@ int main(int argc, char** argv) {
     return submit_one(f, tenant, client::cancel({tenant, execution, rid, wall_ms()}, reason));
   }
   if (tmove->parsed()) {
+    if (served) return api_move(*served, tenant, move_to, move_wait_s);
     return submit_one(f, tenant, client::move_tenant({tenant, "", rid, wall_ms()}, move_to));
   }
   if (pshow->parsed()) return cmd_partitions_show(f, hottest, window_min * 60'000);

@@ -18,8 +18,6 @@ constexpr int exit_matches = 0;
 constexpr int exit_differs = 1;  // describe: something differs; apply --dry-run: would change
 constexpr int exit_error = 2;
 
-constexpr int16_t replication_default_max = 3;
-
 struct topics_flags {
   std::string bootstrap;
   std::map<std::string, std::string> properties;  // the configuration's kafka.properties
@@ -40,25 +38,14 @@ int report(const error& e) {
   return exit_error;
 }
 
-// The catalog the flags ask for; what is not given follows the cluster, so that a bare
-// `apply` on an existing deployment changes nothing it does not have to.
+// The catalog the flags ask for; what is not given follows the cluster (topics/catalog.h).
 result<std::vector<topic_spec>> resolve_catalog(const topics_flags& f) {
-  auto shape = probe_cluster(access(f), f.prefix, f.admin_timeout_ms);
-  if (!shape) return std::unexpected(shape.error());
-  catalog_options o;
-  o.prefix = f.prefix;
-  o.partitions = f.partitions            ? f.partitions
-                 : shape->partitions_max ? shape->partitions_max
-                                         : topic_partitions_default;
-  const auto by_brokers = static_cast<int16_t>(
-      std::min<uint32_t>(replication_default_max, std::max(shape->brokers, 1u)));
-  o.replication = f.replication            ? f.replication
-                  : shape->replication_max ? shape->replication_max
-                                           : by_brokers;
-  o.min_insync_replicas = f.min_insync;
-  std::vector<topic_spec> catalog = default_catalog(o);
-  if (auto v = validate_catalog(catalog); !v) return std::unexpected(v.error());
-  return catalog;
+  return catalog_for_cluster(access(f),
+                             {.partitions = f.partitions,
+                              .replication = f.replication,
+                              .min_insync_replicas = f.min_insync,
+                              .prefix = f.prefix},
+                             f.admin_timeout_ms);
 }
 
 int cmd_apply(const topics_flags& f) {

@@ -1,8 +1,11 @@
 #include "node/scale.h"
 
 #include <algorithm>
+#include <chrono>
+#include <deque>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include <fmt/core.h>
@@ -22,26 +25,53 @@ namespace {
 
 constexpr uint32_t scale_partitions_max = 1000;  // the embedded log's limit (pNNN directories)
 constexpr size_t survey_read_records_max = 4096;
+// On Kafka, how long the survey waits for the transactions below a stream's end to be decided
+// (running owners commit every few milliseconds; a paused one holds it until its timeout).
+constexpr auto survey_decided_wait = std::chrono::seconds(30);
+
+// Every committed record of (s, p) in [from, upto) (and maybe some past it) into `out`. A
+// backend may answer a read with fewer records than there are (Kafka: one fetch), and Kafka's
+// offsets have gaps (transaction markers), so it reads on until the range is covered.
+result<void> read_range(log& l, stream s, uint32_t p, uint64_t from, uint64_t upto,
+                        std::vector<record>& out) {
+  for (uint64_t at = from; at < upto;) {
+    auto n = l.read_to(s, p, at, upto, survey_read_records_max, 64 << 20, out);
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+    at = out.back().offset + 1;
+  }
+  return {};
+}
+
+// The end of (s, p), once everything below it is decided (Kafka; the embedded log at once).
+result<uint64_t> decided_end(log& l, stream s, uint32_t p) {
+  auto end = l.end_offset(s, p);
+  if (!end) return std::unexpected(end.error());
+  if (auto d = l.await_decided(s, p, *end, survey_decided_wait); !d) {
+    return std::unexpected(d.error());
+  }
+  return *end;
+}
 
 // Moves published on partition p's ingress and not consumed yet (last one per tenant wins).
 result<void> pending_moves(log& l, uint32_t p, std::map<std::string, uint32_t>& out) {
   auto pos = l.position(orchestrator_group, stream::ingress, p);
   if (!pos) return std::unexpected(pos.error());
-  auto end = l.end_offset(stream::ingress, p);
+  auto end = decided_end(l, stream::ingress, p);
   if (!end) return std::unexpected(end.error());
   std::vector<record> recs;
   for (uint64_t from = *pos; from < *end;) {
     recs.clear();
-    auto n = l.read(stream::ingress, p, from, survey_read_records_max, 8 << 20, recs);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) break;
+    const uint64_t upto = std::min(*end, from + survey_read_records_max);
+    if (auto r = read_range(l, stream::ingress, p, from, upto, recs); !r) return r;
     for (const record& r : recs) {
+      if (r.offset >= upto) break;
       const fbs::Envelope* env = decode_envelope(r.value, nullptr);
       if (env && env->payload_type() == fbs::Payload::MoveTenant) {
         out[std::string(sv(env->tenant_id()))] = env->payload_as_MoveTenant()->to_partition();
       }
     }
-    from = recs.back().offset + 1;
+    from = upto;
   }
   return {};
 }
@@ -49,15 +79,16 @@ result<void> pending_moves(log& l, uint32_t p, std::map<std::string, uint32_t>& 
 // Calls fn(envelope) for partition p's executions records from the newest back, until fn
 // returns false, the start of the stream or survey_recent_records_max records; true if capped.
 result<bool> read_back(log& l, uint32_t p, const std::function<bool(const fbs::Envelope&)>& fn) {
-  auto end = l.end_offset(stream::executions, p);
+  auto end = decided_end(l, stream::executions, p);
   if (!end) return std::unexpected(end.error());
   std::vector<record> recs;
   uint64_t read = 0;
   for (uint64_t upto = *end; upto > 0;) {
     const uint64_t from = upto > survey_read_records_max ? upto - survey_read_records_max : 0;
     recs.clear();
-    auto n = l.read(stream::executions, p, from, survey_read_records_max, 64 << 20, recs);
-    if (!n) return std::unexpected(n.error());
+    if (auto r = read_range(l, stream::executions, p, from, upto, recs); !r) {
+      return std::unexpected(r.error());
+    }
     for (auto it = recs.rbegin(); it != recs.rend(); ++it) {
       if (it->offset >= upto) continue;
       if (++read > survey_recent_records_max) return true;
@@ -69,15 +100,75 @@ result<bool> read_back(log& l, uint32_t p, const std::function<bool(const fbs::E
   return false;
 }
 
+// The window measured forwards: one pass per partition over its last survey_recent_records_max
+// records of executions, keeping the events newer than the newest seen so far minus the window
+// (timestamps are nearly in order), so memory holds about one window of events. For a reader that
+// seeks on every backwards step (Kafka).
+result<void> window_forward(log& l, int64_t window_ms, placement_survey& out,
+                            std::vector<std::map<std::string, uint64_t>>& recent) {
+  struct seen {
+    int64_t ms;
+    uint32_t tenant;  // index into names
+  };
+  std::vector<std::string> names;
+  std::map<std::string, uint32_t, std::less<>> index;
+  std::vector<std::deque<seen>> kept(l.partition_count());
+  int64_t newest = 0;
+  auto prune = [&](std::deque<seen>& d) {
+    while (!d.empty() && d.front().ms < newest - window_ms) d.pop_front();
+  };
+  std::vector<record> recs;
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    auto end = decided_end(l, stream::executions, p);
+    if (!end) return std::unexpected(end.error());
+    const uint64_t start = *end > survey_recent_records_max ? *end - survey_recent_records_max : 0;
+    std::optional<int64_t> first_ms;
+    for (uint64_t at = start; at < *end;) {
+      recs.clear();
+      auto n = l.read_to(stream::executions, p, at, *end, survey_read_records_max, 64 << 20, recs);
+      if (!n) return std::unexpected(n.error());
+      if (*n == 0) break;
+      for (const record& r : recs) {
+        if (r.offset >= *end) break;
+        const fbs::Envelope* env = decode_envelope(r.value, nullptr);
+        if (!env) continue;
+        if (!first_ms) first_ms = env->timestamp_ms();
+        newest = std::max(newest, env->timestamp_ms());
+        const std::string_view tenant = sv(env->tenant_id());
+        auto it = index.find(tenant);
+        if (it == index.end()) {
+          it = index.emplace(std::string(tenant), static_cast<uint32_t>(names.size())).first;
+          names.emplace_back(tenant);
+        }
+        kept[p].push_back({env->timestamp_ms(), it->second});
+        prune(kept[p]);
+      }
+      at = recs.back().offset + 1;
+    }
+    // Records before `start` were not read: the window may reach further back.
+    out.partitions[p].recent_capped = start > 0 && first_ms && *first_ms >= newest - window_ms;
+  }
+  out.window_end_ms = newest;
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    prune(kept[p]);
+    out.partitions[p].recent_events = kept[p].size();
+    for (const seen& e : kept[p]) ++recent[p][names[e.tenant]];
+  }
+  return {};
+}
+
 }  // namespace
 
 result<placement_survey> survey_placement(log& l, const std::vector<state_store*>& stores,
-                                          int64_t window_ms) {
+                                          int64_t window_ms, bool read_forward) {
   placement_survey out;
   out.partitions.resize(l.partition_count());
   out.window_ms = window_ms;
-  // The window ends at the newest event of the log (the last moment the engine ran).
-  if (window_ms > 0) {
+  std::vector<std::map<std::string, uint64_t>> recent(l.partition_count());  // by tenant
+  if (window_ms > 0 && read_forward) {
+    if (auto r = window_forward(l, window_ms, out, recent); !r) return std::unexpected(r.error());
+  } else if (window_ms > 0) {
+    // The window ends at the newest event of the log (the last moment the engine ran).
     for (uint32_t p = 0; p < l.partition_count(); ++p) {
       auto r = read_back(l, p, [&](const fbs::Envelope& env) {
         out.window_end_ms = std::max(out.window_end_ms, env.timestamp_ms());
@@ -85,12 +176,8 @@ result<placement_survey> survey_placement(log& l, const std::vector<state_store*
       });
       if (!r) return std::unexpected(r.error());
     }
-  }
-  for (uint32_t p = 0; p < l.partition_count(); ++p) {
-    partition_survey& ps = out.partitions[p];
-    if (auto r = pending_moves(l, p, out.pending_moves); !r) return std::unexpected(r.error());
-    std::map<std::string, uint64_t> recent;  // by tenant
-    if (window_ms > 0 && out.window_end_ms > 0) {
+    for (uint32_t p = 0; p < l.partition_count() && out.window_end_ms > 0; ++p) {
+      partition_survey& ps = out.partitions[p];
       const int64_t since = out.window_end_ms - window_ms;
       // Timestamps are nearly in order: stop after a whole read's worth of older records.
       uint64_t older_in_a_row = 0;
@@ -98,12 +185,16 @@ result<placement_survey> survey_placement(log& l, const std::vector<state_store*
         if (env.timestamp_ms() < since) return ++older_in_a_row < survey_read_records_max;
         older_in_a_row = 0;
         ++ps.recent_events;
-        ++recent[std::string(sv(env.tenant_id()))];
+        ++recent[p][std::string(sv(env.tenant_id()))];
         return true;
       });
       if (!capped) return std::unexpected(capped.error());
       ps.recent_capped = *capped;
     }
+  }
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    partition_survey& ps = out.partitions[p];
+    if (auto r = pending_moves(l, p, out.pending_moves); !r) return std::unexpected(r.error());
     const state_store* store = p < stores.size() ? stores[p] : nullptr;
     if (!store) continue;
     ps.has_state = true;
@@ -137,7 +228,7 @@ result<placement_survey> survey_placement(log& l, const std::vector<state_store*
     // leftover; only registered tenants live here.
     for (auto& [name, t] : here) {
       if (t.tenant.empty()) continue;
-      if (auto it = recent.find(name); it != recent.end()) t.recent_events = it->second;
+      if (auto it = recent[p].find(name); it != recent[p].end()) t.recent_events = it->second;
       ++ps.tenants;
       ps.running += t.running;
       out.tenants.push_back(std::move(t));

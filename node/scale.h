@@ -61,9 +61,13 @@ struct placement_survey {
 };
 
 // `stores[p]` is partition p's state store (null: no state there, nothing counted).
-// `window_ms` 0 measures no events (weights are running executions + 1).
+// `window_ms` 0 measures no events (weights are running executions + 1). The window is read back
+// from each partition's end, stopping at its start; `read_forward` reads it in one forward pass
+// over each partition's last survey_recent_records_max records instead (Kafka: a reader that
+// steps backwards seeks at every read, and a seek on a busy consumer can time out).
 result<placement_survey> survey_placement(log& l, const std::vector<state_store*>& stores,
-                                          int64_t window_ms = survey_window_ms_default);
+                                          int64_t window_ms = survey_window_ms_default,
+                                          bool read_forward = false);
 
 struct planned_move {
   std::string tenant;

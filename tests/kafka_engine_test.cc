@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/kafka_placement.h"
 #include "engine/record.h"
 #include "node/node.h"
 #include "processors/client.h"
@@ -369,6 +370,115 @@ TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
   ASSERT_EQ(done, ids.size()) << "executions still running after 120 s";
   verify_exactly_once(**again, ids, dir + "/scratch");
   expect_outbox_once(dir, ids.size());
+}
+
+// Issue 9: `partitions scale --kafka` while an instance runs under load. It weighs the tenants
+// from the executions topic (read_committed), prints the plan (`--dry-run` changes nothing),
+// grows the topics 2 -> 4 with the base recorded and stops; the instance is restarted on 4
+// partitions; the same command again publishes the moves onto the new partitions, which the
+// instance runs while executions keep coming; then down to 3: partition 3 retired in the
+// placement topic and its tenants moved off. Every execution completes exactly once, state
+// equals replay on all four partitions, and the chains verify across the moves.
+TEST_F(kafka_engine, partitions_scale_grows_two_to_four_and_moves_tenants_onto_the_new_ones) {
+  system_clock clk;
+  auto n = node::open(options("scaler", true), clk);
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  const std::vector<std::string> tenants = {"acme",   "bayside",  "cardinal",
+                                            "dorado", "eastside", "fjord"};
+  std::vector<std::pair<std::string, std::string>> ids;
+  auto start = [&](node& on, const std::string& tag, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      const std::string& tenant = tenants[i % tenants.size()];
+      const std::string id = fmt::format("{}-{}", tag, i);
+      ASSERT_TRUE(on.submit(
+          tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump())));
+      ids.emplace_back(tenant, id);
+    }
+  };
+  for (const std::string& tenant : tenants) {
+    ASSERT_TRUE((*n)->submit(tenant, client::publish_definition({tenant, "", "pub", 0}, workflow)));
+  }
+  start(**n, "before", 60);
+  ASSERT_TRUE((*n)->recover().has_value());
+  (*n)->start();
+  const std::string where =
+      fmt::format("--kafka {} --topic-prefix {} --data {}/cli", cluster->bootstrap(), prefix, dir);
+  auto cli = [&](const std::string& args) {
+    return testing::run_command(fmt::format("'{}' {} {} 2>&1", AUTERITY_BIN, args, where));
+  };
+  auto plan = cli("partitions plan --to 4");
+  ASSERT_EQ(plan.code, 0) << plan.out;
+  EXPECT_NE(plan.out.find("partitions: 2 -> 4 taking tenants"), std::string::npos) << plan.out;
+  EXPECT_NE(plan.out.find("records of the executions topic in"), std::string::npos) << plan.out;
+  auto dry = cli("partitions scale --to 4 --dry-run");
+  ASSERT_EQ(dry.code, 0) << dry.out;
+  EXPECT_NE(dry.out.find("dry run: nothing changed"), std::string::npos) << dry.out;
+  auto count = check_copartitioned(cluster->bootstrap(), prefix);
+  ASSERT_TRUE(count.has_value()) << count.error().message;
+  EXPECT_EQ(*count, partitions) << "a dry run changes nothing";
+  auto grown = cli("partitions scale --to 4");
+  ASSERT_EQ(grown.code, 0) << grown.out;
+  EXPECT_NE(grown.out.find("recorded placement base 2"), std::string::npos) << grown.out;
+  EXPECT_NE(grown.out.find("no move published yet"), std::string::npos) << grown.out;
+  count = check_copartitioned(cluster->bootstrap(), prefix);
+  ASSERT_TRUE(count.has_value()) << count.error().message;
+  EXPECT_EQ(*count, 4u);
+  // The operator restarts the instance on the four partitions.
+  (*n)->stop();
+  n->reset();
+  auto again = node::open(options("scaler", true), clk);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  ASSERT_EQ((*again)->partitions(), 4u);
+  start(**again, "restarted", 30);  // hashed with 4 by the producer: forwarded to their tenants
+  ASSERT_TRUE((*again)->recover().has_value());
+  (*again)->start();
+  auto moved = cli("partitions scale --to 4");
+  ASSERT_EQ(moved.code, 0) << moved.out;
+  EXPECT_NE(moved.out.find("move(s) published on ingress"), std::string::npos) << moved.out;
+  EXPECT_EQ(moved.out.find(" 0 move(s) published"), std::string::npos) << moved.out;
+  start(**again, "after", 60);  // while the tenants move
+  ASSERT_EQ(await_ended(**again, ids, std::chrono::seconds(180)), ids.size())
+      << "executions still running after 180 s";
+  // Down to 3: partition 3 retired in the placement topic, its tenants moved off.
+  auto shrunk = cli("partitions scale --to 3");
+  ASSERT_EQ(shrunk.code, 0) << shrunk.out;
+  EXPECT_NE(shrunk.out.find("3..3 retired: Kafka cannot delete partitions"), std::string::npos)
+      << shrunk.out;
+  EXPECT_NE(shrunk.out.find("retired 3"), std::string::npos) << shrunk.out;
+  std::map<std::string, std::string> conf = {{"bootstrap.servers", cluster->bootstrap()}};
+  auto header = read_kafka_placement(conf, prefix + "placement", 10'000);
+  ASSERT_TRUE(header.has_value()) << header.error().message;
+  ASSERT_TRUE(header->has_value());
+  EXPECT_EQ((*header)->base, partitions);
+  EXPECT_EQ((*header)->retired, (std::vector<uint32_t>{3}));
+  start(**again, "shrunk", 30);
+  const size_t done = await_ended(**again, ids, std::chrono::seconds(180));
+  (*again)->stop();
+  ASSERT_EQ(done, ids.size()) << "executions still running after 180 s";
+  // Tenants went onto the new partitions (read_committed), and no command was refused.
+  std::set<uint32_t> moved_in;  // new partitions a tenant moved onto
+  size_t left_retired = 0;      // tenants that moved off the retired partition
+  for (uint32_t p = 0; p < 4; ++p) {
+    for (const record& r : read_all((*again)->get_log(), stream::executions, p)) {
+      const fbs::Envelope* e = decode_envelope(r.value);
+      ASSERT_NE(e, nullptr);
+      EXPECT_NE(e->payload_type(), fbs::Payload::CommandRejected)
+          << sv(e->payload_as_CommandRejected()->reason());
+      if (e->payload_type() == fbs::Payload::TenantMovedIn && p >= partitions) {
+        moved_in.insert(p);
+      }
+      if (e->payload_type() == fbs::Payload::TenantMovedOut && p == 3) ++left_retired;
+    }
+  }
+  EXPECT_EQ(moved_in, (std::set<uint32_t>{2, 3})) << "each new partition takes tenants";
+  EXPECT_GE(left_retired, 1u) << "the tenants of the retired partition moved off";
+  verify_exactly_once(**again, ids, dir + "/scratch");
+  expect_outbox_once(dir, ids.size());
+  // Planned again: three partitions take tenants, none is left on the retired one.
+  auto after = cli("partitions plan");
+  ASSERT_EQ(after.code, 0) << after.out;
+  EXPECT_NE(after.out.find("partitions: 3 -> 3 taking tenants"), std::string::npos) << after.out;
+  EXPECT_EQ(after.out.find("partition 3 retired"), std::string::npos) << after.out;
 }
 
 // Issue 8, defect 1: end_offset() is the log end, open transactions included (a read_committed

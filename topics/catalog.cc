@@ -774,6 +774,51 @@ result<std::vector<topic_state>> describe_catalog(const kafka_cluster_access& cl
 
 namespace {
 
+// The placement topic of the deployment whose executions topic is `executions` (same prefix,
+// replication and min.insync.replicas; one partition, compacted, kept forever), created if it
+// is missing. Returns its header, if it holds one.
+result<std::optional<placement_header>> ensure_placement_topic(admin_client& c,
+                                                               const kafka_cluster_access& cluster,
+                                                               const topic_spec& executions,
+                                                               std::string& name, int timeout_ms) {
+  const std::string prefix =
+      executions.name.substr(0, executions.name.size() - stream_name(stream::executions).size());
+  topic_spec spec;
+  spec.s = stream::definitions;  // unused for this topic: it is not one of the streams
+  spec.name = prefix + std::string(placement_topic_suffix);
+  spec.partitions = 1;
+  spec.replication = executions.replication;
+  spec.co_partitioned = false;
+  spec.cleanup_policy = "compact";
+  spec.retention_ms = retention_forever_ms;
+  spec.min_insync_replicas = executions.min_insync_replicas;
+  name = spec.name;
+  auto md = c.metadata();
+  if (!md) return std::unexpected(md.error());
+  if (md->topics.contains(spec.name)) {
+    std::map<std::string, std::string> conf = cluster.properties;
+    conf["bootstrap.servers"] = cluster.bootstrap;
+    return read_kafka_placement(conf, spec.name, timeout_ms);
+  }
+  if (auto r = c.create_topics({&spec}, false); !r) return std::unexpected(r.error());
+  return std::nullopt;
+}
+
+// Writes the header to the placement topic; the leader of a topic just created may take a
+// moment to be known: a few attempts.
+result<void> write_placement(const kafka_cluster_access& cluster, const std::string& topic,
+                             const placement_header& h, int timeout_ms) {
+  std::map<std::string, std::string> conf = cluster.properties;
+  conf["bootstrap.servers"] = cluster.bootstrap;
+  result<void> written;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    written = write_kafka_placement(conf, topic, h, timeout_ms);
+    if (written) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return written;
+}
+
 // Before the co-partitioned topics get more partitions: the placement header records the count
 // they have now as the base (engine/kafka_placement.h), unless a header is there already, so
 // every tenant keeps its default partition and the new partitions start empty. Returns the line
@@ -793,39 +838,16 @@ result<std::optional<std::string>> record_placement_base(
         catalog, [&](const topic_spec& t) { return t.co_partitioned && t.name == g.first; });
   });
   if (!executions || !grows) return std::nullopt;
-  const std::string prefix =
-      executions->name.substr(0, executions->name.size() - stream_name(stream::executions).size());
-  topic_spec spec;
-  spec.s = stream::definitions;  // unused for this topic: it is not one of the streams
-  spec.name = prefix + std::string(placement_topic_suffix);
-  spec.partitions = 1;
-  spec.replication = executions->replication;
-  spec.co_partitioned = false;
-  spec.cleanup_policy = "compact";
-  spec.retention_ms = retention_forever_ms;
-  spec.min_insync_replicas = executions->min_insync_replicas;
-  std::map<std::string, std::string> conf = cluster.properties;
-  conf["bootstrap.servers"] = cluster.bootstrap;
-  auto md = c.metadata();
-  if (!md) return std::unexpected(md.error());
-  if (md->topics.contains(spec.name)) {
-    auto have = read_kafka_placement(conf, spec.name, timeout_ms);
-    if (!have) return std::unexpected(have.error());
-    if (*have)
-      return std::optional<std::string>(fmt::format("ok: {} (base {})", spec.name, (*have)->base));
-  } else if (auto r = c.create_topics({&spec}, false); !r) {
-    return std::unexpected(r.error());
+  std::string topic;
+  auto have = ensure_placement_topic(c, cluster, *executions, topic, timeout_ms);
+  if (!have) return std::unexpected(have.error());
+  if (*have)
+    return std::optional<std::string>(fmt::format("ok: {} (base {})", topic, (*have)->base));
+  if (auto w = write_placement(cluster, topic, placement_header{now, {}}, timeout_ms); !w) {
+    return std::unexpected(w.error());
   }
-  // The new topic's leader may take a moment to be known: a few attempts.
-  result<void> written;
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    written = write_kafka_placement(conf, spec.name, placement_header{now, {}}, timeout_ms);
-    if (written) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  }
-  if (!written) return std::unexpected(written.error());
-  return std::optional<std::string>(fmt::format(
-      "recorded placement base {} in {}: tenants keep their partitions", now, spec.name));
+  return std::optional<std::string>(
+      fmt::format("recorded placement base {} in {}: tenants keep their partitions", now, topic));
 }
 
 }  // namespace
@@ -897,6 +919,60 @@ result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::st
     shape.replication_max = std::max(shape.replication_max, it->second.replication);
   }
   return shape;
+}
+
+result<std::vector<topic_spec>> catalog_for_cluster(const kafka_cluster_access& cluster,
+                                                    const catalog_options& wanted,
+                                                    int admin_timeout_ms) {
+  constexpr int16_t replication_default_max = 3;
+  auto shape = probe_cluster(cluster, wanted.prefix, admin_timeout_ms);
+  if (!shape) return std::unexpected(shape.error());
+  catalog_options o = wanted;
+  o.partitions = wanted.partitions       ? wanted.partitions
+                 : shape->partitions_max ? shape->partitions_max
+                                         : topic_partitions_default;
+  const auto by_brokers = static_cast<int16_t>(
+      std::min<uint32_t>(replication_default_max, std::max(shape->brokers, 1u)));
+  o.replication = wanted.replication       ? wanted.replication
+                  : shape->replication_max ? shape->replication_max
+                                           : by_brokers;
+  std::vector<topic_spec> catalog = default_catalog(o);
+  if (auto v = validate_catalog(catalog); !v) return std::unexpected(v.error());
+  return catalog;
+}
+
+result<std::string> record_placement_retired(const kafka_cluster_access& cluster,
+                                             std::string_view prefix,
+                                             const std::vector<uint32_t>& retired,
+                                             int admin_timeout_ms) {
+  auto catalog = catalog_for_cluster(
+      cluster, {.partitions = 0, .replication = 0, .prefix = std::string(prefix)},
+      admin_timeout_ms);
+  if (!catalog) return std::unexpected(catalog.error());
+  auto c = admin_client::open(cluster, admin_timeout_ms);
+  if (!c) return std::unexpected(c.error());
+  const topic_spec& executions = (*catalog)[static_cast<size_t>(stream::executions)];
+  for (uint32_t r : retired) {
+    if (r >= executions.partitions) {
+      return fail(errc::invalid, fmt::format("partition {} cannot be retired: the topics have {}",
+                                             r, executions.partitions));
+    }
+  }
+  std::string topic;
+  auto have = ensure_placement_topic(*c, cluster, executions, topic, admin_timeout_ms);
+  if (!have) return std::unexpected(have.error());
+  placement_header h{*have ? (*have)->base : executions.partitions, retired};
+  std::ranges::sort(h.retired);
+  if (*have && (*have)->retired == h.retired) {
+    return fmt::format("ok: {} (base {}, retired as planned)", topic, h.base);
+  }
+  if (auto w = write_placement(cluster, topic, h, admin_timeout_ms); !w) {
+    return std::unexpected(w.error());
+  }
+  std::string list;
+  for (uint32_t r : h.retired) list += fmt::format("{}{}", list.empty() ? "" : ",", r);
+  return fmt::format("recorded in {}: base {}, retired {}", topic, h.base,
+                     list.empty() ? std::string("none") : list);
 }
 
 }  // namespace auterity

@@ -135,4 +135,22 @@ struct cluster_shape {
 result<cluster_shape> probe_cluster(const kafka_cluster_access& cluster, std::string_view prefix,
                                     int admin_timeout_ms = admin_timeout_ms_default);
 
+// Records `retired` (partitions that take no tenants: `partitions scale --kafka` down) in the
+// deployment's placement header (engine/kafka_placement.h), keeping its base — the header's, or
+// the partition count now if there is none (the topic is then created), so no tenant's default
+// partition changes. Running instances read the header when they open. Returns the line for the
+// output; errc::invalid for a partition the topics do not have.
+result<std::string> record_placement_retired(const kafka_cluster_access& cluster,
+                                             std::string_view prefix,
+                                             const std::vector<uint32_t>& retired,
+                                             int admin_timeout_ms = admin_timeout_ms_default);
+
+// The catalog with `wanted`'s settings, where what is not given (0) follows the cluster, so that
+// applying it to an existing deployment changes nothing it does not have to: partitions as the
+// existing topics have them (the largest count; topic_partitions_default if none exists),
+// replication as they have it (else min(3, brokers)); validated (validate_catalog).
+result<std::vector<topic_spec>> catalog_for_cluster(
+    const kafka_cluster_access& cluster, const catalog_options& wanted,
+    int admin_timeout_ms = admin_timeout_ms_default);
+
 }  // namespace auterity

@@ -21,21 +21,8 @@
 namespace auterity::api_test {
 namespace {
 
-std::optional<json> read_endpoint(const std::string& data, pid_t pid) {
-  for (int i = 0; i < 200; ++i) {
-    std::ifstream in(data + "/api/endpoint.json");
-    json j = json::parse(in, nullptr, false);
-    if (j.is_object() && j.value("pid", 0) == pid) return j;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return std::nullopt;
-}
-
 TEST(api_crash, every_start_answered_202_exists_exactly_once_after_kill_9) {
-  const std::string data =
-      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-crash-{}", ::getpid()))
-          .string();
-  std::filesystem::remove_all(data);
+  const std::string data = scratch_dir("api-crash");
   const std::string out = data + ".log";
   const std::string bin = AUTERITY_BIN;
   std::map<std::string, int> answered;  // execution id -> times answered 202
@@ -47,14 +34,8 @@ TEST(api_crash, every_start_answered_202_exists_exactly_once_after_kill_9) {
     ASSERT_GT(pid, 0);
     auto ep = read_endpoint(data, pid);
     ASSERT_TRUE(ep) << "no endpoint; see " << out;
-    const std::string url = (*ep)["url"], key = (*ep)["key"];
     auto call = [&](const std::string& path, const std::string& body) {
-      http_request r;
-      r.url = url + path;
-      r.headers = {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}};
-      r.body = body;
-      r.deadline_ms = wall_now_ms() + 5000;
-      return http_call(r);
+      return endpoint_call(*ep, "POST", path, body, 5000);
     };
     if (round == 0) {
       // One quick step: the restarted engine can finish every execution and go quiet.
@@ -98,26 +79,14 @@ TEST(api_crash, every_start_answered_202_exists_exactly_once_after_kill_9) {
   auto src = open_embedded_source(data, /*with_state=*/true);
   ASSERT_TRUE(src) << src.error().message;
   std::map<std::string, int> started;
-  std::vector<record> recs;
-  for (uint32_t p = 0; p < src->events->partition_count(); ++p) {
-    for (uint64_t off = 0;;) {
-      recs.clear();
-      auto n = src->events->read(stream::executions, p, off, 4096, 16 << 20, recs);
-      ASSERT_TRUE(n);
-      if (*n == 0) break;
-      off = recs.back().offset + 1;
-      for (const record& r : recs) {
-        const fbs::Envelope* e = decode_envelope(r.value);
-        ASSERT_NE(e, nullptr);
-        if (e->payload_type() == fbs::Payload::ExecutionStarted) {
-          started[std::string(sv(e->execution_id()))]++;
-        }
-        if (auto* rej = e->payload_as_CommandRejected()) {
-          ADD_FAILURE() << "rejected: " << sv(e->execution_id()) << ": " << sv(rej->reason());
-        }
-      }
+  for_each_envelope(*src->events, stream::executions, [&](uint32_t, const fbs::Envelope& e) {
+    if (e.payload_type() == fbs::Payload::ExecutionStarted) {
+      started[std::string(sv(e.execution_id()))]++;
     }
-  }
+    if (auto* rej = e.payload_as_CommandRejected()) {
+      ADD_FAILURE() << "rejected: " << sv(e.execution_id()) << ": " << sv(rej->reason());
+    }
+  });
   size_t lost = 0, twice = 0;
   for (const auto& [id, n] : answered) {
     EXPECT_EQ(n, 1) << id;

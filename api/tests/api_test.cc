@@ -121,9 +121,11 @@ TEST(api, a_new_user_publishes_starts_follows_signals_and_reads_the_timeline) {
   EXPECT_TRUE(pol.status == 200 || pol.status == 422) << pol.body;
 }
 
-// A tenant moved to another partition (docs/tenant-moves.md) is read where it lives now: its
-// executions, its whole timeline (events from before the move, on the old partition, and after
-// it), and a signal sent through the API reaches the execution on its new partition.
+// A tenant moved through the API (docs/tenant-moves.md; admin only) by a running engine: the
+// move's decision and refusals in the engine's words, its placement while and after it moves;
+// then it is read where it lives now: its executions, its whole timeline (events from before the
+// move, on the old partition, and after it), and a signal sent through the API reaches the
+// execution on its new partition.
 TEST(api, reads_follow_a_moved_tenant) {
   engine_with_api e;
   const std::string op = e.key("acme", "operator");
@@ -136,20 +138,51 @@ TEST(api, reads_follow_a_moved_tenant) {
   ASSERT_EQ(s.status, 201) << s.body;
   const uint32_t home = tenant_partition("acme", e.engine().partitions());
   const uint32_t to = (home + 1) % e.engine().partitions();
-  ASSERT_TRUE(
-      e.engine()
-          .submit("acme", client::move_tenant({"acme", "", "move-1", system_clock().now_ms()}, to))
-          .has_value());
-  // Moved once the target knows the execution (the source forgets it).
-  bool moved = false;
-  for (int i = 0; i < 200 && !moved; ++i) {
-    e.engine().with_store(to, [&](const state_store& st) {
-      auto v = st.get(keys::execution("acme", "lead-1"));
-      moved = v && *v;
-    });
-    if (!moved) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  const std::string admin = e.key("acme", "admin");
+  auto placed = e.call("GET", "/v1/tenants/acme/placement", op);
+  ASSERT_EQ(placed.status, 200) << placed.body;
+  EXPECT_EQ(placed.j()["partition"], home);
+  EXPECT_EQ(placed.j()["epoch"], 0);
+  // Refused by the engine, with its words: a partition that does not exist.
+  auto refused = e.call("POST", "/v1/tenants/acme/move?wait_ms=10000", admin, R"({"to":99})");
+  ASSERT_EQ(refused.status, 422) << refused.body;
+  EXPECT_EQ(refused.j()["rejection"]["name"], "invalid_move") << refused.body;
+  EXPECT_NE(refused.j()["rejection"]["reason"].get<std::string>().find("does not exist"),
+            std::string::npos)
+      << refused.body;
+  auto moving =
+      e.call("POST", "/v1/tenants/acme/move?wait_ms=10000", admin, json{{"to", to}}.dump());
+  ASSERT_EQ(moving.status, 200) << moving.body;
+  EXPECT_EQ(moving.j()["outcome"], "accepted");
+  EXPECT_EQ(moving.j()["to"], to);
+  EXPECT_EQ(moving.j()["epoch"], 1);
+  EXPECT_EQ(moving.j()["running_executions"], 1);
+  EXPECT_EQ(moving.header("location"), "/v1/tenants/acme/placement");
+  // Settled once the target installed the state (the source forgets it in its move commit).
+  json settled;
+  for (int i = 0; i < 200; ++i) {
+    settled = e.call("GET", "/v1/tenants/acme/placement", op).j();
+    if (settled["partition"] == to && settled["moving"] == false) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
-  ASSERT_TRUE(moved) << "the move did not complete";
+  ASSERT_EQ(settled["partition"], to) << settled.dump();
+  ASSERT_EQ(settled["moving"], false) << settled.dump();
+  EXPECT_EQ(settled["home"], home);
+  EXPECT_EQ(settled["epoch"], 1);
+  EXPECT_EQ(settled["path"], json::array({home, to}));
+  bool stored = false;
+  e.engine().with_store(to, [&](const state_store& st) {
+    auto v = st.get(keys::execution("acme", "lead-1"));
+    stored = v && *v;
+  });
+  ASSERT_TRUE(stored) << "the target holds the moved execution";
+  // Moving it again to where it is: refused.
+  auto again =
+      e.call("POST", "/v1/tenants/acme/move?wait_ms=10000", admin, json{{"to", to}}.dump());
+  ASSERT_EQ(again.status, 422) << again.body;
+  EXPECT_NE(again.j()["rejection"]["reason"].get<std::string>().find("already on partition"),
+            std::string::npos)
+      << again.body;
   auto ex = e.call("GET", "/v1/tenants/acme/executions/lead-1", op);
   ASSERT_EQ(ex.status, 200) << ex.body;
   EXPECT_EQ(ex.j()["status"], "running");
@@ -247,6 +280,8 @@ TEST(api, a_credential_of_one_tenant_learns_nothing_of_another) {
         {"GET", x + "/executions/b-1/timeline.html", ""},
         {"GET", x + "/executions/b-1/events", ""},
         {"GET", x + "/executions/nope", ""},
+        {"GET", x + "/placement", ""},
+        {"POST", x + "/move?wait_ms=3000", R"({"to":1})"},
     };
   };
   const auto to_b = endpoints("tenant-b");
@@ -304,9 +339,12 @@ TEST(api, roles_limit_what_a_credential_does_in_its_own_tenant) {
       403);
   EXPECT_EQ(status(auditor, "POST", x + "/executions/r-1/signals", R"({"name":"go"})"), 403);
   EXPECT_EQ(status(auditor, "PUT", x + "/policy", "{}"), 403);
-  // operator: everything of its tenant.
+  EXPECT_EQ(status(auditor, "GET", x + "/placement"), 200);
+  // operator: everything of its tenant but moving it (a deployment's decision: admin).
   EXPECT_EQ(status(op, "POST", x + "/executions/r-1/cancel", "{}"), 202);
   EXPECT_EQ(status(op, "PUT", x + "/policy", "{}"), 202);
+  EXPECT_EQ(status(op, "POST", x + "/move", R"({"to":0})"), 403);
+  EXPECT_EQ(status(publisher, "POST", x + "/move", R"({"to":0})"), 403);
   // Wrong method: 405 with Allow.
   auto m = e.call("DELETE", x + "/executions/r-1", op);
   EXPECT_EQ(m.status, 405);

@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,6 +28,7 @@
 #include "api/node_access.h"
 #include "api/service.h"
 #include "engine/http_client.h"
+#include "engine/record.h"
 #include "node/node.h"
 
 extern char** environ;
@@ -107,6 +110,63 @@ inline pid_t spawn(std::vector<std::string> args, const std::string& out) {
   const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   return rc == 0 ? pid : -1;
+}
+
+// Calls fn(partition, envelope) for every record of stream s, partition by partition in offset
+// order (an independent reader of a stopped engine's log); a record that does not decode fails
+// the test.
+inline void for_each_envelope(log& l, stream s,
+                              const std::function<void(uint32_t, const fbs::Envelope&)>& fn) {
+  std::vector<record> recs;
+  for (uint32_t p = 0; p < l.partition_count(); ++p) {
+    for (uint64_t off = 0;;) {
+      recs.clear();
+      auto n = l.read(s, p, off, 4096, 16 << 20, recs);
+      ASSERT_TRUE(n) << n.error().message;
+      if (*n == 0) break;
+      off = recs.back().offset + 1;
+      for (const record& r : recs) {
+        const fbs::Envelope* e = decode_envelope(r.value);
+        ASSERT_NE(e, nullptr) << "an undecodable record at " << p << "/" << r.offset;
+        fn(p, *e);
+      }
+    }
+  }
+}
+
+// An empty scratch path for a data directory, unique to this process: auterity-<name>-<pid>.
+inline std::string scratch_dir(std::string_view name) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / fmt::format("auterity-{}-{}", name, ::getpid()))
+          .string();
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+// The endpoint file of `auterity run --http` process `pid` on `data` (api/README.md, "The CLI
+// and a running engine"), once it is written; nullopt after 10 s.
+inline std::optional<json> read_endpoint(const std::string& data, pid_t pid) {
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream in(data + "/api/endpoint.json");
+    json j = json::parse(in, nullptr, false);
+    if (j.is_object() && j.value("pid", 0) == pid) return j;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::nullopt;
+}
+
+// One request to such an engine with its endpoint's local admin key.
+inline result<http_response> endpoint_call(const json& endpoint, std::string_view method,
+                                           const std::string& path, const std::string& body,
+                                           int64_t timeout_ms) {
+  http_request r;
+  r.method = std::string(method);
+  r.url = endpoint["url"].get<std::string>() + path;
+  r.headers = {{"Authorization", "Bearer " + endpoint["key"].get<std::string>()},
+               {"Content-Type", "application/json"}};
+  r.body = body;
+  r.deadline_ms = wall_now_ms() + timeout_ms;
+  return http_call(r);
 }
 
 class engine_with_api {
