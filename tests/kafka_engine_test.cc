@@ -688,16 +688,18 @@ pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const s
       "--data",     dir,   "--instance", instance,  "--until-quiet",  "--stats-interval-s",
       "0"};
   args.insert(args.end(), extra.begin(), extra.end());
+  // Built before the fork: the test process has threads (Kafka clients), so the child must not
+  // allocate before execv.
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = dir + "/engine.log";
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (!fault.empty()) ::setenv("AUTERITY_FAULT", fault.c_str(), 1);
-    const std::string log = dir + "/engine.log";
     FILE* f = std::freopen(log.c_str(), "a", stderr);
     (void)f;
     ::dup2(STDERR_FILENO, STDOUT_FILENO);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     ::execv(AUTERITY_BIN, argv.data());
     ::_exit(127);
   }
