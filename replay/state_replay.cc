@@ -107,6 +107,69 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::open(const std::string
   return r;
 }
 
+result<std::unique_ptr<state_rebuilder>> state_rebuilder::open_resumable(const std::string& dir,
+                                                                         uint32_t partition,
+                                                                         uint32_t partitions) {
+  auto r = open(dir, partition, partitions);
+  if (r) (*r)->_resumable = true;
+  return r;
+}
+
+result<std::unique_ptr<state_rebuilder>> state_rebuilder::reopen(const std::string& dir,
+                                                                 uint32_t partition,
+                                                                 uint32_t partitions) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return fail(errc::not_found, fmt::format("no state store in {}", dir));
+  }
+  state_store_options so;
+  so.create_if_missing = false;
+  auto store = state_store::open(dir, so);
+  if (!store) return std::unexpected(store.error());
+  std::unique_ptr<state_rebuilder> r(new state_rebuilder());
+  r->_dir = dir;
+  r->_resumable = true;
+  r->_store = std::move(*store);
+  if (auto l = r->load_indexes(); !l) return std::unexpected(l.error());
+  orchestrator_options o;
+  o.partitions = partitions;
+  r->_orchestrator = std::make_unique<orchestrator>(std::move(o));
+  if (auto o = r->_orchestrator->open(*r->_store, partition); !o) {
+    return std::unexpected(o.error());
+  }
+  return r;
+}
+
+// What add() checks records against, from the store: the tenants (their registry keys), each
+// tenant's definitions and running executions (its 'D' and 'E' sections: the state's size, not
+// the history's), the executions with a skipped record, and the last flush's meta.
+result<void> state_rebuilder::load_indexes() {
+  auto meta = _store->get(meta_key);
+  if (!meta) return std::unexpected(meta.error());
+  _meta = meta->value_or("");
+  std::vector<std::string> tenants;
+  auto t =
+      _store->scan_prefix(keys::tenant_registry(""), [&](std::string_view key, std::string_view) {
+        tenants.emplace_back(key.substr(1));
+        return true;
+      });
+  if (!t) return t;
+  for (const std::string& tenant : tenants) {
+    for (char section : {'D', 'E'}) {
+      auto s = _store->scan_prefix(keys::tenant_prefix(tenant) + section,
+                                   [&](std::string_view key, std::string_view value) {
+                                     remember_state_entry(tenant, key, value);
+                                     return true;
+                                   });
+      if (!s) return s;
+    }
+  }
+  return _store->scan_prefix(dropped_prefix, [&](std::string_view key, std::string_view) {
+    _dropped.emplace(key.substr(dropped_prefix.size()));
+    return true;
+  });
+}
+
 state_rebuilder::~state_rebuilder() = default;
 
 void state_rebuilder::remove() {
@@ -138,24 +201,27 @@ void state_rebuilder::remember_definition(const fbs::Envelope& e) {
 void state_rebuilder::remember_moved_in(const fbs::Envelope& e) {
   const fbs::TenantStateChunk* c = e.payload_as_TenantStateInstalled()->chunk();
   if (!c->entries()) return;
-  const std::string_view tenant = sv(e.tenant_id());
+  for (const fbs::StateEntry* entry : *c->entries()) {
+    remember_state_entry(sv(e.tenant_id()), sv(entry->key()), sv(entry->value()));
+  }
+}
+
+void state_rebuilder::remember_state_entry(std::string_view tenant, std::string_view key,
+                                           std::string_view value) {
   const std::string definitions = keys::tenant_prefix(tenant) + 'D';
   const std::string executions = keys::execution(tenant, "");
-  for (const fbs::StateEntry* entry : *c->entries()) {
-    const std::string_view key = sv(entry->key());
-    if (key.starts_with(definitions)) {
-      auto parsed = parse_definition(sv(entry->value()), "");
-      if (!parsed) continue;
-      std::set<std::string, std::less<>> steps;
-      for (const step_def& st : parsed->steps) steps.insert(st.id);
-      _definitions[definition_key(tenant, parsed->workflow, parsed->version)] = std::move(steps);
-      uint32_t& latest = _latest[execution_key(tenant, parsed->workflow)];
-      latest = std::max(latest, parsed->version);
-    } else if (key.starts_with(executions)) {
-      execution_state x;
-      if (!decode_execution(sv(entry->value()), x) || x.status != exec_status::running) continue;
-      _open[execution_key(tenant, x.id)] = definition_key(tenant, x.workflow, x.version);
-    }
+  if (key.starts_with(definitions)) {
+    auto parsed = parse_definition(value, "");
+    if (!parsed) return;
+    std::set<std::string, std::less<>> steps;
+    for (const step_def& st : parsed->steps) steps.insert(st.id);
+    _definitions[definition_key(tenant, parsed->workflow, parsed->version)] = std::move(steps);
+    uint32_t& latest = _latest[execution_key(tenant, parsed->workflow)];
+    latest = std::max(latest, parsed->version);
+  } else if (key.starts_with(executions)) {
+    execution_state x;
+    if (!decode_execution(value, x) || x.status != exec_status::running) return;
+    _open[execution_key(tenant, x.id)] = definition_key(tenant, x.workflow, x.version);
   }
 }
 
@@ -240,7 +306,9 @@ void state_rebuilder::add(uint64_t offset, std::string_view bytes, bool trusted)
     why = precondition_failure(*e);
   }
   if (why) {
-    if (!sv(e->execution_id()).empty()) _dropped.insert(exec);
+    if (!sv(e->execution_id()).empty() && _dropped.insert(exec).second && _resumable) {
+      _batch.put(std::string(dropped_prefix) + exec, "");
+    }
     skip(offset, sv(e->record_id()), std::move(*why));
     return;
   }
@@ -252,8 +320,12 @@ void state_rebuilder::add(uint64_t offset, std::string_view bytes, bool trusted)
   if (ends_execution(e->payload_type())) _open.erase(exec);
 }
 
-result<void> state_rebuilder::flush(uint64_t next_offset) {
+result<void> state_rebuilder::flush(uint64_t next_offset, std::string_view meta) {
   _orchestrator->flush(_batch, {});
+  if (_resumable && !meta.empty() && meta != _meta) {
+    _batch.put(meta_key, meta);
+    _meta = meta;
+  }
   return _store->write(_batch, next_offset);
 }
 
