@@ -98,13 +98,16 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::open(const std::string
   r->_dir = scratch_dir;
   r->_tenant = std::move(tenant);
   r->_store = std::move(*store);
+  if (auto o = r->open_orchestrator(partition, partitions); !o) return std::unexpected(o.error());
+  return r;
+}
+
+// The appliers' orchestrator over the store (it loads what it keeps in memory from there).
+result<void> state_rebuilder::open_orchestrator(uint32_t partition, uint32_t partitions) {
   orchestrator_options o;
   o.partitions = partitions;
-  r->_orchestrator = std::make_unique<orchestrator>(std::move(o));
-  if (auto o = r->_orchestrator->open(*r->_store, partition); !o) {
-    return std::unexpected(o.error());
-  }
-  return r;
+  _orchestrator = std::make_unique<orchestrator>(std::move(o));
+  return _orchestrator->open(*_store, partition);
 }
 
 result<std::unique_ptr<state_rebuilder>> state_rebuilder::open_resumable(const std::string& dir,
@@ -131,12 +134,7 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::reopen(const std::stri
   r->_resumable = true;
   r->_store = std::move(*store);
   if (auto l = r->load_indexes(); !l) return std::unexpected(l.error());
-  orchestrator_options o;
-  o.partitions = partitions;
-  r->_orchestrator = std::make_unique<orchestrator>(std::move(o));
-  if (auto o = r->_orchestrator->open(*r->_store, partition); !o) {
-    return std::unexpected(o.error());
-  }
+  if (auto o = r->open_orchestrator(partition, partitions); !o) return std::unexpected(o.error());
   return r;
 }
 

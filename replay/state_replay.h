@@ -92,6 +92,7 @@ class state_rebuilder {
   // Definitions and running executions from one state entry of `tenant` (moved in, reopened).
   void remember_state_entry(std::string_view tenant, std::string_view key, std::string_view value);
   result<void> load_indexes();
+  result<void> open_orchestrator(uint32_t partition, uint32_t partitions);
   void skip(uint64_t offset, std::string_view record_id, std::string reason);
 
   std::string _dir;

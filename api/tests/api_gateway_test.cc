@@ -38,14 +38,34 @@ uint16_t port_in_log(const std::string& path, const std::string& what = "HTTP AP
   return 0;
 }
 
-TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
-  testing::kafka_cluster cluster(1);
-  ASSERT_TRUE(cluster.error().empty()) << cluster.error();
+// One request to the API on `port` with an API key and a JSON body (60 s deadline).
+reply api_call(uint16_t port, std::string_view method, const std::string& path,
+               const std::string& key, const std::string& body) {
+  http_request r;
+  r.method = std::string(method);
+  r.url = fmt::format("http://127.0.0.1:{}{}", port, path);
+  r.headers = {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}};
+  r.body = body;
+  r.deadline_ms = wall_now_ms() + 60'000;
+  auto resp = http_call(r);
+  return resp ? reply{resp->status, resp->header("content-type"), resp->body, resp->headers}
+              : reply{-1, "", resp.error().message, {}};
+}
+
+// An empty directory of this test process's own under the temporary directory.
+std::string fresh_dir(std::string_view name) {
   const std::string dir =
-      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-gateway-{}", ::getpid()))
+      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-{}-{}", name, ::getpid()))
           .string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
+  testing::kafka_cluster cluster(1);
+  ASSERT_TRUE(cluster.error().empty()) << cluster.error();
+  const std::string dir = fresh_dir("gateway");
   const std::string bin = AUTERITY_BIN, log = dir + "/out.log";
   const pid_t topics =
       spawn({bin, "topics", "apply", "--bootstrap", cluster.bootstrap(), "--partitions", "4"}, log);
@@ -64,17 +84,7 @@ TEST(api_gateway, commands_and_decisions_through_a_gateway_on_kafka) {
   uint16_t port = port_in_log(dir + "/gateway.log");
   ASSERT_NE(port, 0) << "see " << dir;
   auto call = [&](std::string_view method, const std::string& path, const std::string& key,
-                  const std::string& body) {
-    http_request r;
-    r.method = std::string(method);
-    r.url = fmt::format("http://127.0.0.1:{}{}", port, path);
-    r.headers = {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}};
-    r.body = body;
-    r.deadline_ms = wall_now_ms() + 60'000;
-    auto resp = http_call(r);
-    return resp ? reply{resp->status, resp->header("content-type"), resp->body, resp->headers}
-                : reply{-1, "", resp.error().message, {}};
-  };
+                  const std::string& body) { return api_call(port, method, path, key, body); };
   // The engine joins its group and restores its partitions meanwhile: the first wait is long.
   auto pub = call("POST", "/v1/tenants/acme/definitions?wait_ms=30000", op,
                   json{{"definition", json::parse(waits_definition)}}.dump());
@@ -232,11 +242,7 @@ uint64_t executions_end(const std::string& bootstrap) {
 TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   testing::kafka_cluster cluster(1);
   ASSERT_TRUE(cluster.error().empty()) << cluster.error();
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / fmt::format("auterity-api-resume-{}", ::getpid()))
-          .string();
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  const std::string dir = fresh_dir("resume");
   const std::string bin = AUTERITY_BIN;
   int status = 0;
   for (const char* prefix : {"", "other."}) {
@@ -282,15 +288,7 @@ TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   };
   auto call = [&](const gateway& g, std::string_view method, const std::string& path,
                   const std::string& body = "") {
-    http_request r;
-    r.method = std::string(method);
-    r.url = fmt::format("http://127.0.0.1:{}{}", g.port, path);
-    r.headers = {{"Authorization", "Bearer " + op}, {"Content-Type", "application/json"}};
-    r.body = body;
-    r.deadline_ms = wall_now_ms() + 60'000;
-    auto resp = http_call(r);
-    return resp ? reply{resp->status, resp->header("content-type"), resp->body, resp->headers}
-                : reply{-1, "", resp.error().message, {}};
+    return api_call(g.port, method, path, op, body);
   };
   auto ready = [&](const gateway& g) {
     for (int i = 0; i < 600; ++i) {
