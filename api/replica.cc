@@ -17,6 +17,9 @@ namespace {
 // at most the transaction timeout, 10 s on Kafka).
 constexpr auto check_wait = std::chrono::milliseconds(20'000);
 
+// What a checkpoint's meta and the rebuilder's own keys look like; another one is rebuilt.
+constexpr int checkpoint_format = 1;
+
 constexpr metric_def started_how{
     "auterity_replica_start",
     "1 for how the partition's read replica started: how=resumed (from its checkpoint) or the "
@@ -83,11 +86,9 @@ struct log_replica::part {
 // What a checkpoint says of where its state comes from: the log, the partition, and the last
 // record applied (its offset and hash), so a restart can check that record is still there.
 std::string log_replica::meta_of(uint32_t partition, const record& last) const {
-  return nlohmann::json{{"log", _identity},
-                        {"partitions", _parts.size()},
-                        {"partition", partition},
-                        {"last_offset", last.offset},
-                        {"last_sha256", hex(sha256(last.value))}}
+  return nlohmann::json{{"format", checkpoint_format}, {"log", _identity},
+                        {"partitions", _parts.size()}, {"partition", partition},
+                        {"last_offset", last.offset},  {"last_sha256", hex(sha256(last.value))}}
       .dump();
 }
 
@@ -114,15 +115,16 @@ result<replica_partition_start> log_replica::open_partition(part& pt, const std:
       return std::nullopt;
     }
     const auto meta = nlohmann::json::parse((*r)->meta(), nullptr, false);
-    if (!meta.is_object() || !meta.contains("log") || !meta["log"].is_string() ||
-        !meta.contains("partitions") || !meta["partitions"].is_number_unsigned() ||
-        !meta.contains("partition") || !meta["partition"].is_number_unsigned() ||
-        !meta.contains("last_offset") || !meta["last_offset"].is_number_unsigned() ||
-        !meta.contains("last_sha256") || !meta["last_sha256"].is_string() ||
-        meta["last_offset"].get<uint64_t>() + 1 != checkpoint) {
+    if (!meta.is_object() || meta.value("format", 0) != checkpoint_format ||
+        !meta.contains("log") || !meta["log"].is_string() || !meta.contains("partitions") ||
+        !meta["partitions"].is_number_unsigned() || !meta.contains("partition") ||
+        !meta["partition"].is_number_unsigned() || !meta.contains("last_offset") ||
+        !meta["last_offset"].is_number_unsigned() || !meta.contains("last_sha256") ||
+        !meta["last_sha256"].is_string() || meta["last_offset"].get<uint64_t>() + 1 != checkpoint) {
       return replica_partition_start{
           replica_start::unreadable, 0,
-          fmt::format("the checkpoint (offset {}) does not say which log it comes from",
+          fmt::format("the checkpoint (offset {}) does not say which log it comes from, or is "
+                      "of another format",
                       checkpoint)};
     }
     if (meta["log"].get<std::string>() != _identity) {
@@ -200,6 +202,9 @@ result<std::unique_ptr<log_replica>> log_replica::start(std::unique_ptr<log> sou
     }
     r->_starts.push_back(std::move(*s));
   }
+  r->_open_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now() - r->_started)
+                                          .count());
   r->_thread = std::thread([raw = r.get()] { raw->run(); });
   return r;
 }

@@ -104,7 +104,9 @@ class log_replica {
   uint64_t skipped() const { return _skipped.load(); }
   // How each partition started (index: partition).
   const std::vector<replica_partition_start>& starts() const { return _starts; }
-  // Milliseconds from start() until caught up (0 before).
+  // Milliseconds start() took to open the partitions (checks and stores), and from start()
+  // until caught up (0 before).
+  uint64_t open_ms() const { return _open_ms; }
   uint64_t catch_up_ms() const { return _catch_up_ms.load(); }
   // Prometheus samples (api/README.md, "On Kafka"): how each partition started, records
   // applied, the offset reached, caught up.
@@ -130,6 +132,7 @@ class log_replica {
   std::chrono::steady_clock::time_point _started;
   std::vector<std::unique_ptr<part>> _parts;
   std::vector<replica_partition_start> _starts;
+  uint64_t _open_ms = 0;
   std::atomic<uint64_t> _catch_up_ms{0};
   std::atomic<bool> _stop{false};
   std::atomic<bool> _caught_up{false};

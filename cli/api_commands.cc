@@ -363,8 +363,9 @@ void print_replica_starts(const std::string& instance, const log_replica& r) {
   }
   if (!resumed.empty()) {
     fmt::print(stderr,
-               "auterity: gateway {}: read replica: resumed from its checkpoints (partition {})\n",
-               instance, resumed);
+               "auterity: gateway {}: read replica: resumed from its checkpoints (partition {}; "
+               "checked and opened in {} ms)\n",
+               instance, resumed, r.open_ms());
   }
 }
 

@@ -138,9 +138,10 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::reopen(const std::stri
   return r;
 }
 
-// What add() checks records against, from the store: the tenants (their registry keys), each
-// tenant's definitions and running executions (its 'D' and 'E' sections: the state's size, not
-// the history's), the executions with a skipped record, and the last flush's meta.
+// What add() checks records against, from the store: each tenant's definitions (found through
+// the registry keys; the definitions section), the running executions and the executions with
+// a skipped record (the rebuilder's own keys), and the last flush's meta. Bounded by what is
+// published and running, not by the history or the executions that ended.
 result<void> state_rebuilder::load_indexes() {
   auto meta = _store->get(meta_key);
   if (!meta) return std::unexpected(meta.error());
@@ -153,19 +154,31 @@ result<void> state_rebuilder::load_indexes() {
       });
   if (!t) return t;
   for (const std::string& tenant : tenants) {
-    for (char section : {'D', 'E'}) {
-      auto s = _store->scan_prefix(keys::tenant_prefix(tenant) + section,
-                                   [&](std::string_view key, std::string_view value) {
-                                     remember_state_entry(tenant, key, value);
-                                     return true;
-                                   });
-      if (!s) return s;
-    }
+    auto s = _store->scan_prefix(keys::tenant_prefix(tenant) + 'D',
+                                 [&](std::string_view key, std::string_view value) {
+                                   remember_state_entry(tenant, key, value);
+                                   return true;
+                                 });
+    if (!s) return s;
   }
+  auto o = _store->scan_prefix(open_prefix, [&](std::string_view key, std::string_view value) {
+    _open.emplace(key.substr(open_prefix.size()), value);
+    return true;
+  });
+  if (!o) return o;
   return _store->scan_prefix(dropped_prefix, [&](std::string_view key, std::string_view) {
     _dropped.emplace(key.substr(dropped_prefix.size()));
     return true;
   });
+}
+
+void state_rebuilder::mark_open(const std::string& exec, std::string definition) {
+  if (_resumable) _own[std::string(open_prefix) + exec] = definition;
+  _open[exec] = std::move(definition);
+}
+
+void state_rebuilder::mark_ended(const std::string& exec) {
+  if (_open.erase(exec) && _resumable) _own[std::string(open_prefix) + exec] = std::nullopt;
 }
 
 state_rebuilder::~state_rebuilder() = default;
@@ -219,7 +232,7 @@ void state_rebuilder::remember_state_entry(std::string_view tenant, std::string_
   } else if (key.starts_with(executions)) {
     execution_state x;
     if (!decode_execution(value, x) || x.status != exec_status::running) return;
-    _open[execution_key(tenant, x.id)] = definition_key(tenant, x.workflow, x.version);
+    mark_open(execution_key(tenant, x.id), definition_key(tenant, x.workflow, x.version));
   }
 }
 
@@ -305,21 +318,29 @@ void state_rebuilder::add(uint64_t offset, std::string_view bytes, bool trusted)
   }
   if (why) {
     if (!sv(e->execution_id()).empty() && _dropped.insert(exec).second && _resumable) {
-      _batch.put(std::string(dropped_prefix) + exec, "");
+      _own[std::string(dropped_prefix) + exec] = "";
     }
     skip(offset, sv(e->record_id()), std::move(*why));
     return;
   }
   if (e->payload_type() == fbs::Payload::DefinitionPublished) remember_definition(*e);
   if (e->payload_type() == fbs::Payload::TenantStateInstalled) remember_moved_in(*e);
-  if (e->payload_type() == fbs::Payload::ExecutionStarted) _open[exec] = started_definition(*e);
+  if (e->payload_type() == fbs::Payload::ExecutionStarted) mark_open(exec, started_definition(*e));
   _orchestrator->replay(offset, bytes);
   ++_applied;
-  if (ends_execution(e->payload_type())) _open.erase(exec);
+  if (ends_execution(e->payload_type())) mark_ended(exec);
 }
 
 result<void> state_rebuilder::flush(uint64_t next_offset, std::string_view meta) {
-  _orchestrator->flush(_batch, {});
+  _orchestrator->flush(_batch, {});  // replaces _batch with the orchestrator's changes
+  for (const auto& [key, value] : _own) {
+    if (value) {
+      _batch.put(key, *value);
+    } else {
+      _batch.del(key);
+    }
+  }
+  _own.clear();
   if (_resumable && !meta.empty() && meta != _meta) {
     _batch.put(meta_key, meta);
     _meta = meta;

@@ -47,11 +47,12 @@ class state_rebuilder {
                                                        const state_store_options& store = {});
   // A rebuilder that can be stopped and reopened where it stopped (a gateway's read replica,
   // api/replica.h): open() into a fresh `dir`, and it also keeps in its store what add() checks
-  // records against and the store does not already hold — the executions it skipped a record of
-  // (under dropped_prefix, outside the processors' keys; the other indexes, definitions and
-  // running executions, are read back from the processors' own keys) — and each flush's `meta`
-  // (the caller's, e.g. which log the state comes from) under meta_key. All of it is written in
-  // the flush's one atomic batch with the checkpoint.
+  // records against that the processors' keys do not hold cheaply — the running executions with
+  // their definition (under open_prefix) and the executions it skipped a record of (under
+  // dropped_prefix), both outside the processors' key space; definitions are read back from the
+  // processors' own keys — and each flush's `meta` (the caller's, e.g. which log the state comes
+  // from) under meta_key. All of it is written in the flush's one atomic batch with the
+  // checkpoint.
   static result<std::unique_ptr<state_rebuilder>> open_resumable(const std::string& dir,
                                                                  uint32_t partition,
                                                                  uint32_t partitions);
@@ -72,6 +73,7 @@ class state_rebuilder {
 
   // Keys of a resumable rebuilder's own, kept out of the processors' key space ('T', 'R', 'O').
   static constexpr std::string_view meta_key = std::string_view("\x00rebuilder.meta", 15);
+  static constexpr std::string_view open_prefix = std::string_view("\x00rebuilder.open\x00", 16);
   static constexpr std::string_view dropped_prefix =
       std::string_view("\x00rebuilder.dropped\x00", 19);
 
@@ -92,6 +94,8 @@ class state_rebuilder {
   // Definitions and running executions from one state entry of `tenant` (moved in, reopened).
   void remember_state_entry(std::string_view tenant, std::string_view key, std::string_view value);
   result<void> load_indexes();
+  void mark_open(const std::string& exec, std::string definition);
+  void mark_ended(const std::string& exec);
   result<void> open_orchestrator(uint32_t partition, uint32_t partitions);
   void skip(uint64_t offset, std::string_view record_id, std::string reason);
 
@@ -102,6 +106,8 @@ class state_rebuilder {
   std::unique_ptr<state_store> _store;
   std::unique_ptr<orchestrator> _orchestrator;
   state_batch _batch;
+  // A resumable rebuilder's own keys changed since the last flush (nullopt: deleted).
+  std::map<std::string, std::optional<std::string>, std::less<>> _own;
   uint64_t _applied = 0;
   // Step ids by "tenant\0workflow\0version" and the latest version by "tenant\0workflow":
   // what the appliers will look up. Bounded by the definitions published.

@@ -14,11 +14,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 broker=$here/../../tests/kafka/broker.sh
 data=$(mktemp -d "${TMPDIR:-/tmp}/auterity-api-bench.XXXXXX")
 pid= engine=
-cleanup() {
-  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  [[ -n $engine ]] && kill "$engine" 2>/dev/null && wait "$engine" 2>/dev/null
-  [[ $flag == --kafka ]] && "$broker" stop "$data/kafka" >/dev/null 2>&1
-  [[ -n ${KEEP:-} ]] || rm -rf "$data"
+cleanup() {  # under set -e: no command here may fail
+  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  if [[ -n $engine ]]; then kill "$engine" 2>/dev/null || true; wait "$engine" 2>/dev/null || true; fi
+  if [[ $flag == --kafka ]]; then "$broker" stop --dir "$data/kafka" >/dev/null 2>&1 || true; fi
+  if [[ -z ${KEEP:-} ]]; then rm -rf "$data"; fi
 }
 trap cleanup EXIT
 pairs=()
@@ -72,7 +72,8 @@ while :; do  # until the engine decided every start and the replica applied it: 
   sleep 5
 done
 echo "history: $last executions records (engine and replica idle); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-kill "$pid" && wait "$pid" 2>/dev/null
+kill "$pid"
+wait "$pid" 2>/dev/null || true
 pid=
 restart() {  # $1: label; starts the gateway on $data, prints the time until /v1/ready is 200
   local log=$data/restart-$1.log t0 t1 p=
@@ -86,7 +87,8 @@ restart() {  # $1: label; starts the gateway on $data, prints the time until /v1
   until grep -q 'caught up' "$log"; do sleep 0.02; done  # printed within 100 ms of ready
   grep -m1 -E 'resumed from|rebuilt from offset 0 \(' "$log" | sed 's/^/  /'
   grep -m1 'caught up' "$log" | sed 's/^/  /'
-  kill "$pid" && wait "$pid" 2>/dev/null
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
   pid=
 }
 restart resume
