@@ -1,12 +1,12 @@
 #pragma once
-// A gateway's read replica (api/README.md, "On Kafka"): every partition's state rebuilt from the
+// A gateway's read replica (api/README.md, "On Kafka"): every partition's state built from the
 // executions topic, for the reads of `auterity gateway`, which owns no partition.
 //
 //   one thread, for each partition in turn: read the committed records of executions after the
 //   last one applied (read_committed, a read-only Kafka log of its own), apply them through the
 //   processors' appliers (replay/state_replay.h: the code the engine runs, so the replica is
 //   the replay of the log, key for key), write them to the partition's RocksDB with the next
-//   offset as checkpoint.
+//   offset as checkpoint (and the checkpoint's meta: meta_of()).
 //
 // Starting: each partition resumes from the replica's own checkpoint under `dir` — the state
 // in RocksDB, the offset it covers and which log it came from, written in one atomic batch

@@ -14,6 +14,7 @@
 
 #include "api/replica.h"
 #include "engine/embedded_log.h"
+#include "engine/record.h"
 #include "replay/state_replay.h"
 #include "replay/tests/golden.h"
 
@@ -124,6 +125,57 @@ TEST(replica, a_restart_resumes_from_the_checkpoint_and_reads_only_the_new_recor
   auto rebuilt = start_caught_up(dir.path + "/a", dir.path + "/rebuilt");
   ASSERT_TRUE(rebuilt);
   expect_all(*rebuilt, replica_start::missing);
+  expect_same_state(*resumed, *rebuilt);
+}
+
+// A record the appliers would refuse (a step its definition does not have) for an execution
+// that runs across the restart: the replica skips it, and skips that execution's later records
+// after the restart too, as a rebuild from offset 0 does.
+TEST(replica, an_execution_with_a_skipped_record_stays_skipped_across_a_restart) {
+  testing::dir_guard dir{testing::scratch_temp_dir("replica-skipped")};
+  history_parts h = split_golden();
+  const fbs::Envelope* victim = nullptr;
+  const logged_record* victim_record = nullptr;
+  for (const logged_record& later : h.rest) {
+    const fbs::Envelope* e = decode_envelope(later.value);
+    if (!e || sv(e->execution_id()).empty()) continue;
+    for (const logged_record& earlier : h.first) {
+      const fbs::Envelope* f = decode_envelope(earlier.value);
+      if (f && earlier.partition == later.partition && sv(f->tenant_id()) == sv(e->tenant_id()) &&
+          sv(f->execution_id()) == sv(e->execution_id())) {
+        victim = f;
+        victim_record = &earlier;
+      }
+    }
+    if (victim) break;
+  }
+  ASSERT_NE(victim, nullptr) << "no execution runs across the split";
+  flatbuffers::FlatBufferBuilder fbb;
+  auto payload =
+      fbs::CreateStepSucceeded(fbb, fbb.CreateString("no-such-step"), 1, fbb.CreateString("{}"));
+  envelope_header eh;
+  eh.tenant_id = sv(victim->tenant_id());
+  eh.execution_id = sv(victim->execution_id());
+  eh.record_id = "forged";
+  eh.causation_id = "forged";
+  eh.timestamp_ms = victim->timestamp_ms();
+  const logged_record forged{
+      stream::executions, victim_record->partition, 0, victim_record->key,
+      finish_envelope(fbb, eh, fbs::Payload::StepSucceeded, payload.Union())};
+  h.first.push_back(forged);
+  append(dir.path + "/a", h.first);
+  {
+    auto r = start_caught_up(dir.path + "/a", dir.path + "/replica");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->skipped(), 1u);
+  }
+  append(dir.path + "/a", h.rest);
+  auto resumed = start_caught_up(dir.path + "/a", dir.path + "/replica");
+  ASSERT_TRUE(resumed);
+  expect_all(*resumed, replica_start::resumed);
+  EXPECT_GT(resumed->skipped(), 0u);  // the execution's later records
+  auto rebuilt = start_caught_up(dir.path + "/a", dir.path + "/rebuilt");
+  ASSERT_TRUE(rebuilt);
   expect_same_state(*resumed, *rebuilt);
 }
 
