@@ -2,6 +2,7 @@
 // Subcommands implemented outside main.cc.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -81,9 +82,43 @@ struct anchor_flags {
   bool verify_on_start = false;
 };
 void add_anchor_flags(CLI::App* run, anchor_flags& f);
-// Null without a key. With --verify-on-start, fails with errc::corrupt if the log does not
-// match an anchor.
-result<std::unique_ptr<anchor_writer>> open_run_anchors(const anchor_flags& f, log& l,
-                                                        const std::string& data_dir, bool on_kafka);
+
+// When `run` writes anchors (docs/anchors.md): at start, every interval_s if anything grew,
+// and at clean shutdown; on Kafka only of the partitions the instance owns at that moment, and
+// also as soon as it is assigned partitions it did not own (their previous owner's last records
+// are then anchored at once, not an interval later). A failed write is reported on stderr, not
+// fatal: the next anchor covers more. Without a key every call does nothing. One thread.
+class run_anchors {
+ public:
+  // `owned`: the partitions the instance owns now (node::owned_partitions), or empty: every
+  // partition (the embedded log).
+  run_anchors(std::unique_ptr<anchor_writer> writer,
+              std::function<std::vector<uint32_t>()> owned, int interval_s);
+  run_anchors() = default;
+  bool enabled() const { return _writer != nullptr; }
+  void at_start();
+  // From the run loop (every ~100 ms).
+  void tick();
+  // Before the node stops (on Kafka stopping gives the partitions up: remember them) and after
+  // (the anchor then covers every commit of the instance).
+  void before_stop();
+  void after_stop();
+
+ private:
+  void write(bool force, const std::optional<std::vector<uint32_t>>& partitions);
+  std::optional<std::vector<uint32_t>> owned_now();
+  std::unique_ptr<anchor_writer> _writer;
+  std::function<std::vector<uint32_t>()> _owned;
+  std::chrono::seconds _interval{60};
+  std::chrono::steady_clock::time_point _last_write, _last_owned_check;
+  std::vector<uint32_t> _anchored_owned;  // Kafka: the owned set at the last check
+  std::optional<std::vector<uint32_t>> _owned_at_stop;
+};
+
+// Reads the key and opens the writer (no writer without a key). With --verify-on-start, fails
+// with errc::corrupt if the log does not match an anchor of the file; on Kafka that checks,
+// before the instance joins the group, every partition the file anchors (docs/anchors.md).
+result<run_anchors> open_run_anchors(const anchor_flags& f, log& l, const std::string& data_dir,
+                                     std::function<std::vector<uint32_t>()> owned);
 
 }  // namespace auterity

@@ -242,16 +242,6 @@ constexpr int exit_partition_offline = 5;
 // partitions (node::restart_needed).
 constexpr int exit_restart_needed = 6;
 
-// Writes an anchor (docs/anchors.md) if a writer is set; a failure is reported, not fatal: the
-// engine goes on and the next anchor covers more.
-void write_anchor(anchor_writer* w, bool force) {
-  if (!w) return;
-  if (auto r = w->write(wall_ms(), force); !r) {
-    fmt::print(stderr, "auterity: anchors: not written: {} ({})\n", r.error().message,
-               errc_name(r.error().code));
-  }
-}
-
 int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
             const http_flags& http = {}, const anchor_flags& af = {}) {
   system_clock clk;
@@ -259,7 +249,10 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
   if (!n) return report(n.error());
   // Before recovery: a log that does not match its anchors is not decided on.
-  auto anchors = open_run_anchors(af, (*n)->get_log(), f.data_dir, !f.kafka.empty());
+  // On Kafka only the partitions the instance owns are anchored (docs/anchors.md, "Kafka").
+  std::function<std::vector<uint32_t>()> owned;
+  if (!f.kafka.empty()) owned = [raw = n->get()] { return raw->owned_partitions(); };
+  auto anchors = open_run_anchors(af, (*n)->get_log(), f.data_dir, std::move(owned));
   if (!anchors) {
     const int rc = report(anchors.error());
     return anchors.error().code == errc::corrupt ? exit_anchors_mismatch : rc;
@@ -289,8 +282,7 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
                "{}; salvage it with `auterity repair --data {} --partition {}` (docs/salvage.md)\n",
                p, damage, f.data_dir, p);
   }
-  write_anchor(anchors->get(), /*force=*/true);
-  auto last_anchor = std::chrono::steady_clock::now();
+  anchors->at_start();
   if (uint16_t port = (*n)->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
@@ -324,14 +316,13 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
     if (auto why = (*n)->restart_needed()) {
       fmt::print(stderr, "auterity: stopping: {}\n", *why);
       api.reset();
+      anchors->before_stop();
       (*n)->stop();
+      anchors->after_stop();  // a clean stop: the anchor covers every commit
       return exit_restart_needed;
     }
     const auto now = std::chrono::steady_clock::now();
-    if (*anchors && now - last_anchor >= std::chrono::seconds(af.interval_s)) {
-      write_anchor(anchors->get(), /*force=*/false);
-      last_anchor = now;
-    }
+    anchors->tick();
     if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
       print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
       last_print = now;
@@ -355,8 +346,9 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   // On Kafka the partitions are given up on stop, their state with them: count before.
   std::optional<node_summary> before;
   if (!f.kafka.empty()) before = (*n)->summary();
+  anchors->before_stop();
   (*n)->stop();
-  write_anchor(anchors->get(), /*force=*/true);  // clean shutdown: covers every commit
+  anchors->after_stop();  // clean shutdown: covers every commit
   node_summary s = before ? *before : (*n)->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);

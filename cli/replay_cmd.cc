@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 
 #include <fmt/core.h>
@@ -381,10 +382,12 @@ struct verify_flags {
   common_options c;
   std::string tenant, partition, format = "text", scratch;
   bool chains = false, state = false;
-  std::string anchors, anchor_public_key;  // docs/anchors.md
+  std::vector<std::string> anchors;  // docs/anchors.md; several on Kafka (one per instance)
+  std::string anchor_public_key;
 };
 
-// --anchors FILE --anchor-public-key REF: the partition chains against the signed anchors.
+// --anchors FILE... --anchor-public-key REF: the partition chains against the signed anchors
+// of every file together.
 result<std::optional<anchor_check>> check_anchors(log& l, const verify_flags& f) {
   if (f.anchors.empty() && f.anchor_public_key.empty()) return std::nullopt;
   if (f.anchors.empty() || f.anchor_public_key.empty()) {
@@ -392,9 +395,14 @@ result<std::optional<anchor_check>> check_anchors(log& l, const verify_flags& f)
   }
   auto key = anchor_key::load(f.anchor_public_key, /*need_private=*/false);
   if (!key) return std::unexpected(key.error());
-  auto lines = read_anchors(f.anchors, &*key);
-  if (!lines) return std::unexpected(lines.error());
-  auto check = verify_anchors(l, *lines);
+  std::vector<anchor_line> lines;
+  for (const std::string& file : f.anchors) {
+    if (file.empty()) return fail(errc::invalid, "--anchors needs a value");
+    auto read = read_anchors(file, &*key);
+    if (!read) return std::unexpected(read.error());
+    std::move(read->begin(), read->end(), std::back_inserter(lines));
+  }
+  auto check = verify_anchors(l, lines);
   if (!check) return std::unexpected(check.error());
   if (check->anchors == 0) check->problems.push_back("no anchor signed with this key to check");
   return check;
@@ -656,11 +664,14 @@ CLI::App* add_verify(CLI::App* replay, verify_flags& f) {
                           "Directory for the rebuilt state (default: a temporary one, removed); "
                           "needs about the size of the engine's state",
                           "DIR"));
-  v.push_back(text_option(cmd, "--anchors", f.anchors,
-                          "Also check the log against these signed anchors (the copy kept by "
-                          "`auterity anchors export`; docs/anchors.md): a history rewritten "
-                          "before an anchor, however consistently, is reported",
-                          "FILE"));
+  cmd->add_option("--anchors", f.anchors,
+                  "Also check the log against these signed anchors (the copy kept by "
+                  "`auterity anchors export`; docs/anchors.md): a history rewritten before an "
+                  "anchor, however consistently, is reported. Repeat it for the files of "
+                  "several instances (Kafka): they are checked together")
+      ->expected(1)
+      ->take_all()  // one file per occurrence, every occurrence kept
+      ->type_name("FILE");
   v.push_back(text_option(cmd, "--anchor-public-key", f.anchor_public_key,
                           "The anchors' Ed25519 key (PEM), by reference: file:/path or env:NAME",
                           "REF"));

@@ -234,7 +234,7 @@ result<std::vector<anchor_line>> read_anchors(const std::string& path, const anc
   while (std::getline(f, text)) {
     ++n;
     if (text.empty()) continue;
-    anchor_line l{n, text, anchor_from_json(text), false};
+    anchor_line l{path, n, text, anchor_from_json(text), false};
     if (key && l.value) {
       l.signature_ok = l.value->key == key->fingerprint() &&
                        key->verify(anchor_signed_text(*l.value), l.value->signature);
@@ -250,49 +250,55 @@ result<anchor_check> verify_anchors(log& l, const std::vector<anchor_line>& line
   struct expected_head {
     uint64_t end;
     hash256 head;
-    size_t line;
-    int64_t time_ms;
+    const anchor_line* line;
+  };
+  auto where = [](const anchor_line& line) {
+    return fmt::format("anchors {} line {}", line.file, line.line);
   };
   std::map<uint32_t, std::vector<expected_head>> by_partition;
-  int64_t last_time = INT64_MIN;
-  std::map<uint32_t, uint64_t> last_end;
+  // Order is checked within each file: files of different instances interleave in time.
+  std::map<std::string, int64_t> last_time;
+  std::map<std::pair<std::string, uint32_t>, uint64_t> last_end;
   for (const anchor_line& line : lines) {
     if (!line.value) {
       c.problems.push_back(
-          fmt::format("anchor line {}: UNREADABLE: {}", line.line, line.value.error().message));
+          fmt::format("{}: UNREADABLE: {}", where(line), line.value.error().message));
       continue;
     }
     if (!line.signature_ok) {
       c.problems.push_back(
-          fmt::format("anchor line {}: BAD SIGNATURE: not signed with the given key (key {})",
-                      line.line, line.value->key));
+          fmt::format("{}: BAD SIGNATURE: not signed with the given key (key {})", where(line),
+                      line.value->key));
       continue;
     }
     ++c.anchors;
-    if (line.value->time_ms < last_time) {
+    auto [t, first] = last_time.try_emplace(line.file, line.value->time_ms);
+    if (!first && line.value->time_ms < t->second) {
       c.problems.push_back(fmt::format(
-          "anchor line {}: OUT OF ORDER: its time is before the previous anchor's", line.line));
+          "{}: OUT OF ORDER: its time is before the previous anchor's", where(line)));
     }
-    last_time = std::max(last_time, line.value->time_ms);
+    t->second = std::max(t->second, line.value->time_ms);
     for (const partition_head& h : line.value->partitions) {
       if (h.partition >= l.partition_count()) {
-        c.problems.push_back(fmt::format("anchor line {}: partition {} is not in the log ({})",
-                                         line.line, h.partition, l.partition_count()));
+        c.problems.push_back(fmt::format("{}: partition {} is not in the log ({})", where(line),
+                                         h.partition, l.partition_count()));
         continue;
       }
-      if (h.end < last_end[h.partition]) {
-        c.problems.push_back(fmt::format(
-            "anchor line {}: partition {}: OUT OF ORDER: end {} is before an earlier anchor's {}",
-            line.line, h.partition, h.end, last_end[h.partition]));
+      uint64_t& end = last_end[{line.file, h.partition}];
+      if (h.end < end) {
+        c.problems.push_back(
+            fmt::format("{}: partition {}: OUT OF ORDER: end {} is before an earlier anchor's {}",
+                        where(line), h.partition, h.end, end));
       }
-      last_end[h.partition] = std::max(last_end[h.partition], h.end);
-      by_partition[h.partition].push_back({h.end, h.head, line.line, line.value->time_ms});
+      end = std::max(end, h.end);
+      by_partition[h.partition].push_back({h.end, h.head, &line});
     }
   }
   for (auto& [p, heads] : by_partition) {
     std::stable_sort(heads.begin(), heads.end(),
                      [](const expected_head& a, const expected_head& b) { return a.end < b.end; });
     partition_head h{p, 0, {}};
+    uint64_t matched = 0;  // end of the last anchored head the chain matched
     bool rewritten = false;
     for (const expected_head& e : heads) {
       ++c.partition_heads;
@@ -300,18 +306,21 @@ result<anchor_check> verify_anchors(log& l, const std::vector<anchor_line>& line
       if (!reached) return std::unexpected(reached.error());
       if (!*reached) {
         c.problems.push_back(fmt::format(
-            "anchor line {}: partition {}: TRUNCATED: the log's executions end at offset {}, "
-            "the anchor covers {} records",
-            e.line, p, h.end, e.end));
+            "{}: partition {}: TRUNCATED: the log's executions end at offset {}, the anchor "
+            "covers offsets up to {}",
+            where(*e.line), p, h.end, e.end));
         break;
       }
       if (h.head != e.head && !rewritten) {
         rewritten = true;  // later anchors of the partition then differ too: name the first
         c.problems.push_back(fmt::format(
-            "anchor line {}: partition {}: REWRITTEN: executions [0, {}) hash to {}, anchored "
-            "{}: history before offset {} was changed, removed, reordered or inserted",
-            e.line, p, e.end, hex(h.head), hex(e.head), e.end));
+            "{}: partition {}: REWRITTEN: executions [0, {}) hash to {}, anchored {}: a record "
+            "at an offset in [{}, {}) was changed, removed, reordered or inserted{}",
+            where(*e.line), p, e.end, hex(h.head), hex(e.head), matched, e.end,
+            matched ? fmt::format(" (the chain matches the anchor at offset {})", matched)
+                    : std::string()));
       }
+      if (!rewritten) matched = e.end;
     }
   }
   return c;
@@ -354,18 +363,16 @@ result<std::unique_ptr<anchor_writer>> anchor_writer::open(log& l, anchor_key ke
                                     : ""));
       }
     }
-    const anchor* last = nullptr;
+    // Each partition resumes from the last anchor that holds it: on Kafka an anchor holds only
+    // the partitions the instance owned when it wrote it.
     for (const anchor_line& line : *lines) {
-      if (line.value && line.signature_ok) {
-        last = &*line.value;
-      } else {
+      if (!line.value || !line.signature_ok) {
         warn(fmt::format(
             "anchors {} line {}: skipped: {}", w->_options.path, line.line,
             line.value ? "not signed with this engine's key" : line.value.error().message));
+        continue;
       }
-    }
-    if (last) {
-      for (const partition_head& h : last->partitions) {
+      for (const partition_head& h : line.value->partitions) {
         if (h.partition < parts) w->_heads[h.partition] = h;
       }
       w->_written_any = true;
@@ -387,22 +394,39 @@ result<std::unique_ptr<anchor_writer>> anchor_writer::open(log& l, anchor_key ke
   return w;
 }
 
-result<bool> anchor_writer::write(int64_t now_ms, bool force) {
+result<bool> anchor_writer::write(int64_t now_ms, bool force,
+                                  const std::optional<std::vector<uint32_t>>& partitions) {
+  std::vector<uint32_t> chosen;
+  if (partitions) {
+    chosen = *partitions;
+    std::sort(chosen.begin(), chosen.end());
+    chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+  } else {
+    for (const partition_head& h : _heads) chosen.push_back(h.partition);
+  }
+  if (chosen.empty()) return false;
   bool changed = !_written_any;
-  for (partition_head& h : _heads) {
-    auto end = _log.end_offset(stream::executions, h.partition);
+  anchor a;
+  for (uint32_t p : chosen) {
+    if (p >= _heads.size()) {
+      return fail(errc::invalid, fmt::format("anchor of partition {} of {}", p, _heads.size()));
+    }
+    // Extended on a copy: a failed extension (an open transaction past
+    // chain_decided_wait_ms_max) leaves the head where the file has it.
+    partition_head h = _heads[p];
+    auto end = _log.end_offset(stream::executions, p);
     if (!end) return std::unexpected(end.error());
-    if (*end == h.end) continue;
-    auto reached = extend_head_to(_log, h, *end);
-    if (!reached) return std::unexpected(reached.error());
-    changed = true;
+    if (*end != h.end) {
+      auto reached = extend_head_to(_log, h, *end);
+      if (!reached) return std::unexpected(reached.error());
+      changed = true;
+    }
+    a.partitions.push_back(h);
   }
   if (!changed && !force) return false;
 
-  anchor a;
   a.time_ms = now_ms;
   a.key = _key.fingerprint();
-  a.partitions = _heads;
   auto sig = _key.sign(anchor_signed_text(a));
   if (!sig) return std::unexpected(sig.error());
   a.signature = std::move(*sig);
@@ -438,6 +462,7 @@ result<bool> anchor_writer::write(int64_t now_ms, bool force) {
   }
   _needs_newline = false;
   _written_any = true;
+  for (const partition_head& h : a.partitions) _heads[h.partition] = h;
   return true;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,6 +92,7 @@ result<anchor> anchor_from_json(std::string_view line);
 
 // A line of an anchors file, read.
 struct anchor_line {
+  std::string file;           // the anchors file it is in, as given to read_anchors
   size_t line = 0;            // 1-based
   std::string text;           // as in the file, without the newline
   result<anchor> value;       // the anchor, or why the line is not one
@@ -107,8 +109,11 @@ struct anchor_check {
   std::vector<std::string> problems;
 };
 // Recomputes each partition's chain from offset 0 and compares it with every anchored head
-// (docs/anchors.md, "Verifying"). Lines that are not anchors or fail their signature are
-// problems. Only partitions in [0, l.partition_count()) are read; others are problems.
+// (docs/anchors.md, "Verifying"). `lines` may come from several files (on Kafka each instance
+// anchors the partitions it owns in a file of its own): the heads of a partition from all of
+// them are compared along one pass over its records; time and end order are checked within each
+// file. Lines that are not anchors or fail their signature are problems. Only partitions in
+// [0, l.partition_count()) are read; others are problems.
 result<anchor_check> verify_anchors(log& l, const std::vector<anchor_line>& lines);
 
 // ------------------------------------------------------------------------------ the writer
@@ -120,17 +125,20 @@ struct anchor_writer_options {
   bool verify_on_start = false;
 };
 
-// Appends anchors of every partition of `l` to the file. open() resumes each partition's chain
-// from the file's last good anchor; write() extends the chains to the log's end and appends one
-// line (one write + fdatasync) if anything changed or `force`.
+// Appends anchors of the partitions of `l` to the file. open() resumes each partition's chain
+// from the file's last good anchor that holds the partition; write() extends the chains to the
+// log's end and appends one line (one write + fdatasync) if anything changed or `force`.
 class anchor_writer {
  public:
   // Warnings (a skipped line, a partition whose log is shorter than anchored) go to `warnings`.
   static result<std::unique_ptr<anchor_writer>> open(log& l, anchor_key key,
                                                      anchor_writer_options options,
                                                      std::vector<std::string>* warnings);
-  // Returns true if a line was written.
-  result<bool> write(int64_t now_ms, bool force = false);
+  // Returns true if a line was written. `partitions` (each < l.partition_count()):
+  // anchor only these — on Kafka the ones the instance owns (docs/anchors.md, "Kafka"); nullopt:
+  // every partition. An empty set writes nothing.
+  result<bool> write(int64_t now_ms, bool force = false,
+                     const std::optional<std::vector<uint32_t>>& partitions = std::nullopt);
   const std::vector<partition_head>& heads() const { return _heads; }
 
  private:

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <librdkafka/rdkafka.h>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,7 @@
 #include "processors/client.h"
 #include "replay/verify.h"
 #include "tests/kafka/broker_fixture.h"
+#include "tests/run_command.h"
 #include "topics/catalog.h"
 
 namespace auterity {
@@ -535,10 +537,17 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// `fault`: AUTERITY_FAULT for the child (engine/fault.h), empty for none.
+// `fault`: AUTERITY_FAULT for the child (engine/fault.h), empty for none; `extra`: more options
+// of `run`.
 pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const std::string& prefix,
-                   const std::string& instance = "engine", const std::string& fault = "") {
+                   const std::string& instance = "engine", const std::string& fault = "",
+                   const std::vector<std::string>& extra = {}) {
   fs::create_directories(dir);
+  std::vector<std::string> args = {AUTERITY_BIN, "run",       "--kafka",      bootstrap,
+                                   "--topic-prefix", prefix,  "--data",       dir,
+                                   "--instance",     instance, "--until-quiet", "--stats-interval-s",
+                                   "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (!fault.empty()) ::setenv("AUTERITY_FAULT", fault.c_str(), 1);
@@ -546,9 +555,10 @@ pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const s
     FILE* f = std::freopen(log.c_str(), "a", stderr);
     (void)f;
     ::dup2(STDERR_FILENO, STDOUT_FILENO);
-    ::execl(AUTERITY_BIN, AUTERITY_BIN, "run", "--kafka", bootstrap.c_str(), "--topic-prefix",
-            prefix.c_str(), "--data", dir.c_str(), "--instance", instance.c_str(), "--until-quiet",
-            "--stats-interval-s", "0", nullptr);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(AUTERITY_BIN, argv.data());
     ::_exit(127);
   }
   return pid;
@@ -685,6 +695,218 @@ TEST_F(kafka_engine, an_owner_paused_before_its_commit_loses_and_duplicates_noth
   ASSERT_TRUE(exited_ok(last)) << "log: " << b << "/engine.log";
   verify(b, ids);
   expect_outbox_once({a, b}, ids.size());
+}
+
+// Anchors on Kafka (docs/anchors.md, "Kafka"): an Ed25519 key pair made with the openssl command,
+// as an operator would, in <keys>/key.pem and <keys>/pub.pem.
+void make_anchor_key(const std::string& keys) {
+  fs::create_directories(keys);
+  const auto made = testing::run_command(
+      fmt::format("openssl genpkey -algorithm ed25519 -out {0}/key.pem 2>&1 && "
+                  "openssl pkey -in {0}/key.pem -pubout -out {0}/pub.pem 2>&1",
+                  keys));
+  ASSERT_EQ(made.code, 0) << made.out;
+}
+
+// `auterity replay verify --chains` of the topics under `prefix` against anchor files; stderr too.
+testing::command_outcome verify_with_anchors(const std::string& bootstrap, const std::string& prefix,
+                                             const std::string& data, const std::string& keys,
+                                             const std::vector<std::string>& anchors) {
+  std::string cmd =
+      fmt::format("'{}' replay verify --kafka {} --topic-prefix {} --data {} --chains --no-progress",
+                  AUTERITY_BIN, bootstrap, prefix, data);
+  if (!anchors.empty()) cmd += fmt::format(" --anchor-public-key file:{}/pub.pem", keys);
+  for (const std::string& f : anchors) cmd += " --anchors " + f;
+  return testing::run_command(cmd + " 2>&1");
+}
+
+// The partitions each line of an anchors file holds.
+std::vector<std::set<uint32_t>> anchored_partitions(const std::string& file) {
+  std::vector<std::set<uint32_t>> out;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    const json j = json::parse(line);
+    std::set<uint32_t> parts;
+    for (const json& p : j["partitions"]) parts.insert(p["p"].get<uint32_t>());
+    out.push_back(parts);
+  }
+  return out;
+}
+
+// The same workload run twice under two topic prefixes, differing in one execution's input:
+// two histories whose chains both verify, as a consistent rewrite on Kafka would be. The anchors
+// written while the first ran reject the second, naming the partition and the offsets, and make
+// `run --verify-on-start` on it exit 4 before deciding anything, while the first passes both.
+// An edited anchor line is a bad signature; `anchors export` copies only the good lines.
+TEST_F(kafka_engine, anchors_catch_a_consistent_rewrite_of_a_kafka_history) {
+  const std::string keys = dir + "/keys", a = dir + "/a", b = dir + "/b";
+  make_anchor_key(keys);
+  const std::vector<std::string> anchor_key = {"--anchor-key", "file:" + keys + "/key.pem"};
+  auto run_history = [&](int last_input, const std::string& data) {
+    {
+      system_clock clk;
+      auto n = node::open(options("submitter", false), clk);
+      ASSERT_TRUE(n.has_value()) << n.error().message;
+      submit_load(**n, 19);
+      ASSERT_TRUE((*n)->submit("acme", client::start_execution({"acme", "last", "last", 0}, "lead",
+                                                               0, json{{"n", last_input}}.dump())));
+    }
+    const int status =
+        wait_exit(spawn_engine(data, cluster->bootstrap(), prefix, "engine", "", anchor_key), 180);
+    ASSERT_TRUE(exited_ok(status)) << "log: " << data << "/engine.log";
+  };
+  const std::string a_prefix = prefix, b_prefix = prefix + "b-";
+  run_history(1000, a);
+  if (HasFatalFailure()) return;
+  catalog_options c;
+  c.partitions = partitions;
+  c.prefix = prefix = b_prefix;
+  ASSERT_TRUE(apply_catalog(cluster->bootstrap(), default_catalog(c)).has_value());
+  run_history(1001, b);
+  if (HasFatalFailure()) return;
+  const std::string a_anchors = a + "/anchors/anchors.jsonl";
+  const std::string b_anchors = b + "/anchors/anchors.jsonl";
+  // The instance owned both partitions: every anchor it wrote holds one or both, and its last
+  // (at shutdown) both.
+  const auto lines = anchored_partitions(a_anchors);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back(), (std::set<uint32_t>{0, 1}));
+
+  auto o = verify_with_anchors(cluster->bootstrap(), a_prefix, a, keys, {a_anchors});
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("signed anchors match"), std::string::npos) << o.out;
+  // The second history holds together on its own, with its own anchors too ...
+  o = verify_with_anchors(cluster->bootstrap(), b_prefix, b, keys, {b_anchors});
+  EXPECT_EQ(o.code, 0) << o.out;
+  // ... but not with the anchors of the first.
+  o = verify_with_anchors(cluster->bootstrap(), b_prefix, b, keys, {a_anchors});
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_NE(o.out.find("PROBLEMS FOUND"), std::string::npos) << o.out;
+  // Named on every partition the tenants' histories are on (an empty partition is the same).
+  for (uint32_t p = 0; p < partitions; ++p) {
+    const bool used =
+        p == tenant_partition("acme", partitions) || p == tenant_partition("bayside", partitions);
+    EXPECT_EQ(o.out.find(fmt::format("partition {}: REWRITTEN: executions [0, ", p)) !=
+                  std::string::npos,
+              used)
+        << o.out;
+  }
+  EXPECT_NE(o.out.find("a record at an offset in ["), std::string::npos) << o.out;
+
+  // An engine started on the second history with the first one's anchors refuses to decide.
+  const std::string fresh = dir + "/fresh";
+  const int refused = wait_exit(
+      spawn_engine(fresh, cluster->bootstrap(), b_prefix, "checker", "",
+                   {"--anchor-key", "file:" + keys + "/key.pem", "--anchors-file", a_anchors,
+                    "--verify-on-start"}),
+      120);
+  EXPECT_TRUE(refused >= 0 && WIFEXITED(refused) && WEXITSTATUS(refused) == 4) << refused;
+  EXPECT_NE(read_text(fresh + "/engine.log").find("REWRITTEN"), std::string::npos)
+      << read_text(fresh + "/engine.log");
+  // On its own history it starts, finds nothing to do and anchors again.
+  const size_t a_lines = lines.size();
+  const int accepted = wait_exit(
+      spawn_engine(a, cluster->bootstrap(), a_prefix, "engine", "",
+                   {"--anchor-key", "file:" + keys + "/key.pem", "--verify-on-start"}),
+      120);
+  EXPECT_TRUE(exited_ok(accepted)) << read_text(a + "/engine.log");
+  EXPECT_NE(read_text(a + "/engine.log").find("the log matches every anchor"), std::string::npos);
+  EXPECT_GT(anchored_partitions(a_anchors).size(), a_lines);
+
+  // The auditor's copy: every line while none is edited ...
+  const std::string kept = dir + "/kept.jsonl";
+  o = testing::run_command(
+      fmt::format("'{}' anchors export --data {} --out {} --anchor-public-key file:{}/pub.pem 2>&1",
+                  AUTERITY_BIN, a, kept, keys));
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_EQ(read_text(kept), read_text(a_anchors));
+  // ... then one head in the engine's file is changed: the line no longer verifies.
+  std::string text = read_text(a_anchors);
+  const size_t head = text.find("\"head\":\"") + 8;
+  text[head] = text[head] == '0' ? '1' : '0';
+  std::ofstream(a_anchors, std::ios::trunc) << text;
+  o = verify_with_anchors(cluster->bootstrap(), a_prefix, a, keys, {a_anchors});
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_NE(o.out.find("line 1: BAD SIGNATURE"), std::string::npos) << o.out;
+  o = testing::run_command(fmt::format(
+      "'{}' anchors export --data {} --out {}.2 --anchor-public-key file:{}/pub.pem 2>&1",
+      AUTERITY_BIN, a, kept, keys));
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_NE(o.out.find("line 1 skipped"), std::string::npos) << o.out;
+  // The copy kept elsewhere still verifies the log.
+  o = verify_with_anchors(cluster->bootstrap(), a_prefix, a, keys, {kept});
+  EXPECT_EQ(o.code, 0) << o.out;
+}
+
+// Two instances anchor the partitions each owns, in their own files: the partitions are split
+// when b joins, then a stops (SIGTERM) and b takes its partitions over. The files hold together
+// every partition, a moved partition is in both, and `replay verify` takes them together.
+TEST_F(kafka_engine, anchors_of_two_instances_verify_together_across_a_handover) {
+  auto ids = submit(200);  // acme and bayside share a partition: load the other one too
+  std::string other;
+  for (int i = 0; other.empty(); ++i) {
+    const std::string t = fmt::format("tenant{}", i);
+    if (tenant_partition(t, partitions) != tenant_partition("acme", partitions)) other = t;
+  }
+  {
+    system_clock clk;
+    auto n = node::open(options("submitter", false), clk);
+    ASSERT_TRUE(n.has_value()) << n.error().message;
+    ASSERT_TRUE((*n)->submit(other, client::publish_definition({other, "", "pub", 0}, workflow)));
+    for (int i = 0; i < 100; ++i) {
+      const std::string id = fmt::format("o{}", i);
+      ASSERT_TRUE((*n)->submit(other, client::start_execution({other, id, id, 0}, "lead", 0,
+                                                              json{{"n", i}}.dump())));
+      ids.emplace_back(other, id);
+    }
+  }
+  const std::string keys = dir + "/keys", a = dir + "/a", b = dir + "/b";
+  make_anchor_key(keys);
+  const std::vector<std::string> anchoring = {"--anchor-key", "file:" + keys + "/key.pem",
+                                              "--anchor-interval-s", "1"};
+  const pid_t pa = spawn_engine(a, cluster->bootstrap(), prefix, "a", "", anchoring);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const pid_t pb = spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ::kill(pa, SIGTERM);
+  EXPECT_TRUE(exited_ok(wait_exit(pa, 60))) << read_text(a + "/engine.log");
+  // b runs until every execution ended and it was assigned every partition (as in
+  // instances_join_and_leave_under_load).
+  int status = wait_exit(pb, 180);
+  for (int round = 0; round < 4 && exited_ok(status); ++round) {
+    const std::string b_log = read_text(b + "/engine.log");
+    bool moved = true;
+    for (uint32_t p = 0; p < partitions; ++p) {
+      moved = moved && b_log.find(fmt::format("partition {} assigned", p)) != std::string::npos;
+    }
+    if (moved) break;
+    status = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring), 180);
+  }
+  ASSERT_TRUE(exited_ok(status)) << read_text(b + "/engine.log");
+  const int last = wait_exit(spawn_engine(b, cluster->bootstrap(), prefix, "b", "", anchoring), 180);
+  ASSERT_TRUE(exited_ok(last)) << read_text(b + "/engine.log");
+  verify(b, ids);
+
+  const std::string a_anchors = a + "/anchors/anchors.jsonl";
+  const std::string b_anchors = b + "/anchors/anchors.jsonl";
+  std::set<uint32_t> in_a, in_b;
+  for (const auto& line : anchored_partitions(a_anchors)) in_a.insert(line.begin(), line.end());
+  for (const auto& line : anchored_partitions(b_anchors)) in_b.insert(line.begin(), line.end());
+  for (const auto& [name, file] : {std::pair{"a", a_anchors}, {"b", b_anchors}}) {
+    std::string lines;
+    for (const auto& line : anchored_partitions(file)) {
+      lines += fmt::format(" {{{}}}", fmt::join(line, ","));
+    }
+    fmt::print("anchors of {}, the partitions of each line:{}\n", name, lines);
+  }
+  EXPECT_FALSE(in_a.empty()) << "a anchored nothing";
+  EXPECT_EQ(in_b.size(), partitions) << "b took every partition and anchored each";
+  bool moved_partition_in_both = false;
+  for (uint32_t p : in_a) moved_partition_in_both = moved_partition_in_both || in_b.contains(p);
+  EXPECT_TRUE(moved_partition_in_both);
+  auto o = verify_with_anchors(cluster->bootstrap(), prefix, b, keys, {a_anchors, b_anchors});
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("signed anchors match"), std::string::npos) << o.out;
 }
 
 TEST_F(kafka_three_nodes, a_broker_killed_under_load_loses_nothing) {
