@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "api/tests/api_test_util.h"
@@ -235,6 +236,18 @@ uint64_t executions_end(const std::string& bootstrap) {
   return sum;
 }
 
+// The test's processes still running: killed (SIGKILL) if an assertion ends the test early.
+// Each is a child not yet waited for, so its pid cannot have been reused.
+struct running_children {
+  std::set<pid_t> pids;
+  ~running_children() {
+    for (pid_t p : pids) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+};
+
 // A gateway restarted on a log with history resumes its replica from its own checkpoint: ready
 // after reading only what was appended while it was down, answering as a gateway that rebuilt
 // from offset 0 does and as the engine decided. Given another topic prefix, it does not take
@@ -242,6 +255,7 @@ uint64_t executions_end(const std::string& bootstrap) {
 TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   testing::kafka_cluster cluster(1);
   ASSERT_TRUE(cluster.error().empty()) << cluster.error();
+  running_children children;
   const std::string dir = fresh_dir("resume");
   const std::string bin = AUTERITY_BIN;
   int status = 0;
@@ -255,6 +269,7 @@ TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   const pid_t engine = spawn({bin, "run", "--kafka", cluster.bootstrap(), "--instance", "e1",
                               "--data", dir + "/state", "--stats-interval-s", "0"},
                              dir + "/engine.log");
+  children.pids.insert(engine);
   key_store keys(key_store::default_path(dir + "/gw"));
   const std::string op = *keys.create("acme", api_role::operator_, "crm", wall_now_ms());
   for (const char* copy : {"/cmd", "/fresh"}) {
@@ -277,6 +292,7 @@ TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
     gateway g;
     g.log = fmt::format("{}/{}-{}.log", dir, instance, ++starts);
     g.pid = spawn(args, g.log);
+    children.pids.insert(g.pid);
     g.port = port_in_log(g.log);
     g.metrics = port_in_log(g.log, "Prometheus metrics on port");
     return g;
@@ -284,6 +300,7 @@ TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   auto stop = [&](gateway& g) {
     ::kill(g.pid, SIGTERM);
     ::waitpid(g.pid, &status, 0);
+    children.pids.erase(g.pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file_text(g.log);
   };
   auto call = [&](const gateway& g, std::string_view method, const std::string& path,
@@ -395,6 +412,7 @@ TEST(api_gateway, a_restarted_gateway_resumes_its_replica_from_its_checkpoint) {
   stop(other);
   ::kill(engine, SIGTERM);
   ::waitpid(engine, &status, 0);
+  children.pids.erase(engine);
   std::filesystem::remove_all(dir);
 }
 
