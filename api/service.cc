@@ -1282,7 +1282,7 @@ api_response api_server::impl::timeline_json(const std::string& tenant, const st
   bool first = true;
   for (const event_ref& at : offsets) {
     recs.clear();
-    auto n = engine.events().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
+    auto n = engine.history().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
     if (!n || *n == 0) continue;
     if (!first) body += ',';
     first = false;
@@ -1308,7 +1308,7 @@ api_response api_server::impl::timeline_html(const std::string& tenant, const st
   size_t len = 0;
   std::FILE* f = open_memstream(&buf, &len);
   if (!f) return problem(503, "out of memory");
-  auto r = write_timeline(engine.events(), o, f);
+  auto r = write_timeline(engine.history(), o, f);
   std::fclose(f);
   std::string page(buf, len);
   std::free(buf);
@@ -1371,7 +1371,7 @@ api_response api_server::impl::events(const api_request& req, const target_parts
     std::vector<record> recs;
     for (const event_ref& at : offsets) {
       recs.clear();
-      auto n = engine.events().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
+      auto n = engine.history().read(stream::executions, at.partition, at.offset, 1, 1 << 20, recs);
       if (!n || *n == 0) break;
       const fbs::Envelope* env = decode_envelope(recs[0].value);
       out += fmt::format("id: {}\nevent: {}\ndata: ", c->seq,

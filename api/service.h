@@ -29,6 +29,9 @@ class engine_access {
  public:
   virtual ~engine_access() = default;
   virtual log& events() = 0;  // ingress appends and executions reads
+  // Reads of past executions records (timelines, event streams): events() unless the engine
+  // gives them a reader of their own (the gateway: so they do not seek the decision tail's).
+  virtual log& history() { return events(); }
   virtual uint32_t partitions() const = 0;
   // Calls fn with partition p's state if this process has it; false if not.
   virtual bool with_store(uint32_t p, const std::function<void(const state_store&)>& fn) = 0;

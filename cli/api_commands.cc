@@ -22,6 +22,7 @@
 #include "cli/api_commands.h"
 #include "engine/http_client.h"
 #include "engine/kafka_log.h"
+#include "engine/metrics.h"
 
 namespace auterity {
 
@@ -366,9 +367,12 @@ namespace {
 // (api/replica.h), or none (503) with --no-reads.
 class gateway_access final : public engine_access {
  public:
-  gateway_access(std::unique_ptr<log> commands, std::unique_ptr<log_replica> replica)
-      : _log(std::move(commands)), _replica(std::move(replica)) {}
+  // `history`: the reads of timelines and event streams (null: through `commands`).
+  gateway_access(std::unique_ptr<log> commands, std::unique_ptr<log> history,
+                 std::unique_ptr<log_replica> replica)
+      : _log(std::move(commands)), _history(std::move(history)), _replica(std::move(replica)) {}
   log& events() override { return *_log; }
+  log& history() override { return _history ? *_history : *_log; }
   uint32_t partitions() const override { return _log->partition_count(); }
   bool with_store(uint32_t p, const std::function<void(const state_store&)>& fn) override {
     return _replica && _replica->with_store(p, fn);
@@ -379,8 +383,30 @@ class gateway_access final : public engine_access {
 
  private:
   std::unique_ptr<log> _log;
+  std::unique_ptr<log> _history;
   std::unique_ptr<log_replica> _replica;
 };
+
+// What a start of the replica did with each partition's checkpoint (api/replica.h, Starting).
+void print_replica_starts(const std::string& instance, const log_replica& r) {
+  std::string resumed;
+  for (uint32_t p = 0; p < r.starts().size(); ++p) {
+    const replica_partition_start& s = r.starts()[p];
+    if (s.how == replica_start::resumed) {
+      resumed += fmt::format("{}{} at {}", resumed.empty() ? "" : ", ", p, s.from);
+      continue;
+    }
+    fmt::print(stderr,
+               "auterity: gateway {}: read replica: partition {} rebuilt from offset 0 ({}: {})\n",
+               instance, p, replica_start_name(s.how), s.detail);
+  }
+  if (!resumed.empty()) {
+    fmt::print(stderr,
+               "auterity: gateway {}: read replica: resumed from its checkpoints (partition {}; "
+               "checked and opened in {} ms)\n",
+               instance, resumed, r.open_ms());
+  }
+}
 
 std::atomic<bool> g_gateway_stop{false};
 void on_gateway_signal(int) { g_gateway_stop = true; }
@@ -393,6 +419,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
     std::string instance = "gateway-1";
     std::string topic_prefix;
     std::string data_dir = "auterity-gateway";
+    std::string metrics;  // Prometheus /metrics address; empty: off
     bool no_reads = false;
     std::string config;  // read by main() before parsing (load_effective_config)
     http_flags http;
@@ -401,7 +428,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
   auto* cmd = app.add_subcommand(
       "gateway",
       "An HTTP API gateway in front of Kafka (api/README.md): commands go to ingress, ?wait_ms= "
-      "answers from the executions topic, reads come from a replica of the state rebuilt from "
+      "answers from the executions topic, reads come from a replica of the state built from "
       "the executions topic under --data; run several behind a load balancer, each with its own "
       "--instance");
   cmd->add_option("--kafka", f->kafka, "Bootstrap servers (or kafka.bootstrap in --config)");
@@ -414,8 +441,11 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
                   "kafka.bootstrap, kafka.topic_prefix and kafka.properties (SASL/TLS)");
   cmd->add_option("--data", f->data_dir,
                   "Directory of the API key file (api/keys.jsonl) and of the read replica "
-                  "(replica/, rebuilt at every start)")
+                  "(replica/, resumed from its checkpoint at a restart)")
       ->capture_default_str();
+  cmd->add_option("--metrics", f->metrics,
+                  "Serve Prometheus /metrics (the read replica's) and /ready on this address "
+                  "(port 0: any free port; default: off)");
   cmd->add_flag("--no-reads", f->no_reads,
                 "Keep no replica: reads of state are answered 503 (commands only)");
   add_http_flags(cmd, f->http);
@@ -440,26 +470,57 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
       fmt::print(stderr, "auterity: {} ({})\n", l.error().message, errc_name(l.error().code));
       return 2;
     }
+    // Read-only logs of their own, so no reader seeks another's consumer back and forth: the
+    // replica's tail, and the timelines' and event streams' point reads (the decision tail
+    // keeps the commands log's). Each costs a consumer per partition it reads.
+    kafka_log_options ro = k;
+    ro.appends_only = false;
+    ro.read_only = true;
+    std::unique_ptr<log> history;
     std::unique_ptr<log_replica> replica;
     if (!f->no_reads) {
-      kafka_log_options ro = k;
-      ro.appends_only = false;
-      ro.read_only = true;  // the replica's own consumers; it never writes
       auto source = open_kafka_log(ro);
+      if (source) {
+        auto reads = open_kafka_log(ro);
+        if (!reads) source = std::unexpected(reads.error());
+        if (reads) history = std::move(*reads);
+      }
       if (!source) {
         fmt::print(stderr, "auterity: {} ({})\n", source.error().message,
                    errc_name(source.error().code));
         return 2;
       }
-      auto r = log_replica::start(std::move(*source), f->data_dir + "/replica");
+      auto r = log_replica::start(std::move(*source), f->data_dir + "/replica",
+                                  fmt::format("kafka topic prefix '{}'", k.topic_prefix));
       if (!r) {
         fmt::print(stderr, "auterity: the read replica: {} ({})\n", r.error().message,
                    errc_name(r.error().code));
         return 2;
       }
       replica = std::move(*r);
+      print_replica_starts(f->instance, *replica);
     }
-    gateway_access access(std::move(*l), std::move(replica));
+    gateway_access access(std::move(*l), std::move(history), std::move(replica));
+    std::unique_ptr<metrics_server> metrics;
+    if (metrics_enabled(f->metrics)) {
+      auto m = metrics_server::start(
+          f->metrics,
+          [&access](metrics_writer& w) {
+            if (access.replica()) access.replica()->collect(w);
+          },
+          [&access]() -> std::optional<std::string> {
+            if (access.ready()) return std::nullopt;
+            return std::string("the read replica is catching up");
+          });
+      if (!m) {
+        fmt::print(stderr, "auterity: --metrics: {} ({})\n", m.error().message,
+                   errc_name(m.error().code));
+        return 2;
+      }
+      metrics = std::move(*m);
+      fmt::print(stderr, "auterity: gateway {}: Prometheus metrics on port {} (/metrics)\n",
+                 f->instance, metrics->port());
+    }
     api_options o;
     o.http.address = f->http.address;
     o.http.threads = f->http.threads;
@@ -508,6 +569,7 @@ command_runner add_gateway_command(CLI::App& app, const kafka_defaults& defaults
       }
     }
     server->reset();
+    metrics.reset();
     return 0;
   };
 }

@@ -98,13 +98,87 @@ result<std::unique_ptr<state_rebuilder>> state_rebuilder::open(const std::string
   r->_dir = scratch_dir;
   r->_tenant = std::move(tenant);
   r->_store = std::move(*store);
+  if (auto o = r->open_orchestrator(partition, partitions); !o) return std::unexpected(o.error());
+  return r;
+}
+
+// The appliers' orchestrator over the store (it loads what it keeps in memory from there).
+result<void> state_rebuilder::open_orchestrator(uint32_t partition, uint32_t partitions) {
   orchestrator_options o;
   o.partitions = partitions;
-  r->_orchestrator = std::make_unique<orchestrator>(std::move(o));
-  if (auto o = r->_orchestrator->open(*r->_store, partition); !o) {
-    return std::unexpected(o.error());
-  }
+  _orchestrator = std::make_unique<orchestrator>(std::move(o));
+  return _orchestrator->open(*_store, partition);
+}
+
+result<std::unique_ptr<state_rebuilder>> state_rebuilder::open_resumable(const std::string& dir,
+                                                                         uint32_t partition,
+                                                                         uint32_t partitions) {
+  auto r = open(dir, partition, partitions);
+  if (r) (*r)->_resumable = true;
   return r;
+}
+
+result<std::unique_ptr<state_rebuilder>> state_rebuilder::reopen(const std::string& dir,
+                                                                 uint32_t partition,
+                                                                 uint32_t partitions) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return fail(errc::not_found, fmt::format("no state store in {}", dir));
+  }
+  state_store_options so;
+  so.create_if_missing = false;
+  auto store = state_store::open(dir, so);
+  if (!store) return std::unexpected(store.error());
+  std::unique_ptr<state_rebuilder> r(new state_rebuilder());
+  r->_dir = dir;
+  r->_resumable = true;
+  r->_store = std::move(*store);
+  if (auto l = r->load_indexes(); !l) return std::unexpected(l.error());
+  if (auto o = r->open_orchestrator(partition, partitions); !o) return std::unexpected(o.error());
+  return r;
+}
+
+// What add() checks records against, from the store: each tenant's definitions (found through
+// the registry keys; the definitions section), the running executions and the executions with
+// a skipped record (the rebuilder's own keys), and the last flush's meta. Bounded by what is
+// published and running, not by the history or the executions that ended.
+result<void> state_rebuilder::load_indexes() {
+  auto meta = _store->get(meta_key);
+  if (!meta) return std::unexpected(meta.error());
+  _meta = meta->value_or("");
+  std::vector<std::string> tenants;
+  auto t =
+      _store->scan_prefix(keys::tenant_registry(""), [&](std::string_view key, std::string_view) {
+        tenants.emplace_back(key.substr(1));
+        return true;
+      });
+  if (!t) return t;
+  for (const std::string& tenant : tenants) {
+    auto s = _store->scan_prefix(keys::tenant_prefix(tenant) + 'D',
+                                 [&](std::string_view key, std::string_view value) {
+                                   remember_state_entry(tenant, key, value);
+                                   return true;
+                                 });
+    if (!s) return s;
+  }
+  auto o = _store->scan_prefix(open_prefix, [&](std::string_view key, std::string_view value) {
+    _open.emplace(key.substr(open_prefix.size()), value);
+    return true;
+  });
+  if (!o) return o;
+  return _store->scan_prefix(dropped_prefix, [&](std::string_view key, std::string_view) {
+    _dropped.emplace(key.substr(dropped_prefix.size()));
+    return true;
+  });
+}
+
+void state_rebuilder::mark_open(const std::string& exec, std::string definition) {
+  if (_resumable) _own[std::string(open_prefix) + exec] = definition;
+  _open[exec] = std::move(definition);
+}
+
+void state_rebuilder::mark_ended(const std::string& exec) {
+  if (_open.erase(exec) && _resumable) _own[std::string(open_prefix) + exec] = std::nullopt;
 }
 
 state_rebuilder::~state_rebuilder() = default;
@@ -138,24 +212,27 @@ void state_rebuilder::remember_definition(const fbs::Envelope& e) {
 void state_rebuilder::remember_moved_in(const fbs::Envelope& e) {
   const fbs::TenantStateChunk* c = e.payload_as_TenantStateInstalled()->chunk();
   if (!c->entries()) return;
-  const std::string_view tenant = sv(e.tenant_id());
+  for (const fbs::StateEntry* entry : *c->entries()) {
+    remember_state_entry(sv(e.tenant_id()), sv(entry->key()), sv(entry->value()));
+  }
+}
+
+void state_rebuilder::remember_state_entry(std::string_view tenant, std::string_view key,
+                                           std::string_view value) {
   const std::string definitions = keys::tenant_prefix(tenant) + 'D';
   const std::string executions = keys::execution(tenant, "");
-  for (const fbs::StateEntry* entry : *c->entries()) {
-    const std::string_view key = sv(entry->key());
-    if (key.starts_with(definitions)) {
-      auto parsed = parse_definition(sv(entry->value()), "");
-      if (!parsed) continue;
-      std::set<std::string, std::less<>> steps;
-      for (const step_def& st : parsed->steps) steps.insert(st.id);
-      _definitions[definition_key(tenant, parsed->workflow, parsed->version)] = std::move(steps);
-      uint32_t& latest = _latest[execution_key(tenant, parsed->workflow)];
-      latest = std::max(latest, parsed->version);
-    } else if (key.starts_with(executions)) {
-      execution_state x;
-      if (!decode_execution(sv(entry->value()), x) || x.status != exec_status::running) continue;
-      _open[execution_key(tenant, x.id)] = definition_key(tenant, x.workflow, x.version);
-    }
+  if (key.starts_with(definitions)) {
+    auto parsed = parse_definition(value, "");
+    if (!parsed) return;
+    std::set<std::string, std::less<>> steps;
+    for (const step_def& st : parsed->steps) steps.insert(st.id);
+    _definitions[definition_key(tenant, parsed->workflow, parsed->version)] = std::move(steps);
+    uint32_t& latest = _latest[execution_key(tenant, parsed->workflow)];
+    latest = std::max(latest, parsed->version);
+  } else if (key.starts_with(executions)) {
+    execution_state x;
+    if (!decode_execution(value, x) || x.status != exec_status::running) return;
+    mark_open(execution_key(tenant, x.id), definition_key(tenant, x.workflow, x.version));
   }
 }
 
@@ -240,20 +317,34 @@ void state_rebuilder::add(uint64_t offset, std::string_view bytes, bool trusted)
     why = precondition_failure(*e);
   }
   if (why) {
-    if (!sv(e->execution_id()).empty()) _dropped.insert(exec);
+    if (!sv(e->execution_id()).empty() && _dropped.insert(exec).second && _resumable) {
+      _own[std::string(dropped_prefix) + exec] = "";
+    }
     skip(offset, sv(e->record_id()), std::move(*why));
     return;
   }
   if (e->payload_type() == fbs::Payload::DefinitionPublished) remember_definition(*e);
   if (e->payload_type() == fbs::Payload::TenantStateInstalled) remember_moved_in(*e);
-  if (e->payload_type() == fbs::Payload::ExecutionStarted) _open[exec] = started_definition(*e);
+  if (e->payload_type() == fbs::Payload::ExecutionStarted) mark_open(exec, started_definition(*e));
   _orchestrator->replay(offset, bytes);
   ++_applied;
-  if (ends_execution(e->payload_type())) _open.erase(exec);
+  if (ends_execution(e->payload_type())) mark_ended(exec);
 }
 
-result<void> state_rebuilder::flush(uint64_t next_offset) {
-  _orchestrator->flush(_batch, {});
+result<void> state_rebuilder::flush(uint64_t next_offset, std::string_view meta) {
+  _orchestrator->flush(_batch, {});  // replaces _batch with the orchestrator's changes
+  for (const auto& [key, value] : _own) {
+    if (value) {
+      _batch.put(key, *value);
+    } else {
+      _batch.del(key);
+    }
+  }
+  _own.clear();
+  if (_resumable && !meta.empty() && meta != _meta) {
+    _batch.put(meta_key, meta);
+    _meta = meta;
+  }
   return _store->write(_batch, next_offset);
 }
 

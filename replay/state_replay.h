@@ -45,13 +45,37 @@ class state_rebuilder {
                                                        uint32_t partition, uint32_t partitions,
                                                        std::string tenant = {},
                                                        const state_store_options& store = {});
+  // A rebuilder that can be stopped and reopened where it stopped (a gateway's read replica,
+  // api/replica.h): open() into a fresh `dir`, and it also keeps in its store what add() checks
+  // records against that the processors' keys do not hold cheaply — the running executions with
+  // their definition (under open_prefix) and the executions it skipped a record of (under
+  // dropped_prefix), both outside the processors' key space; definitions are read back from the
+  // processors' own keys — and each flush's `meta` (the caller's, e.g. which log the state comes
+  // from) under meta_key. All of it is written in the flush's one atomic batch with the
+  // checkpoint.
+  static result<std::unique_ptr<state_rebuilder>> open_resumable(const std::string& dir,
+                                                                 uint32_t partition,
+                                                                 uint32_t partitions);
+  // Reopens what open_resumable() left in `dir`, to go on from its checkpoint
+  // (store().checkpoint()); meta() is the last flush's. errc::not_found if there is no store
+  // there; the store's own error if it does not open (damaged files).
+  static result<std::unique_ptr<state_rebuilder>> reopen(const std::string& dir, uint32_t partition,
+                                                         uint32_t partitions);
   ~state_rebuilder();
 
   // Applies one executions record (in offset order). `trusted` false: skip it (the chain check
   // found a problem in its history).
   void add(uint64_t offset, std::string_view bytes, bool trusted = true);
-  // Writes what was applied since the last flush, with checkpoint `next_offset`.
-  result<void> flush(uint64_t next_offset);
+  // Writes what was applied since the last flush, with checkpoint `next_offset` (and `meta`, if
+  // resumable).
+  result<void> flush(uint64_t next_offset, std::string_view meta = {});
+  const std::string& meta() const { return _meta; }
+
+  // Keys of a resumable rebuilder's own, kept out of the processors' key space ('T', 'R', 'O').
+  static constexpr std::string_view meta_key = std::string_view("\x00rebuilder.meta", 15);
+  static constexpr std::string_view open_prefix = std::string_view("\x00rebuilder.open\x00", 16);
+  static constexpr std::string_view dropped_prefix =
+      std::string_view("\x00rebuilder.dropped\x00", 19);
 
   state_store& store() { return *_store; }
   uint64_t applied() const { return _applied; }
@@ -67,13 +91,23 @@ class state_rebuilder {
   std::string started_definition(const fbs::Envelope& e) const;
   void remember_definition(const fbs::Envelope& e);
   void remember_moved_in(const fbs::Envelope& e);
+  // Definitions and running executions from one state entry of `tenant` (moved in, reopened).
+  void remember_state_entry(std::string_view tenant, std::string_view key, std::string_view value);
+  result<void> load_indexes();
+  void mark_open(const std::string& exec, std::string definition);
+  void mark_ended(const std::string& exec);
+  result<void> open_orchestrator(uint32_t partition, uint32_t partitions);
   void skip(uint64_t offset, std::string_view record_id, std::string reason);
 
   std::string _dir;
   std::string _tenant;
+  bool _resumable = false;
+  std::string _meta;
   std::unique_ptr<state_store> _store;
   std::unique_ptr<orchestrator> _orchestrator;
   state_batch _batch;
+  // A resumable rebuilder's own keys changed since the last flush (nullopt: deleted).
+  std::map<std::string, std::optional<std::string>, std::less<>> _own;
   uint64_t _applied = 0;
   // Step ids by "tenant\0workflow\0version" and the latest version by "tenant\0workflow":
   // what the appliers will look up. Bounded by the definitions published.
