@@ -61,7 +61,9 @@ result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms)
   } removes{dir};
   const uint32_t partitions = (*source)->partition_count();
   {
-    auto replica = log_replica::start(std::move(*source), dir);
+    // A fresh directory each survey: the identity only labels its checkpoints.
+    auto replica = log_replica::start(std::move(*source), dir,
+                                      fmt::format("kafka topic prefix '{}'", k.topic_prefix));
     if (!replica) return std::unexpected(replica.error());
     const auto started = std::chrono::steady_clock::now();
     auto next_report = started + survey_progress_interval;
