@@ -927,6 +927,14 @@ int main(int argc, char** argv) {
                    "Minutes before the log's newest event the rate is measured over (0: none)")
       ->check(CLI::Range(0, 24 * 60))
       ->capture_default_str();
+  // plan and scale weigh tenants by the load in the same window.
+  auto add_load_window = [&window_min](CLI::App* sub) {
+    sub->add_option("--window-min", window_min,
+                    "Minutes before the log's newest event the load is measured over (0: running "
+                    "executions only)")
+        ->check(CLI::Range(0, 24 * 60))
+        ->capture_default_str();
+  };
   uint32_t plan_to = 0;
   auto* pplan = parts->add_subcommand(
       "plan",
@@ -938,12 +946,7 @@ int main(int argc, char** argv) {
   add_common(pplan, f);
   pplan->add_option("--to", plan_to,
                     "Partitions that take tenants afterwards (default: those that take them now)");
-  pplan
-      ->add_option("--window-min", window_min,
-                   "Minutes before the log's newest event the load is measured over (0: running "
-                   "executions only)")
-      ->check(CLI::Range(0, 24 * 60))
-      ->capture_default_str();
+  add_load_window(pplan);
   uint32_t scale_to = 0;
   bool scale_dry_run = false;
   auto* pscale = parts->add_subcommand(
@@ -961,12 +964,7 @@ int main(int argc, char** argv) {
   add_common(pscale, f);
   pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
   pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
-  pscale
-      ->add_option("--window-min", window_min,
-                   "Minutes before the log's newest event the load is measured over (0: running "
-                   "executions only)")
-      ->check(CLI::Range(0, 24 * 60))
-      ->capture_default_str();
+  add_load_window(pscale);
 
   auto* tl = app.add_subcommand("timeline", "Print an execution's timeline from the log");
   add_common(tl, f);
