@@ -37,47 +37,12 @@ std::string problem_body(int status, std::string_view title, std::string_view de
 
 }  // namespace
 
-// One io thread with its own io_context: a connection lives on one loop for its whole life,
-// so its handlers never run concurrently and need no strand, and the loops share no queue
-// (one io_context run by several threads hands work between them through its mutex and
-// wake-ups). Answers from other threads (a committer's, the decision watcher's) go through the
-// loop's outbox: one post wakes the loop for every answer queued meanwhile, instead of one
-// post (and wake-up) each.
-struct io_loop {
-  net::io_context ioc{1};  // concurrency hint 1: only this loop's thread runs it
-  std::mutex mu;
-  std::vector<std::function<void()>> outbox;  // guarded by mu
-  std::thread thread;
-
-  // Runs fn on this loop's thread: at once if called on it, else through the outbox.
-  void run_on(std::function<void()> fn) {
-    if (ioc.get_executor().running_in_this_thread()) return fn();
-    bool wake;
-    {
-      std::lock_guard lock(mu);
-      wake = outbox.empty();
-      outbox.push_back(std::move(fn));
-    }
-    if (wake) net::post(ioc, [this] { drain(); });
-  }
-
- private:
-  void drain() {
-    std::vector<std::function<void()>> due;
-    {
-      std::lock_guard lock(mu);
-      due.swap(outbox);
-    }
-    for (auto& fn : due) fn();
-  }
-};
-
 struct http_server::impl {
-  std::vector<std::unique_ptr<io_loop>> loops;  // the acceptor's is loops[0]
-  std::optional<tcp::acceptor> acceptor;
-  size_t next_loop = 0;                  // the loop the next connection goes to (accept only)
+  net::io_context ioc;
+  tcp::acceptor acceptor{ioc};
   std::optional<net::ssl::context> tls;  // set: every connection speaks TLS
   api_handler handler;
+  std::vector<std::thread> threads;
   std::atomic<size_t> connections{0};
   http_server_stats stats;
   uint16_t port = 0;
@@ -86,14 +51,12 @@ struct http_server::impl {
   void accept();
   void stop() {
     std::call_once(stopped, [&] {
-      net::post(loops[0]->ioc, [this] {
+      net::post(ioc, [this] {
         beast::error_code ec;
-        acceptor->close(ec);
+        acceptor.close(ec);
       });
-      for (auto& l : loops) l->ioc.stop();
-      for (auto& l : loops) {
-        if (l->thread.joinable()) l->thread.join();
-      }
+      ioc.stop();
+      for (std::thread& t : threads) t.join();
     });
   }
 };
@@ -107,8 +70,8 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 
  public:
   template <class... Args>
-  session(http_server::impl& srv, io_loop& loop, tcp::socket&& socket, Args&... args)
-      : _stream(std::move(socket), args...), _srv(srv), _loop(loop) {}
+  session(http_server::impl& srv, tcp::socket&& socket, Args&... args)
+      : _stream(std::move(socket), args...), _srv(srv) {}
   ~session() {
     finish_stream();
     _srv.connections--;
@@ -186,16 +149,9 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     auto answered = std::make_shared<std::atomic<bool>>(false);
     api_responder respond = [self = this->shared_from_this(), answered](api_response resp) {
       if (answered->exchange(true)) return;
-      // Answered on the loop's thread (a read, a refusal): written after the handler returns.
-      self->_loop.run_on([self, resp = std::move(resp)]() mutable {
-        if (self->_in_handler) {
-          self->_answer = std::move(resp);
-        } else {
-          self->write(std::move(resp));
-        }
-      });
+      net::post(self->_stream.get_executor(),
+                [self, resp = std::move(resp)]() mutable { self->write(std::move(resp)); });
     };
-    _in_handler = true;
     try {
       _srv.handler(std::move(r), respond);
     } catch (const std::exception& e) {
@@ -207,8 +163,6 @@ class session : public std::enable_shared_from_this<session<Stream>> {
       resp.body = problem_body(500, "Internal Server Error", "the request failed; see the log");
       respond(std::move(resp));
     }
-    _in_handler = false;
-    if (_answer) write(*std::exchange(_answer, std::nullopt));
   }
 
   void fail(int status, std::string_view title, std::string detail) {
@@ -302,9 +256,6 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 
   Stream _stream;
   http_server::impl& _srv;
-  io_loop& _loop;
-  bool _in_handler = false;             // the handler runs (on this loop's thread)
-  std::optional<api_response> _answer;  // its answer, given before it returned
   beast::flat_buffer _buffer;
   std::optional<http::request_parser<http::string_body>> _parser;
   bool _keep_alive = false;
@@ -318,31 +269,26 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 }  // namespace
 
 void http_server::impl::accept() {
-  io_loop& loop = *loops[next_loop];
-  acceptor->async_accept(loop.ioc, [this, &loop](beast::error_code ec, tcp::socket socket) {
-    if (ec == net::error::operation_aborted || !acceptor->is_open()) return;
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
       if (connections.load() >= api_limits::connections_max) {
         stats.connections_refused++;
         socket.close(ec);
       } else {
         connections++;
-        next_loop = (next_loop + 1) % loops.size();
-        // Answers are one small write each: send them at once (no Nagle delay behind the
-        // previous answer's unacknowledged segment).
-        socket.set_option(tcp::no_delay(true), ec);
         if (tls) {
-          std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(*this, loop,
-                                                                          std::move(socket), *tls)
+          std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket),
+                                                                          *tls)
               ->run();
         } else {
-          std::make_shared<session<beast::tcp_stream>>(*this, loop, std::move(socket))->run();
+          std::make_shared<session<beast::tcp_stream>>(*this, std::move(socket))->run();
         }
       }
       return accept();
     }
     // Out of descriptors and the like: try again shortly rather than spin.
-    auto timer = std::make_shared<net::steady_timer>(loops[0]->ioc, std::chrono::milliseconds(50));
+    auto timer = std::make_shared<net::steady_timer>(ioc, std::chrono::milliseconds(50));
     timer->async_wait([this, timer](beast::error_code) { accept(); });
   });
 }
@@ -376,10 +322,6 @@ result<std::unique_ptr<http_server>> http_server::start(const http_server_option
   }
   auto impl = std::make_unique<http_server::impl>();
   impl->handler = std::move(handler);
-  for (unsigned i = 0; i < std::max(1u, options.threads); ++i) {
-    impl->loops.push_back(std::make_unique<io_loop>());
-  }
-  impl->acceptor.emplace(impl->loops[0]->ioc);
   if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
     if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
       return fail(errc::invalid, "TLS needs both a certificate chain and a private key file");
@@ -407,24 +349,22 @@ result<std::unique_ptr<http_server>> http_server::start(const http_server_option
                 fmt::format("--http {}: '{}' is not an IP address", options.address, host));
   }
   const tcp::endpoint ep(addr, static_cast<uint16_t>(port));
-  impl->acceptor->open(ep.protocol(), ec);
-  if (!ec) impl->acceptor->set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor->bind(ep, ec);
-  if (!ec) impl->acceptor->listen(net::socket_base::max_listen_connections, ec);
+  impl->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(ep, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
     return fail(errc::io,
                 fmt::format("--http {}: cannot listen: {}", options.address, ec.message()));
   }
-  impl->port = impl->acceptor->local_endpoint().port();
+  impl->port = impl->acceptor.local_endpoint().port();
   impl->accept();
   http_server::impl* raw = impl.get();
-  for (auto& l : raw->loops) {
-    l->thread = std::thread([raw, loop = l.get()] {
-      // Keeps run() from returning while the loop has no connection yet.
-      auto work = net::make_work_guard(loop->ioc);
+  for (unsigned i = 0; i < std::max(1u, options.threads); ++i) {
+    raw->threads.emplace_back([raw] {
       for (;;) {
         try {
-          loop->ioc.run();
+          raw->ioc.run();
           return;
         } catch (const std::exception& e) {
           raw->stats.handler_exceptions++;

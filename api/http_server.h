@@ -9,12 +9,8 @@
 // closed). Malformed HTTP gets 400 and the connection closed. A handler exception is a bug:
 // answered 500 and logged, never a dead thread.
 //
-// Threads: `threads` io threads, each with an io_context of its own; a connection stays on
-// the one it was accepted onto (round robin), so its handlers run there and never
-// concurrently. Handlers must not block for long (state reads are fine; commits are handed to
-// the ingress batcher in api/service.cc). An answer given from another thread reaches the
-// connection's thread through that thread's outbox: one wake-up for all the answers queued
-// meanwhile (a committer answers a whole commit's requests at once).
+// Threads: `threads` run the io_context; handlers run on them and must not block for long
+// (state reads are fine; commits are handed to api/ingress_batcher.h).
 
 #include <atomic>
 #include <cstdint>
