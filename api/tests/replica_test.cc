@@ -126,6 +126,20 @@ TEST(replica, a_restart_resumes_from_the_checkpoint_and_reads_only_the_new_recor
     ASSERT_TRUE(r);
     expect_all(*r, replica_start::missing);
     EXPECT_EQ(r->applied(), h.first.size());
+    // A clean stop leaves no write-ahead log for the next open to replay: every store's state
+    // is in its table files.
+    auto stopped = r->stop();
+    ASSERT_TRUE(stopped.has_value()) << stopped.error().message;
+    for (const char* p : {"p000", "p001"}) {
+      size_t tables = 0;
+      for (const auto& f : std::filesystem::directory_iterator(dir.path + "/replica/" + p)) {
+        if (f.path().extension() == ".log") {
+          EXPECT_EQ(f.file_size(), 0u) << f.path() << ": a write-ahead log left to replay";
+        }
+        tables += f.path().extension() == ".sst";
+      }
+      EXPECT_GT(tables, 0u) << p;
+    }
   }
   append(dir.path + "/a", h.rest);
   auto resumed = start_caught_up(dir.path + "/a", dir.path + "/replica");
