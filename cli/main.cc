@@ -133,6 +133,12 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "Most inputs per stream a partition decides in one batch (one commit)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--pipeline", f.runtime.pipeline,
+                  "on: on Kafka, a partition decides its next batch while the previous one's "
+                  "transaction commits, at most one batch ahead (docs/pipelined-transactions.md)")
+      ->transform(
+          CLI::CheckedTransformer(std::map<std::string, bool>{{"on", true}, {"off", false}}))
+      ->default_str(partition_runtime_options{}.pipeline ? "on" : "off");
   cmd->add_option("--commit-interval-ms", f.runtime.commit_interval_ms,
                   "Least time between two commits of a partition: higher means fewer, larger "
                   "commits (Kafka transactions) and more latency")
