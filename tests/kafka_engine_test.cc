@@ -841,6 +841,76 @@ TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_
   expect_outbox_once(dir, ids.size());
 }
 
+// Step 2 of docs/pipelined-transactions.md: a pipelined partition decides batch n+1 while batch
+// n commits. The engine (`--pipeline on`) is killed at three points of its crash table, each in
+// a run of its own over the same topics and state directory:
+//   1. `pipeline.decided_ahead`: n+1 decided and staged in memory, n's transaction queued, open
+//      or committing (whichever the broker had reached);
+//   2. one committer (`--committers 1`) held inside n's transaction with its offsets sent
+//      (`txn.offsets_sent:hold`), more executions submitted so every partition decides its next
+//      batch, then SIGKILL from the test: n open with pending offsets, n+1 decided;
+//   3. `txn.committed`: n committed, its state not yet written, n+1 decided if inputs were there.
+// A last run without faults finishes the work: every command and event once in the
+// read_committed topics, state equal to a replay, each notification once.
+TEST_F(kafka_engine, pipelined_batches_keep_exactly_once_through_sigkill_at_each_crash_point) {
+  system_clock clk;
+  node_options o = options("submitter", false);
+  o.data_dir = dir + "/submitter";  // the engine's state is in dir
+  auto submitter = node::open(o, clk);
+  ASSERT_TRUE(submitter.has_value()) << submitter.error().message;
+  auto ids = submit_load(**submitter, 300);
+  const std::vector<std::string> on = {"--pipeline", "on"};
+  auto killed_by_itself = [&](const pid_t pid, const std::string& point) {
+    const int status = wait_exit(pid, 120);
+    EXPECT_TRUE(status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the engine did not kill itself at " << point << " (status " << status
+        << "); log: " << dir << "/engine.log";
+  };
+  // 1. Killed with the next batch decided ahead of a commit in flight.
+  killed_by_itself(spawn_engine(dir, cluster->bootstrap(), prefix, "engine",
+                                "pipeline.decided_ahead:kill@20", on),
+                   "pipeline.decided_ahead");
+  // 2. Held with offsets sent, next batches decided, killed from here.
+  std::vector<std::string> one = on;
+  one.insert(one.end(), {"--committers", "1"});
+  const pid_t pid =
+      spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "txn.offsets_sent:hold@3", one);
+  bool held = false;
+  for (int i = 0; i < 600 && !held; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
+  }
+  if (held) {
+    const auto more = submit_load(**submitter, 20, {"acme", "bayside"}, ids.size());
+    ids.insert(ids.end(), more.begin(), more.end());
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(held) << "no committer was held; log: " << dir << "/engine.log";
+  int open = 0;
+  for (int32_t p = 0; p < static_cast<int32_t>(partitions); ++p) {
+    const auto [end, stable] = end_and_stable(cluster->bootstrap(), prefix + "executions", p);
+    open += stable < end;
+  }
+  EXPECT_GE(open, 1) << "no partition had an open transaction at the kill";
+  // 3. Killed after a commit, before its state is written.
+  killed_by_itself(
+      spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "txn.committed:kill@10", on),
+      "txn.committed");
+  const std::string log = read_text(dir + "/engine.log");
+  for (const char* point : {"pipeline.decided_ahead", "txn.offsets_sent", "txn.committed"}) {
+    EXPECT_NE(log.find(fmt::format("fault point {} reached", point)), std::string::npos) << point;
+  }
+  submitter->reset();
+  status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "", on), 180);
+  ASSERT_TRUE(exited_ok(status)) << "the restarted engine failed or hung (status " << status
+                                 << "); log: " << dir << "/engine.log";
+  verify(dir, ids);
+  expect_outbox_once(dir, ids.size());
+}
+
 TEST_F(kafka_engine, instances_join_and_leave_under_load) {
   const auto ids = submit(1000);
   const std::string a = dir + "/a", b = dir + "/b";
