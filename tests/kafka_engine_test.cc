@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -843,11 +844,13 @@ TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_
 
 // Step 2 of docs/pipelined-transactions.md: a pipelined partition decides batch n+1 while batch
 // n commits. The engine (`--pipeline on`) is killed at three points of its crash table, each in
-// a run of its own over the same topics and state directory:
+// a run of its own over the same topics and state directory, while the test keeps submitting
+// executions (inputs that arrive while a batch commits: the acks of in-process workers commit in
+// the orchestrator's own transaction, so they alone never give a batch to decide ahead):
 //   1. `pipeline.decided_ahead`: n+1 decided and staged in memory, n's transaction queued, open
 //      or committing (whichever the broker had reached);
 //   2. one committer (`--committers 1`) held inside n's transaction with its offsets sent
-//      (`txn.offsets_sent:hold`), more executions submitted so every partition decides its next
+//      (`txn.offsets_sent:hold`), more executions submitted so the partitions decide their next
 //      batch, then SIGKILL from the test: n open with pending offsets, n+1 decided;
 //   3. `txn.committed`: n committed, its state not yet written, n+1 decided if inputs were there.
 // A last run without faults finishes the work: every command and event once in the
@@ -858,10 +861,20 @@ TEST_F(kafka_engine, pipelined_batches_keep_exactly_once_through_sigkill_at_each
   o.data_dir = dir + "/submitter";  // the engine's state is in dir
   auto submitter = node::open(o, clk);
   ASSERT_TRUE(submitter.has_value()) << submitter.error().message;
-  auto ids = submit_load(**submitter, 300);
+  auto ids = submit_load(**submitter, 100);
+  // Submits a few executions every 100 ms until `done` says stop (at most `seconds`).
+  auto feed = [&](const std::function<bool()>& done, int seconds) {
+    for (int i = 0; i < seconds * 10 && !done(); ++i) {
+      const auto more = submit_load(**submitter, 4, {"acme", "bayside"}, ids.size());
+      ids.insert(ids.end(), more.begin(), more.end());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  };
   const std::vector<std::string> on = {"--pipeline", "on"};
   auto killed_by_itself = [&](const pid_t pid, const std::string& point) {
-    const int status = wait_exit(pid, 120);
+    int status = -1;
+    feed([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 60);
+    if (status == -1) status = wait_exit(pid, 0);  // still running: killed here, -1
     EXPECT_TRUE(status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         << "the engine did not kill itself at " << point << " (status " << status
         << "); log: " << dir << "/engine.log";
@@ -876,15 +889,13 @@ TEST_F(kafka_engine, pipelined_batches_keep_exactly_once_through_sigkill_at_each
   const pid_t pid =
       spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "txn.offsets_sent:hold@3", one);
   bool held = false;
-  for (int i = 0; i < 600 && !held; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
-  }
-  if (held) {
-    const auto more = submit_load(**submitter, 20, {"acme", "bayside"}, ids.size());
-    ids.insert(ids.end(), more.begin(), more.end());
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-  }
+  feed(
+      [&] {
+        held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
+        return held;
+      },
+      60);
+  if (held) feed([] { return false; }, 2);  // inputs for the batches decided ahead
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
