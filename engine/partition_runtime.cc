@@ -83,13 +83,27 @@ result<void> partition_runtime::recover() {
   return {};
 }
 
+// Reads each stream after the last input of that stream already in `inputs` (from its position
+// if none), up to batch_records_max inputs per stream; ingress inputs stay before acks.
 result<void> partition_runtime::read_inputs(std::vector<input>& inputs) {
+  const size_t before = inputs.size();
   for (auto [s, next] : {std::pair{stream::ingress, _ingress_next}, {stream::acks, _acks_next}}) {
+    size_t have = 0;
+    for (const input& in : inputs) {
+      if (in.s != s) continue;
+      next = in.rec.offset + 1;
+      ++have;
+    }
+    if (have >= _options.batch_records_max) continue;
     _scratch.clear();
-    auto n = _log.read(s, _partition, next, _options.batch_records_max, _options.batch_bytes_max,
-                       _scratch);
+    auto n = _log.read(s, _partition, next, _options.batch_records_max - have,
+                       _options.batch_bytes_max, _scratch);
     if (!n) return std::unexpected(n.error());
     for (record& r : _scratch) inputs.push_back(input{s, _partition, std::move(r)});
+  }
+  if (before > 0) {
+    std::stable_partition(inputs.begin(), inputs.end(),
+                          [](const input& in) { return in.s == stream::ingress; });
   }
   return {};
 }
@@ -112,9 +126,19 @@ result<bool> partition_runtime::run_once() {
     if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
     return std::unexpected(r.error());
   }
+  // Decide ahead only with a batch's worth of inputs waiting: as many as the batch in flight
+  // carries, or a full read. With fewer, the inputs that arrive while n commits would wait for
+  // the batch after next (n+1 is decided already): then n is waited for first, and the inputs
+  // read so far are topped up with what arrived meanwhile, as without pipelining.
+  bool finished = false;
+  if (_in_flight && !worth_deciding_ahead(inputs)) {
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+    finished = true;
+    if (auto r = read_inputs(inputs); !r) return std::unexpected(r.error());
+  }
   const int64_t now = _clock.now_ms();
   if (inputs.empty() && _processor->next_timer_ms() > now) {
-    if (!_in_flight) return false;
+    if (!_in_flight) return finished;
     if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
     return true;
   }
@@ -140,6 +164,14 @@ result<bool> partition_runtime::run_once() {
   // At most one batch ahead: the one in flight is finished before this one is submitted.
   if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
   return submit(slot, inputs.size(), alone);
+}
+
+bool partition_runtime::worth_deciding_ahead(const std::vector<input>& inputs) const {
+  if (inputs.size() >= _in_flight->inputs) return true;
+  const auto ingress = std::ranges::count(inputs, stream::ingress, &input::s);
+  const auto acks = static_cast<std::ptrdiff_t>(inputs.size()) - ingress;
+  const auto full = static_cast<std::ptrdiff_t>(_options.batch_records_max);
+  return ingress >= full || acks >= full;
 }
 
 void partition_runtime::decide(std::vector<input>& inputs, bool alone, int64_t now, size_t slot) {

@@ -229,6 +229,8 @@ class partition_runtime {
  private:
   void loop();
   result<void> read_inputs(std::vector<input>& inputs);
+  // With a batch in flight: are there enough inputs to decide the next one now?
+  bool worth_deciding_ahead(const std::vector<input>& inputs) const;
   // Decides `inputs` (and due timers unless `alone`) into _out[slot].
   void decide(std::vector<input>& inputs, bool alone, int64_t now, size_t slot);
   // Hands _out[slot] to the log; without pipelining, waits for it and writes its state.

@@ -846,7 +846,8 @@ TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_
 // n commits. The engine (`--pipeline on`) is killed at three points of its crash table, each in
 // a run of its own over the same topics and state directory, while the test keeps submitting
 // executions (inputs that arrive while a batch commits: the acks of in-process workers commit in
-// the orchestrator's own transaction, so they alone never give a batch to decide ahead):
+// the orchestrator's own transaction, so they alone never give a batch to decide ahead), with
+// small batches so that a batch's worth of inputs is often waiting:
 //   1. `pipeline.decided_ahead`: n+1 decided and staged in memory, n's transaction queued, open
 //      or committing (whichever the broker had reached);
 //   2. one committer (`--committers 1`) held inside n's transaction with its offsets sent
@@ -870,7 +871,9 @@ TEST_F(kafka_engine, pipelined_batches_keep_exactly_once_through_sigkill_at_each
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   };
-  const std::vector<std::string> on = {"--pipeline", "on"};
+  // Small batches: a batch is decided ahead only with a batch's worth of inputs waiting (as
+  // many as the one in flight, or a full read), which a backlog of 16 per stream gives often.
+  const std::vector<std::string> on = {"--pipeline", "on", "--batch-records", "16"};
   auto killed_by_itself = [&](const pid_t pid, const std::string& point) {
     int status = -1;
     feed([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 60);
