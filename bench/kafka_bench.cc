@@ -102,7 +102,7 @@ struct bench_flags {
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
   int producers = kafka_log_options{}.transactional_producers;  // the engine log's
   int committers = kafka_log_options{}.committers;              // the engine log's
-  bool pipeline = partition_runtime_options{}.pipeline;         // the engine's runtimes
+  bool pipeline = false;  // the engine's runtimes; off as in `auterity run`
   // librdkafka settings over the engine's: producers (engine and raw), consumers (engine)
   std::map<std::string, std::string> producer_set, consumer_set;
   bool keep_state = false;  // leave the engine's state directory behind

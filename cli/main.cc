@@ -54,7 +54,13 @@ struct common_flags {
   uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
   std::string kafka;  // bootstrap servers; empty: the embedded log
-  partition_runtime_options runtime;
+  // Pipelining off by default: not shown better at 1,000 in flight (bench/KAFKA.md, "Pipelined
+  // batches"); --pipeline on turns it on.
+  partition_runtime_options runtime = [] {
+    partition_runtime_options o;
+    o.pipeline = false;
+    return o;
+  }();
   std::string instance = "engine-1";
   std::string topic_prefix;
   int committers = kafka_log_options{}.committers;  // Kafka: transactions running at once
@@ -138,7 +144,7 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "transaction commits, at most one batch ahead (docs/pipelined-transactions.md)")
       ->transform(
           CLI::CheckedTransformer(std::map<std::string, bool>{{"on", true}, {"off", false}}))
-      ->default_str(partition_runtime_options{}.pipeline ? "on" : "off");
+      ->default_str(f.runtime.pipeline ? "on" : "off");
   cmd->add_option("--commit-interval-ms", f.runtime.commit_interval_ms,
                   "Least time between two commits of a partition: higher means fewer, larger "
                   "commits (Kafka transactions) and more latency")
