@@ -25,7 +25,8 @@
 // Where the engine's transactions spend their time is printed beside (kafka_commit_probe: queue,
 // produce, send offsets, flush, EndTxn); --producers 1 runs the engine's log on one
 // transactional producer (the layout before 2026-12-07), --committers 1 on one committer for
-// all partitions (before docs/pipelined-transactions.md step 1), for alternating comparisons.
+// all partitions (before docs/pipelined-transactions.md step 1), --pipeline off without step 2
+// (each partition waits for its commit before deciding again), for alternating comparisons.
 //
 // The program starts its own broker (tests/kafka/broker.sh, stopped at the end and also if
 // this process dies), creates the topics with a unique prefix and stops by itself. Results and
@@ -101,6 +102,7 @@ struct bench_flags {
   std::string kafka_debug;  // librdkafka "debug" of every producer, e.g. "eos,protocol"
   int producers = kafka_log_options{}.transactional_producers;  // the engine log's
   int committers = kafka_log_options{}.committers;              // the engine log's
+  bool pipeline = false;  // the engine's runtimes; off as in `auterity run`
   // librdkafka settings over the engine's: producers (engine and raw), consumers (engine)
   std::map<std::string, std::string> producer_set, consumer_set;
   bool keep_state = false;  // leave the engine's state directory behind
@@ -820,12 +822,12 @@ void print_header(const bench_flags& f, const broker_cluster& b) {
   fmt::print(
       "kafka_bench: {} partitions, {} x {} steps in flight (executions {}), acker {}, "
       "commit interval {} ms, orchestrator batch {}, ack batch {}, {} committer(s) with {} "
-      "transactional producer(s) each\n",
+      "transactional producer(s) each, pipeline {}\n",
       f.partitions, f.in_flight, f.steps,
       f.executions == executions_unbounded ? std::string("unbounded")
                                            : std::to_string(f.executions),
       f.acker, f.commit_interval_ms, f.orchestrator_batch_records_max, f.ack_batch_records_max,
-      f.committers, f.producers);
+      f.committers, f.producers, f.pipeline ? "on" : "off");
   fmt::print(
       "  machine: {} cores, {}; broker: {} node(s), {}, started in {:.1f} s; "
       "librdkafka {}\n",
@@ -908,7 +910,7 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
   const double all = r.window_s * std::thread::hardware_concurrency();
   fmt::print(
       R"({{"bench":"kafka","nodes":{},"partitions":{},"in_flight":{},"steps":{},"acker":"{}",)"
-      R"("commit_interval_ms":{},"batch":{},"producers":{},"committers":{},)"
+      R"("commit_interval_ms":{},"batch":{},"producers":{},"committers":{},"pipeline":{},)"
       R"("transitions_per_s":{:.0f},)"
       R"("window_s":{:.2f},)"
       R"("latency_ms":{{"p50":{:.2f},"p90":{:.2f},"p99":{:.2f},"max":{:.2f}}},)"
@@ -918,8 +920,8 @@ void print_json(const bench_flags& f, const report& r, const std::vector<raw_res
       R"("cpu_share":{{"engine":{:.3f},"broker":{:.3f},"others":{:.3f}}},"raw":[{}]}})"
       "\n",
       f.nodes, f.partitions, f.in_flight, f.steps, f.acker, f.commit_interval_ms,
-      f.orchestrator_batch_records_max, f.producers, f.committers, r.transitions_per_s, r.window_s,
-      r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms,
+      f.orchestrator_batch_records_max, f.producers, f.committers, f.pipeline, r.transitions_per_s,
+      r.window_s, r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms,
       r.orchestrator_commits_per_s, r.records_per_commit, r.commit_ms, r.txns_per_s,
       r.batches_per_txn, r.queue_ms, r.produce_ms, r.offsets_ms, r.flush_ms, r.end_ms,
       ratio(r.cpu.engine_s, all), ratio(r.cpu.broker_s, all), ratio(r.cpu.neighbours_s, all), raw);
@@ -967,6 +969,7 @@ result<std::unique_ptr<node>> open_node(const bench_flags& f, const std::string&
   o.workers = false;
   o.runtime.batch_records_max = f.orchestrator_batch_records_max;
   o.runtime.commit_interval_ms = f.commit_interval_ms;
+  o.runtime.pipeline = f.pipeline;
   auto n = node::open(o, clk);
   if (!n) return n;
   const auto tenants = pick_tenants(f.tenants, (*n)->partitions());
@@ -1164,6 +1167,12 @@ void add_run_options(CLI::App& app, bench_flags& f) {
                  "commits through committer p mod N (kafka_log_options::committers)")
       ->capture_default_str()
       ->check(CLI::Range(1, kafka_committers_max));
+  app.add_option("--pipeline", f.pipeline,
+                 "on: each partition decides its next batch while the previous one commits "
+                 "(partition_runtime_options::pipeline)")
+      ->transform(
+          CLI::CheckedTransformer(std::map<std::string, bool>{{"on", true}, {"off", false}}))
+      ->default_str(f.pipeline ? "on" : "off");
   app.add_option("--producer-set", f.producer_set,
                  "librdkafka KEY VALUE over the engine's producer settings (and the raw "
                  "producers'); repeatable");

@@ -54,6 +54,7 @@ struct common_flags {
   uint32_t partitions = 0;  // 0: as the directory was created; 4 for a new one
   bool no_fsync = false;
   std::string kafka;  // bootstrap servers; empty: the embedded log
+  // Pipelining is off by default (partition_runtime_options::pipeline); --pipeline on turns it on.
   partition_runtime_options runtime;
   std::string instance = "engine-1";
   std::string topic_prefix;
@@ -133,6 +134,12 @@ void add_common(CLI::App* cmd, common_flags& f) {
                   "Most inputs per stream a partition decides in one batch (one commit)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--pipeline", f.runtime.pipeline,
+                  "on: on Kafka, a partition decides its next batch while the previous one's "
+                  "transaction commits, at most one batch ahead (docs/pipelined-transactions.md)")
+      ->transform(
+          CLI::CheckedTransformer(std::map<std::string, bool>{{"on", true}, {"off", false}}))
+      ->default_str(f.runtime.pipeline ? "on" : "off");
   cmd->add_option("--commit-interval-ms", f.runtime.commit_interval_ms,
                   "Least time between two commits of a partition: higher means fewer, larger "
                   "commits (Kafka transactions) and more latency")

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <array>
 
+#include "engine/assert.h"
 #include "engine/log.h"
 #include "engine/record.h"
 #include "engine/result.h"
@@ -41,6 +42,30 @@ constexpr std::array<std::string_view, stream_count> stream_names = {
 
 bool placement_header::is_retired(uint32_t p) const {
   return std::binary_search(retired.begin(), retired.end(), p);
+}
+
+commit_ticket commit_ticket::decided(outcome o) {
+  commit_ticket t;
+  t._decided = std::move(o);
+  return t;
+}
+
+commit_ticket commit_ticket::pending(std::function<outcome()> wait) {
+  commit_ticket t;
+  t._wait = std::move(wait);
+  return t;
+}
+
+commit_ticket::outcome commit_ticket::wait() {
+  vassert(valid(), "commit_ticket::wait() on a ticket already waited for (or never submitted)");
+  if (_decided) {
+    outcome o = std::move(*_decided);
+    _decided.reset();
+    return o;
+  }
+  auto w = std::move(_wait);
+  _wait = nullptr;
+  return w();
 }
 
 uint32_t home_partition(const log& l, std::string_view tenant) {

@@ -18,6 +18,9 @@
 //   txn.offsets_sent       the same transaction after send_offsets_to_transaction, before
 //                          commit_transaction
 //   txn.committed          a partition's commit succeeded, before its local state is written
+//                          (pipelined: the next batch may already be decided, in memory only)
+//   pipeline.decided_ahead a pipelined partition decided and staged its next batch while the
+//                          previous one's commit is not yet known (queued, open or committing)
 //   restore.positions_read a new owner read the committed positions, before the executions end
 //   replica.applied        a gateway's read replica (api/replica.h) applied a batch in memory,
 //                          before the write of its state and checkpoint

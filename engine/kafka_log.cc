@@ -212,22 +212,31 @@ class kafka_log final : public log {
   uint32_t partition_count() const override { return _partitions; }
 
   result<std::vector<uint64_t>> commit(uint32_t p, const commit_batch& batch) override {
+    return submit(p, batch).wait();
+  }
+
+  bool background_commits() const override { return !_options.read_only && !_options.appends_only; }
+
+  // Queues the batch for p's committer and returns; the ticket waits for its transaction.
+  commit_ticket submit(uint32_t p, const commit_batch& batch) override {
+    auto refused = [](error e) { return commit_ticket::decided(std::unexpected(std::move(e))); };
     if (p >= _partitions) {
-      return fail(errc::invalid, fmt::format("commit to partition {} of {}", p, _partitions));
+      return refused({errc::invalid, fmt::format("commit to partition {} of {}", p, _partitions)});
     }
     for (const auto& a : batch.appends) {
       if (a.partition && *a.partition >= _partitions) {
-        return fail(errc::invalid,
-                    fmt::format("append to partition {} of {}", *a.partition, _partitions));
+        return refused({errc::invalid,
+                        fmt::format("append to partition {} of {}", *a.partition, _partitions)});
       }
       if (a.key.size() + a.value.size() > record_bytes_max) {
-        return fail(errc::too_large, fmt::format("record of {} bytes; record_bytes_max is {}",
-                                                 a.key.size() + a.value.size(), record_bytes_max));
+        return refused(
+            {errc::too_large, fmt::format("record of {} bytes; record_bytes_max is {}",
+                                          a.key.size() + a.value.size(), record_bytes_max)});
       }
     }
-    if (batch.empty()) return std::vector<uint64_t>();
-    if (_options.read_only) return fail(errc::invalid, "this Kafka log was opened read-only");
-    if (_options.appends_only) return append(p, batch);
+    if (batch.empty()) return commit_ticket::decided(std::vector<uint64_t>());
+    if (_options.read_only) return refused({errc::invalid, "this Kafka log was opened read-only"});
+    if (_options.appends_only) return commit_ticket::decided(append(p, batch));
     auto mine = std::make_shared<pending_commit>();
     mine->partition = p;
     mine->batch = &batch;
@@ -238,9 +247,17 @@ class kafka_log final : public log {
     // the callers wait for it. Each batch stays atomic (it is inside one transaction) and
     // concurrent partitions and workers of that committer share the transaction's round trips.
     lane& to = *_lanes[p % _lanes.size()];
-    std::unique_lock lock(_txn_mu);
-    to.queue.push_back(mine);
+    {
+      std::lock_guard lock(_txn_mu);
+      to.queue.push_back(mine);
+    }
     to.work_cv.notify_one();
+    return commit_ticket::pending([this, &to, mine] { return await(to, mine); });
+  }
+
+  // Waits for a queued commit's transaction; its offsets, or why it failed.
+  result<std::vector<uint64_t>> await(lane& to, const std::shared_ptr<pending_commit>& mine) {
+    std::unique_lock lock(_txn_mu);
     const auto stall = std::chrono::milliseconds(_options.request_timeout_ms + stall_margin_ms);
     while (!mine->done) {
       if (_txn_cv.wait_for(lock, stall) == std::cv_status::no_timeout || mine->done) continue;

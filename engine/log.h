@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -95,6 +96,27 @@ struct placement_header {
   bool is_retired(uint32_t p) const;
 };
 
+// A commit handed to the log with log::submit() and not yet waited for. wait() blocks until the
+// commit is decided and returns what log::commit() returns; it is called once (a second call
+// asserts). Moved, never copied. The batch given to submit() must stay alive and unchanged until
+// wait() returned: the log may still be reading it (Kafka: producing its records).
+class commit_ticket {
+ public:
+  using outcome = result<std::vector<uint64_t>>;
+  commit_ticket() = default;
+  // A commit decided before submit() returned (synchronous backends, refused batches).
+  static commit_ticket decided(outcome o);
+  // A commit decided later: `wait` blocks until then and gives the outcome.
+  static commit_ticket pending(std::function<outcome()> wait);
+  // True between submit() and wait().
+  bool valid() const { return _decided.has_value() || static_cast<bool>(_wait); }
+  outcome wait();
+
+ private:
+  std::optional<outcome> _decided;
+  std::function<outcome()> _wait;
+};
+
 class log;
 // The partition that decides for a tenant with no placement entry: tenant_partition(tenant,
 // l.placement().base). Moved tenants are found from there (docs/tenant-moves.md).
@@ -114,6 +136,21 @@ class log {
   // batch.appends. Fails with errc::too_large if a record exceeds record_bytes_max; nothing of
   // the batch is then written.
   virtual result<std::vector<uint64_t>> commit(uint32_t partition, const commit_batch& batch) = 0;
+
+  // commit() in two halves: hands the batch to the log and returns, where the backend can,
+  // before the commit is decided; the ticket's wait() gives what commit() would have. So a
+  // caller can do other work (decide its next batch) while the commit runs
+  // (docs/pipelined-transactions.md, step 2). The caller's rule, which keeps a partition's
+  // commits in order and never commits one whose predecessor failed: submit a partition's next
+  // commit only after the previous one's wait() returned success. The embedded log (and this
+  // default) commits before returning, so live and replay keep one apply path; Kafka queues the
+  // batch for the partition's committer.
+  virtual commit_ticket submit(uint32_t partition, const commit_batch& batch) {
+    return commit_ticket::decided(commit(partition, batch));
+  }
+  // True if submit() returns before the commit is decided (Kafka), so a caller gains by doing
+  // other work before wait(); false if it commits before returning (embedded).
+  virtual bool background_commits() const { return false; }
 
   // Appends committed records of (s, partition) at offsets >= `from` to `out`, at most
   // `max_records` records and about `max_bytes` bytes (at least one record if any is there).

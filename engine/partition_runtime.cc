@@ -83,24 +83,67 @@ result<void> partition_runtime::recover() {
   return {};
 }
 
+// Reads each stream after the last input of that stream already in `inputs` (from its position
+// if none), up to batch_records_max inputs per stream; ingress inputs stay before acks.
 result<void> partition_runtime::read_inputs(std::vector<input>& inputs) {
+  const size_t before = inputs.size();
   for (auto [s, next] : {std::pair{stream::ingress, _ingress_next}, {stream::acks, _acks_next}}) {
+    size_t have = 0;
+    for (const input& in : inputs) {
+      if (in.s != s) continue;
+      next = in.rec.offset + 1;
+      ++have;
+    }
+    if (have >= _options.batch_records_max) continue;
     _scratch.clear();
-    auto n = _log.read(s, _partition, next, _options.batch_records_max, _options.batch_bytes_max,
-                       _scratch);
+    auto n = _log.read(s, _partition, next, _options.batch_records_max - have,
+                       _options.batch_bytes_max, _scratch);
     if (!n) return std::unexpected(n.error());
     for (record& r : _scratch) inputs.push_back(input{s, _partition, std::move(r)});
+  }
+  if (before > 0) {
+    std::stable_partition(inputs.begin(), inputs.end(),
+                          [](const input& in) { return in.s == stream::ingress; });
   }
   return {};
 }
 
+bool partition_runtime::pipelined() const { return _options.pipeline && _log.background_commits(); }
+
+// Pipelined, one round is: read the inputs after batch n's, decide n+1 into the other output
+// batch and stage its state changes (memory runs ahead of the store), wait for n, write n's
+// state, submit n+1. Nothing of n+1 leaves the process before n committed; if n failed, n+1 is
+// dropped with the runtime (failed()).
 result<bool> partition_runtime::run_once() {
   if (failed()) return std::unexpected(failure());
+  // Deciding ahead needs the processor to show the next batch what the one in flight changed
+  // from memory; a barrier's batch is written before anything after it is decided.
+  if (_in_flight && (_in_flight->barrier || !_processor->may_decide_ahead())) {
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+  }
   std::vector<input> inputs;
-  if (auto r = read_inputs(inputs); !r) return std::unexpected(r.error());
+  if (auto r = read_inputs(inputs); !r) {
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+    return std::unexpected(r.error());
+  }
+  // Decide ahead only with a batch's worth of inputs waiting: as many as the batch in flight
+  // carries, or a full read. With fewer, the inputs that arrive while n commits would wait for
+  // the batch after next (n+1 is decided already): then n is waited for first, and the inputs
+  // read so far are topped up with what arrived meanwhile, as without pipelining.
+  bool finished = false;
+  if (_in_flight && !worth_deciding_ahead(inputs)) {
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+    finished = true;
+    if (auto r = read_inputs(inputs); !r) return std::unexpected(r.error());
+  }
   const int64_t now = _clock.now_ms();
-  if (inputs.empty() && _processor->next_timer_ms() > now) return false;
-  // A barrier goes alone, after what precedes it (which then commits without it).
+  if (inputs.empty() && _processor->next_timer_ms() > now) {
+    if (!_in_flight) return finished;
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+    return true;
+  }
+  // A barrier goes alone, after what precedes it (which then commits without it), and after
+  // every earlier batch is written.
   bool alone = false;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].s == stream::ingress && _processor->barrier(inputs[i])) {
@@ -109,40 +152,93 @@ result<bool> partition_runtime::run_once() {
       break;
     }
   }
+  if (alone) {
+    if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+  }
+  const size_t slot = _in_flight ? 1 - _in_flight->slot : 0;
+  decide(inputs, alone, now, slot);
+  if (pipelined()) {
+    _processor->stage();
+    if (_in_flight) fault_point("pipeline.decided_ahead");
+  }
+  // At most one batch ahead: the one in flight is finished before this one is submitted.
+  if (auto f = finish_in_flight(); !f) return std::unexpected(f.error());
+  return submit(slot, inputs.size(), alone);
+}
 
+bool partition_runtime::worth_deciding_ahead(const std::vector<input>& inputs) const {
+  if (inputs.size() >= _in_flight->inputs) return true;
+  const auto ingress = std::ranges::count(inputs, stream::ingress, &input::s);
+  const auto acks = static_cast<std::ptrdiff_t>(inputs.size()) - ingress;
+  const auto full = static_cast<std::ptrdiff_t>(_options.batch_records_max);
+  return ingress >= full || acks >= full;
+}
+
+void partition_runtime::decide(std::vector<input>& inputs, bool alone, int64_t now, size_t slot) {
   _processor->prefetch(inputs);
-  _out.clear();
-  batch_context ctx(now, _partition, _out);
+  commit_batch& out = _out[slot];
+  out.clear();
+  batch_context ctx(now, _partition, out);
   for (const input& in : inputs) {
     _processor->process(in, ctx);
     if (in.s == stream::ingress) _ingress_next = in.rec.offset + 1;
     if (in.s == stream::acks) _acks_next = in.rec.offset + 1;
   }
   if (!alone) _processor->fire_timers(ctx, _options.timers_per_batch_max);
-  _out.set_position(std::string(orchestrator_group), stream::ingress, _ingress_next);
-  _out.set_position(std::string(orchestrator_group), stream::acks, _acks_next);
+  out.set_position(std::string(orchestrator_group), stream::ingress, _ingress_next);
+  out.set_position(std::string(orchestrator_group), stream::acks, _acks_next);
+}
 
-  auto start = std::chrono::steady_clock::now();
-  auto committed = _log.commit(_partition, _out);
-  // A failed commit leaves memory ahead of the log: this runtime must not decide again.
-  if (!committed) return fail_for_good(committed.error());
+result<bool> partition_runtime::submit(size_t slot, size_t inputs, bool barrier) {
+  in_flight f;
+  f.slot = slot;
+  f.inputs = inputs;
+  f.ingress_next = _ingress_next;
+  f.acks_next = _acks_next;
+  f.barrier = barrier;
+  f.submitted = std::chrono::steady_clock::now();
+  f.ticket = _log.submit(_partition, _out[slot]);
+  _in_flight = std::move(f);
+  if (!pipelined()) {
+    if (auto r = finish_in_flight(); !r) return std::unexpected(r.error());
+  }
+  return true;
+}
+
+result<void> partition_runtime::drain() { return finish_in_flight(); }
+
+result<void> partition_runtime::finish_in_flight() {
+  if (!_in_flight) return {};
+  in_flight f = std::move(*_in_flight);
+  _in_flight.reset();
+  const commit_batch& out = _out[f.slot];
+  auto committed = f.ticket.wait();
+  // A failed commit leaves memory ahead of the log (with a batch decided ahead, two batches
+  // ahead): this runtime must not decide again, and the batch decided ahead is never submitted.
+  if (!committed) {
+    auto e = fail_for_good(committed.error());
+    return std::unexpected(e.error());
+  }
   fault_point("txn.committed");
   _event_offsets.clear();
-  for (size_t i = 0; i < _out.appends.size(); ++i) {
-    if (_out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
+  for (size_t i = 0; i < out.appends.size(); ++i) {
+    if (out.appends[i].s == stream::executions) _event_offsets.push_back((*committed)[i]);
   }
   if (!_event_offsets.empty()) _checkpoint = _event_offsets.back() + 1;
-  _probe.on_commit(micros_since(start), _out.appends.size(), _event_offsets.size(), _ingress_next,
-                   _acks_next);
+  _probe.on_commit(micros_since(f.submitted), out.appends.size(), _event_offsets.size(),
+                   f.ingress_next, f.acks_next);
 
   _processor->flush(_state_out, _event_offsets);
   auto written = _store->write(_state_out, _checkpoint);
-  if (!written) return fail_for_good(written.error());
+  if (!written) {
+    auto e = fail_for_good(written.error());
+    return std::unexpected(e.error());
+  }
 
   _probe.batches.fetch_add(1, std::memory_order_relaxed);
-  _probe.inputs.fetch_add(inputs.size(), std::memory_order_relaxed);
-  _probe.records_out.fetch_add(_out.appends.size(), std::memory_order_relaxed);
-  return true;
+  _probe.inputs.fetch_add(f.inputs, std::memory_order_relaxed);
+  _probe.records_out.fetch_add(out.appends.size(), std::memory_order_relaxed);
+  return {};
 }
 
 result<bool> partition_runtime::fail_for_good(error e) {
@@ -168,6 +264,9 @@ void partition_runtime::start() {
 void partition_runtime::stop() {
   _stop = true;
   if (_thread.joinable()) _thread.join();
+  // A batch still committing: its batch must outlive the log's use of it, and its state is
+  // written as run_once() would have. A failure is kept in failure().
+  (void)finish_in_flight();
 }
 
 void partition_runtime::loop() {

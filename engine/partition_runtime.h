@@ -18,9 +18,11 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -103,10 +105,23 @@ class partition_processor {
   virtual int64_t next_timer_ms() const = 0;
   // Fires timers due at ctx.now_ms(), at most `max_timers`.
   virtual void fire_timers(batch_context& ctx, size_t max_timers) = 0;
-  // Moves the batch's state changes into `out` (called after the log commit succeeded), with
-  // the committed offsets of the batch's executions appends, in order, to resolve pending
-  // positions (empty after replay, where every position is known).
+  // Moves the state changes of the oldest batch staged (stage()), or with none staged of the
+  // batch just decided, into `out` (called after that batch's log commit succeeded), with the
+  // committed offsets of its executions appends, in order, to resolve pending positions (empty
+  // after replay, where every position is known).
   virtual void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) = 0;
+
+  // Pipelining (partition_runtime_options::pipeline; docs/pipelined-transactions.md, step 2).
+  // stage() sets the state changes of the batch just decided aside, so the next batch can be
+  // decided while this one commits: the in-memory state goes on including them (the next
+  // decision sees them), the store gets them only through flush(), once the batch committed,
+  // so it never holds an uncommitted decision. Batches are flushed in the order staged; at most
+  // two are staged at once.
+  virtual void stage() {}
+  // True if the next batch may be decided now, while every staged batch is still unwritten:
+  // the processor can show it everything they changed from memory. False (the default: a
+  // processor that does not stage) makes the runtime flush and write first.
+  virtual bool may_decide_ahead() const { return false; }
 };
 
 struct partition_runtime_options {
@@ -125,6 +140,13 @@ struct partition_runtime_options {
   int64_t restore_wait_ms_max = 20'000;
   // Pause after a failed read before the loop tries again.
   int64_t retry_wait_ms = 200;
+  // Decide batch n+1 while batch n commits, at most one batch ahead (docs/pipelined-
+  // transactions.md, step 2): n+1 is submitted only after n committed and n's state is written,
+  // and dropped undecided if n failed. Only on a log whose commits run in the background
+  // (log::background_commits(), Kafka) and with a processor that stages (may_decide_ahead());
+  // otherwise each batch commits and is written before the next is read. Off by default: not
+  // shown better at 1,000 in flight (bench/KAFKA.md, "Pipelined batches").
+  bool pipeline = false;
 };
 
 // Bucket bounds of the commit histograms: an fdatasync on an SSD takes ~0.1-5 ms, a Kafka
@@ -189,6 +211,9 @@ class partition_runtime {
   // Runs one batch if there is work; returns false if there was nothing to do. An error from
   // the commit or the state write makes the runtime failed().
   result<bool> run_once();
+  // With pipelining, run_once() may return with a batch still committing; this waits for it and
+  // writes its state (stop() does it too). Without one in flight it returns at once.
+  result<void> drain();
   // Runs batches on a thread of its own until stop() or until it fails.
   void start();
   void stop();
@@ -205,6 +230,14 @@ class partition_runtime {
  private:
   void loop();
   result<void> read_inputs(std::vector<input>& inputs);
+  // With a batch in flight: are there enough inputs to decide the next one now?
+  bool worth_deciding_ahead(const std::vector<input>& inputs) const;
+  // Decides `inputs` (and due timers unless `alone`) into _out[slot].
+  void decide(std::vector<input>& inputs, bool alone, int64_t now, size_t slot);
+  // Hands _out[slot] to the log; without pipelining, waits for it and writes its state.
+  result<bool> submit(size_t slot, size_t inputs, bool barrier);
+  // Waits for the batch in flight, then writes its state with its checkpoint.
+  result<void> finish_in_flight();
 
   log& _log;
   uint32_t _partition;
@@ -218,7 +251,20 @@ class partition_runtime {
   uint64_t _checkpoint = 0;  // next executions offset to apply
   std::vector<record> _scratch;
   std::vector<uint64_t> _event_offsets;
-  commit_batch _out;
+  // Two output batches: one committing (in flight) while the next is decided into the other.
+  std::array<commit_batch, 2> _out;
+  // The batch submitted and not yet finished (pipelining): its positions are what the probe
+  // publishes once it committed, _ingress_next/_acks_next having moved on with the next batch.
+  struct in_flight {
+    commit_ticket ticket;
+    size_t slot = 0;  // in _out
+    size_t inputs = 0;
+    uint64_t ingress_next = 0, acks_next = 0;
+    bool barrier = false;  // nothing is decided ahead of a barrier's batch
+    std::chrono::steady_clock::time_point submitted;
+  };
+  std::optional<in_flight> _in_flight;
+  bool pipelined() const;
   state_batch _state_out;
   std::atomic<bool> _stop{false};
   std::atomic<bool> _failed{false};

@@ -2386,16 +2386,40 @@ void orchestrator::fire_timers(batch_context& ctx, size_t max_timers) {
   }
 }
 
-void orchestrator::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
-  _state->flush(out, event_offsets);
-  _published_next_timer.store(next_timer_ms());
-  publish_views();
+// Copies the entries that changed (few per batch: a usage, a policy, the tenants decided for).
+void orchestrator::stage() {
+  _state->stage();
+  staged_views v;
+  v.spend_changed = _state->take_ai_spend_changes();
+  for (const std::string& tenant : v.spend_changed) {
+    const auto& all = _state->ai_spend_all();
+    if (auto it = all.find(tenant); it != all.end()) v.spend.emplace(tenant, it->second);
+  }
+  v.load_changed = _state->take_activity_changes();
+  for (const std::string& tenant : v.load_changed) {
+    const auto& all = _state->activity_all();
+    if (auto it = all.find(tenant); it != all.end()) v.load.emplace(tenant, it->second);
+  }
+  v.next_timer_ms = next_timer_ms();
+  _staged_views.push_back(std::move(v));
 }
 
-// Copies the entries that changed (few per batch: a usage, a policy, the tenants decided for).
+// At open: everything loaded (no batch is staged).
 void orchestrator::publish_views() {
   _spend_published.publish(_state->take_ai_spend_changes(), _state->ai_spend_all());
   _load_published.publish(_state->take_activity_changes(), _state->activity_all());
+}
+
+bool orchestrator::may_decide_ahead() const { return _state->may_decide_ahead(); }
+
+void orchestrator::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
+  if (_state->staged() == 0) stage();
+  _state->flush(out, event_offsets);
+  const staged_views v = std::move(_staged_views.front());
+  _staged_views.pop_front();
+  _published_next_timer.store(v.next_timer_ms);
+  _spend_published.publish(v.spend_changed, v.spend);
+  _load_published.publish(v.load_changed, v.load);
 }
 
 double ai_spend_sample::budget_used() const {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -88,6 +89,8 @@ class orchestrator final : public partition_processor {
   int64_t next_timer_ms() const override;
   void fire_timers(batch_context& ctx, size_t max_timers) override;
   void flush(state_batch& out, const std::vector<uint64_t>& event_offsets) override;
+  void stage() override;
+  bool may_decide_ahead() const override;
 
   const orchestrator_probe& probe() const { return _probe; }
   // The `k` tenants of this partition nearest their AI budget — highest budget_used() first,
@@ -127,6 +130,16 @@ class orchestrator final : public partition_processor {
   // tenant_load_top().
   published_by_tenant<tenant_ai_spend> _spend_published;
   published_by_tenant<tenant_activity> _load_published;
+  // What the views show once a staged batch is written: taken when it is staged, so a batch
+  // decided ahead (pipelining) is not shown before it committed.
+  struct staged_views {
+    std::set<std::string> spend_changed;
+    std::unordered_map<std::string, tenant_ai_spend> spend;
+    std::set<std::string> load_changed;
+    std::unordered_map<std::string, tenant_activity> load;
+    int64_t next_timer_ms = INT64_MAX;
+  };
+  std::deque<staged_views> _staged_views;  // one per batch staged in _state, oldest first
   void publish_views();
   // The state of the tenant a MoveTenant input moves, read by prefetch (a barrier batch).
   struct move_export;

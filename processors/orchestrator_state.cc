@@ -757,34 +757,62 @@ void orchestrator_state::on_ended(const execution_state& e) {
   if (a.running) a.running--;
 }
 
-void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
-  for (const auto& [key, ordinal] : _unresolved) {
-    vassert(ordinal < event_offsets.size(), "event ordinal {} of a batch with {} events", ordinal,
-            event_offsets.size());
-    std::string v;
-    keys::put_be64(v, event_offsets[ordinal]);
-    _pending.put(key, v);
-  }
-  _unresolved.clear();
+void orchestrator_state::stage() {
+  vassert(_staged.size() < 2, "{} batches staged; a partition decides at most one ahead",
+          _staged.size());
+  staged_batch b;
   for (const std::string& key : _dirty) {
     auto it = _executions.find(key);
     vassert(it != _executions.end(), "dirty execution missing from cache");
     _pending.put(key, encode_execution(*it->second));
   }
-  _dirty.clear();
+  b.dirtied = std::exchange(_dirty, {});
   for (const std::string& key : _dirty_chains) _pending.put(key, encode_chain(_chains.at(key)));
   _dirty_chains.clear();
-  // Ended executions live on in the store only: the cache holds what can still change.
-  for (const std::string& key : _ended) _executions.erase(key);
-  _ended.clear();
+  b.ended = std::exchange(_ended, {});
+  b.unresolved = std::exchange(_unresolved, {});
+  b.changes = std::exchange(_pending, state_batch());
+  // Keys found absent while deciding this batch: what it created is cached, so the next batch
+  // never asks the store for it; emptied so unknown ids do not accumulate.
   _absent.clear();
+  _staged.push_back(std::move(b));
+}
+
+bool orchestrator_state::may_decide_ahead() const {
+  return _installed.empty() && _dropped.empty() && _values.size() <= values_cached_max;
+}
+
+void orchestrator_state::flush(state_batch& out, const std::vector<uint64_t>& event_offsets) {
+  if (_staged.empty()) stage();
+  staged_batch& b = _staged.front();
+  for (const auto& [key, ordinal] : b.unresolved) {
+    vassert(ordinal < event_offsets.size(), "event ordinal {} of a batch with {} events", ordinal,
+            event_offsets.size());
+    std::string v;
+    keys::put_be64(v, event_offsets[ordinal]);
+    b.changes.put(key, v);
+  }
+  // Ended executions live on in the store only: the cache holds what can still change. One a
+  // later batch changed again stays until that batch is written.
+  staged_batch* later = _staged.size() > 1 ? &_staged[1] : nullptr;
+  for (const std::string& key : b.ended) {
+    if (later && later->dirtied.contains(key)) {
+      later->ended.insert(key);
+    } else if (_dirty.contains(key)) {
+      _ended.insert(key);
+    } else {
+      _executions.erase(key);
+    }
+  }
+  out = std::move(b.changes);
+  _staged.pop_front();
+  if (!_staged.empty()) return;
+  // Nothing staged is left: once `out` is written the store holds every change.
   if (_values.size() > values_cached_max) {
     _values.clear();
     _counters.clear();  // no longer complete in _values: loaded again by the next prefetch
   }
-  out = std::move(_pending);
-  _pending = state_batch();
-  _installed.clear();  // in the store once `out` is written
+  _installed.clear();
   _dropped.clear();
 }
 

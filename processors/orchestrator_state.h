@@ -4,6 +4,7 @@
 // decider only reads it.
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -196,8 +197,21 @@ class orchestrator_state {
 
   const std::set<timer_entry>& timers() const { return _timers; }
   // After the commit: resolves pending event positions with the batch's committed executions
-  // offsets and hands over every change.
+  // offsets and hands over every change: of the oldest staged batch, or with none staged of
+  // the current one (stage() and flush() in one).
   void flush(state_batch& out, const std::vector<uint64_t>& event_offsets);
+  // Pipelining (partition_processor::stage): sets the current batch's changes aside as a staged
+  // batch (the dirty executions and chains encoded as they are now), so the next batch can be
+  // decided before this one is written. What the next batch reads comes from memory, never from
+  // the store that lacks the staged changes: every key a batch writes is also in a cache that is
+  // not trimmed while a batch is staged (executions it ended stay cached until it is written;
+  // the values cache is trimmed only with nothing staged).
+  void stage();
+  size_t staged() const { return _staged.size(); }
+  // False while the current state needs the store to hold what is staged: a tenant installed or
+  // dropped (read() and the scans then merge _installed/_dropped, which hold one batch's
+  // changes only), or a values cache over its limit (trimmed only with nothing staged).
+  bool may_decide_ahead() const;
 
  private:
   state_store* _store = nullptr;
@@ -254,6 +268,14 @@ class orchestrator_state {
   std::atomic<uint64_t>* _decide_reads = nullptr;
   state_batch _pending;
   std::vector<std::pair<std::string, uint64_t>> _unresolved;  // index key, batch ordinal
+  // A batch decided and set aside by stage(), written by a later flush().
+  struct staged_batch {
+    state_batch changes;
+    std::vector<std::pair<std::string, uint64_t>> unresolved;
+    std::unordered_set<std::string> dirtied;  // executions encoded into `changes`
+    std::unordered_set<std::string> ended;    // evicted from the cache once written
+  };
+  std::deque<staged_batch> _staged;  // oldest first; at most two (partition_processor::stage)
 };
 
 // Applies one committed executions record (events change state; rejections do not). The live

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -835,6 +836,89 @@ TEST_F(kafka_engine, two_committers_keep_exactly_once_through_sigkill_with_both_
   EXPECT_EQ(first_log.find("it was given up"), std::string::npos) << first_log;
   submitter->reset();
   status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "", two), 180);
+  ASSERT_TRUE(exited_ok(status)) << "the restarted engine failed or hung (status " << status
+                                 << "); log: " << dir << "/engine.log";
+  verify(dir, ids);
+  expect_outbox_once(dir, ids.size());
+}
+
+// Step 2 of docs/pipelined-transactions.md: a pipelined partition decides batch n+1 while batch
+// n commits. The engine (`--pipeline on`) is killed at three points of its crash table, each in
+// a run of its own over the same topics and state directory, while the test keeps submitting
+// executions (inputs that arrive while a batch commits: the acks of in-process workers commit in
+// the orchestrator's own transaction, so they alone never give a batch to decide ahead), with
+// small batches so that a batch's worth of inputs is often waiting:
+//   1. `pipeline.decided_ahead`: n+1 decided and staged in memory, n's transaction queued, open
+//      or committing (whichever the broker had reached);
+//   2. one committer (`--committers 1`) held inside n's transaction with its offsets sent
+//      (`txn.offsets_sent:hold`), more executions submitted so the partitions decide their next
+//      batch, then SIGKILL from the test: n open with pending offsets, n+1 decided;
+//   3. `txn.committed`: n committed, its state not yet written, n+1 decided if inputs were there.
+// A last run without faults finishes the work: every command and event once in the
+// read_committed topics, state equal to a replay, each notification once.
+TEST_F(kafka_engine, pipelined_batches_keep_exactly_once_through_sigkill_at_each_crash_point) {
+  system_clock clk;
+  node_options o = options("submitter", false);
+  o.data_dir = dir + "/submitter";  // the engine's state is in dir
+  auto submitter = node::open(o, clk);
+  ASSERT_TRUE(submitter.has_value()) << submitter.error().message;
+  auto ids = submit_load(**submitter, 100);
+  // Submits a few executions every 100 ms until `done` says stop (at most `seconds`).
+  auto feed = [&](const std::function<bool()>& done, int seconds) {
+    for (int i = 0; i < seconds * 10 && !done(); ++i) {
+      const auto more = submit_load(**submitter, 4, {"acme", "bayside"}, ids.size());
+      ids.insert(ids.end(), more.begin(), more.end());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  };
+  // Small batches: a batch is decided ahead only with a batch's worth of inputs waiting (as
+  // many as the one in flight, or a full read), which a backlog of 16 per stream gives often.
+  const std::vector<std::string> on = {"--pipeline", "on", "--batch-records", "16"};
+  auto killed_by_itself = [&](const pid_t pid, const std::string& point) {
+    int status = -1;
+    feed([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 60);
+    if (status == -1) status = wait_exit(pid, 0);  // still running: killed here, -1
+    EXPECT_TRUE(status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the engine did not kill itself at " << point << " (status " << status
+        << "); log: " << dir << "/engine.log";
+  };
+  // 1. Killed with the next batch decided ahead of a commit in flight.
+  killed_by_itself(spawn_engine(dir, cluster->bootstrap(), prefix, "engine",
+                                "pipeline.decided_ahead:kill@20", on),
+                   "pipeline.decided_ahead");
+  // 2. Held with offsets sent, next batches decided, killed from here.
+  std::vector<std::string> one = on;
+  one.insert(one.end(), {"--committers", "1"});
+  const pid_t pid =
+      spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "txn.offsets_sent:hold@3", one);
+  bool held = false;
+  feed(
+      [&] {
+        held = read_text(dir + "/engine.log").find("holding this thread") != std::string::npos;
+        return held;
+      },
+      60);
+  if (held) feed([] { return false; }, 2);  // inputs for the batches decided ahead
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(held) << "no committer was held; log: " << dir << "/engine.log";
+  int open = 0;
+  for (int32_t p = 0; p < static_cast<int32_t>(partitions); ++p) {
+    const auto [end, stable] = end_and_stable(cluster->bootstrap(), prefix + "executions", p);
+    open += stable < end;
+  }
+  EXPECT_GE(open, 1) << "no partition had an open transaction at the kill";
+  // 3. Killed after a commit, before its state is written.
+  killed_by_itself(
+      spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "txn.committed:kill@10", on),
+      "txn.committed");
+  const std::string log = read_text(dir + "/engine.log");
+  for (const char* point : {"pipeline.decided_ahead", "txn.offsets_sent", "txn.committed"}) {
+    EXPECT_NE(log.find(fmt::format("fault point {} reached", point)), std::string::npos) << point;
+  }
+  submitter->reset();
+  status = wait_exit(spawn_engine(dir, cluster->bootstrap(), prefix, "engine", "", on), 180);
   ASSERT_TRUE(exited_ok(status)) << "the restarted engine failed or hung (status " << status
                                  << "); log: " << dir << "/engine.log";
   verify(dir, ids);
