@@ -7,15 +7,22 @@
 
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "api/replica.h"
 #include "cli/cli.h"
+#include "engine/kafka_util.h"
 #include "processors/client.h"
+#include "processors/orchestrator.h"
 #include "topics/catalog.h"
 
 namespace auterity {
@@ -29,6 +36,143 @@ constexpr auto survey_stuck_max = std::chrono::seconds(60);
 
 kafka_cluster_access cluster_of(const kafka_log_options& k) {
   return {k.bootstrap, k.client_config};
+}
+
+// How often `scale` describes the orchestrator group while it waits, and reports on stderr.
+constexpr auto group_wait_poll_interval = std::chrono::seconds(1);
+
+using admin_ptr = kafka_handle<rd_kafka_t, rd_kafka_destroy>;
+using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
+using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
+using options_ptr = kafka_handle<rd_kafka_AdminOptions_t, rd_kafka_AdminOptions_destroy>;
+
+// The orchestrator group as `scale` waits on it: each member's name and the count it opened the
+// log with (its client.id ends in ".p<count>": engine/kafka_group.h), and the ingress
+// partitions assigned to any member.
+struct group_view {
+  std::string state;
+  std::vector<std::pair<std::string, uint32_t>> members;  // (instance id, count; 0: unknown)
+  std::set<int32_t> assigned;
+};
+
+uint32_t count_of_client_id(std::string_view client_id) {
+  const size_t dot = client_id.rfind(".p");
+  if (dot == std::string_view::npos) return 0;
+  uint32_t n = 0;
+  for (char c : client_id.substr(dot + 2)) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return n;
+}
+
+result<group_view> describe_orchestrators(rd_kafka_t* admin, rd_kafka_queue_t* queue,
+                                          const std::string& group, const std::string& ingress,
+                                          int timeout_ms) {
+  options_ptr o(rd_kafka_AdminOptions_new(admin, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS));
+  char errstr[256];
+  (void)rd_kafka_AdminOptions_set_request_timeout(o.get(), timeout_ms, errstr, sizeof errstr);
+  const char* ids[] = {group.c_str()};
+  rd_kafka_DescribeConsumerGroups(admin, ids, 1, o.get(), queue);
+  event_ptr ev(rd_kafka_queue_poll(queue, timeout_ms + 5'000));
+  if (!ev) return fail(errc::timeout, fmt::format("describing {}: no answer", group));
+  if (rd_kafka_event_error(ev.get())) {
+    return fail(errc::io,
+                fmt::format("describing {}: {}", group, rd_kafka_event_error_string(ev.get())));
+  }
+  size_t n = 0;
+  const auto* const* descs = rd_kafka_DescribeConsumerGroups_result_groups(
+      rd_kafka_event_DescribeConsumerGroups_result(ev.get()), &n);
+  group_view out;
+  for (size_t i = 0; i < n; ++i) {
+    if (const rd_kafka_error_t* err = rd_kafka_ConsumerGroupDescription_error(descs[i])) {
+      return fail(errc::io, fmt::format("describing {}: {}", group, rd_kafka_error_string(err)));
+    }
+    out.state =
+        rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(descs[i]));
+    for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
+      const auto* md = rd_kafka_ConsumerGroupDescription_member(descs[i], m);
+      const char* client = rd_kafka_MemberDescription_client_id(md);
+      const char* instance = rd_kafka_MemberDescription_group_instance_id(md);
+      out.members.emplace_back(instance ? instance : (client ? client : "?"),
+                               count_of_client_id(client ? client : ""));
+      const auto* a = rd_kafka_MemberDescription_assignment(md);
+      const auto* parts = a ? rd_kafka_MemberAssignment_partitions(a) : nullptr;
+      for (int k = 0; parts && k < parts->cnt; ++k) {
+        if (ingress == parts->elems[k].topic) out.assigned.insert(parts->elems[k].partition);
+      }
+    }
+  }
+  return out;
+}
+
+// Waits until every member of the orchestrator group opened the log with `partitions` and the
+// group assigns all of them (docs/tenant-moves.md, "Instances take up a new partition count in
+// process"), reporting every second; false after `wait` (said why on stderr) or on an error.
+bool wait_for_instances(const kafka_log_options& k, uint32_t partitions,
+                        std::chrono::seconds wait) {
+  std::map<std::string, std::string> settings = k.client_config;
+  settings["bootstrap.servers"] = k.bootstrap;
+  auto conf = kafka_conf_new(settings);
+  if (!conf) {
+    fmt::print(stderr, "auterity: {}\n", conf.error().message);
+    return false;
+  }
+  auto made = kafka_client_new(RD_KAFKA_PRODUCER, *conf, "describing the engine group");
+  if (!made) {
+    fmt::print(stderr, "auterity: {}\n", made.error().message);
+    return false;
+  }
+  admin_ptr admin(*made);
+  queue_ptr queue(rd_kafka_queue_new(admin.get()));
+  const std::string group = kafka_group_id(orchestrator_group);
+  const std::string ingress = k.topic_prefix + std::string(stream_name(stream::ingress));
+  const auto began = std::chrono::steady_clock::now();
+  std::string last;
+  for (;;) {
+    auto g = describe_orchestrators(admin.get(), queue.get(), group, ingress,
+                                    std::min(k.request_timeout_ms, 10'000));
+    const auto waited =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - began);
+    if (g && g->members.empty()) {
+      fmt::print(stderr,
+                 "auterity: no engine instance is in the group {}: the instances take up {} "
+                 "partitions when they start\n",
+                 group, partitions);
+      return true;
+    }
+    if (g) {
+      std::vector<std::string> behind;
+      for (const auto& [name, count] : g->members) {
+        if (count != partitions) {
+          behind.push_back(count ? fmt::format("{} ({})", name, count) : name);
+        }
+      }
+      size_t assigned = 0;
+      for (int32_t p : g->assigned) assigned += p >= 0 && static_cast<uint32_t>(p) < partitions;
+      if (behind.empty() && assigned == partitions && g->state == "Stable") {
+        fmt::print(stderr, "auterity: the {} instance(s) of {} run {} partitions (after {} s)\n",
+                   g->members.size(), group, partitions, waited.count());
+        return true;
+      }
+      last = fmt::format(
+          "{} of {} instance(s) opened with {} partitions{}; {} of {} partitions assigned; group "
+          "{}",
+          g->members.size() - behind.size(), g->members.size(), partitions,
+          behind.empty() ? "" : fmt::format(" (not yet: {})", fmt::join(behind, ", ")), assigned,
+          partitions, g->state);
+    } else {
+      last = g.error().message;
+    }
+    if (waited >= wait) {
+      fmt::print(stderr, "auterity: the instances did not take up {} partitions within {} s: {}\n",
+                 partitions, wait.count(), last);
+      return false;
+    }
+    fmt::print(stderr, "auterity: waiting for the instances to run {} partitions: {} ({} s)\n",
+               partitions, last, waited.count());
+    std::this_thread::sleep_for(group_wait_poll_interval);
+  }
 }
 
 }  // namespace
@@ -111,7 +255,7 @@ result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms)
 }
 
 int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
-                      const scale_plan& plan, int64_t now_ms) {
+                      const scale_plan& plan, int64_t now_ms, std::chrono::seconds wait) {
   auto report = [](const error& e) {
     fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
     return 1;
@@ -125,16 +269,19 @@ int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
     auto lines = apply_catalog(cluster_of(k), *catalog, {.allow_repartition = true});
     if (!lines) return report(lines.error());
     for (const std::string& line : *lines) fmt::print("{}\n", line);
-    // Instances size their partitions when they open: one running with the old count refuses a
-    // move to a new partition (invalid_move: it does not exist there). So the moves wait for
-    // the next run, after the restart.
+  }
+  // Instances size their partitions when they open: one running with the old count refuses a
+  // move to a new partition (invalid_move: it does not exist there). Each opens itself again in
+  // process once it sees the new count; the moves wait until all of them did (at once when the
+  // count did not change, e.g. a rerun after a scale interrupted while it waited).
+  if (!plan.moves.empty() && !wait_for_instances(k, plan.partitions, wait)) {
     fmt::print(
-        "the topics have {} partitions now; no move published yet. Restart every engine instance "
-        "(`auterity run --kafka`: an instance runs the partitions it opened with), then run this "
-        "command again: it weighs the tenants again and publishes the moves onto the new "
-        "partitions\n",
-        plan.partitions);
-    return 0;
+        "the topics have {} partitions; no move published: the engine instances did not all "
+        "take up {} partitions within {} s (an instance opens itself again when it sees the "
+        "topics grow; restart one that does not), then run this command again: it weighs the "
+        "tenants again and publishes the moves\n",
+        plan.partitions, plan.partitions, wait.count());
+    return 2;
   }
   if (plan.retired != now.retired) {
     auto line = record_placement_retired(cluster_of(k), k.topic_prefix, plan.retired);
@@ -162,9 +309,9 @@ int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
       "topic); `auterity partitions plan --kafka` shows what is left, and this command again "
       "plans it{}\n",
       plan.active, published,
-      plan.retired.empty()
-          ? ""
-          : "; restart the instances so that they refuse moves to the retired partitions");
+      plan.retired.empty() ? ""
+                           : "; the instances read the retired partitions within a second and "
+                             "refuse moves onto them from then on");
   return 0;
 }
 

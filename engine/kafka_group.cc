@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include <fmt/core.h>
@@ -15,8 +16,10 @@
 namespace auterity {
 
 struct kafka_membership::impl {
-  // Replaced after a fatal consumer error (rejoin); readers of the group metadata hold mu.
-  std::mutex mu;
+  // Replaced after a fatal consumer error (rejoin, which holds mu exclusively); the readers of
+  // rk (group metadata for commits, the node's metadata watch) share it, so a slow metadata
+  // request never holds up a commit.
+  std::shared_mutex mu;
   rd_kafka_t* rk = nullptr;
   std::string topic;
   std::map<std::string, std::string> conf;
@@ -64,7 +67,8 @@ void membership_rebalance(kafka_membership& m, int err, void* partitions) {
 
 result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log_options& options,
                                                                  std::string_view group, stream s,
-                                                                 callbacks cb) {
+                                                                 callbacks cb,
+                                                                 uint32_t partitions) {
   std::unique_ptr<kafka_membership> m(new kafka_membership());
   m->_impl = std::make_unique<impl>();
   m->_group = group;
@@ -90,6 +94,10 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
   m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));
+  // The count this member runs, seen by `partitions scale --kafka` in a describe of the group.
+  auto id = options.client_config.find("client.id");
+  m->_impl->conf["client.id"] = fmt::format(
+      "{}.p{}", id == options.client_config.end() ? "auterity" : id->second, partitions);
   auto rk = m->subscribe();
   if (!rk) return std::unexpected(rk.error());
   m->_impl->rk = *rk;
@@ -178,8 +186,40 @@ std::vector<uint32_t> kafka_membership::owned() const {
   return _owned;
 }
 
+result<uint32_t> kafka_membership::topic_partitions(const std::string& topic,
+                                                    int timeout_ms) const {
+  std::shared_lock lock(_impl->mu);
+  rd_kafka_topic_t* t = rd_kafka_topic_new(_impl->rk, topic.c_str(), nullptr);
+  if (!t) return fail(errc::io, fmt::format("topic handle {}", topic));
+  const rd_kafka_metadata_t* md = nullptr;
+  const rd_kafka_resp_err_t err = rd_kafka_metadata(_impl->rk, 0, t, &md, timeout_ms);
+  rd_kafka_topic_destroy(t);
+  if (err) return fail(errc::io, fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(err)));
+  std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> guard(
+      md, rd_kafka_metadata_destroy);
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (topic != md->topics[i].topic) continue;
+    if (md->topics[i].err) {
+      return fail(errc::not_found,
+                  fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(md->topics[i].err)));
+    }
+    return static_cast<uint32_t>(md->topics[i].partition_cnt);
+  }
+  return fail(errc::not_found, fmt::format("metadata of {}: no such topic", topic));
+}
+
+result<int64_t> kafka_membership::end_offset(const std::string& topic, int timeout_ms) const {
+  std::shared_lock lock(_impl->mu);
+  int64_t low = 0, high = 0;
+  const rd_kafka_resp_err_t err =
+      rd_kafka_query_watermark_offsets(_impl->rk, topic.c_str(), 0, &low, &high, timeout_ms);
+  if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return -1;
+  if (err) return fail(errc::io, fmt::format("end of {}: {}", topic, rd_kafka_err2str(err)));
+  return high;
+}
+
 void* kafka_membership::group_metadata_copy() const {
-  std::lock_guard lock(_impl->mu);
+  std::shared_lock lock(_impl->mu);
   return rd_kafka_consumer_group_metadata(_impl->rk);
 }
 

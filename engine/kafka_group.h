@@ -33,9 +33,12 @@ class kafka_membership {
   };
 
   // Joins `group` (a logical group, e.g. "orchestrator") on the topic of stream `s`.
+  // `partitions`: the count the caller opened the log with; the member's client.id ends in
+  // ".p<partitions>" (the operator's client.id, or "auterity", before it), so that a describe of
+  // the group shows which count each member runs (`partitions scale --kafka` waits on it).
   static result<std::unique_ptr<kafka_membership>> join(const kafka_log_options& options,
                                                         std::string_view group, stream s,
-                                                        callbacks cb);
+                                                        callbacks cb, uint32_t partitions);
   ~kafka_membership();
 
   // Leaves the group: the revoke callback runs for what is owned, then the member closes.
@@ -46,6 +49,12 @@ class kafka_membership {
   // destroys it), for send_offsets_to_transaction.
   void* group_metadata_copy() const;
   const std::string& group() const { return _group; }
+
+  // Asked on the member's own connection (no client made per call), from any thread:
+  // the partition count of `topic` in the cluster's metadata (errc::not_found: no such topic),
+  // and the end offset (high watermark) of `topic`'s partition 0 (-1: no such topic).
+  result<uint32_t> topic_partitions(const std::string& topic, int timeout_ms) const;
+  result<int64_t> end_offset(const std::string& topic, int timeout_ms) const;
 
   struct impl;
 

@@ -5,10 +5,12 @@
 #include <limits>
 
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "connectors/connector_config.h"
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
+#include "engine/kafka_placement.h"
 #include "engine/kafka_util.h"
 #include "processors/client.h"
 #include "processors/orchestrator_state.h"
@@ -23,6 +25,11 @@ node::~node() {
 }
 
 namespace {
+
+// How often a node in a Kafka group checks the topics' partition count and the placement
+// header (node::watch_placement), and how long one such request may take.
+constexpr auto placement_check_interval = std::chrono::milliseconds(1000);
+constexpr int placement_check_timeout_ms = 5000;
 
 // A wrong password, an untrusted certificate or a missing permission is reported at start,
 // naming the cause, instead of the log's clients retrying it forever.
@@ -237,6 +244,10 @@ void node::supervise() {
             "running as this instance",
             w->group());
     }
+    if (group_mode() && std::chrono::steady_clock::now() >= _next_watch) {
+      watch_placement();
+      _next_watch = std::chrono::steady_clock::now() + placement_check_interval;
+    }
     std::lock_guard lock(_parts_mu);
     const auto now = std::chrono::steady_clock::now();
     for (uint32_t p = 0; p < _partitions.size(); ++p) {
@@ -270,16 +281,72 @@ std::vector<uint32_t> node::known_partitions(const std::vector<uint32_t>& parts)
       known.push_back(p);
       continue;
     }
-    std::lock_guard lock(_fatal_mu);
-    if (!_grown) {
-      _grown = fmt::format(
-          "the group assigned partition {}, but this instance opened the log with {} "
-          "partitions: the topics grew while it ran; restart it to run the partitions added",
-          p, _options.partitions);
-      fmt::print(stderr, "auterity: {}\n", *_grown);
-    }
+    note_reopen(
+        fmt::format("the group assigned partition {}, but this instance opened the log "
+                    "with {} partitions: the topics grew while it ran",
+                    p, _options.partitions));
   }
   return known;
+}
+
+void node::note_reopen(std::string why) {
+  std::lock_guard lock(_fatal_mu);
+  if (_grown) return;
+  _grown = std::move(why);
+  fmt::print(stderr, "auterity: {}\n", *_grown);
+}
+
+namespace {
+
+bool same_placement(const placement_header& a, const placement_header& b) {
+  return a.base == b.base && a.retired == b.retired;
+}
+
+}  // namespace
+
+// Two cheap requests on the group member's connection per check: the ingress topic's count
+// and the placement topic's end; the header itself is read only when that end moved.
+void node::watch_placement() {
+  kafka_membership* member = nullptr;
+  {
+    std::lock_guard lock(_members_mu);
+    if (_members.empty()) return;
+    member = _members.front().get();  // the members live until stop(), after the supervisor
+  }
+  const kafka_log_options& k = *_options.kafka;
+  const int timeout_ms = placement_check_timeout_ms;
+  auto count = member->topic_partitions(k.topic_prefix + "ingress", timeout_ms);
+  if (count && *count != _options.partitions) {
+    // `topics apply` grows the topics one after the other: take the count once all have it.
+    bool all = true;
+    for (int s = 0; s < stream_count && all; ++s) {
+      auto c = member->topic_partitions(
+          k.topic_prefix + std::string(stream_name(static_cast<stream>(s))), timeout_ms);
+      all = c && *c == *count;
+    }
+    if (all) {
+      note_reopen(
+          fmt::format("the topics have {} partitions now; this instance opened the log "
+                      "with {}",
+                      *count, _options.partitions));
+    }
+  }
+  const std::string topic = k.topic_prefix + std::string(placement_topic_suffix);
+  auto end = member->end_offset(topic, timeout_ms);
+  if (!end || *end == _placement_end) return;
+  std::map<std::string, std::string> conf = {{"bootstrap.servers", k.bootstrap}};
+  conf.merge(std::map<std::string, std::string>(k.client_config));
+  auto header = read_kafka_placement(conf, topic, timeout_ms);
+  if (!header) return;  // asked again at the next check
+  _placement_end = *end;
+  const placement_header now = *header ? **header : placement_header{_options.partitions, {}};
+  if (!same_placement(now, _log->placement())) {
+    note_reopen(
+        fmt::format("the placement header changed (base {}, retired [{}]; this instance "
+                    "opened the log with base {}, retired [{}])",
+                    now.base, fmt::join(now.retired, ","), _log->placement().base,
+                    fmt::join(_log->placement().retired, ",")));
+  }
 }
 
 std::optional<std::string> node::restart_needed() const {
@@ -306,7 +373,8 @@ void node::start_groups() {
   if (_options.orchestrator) {
     auto member = kafka_membership::join(*_options.kafka, orchestrator_group, stream::ingress,
                                          {[this](const auto& parts) { on_assigned(parts); },
-                                          [this](const auto& parts) { on_revoked(parts); }});
+                                          [this](const auto& parts) { on_revoked(parts); }},
+                                         _options.partitions);
     vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*member));
@@ -316,7 +384,8 @@ void node::start_groups() {
     auto wm = kafka_membership::join(
         *_options.kafka, raw->group(), raw->commands(),
         {[this, raw](const auto& parts) { raw->set_partitions(known_partitions(parts)); },
-         [raw](const auto&) { raw->set_partitions({}); }});
+         [raw](const auto&) { raw->set_partitions({}); }},
+        _options.partitions);
     vassert(wm.has_value(), "joining {}: {}", raw->group(), wm.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*wm));
