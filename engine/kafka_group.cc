@@ -2,6 +2,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -88,9 +89,10 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
       // Partitions added to the topics (`topics apply --allow-repartition`) are seen at the
-      // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group;
-      // with static membership the broker may keep the assignment (docs/tenant-moves.md).
-      {"topic.metadata.refresh.interval.ms", "10000"},
+      // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group
+      // and rebalances it over the new count (docs/tenant-moves.md). Only a consumer made
+      // before the topics grew sees a change: the node opens itself again only after that.
+      {"topic.metadata.refresh.interval.ms", "5000"},
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
   m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));
@@ -216,6 +218,48 @@ result<int64_t> kafka_membership::end_offset(const std::string& topic, int timeo
   if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return -1;
   if (err) return fail(errc::io, fmt::format("end of {}: {}", topic, rd_kafka_err2str(err)));
   return high;
+}
+
+result<bool> kafka_membership::group_assigns(uint32_t partitions, int timeout_ms) const {
+  std::shared_lock lock(_impl->mu);
+  using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
+  using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
+  using options_ptr = kafka_handle<rd_kafka_AdminOptions_t, rd_kafka_AdminOptions_destroy>;
+  queue_ptr queue(rd_kafka_queue_new(_impl->rk));
+  options_ptr o(rd_kafka_AdminOptions_new(_impl->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS));
+  char errstr[256];
+  (void)rd_kafka_AdminOptions_set_request_timeout(o.get(), timeout_ms, errstr, sizeof errstr);
+  const std::string id = kafka_group_id(_group);
+  const char* ids[] = {id.c_str()};
+  rd_kafka_DescribeConsumerGroups(_impl->rk, ids, 1, o.get(), queue.get());
+  event_ptr ev(rd_kafka_queue_poll(queue.get(), timeout_ms + 1'000));
+  if (!ev) return fail(errc::timeout, fmt::format("describing {}: no answer", id));
+  if (rd_kafka_event_error(ev.get())) {
+    return fail(errc::io,
+                fmt::format("describing {}: {}", id, rd_kafka_event_error_string(ev.get())));
+  }
+  size_t n = 0;
+  const auto* const* descs = rd_kafka_DescribeConsumerGroups_result_groups(
+      rd_kafka_event_DescribeConsumerGroups_result(ev.get()), &n);
+  std::vector<bool> given(partitions, false);
+  for (size_t i = 0; i < n; ++i) {
+    if (const rd_kafka_error_t* err = rd_kafka_ConsumerGroupDescription_error(descs[i])) {
+      return fail(errc::io, fmt::format("describing {}: {}", id, rd_kafka_error_string(err)));
+    }
+    for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
+      const auto* a = rd_kafka_MemberDescription_assignment(
+          rd_kafka_ConsumerGroupDescription_member(descs[i], m));
+      const auto* parts = a ? rd_kafka_MemberAssignment_partitions(a) : nullptr;
+      for (int k = 0; parts && k < parts->cnt; ++k) {
+        const int32_t p = parts->elems[k].partition;
+        if (_impl->topic == parts->elems[k].topic && p >= 0 &&
+            static_cast<uint32_t>(p) < partitions) {
+          given[static_cast<size_t>(p)] = true;
+        }
+      }
+    }
+  }
+  return std::ranges::all_of(given, [](bool g) { return g; });
 }
 
 void* kafka_membership::group_metadata_copy() const {

@@ -55,6 +55,10 @@ class kafka_membership {
   // and the end offset (high watermark) of `topic`'s partition 0 (-1: no such topic).
   result<uint32_t> topic_partitions(const std::string& topic, int timeout_ms) const;
   result<int64_t> end_offset(const std::string& topic, int timeout_ms) const;
+  // Whether the group's assignment (a describe of the group, every member's share) gives out
+  // every partition below `partitions` of the member's topic: the group rebalanced over that
+  // count.
+  result<bool> group_assigns(uint32_t partitions, int timeout_ms) const;
 
   struct impl;
 

@@ -30,6 +30,9 @@ namespace {
 // header (node::watch_placement), and how long one such request may take.
 constexpr auto placement_check_interval = std::chrono::milliseconds(1000);
 constexpr int placement_check_timeout_ms = 5000;
+// How long a node that saw the topics grow waits for its groups to rebalance over the new count
+// before it opens itself again anyway (librdkafka refreshes the metadata every 5 s).
+constexpr auto group_rebalance_wait = std::chrono::seconds(30);
 
 // A wrong password, an untrusted certificate or a missing permission is reported at start,
 // naming the cause, instead of the log's clients retrying it forever.
@@ -281,10 +284,14 @@ std::vector<uint32_t> node::known_partitions(const std::vector<uint32_t>& parts)
       known.push_back(p);
       continue;
     }
-    note_reopen(
-        fmt::format("the group assigned partition {}, but this instance opened the log "
-                    "with {} partitions: the topics grew while it ran",
-                    p, _options.partitions));
+    // The watcher opens the node again once every group of this node rebalanced over the new
+    // count (watch_placement); until then p is not run.
+    if (!_assigned_past.exchange(true)) {
+      fmt::print(stderr,
+                 "auterity: the group assigned partition {}, but this instance opened the log "
+                 "with {} partitions: the topics grew while it ran\n",
+                 p, _options.partitions);
+    }
   }
   return known;
 }
@@ -307,32 +314,30 @@ bool same_placement(const placement_header& a, const placement_header& b) {
 // Two cheap requests on the group member's connection per check: the ingress topic's count
 // and the placement topic's end; the header itself is read only when that end moved.
 void node::watch_placement() {
-  kafka_membership* member = nullptr;
+  std::vector<kafka_membership*> members;
   {
+    // The members live until stop(), which joins the supervisor first; asked without the lock,
+    // which a commit takes for the group metadata.
     std::lock_guard lock(_members_mu);
-    if (_members.empty()) return;
-    member = _members.front().get();  // the members live until stop(), after the supervisor
+    for (const auto& m : _members) members.push_back(m.get());
   }
+  if (members.empty()) return;
+  kafka_membership& member = *members.front();
   const kafka_log_options& k = *_options.kafka;
   const int timeout_ms = placement_check_timeout_ms;
-  auto count = member->topic_partitions(k.topic_prefix + "ingress", timeout_ms);
+  auto count = member.topic_partitions(k.topic_prefix + "ingress", timeout_ms);
   if (count && *count != _options.partitions) {
     // `topics apply` grows the topics one after the other: take the count once all have it.
     bool all = true;
     for (int s = 0; s < stream_count && all; ++s) {
-      auto c = member->topic_partitions(
+      auto c = member.topic_partitions(
           k.topic_prefix + std::string(stream_name(static_cast<stream>(s))), timeout_ms);
       all = c && *c == *count;
     }
-    if (all) {
-      note_reopen(
-          fmt::format("the topics have {} partitions now; this instance opened the log "
-                      "with {}",
-                      *count, _options.partitions));
-    }
+    if (all) grown_to(*count, members, timeout_ms);
   }
   const std::string topic = k.topic_prefix + std::string(placement_topic_suffix);
-  auto end = member->end_offset(topic, timeout_ms);
+  auto end = member.end_offset(topic, timeout_ms);
   if (!end || *end == _placement_end) return;
   std::map<std::string, std::string> conf = {{"bootstrap.servers", k.bootstrap}};
   conf.merge(std::map<std::string, std::string>(k.client_config));
@@ -346,6 +351,40 @@ void node::watch_placement() {
                     "opened the log with base {}, retired [{}])",
                     now.base, fmt::join(now.retired, ","), _log->placement().base,
                     fmt::join(_log->placement().retired, ",")));
+  }
+}
+
+// The group rebalances over a new count when a member's consumer sees the count change at its
+// metadata refresh; a consumer made after the topics grew never sees a change. So the node
+// opens itself again (closing its consumers) only once every group it is in gave out all
+// `count` partitions, or after group_rebalance_wait if they do not (then another instance's
+// consumers, or the next join, rebalance them).
+void node::grown_to(uint32_t count, const std::vector<kafka_membership*>& members, int timeout_ms) {
+  const auto now = std::chrono::steady_clock::now();
+  if (_grown_count != count) {
+    _grown_count = count;
+    _grown_since = now;
+    fmt::print(stderr,
+               "auterity: the topics have {} partitions now (this instance opened the log with "
+               "{}); opening again once the groups rebalanced over {}\n",
+               count, _options.partitions, count);
+  }
+  bool all = true;
+  for (kafka_membership* m : members) {
+    auto given = m->group_assigns(count, timeout_ms);
+    all = given && *given;
+    if (!all) break;
+  }
+  if (all) {
+    note_reopen(
+        fmt::format("the topics have {} partitions now and the groups gave them all out; "
+                    "this instance opened the log with {}",
+                    count, _options.partitions));
+  } else if (now - _grown_since >= group_rebalance_wait) {
+    note_reopen(
+        fmt::format("the topics have {} partitions now (this instance opened the log "
+                    "with {}); the groups did not give them all out within {} s",
+                    count, _options.partitions, group_rebalance_wait.count()));
   }
 }
 

@@ -167,7 +167,13 @@ class node {
   // Group mode, from the supervisor every placement_check_interval_ms: notes in _grown a
   // partition count or placement header that differs from the log's (restart_needed()).
   void watch_placement();
-  void note_reopen(std::string why);                    // sets _grown once
+  void note_reopen(std::string why);  // sets _grown once
+  // The topics have `count` partitions: notes a reopen once every group of `members` gave them
+  // all out (or after group_rebalance_wait).
+  void grown_to(uint32_t count, const std::vector<kafka_membership*>& members, int timeout_ms);
+  uint32_t _grown_count = 0;  // supervisor thread only, as _grown_since
+  std::chrono::steady_clock::time_point _grown_since{};
+  std::atomic<bool> _assigned_past{false};  // a group assigned a partition past the count
   std::chrono::steady_clock::time_point _next_watch{};  // supervisor thread only
   int64_t _placement_end = -2;  // end of the placement topic last read; -2: not read yet
   std::mutex _members_mu;
