@@ -220,6 +220,54 @@ result<int64_t> kafka_membership::end_offset(const std::string& topic, int timeo
   return high;
 }
 
+namespace {
+
+// The nudging member: it assigns (and pauses) what it is given, and notes that it joined.
+void on_nudge_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* parts, void* opaque) {
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rd_kafka_assign(rk, parts);
+    rd_kafka_pause_partitions(rk, parts);
+    *static_cast<bool*>(opaque) = true;
+    return;
+  }
+  rd_kafka_assign(rk, nullptr);
+}
+
+}  // namespace
+
+result<void> kafka_membership::nudge(int timeout_ms) const {
+  std::map<std::string, std::string> conf = _impl->conf;
+  conf.erase("group.instance.id");  // a dynamic member: its close leaves the group at once
+  conf["client.id"] = "auterity.rebalance";
+  auto c = kafka_conf_new(conf);
+  if (!c) return std::unexpected(c.error());
+  bool joined = false;
+  rd_kafka_conf_set_rebalance_cb(*c, on_nudge_rebalance);
+  rd_kafka_conf_set_opaque(*c, &joined);
+  auto rk = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka group nudge");
+  if (!rk) return std::unexpected(rk.error());
+  kafka_handle<rd_kafka_t, rd_kafka_destroy> owner(*rk);
+  rd_kafka_poll_set_consumer(*rk);
+  kafka_handle<rd_kafka_topic_partition_list_t, rd_kafka_topic_partition_list_destroy> topics(
+      rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(topics.get(), _impl->topic.c_str(), RD_KAFKA_PARTITION_UA);
+  if (rd_kafka_resp_err_t err = rd_kafka_subscribe(*rk, topics.get())) {
+    return fail(errc::io,
+                fmt::format("nudge {}: {}", kafka_group_id(_group), rd_kafka_err2str(err)));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!joined && std::chrono::steady_clock::now() < deadline) {
+    if (rd_kafka_message_t* msg = rd_kafka_consumer_poll(*rk, 100)) rd_kafka_message_destroy(msg);
+  }
+  rd_kafka_consumer_close(*rk);  // LeaveGroup: the group rebalances again without it
+  if (!joined) {
+    return fail(errc::timeout, fmt::format("nudge {}: not assigned within {} ms",
+                                           kafka_group_id(_group), timeout_ms));
+  }
+  return {};
+}
+
 result<bool> kafka_membership::group_assigns(uint32_t partitions, int timeout_ms) const {
   std::shared_lock lock(_impl->mu);
   using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;

@@ -59,6 +59,11 @@ class kafka_membership {
   // every partition below `partitions` of the member's topic: the group rebalanced over that
   // count.
   result<bool> group_assigns(uint32_t partitions, int timeout_ms) const;
+  // Makes the group rebalance: a member without a static id joins (a rebalance, in which the
+  // leader assigns over the count its metadata has now), takes nothing, and leaves (another
+  // one). For a group whose members all joined after the topics grew, so that no consumer saw
+  // the count change; errc::timeout if the join did not complete within timeout_ms.
+  result<void> nudge(int timeout_ms) const;
 
   struct impl;
 

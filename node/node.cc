@@ -33,6 +33,11 @@ constexpr int placement_check_timeout_ms = 5000;
 // How long a node that saw the topics grow waits for its groups to rebalance over the new count
 // before it opens itself again anyway (librdkafka refreshes the metadata every 5 s).
 constexpr auto group_rebalance_wait = std::chrono::seconds(30);
+// How often a node asks whether its groups give out every partition, after how long without
+// that it nudges a group into a rebalance, and how long the nudging member waits to join.
+constexpr auto group_check_interval = std::chrono::seconds(5);
+constexpr auto group_uncovered_nudge_after = std::chrono::seconds(15);
+constexpr int group_nudge_timeout_ms = 20'000;
 
 // A wrong password, an untrusted certificate or a missing permission is reported at start,
 // naming the cause, instead of the log's clients retrying it forever.
@@ -335,6 +340,8 @@ void node::watch_placement() {
       all = c && *c == *count;
     }
     if (all) grown_to(*count, members, timeout_ms);
+  } else if (count) {
+    check_groups(members, timeout_ms);
   }
   const std::string topic = k.topic_prefix + std::string(placement_topic_suffix);
   auto end = member.end_offset(topic, timeout_ms);
@@ -351,6 +358,34 @@ void node::watch_placement() {
                     "opened the log with base {}, retired [{}])",
                     now.base, fmt::join(now.retired, ","), _log->placement().base,
                     fmt::join(_log->placement().retired, ",")));
+  }
+}
+
+// A group none of whose consumers saw the topics grow (all joined after it: the instances
+// restarted, or opened again after group_rebalance_wait) keeps an assignment over the old
+// count: partitions nobody runs. A group that does not give out every partition for
+// group_uncovered_nudge_after is nudged into a rebalance (kafka_membership::nudge).
+void node::check_groups(const std::vector<kafka_membership*>& members, int timeout_ms) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < _next_group_check) return;
+  _next_group_check = now + group_check_interval;
+  for (kafka_membership* m : members) {
+    auto given = m->group_assigns(_options.partitions, timeout_ms);
+    if (!given || *given) {
+      _uncovered_since.erase(m->group());
+      continue;
+    }
+    auto [it, first] = _uncovered_since.try_emplace(m->group(), now);
+    if (first || now - it->second < group_uncovered_nudge_after) continue;
+    fmt::print(stderr,
+               "auterity: group {} has not given out all {} partitions for {} s: nudging it "
+               "into a rebalance\n",
+               kafka_group_id(m->group()), _options.partitions,
+               std::chrono::duration_cast<std::chrono::seconds>(now - it->second).count());
+    if (auto r = m->nudge(group_nudge_timeout_ms); !r) {
+      fmt::print(stderr, "auterity: {}\n", r.error().message);
+    }
+    _uncovered_since.erase(it);
   }
 }
 

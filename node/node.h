@@ -174,6 +174,10 @@ class node {
   uint32_t _grown_count = 0;  // supervisor thread only, as _grown_since
   std::chrono::steady_clock::time_point _grown_since{};
   std::atomic<bool> _assigned_past{false};  // a group assigned a partition past the count
+  // Nudges a group that keeps partitions of the count unassigned into a rebalance.
+  void check_groups(const std::vector<kafka_membership*>& members, int timeout_ms);
+  std::chrono::steady_clock::time_point _next_group_check{};  // supervisor thread only, as:
+  std::map<std::string, std::chrono::steady_clock::time_point> _uncovered_since;
   std::chrono::steady_clock::time_point _next_watch{};  // supervisor thread only
   int64_t _placement_end = -2;  // end of the placement topic last read; -2: not read yet
   std::mutex _members_mu;
