@@ -720,13 +720,14 @@ int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, i
                          uint32_t wait_s) {
   if (f.kafka.empty() && find_endpoint(f.data_dir)) {
     if (dry_run) {
-      // The plan reads the state stores, which the running engine holds.
-      return report(error{errc::locked,
-                          fmt::format("an engine serves {}: --dry-run reads the state stores, "
-                                      "which it holds; without --dry-run the scale goes through "
-                                      "its API (the busiest tenants per partition are on "
-                                      "/metrics)",
-                                      f.data_dir)});
+      // The plan reads the state stores, which the running engine holds: refused (exit 1).
+      (void)report(error{errc::locked,
+                         fmt::format("an engine serves {}: --dry-run reads the state stores, "
+                                     "which it holds; without --dry-run the scale goes through "
+                                     "its API (the busiest tenants per partition are on "
+                                     "/metrics)",
+                                     f.data_dir)});
+      return 1;
     }
     return api_scale(f.data_dir, target, static_cast<int>(wait_s));
   }
