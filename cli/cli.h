@@ -87,8 +87,9 @@ struct kafka_survey {
 result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms);
 // Applies a plan to a Kafka deployment whose header is `now`: grows the topics (the placement
 // base recorded first) or records the retired partitions; then, if there are moves, waits up
-// to `wait` until every instance of the orchestrator group opened the log with the plan's
-// count and the group assigns every partition (the instances open themselves again in process
+// to `wait` until the orchestrator group gives out every partition and (after a grow) every
+// member running this deployment's partitions joined again, i.e. opened the log with the
+// plan's count (the instances open themselves again in process
 // when the topics grow: docs/tenant-moves.md), with progress on stderr, and publishes one
 // MoveTenant per move on ingress. Exit 0 done, 1 failed, 2 the instances did not take up the
 // count within `wait` (nothing published: run it again).

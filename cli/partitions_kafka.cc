@@ -46,25 +46,14 @@ using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
 using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
 using options_ptr = kafka_handle<rd_kafka_AdminOptions_t, rd_kafka_AdminOptions_destroy>;
 
-// The orchestrator group as `scale` waits on it: each member's name and the count it opened the
-// log with (its client.id ends in ".p<count>": engine/kafka_group.h), and the ingress
-// partitions assigned to any member.
+// The orchestrator group as `scale` waits on it: the ids of the members that are given
+// partitions of this deployment's ingress topic (the group id is the same for every topic
+// prefix on a cluster), and those partitions.
 struct group_view {
   std::string state;
-  std::vector<std::pair<std::string, uint32_t>> members;  // (instance id, count; 0: unknown)
+  std::vector<std::pair<std::string, std::string>> members;  // (instance id, member id)
   std::set<int32_t> assigned;
 };
-
-uint32_t count_of_client_id(std::string_view client_id) {
-  const size_t dot = client_id.rfind(".p");
-  if (dot == std::string_view::npos) return 0;
-  uint32_t n = 0;
-  for (char c : client_id.substr(dot + 2)) {
-    if (c < '0' || c > '9') return 0;
-    n = n * 10 + static_cast<uint32_t>(c - '0');
-  }
-  return n;
-}
 
 result<group_view> describe_orchestrators(rd_kafka_t* admin, rd_kafka_queue_t* queue,
                                           const std::string& group, const std::string& ingress,
@@ -92,75 +81,89 @@ result<group_view> describe_orchestrators(rd_kafka_t* admin, rd_kafka_queue_t* q
         rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(descs[i]));
     for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
       const auto* md = rd_kafka_ConsumerGroupDescription_member(descs[i], m);
-      const char* client = rd_kafka_MemberDescription_client_id(md);
-      const char* instance = rd_kafka_MemberDescription_group_instance_id(md);
-      out.members.emplace_back(instance ? instance : (client ? client : "?"),
-                               count_of_client_id(client ? client : ""));
       const auto* a = rd_kafka_MemberDescription_assignment(md);
       const auto* parts = a ? rd_kafka_MemberAssignment_partitions(a) : nullptr;
+      bool ours = false;
       for (int k = 0; parts && k < parts->cnt; ++k) {
-        if (ingress == parts->elems[k].topic) out.assigned.insert(parts->elems[k].partition);
+        if (ingress != parts->elems[k].topic) continue;
+        ours = true;
+        out.assigned.insert(parts->elems[k].partition);
       }
+      if (!ours) continue;
+      const char* instance = rd_kafka_MemberDescription_group_instance_id(md);
+      const char* member = rd_kafka_MemberDescription_consumer_id(md);
+      out.members.emplace_back(instance ? instance : "?", member ? member : "");
     }
   }
   return out;
 }
 
-// Waits until every member of the orchestrator group opened the log with `partitions` and the
-// group assigns all of them (docs/tenant-moves.md, "Instances take up a new partition count in
-// process"), reporting every second; false after `wait` (said why on stderr) or on an error.
-bool wait_for_instances(const kafka_log_options& k, uint32_t partitions,
-                        std::chrono::seconds wait) {
-  std::map<std::string, std::string> settings = k.client_config;
-  settings["bootstrap.servers"] = k.bootstrap;
-  auto conf = kafka_conf_new(settings);
-  if (!conf) {
-    fmt::print(stderr, "auterity: {}\n", conf.error().message);
-    return false;
+// Describes the orchestrator group (one admin client for the scale's whole wait).
+class group_watch {
+ public:
+  static result<group_watch> open(const kafka_log_options& k) {
+    std::map<std::string, std::string> settings = k.client_config;
+    settings["bootstrap.servers"] = k.bootstrap;
+    auto conf = kafka_conf_new(settings);
+    if (!conf) return std::unexpected(conf.error());
+    auto made = kafka_client_new(RD_KAFKA_PRODUCER, *conf, "describing the engine group");
+    if (!made) return std::unexpected(made.error());
+    group_watch w;
+    w._admin.reset(*made);
+    w._queue.reset(rd_kafka_queue_new(w._admin.get()));
+    w._ingress = k.topic_prefix + std::string(stream_name(stream::ingress));
+    w._timeout_ms = std::min(k.request_timeout_ms, 10'000);
+    return w;
   }
-  auto made = kafka_client_new(RD_KAFKA_PRODUCER, *conf, "describing the engine group");
-  if (!made) {
-    fmt::print(stderr, "auterity: {}\n", made.error().message);
-    return false;
+  result<group_view> describe() {
+    return describe_orchestrators(_admin.get(), _queue.get(), group(), _ingress, _timeout_ms);
   }
-  admin_ptr admin(*made);
-  queue_ptr queue(rd_kafka_queue_new(admin.get()));
-  const std::string group = kafka_group_id(orchestrator_group);
-  const std::string ingress = k.topic_prefix + std::string(stream_name(stream::ingress));
+  static std::string group() { return kafka_group_id(orchestrator_group); }
+
+ private:
+  admin_ptr _admin;
+  queue_ptr _queue;
+  std::string _ingress;
+  int _timeout_ms = 10'000;
+};
+
+// Waits until the orchestrator group gives out all `partitions` and, when `before` holds the
+// member ids from before the topics grew, every member given partitions joined since (an
+// instance opens itself again with the new count only once its groups gave it all out:
+// docs/tenant-moves.md, "Instances take up a new partition count in process"); a static member
+// that rejoins keeps its place but gets a new member id. Reports every second; false after
+// `wait` (said why on stderr) or when the group cannot be described.
+bool wait_for_instances(group_watch& watch, uint32_t partitions, std::chrono::seconds wait,
+                        const std::optional<std::set<std::string>>& before) {
   const auto began = std::chrono::steady_clock::now();
   std::string last;
   for (;;) {
-    auto g = describe_orchestrators(admin.get(), queue.get(), group, ingress,
-                                    std::min(k.request_timeout_ms, 10'000));
+    auto g = watch.describe();
     const auto waited =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - began);
-    if (g && g->members.empty()) {
+    if (g && g->members.empty() && (!before || before->empty())) {
       fmt::print(stderr,
-                 "auterity: no engine instance is in the group {}: the instances take up {} "
-                 "partitions when they start\n",
-                 group, partitions);
+                 "auterity: no engine instance runs partitions of this deployment in {}: the "
+                 "instances take up {} partitions when they start\n",
+                 group_watch::group(), partitions);
       return true;
     }
     if (g) {
       std::vector<std::string> behind;
-      for (const auto& [name, count] : g->members) {
-        if (count != partitions) {
-          behind.push_back(count ? fmt::format("{} ({})", name, count) : name);
-        }
+      for (const auto& [name, id] : g->members) {
+        if (before && before->contains(id)) behind.push_back(name);
       }
       size_t assigned = 0;
       for (int32_t p : g->assigned) assigned += p >= 0 && static_cast<uint32_t>(p) < partitions;
       if (behind.empty() && assigned == partitions && g->state == "Stable") {
         fmt::print(stderr, "auterity: the {} instance(s) of {} run {} partitions (after {} s)\n",
-                   g->members.size(), group, partitions, waited.count());
+                   g->members.size(), group_watch::group(), partitions, waited.count());
         return true;
       }
       last = fmt::format(
-          "{} of {} instance(s) opened with {} partitions{}; {} of {} partitions assigned; group "
-          "{}",
-          g->members.size() - behind.size(), g->members.size(), partitions,
-          behind.empty() ? "" : fmt::format(" (not yet: {})", fmt::join(behind, ", ")), assigned,
-          partitions, g->state);
+          "{} of {} partitions given out; {} of {} instance(s) opened again{}; group {}", assigned,
+          partitions, g->members.size() - behind.size(), g->members.size(),
+          behind.empty() ? "" : fmt::format(" (not yet: {})", fmt::join(behind, ", ")), g->state);
     } else {
       last = g.error().message;
     }
@@ -260,7 +263,14 @@ int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
     fmt::print(stderr, "auterity: {} ({})\n", e.message, errc_name(e.code));
     return 1;
   };
+  auto watch = group_watch::open(k);
+  if (!watch) return report(watch.error());
+  std::optional<std::set<std::string>> before;  // member ids from before the grow
   if (plan.partitions > plan.partitions_before) {
+    auto g = watch->describe();
+    if (!g) return report(g.error());
+    before.emplace();
+    for (const auto& [name, id] : g->members) before->insert(id);
     // Grow the co-partitioned topics; the placement base is recorded first (topics/catalog.h),
     // so no tenant changes partition.
     auto catalog = catalog_for_cluster(
@@ -274,7 +284,7 @@ int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
   // move to a new partition (invalid_move: it does not exist there). Each opens itself again in
   // process once it sees the new count; the moves wait until all of them did (at once when the
   // count did not change, e.g. a rerun after a scale interrupted while it waited).
-  if (!plan.moves.empty() && !wait_for_instances(k, plan.partitions, wait)) {
+  if (!plan.moves.empty() && !wait_for_instances(*watch, plan.partitions, wait, before)) {
     fmt::print(
         "the topics have {} partitions; no move published: the engine instances did not all "
         "take up {} partitions within {} s (an instance opens itself again when it sees the "

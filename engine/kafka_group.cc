@@ -68,8 +68,7 @@ void membership_rebalance(kafka_membership& m, int err, void* partitions) {
 
 result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log_options& options,
                                                                  std::string_view group, stream s,
-                                                                 callbacks cb,
-                                                                 uint32_t partitions) {
+                                                                 callbacks cb) {
   std::unique_ptr<kafka_membership> m(new kafka_membership());
   m->_impl = std::make_unique<impl>();
   m->_group = group;
@@ -96,10 +95,6 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
   m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));
-  // The count this member runs, seen by `partitions scale --kafka` in a describe of the group.
-  auto id = options.client_config.find("client.id");
-  m->_impl->conf["client.id"] = fmt::format(
-      "{}.p{}", id == options.client_config.end() ? "auterity" : id->second, partitions);
   auto rk = m->subscribe();
   if (!rk) return std::unexpected(rk.error());
   m->_impl->rk = *rk;

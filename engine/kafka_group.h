@@ -33,12 +33,9 @@ class kafka_membership {
   };
 
   // Joins `group` (a logical group, e.g. "orchestrator") on the topic of stream `s`.
-  // `partitions`: the count the caller opened the log with; the member's client.id ends in
-  // ".p<partitions>" (the operator's client.id, or "auterity", before it), so that a describe of
-  // the group shows which count each member runs (`partitions scale --kafka` waits on it).
   static result<std::unique_ptr<kafka_membership>> join(const kafka_log_options& options,
                                                         std::string_view group, stream s,
-                                                        callbacks cb, uint32_t partitions);
+                                                        callbacks cb);
   ~kafka_membership();
 
   // Leaves the group: the revoke callback runs for what is owned, then the member closes.

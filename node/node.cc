@@ -447,8 +447,7 @@ void node::start_groups() {
   if (_options.orchestrator) {
     auto member = kafka_membership::join(*_options.kafka, orchestrator_group, stream::ingress,
                                          {[this](const auto& parts) { on_assigned(parts); },
-                                          [this](const auto& parts) { on_revoked(parts); }},
-                                         _options.partitions);
+                                          [this](const auto& parts) { on_revoked(parts); }});
     vassert(member.has_value(), "joining the orchestrator group: {}", member.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*member));
@@ -458,8 +457,7 @@ void node::start_groups() {
     auto wm = kafka_membership::join(
         *_options.kafka, raw->group(), raw->commands(),
         {[this, raw](const auto& parts) { raw->set_partitions(known_partitions(parts)); },
-         [raw](const auto&) { raw->set_partitions({}); }},
-        _options.partitions);
+         [raw](const auto&) { raw->set_partitions({}); }});
     vassert(wm.has_value(), "joining {}: {}", raw->group(), wm.error().message);
     std::lock_guard lock(_members_mu);
     _members.push_back(std::move(*wm));

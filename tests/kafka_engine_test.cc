@@ -385,7 +385,12 @@ TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
 // equals replay on all four partitions, and the chains verify across the moves.
 TEST_F(kafka_engine, partitions_scale_grows_two_to_four_and_moves_tenants_onto_the_new_ones) {
   system_clock clk;
-  auto n = node::open(options("scaler", true), clk);
+  auto in_group = [&] {  // an instance in the engine group, as `auterity run --kafka` runs
+    node_options o = options("scaler", true);
+    o.kafka_group = true;
+    return o;
+  };
+  auto n = node::open(in_group(), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   const std::vector<std::string> tenants = {"acme",   "bayside",  "cardinal",
                                             "dorado", "eastside", "fjord"};
@@ -436,7 +441,7 @@ TEST_F(kafka_engine, partitions_scale_grows_two_to_four_and_moves_tenants_onto_t
   // The operator restarts the instance on the four partitions.
   (*n)->stop();
   n->reset();
-  auto again = node::open(options("scaler", true), clk);
+  auto again = node::open(in_group(), clk);
   ASSERT_TRUE(again.has_value()) << again.error().message;
   ASSERT_EQ((*again)->partitions(), 4u);
   start(**again, "restarted", 30);  // hashed with 4 by the producer: forwarded to their tenants
