@@ -1305,7 +1305,20 @@ TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run)
                std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
     return out;
   };
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // both instances joined, load running
+  {
+    // The instances run the first executions to their end: the scale weighs tenants that ran.
+    std::vector<std::pair<std::string, std::string>> first;
+    {
+      std::lock_guard lock(ids_mu);
+      first.assign(ids.begin(), ids.begin() + 60);
+    }
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    ASSERT_EQ(await_ended_in_log(**reader, first, std::chrono::seconds(120)), first.size())
+        << "the instances did not run the first executions; logs in " << a << " and " << b;
+  }
 
   auto up4 = scale(4);
   ASSERT_EQ(up4.code, 0) << up4.out;
@@ -1317,7 +1330,9 @@ TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run)
   EXPECT_EQ(up4.out.find(" 0 move(s) published"), std::string::npos) << up4.out;
   {
     // A producer that hashes with the new count: its records of old tenants are forwarded.
-    auto grown = node::open(options("submitter4", false), clk);
+    node_options o = options("submitter4", false);
+    o.data_dir = dir + "/submitter4";  // the first submitter holds the state stores in `dir`
+    auto grown = node::open(o, clk);
     ASSERT_TRUE(grown.has_value()) << grown.error().message;
     ASSERT_EQ((*grown)->partitions(), 4u);
     start(**grown, "grown", 40);
