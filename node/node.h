@@ -115,12 +115,13 @@ class node {
   // the partition steps down and is restored again (docs/ownership-handover.md).
   std::optional<std::string> fatal() const;
   // Why this node must be opened again to serve what it was given, if so (Kafka, group mode):
-  // the co-partitioned topics now have another partition count than the log was opened with, or
-  // the placement header (engine/kafka_placement.h) changed (a scale down retired partitions),
-  // or the group assigned it a partition at or past the count it opened with. Partitions past
-  // that count are not run (nothing is decided on them); the others keep running until the
-  // caller stops the node. `run` then opens a new node with the same options, in process
-  // (docs/tenant-moves.md, "Instances take up a new partition count in process").
+  // the co-partitioned topics now have another partition count than the log was opened with
+  // (noted once every group of the node gave out all of them, or after 30 s: see
+  // watch_placement), or the placement header (engine/kafka_placement.h) changed (a scale down
+  // retired partitions). Partitions assigned past the count it opened with are not run (nothing
+  // is decided on them); the others keep running until the caller stops the node. `run` then opens
+  // a new node with the same options, in process (docs/tenant-moves.md, "Instances take up a new
+  // partition count in process").
   std::optional<std::string> restart_needed() const;
   // Partition runtimes replaced after a failed commit, and restores that failed and were tried
   // again, since start.
@@ -162,9 +163,9 @@ class node {
   mutable std::mutex _fatal_mu;
   std::optional<std::string> _fatal;  // guarded by _fatal_mu
   std::optional<std::string> _grown;  // guarded by _fatal_mu
-  // Drops partitions at or past the log's count from `parts`, noting them in _grown.
+  // Drops partitions at or past the log's count from `parts` (logged once: _assigned_past).
   std::vector<uint32_t> known_partitions(const std::vector<uint32_t>& parts);
-  // Group mode, from the supervisor every placement_check_interval_ms: notes in _grown a
+  // Group mode, from the supervisor every placement_check_interval: notes in _grown a
   // partition count or placement header that differs from the log's (restart_needed()).
   void watch_placement();
   void note_reopen(std::string why);  // sets _grown once
