@@ -25,6 +25,7 @@
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "engine/embedded_log.h"
+#include "engine/fault.h"
 #include "engine/record.h"
 #include "node/node.h"
 #include "node/scale.h"
@@ -306,6 +307,7 @@ bool reopen_node(const common_flags& f, const anchor_flags& af, clock& clk, runn
   r.anchors.after_stop();
   r = running_node{};  // the log, the stores and the members are closed before the new open
   const auto stopped = std::chrono::steady_clock::now();
+  fault_point("reopen.stopped");
   for (;;) {
     int rc = 0;
     auto opened = start_node(f, af, clk, rc);

@@ -19,6 +19,8 @@
 //                          commit_transaction
 //   txn.committed          a partition's commit succeeded, before its local state is written
 //   restore.positions_read a new owner read the committed positions, before the executions end
+//   reopen.stopped         `run` stopped its node to open it again in process (the partition
+//                          count or the placement header changed), before the new open
 //
 // Unarmed, a fault point costs one relaxed atomic load. A malformed AUTERITY_FAULT is reported
 // on stderr at the first hit and ignored.

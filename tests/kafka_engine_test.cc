@@ -1406,6 +1406,67 @@ TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run)
   expect_outbox_once({a, b}, ids.size());
 }
 
+// Issue 9, a crash point of the in-process reopen: instance a is killed (SIGKILL, the fault
+// point reopen.stopped) after it stopped its node to take up 4 partitions and before it opened
+// again. The scale still completes in one run (a's session expires, the group gives everything
+// to b, which opened again), a is restarted later on the same data; every execution succeeds
+// exactly once, each command and notification once, state equals replay and chains verify.
+TEST_F(kafka_engine, partitions_scale_survives_an_instance_killed_while_it_reopens) {
+  const auto ids = submit(120, {"acme", "bayside", "cardinal", "dorado"});
+  const std::string a = dir + "/a", b = dir + "/b";
+  const pid_t pa =
+      spawn_engine(a, cluster->bootstrap(), prefix, "a", "reopen.stopped:kill", {}, false);
+  pid_t pb = spawn_engine(b, cluster->bootstrap(), prefix, "b", "", {}, false);
+  struct stopper {
+    std::vector<pid_t> pids;
+    ~stopper() {
+      for (pid_t p : pids) {
+        if (p > 0 && ::kill(p, SIGKILL) == 0) ::waitpid(p, nullptr, 0);
+      }
+    }
+  } stop_on_failure{{pa, pb}};
+  {
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    std::vector<std::pair<std::string, std::string>> first(ids.begin(), ids.begin() + 20);
+    ASSERT_EQ(await_ended_in_log(**reader, first, std::chrono::seconds(120)), first.size());
+  }
+  auto up = testing::run_command(
+      fmt::format("'{}' partitions scale --to 4 --wait-s 120 --kafka {} --topic-prefix {} --data "
+                  "{}/cli 2>&1",
+                  AUTERITY_BIN, cluster->bootstrap(), prefix, dir));
+  ASSERT_EQ(up.code, 0) << up.out;
+  EXPECT_NE(up.out.find("run 4 partitions"), std::string::npos) << up.out;
+  EXPECT_NE(up.out.find("move(s) published on ingress"), std::string::npos) << up.out;
+  // a killed itself in its reopen; b runs everything.
+  const int sa = wait_exit(pa, 30);
+  EXPECT_TRUE(sa >= 0 && WIFSIGNALED(sa) && WTERMSIG(sa) == SIGKILL) << "status " << sa;
+  EXPECT_NE(read_text(a + "/engine.log").find("fault point reopen.stopped reached"),
+            std::string::npos);
+  // Restarted on its data, a takes its share back.
+  const pid_t pa2 = spawn_engine(a, cluster->bootstrap(), prefix, "a", "", {}, false);
+  stop_on_failure.pids = {pa2, pb};
+  {
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    ASSERT_EQ(reader->get()->partition_count(), 4u);
+    ASSERT_EQ(await_ended_in_log(**reader, ids, std::chrono::seconds(240)), ids.size())
+        << "executions still running; logs in " << a << " and " << b;
+  }
+  ::kill(pa2, SIGTERM);
+  ::kill(pb, SIGTERM);
+  EXPECT_TRUE(exited_ok(wait_exit(pa2, 60))) << "log: " << a << "/engine.log";
+  EXPECT_TRUE(exited_ok(wait_exit(pb, 60))) << "log: " << b << "/engine.log";
+  stop_on_failure.pids.clear();
+  EXPECT_EQ(reopen_ms(read_text(b + "/engine.log")).size(), 1u) << "b took up 4 in process";
+  verify(b, ids);
+  expect_outbox_once({a, b}, ids.size());
+}
+
 TEST_F(kafka_three_nodes, a_broker_killed_under_load_loses_nothing) {
   const auto ids = submit(200);
   const pid_t pid = spawn_engine(dir, cluster->bootstrap(), prefix);
