@@ -289,6 +289,11 @@ result<bool> kafka_membership::group_assigns(uint32_t partitions, int timeout_ms
     if (const rd_kafka_error_t* err = rd_kafka_ConsumerGroupDescription_error(descs[i])) {
       return fail(errc::io, fmt::format("describing {}: {}", id, rd_kafka_error_string(err)));
     }
+    const auto state = rd_kafka_ConsumerGroupDescription_state(descs[i]);
+    if (state != RD_KAFKA_CONSUMER_GROUP_STATE_STABLE) {
+      return fail(errc::io, fmt::format("{} is {}, not stable", id,
+                                        rd_kafka_consumer_group_state_name(state)));
+    }
     for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
       const auto* a = rd_kafka_MemberDescription_assignment(
           rd_kafka_ConsumerGroupDescription_member(descs[i], m));

@@ -54,7 +54,7 @@ class kafka_membership {
   result<int64_t> end_offset(const std::string& topic, int timeout_ms) const;
   // Whether the group's assignment (a describe of the group, every member's share) gives out
   // every partition below `partitions` of the member's topic: the group rebalanced over that
-  // count.
+  // count. errc::io while the group rebalances (not stable): its assignment is not known.
   result<bool> group_assigns(uint32_t partitions, int timeout_ms) const;
   // Makes the group rebalance: a member without a static id joins (a rebalance, in which the
   // leader assigns over the count its metadata has now), takes nothing, and leaves (another
