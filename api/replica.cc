@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/fault.h"
 #include "engine/metrics.h"
 #include "engine/record.h"
 #include "replay/state_replay.h"
@@ -210,8 +211,26 @@ result<std::unique_ptr<log_replica>> log_replica::start(std::unique_ptr<log> sou
 }
 
 log_replica::~log_replica() {
+  if (auto s = stop(); !s) {
+    fmt::print(stderr, "auterity: read replica: {} (the next start replays it)\n",
+               s.error().message);
+  }
+}
+
+result<void> log_replica::stop() {
+  if (_stopped) return {};
+  _stopped = true;
   _stop = true;
   if (_thread.joinable()) _thread.join();
+  result<void> out;
+  for (auto& pt : _parts) {
+    std::lock_guard lock(pt->mu);
+    if (!pt->rebuilder) continue;  // start() failed before it opened this one
+    auto f = pt->rebuilder->store().flush_memtables();
+    if (!f && out) out = std::unexpected(f.error());
+    fault_point("replica.flushed");
+  }
+  return out;
 }
 
 bool log_replica::with_store(uint32_t p, const std::function<void(const state_store&)>& fn) {
@@ -264,10 +283,12 @@ int64_t log_replica::step(part& pt) {
     last = &rec;
   }
   if (!last) return 0;
+  fault_point("replica.applied");
   // The state, its checkpoint and where it comes from, in one write (api/replica.h, Starting).
   if (auto f = pt.rebuilder->flush(pt.next, meta_of(pt.partition, *last)); !f) {
     return fail(f.error());
   }
+  fault_point("replica.written");
   _applied += pt.recs.size();
   pt.applied += pt.recs.size();
   pt.next_seen = pt.next;

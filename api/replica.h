@@ -24,10 +24,18 @@
 // partition reached the end it saw at start, with_store() answers false (the API answers 503
 // with Retry-After, and /v1/ready 503). Then it follows the log.
 //
+// Stopping: stop() (or the destructor) ends the thread, then writes each partition's memtables
+// out to table files (state_store::flush_memtables), so the next start opens the stores without
+// replaying their write-ahead logs (up to write_buffer_bytes each; bench/README.md, "Restarting
+// a gateway"). A stop that is killed before it finished leaves those logs to the next open.
+//
 // Crash safety: the checkpoint is written only with the state it covers (one RocksDB write
 // batch, not fsynced: a write lost in a crash leaves an older checkpoint with its older state,
 // and the records after it are applied again from there), so a replica killed at any point
-// resumes consistent.
+// resumes consistent. Fault points (engine/fault.h) for the tests of it (api_replica_test):
+//   replica.applied   a batch applied in memory, before the write of its state and checkpoint
+//   replica.written   after that write returned (in RocksDB's write-ahead log, not fsynced)
+//   replica.flushed   at stop, after a partition's memtables were flushed (@n: the n-th)
 //
 // Consistency: a read answers the state as of the last record the replica applied. It trails
 // the owners by the commit-to-read delay plus at most replica_idle_sleep_ms, so a read right
@@ -93,7 +101,12 @@ class log_replica {
   static result<std::unique_ptr<log_replica>> start(std::unique_ptr<log> source,
                                                     const std::string& dir,
                                                     const std::string& identity);
-  ~log_replica();  // stops the thread
+  ~log_replica();  // stop()s
+
+  // Stops the thread and flushes every partition's memtables (see Stopping above); reads still
+  // answer the last state. The first flush error, if any (the stores stay consistent: the next
+  // open replays their write-ahead logs). Idempotent: a second call does nothing.
+  result<void> stop();
 
   // Calls fn with partition p's replica once every partition has caught up; false before, and
   // for a partition that does not exist.
@@ -135,6 +148,7 @@ class log_replica {
   uint64_t _open_ms = 0;
   std::atomic<uint64_t> _catch_up_ms{0};
   std::atomic<bool> _stop{false};
+  bool _stopped = false;  // stop() ran
   std::atomic<bool> _caught_up{false};
   std::atomic<uint64_t> _applied{0};
   std::atomic<uint64_t> _skipped{0};

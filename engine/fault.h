@@ -19,6 +19,10 @@
 //                          commit_transaction
 //   txn.committed          a partition's commit succeeded, before its local state is written
 //   restore.positions_read a new owner read the committed positions, before the executions end
+//   replica.applied        a gateway's read replica (api/replica.h) applied a batch in memory,
+//                          before the write of its state and checkpoint
+//   replica.written        the same, after that write returned
+//   replica.flushed        a stopping replica flushed one partition's memtables
 //   reopen.stopped         `run` stopped its node to open it again in process (the partition
 //                          count or the placement header changed), before the new open
 //

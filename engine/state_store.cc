@@ -347,6 +347,15 @@ result<void> state_store::write(state_batch& batch, uint64_t checkpoint) {
   return {};
 }
 
+result<void> state_store::flush_memtables() {
+  rocksdb::FlushOptions options;
+  options.wait = true;
+  options.allow_write_stall = true;  // nothing else writes: a stop waits for its own flush
+  auto status = _impl->db->Flush(options);
+  if (!status.ok()) return rocksdb_error(_impl->dir, "flush", status);
+  return {};
+}
+
 result<void> state_store::delete_range(std::string_view begin, std::string_view end) {
   if (begin > end) {
     return fail(errc::invalid,

@@ -3,13 +3,23 @@
 // reads only the records appended since; a checkpoint that is not this log's (another identity,
 // past the log's end, its last record not in the log, a store that does not open) is not
 // resumed but rebuilt from offset 0. Either way the state ends equal, key for key, to a replica
-// rebuilt from offset 0 on the same log.
+// rebuilt from offset 0 on the same log. A replica killed (SIGKILL) at each point of its
+// checkpoint write, and at random moments while it follows a growing log, restarts resumed or
+// rebuilt and ends equal to a rebuild too.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <sstream>
 #include <thread>
 
 #include "api/replica.h"
@@ -17,6 +27,8 @@
 #include "engine/record.h"
 #include "replay/state_replay.h"
 #include "replay/tests/golden.h"
+
+extern char** environ;
 
 namespace auterity {
 namespace {
@@ -114,6 +126,20 @@ TEST(replica, a_restart_resumes_from_the_checkpoint_and_reads_only_the_new_recor
     ASSERT_TRUE(r);
     expect_all(*r, replica_start::missing);
     EXPECT_EQ(r->applied(), h.first.size());
+    // A clean stop leaves no write-ahead log for the next open to replay: every store's state
+    // is in its table files.
+    auto stopped = r->stop();
+    ASSERT_TRUE(stopped.has_value()) << stopped.error().message;
+    for (const char* p : {"p000", "p001"}) {
+      size_t tables = 0;
+      for (const auto& f : std::filesystem::directory_iterator(dir.path + "/replica/" + p)) {
+        if (f.path().extension() == ".log") {
+          EXPECT_EQ(f.file_size(), 0u) << f.path() << ": a write-ahead log left to replay";
+        }
+        tables += f.path().extension() == ".sst";
+      }
+      EXPECT_GT(tables, 0u) << p;
+    }
   }
   append(dir.path + "/a", h.rest);
   auto resumed = start_caught_up(dir.path + "/a", dir.path + "/replica");
@@ -245,6 +271,161 @@ TEST(replica, a_checkpoint_that_is_not_this_logs_is_rebuilt) {
   expect_all(*r, replica_start::resumed);
   EXPECT_EQ(r->applied(), 0u);
   expect_same_state(*r, *reference);
+}
+
+// ------------------------------------------------------------------------------ kill -9
+
+// The child of the kill tests, run by spawn_child() in a process of its own (this binary
+// again): a replica of the log in $AUTERITY_REPLICA_CHILD ("log dir|replica dir|mode"), caught
+// up, then stopped (mode `stop`: its memtables flushed) or left following the log (`follow`)
+// until it is killed. AUTERITY_FAULT, if set, kills it at a fault point on the way.
+TEST(replica_child, DISABLED_run) {
+  const char* spec = std::getenv("AUTERITY_REPLICA_CHILD");
+  ASSERT_NE(spec, nullptr) << "run by the replica.*killed* tests";
+  std::vector<std::string> parts;
+  std::stringstream in(spec);
+  for (std::string item; std::getline(in, item, '|');) parts.push_back(item);
+  ASSERT_EQ(parts.size(), 3u) << spec;
+  auto r = start_caught_up(parts[0], parts[1]);
+  ASSERT_TRUE(r);
+  if (parts[2] == "follow") {
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  auto stopped = r->stop();
+  EXPECT_TRUE(stopped.has_value()) << stopped.error().message;
+}
+
+// Starts replica_child.DISABLED_run on `log_dir` into `replica_dir`, with AUTERITY_FAULT set to
+// `fault` (none if empty); its output goes to `out`.
+pid_t spawn_child(const std::string& log_dir, const std::string& replica_dir,
+                  const std::string& mode, const std::string& fault, const std::string& out) {
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::vector<std::string> args = {self, "--gtest_filter=replica_child.DISABLED_run",
+                                   "--gtest_also_run_disabled_tests"};
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string_view v(*e);
+    if (!v.starts_with("AUTERITY_FAULT=") && !v.starts_with("AUTERITY_REPLICA_CHILD=")) {
+      env.emplace_back(v);
+    }
+  }
+  env.push_back(fmt::format("AUTERITY_REPLICA_CHILD={}|{}|{}", log_dir, replica_dir, mode));
+  if (!fault.empty()) env.push_back("AUTERITY_FAULT=" + fault);
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A replica killed at each fault point of its checkpoint write (the first half of the history
+// in the log), restarted on the whole history: each partition resumes from the last write that
+// returned before the kill (none: from offset 0), never from a state the write did not hold,
+// applies only what follows it, and ends key for key equal to a rebuild.
+TEST(replica, a_replica_killed_at_each_point_of_its_checkpoint_write_resumes_consistent) {
+  testing::dir_guard dir{testing::scratch_temp_dir("replica-kill")};
+  const history_parts h = split_golden();
+  append(dir.path + "/a", h.first);
+  append(dir.path + "/b", h.first);
+  append(dir.path + "/b", h.rest);
+  const uint64_t total = h.first.size() + h.rest.size();
+  auto rebuilt = start_caught_up(dir.path + "/b", dir.path + "/rebuilt");
+  ASSERT_TRUE(rebuilt);
+  // Each partition's first half is one batch (within replica_batch_records_max), so the n-th
+  // hit of a point is partition n-1's. `written`: how many partitions' writes returned before
+  // the kill.
+  ASSERT_LE(h.first_count(0), replica_batch_records_max);
+  ASSERT_LE(h.first_count(1), replica_batch_records_max);
+  struct kill_case {
+    std::string fault;
+    uint32_t written;
+  };
+  for (const kill_case& c :
+       {kill_case{"replica.applied:kill@1", 0}, kill_case{"replica.applied:kill@2", 1},
+        kill_case{"replica.written:kill@1", 1}, kill_case{"replica.written:kill@2", 2},
+        kill_case{"replica.flushed:kill@1", 2}}) {
+    SCOPED_TRACE(c.fault);
+    const std::string name =
+        c.fault.substr(0, c.fault.find(':')) + c.fault.substr(c.fault.find('@'));
+    const std::string replica = dir.path + "/" + name, out = replica + ".out";
+    const pid_t child = spawn_child(dir.path + "/a", replica, "stop", c.fault, out);
+    ASSERT_GT(child, 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << file_text(out);
+    const std::string point = c.fault.substr(0, c.fault.find(':'));
+    ASSERT_NE(file_text(out).find(fmt::format("fault point {} reached", point)), std::string::npos)
+        << file_text(out);
+    // The restart, on the log with the second half appended (`b`: the same records as `a`,
+    // then the rest).
+    auto r = start_caught_up(dir.path + "/b", replica);
+    ASSERT_TRUE(r);
+    uint64_t from = 0;
+    for (uint32_t p = 0; p < 2; ++p) {
+      const replica_partition_start& s = r->starts()[p];
+      EXPECT_EQ(s.from, p < c.written ? h.first_count(p) : 0) << "partition " << p;
+      EXPECT_TRUE(s.how == replica_start::resumed || s.how == replica_start::missing)
+          << "partition " << p << ": " << replica_start_name(s.how) << " " << s.detail;
+      from += s.from;
+    }
+    EXPECT_EQ(r->applied(), total - from);
+    expect_same_state(*r, *rebuilt);
+  }
+}
+
+// kill -9 at random moments (opening, catching up, writing, flushing at stop, idle) of a
+// replica restarted after each of eight appends to its log; then started once more: every
+// partition resumed (or, if no write ever returned, rebuilt), ending equal to a rebuild.
+TEST(replica, a_replica_killed_repeatedly_while_its_log_grows_ends_equal_to_a_rebuild) {
+  testing::dir_guard dir{testing::scratch_temp_dir("replica-kills")};
+  const history_parts h = split_golden();
+  std::vector<logged_record> all = h.first;
+  all.insert(all.end(), h.rest.begin(), h.rest.end());
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE(fmt::format("seed {}", seed));
+  std::mt19937 rng(seed);
+  constexpr size_t rounds = 8;
+  const std::string replica = dir.path + "/replica";
+  for (size_t i = 0; i < rounds; ++i) {
+    append(dir.path + "/a",
+           std::vector<logged_record>(all.begin() + all.size() * i / rounds,
+                                      all.begin() + all.size() * (i + 1) / rounds));
+    const std::string out = fmt::format("{}/child-{}.out", dir.path, i);
+    const pid_t child = spawn_child(dir.path + "/a", replica, i % 2 ? "stop" : "follow", "", out);
+    ASSERT_GT(child, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    // A `stop` child may have finished before the kill; anything else is a failure in it.
+    EXPECT_TRUE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ||
+                (WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        << file_text(out);
+  }
+  auto r = start_caught_up(dir.path + "/a", replica);
+  ASSERT_TRUE(r);
+  for (uint32_t p = 0; p < 2; ++p) {
+    const replica_partition_start& s = r->starts()[p];
+    EXPECT_TRUE(s.how == replica_start::resumed || s.how == replica_start::missing)
+        << "partition " << p << ": " << replica_start_name(s.how) << " " << s.detail;
+  }
+  auto rebuilt = start_caught_up(dir.path + "/a", dir.path + "/rebuilt");
+  ASSERT_TRUE(rebuilt);
+  expect_same_state(*r, *rebuilt);
 }
 
 }  // namespace

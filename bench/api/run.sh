@@ -72,9 +72,12 @@ while :; do  # until the engine decided every start and the replica applied it: 
   sleep 5
 done
 echo "history: $last executions records (engine and replica idle); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+t0=$(date +%s%N)
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 pid=
+echo "stop after the load: $((($(date +%s%N) - t0) / 1000000)) ms"
+grep -m1 'read replica flushed' "$data/run.log" | sed 's/^/  /' || true
 restart() {  # $1: label; starts the gateway on $data, prints the time until /v1/ready is 200
   local log=$data/restart-$1.log t0 t1 p=
   t0=$(date +%s%N)
@@ -87,9 +90,12 @@ restart() {  # $1: label; starts the gateway on $data, prints the time until /v1
   until grep -q 'caught up' "$log"; do sleep 0.02; done  # printed within 100 ms of ready
   grep -m1 -E 'resumed from|rebuilt from offset 0 \(' "$log" | sed 's/^/  /'
   grep -m1 'caught up' "$log" | sed 's/^/  /'
+  t0=$(date +%s%N)
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   pid=
+  echo "  stopped in $((($(date +%s%N) - t0) / 1000000)) ms"
+  grep -m1 'read replica flushed' "$log" | sed 's/^/  /' || true
 }
 restart resume
 rm -rf "$data/replica"
