@@ -55,6 +55,7 @@ void membership_rebalance(kafka_membership& m, int err, void* partitions) {
       m._owned = list;
     }
     if (m._cb.assigned) m._cb.assigned(list);
+    m._assignments.fetch_add(1);
     return;
   }
   // Revoked (or lost): stop using the partitions before anyone else may take them.
@@ -90,7 +91,8 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // Partitions added to the topics (`topics apply --allow-repartition`) are seen at the
       // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group
       // and rebalances it over the new count (docs/tenant-moves.md). Only a consumer made
-      // before the topics grew sees a change: the node opens itself again only after that.
+      // before the topics grew sees a change: the node opens itself again only after that
+      // rebalance.
       {"topic.metadata.refresh.interval.ms", "5000"},
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
@@ -213,101 +215,6 @@ result<int64_t> kafka_membership::end_offset(const std::string& topic, int timeo
   if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return -1;
   if (err) return fail(errc::io, fmt::format("end of {}: {}", topic, rd_kafka_err2str(err)));
   return high;
-}
-
-namespace {
-
-// The nudging member: it assigns (and pauses) what it is given, and notes that it joined.
-void on_nudge_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
-                        rd_kafka_topic_partition_list_t* parts, void* opaque) {
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    rd_kafka_assign(rk, parts);
-    rd_kafka_pause_partitions(rk, parts);
-    *static_cast<bool*>(opaque) = true;
-    return;
-  }
-  rd_kafka_assign(rk, nullptr);
-}
-
-}  // namespace
-
-result<void> kafka_membership::nudge(int timeout_ms) const {
-  std::map<std::string, std::string> conf = _impl->conf;
-  conf.erase("group.instance.id");  // a dynamic member: its close leaves the group at once
-  conf["client.id"] = "auterity.rebalance";
-  auto c = kafka_conf_new(conf);
-  if (!c) return std::unexpected(c.error());
-  bool joined = false;
-  rd_kafka_conf_set_rebalance_cb(*c, on_nudge_rebalance);
-  rd_kafka_conf_set_opaque(*c, &joined);
-  auto rk = kafka_client_new(RD_KAFKA_CONSUMER, *c, "kafka group nudge");
-  if (!rk) return std::unexpected(rk.error());
-  kafka_handle<rd_kafka_t, rd_kafka_destroy> owner(*rk);
-  rd_kafka_poll_set_consumer(*rk);
-  kafka_handle<rd_kafka_topic_partition_list_t, rd_kafka_topic_partition_list_destroy> topics(
-      rd_kafka_topic_partition_list_new(1));
-  rd_kafka_topic_partition_list_add(topics.get(), _impl->topic.c_str(), RD_KAFKA_PARTITION_UA);
-  if (rd_kafka_resp_err_t err = rd_kafka_subscribe(*rk, topics.get())) {
-    return fail(errc::io,
-                fmt::format("nudge {}: {}", kafka_group_id(_group), rd_kafka_err2str(err)));
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!joined && std::chrono::steady_clock::now() < deadline) {
-    if (rd_kafka_message_t* msg = rd_kafka_consumer_poll(*rk, 100)) rd_kafka_message_destroy(msg);
-  }
-  rd_kafka_consumer_close(*rk);  // LeaveGroup: the group rebalances again without it
-  if (!joined) {
-    return fail(errc::timeout, fmt::format("nudge {}: not assigned within {} ms",
-                                           kafka_group_id(_group), timeout_ms));
-  }
-  return {};
-}
-
-result<bool> kafka_membership::group_assigns(uint32_t partitions, int timeout_ms) const {
-  std::shared_lock lock(_impl->mu);
-  using queue_ptr = kafka_handle<rd_kafka_queue_t, rd_kafka_queue_destroy>;
-  using event_ptr = kafka_handle<rd_kafka_event_t, rd_kafka_event_destroy>;
-  using options_ptr = kafka_handle<rd_kafka_AdminOptions_t, rd_kafka_AdminOptions_destroy>;
-  queue_ptr queue(rd_kafka_queue_new(_impl->rk));
-  options_ptr o(rd_kafka_AdminOptions_new(_impl->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS));
-  char errstr[256];
-  (void)rd_kafka_AdminOptions_set_request_timeout(o.get(), timeout_ms, errstr, sizeof errstr);
-  const std::string id = kafka_group_id(_group);
-  const char* ids[] = {id.c_str()};
-  rd_kafka_DescribeConsumerGroups(_impl->rk, ids, 1, o.get(), queue.get());
-  event_ptr ev(rd_kafka_queue_poll(queue.get(), timeout_ms + 1'000));
-  if (!ev) return fail(errc::timeout, fmt::format("describing {}: no answer", id));
-  if (rd_kafka_event_error(ev.get())) {
-    return fail(errc::io,
-                fmt::format("describing {}: {}", id, rd_kafka_event_error_string(ev.get())));
-  }
-  size_t n = 0;
-  const auto* const* descs = rd_kafka_DescribeConsumerGroups_result_groups(
-      rd_kafka_event_DescribeConsumerGroups_result(ev.get()), &n);
-  std::vector<bool> given(partitions, false);
-  for (size_t i = 0; i < n; ++i) {
-    if (const rd_kafka_error_t* err = rd_kafka_ConsumerGroupDescription_error(descs[i])) {
-      return fail(errc::io, fmt::format("describing {}: {}", id, rd_kafka_error_string(err)));
-    }
-    const auto state = rd_kafka_ConsumerGroupDescription_state(descs[i]);
-    if (state != RD_KAFKA_CONSUMER_GROUP_STATE_STABLE) {
-      return fail(errc::io, fmt::format("{} is {}, not stable", id,
-                                        rd_kafka_consumer_group_state_name(state)));
-    }
-    for (size_t m = 0; m < rd_kafka_ConsumerGroupDescription_member_count(descs[i]); ++m) {
-      const auto* a = rd_kafka_MemberDescription_assignment(
-          rd_kafka_ConsumerGroupDescription_member(descs[i], m));
-      const auto* parts = a ? rd_kafka_MemberAssignment_partitions(a) : nullptr;
-      for (int k = 0; parts && k < parts->cnt; ++k) {
-        const int32_t p = parts->elems[k].partition;
-        if (_impl->topic == parts->elems[k].topic && p >= 0 &&
-            static_cast<uint32_t>(p) < partitions) {
-          given[static_cast<size_t>(p)] = true;
-        }
-      }
-    }
-  }
-  return std::ranges::all_of(given, [](bool g) { return g; });
 }
 
 void* kafka_membership::group_metadata_copy() const {

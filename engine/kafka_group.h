@@ -52,15 +52,9 @@ class kafka_membership {
   // and the end offset (high watermark) of `topic`'s partition 0 (-1: no such topic).
   result<uint32_t> topic_partitions(const std::string& topic, int timeout_ms) const;
   result<int64_t> end_offset(const std::string& topic, int timeout_ms) const;
-  // Whether the group's assignment (a describe of the group, every member's share) gives out
-  // every partition below `partitions` of the member's topic: the group rebalanced over that
-  // count. errc::io while the group rebalances (not stable): its assignment is not known.
-  result<bool> group_assigns(uint32_t partitions, int timeout_ms) const;
-  // Makes the group rebalance: a member without a static id joins (a rebalance, in which the
-  // leader assigns over the count its metadata has now), takes nothing, and leaves (another
-  // one). For a group whose members all joined after the topics grew, so that no consumer saw
-  // the count change; errc::timeout if the join did not complete within timeout_ms.
-  result<void> nudge(int timeout_ms) const;
+  // Assignments this member was given (rebalances of its group that included it), since it
+  // joined: the node waits for one more after it saw the topics grow.
+  uint64_t assignments() const { return _assignments.load(); }
 
   struct impl;
 
@@ -77,6 +71,7 @@ class kafka_membership {
   mutable std::mutex _owned_mu;
   std::vector<uint32_t> _owned;
   std::atomic<bool> _stop{false};
+  std::atomic<uint64_t> _assignments{0};
   std::thread _thread;
   friend void membership_rebalance(kafka_membership& m, int err, void* partitions);
 };

@@ -33,11 +33,6 @@ constexpr int placement_check_timeout_ms = 5000;
 // How long a node that saw the topics grow waits for its groups to rebalance over the new count
 // before it opens itself again anyway (librdkafka refreshes the metadata every 5 s).
 constexpr auto group_rebalance_wait = std::chrono::seconds(30);
-// How often a node asks whether its groups give out every partition, after how long without
-// that it nudges a group into a rebalance, and how long the nudging member waits to join.
-constexpr auto group_check_interval = std::chrono::seconds(5);
-constexpr auto group_uncovered_nudge_after = std::chrono::seconds(15);
-constexpr int group_nudge_timeout_ms = 20'000;
 
 // A wrong password, an untrusted certificate or a missing permission is reported at start,
 // naming the cause, instead of the log's clients retrying it forever.
@@ -339,9 +334,8 @@ void node::watch_placement() {
           k.topic_prefix + std::string(stream_name(static_cast<stream>(s))), timeout_ms);
       all = c && *c == *count;
     }
-    if (all) grown_to(*count, members, timeout_ms);
-  } else if (count) {
-    check_groups(members, timeout_ms);
+    _grown_all_topics = all;
+    grown_to(*count, members);
   }
   const std::string topic = k.topic_prefix + std::string(placement_topic_suffix);
   auto end = member.end_offset(topic, timeout_ms);
@@ -361,64 +355,37 @@ void node::watch_placement() {
   }
 }
 
-// A group none of whose consumers saw the topics grow (all joined after it: the instances
-// restarted, or opened again after group_rebalance_wait) keeps an assignment over the old
-// count: partitions nobody runs. A group that does not give out every partition for
-// group_uncovered_nudge_after is nudged into a rebalance (kafka_membership::nudge).
-void node::check_groups(const std::vector<kafka_membership*>& members, int timeout_ms) {
-  const auto now = std::chrono::steady_clock::now();
-  if (now < _next_group_check) return;
-  _next_group_check = now + group_check_interval;
-  for (kafka_membership* m : members) {
-    auto given = m->group_assigns(_options.partitions, timeout_ms);
-    if (!given || *given) {
-      _uncovered_since.erase(m->group());
-      continue;
-    }
-    auto [it, first] = _uncovered_since.try_emplace(m->group(), now);
-    if (first || now - it->second < group_uncovered_nudge_after) continue;
-    fmt::print(stderr,
-               "auterity: group {} has not given out all {} partitions for {} s: nudging it "
-               "into a rebalance\n",
-               kafka_group_id(m->group()), _options.partitions,
-               std::chrono::duration_cast<std::chrono::seconds>(now - it->second).count());
-    if (auto r = m->nudge(group_nudge_timeout_ms); !r) {
-      fmt::print(stderr, "auterity: {}\n", r.error().message);
-    }
-    _uncovered_since.erase(it);
-  }
-}
-
 // The group rebalances over a new count when a member's consumer sees the count change at its
 // metadata refresh; a consumer made after the topics grew never sees a change. So the node
-// opens itself again (closing its consumers) only once every group it is in gave out all
-// `count` partitions, or after group_rebalance_wait if they do not (then another instance's
-// consumers, or the next join, rebalance them).
-void node::grown_to(uint32_t count, const std::vector<kafka_membership*>& members, int timeout_ms) {
+// opens itself again (closing its consumers) only once each of its members was given an
+// assignment after it first saw the ingress topic grow (each group rebalanced since), or after
+// group_rebalance_wait if one was not.
+void node::grown_to(uint32_t count, const std::vector<kafka_membership*>& members) {
   const auto now = std::chrono::steady_clock::now();
   if (_grown_count != count) {
     _grown_count = count;
     _grown_since = now;
+    _grown_assignments.clear();
+    for (kafka_membership* m : members) _grown_assignments.push_back(m->assignments());
     fmt::print(stderr,
-               "auterity: the topics have {} partitions now (this instance opened the log with "
-               "{}); opening again once the groups rebalanced over {}\n",
-               count, _options.partitions, count);
+               "auterity: the ingress topic has {} partitions now (this instance opened the log "
+               "with {}); opening again once the topics agree and the groups rebalanced\n",
+               count, _options.partitions);
   }
-  bool all = true;
-  for (kafka_membership* m : members) {
-    auto given = m->group_assigns(count, timeout_ms);
-    all = given && *given;
-    if (!all) break;
+  if (!_grown_all_topics) return;
+  bool all = _grown_assignments.size() == members.size();
+  for (size_t i = 0; all && i < members.size(); ++i) {
+    all = members[i]->assignments() > _grown_assignments[i];
   }
   if (all) {
     note_reopen(
-        fmt::format("the topics have {} partitions now and the groups gave them all out; "
-                    "this instance opened the log with {}",
+        fmt::format("the topics have {} partitions now and every group of this "
+                    "instance rebalanced; it opened the log with {}",
                     count, _options.partitions));
   } else if (now - _grown_since >= group_rebalance_wait) {
     note_reopen(
         fmt::format("the topics have {} partitions now (this instance opened the log "
-                    "with {}); the groups did not give them all out within {} s",
+                    "with {}); not every group rebalanced within {} s",
                     count, _options.partitions, group_rebalance_wait.count()));
   }
 }

@@ -169,16 +169,14 @@ class node {
   // partition count or placement header that differs from the log's (restart_needed()).
   void watch_placement();
   void note_reopen(std::string why);  // sets _grown once
-  // The topics have `count` partitions: notes a reopen once every group of `members` gave them
-  // all out (or after group_rebalance_wait).
-  void grown_to(uint32_t count, const std::vector<kafka_membership*>& members, int timeout_ms);
-  uint32_t _grown_count = 0;  // supervisor thread only, as _grown_since
+  // The ingress topic has `count` partitions: notes a reopen once all the topics have them and
+  // every member of `members` was given an assignment since (or after group_rebalance_wait).
+  void grown_to(uint32_t count, const std::vector<kafka_membership*>& members);
+  uint32_t _grown_count = 0;  // supervisor thread only, as the three below
+  bool _grown_all_topics = false;
   std::chrono::steady_clock::time_point _grown_since{};
-  std::atomic<bool> _assigned_past{false};  // a group assigned a partition past the count
-  // Nudges a group that keeps partitions of the count unassigned into a rebalance.
-  void check_groups(const std::vector<kafka_membership*>& members, int timeout_ms);
-  std::chrono::steady_clock::time_point _next_group_check{};  // supervisor thread only, as:
-  std::map<std::string, std::chrono::steady_clock::time_point> _uncovered_since;
+  std::vector<uint64_t> _grown_assignments;  // each member's assignments() when first seen
+  std::atomic<bool> _assigned_past{false};   // a group assigned a partition past the count
   std::chrono::steady_clock::time_point _next_watch{};  // supervisor thread only
   int64_t _placement_end = -2;  // end of the placement topic last read; -2: not read yet
   std::mutex _members_mu;
