@@ -236,6 +236,30 @@ class kafka_fixture : public ::testing::Test {
     return ids;
   }
 
+  // Waits up to 60 s until `moves` tenants moved in (TenantMovedIn, read_committed, counted on
+  // every partition of the log as it is now); returns how many did. A scale's moves are complete
+  // only then: until the target installs the chunks, the tenant's state is in flight on the
+  // target's ingress (docs/tenant-moves.md), so a reader of the state stores would not find it,
+  // and a second move of a tenant still installing is refused, as it should be.
+  size_t await_moved_in(size_t moves) {
+    size_t seen = 0;
+    for (int round = 0; round < 120 && seen < moves; ++round) {
+      kafka_log_options ro = *options("mover-reader", false).kafka;
+      ro.read_only = true;
+      auto reader = open_kafka_log(ro);
+      if (!reader) continue;
+      seen = 0;
+      for (uint32_t p = 0; p < (*reader)->partition_count(); ++p) {
+        for (const record& r : read_all(**reader, stream::executions, p)) {
+          const fbs::Envelope* e = decode_envelope(r.value);
+          seen += e && e->payload_type() == fbs::Payload::TenantMovedIn;
+        }
+      }
+      if (seen < moves) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    return seen;
+  }
+
   static inline std::unique_ptr<testing::kafka_cluster> cluster;
   std::string prefix;
   std::string dir;
@@ -1276,27 +1300,6 @@ TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run)
   auto cli = [&](const std::string& args) {
     return testing::run_command(fmt::format("'{}' {} {} 2>&1", AUTERITY_BIN, args, where));
   };
-  // Waits until `moves` tenants moved in (TenantMovedIn, read_committed) in all: the moves of a
-  // scale are decided before the next scale plans (a second move of a tenant still installing
-  // is refused, as it should be).
-  auto await_moved_in = [&](size_t moves) {
-    size_t seen = 0;
-    for (int round = 0; round < 120 && seen < moves; ++round) {
-      kafka_log_options ro = *options("mover-reader", false).kafka;
-      ro.read_only = true;
-      auto reader = open_kafka_log(ro);
-      if (!reader) continue;
-      seen = 0;
-      for (uint32_t p = 0; p < (*reader)->partition_count(); ++p) {
-        for (const record& r : read_all(**reader, stream::executions, p)) {
-          const fbs::Envelope* e = decode_envelope(r.value);
-          seen += e && e->payload_type() == fbs::Payload::TenantMovedIn;
-        }
-      }
-      if (seen < moves) std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    }
-    return seen;
-  };
   auto scale = [&](uint32_t to) {
     const auto began = std::chrono::steady_clock::now();
     auto out = cli(fmt::format("partitions scale --to {} --wait-s 120", to));
@@ -1348,6 +1351,9 @@ TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run)
   ASSERT_EQ(down3.code, 0) << down3.out;
   EXPECT_NE(down3.out.find("3..7 retired: Kafka cannot delete partitions"), std::string::npos)
       << down3.out;
+  moves += moves_published(down3.out);
+  ASSERT_EQ(await_moved_in(moves), moves)
+      << "the moves off the retired partitions did not complete";
   loading = false;
   load.join();
   std::map<std::string, std::string> conf = {{"bootstrap.servers", cluster->bootstrap()}};
@@ -1439,6 +1445,8 @@ TEST_F(kafka_engine, partitions_scale_survives_an_instance_killed_while_it_reope
   ASSERT_EQ(up.code, 0) << up.out;
   EXPECT_NE(up.out.find("run 4 partitions"), std::string::npos) << up.out;
   EXPECT_NE(up.out.find("move(s) published on ingress"), std::string::npos) << up.out;
+  const size_t moves = moves_published(up.out);
+  ASSERT_GT(moves, 0u) << "every tenant is on partition 0 of 2: the scale moves some; " << up.out;
   // a killed itself in its reopen; b runs everything.
   const int sa = wait_exit(pa, 30);
   EXPECT_TRUE(sa >= 0 && WIFSIGNALED(sa) && WTERMSIG(sa) == SIGKILL) << "status " << sa;
@@ -1456,6 +1464,10 @@ TEST_F(kafka_engine, partitions_scale_survives_an_instance_killed_while_it_reope
     ASSERT_EQ(await_ended_in_log(**reader, ids, std::chrono::seconds(240)), ids.size())
         << "executions still running; logs in " << a << " and " << b;
   }
+  // The executions may all have ended before the moves were decided (the scale waits for the
+  // reopens): the scale is complete once every tenant it moved is installed on its target.
+  ASSERT_EQ(await_moved_in(moves), moves)
+      << "the scale's moves did not complete; logs in " << a << " and " << b;
   ::kill(pa2, SIGTERM);
   ::kill(pb, SIGTERM);
   EXPECT_TRUE(exited_ok(wait_exit(pa2, 60))) << "log: " << a << "/engine.log";
