@@ -46,6 +46,9 @@ inline constexpr size_t timeline_events_max = 4096;
 // How often the server looks at the key file for keys created or revoked by
 // `auterity keys` while it runs: a revocation takes effect within this time.
 inline constexpr int64_t key_file_check_ms = 250;
+// POST /v1/partitions/scale: partitions taking tenants asked for, 1 to this (the embedded log's
+// own limit, node/scale.cc); more: 400.
+inline constexpr uint32_t scale_partitions_max = 1000;
 // Clock skew allowed on a JWT's exp and nbf.
 inline constexpr int64_t jwt_leeway_s = 30;
 // A JWT (the whole compact form) longer than this is refused without decoding.

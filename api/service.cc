@@ -524,6 +524,8 @@ struct api_server::impl {
               const std::string& tenant, const std::string& id, api_responder respond);
   void move(const api_request& req, const target_parts& t, const principal& who,
             const std::string& tenant, api_responder respond);
+  api_response partitions_route(const api_request& req, const target_parts& t,
+                                const principal& who);
 
   // Reads.
   std::optional<api_response> read_store(const std::string& tenant,
@@ -610,7 +612,9 @@ void api_server::impl::handle(api_request&& req, api_responder respond) {
     r.body = std::string(openapi_document());
     return respond(std::move(r));
   }
-  if (!t.ok || seg.size() < 2 || seg[0] != "tenants") return respond(not_found());
+  const bool partitions = t.ok && !seg.empty() && seg[0] == "partitions" &&
+                          (seg.size() == 1 || (seg.size() == 2 && seg[1] == "scale"));
+  if (!partitions && (!t.ok || seg.size() < 2 || seg[0] != "tenants")) return respond(not_found());
   auto who = authenticate(req);
   if (!who) {
     api_response r = problem(401, "a valid API key or bearer token is required");
@@ -623,7 +627,51 @@ void api_server::impl::handle(api_request&& req, api_responder respond) {
     r.headers.emplace_back("Retry-After", std::to_string(wait_s));
     return respond(std::move(r));
   }
+  if (partitions) return respond(partitions_route(req, t, *who));
   route(req, t, *who, std::move(respond));
+}
+
+// GET /v1/partitions (any role with a key for every tenant) and POST /v1/partitions/scale
+// (admin, every tenant): the deployment's partitions, not one tenant's.
+api_response api_server::impl::partitions_route(const api_request& req, const target_parts& t,
+                                                const principal& who) {
+  const bool scale = t.segments.size() == 2;
+  const std::string allow = scale ? "POST" : "GET";
+  if (req.method != allow) {
+    api_response r = problem(405, fmt::format("use {}", allow));
+    r.headers.emplace_back("Allow", allow);
+    return r;
+  }
+  if (who.tenant != any_tenant) {
+    return problem(403, "the deployment's partitions need a key for every tenant");
+  }
+  if (!role_allows(who.role, scale ? api_action::move : api_action::read)) {
+    return problem(403, fmt::format("the role {} may not do this", role_name(who.role)));
+  }
+  if (scale) {
+    json body = json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("to") || !body["to"].is_number_unsigned() ||
+        body.size() != 1) {
+      return problem(400, "body: {\"to\": partitions taking tenants afterwards}");
+    }
+    const uint64_t to = body["to"].get<uint64_t>();
+    if (to < 1 || to > api_limits::scale_partitions_max) {
+      return problem(400, fmt::format("to: 1 to {} partitions", api_limits::scale_partitions_max));
+    }
+    auto r = engine.request_scale(static_cast<uint32_t>(to));
+    if (!r) {
+      return problem(r.error().code == errc::locked ? 409 : 422, r.error().message);
+    }
+  }
+  const placement_header h = engine.events().placement();
+  const engine_access::scale_status s = engine.scale();
+  json out = {{"partitions", engine.partitions()},
+              {"base", h.base},
+              {"retired", h.retired},
+              {"scale", {{"state", s.state}, {"to", s.to}, {"message", s.message}}}};
+  api_response r = json_response(scale ? 202 : 200, out);
+  if (scale) r.headers.emplace_back("Location", "/v1/partitions");
+  return r;
 }
 
 void api_server::impl::route(const api_request& req, const target_parts& t, const principal& who,

@@ -36,6 +36,24 @@ class engine_access {
   // Calls fn with partition p's state if this process has it; false if not.
   virtual bool with_store(uint32_t p, const std::function<void(const state_store&)>& fn) = 0;
   virtual bool ready() = 0;  // recovered and running
+
+  // A change of the partition count through the API (POST /v1/partitions/scale; the embedded
+  // engine under `run --http`, docs/tenant-moves.md "Moves while the engine runs"): the process
+  // serving the engine stops it, scales the log as `partitions scale` does and opens it again.
+  struct scale_status {
+    std::string state = "none";  // none, requested, running, done, failed
+    uint32_t to = 0;             // partitions taking tenants asked for
+    std::string message;         // done: the plan and what was published; failed: why
+  };
+  virtual scale_status scale() { return {}; }
+  // errc::invalid: this process cannot (a gateway on Kafka: `partitions scale --kafka`);
+  // errc::locked: a scale is requested or running.
+  virtual result<void> request_scale(uint32_t to) {
+    (void)to;
+    return fail(errc::invalid,
+                "this process does not scale partitions (on Kafka: auterity partitions scale "
+                "--kafka)");
+  }
 };
 
 struct api_options {

@@ -83,9 +83,10 @@ uint16_t api_handle::port() const { return _s->server->port(); }
 void api_handle::set_ready(bool ready) { _s->access->set_ready(ready); }
 
 result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_dir,
-                                               const http_flags& f, clock& clk) {
+                                               const http_flags& f, clock& clk,
+                                               scale_board* board) {
   auto s = std::make_unique<api_handle::state>();
-  s->access = std::make_unique<node_access>(n);
+  s->access = std::make_unique<node_access>(n, board);
   api_options o;
   o.http.address = f.address;
   o.http.threads = f.threads;
@@ -279,6 +280,55 @@ int api_move(const local_endpoint& ep, const std::string& tenant, uint32_t to, i
              "auterity: tenant {} is not settled on partition {} after {} s (placement: {}); the "
              "move goes on: GET /v1/tenants/{}/placement\n",
              tenant, to, wait_s, last.is_object() ? last.dump() : "not read", tenant);
+  return 2;
+}
+
+int api_scale(const std::string& data_dir, uint32_t to, int wait_s) {
+  auto ep = find_endpoint(data_dir);
+  if (!ep) {
+    fmt::print(stderr, "auterity: no engine serves {} any more\n", data_dir);
+    return 2;
+  }
+  auto posted = send(*ep, "POST", "/v1/partitions/scale", json{{"to", to}}.dump());
+  if (!posted) {
+    fmt::print(stderr, "auterity: the engine's API did not answer: {}\n", posted.error().message);
+    return 2;
+  }
+  if (posted->status != 202) {
+    json j = json::parse(posted->body, nullptr, false);
+    fmt::print(stderr, "auterity: scale refused by the running engine ({}): {}\n", posted->status,
+               j.is_object() ? j.value("detail", posted->body) : posted->body);
+    return 1;
+  }
+  fmt::print(stderr,
+             "auterity: scale to {} accepted by the running engine: it stops, scales the log and "
+             "opens again (its API is down meanwhile)\n",
+             to);
+  // Followed through each new endpoint file: the API is opened again on the same address (a
+  // new port if it was 0).
+  const auto began = std::chrono::steady_clock::now();
+  const auto deadline = began + std::chrono::seconds(wait_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto now_ep = find_endpoint(data_dir);
+    if (!now_ep) continue;
+    auto resp = send(*now_ep, "GET", "/v1/partitions", "");
+    if (!resp || resp->status != 200) continue;
+    json j = json::parse(resp->body, nullptr, false);
+    if (!j.is_object() || !j.contains("scale")) continue;
+    const json& sc = j["scale"];
+    const std::string state = sc.value("state", "");
+    if (sc.value("to", 0u) != to || (state != "done" && state != "failed")) continue;
+    fmt::print("{}", sc.value("message", ""));
+    if (state == "failed") return 1;
+    fmt::print("the engine runs {} partitions again after {:.1f} s\n", j.value("partitions", 0u),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+    return 0;
+  }
+  fmt::print(stderr,
+             "auterity: the engine did not report the scale to {} within {} s: GET "
+             "/v1/partitions shows it\n",
+             to, wait_s);
   return 2;
 }
 

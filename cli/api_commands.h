@@ -14,6 +14,7 @@
 namespace auterity {
 
 class node;
+class scale_board;
 
 struct http_flags {
   std::string address;  // empty: no API
@@ -40,8 +41,10 @@ class api_handle {
  private:
   std::unique_ptr<state> _s;
 };
+// `board`: where POST /v1/partitions/scale puts its request for `run` (none: refused).
 result<std::unique_ptr<api_handle>> start_http(node& n, const std::string& data_dir,
-                                               const http_flags& f, clock& clk);
+                                               const http_flags& f, clock& clk,
+                                               scale_board* board = nullptr);
 
 struct local_endpoint {
   std::string url;
@@ -70,6 +73,12 @@ int api_cancel(const local_endpoint& ep, const std::string& tenant, const std::s
 // then the tenant's placement until it is settled on `to` (at most wait_s). Exit 0 moved, 1
 // rejected or refused, 2 no answer or not settled in time (the move goes on in the engine).
 int api_move(const local_endpoint& ep, const std::string& tenant, uint32_t to, int wait_s);
+
+// `partitions scale --to N` while an engine serves data_dir: POST /v1/partitions/scale, then
+// GET /v1/partitions (through each new endpoint file while the engine stops and opens again)
+// until the scale is done or failed; prints the engine's plan and outcome. Exit 0 done, 1
+// refused or failed, 2 no answer within wait_s.
+int api_scale(const std::string& data_dir, uint32_t to, int wait_s);
 
 command_runner add_keys_commands(CLI::App& app);
 // `auterity gateway --kafka B --http ADDR`: the API in front of Kafka, with a read replica of

@@ -86,11 +86,15 @@ struct kafka_survey {
 };
 result<kafka_survey> survey_kafka(const kafka_log_options& k, int64_t window_ms);
 // Applies a plan to a Kafka deployment whose header is `now`: grows the topics (the placement
-// base recorded first) and stops there — instances sized for the old count would refuse moves
-// to the new partitions: restart them and run the scale again; or records the retired
-// partitions, then publishes one MoveTenant per move on ingress. Exit 0 done, 1 failed.
+// base recorded first) or records the retired partitions; then, if there are moves, waits up
+// to `wait` until the orchestrator group gives out every partition and (after a grow) every
+// member running this deployment's partitions joined again, i.e. opened the log with the
+// plan's count (the instances open themselves again in process
+// when the topics grow: docs/tenant-moves.md), with progress on stderr, and publishes one
+// MoveTenant per move on ingress. Exit 0 done, 1 failed, 2 the instances did not take up the
+// count within `wait` (nothing published: run it again).
 int kafka_apply_scale(const kafka_log_options& k, const placement_header& now,
-                      const scale_plan& plan, int64_t now_ms);
+                      const scale_plan& plan, int64_t now_ms, std::chrono::seconds wait);
 
 // Anchors written by `auterity run` (docs/anchors.md; cli/anchors_cmd.cc).
 struct anchor_flags {

@@ -19,11 +19,13 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "api/node_access.h"
 #include "api/service.h"
 #include "cli/api_commands.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "engine/embedded_log.h"
+#include "engine/fault.h"
 #include "engine/record.h"
 #include "node/node.h"
 #include "node/scale.h"
@@ -254,106 +256,249 @@ void print_stats(node& n, run_stats& last, double seconds) {
 constexpr int exit_anchors_mismatch = 4;
 // Exit code of `run` that stopped while a partition was offline (damaged committed data).
 constexpr int exit_partition_offline = 5;
-// Exit code of `run`/`worker` when the topics grew while it ran: restart it to run the new
-// partitions (node::restart_needed).
+// Exit code of `run`/`worker` when the topics grew or the placement header changed while it ran
+// and opening the node again in process failed for reopen_wait_s_max: restart it
+// (node::restart_needed).
 constexpr int exit_restart_needed = 6;
+// How long `run` retries opening the node again after the topics grew (a broker away).
+constexpr auto reopen_wait_s_max = std::chrono::seconds(60);
 
-int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
-            const http_flags& http = {}, const anchor_flags& af = {}) {
-  system_clock clk;
+// The embedded log's scale with the directory free (the engine stopped, or `run` between its
+// stop and its open): survey, plan (plan_text), grow or retire, publish the moves.
+struct embedded_scaled {
+  std::string plan_text;
+  scale_plan plan;
+  size_t published = 0;
+};
+result<embedded_scaled> scale_embedded(const common_flags& f, uint32_t target, int64_t window_ms,
+                                       bool dry_run);
+
+// An open, recovered and started node with its anchors: what `run` serves, opened again in
+// process when the partition count or the placement header changes.
+struct running_node {
+  std::unique_ptr<node> n;
+  run_anchors anchors;
+};
+
+// Exit code of a failed open in `rc` (anchors that do not match: exit_anchors_mismatch).
+result<running_node> start_node(const common_flags& f, const anchor_flags& af, clock& clk,
+                                int& rc) {
+  rc = 1;
   // On Kafka, `run` joins the engine's consumer group: instances split the partitions.
   auto n = open_node(f, clk, true, /*kafka_group=*/true);
-  if (!n) return report(n.error());
+  if (!n) return std::unexpected(n.error());
   // Before recovery: a log that does not match its anchors is not decided on.
   // On Kafka only the partitions the instance owns are anchored (docs/anchors.md, "Kafka").
   std::function<std::vector<uint32_t>()> owned;
   if (!f.kafka.empty()) owned = [raw = n->get()] { return raw->owned_partitions(); };
   auto anchors = open_run_anchors(af, (*n)->get_log(), f.data_dir, std::move(owned));
   if (!anchors) {
-    const int rc = report(anchors.error());
-    return anchors.error().code == errc::corrupt ? exit_anchors_mismatch : rc;
+    if (anchors.error().code == errc::corrupt) rc = exit_anchors_mismatch;
+    return std::unexpected(anchors.error());
   }
-  if (auto r = (*n)->recover(); !r) return report(r.error());
+  if (auto r = (*n)->recover(); !r) return std::unexpected(r.error());
   (*n)->start();
+  return running_node{std::move(*n), std::move(*anchors)};
+}
+
+// Stops `r` as a clean shutdown does (the anchor covers every commit) and opens the node again
+// with the same options: docs/tenant-moves.md, "Instances take up a new partition count in
+// process". Retries the open every second for reopen_wait_s_max.
+bool reopen_node(const common_flags& f, const anchor_flags& af, clock& clk, running_node& r,
+                 const std::string& why) {
+  const auto began = std::chrono::steady_clock::now();
+  fmt::print(stderr, "auterity: reopening in process: {}\n", why);
+  const uint32_t before = r.n->partitions();
+  r.anchors.before_stop();
+  r.n->stop();
+  r.anchors.after_stop();
+  r = running_node{};  // the log, the stores and the members are closed before the new open
+  const auto stopped = std::chrono::steady_clock::now();
+  fault_point("reopen.stopped");
+  for (;;) {
+    int rc = 0;
+    auto opened = start_node(f, af, clk, rc);
+    if (opened) {
+      r = std::move(*opened);
+      break;
+    }
+    if (std::chrono::steady_clock::now() - began >= reopen_wait_s_max || g_interrupted) {
+      fmt::print(stderr, "auterity: reopening failed for {} s: {}; restart the instance\n",
+                 reopen_wait_s_max.count(), opened.error().message);
+      return false;
+    }
+    fmt::print(stderr, "auterity: reopening failed, retrying in 1 s: {}\n", opened.error().message);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  r.anchors.at_start();
+  auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  const auto now = std::chrono::steady_clock::now();
+  fmt::print(stderr,
+             "auterity: reopened in process in {} ms ({} ms stopping, {} ms opening): {} -> {} "
+             "partitions in all, placement base {}; the group assigns this instance its share\n",
+             ms(now - began), ms(stopped - began), ms(now - stopped), before, r.n->partitions(),
+             r.n->get_log().placement().base);
+  return true;
+}
+
+// The scale requested through the API (POST /v1/partitions/scale) on the embedded log: the API
+// and the node stop as on Ctrl-C, the log is scaled as `partitions scale` does with the engine
+// stopped, and both open again (docs/tenant-moves.md, "Moves while the engine runs"). The
+// outcome goes to `board` once the API serves again. False if the engine could not be opened
+// again (said on stderr).
+bool scale_in_process(const common_flags& f, const anchor_flags& af, const http_flags& http,
+                      clock& clk, running_node& r, std::unique_ptr<api_handle>& api,
+                      scale_board& board, uint32_t to) {
+  using steady = std::chrono::steady_clock;
+  const auto began = steady::now();
+  fmt::print(stderr, "auterity: scaling to {} partitions in process: stopping the engine\n", to);
+  api.reset();
+  r.anchors.before_stop();
+  r.n->stop();
+  r.anchors.after_stop();
+  r = running_node{};
+  const auto stopped = steady::now();
+  common_flags stored = f;
+  stored.partitions = 0;  // the count the log has now
+  auto scaled = scale_embedded(stored, to, survey_window_ms_default, /*dry_run=*/false);
+  std::string message;
+  if (scaled) {
+    message = scaled->plan_text +
+              fmt::format(
+                  "the log has {} partitions, {} taking tenants; {} move(s) published on "
+                  "ingress: the engine runs them now\n",
+                  scaled->plan.partitions, scaled->plan.active, scaled->published);
+  } else {
+    message = fmt::format("scale refused or failed: {} ({})\n", scaled.error().message,
+                          errc_name(scaled.error().code));
+  }
+  fmt::print(stderr, "auterity: {}", message);
+  const auto scaled_at = steady::now();
+  int rc = 0;
+  auto opened = start_node(stored, af, clk, rc);
+  if (!opened) {
+    board.finish(false, message);
+    fmt::print(stderr, "auterity: opening the engine again after the scale failed: {}\n",
+               opened.error().message);
+    return false;
+  }
+  r = std::move(*opened);
+  r.anchors.at_start();
+  auto a = start_http(*r.n, f.data_dir, http, clk, &board);
+  if (!a) {
+    board.finish(false, message);
+    fmt::print(stderr, "auterity: opening the API again after the scale failed: {}\n",
+               a.error().message);
+    return false;
+  }
+  api = std::move(*a);
+  api->set_ready(true);
+  board.finish(scaled.has_value(), message);
+  auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  fmt::print(stderr,
+             "auterity: serving {} partition(s) again; the engine paused {} ms ({} ms stopping, {} "
+             "ms surveying and scaling the log, {} ms opening); HTTP API on port {}\n",
+             r.n->partitions(), ms(steady::now() - began), ms(stopped - began),
+             ms(scaled_at - stopped), ms(steady::now() - scaled_at), api->port());
+  return true;
+}
+
+int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
+            const http_flags& http = {}, const anchor_flags& af = {}) {
+  scale_board board;  // POST /v1/partitions/scale (embedded log): kept across the reopen
+  system_clock clk;
+  int rc = 1;
+  auto started = start_node(f, af, clk, rc);
+  if (!started) {
+    const int reported = report(started.error());
+    return rc == exit_anchors_mismatch ? rc : reported;
+  }
+  running_node r = std::move(*started);  // r.n changes when the node is opened again
   std::unique_ptr<api_handle> api;
   if (!http.address.empty()) {
     if (!f.kafka.empty()) {
-      (*n)->stop();
+      r.n->stop();
       return report(error{errc::invalid,
                           "--http serves the embedded log; on Kafka run "
                           "`auterity gateway --kafka B --http ADDR`"});
     }
-    auto a = start_http(**n, f.data_dir, http, clk);
+    auto a = start_http(*r.n, f.data_dir, http, clk, &board);
     if (!a) {
-      (*n)->stop();
+      r.n->stop();
       return report(a.error());
     }
     api = std::move(*a);
     api->set_ready(true);
     fmt::print(stderr, "auterity: HTTP API on port {} (/v1/..., api/README.md)\n", api->port());
   }
-  for (const auto& [p, damage] : (*n)->offline_partitions()) {
+  for (const auto& [p, damage] : r.n->offline_partitions()) {
     fmt::print(stderr,
                "auterity: partition {} is OFFLINE (its tenants wait; the other partitions run): "
                "{}; salvage it with `auterity repair --data {} --partition {}` (docs/salvage.md)\n",
                p, damage, f.data_dir, p);
   }
-  anchors->at_start();
-  if (uint16_t port = (*n)->metrics_port()) {
+  r.anchors.at_start();
+  if (uint16_t port = r.n->metrics_port()) {
     fmt::print(stderr, "auterity: Prometheus metrics on port {} (/metrics)\n", port);
   }
   if (!f.orchestrator) {
     fmt::print(stderr,
                "auterity: worker instance {} joined the worker groups on {} ({} partitions in "
                "all; Kafka assigns this instance its share; Ctrl-C to stop)\n",
-               f.instance, f.kafka, (*n)->partitions());
+               f.instance, f.kafka, r.n->partitions());
   } else if (f.kafka.empty()) {
     fmt::print(stderr, "auterity: serving {} partition(s) from {} (Ctrl-C to stop)\n",
-               (*n)->partitions(), f.data_dir);
+               r.n->partitions(), f.data_dir);
   } else {
     fmt::print(stderr,
                "auterity: instance {} joined the engine group on {} ({} partitions in all; "
                "Kafka assigns this instance its share; Ctrl-C to stop)\n",
-               f.instance, f.kafka, (*n)->partitions());
+               f.instance, f.kafka, r.n->partitions());
   }
   int quiet_rounds = 0;
-  run_stats last = run_stats::read(**n);
+  run_stats last = run_stats::read(*r.n);
   run_stats last_activity = last;
   auto last_print = std::chrono::steady_clock::now();
   while (!g_interrupted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (auto why = (*n)->fatal()) {
+    if (auto why = r.n->fatal()) {
       // Another process runs as this instance: going on would fight it for the partitions.
       fmt::print(stderr, "auterity: stopping: {}\n", *why);
       api.reset();
-      (*n)->stop();
+      r.n->stop();
       return 3;
     }
-    if (auto why = (*n)->restart_needed()) {
-      fmt::print(stderr, "auterity: stopping: {}\n", *why);
+    if (auto to = board.take()) {
+      if (!scale_in_process(f, af, http, clk, r, api, board, *to)) return 1;
+      last = last_activity = run_stats::read(*r.n);
+      quiet_rounds = 0;
+      continue;
+    }
+    if (auto why = r.n->restart_needed()) {
+      // Only in a Kafka group (the embedded log's count changes through its API): no HTTP API.
       api.reset();
-      anchors->before_stop();
-      (*n)->stop();
-      anchors->after_stop();  // a clean stop: the anchor covers every commit
-      return exit_restart_needed;
+      if (!reopen_node(f, af, clk, r, *why)) return exit_restart_needed;
+      last = last_activity = run_stats::read(*r.n);
+      quiet_rounds = 0;
+      continue;
     }
     const auto now = std::chrono::steady_clock::now();
-    anchors->tick();
+    r.anchors.tick();
     if (stats_interval_s > 0 && now - last_print >= std::chrono::seconds(stats_interval_s)) {
-      print_stats(**n, last, std::chrono::duration<double>(now - last_print).count());
+      print_stats(*r.n, last, std::chrono::duration<double>(now - last_print).count());
       last_print = now;
     }
     if (!until_quiet) continue;
     // Embedded log: quiet = every stream consumed and no timer pending, seen 3 times. Kafka's
     // offsets have gaps, so there: no timer pending, no running execution, and no input
     // processed for 2 s (the runtimes poll every few ms).
-    const run_stats activity = run_stats::read(**n);
+    const run_stats activity = run_stats::read(*r.n);
     const bool idle = activity.inputs == last_activity.inputs;
     last_activity = activity;
-    const node_summary sum = (*n)->summary();
+    const node_summary sum = r.n->summary();
     const bool quiet = f.kafka.empty()
                            ? sum.quiescent
-                           : idle && sum.quiescent && !(*n)->owned_partitions().empty() &&
+                           : idle && sum.quiescent && !r.n->owned_partitions().empty() &&
                                  !sum.executions_by_status.contains("running");
     quiet_rounds = quiet ? quiet_rounds + 1 : 0;
     if (quiet_rounds >= (f.kafka.empty() ? 3 : 20)) break;
@@ -361,17 +506,17 @@ int cmd_run(const common_flags& f, bool until_quiet, int stats_interval_s,
   api.reset();
   // On Kafka the partitions are given up on stop, their state with them: count before.
   std::optional<node_summary> before;
-  if (!f.kafka.empty()) before = (*n)->summary();
-  anchors->before_stop();
-  (*n)->stop();
-  anchors->after_stop();  // clean shutdown: covers every commit
-  node_summary s = before ? *before : (*n)->summary();
+  if (!f.kafka.empty()) before = r.n->summary();
+  r.anchors.before_stop();
+  r.n->stop();
+  r.anchors.after_stop();  // clean shutdown: covers every commit
+  node_summary s = before ? *before : r.n->summary();
   for (const auto& [status, count] : s.executions_by_status) {
     fmt::print("{:>10} {}\n", status, count);
   }
-  if (!(*n)->offline_partitions().empty()) {
+  if (!r.n->offline_partitions().empty()) {
     fmt::print(stderr, "auterity: {} partition(s) were offline (damaged committed data)\n",
-               (*n)->offline_partitions().size());
+               r.n->offline_partitions().size());
     return exit_partition_offline;
   }
   return 0;
@@ -558,42 +703,73 @@ int cmd_partitions_plan(const common_flags& f, uint32_t target, int64_t window_m
   return 0;
 }
 
-// Plans the moves that spread the tenants over `target` partitions and, unless a dry run,
-// grows or retires partitions and publishes the moves (docs/tenant-moves.md, "Scaling").
-int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, int64_t window_ms) {
-  if (f.kafka.empty() && find_endpoint(f.data_dir)) {
-    // A running engine sized its partitions and read the log's header when it opened: growing
-    // or retiring under it is not safe (docs/tenant-moves.md, "Moves while the engine runs").
-    return report(error{errc::locked,
-                        fmt::format("an engine serves {}: partitions scale changes the log's "
-                                    "partition count and header, which the running engine read "
-                                    "when it opened; stop it, scale, and start it again (single "
-                                    "tenants move while it runs: `auterity tenants move`)",
-                                    f.data_dir)});
-  }
-  std::optional<scale_plan> plan;
-  placement_header header;
+result<embedded_scaled> scale_embedded(const common_flags& f, uint32_t target, int64_t window_ms,
+                                       bool dry_run) {
+  embedded_scaled out;
   {
     auto s = survey_of(f, window_ms);
-    if (!s) return report(s.error());
-    header = s->events().placement();
-    auto planned = plan_scale(s->survey, s->events().partition_count(), header, target);
-    if (!planned) return report(planned.error());
-    plan = std::move(*planned);
+    if (!s) return std::unexpected(s.error());
+    auto planned =
+        plan_scale(s->survey, s->events().partition_count(), s->events().placement(), target);
+    if (!planned) return std::unexpected(planned.error());
+    out.plan = std::move(*planned);
   }  // the read-only open's shared lock is released here
-  fmt::print("{}", format_plan(*plan));
+  out.plan_text = format_plan(out.plan);
+  if (dry_run) return out;
+  auto published = apply_scale_embedded(f.data_dir + "/log", out.plan, wall_ms());
+  if (!published) return std::unexpected(published.error());
+  out.published = *published;
+  return out;
+}
+
+// Plans the moves that spread the tenants over `target` partitions and, unless a dry run,
+// grows or retires partitions and publishes the moves (docs/tenant-moves.md, "Scaling"). With
+// an engine serving the embedded log's directory, through its API (it scales in process).
+int cmd_partitions_scale(const common_flags& f, uint32_t target, bool dry_run, int64_t window_ms,
+                         uint32_t wait_s) {
+  if (f.kafka.empty() && find_endpoint(f.data_dir)) {
+    if (dry_run) {
+      // The plan reads the state stores, which the running engine holds: refused (exit 1).
+      (void)report(error{errc::locked,
+                         fmt::format("an engine serves {}: --dry-run reads the state stores, "
+                                     "which it holds; without --dry-run the scale goes through "
+                                     "its API (the busiest tenants per partition are on "
+                                     "/metrics)",
+                                     f.data_dir)});
+      return 1;
+    }
+    return api_scale(f.data_dir, target, static_cast<int>(wait_s));
+  }
+  if (!f.kafka.empty()) {
+    std::optional<scale_plan> plan;
+    placement_header header;
+    {
+      auto s = survey_of(f, window_ms);
+      if (!s) return report(s.error());
+      header = s->events().placement();
+      auto planned = plan_scale(s->survey, s->events().partition_count(), header, target);
+      if (!planned) return report(planned.error());
+      plan = std::move(*planned);
+    }
+    fmt::print("{}", format_plan(*plan));
+    if (dry_run) {
+      fmt::print("dry run: nothing changed\n");
+      return 0;
+    }
+    return kafka_apply_scale(*kafka_of(f), header, *plan, wall_ms(), std::chrono::seconds(wait_s));
+  }
+  auto scaled = scale_embedded(f, target, window_ms, dry_run);
+  if (!scaled) return report(scaled.error());
+  fmt::print("{}", scaled->plan_text);
   if (dry_run) {
     fmt::print("dry run: nothing changed\n");
     return 0;
   }
-  if (!f.kafka.empty()) return kafka_apply_scale(*kafka_of(f), header, *plan, wall_ms());
-  auto published = apply_scale_embedded(f.data_dir + "/log", *plan, wall_ms());
-  if (!published) return report(published.error());
   fmt::print(
       "the log has {} partitions, {} taking tenants; {} move(s) published on ingress: they run "
       "when the engine runs (`auterity run`); `auterity partitions show` shows where tenants "
       "are, and the same command again plans what is left\n",
-      plan->partitions, plan->active, *published);
+      scaled->plan.partitions, scaled->plan.active, scaled->published);
   return 0;
 }
 
@@ -964,12 +1140,21 @@ int main(int argc, char** argv) {
       "them (their history "
       "stays). Publishes one `tenants move` per move; the engine runs them. Embedded log: engine "
       "stopped. --kafka: weighs the tenants from the executions topic while the instances run; "
-      "up adds partitions as `topics apply --allow-repartition` does and stops: restart the "
-      "instances, then run it again to publish the moves; down records the retired partitions "
-      "in the placement topic and publishes the moves (docs/tenant-moves.md, \"Scaling the "
-      "partition count\"). Exit: 0 planned (and applied), 1 refused or failed");
+      "up adds partitions as `topics apply --allow-repartition` does, waits until every running "
+      "instance took them up (each opens itself again in process, no restart) and publishes the "
+      "moves; down records the retired partitions in the placement topic and publishes the "
+      "moves (docs/tenant-moves.md, \"Scaling the partition count\"). Exit: 0 planned (and "
+      "applied), 1 refused or failed, 2 (--kafka) the instances did not take up the new count "
+      "within --wait-s: nothing published, run it again");
   add_common(pscale, f);
   pscale->add_option("--to", scale_to, "Partitions that take tenants afterwards")->required();
+  uint32_t scale_wait_s = 120;
+  pscale
+      ->add_option("--wait-s", scale_wait_s,
+                   "--kafka: how long to wait for the instances to take up the new partition "
+                   "count before publishing the moves")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   pscale->add_flag("--dry-run", scale_dry_run, "Print the plan, change nothing");
   add_load_window(pscale);
 
@@ -1107,7 +1292,7 @@ int main(int argc, char** argv) {
   if (pshow->parsed()) return cmd_partitions_show(f, hottest, window_min * 60'000);
   if (pplan->parsed()) return cmd_partitions_plan(f, plan_to, window_min * 60'000);
   if (pscale->parsed()) {
-    return cmd_partitions_scale(f, scale_to, scale_dry_run, window_min * 60'000);
+    return cmd_partitions_scale(f, scale_to, scale_dry_run, window_min * 60'000, scale_wait_s);
   }
   if (tl->parsed()) return cmd_timeline(f, tenant, execution);
   if (st->parsed()) {

@@ -198,7 +198,8 @@ CLI::App* add_apply(CLI::App* topics, topics_flags& f) {
   cmd->add_flag("--allow-repartition", f.allow_repartition,
                 "Allow raising the partition count of existing topics. The count before is "
                 "recorded first as the placement base, so tenants keep their partitions; "
-                "restart the instances afterwards (topics/README.md)");
+                "running instances take the new partitions up within seconds, without a "
+                "restart (topics/README.md)");
   cmd->add_flag("--dry-run", f.dry_run,
                 "Print what would change and let the brokers validate it; change nothing");
   return cmd;

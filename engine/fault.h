@@ -26,6 +26,8 @@
 //                          before the write of its state and checkpoint
 //   replica.written        the same, after that write returned
 //   replica.flushed        a stopping replica flushed one partition's memtables
+//   reopen.stopped         `run` stopped its node to open it again in process (the partition
+//                          count or the placement header changed), before the new open
 //
 // Unarmed, a fault point costs one relaxed atomic load. A malformed AUTERITY_FAULT is reported
 // on stderr at the first hit and ignored.

@@ -2,9 +2,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include <fmt/core.h>
@@ -15,8 +17,10 @@
 namespace auterity {
 
 struct kafka_membership::impl {
-  // Replaced after a fatal consumer error (rejoin); readers of the group metadata hold mu.
-  std::mutex mu;
+  // Replaced after a fatal consumer error (rejoin, which holds mu exclusively); the readers of
+  // rk (group metadata for commits, the node's metadata watch) share it, so a slow metadata
+  // request never holds up a commit.
+  std::shared_mutex mu;
   rd_kafka_t* rk = nullptr;
   std::string topic;
   std::map<std::string, std::string> conf;
@@ -51,6 +55,7 @@ void membership_rebalance(kafka_membership& m, int err, void* partitions) {
       m._owned = list;
     }
     if (m._cb.assigned) m._cb.assigned(list);
+    m._assignments.fetch_add(1);
     return;
   }
   // Revoked (or lost): stop using the partitions before anyone else may take them.
@@ -84,9 +89,11 @@ result<std::unique_ptr<kafka_membership>> kafka_membership::join(const kafka_log
       // without a rebalance or waiting for the dead member's session to expire.
       {"group.instance.id", fmt::format("{}.{}", options.instance_id, group)},
       // Partitions added to the topics (`topics apply --allow-repartition`) are seen at the
-      // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group;
-      // with static membership the broker may keep the assignment (docs/tenant-moves.md).
-      {"topic.metadata.refresh.interval.ms", "10000"},
+      // next metadata refresh (librdkafka's default waits 5 minutes), which rejoins the group
+      // and rebalances it over the new count (docs/tenant-moves.md). Only a consumer made
+      // before the topics grew sees a change: the node opens itself again only after that
+      // rebalance.
+      {"topic.metadata.refresh.interval.ms", "5000"},
   };
   // The operator's settings (security, tuning) fill in; on a clash the engine's win.
   m->_impl->conf.merge(std::map<std::string, std::string>(options.client_config));
@@ -178,8 +185,40 @@ std::vector<uint32_t> kafka_membership::owned() const {
   return _owned;
 }
 
+result<uint32_t> kafka_membership::topic_partitions(const std::string& topic,
+                                                    int timeout_ms) const {
+  std::shared_lock lock(_impl->mu);
+  rd_kafka_topic_t* t = rd_kafka_topic_new(_impl->rk, topic.c_str(), nullptr);
+  if (!t) return fail(errc::io, fmt::format("topic handle {}", topic));
+  const rd_kafka_metadata_t* md = nullptr;
+  const rd_kafka_resp_err_t err = rd_kafka_metadata(_impl->rk, 0, t, &md, timeout_ms);
+  rd_kafka_topic_destroy(t);
+  if (err) return fail(errc::io, fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(err)));
+  std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> guard(
+      md, rd_kafka_metadata_destroy);
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (topic != md->topics[i].topic) continue;
+    if (md->topics[i].err) {
+      return fail(errc::not_found,
+                  fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(md->topics[i].err)));
+    }
+    return static_cast<uint32_t>(md->topics[i].partition_cnt);
+  }
+  return fail(errc::not_found, fmt::format("metadata of {}: no such topic", topic));
+}
+
+result<int64_t> kafka_membership::end_offset(const std::string& topic, int timeout_ms) const {
+  std::shared_lock lock(_impl->mu);
+  int64_t low = 0, high = 0;
+  const rd_kafka_resp_err_t err =
+      rd_kafka_query_watermark_offsets(_impl->rk, topic.c_str(), 0, &low, &high, timeout_ms);
+  if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return -1;
+  if (err) return fail(errc::io, fmt::format("end of {}: {}", topic, rd_kafka_err2str(err)));
+  return high;
+}
+
 void* kafka_membership::group_metadata_copy() const {
-  std::lock_guard lock(_impl->mu);
+  std::shared_lock lock(_impl->mu);
   return rd_kafka_consumer_group_metadata(_impl->rk);
 }
 

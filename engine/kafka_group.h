@@ -47,6 +47,15 @@ class kafka_membership {
   void* group_metadata_copy() const;
   const std::string& group() const { return _group; }
 
+  // Asked on the member's own connection (no client made per call), from any thread:
+  // the partition count of `topic` in the cluster's metadata (errc::not_found: no such topic),
+  // and the end offset (high watermark) of `topic`'s partition 0 (-1: no such topic).
+  result<uint32_t> topic_partitions(const std::string& topic, int timeout_ms) const;
+  result<int64_t> end_offset(const std::string& topic, int timeout_ms) const;
+  // Assignments this member was given (rebalances of its group that included it), since it
+  // joined: the node waits for one more after it saw the topics grow.
+  uint64_t assignments() const { return _assignments.load(); }
+
   struct impl;
 
  private:
@@ -62,6 +71,7 @@ class kafka_membership {
   mutable std::mutex _owned_mu;
   std::vector<uint32_t> _owned;
   std::atomic<bool> _stop{false};
+  std::atomic<uint64_t> _assignments{0};
   std::thread _thread;
   friend void membership_rebalance(kafka_membership& m, int err, void* partitions);
 };

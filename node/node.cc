@@ -5,10 +5,12 @@
 #include <limits>
 
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "connectors/connector_config.h"
 #include "engine/assert.h"
 #include "engine/embedded_log.h"
+#include "engine/kafka_placement.h"
 #include "engine/kafka_util.h"
 #include "processors/client.h"
 #include "processors/orchestrator_state.h"
@@ -23,6 +25,14 @@ node::~node() {
 }
 
 namespace {
+
+// How often a node in a Kafka group checks the topics' partition count and the placement
+// header (node::watch_placement), and how long one such request may take.
+constexpr auto placement_check_interval = std::chrono::milliseconds(1000);
+constexpr int placement_check_timeout_ms = 5000;
+// How long a node that saw the topics grow waits for its groups to rebalance over the new count
+// before it opens itself again anyway (librdkafka refreshes the metadata every 5 s).
+constexpr auto group_rebalance_wait = std::chrono::seconds(30);
 
 // A wrong password, an untrusted certificate or a missing permission is reported at start,
 // naming the cause, instead of the log's clients retrying it forever.
@@ -237,6 +247,10 @@ void node::supervise() {
             "running as this instance",
             w->group());
     }
+    if (group_mode() && std::chrono::steady_clock::now() >= _next_watch) {
+      watch_placement();
+      _next_watch = std::chrono::steady_clock::now() + placement_check_interval;
+    }
     std::lock_guard lock(_parts_mu);
     const auto now = std::chrono::steady_clock::now();
     for (uint32_t p = 0; p < _partitions.size(); ++p) {
@@ -270,16 +284,110 @@ std::vector<uint32_t> node::known_partitions(const std::vector<uint32_t>& parts)
       known.push_back(p);
       continue;
     }
-    std::lock_guard lock(_fatal_mu);
-    if (!_grown) {
-      _grown = fmt::format(
-          "the group assigned partition {}, but this instance opened the log with {} "
-          "partitions: the topics grew while it ran; restart it to run the partitions added",
-          p, _options.partitions);
-      fmt::print(stderr, "auterity: {}\n", *_grown);
+    // The watcher opens the node again once every group of this node rebalanced over the new
+    // count (watch_placement); until then p is not run.
+    if (!_assigned_past.exchange(true)) {
+      fmt::print(stderr,
+                 "auterity: the group assigned partition {}, but this instance opened the log "
+                 "with {} partitions: the topics grew while it ran\n",
+                 p, _options.partitions);
     }
   }
   return known;
+}
+
+void node::note_reopen(std::string why) {
+  std::lock_guard lock(_fatal_mu);
+  if (_grown) return;
+  _grown = std::move(why);
+  fmt::print(stderr, "auterity: {}\n", *_grown);
+}
+
+namespace {
+
+bool same_placement(const placement_header& a, const placement_header& b) {
+  return a.base == b.base && a.retired == b.retired;
+}
+
+}  // namespace
+
+// Two cheap requests on the group member's connection per check: the ingress topic's count
+// and the placement topic's end; the header itself is read only when that end moved.
+void node::watch_placement() {
+  std::vector<kafka_membership*> members;
+  {
+    // The members live until stop(), which joins the supervisor first; asked without the lock,
+    // which a commit takes for the group metadata.
+    std::lock_guard lock(_members_mu);
+    for (const auto& m : _members) members.push_back(m.get());
+  }
+  if (members.empty()) return;
+  kafka_membership& member = *members.front();
+  const kafka_log_options& k = *_options.kafka;
+  const int timeout_ms = placement_check_timeout_ms;
+  auto count = member.topic_partitions(k.topic_prefix + "ingress", timeout_ms);
+  if (count && *count != _options.partitions) {
+    // `topics apply` grows the topics one after the other: take the count once all have it.
+    bool all = true;
+    for (int s = 0; s < stream_count && all; ++s) {
+      auto c = member.topic_partitions(
+          k.topic_prefix + std::string(stream_name(static_cast<stream>(s))), timeout_ms);
+      all = c && *c == *count;
+    }
+    _grown_all_topics = all;
+    grown_to(*count, members);
+  }
+  const std::string topic = k.topic_prefix + std::string(placement_topic_suffix);
+  auto end = member.end_offset(topic, timeout_ms);
+  if (!end || *end == _placement_end) return;
+  std::map<std::string, std::string> conf = {{"bootstrap.servers", k.bootstrap}};
+  conf.merge(std::map<std::string, std::string>(k.client_config));
+  auto header = read_kafka_placement(conf, topic, timeout_ms);
+  if (!header) return;  // asked again at the next check
+  _placement_end = *end;
+  const placement_header now = *header ? **header : placement_header{_options.partitions, {}};
+  if (!same_placement(now, _log->placement())) {
+    note_reopen(
+        fmt::format("the placement header changed (base {}, retired [{}]; this instance "
+                    "opened the log with base {}, retired [{}])",
+                    now.base, fmt::join(now.retired, ","), _log->placement().base,
+                    fmt::join(_log->placement().retired, ",")));
+  }
+}
+
+// The group rebalances over a new count when a member's consumer sees the count change at its
+// metadata refresh; a consumer made after the topics grew never sees a change. So the node
+// opens itself again (closing its consumers) only once each of its members was given an
+// assignment after it first saw the ingress topic grow (each group rebalanced since), or after
+// group_rebalance_wait if one was not.
+void node::grown_to(uint32_t count, const std::vector<kafka_membership*>& members) {
+  const auto now = std::chrono::steady_clock::now();
+  if (_grown_count != count) {
+    _grown_count = count;
+    _grown_since = now;
+    _grown_assignments.clear();
+    for (kafka_membership* m : members) _grown_assignments.push_back(m->assignments());
+    fmt::print(stderr,
+               "auterity: the ingress topic has {} partitions now (this instance opened the log "
+               "with {}); opening again once the topics agree and the groups rebalanced\n",
+               count, _options.partitions);
+  }
+  if (!_grown_all_topics) return;
+  bool all = _grown_assignments.size() == members.size();
+  for (size_t i = 0; all && i < members.size(); ++i) {
+    all = members[i]->assignments() > _grown_assignments[i];
+  }
+  if (all) {
+    note_reopen(
+        fmt::format("the topics have {} partitions now and every group of this "
+                    "instance rebalanced; it opened the log with {}",
+                    count, _options.partitions));
+  } else if (now - _grown_since >= group_rebalance_wait) {
+    note_reopen(
+        fmt::format("the topics have {} partitions now (this instance opened the log "
+                    "with {}); not every group rebalanced within {} s",
+                    count, _options.partitions, group_rebalance_wait.count()));
+  }
 }
 
 std::optional<std::string> node::restart_needed() const {

@@ -114,10 +114,14 @@ class node {
   // the same instance. Everything else (a lost partition, a broker away) is handled in process:
   // the partition steps down and is restored again (docs/ownership-handover.md).
   std::optional<std::string> fatal() const;
-  // Why this node must be restarted to serve everything it was given, if so: the group assigned
-  // it partitions at or past the count the log was opened with (the topics grew while it ran,
-  // e.g. `topics apply --allow-repartition`). Those partitions are not run (nothing is decided
-  // on them); the others keep running until the caller stops the node (`run` exits 6).
+  // Why this node must be opened again to serve what it was given, if so (Kafka, group mode):
+  // the co-partitioned topics now have another partition count than the log was opened with
+  // (noted once every group of the node gave out all of them, or after 30 s: see
+  // watch_placement), or the placement header (engine/kafka_placement.h) changed (a scale down
+  // retired partitions). Partitions assigned past the count it opened with are not run (nothing
+  // is decided on them); the others keep running until the caller stops the node. `run` then opens
+  // a new node with the same options, in process (docs/tenant-moves.md, "Instances take up a new
+  // partition count in process").
   std::optional<std::string> restart_needed() const;
   // Partition runtimes replaced after a failed commit, and restores that failed and were tried
   // again, since start.
@@ -159,8 +163,22 @@ class node {
   mutable std::mutex _fatal_mu;
   std::optional<std::string> _fatal;  // guarded by _fatal_mu
   std::optional<std::string> _grown;  // guarded by _fatal_mu
-  // Drops partitions at or past the log's count from `parts`, noting them in _grown.
+  // Drops partitions at or past the log's count from `parts` (logged once: _assigned_past).
   std::vector<uint32_t> known_partitions(const std::vector<uint32_t>& parts);
+  // Group mode, from the supervisor every placement_check_interval: notes in _grown a
+  // partition count or placement header that differs from the log's (restart_needed()).
+  void watch_placement();
+  void note_reopen(std::string why);  // sets _grown once
+  // The ingress topic has `count` partitions: notes a reopen once all the topics have them and
+  // every member of `members` was given an assignment since (or after group_rebalance_wait).
+  void grown_to(uint32_t count, const std::vector<kafka_membership*>& members);
+  uint32_t _grown_count = 0;  // supervisor thread only, as the three below
+  bool _grown_all_topics = false;
+  std::chrono::steady_clock::time_point _grown_since{};
+  std::vector<uint64_t> _grown_assignments;  // each member's assignments() when first seen
+  std::atomic<bool> _assigned_past{false};   // a group assigned a partition past the count
+  std::chrono::steady_clock::time_point _next_watch{};  // supervisor thread only
+  int64_t _placement_end = -2;  // end of the placement topic last read; -2: not read yet
   std::mutex _members_mu;
   std::vector<std::unique_ptr<kafka_membership>> _members;  // group mode: orchestrator, workers
   std::vector<std::unique_ptr<worker_runtime>> _workers;

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
@@ -235,6 +237,30 @@ class kafka_fixture : public ::testing::Test {
     return ids;
   }
 
+  // Waits up to 60 s until `moves` tenants moved in (TenantMovedIn, read_committed, counted on
+  // every partition of the log as it is now); returns how many did. A scale's moves are complete
+  // only then: until the target installs the chunks, the tenant's state is in flight on the
+  // target's ingress (docs/tenant-moves.md), so a reader of the state stores would not find it,
+  // and a second move of a tenant still installing is refused, as it should be.
+  size_t await_moved_in(size_t moves) {
+    size_t seen = 0;
+    for (int round = 0; round < 120 && seen < moves; ++round) {
+      kafka_log_options ro = *options("mover-reader", false).kafka;
+      ro.read_only = true;
+      auto reader = open_kafka_log(ro);
+      if (!reader) continue;
+      seen = 0;
+      for (uint32_t p = 0; p < (*reader)->partition_count(); ++p) {
+        for (const record& r : read_all(**reader, stream::executions, p)) {
+          const fbs::Envelope* e = decode_envelope(r.value);
+          seen += e && e->payload_type() == fbs::Payload::TenantMovedIn;
+        }
+      }
+      if (seen < moves) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    return seen;
+  }
+
   static inline std::unique_ptr<testing::kafka_cluster> cluster;
   std::string prefix;
   std::string dir;
@@ -347,8 +373,8 @@ TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
   EXPECT_TRUE(std::ranges::any_of(*grown, [](const std::string& line) {
     return line.find("recorded placement base 2") != std::string::npos;
   })) << "the base is recorded before the partitions are added";
-  // The operator restarts the instance to take the new partitions (an instance that is given
-  // one it did not open with stops, exit 6: node::restart_needed).
+  // This instance runs in the test's process, with no `run` loop to open it again (which
+  // `auterity run` does: partitions_scale_grows_and_shrinks_while_two_instances_run): restart it.
   (*n)->stop();
   n->reset();
 
@@ -375,14 +401,21 @@ TEST_F(kafka_engine, topics_grown_while_running_keep_every_tenant_in_place) {
 
 // Issue 9: `partitions scale --kafka` while an instance runs under load. It weighs the tenants
 // from the executions topic (read_committed), prints the plan (`--dry-run` changes nothing),
-// grows the topics 2 -> 4 with the base recorded and stops; the instance is restarted on 4
+// grows the topics 2 -> 4 with the base recorded and, as the instance (run by this test, not by
+// `auterity run`, so nothing opens it again) keeps two partitions, stops after its wait with
+// nothing published: the fallback path. The instance is restarted on 4
 // partitions; the same command again publishes the moves onto the new partitions, which the
 // instance runs while executions keep coming; then down to 3: partition 3 retired in the
 // placement topic and its tenants moved off. Every execution completes exactly once, state
 // equals replay on all four partitions, and the chains verify across the moves.
 TEST_F(kafka_engine, partitions_scale_grows_two_to_four_and_moves_tenants_onto_the_new_ones) {
   system_clock clk;
-  auto n = node::open(options("scaler", true), clk);
+  auto in_group = [&] {  // an instance in the engine group, as `auterity run --kafka` runs
+    node_options o = options("scaler", true);
+    o.kafka_group = true;
+    return o;
+  };
+  auto n = node::open(in_group(), clk);
   ASSERT_TRUE(n.has_value()) << n.error().message;
   const std::vector<std::string> tenants = {"acme",   "bayside",  "cardinal",
                                             "dorado", "eastside", "fjord"};
@@ -417,17 +450,22 @@ TEST_F(kafka_engine, partitions_scale_grows_two_to_four_and_moves_tenants_onto_t
   auto count = check_copartitioned(cluster->bootstrap(), prefix);
   ASSERT_TRUE(count.has_value()) << count.error().message;
   EXPECT_EQ(*count, partitions) << "a dry run changes nothing";
-  auto grown = cli("partitions scale --to 4");
-  ASSERT_EQ(grown.code, 0) << grown.out;
+  // The instance runs in this process (no `run` loop to open it again): it keeps running two
+  // partitions, so the scale's wait times out and it publishes nothing (the fallback: restart,
+  // then run it again).
+  auto grown = cli("partitions scale --to 4 --wait-s 5");
+  ASSERT_EQ(grown.code, 2) << grown.out;
   EXPECT_NE(grown.out.find("recorded placement base 2"), std::string::npos) << grown.out;
-  EXPECT_NE(grown.out.find("no move published yet"), std::string::npos) << grown.out;
+  EXPECT_NE(grown.out.find("did not take up 4 partitions within 5 s"), std::string::npos)
+      << grown.out;
+  EXPECT_NE(grown.out.find("no move published"), std::string::npos) << grown.out;
   count = check_copartitioned(cluster->bootstrap(), prefix);
   ASSERT_TRUE(count.has_value()) << count.error().message;
   EXPECT_EQ(*count, 4u);
   // The operator restarts the instance on the four partitions.
   (*n)->stop();
   n->reset();
-  auto again = node::open(options("scaler", true), clk);
+  auto again = node::open(in_group(), clk);
   ASSERT_TRUE(again.has_value()) << again.error().message;
   ASSERT_EQ((*again)->partitions(), 4u);
   start(**again, "restarted", 30);  // hashed with 4 by the producer: forwarded to their tenants
@@ -680,14 +718,15 @@ std::string read_text(const std::string& path) {
 
 // `fault`: AUTERITY_FAULT for the child (engine/fault.h), empty for none; `extra`: more options
 // of `run`.
+// `until_quiet` off: it runs until SIGTERM.
 pid_t spawn_engine(const std::string& dir, const std::string& bootstrap, const std::string& prefix,
                    const std::string& instance = "engine", const std::string& fault = "",
-                   const std::vector<std::string>& extra = {}) {
+                   const std::vector<std::string>& extra = {}, bool until_quiet = true) {
   fs::create_directories(dir);
   std::vector<std::string> args = {
-      AUTERITY_BIN, "run", "--kafka",    bootstrap, "--topic-prefix", prefix,
-      "--data",     dir,   "--instance", instance,  "--until-quiet",  "--stats-interval-s",
-      "0"};
+      AUTERITY_BIN, "run", "--kafka",    bootstrap, "--topic-prefix",     prefix,
+      "--data",     dir,   "--instance", instance,  "--stats-interval-s", "0"};
+  if (until_quiet) args.push_back("--until-quiet");
   args.insert(args.end(), extra.begin(), extra.end());
   // Built before the fork: the test process has threads (Kafka clients), so the child must not
   // allocate before execv.
@@ -1227,6 +1266,300 @@ TEST_F(kafka_engine, anchors_of_two_instances_verify_together_across_a_handover)
   auto o = verify_with_anchors(cluster->bootstrap(), prefix, b, keys, {a_anchors, b_anchors});
   EXPECT_EQ(o.code, 0) << o.out;
   EXPECT_NE(o.out.find("signed anchors match"), std::string::npos) << o.out;
+}
+
+// Every execution of `ids` whose end (succeeded, failed, cancelled) is in the executions topic,
+// read_committed, waiting up to `limit` for all of them; `from` keeps the read positions.
+size_t await_ended_in_log(log& l, const std::vector<std::pair<std::string, std::string>>& ids,
+                          std::chrono::seconds limit) {
+  std::set<std::string> ended;
+  std::vector<uint64_t> from(l.partition_count(), 0);
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  auto all = [&] {
+    return std::ranges::all_of(ids, [&](const auto& id) { return ended.contains(id.second); });
+  };
+  while (!all() && std::chrono::steady_clock::now() < deadline) {
+    for (uint32_t p = 0; p < l.partition_count(); ++p) {
+      std::vector<record> out;
+      auto n = l.read(stream::executions, p, from[p], 1024, 8 << 20, out);
+      if (!n || *n == 0) continue;
+      from[p] = out.back().offset + 1;
+      for (const record& r : out) {
+        const fbs::Envelope* e = decode_envelope(r.value);
+        if (!e) continue;
+        const auto t = e->payload_type();
+        if (t == fbs::Payload::ExecutionSucceeded || t == fbs::Payload::ExecutionFailed ||
+            t == fbs::Payload::ExecutionCancelled) {
+          ended.insert(std::string(sv(e->execution_id())));
+        }
+      }
+    }
+    if (!all()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return static_cast<size_t>(
+      std::ranges::count_if(ids, [&](const auto& id) { return ended.contains(id.second); }));
+}
+
+// "<n> move(s) published" in a scale's output.
+size_t moves_published(const std::string& text) {
+  const size_t at = text.find(" move(s) published");
+  if (at == std::string::npos) return 0;
+  size_t begin = at;
+  while (begin > 0 && std::isdigit(static_cast<unsigned char>(text[begin - 1]))) --begin;
+  return static_cast<size_t>(std::atoi(text.c_str() + begin));
+}
+
+// The figures an engine's log gives of its reopens: "reopened in process in X ms" each time.
+std::vector<int> reopen_ms(const std::string& text) {
+  std::vector<int> out;
+  const std::string marker = "reopened in process in ";
+  for (size_t at = text.find(marker); at != std::string::npos; at = text.find(marker, at + 1)) {
+    out.push_back(std::atoi(text.c_str() + at + marker.size()));
+  }
+  return out;
+}
+
+// Issue 9: two instances (`auterity run --kafka`, two processes) run under load, and the
+// partition count changes while they run, with no restart: `partitions scale --kafka --to 4`
+// grows the topics 2 -> 4, waits until both instances opened themselves again in process with 4
+// partitions and the group assigns all four, and publishes the moves in the same run; then
+// 4 -> 8 the same way; then down to 3 (partitions 3..7 retired in the placement topic, which the
+// instances read and reopen for, and their tenants moved off). Executions are started all along
+// (hashed by producers with 2 partitions, later with 8). Then, with read_committed readers,
+// every execution succeeded exactly once, each command was written once, each notification
+// sent once, state equals replay on all eight partitions and the chains verify.
+TEST_F(kafka_engine, partitions_scale_grows_and_shrinks_while_two_instances_run) {
+  system_clock clk;
+  auto submitter = node::open(options("submitter", false), clk);
+  ASSERT_TRUE(submitter.has_value()) << submitter.error().message;
+  const std::vector<std::string> tenants = {"acme",     "bayside", "cardinal", "dorado",
+                                            "eastside", "fjord",   "granite",  "harbor"};
+  for (const std::string& tenant : tenants) {
+    ASSERT_TRUE(
+        (*submitter)->submit(tenant, client::publish_definition({tenant, "", "pub", 0}, workflow)));
+  }
+  std::mutex ids_mu;
+  std::vector<std::pair<std::string, std::string>> ids;
+  auto start = [&](node& on, const std::string& tag, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      const std::string& tenant = tenants[i % tenants.size()];
+      const std::string id = fmt::format("{}-{}", tag, i);
+      auto r = on.submit(
+          tenant, client::start_execution({tenant, id, id, 0}, "lead", 0, json{{"n", i}}.dump()));
+      ASSERT_TRUE(r.has_value()) << r.error().message;
+      std::lock_guard lock(ids_mu);
+      ids.emplace_back(tenant, id);
+    }
+  };
+  start(**submitter, "before", 60);
+  const std::string a = dir + "/a", b = dir + "/b";
+  const pid_t pa = spawn_engine(a, cluster->bootstrap(), prefix, "a", "", {}, false);
+  const pid_t pb = spawn_engine(b, cluster->bootstrap(), prefix, "b", "", {}, false);
+  struct stopper {  // a failed assertion must not leave the instances running
+    std::vector<pid_t> pids;
+    ~stopper() {
+      for (pid_t p : pids) {
+        if (p > 0 && ::kill(p, SIGKILL) == 0) ::waitpid(p, nullptr, 0);
+      }
+    }
+  } stop_on_failure{{pa, pb}};
+  // Load all along: a few executions every 300 ms, by a producer that hashes with 2 partitions.
+  std::atomic<bool> loading{true};
+  std::thread load([&] {
+    for (size_t round = 0; loading.load(); ++round) {
+      start(**submitter, fmt::format("load{}", round), 3);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  });
+  struct joiner {
+    std::atomic<bool>& flag;
+    std::thread& t;
+    ~joiner() {
+      flag = false;
+      if (t.joinable()) t.join();
+    }
+  } join_load{loading, load};
+  const std::string where =
+      fmt::format("--kafka {} --topic-prefix {} --data {}/cli", cluster->bootstrap(), prefix, dir);
+  auto cli = [&](const std::string& args) {
+    return testing::run_command(fmt::format("'{}' {} {} 2>&1", AUTERITY_BIN, args, where));
+  };
+  auto scale = [&](uint32_t to) {
+    const auto began = std::chrono::steady_clock::now();
+    auto out = cli(fmt::format("partitions scale --to {} --wait-s 120", to));
+    fmt::print("scale --to {}: exit {} in {:.1f} s\n", to, out.code,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+    return out;
+  };
+  {
+    // The instances run the first executions to their end: the scale weighs tenants that ran.
+    std::vector<std::pair<std::string, std::string>> first;
+    {
+      std::lock_guard lock(ids_mu);
+      first.assign(ids.begin(), ids.begin() + 60);
+    }
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    ASSERT_EQ(await_ended_in_log(**reader, first, std::chrono::seconds(120)), first.size())
+        << "the instances did not run the first executions; logs in " << a << " and " << b;
+  }
+
+  auto up4 = scale(4);
+  ASSERT_EQ(up4.code, 0) << up4.out;
+  EXPECT_NE(up4.out.find("recorded placement base 2"), std::string::npos) << up4.out;
+  EXPECT_NE(up4.out.find("instance(s) of auterity.orchestrator run 4 partitions"),
+            std::string::npos)
+      << up4.out;
+  EXPECT_NE(up4.out.find("move(s) published on ingress"), std::string::npos) << up4.out;
+  EXPECT_EQ(up4.out.find(" 0 move(s) published"), std::string::npos) << up4.out;
+  {
+    // A producer that hashes with the new count: its records of old tenants are forwarded.
+    node_options o = options("submitter4", false);
+    o.data_dir = dir + "/submitter4";  // the first submitter holds the state stores in `dir`
+    auto grown = node::open(o, clk);
+    ASSERT_TRUE(grown.has_value()) << grown.error().message;
+    ASSERT_EQ((*grown)->partitions(), 4u);
+    start(**grown, "grown", 40);
+  }
+  size_t moves = moves_published(up4.out);
+  ASSERT_EQ(await_moved_in(moves), moves) << "the moves of the scale to 4 did not complete";
+  auto up8 = scale(8);
+  ASSERT_EQ(up8.code, 0) << up8.out;
+  EXPECT_NE(up8.out.find("run 8 partitions"), std::string::npos) << up8.out;
+  EXPECT_NE(up8.out.find("move(s) published on ingress"), std::string::npos) << up8.out;
+  moves += moves_published(up8.out);
+  ASSERT_EQ(await_moved_in(moves), moves) << "the moves of the scale to 8 did not complete";
+  auto down3 = scale(3);
+  ASSERT_EQ(down3.code, 0) << down3.out;
+  EXPECT_NE(down3.out.find("3..7 retired: Kafka cannot delete partitions"), std::string::npos)
+      << down3.out;
+  moves += moves_published(down3.out);
+  ASSERT_EQ(await_moved_in(moves), moves)
+      << "the moves off the retired partitions did not complete";
+  loading = false;
+  load.join();
+  std::map<std::string, std::string> conf = {{"bootstrap.servers", cluster->bootstrap()}};
+  auto header = read_kafka_placement(conf, prefix + "placement", 10'000);
+  ASSERT_TRUE(header.has_value()) << header.error().message;
+  ASSERT_TRUE(header->has_value());
+  EXPECT_EQ((*header)->base, partitions);
+  EXPECT_EQ((*header)->retired, (std::vector<uint32_t>{3, 4, 5, 6, 7}));
+  {
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    ASSERT_EQ(await_ended_in_log(**reader, ids, std::chrono::seconds(240)), ids.size())
+        << "executions still running after 240 s; logs in " << a << " and " << b;
+  }
+  // Both instances ran throughout (never exited), took up each change in process, and stop
+  // cleanly.
+  ::kill(pa, SIGTERM);
+  ::kill(pb, SIGTERM);
+  EXPECT_TRUE(exited_ok(wait_exit(pa, 60))) << "log: " << a << "/engine.log";
+  EXPECT_TRUE(exited_ok(wait_exit(pb, 60))) << "log: " << b << "/engine.log";
+  stop_on_failure.pids.clear();
+  for (const std::string& d : {a, b}) {
+    const std::string text = read_text(d + "/engine.log");
+    const std::vector<int> reopens = reopen_ms(text);
+    EXPECT_GE(reopens.size(), 3u) << "4, 8 and the retired partitions; log: " << d;
+    EXPECT_NE(text.find("the placement header changed"), std::string::npos) << d;
+    fmt::print("instance {}: reopened in process {} time(s), in [{}] ms\n", d, reopens.size(),
+               fmt::join(reopens, ", "));
+  }
+  // Tenants went onto the new partitions and off the retired ones; nothing was refused.
+  submitter->reset();
+  auto checker = node::open(options("checker", false), clk);
+  ASSERT_TRUE(checker.has_value()) << checker.error().message;
+  ASSERT_EQ((*checker)->partitions(), 8u);
+  std::set<uint32_t> moved_in;
+  size_t left_retired = 0;
+  for (uint32_t p = 0; p < 8; ++p) {
+    for (const record& r : read_all((*checker)->get_log(), stream::executions, p)) {
+      const fbs::Envelope* e = decode_envelope(r.value);
+      ASSERT_NE(e, nullptr);
+      EXPECT_NE(e->payload_type(), fbs::Payload::CommandRejected)
+          << sv(e->payload_as_CommandRejected()->reason());
+      if (e->payload_type() == fbs::Payload::TenantMovedIn && p >= partitions) moved_in.insert(p);
+      if (e->payload_type() == fbs::Payload::TenantMovedOut && p >= 3) ++left_retired;
+    }
+  }
+  EXPECT_TRUE(moved_in.contains(2) && moved_in.contains(3)) << "the first grow moved tenants on";
+  EXPECT_TRUE(std::ranges::any_of(moved_in, [](uint32_t p) { return p >= 4; }))
+      << "the second grow moved tenants on";
+  EXPECT_GE(left_retired, 1u) << "the tenants of the retired partitions moved off";
+  checker->reset();
+  verify(b, ids);
+  expect_outbox_once({a, b}, ids.size());
+}
+
+// Issue 9, a crash point of the in-process reopen: instance a is killed (SIGKILL, the fault
+// point reopen.stopped) after it stopped its node to take up 4 partitions and before it opened
+// again. The scale still completes in one run (a's session expires, the group gives everything
+// to b, which opened again), a is restarted later on the same data; every execution succeeds
+// exactly once, each command and notification once, state equals replay and chains verify.
+TEST_F(kafka_engine, partitions_scale_survives_an_instance_killed_while_it_reopens) {
+  const auto ids = submit(120, {"acme", "bayside", "cardinal", "dorado"});
+  const std::string a = dir + "/a", b = dir + "/b";
+  const pid_t pa =
+      spawn_engine(a, cluster->bootstrap(), prefix, "a", "reopen.stopped:kill", {}, false);
+  pid_t pb = spawn_engine(b, cluster->bootstrap(), prefix, "b", "", {}, false);
+  struct stopper {
+    std::vector<pid_t> pids;
+    ~stopper() {
+      for (pid_t p : pids) {
+        if (p > 0 && ::kill(p, SIGKILL) == 0) ::waitpid(p, nullptr, 0);
+      }
+    }
+  } stop_on_failure{{pa, pb}};
+  {
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    std::vector<std::pair<std::string, std::string>> first(ids.begin(), ids.begin() + 20);
+    ASSERT_EQ(await_ended_in_log(**reader, first, std::chrono::seconds(120)), first.size());
+  }
+  auto up = testing::run_command(
+      fmt::format("'{}' partitions scale --to 4 --wait-s 120 --kafka {} --topic-prefix {} --data "
+                  "{}/cli 2>&1",
+                  AUTERITY_BIN, cluster->bootstrap(), prefix, dir));
+  ASSERT_EQ(up.code, 0) << up.out;
+  EXPECT_NE(up.out.find("run 4 partitions"), std::string::npos) << up.out;
+  EXPECT_NE(up.out.find("move(s) published on ingress"), std::string::npos) << up.out;
+  const size_t moves = moves_published(up.out);
+  ASSERT_GT(moves, 0u) << "every tenant is on partition 0 of 2: the scale moves some; " << up.out;
+  // a killed itself in its reopen; b runs everything.
+  const int sa = wait_exit(pa, 30);
+  EXPECT_TRUE(sa >= 0 && WIFSIGNALED(sa) && WTERMSIG(sa) == SIGKILL) << "status " << sa;
+  EXPECT_NE(read_text(a + "/engine.log").find("fault point reopen.stopped reached"),
+            std::string::npos);
+  // Restarted on its data, a takes its share back.
+  const pid_t pa2 = spawn_engine(a, cluster->bootstrap(), prefix, "a", "", {}, false);
+  stop_on_failure.pids = {pa2, pb};
+  {
+    kafka_log_options ro = *options("reader", false).kafka;
+    ro.read_only = true;
+    auto reader = open_kafka_log(ro);
+    ASSERT_TRUE(reader.has_value()) << reader.error().message;
+    ASSERT_EQ(reader->get()->partition_count(), 4u);
+    ASSERT_EQ(await_ended_in_log(**reader, ids, std::chrono::seconds(240)), ids.size())
+        << "executions still running; logs in " << a << " and " << b;
+  }
+  // The executions may all have ended before the moves were decided (the scale waits for the
+  // reopens): the scale is complete once every tenant it moved is installed on its target.
+  ASSERT_EQ(await_moved_in(moves), moves)
+      << "the scale's moves did not complete; logs in " << a << " and " << b;
+  ::kill(pa2, SIGTERM);
+  ::kill(pb, SIGTERM);
+  EXPECT_TRUE(exited_ok(wait_exit(pa2, 60))) << "log: " << a << "/engine.log";
+  EXPECT_TRUE(exited_ok(wait_exit(pb, 60))) << "log: " << b << "/engine.log";
+  stop_on_failure.pids.clear();
+  EXPECT_EQ(reopen_ms(read_text(b + "/engine.log")).size(), 1u) << "b took up 4 in process";
+  verify(b, ids);
+  expect_outbox_once({a, b}, ids.size());
 }
 
 TEST_F(kafka_three_nodes, a_broker_killed_under_load_loses_nothing) {
