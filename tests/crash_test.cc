@@ -51,6 +51,7 @@
 #include "processors/limits.h"
 #include "replay/timeline.h"
 #include "replay/verify.h"
+#include "tests/run_command.h"
 
 extern char** environ;
 
@@ -302,17 +303,8 @@ pid_t spawn_engine(const fs::path& dir, const fs::path& out) {
   std::vector<std::string> args = {AUTERITY_BIN,   "run",          "--data",
                                    dir.string(),   "--partitions", std::to_string(partitions),
                                    "--until-quiet"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  int rc = 0;
+  const pid_t pid = testing::spawn_logged(std::move(args), out.string(), environ, &rc);
   if (rc != 0) {
     ADD_FAILURE() << "cannot start " << AUTERITY_BIN << ": " << std::strerror(rc);
     return -1;
@@ -780,7 +772,7 @@ class data_dir {
     fs::create_directories(_path);
   }
   ~data_dir() {
-    if (testing::Test::HasFailure() || std::getenv("AUTERITY_TEST_KEEP") != nullptr) {
+    if (::testing::Test::HasFailure() || std::getenv("AUTERITY_TEST_KEEP") != nullptr) {
       fmt::print("crash_test: data directory kept: {}\n", _path.string());
     } else {
       std::error_code ec;

@@ -139,18 +139,8 @@ TEST(api_move, tenants_move_under_load_while_the_engine_runs_and_every_execution
     }
   }
   // Every execution ends: no tenant has a running one left.
-  bool all_ended = false;
-  for (int round = 0; round < 600 && !all_ended; ++round) {
-    all_ended = true;
-    for (const std::string& t : tenants) {
-      auto r = c.call("GET", fmt::format("/v1/tenants/{}/executions?status=running&limit=1", t));
-      all_ended = all_ended && r.status == 200 && r.j()["executions"].empty();
-    }
-    if (!all_ended) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  const bool all_ended = await_all_ended(c, tenants);
+  const int status = stop_and_wait(pid);
   ASSERT_TRUE(all_ended) << "executions still running after 60 s; see " << out;
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "see " << out;
 

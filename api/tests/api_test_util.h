@@ -6,8 +6,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <fmt/core.h>
 #include <gtest/gtest.h>
@@ -30,6 +33,7 @@
 #include "engine/http_client.h"
 #include "engine/record.h"
 #include "node/node.h"
+#include "tests/run_command.h"
 
 extern char** environ;
 
@@ -98,18 +102,32 @@ inline std::string raw_exchange(uint16_t port, const std::string& bytes, int tim
 
 // Starts a program with stdout and stderr appended to `out`; its pid, -1 on failure.
 inline pid_t spawn(std::vector<std::string> args, const std::string& out) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
+  return auterity::testing::spawn_logged(std::move(args), out);
+}
+
+// Polls every 100 ms, at most `rounds` times, until none of `tenants` has a running execution
+// (`GET /v1/tenants/{t}/executions?status=running`); true once they all ended. `Client` has
+// `call(method, path)` returning a `reply`.
+template <typename Client>
+bool await_all_ended(Client& c, const std::vector<std::string>& tenants, int rounds = 600) {
+  for (int round = 0; round < rounds; ++round) {
+    bool all_ended = true;
+    for (const std::string& t : tenants) {
+      auto r = c.call("GET", fmt::format("/v1/tenants/{}/executions?status=running&limit=1", t));
+      all_ended = all_ended && r.status == 200 && r.j()["executions"].empty();
+    }
+    if (all_ended) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// SIGTERM to `pid`, then its wait status.
+inline int stop_and_wait(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
 }
 
 // Calls fn(partition, envelope) for every record of stream s, partition by partition in offset

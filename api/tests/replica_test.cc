@@ -27,6 +27,7 @@
 #include "engine/record.h"
 #include "replay/state_replay.h"
 #include "replay/tests/golden.h"
+#include "tests/run_command.h"
 
 extern char** environ;
 
@@ -311,20 +312,10 @@ pid_t spawn_child(const std::string& log_dir, const std::string& replica_dir,
   }
   env.push_back(fmt::format("AUTERITY_REPLICA_CHILD={}|{}|{}", log_dir, replica_dir, mode));
   if (!fault.empty()) env.push_back("AUTERITY_FAULT=" + fault);
-  std::vector<char*> argv, envp;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
+  return testing::spawn_logged(std::move(args), out, envp.data());
 }
 
 std::string file_text(const std::string& path) {
